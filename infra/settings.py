@@ -1,0 +1,145 @@
+"""The one configuration object. Every knob is an `EXAMDAY_` environment variable.
+
+Nested values use `__`: `EXAMDAY_REGIONS__CN_NORTH__BUCKET=...`, or the whole
+map as JSON in `EXAMDAY_REGIONS`.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets in these forms are for a laptop only; anything else refuses to start with them.
+PLACEHOLDER_PREFIXES = ("dev-", "change-me", "placeholder")
+DEV_MASTER_KEY = "dev-" + base64.urlsafe_b64encode(b"examday-dev-master-key-32-bytes!").decode()
+
+
+class RegionStore(BaseModel):
+    """One region's object store: personal data of an exam in this region goes here only."""
+
+    endpoint: str
+    bucket: str
+    access_key: SecretStr = SecretStr("dev-access-key")
+    secret_key: SecretStr = SecretStr("dev-secret-key")
+    signing_region: str = "us-east-1"
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not (3 <= len(value) <= 63) or not value.replace("-", "").isalnum() or value != value.lower():
+            raise ValueError("bucket names are 3-63 lowercase letters, digits and '-'")
+        return value
+
+
+def _default_regions() -> dict[str, RegionStore]:
+    return {
+        name: RegionStore(endpoint="http://127.0.0.1:8333", bucket=f"examday-{name}")
+        for name in ("cn-north", "cn-east")
+    }
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EXAMDAY_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+    )
+
+    env: Literal["development", "test", "production"] = "development"
+    state_dir: Path = Path(".state")
+
+    # Hot state and journals.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Object stores, one per region.
+    regions: dict[str, RegionStore] = Field(default_factory=_default_regions)
+    s3_port: int = 8333
+
+    # Ray: None means the embedded local cluster that `examday up` starts.
+    ray_address: str | None = None
+    ray_namespace: str = "examday"
+    ray_head_ip: str = "127.0.0.2"
+    ray_worker_ip: str = "127.0.0.3"
+    ray_gcs_port: int = 26380
+    ray_node_memory_bytes: int = 4 * 1024**3
+    ray_object_store_bytes: int = 512 * 1024**2
+    ray_node_cpus: int = 2
+    ray_port_base: int = 27000
+
+    # Gateway.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    max_request_bytes: int = 1024 * 1024
+    max_upload_bytes: int = 8 * 1024 * 1024
+
+    # WebRTC: host candidates are gathered on these addresses only.
+    ice_host_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+
+    # Secrets.
+    token_signing_key: SecretStr = SecretStr("dev-token-signing-key-not-for-production")
+    data_master_key: SecretStr = SecretStr(DEV_MASTER_KEY)
+    pseudonym_key: SecretStr = SecretStr("dev-pseudonym-key-not-for-production")
+
+    # Telemetry: OTLP is used when OTEL_EXPORTER_OTLP_ENDPOINT is set (the OTel convention);
+    # a JSON-lines file of finished spans when trace_file is set.
+    service_name: str = "examday"
+    trace_file: Path | None = None
+
+    @field_validator("ice_host_addresses")
+    @classmethod
+    def _ice_addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            ipaddress.ip_address(address)
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.env == "production":
+            weak = [
+                name
+                for name in ("token_signing_key", "data_master_key", "pseudonym_key")
+                if getattr(self, name).get_secret_value().startswith(PLACEHOLDER_PREFIXES)
+            ]
+            weak += [
+                f"regions.{region}.{part}"
+                for region, store in self.regions.items()
+                for part in ("access_key", "secret_key")
+                if getattr(store, part).get_secret_value().startswith(PLACEHOLDER_PREFIXES)
+            ]
+            if weak:
+                raise ValueError(f"placeholder secrets outside development: {', '.join(weak)}")
+        if not self.regions:
+            raise ValueError("at least one region is required")
+        return self
+
+    # Derived values: computed, never configured twice.
+    @property
+    def redis_port(self) -> int:
+        return urlparse(self.redis_url).port or 6379
+
+    @property
+    def redis_host(self) -> str:
+        return urlparse(self.redis_url).hostname or "127.0.0.1"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.gateway_host}:{self.gateway_port}"
+
+    @property
+    def ray_head_address(self) -> str:
+        return self.ray_address or f"{self.ray_head_ip}:{self.ray_gcs_port}"
+
+    def master_key_bytes(self) -> bytes:
+        raw = self.data_master_key.get_secret_value()
+        if raw.startswith("dev-"):
+            raw = raw[4:]
+        key = base64.urlsafe_b64decode(raw)
+        if len(key) != 32:
+            raise ValueError("EXAMDAY_DATA_MASTER_KEY must be 32 bytes, urlsafe base64")
+        return key
