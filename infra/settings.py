@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -32,7 +33,11 @@ class RegionStore(BaseModel):
     @field_validator("bucket")
     @classmethod
     def _bucket_name(cls, value: str) -> str:
-        if not (3 <= len(value) <= 63) or not value.replace("-", "").isalnum() or value != value.lower():
+        if (
+            not (3 <= len(value) <= 63)
+            or not value.replace("-", "").isalnum()
+            or value != value.lower()
+        ):
             raise ValueError("bucket names are 3-63 lowercase letters, digits and '-'")
         return value
 
@@ -143,3 +148,25 @@ class Settings(BaseSettings):
         if len(key) != 32:
             raise ValueError("EXAMDAY_DATA_MASTER_KEY must be 32 bytes, urlsafe base64")
         return key
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process build these same Settings."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        raw = getattr(settings, name)
+        if isinstance(raw, SecretStr):
+            value = raw.get_secret_value()
+        elif name == "regions":
+            value = {
+                region: {
+                    **store.model_dump(mode="json"),
+                    "access_key": store.access_key.get_secret_value(),
+                    "secret_key": store.secret_key.get_secret_value(),
+                }
+                for region, store in settings.regions.items()
+            }
+        env[f"EXAMDAY_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env

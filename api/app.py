@@ -1,0 +1,41 @@
+"""The gateway: a stateless FastAPI app in front of the Ray actors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+from api import problems
+from api.limits import BodyLimitMiddleware
+from api.routes import health
+from api.runtime import Runtime
+from infra.settings import Settings
+from infra.telemetry import setup_tracing
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    provider = setup_tracing(settings, "gateway")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = await Runtime.open(settings)
+        try:
+            yield
+        finally:
+            await app.state.runtime.close()
+
+    app = FastAPI(title="examday", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    problems.install(app)
+    app.include_router(health.router)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.max_request_bytes,
+        overrides={"/v1/uploads": settings.max_upload_bytes},
+    )
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="healthz")
+    return app

@@ -1,0 +1,56 @@
+"""Request-size limits enforced before a route reads the body."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.problems import problem_response
+from infra.errors import PayloadTooLarge
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over their path's limit: by Content-Length first, else while streaming."""
+
+    def __init__(
+        self, app: ASGIApp, default: int, overrides: Mapping[str, int] | None = None
+    ) -> None:
+        self.app = app
+        self.default = default
+        # Longest prefix wins.
+        self.overrides = sorted((overrides or {}).items(), key=lambda item: -len(item[0]))
+
+    def limit_for(self, path: str) -> int:
+        return next(
+            (limit for prefix, limit in self.overrides if path.startswith(prefix)), self.default
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            response = problem_response(
+                413, "payload_too_large", "Payload too large",
+                f"the body is over the limit of {limit} bytes", scope["path"],
+                extra={"limit": limit},
+            )  # fmt: skip
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(
+                        f"the body is over the limit of {limit} bytes", limit=limit
+                    )
+            return message
+
+        await self.app(scope, counting_receive, send)

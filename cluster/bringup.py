@@ -1,0 +1,121 @@
+"""`examday up`, `down` and `status`: the embedded cluster's life cycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from infra.processes import pid_alive
+from infra.settings import Settings
+from infra.stack import LocalStack, read_manifest
+
+
+def up(settings: Settings, *, nodes: int, demo: bool) -> int:
+    stack = LocalStack(settings, nodes=nodes, appendonly=demo)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"examday: starting {nodes} Ray node(s), state in {settings.state_dir.resolve()}")
+    stack.start()
+    try:
+        print(f"examday: up in {stack.timings['total']:.1f}s")
+        print(f"  gateway   {settings.gateway_url}  (/healthz, /readyz, /docs)")
+        print(f"  redis     {settings.redis_url}")
+        print(
+            f"  s3        http://127.0.0.1:{settings.s3_port}  buckets: "
+            + ", ".join(f"{r}={s.bucket}" for r, s in settings.regions.items())
+        )
+        print(f"  ray       {settings.ray_head_address}")
+        print(f"  state     {settings.state_dir.resolve()}  (logs in logs/)")
+        if demo:
+            from loadtests.demo import run_demo
+
+            run_demo(settings, stop)
+        print("examday: running; Ctrl-C (or `examday down`) stops everything")
+        while not stop.wait(1.0):
+            pass
+    finally:
+        print("examday: stopping")
+        stack.stop()
+        print("examday: stopped")
+    return 0
+
+
+def down(settings: Settings, timeout: float = 60.0) -> int:
+    manifest = read_manifest(settings.state_dir)
+    if manifest is None:
+        print(f"examday: nothing running for {settings.state_dir.resolve()}")
+        return 0
+    supervisor = int(manifest["supervisor_pid"])
+    if pid_alive(supervisor):
+        os.kill(supervisor, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    # Whatever outlived the supervisor (it was SIGKILLed, say) is ended by pid.
+    for name, pid in manifest["services"].items():
+        if pid and pid_alive(int(pid)) and _is_ours(int(pid)):
+            print(f"examday: {name} (pid {pid}) outlived the supervisor; killing it")
+            os.killpg(int(pid), signal.SIGKILL)
+    (settings.state_dir / "stack.json").unlink(missing_ok=True)
+    print("examday: down")
+    return 0
+
+
+def _is_ours(pid: int) -> bool:
+    try:
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
+    return any(word in cmdline for word in ("redis-server", "weed", "ray", "uvicorn"))
+
+
+def status(settings: Settings) -> int:
+    manifest = read_manifest(settings.state_dir)
+    if manifest is None:
+        print(f"examday: not running (no stack in {settings.state_dir.resolve()})")
+        return 1
+    print(f"examday: supervisor pid {manifest['supervisor_pid']}, state {manifest['state_dir']}")
+    for name, pid in manifest["services"].items():
+        alive = pid_alive(int(pid))
+        rss = _rss_mib(int(pid)) if alive else 0.0
+        print(f"  {name:<12} pid {pid:<8} {'up' if alive else 'DOWN':<5} rss {rss:7.1f} MiB")
+    ready = _readyz(manifest.get("gateway_url"))
+    print(json.dumps(ready, indent=2))
+    return 0 if ready.get("status") == "ready" else 1
+
+
+def _rss_mib(pid: int) -> float:
+    """RSS of a service with all its descendants (Ray's raylet and workers)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs) / 2**20
+    except psutil.Error:
+        return 0.0
+
+
+def _readyz(url: str | None) -> dict[str, Any]:
+    if not url:
+        return {"status": "no gateway"}
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:  # noqa: S310
+            body: dict[str, Any] = json.loads(response.read())
+            return body
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read())
+        return body
+    except OSError as exc:
+        return {"status": "unreachable", "detail": str(exc)}
+
+
+def state_dir_default() -> Path:
+    return Path(os.environ.get("EXAMDAY_STATE_DIR", ".state"))

@@ -1,0 +1,137 @@
+"""Child processes that never outlive their parent.
+
+Each child runs in its own process group (so Ctrl-C in a terminal reaches only
+the supervisor, which then stops children in order) and asks the kernel to
+send it SIGTERM when the supervisor dies (PR_SET_PDEATHSIG), so even a
+SIGKILLed supervisor leaves no orphans behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from infra.errors import DependencyDown
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:
+    os.setpgid(0, 0)
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is gone for our purposes.
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    return True
+
+
+class ManagedProcess:
+    """One supervised child: start, wait until healthy, stop (TERM, then KILL)."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = env
+        self.cwd = cwd
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen else None
+
+    @property
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._popen = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                preexec_fn=_child_setup,
+            )
+
+    def wait_healthy(self, check: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise DependencyDown(
+                    f"{self.name} exited during start-up; see {self.log_path}",
+                    reason="service_start_failed",
+                    service=self.name,
+                )
+            if check():
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise DependencyDown(
+            f"{self.name} not healthy after {timeout:.0f}s; see {self.log_path}",
+            reason="service_start_timeout",
+            service=self.name,
+        )
+
+    def stop(self, timeout: float = 15.0) -> None:
+        popen = self._popen
+        if popen is None or popen.poll() is not None:
+            return
+        self._signal_group(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._signal_group(popen.pid, signal.SIGKILL)
+            popen.wait(5)
+        # The leader is gone; anything left in its group is ours to end.
+        self._signal_group(popen.pid, signal.SIGKILL)
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)

