@@ -1,0 +1,69 @@
+"""The sessions of a `Forwarder`: one peer connection each, with its counters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from actors import rtc, sdp
+from actors.fanout import ForwardTrack, PublishedTrack
+from actors.recording import Recorder
+
+
+class Session:
+    """One peer connection: a publisher's (WHIP) or a viewer's (WHEP)."""
+
+    def __init__(self, session_id: str, pc: rtc.ScopedPeerConnection, offer: sdp.Offer) -> None:
+        self.id = session_id
+        self.pc = pc
+        self.remote_ufrag = offer.ice_ufrag
+        self.remote_pwd = offer.ice_pwd
+        self.mids = [m.mid for m in offer.media]
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.closed = False
+
+    @property
+    def connection_state(self) -> str:
+        return str(self.pc.connectionState)
+
+    def counters(self) -> Counter[str]:
+        return Counter()
+
+
+class PublishSession(Session):
+    def __init__(self, session_id: str, pc: Any, offer: sdp.Offer, source: str) -> None:
+        super().__init__(session_id, pc, offer)
+        self.source = source
+        self.tracks: dict[str, PublishedTrack] = {}
+        self.recorder: Recorder | None = None
+
+    def counters(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for track in self.tracks.values():
+            counts["frames_received"] += track.frames_in
+            counts["keyframe_requests_sent"] += track.keyframe_requests_sent
+        if self.recorder is not None:
+            counts["segments_recorded"] += self.recorder.segments
+            counts["segments_failed"] += self.recorder.failures
+        return counts
+
+
+class ViewSession(Session):
+    def __init__(self, session_id: str, pc: Any, offer: sdp.Offer, sources: Sequence[str]) -> None:
+        super().__init__(session_id, pc, offer)
+        self.sources = tuple(sources)
+        self.tracks: list[ForwardTrack] = []
+        self.encoders: list[rtc.PackOnlyEncoder] = []
+        self.rtp_packets = 0
+
+    def counters(self) -> Counter[str]:
+        counts: Counter[str] = Counter(rtp_packets_forwarded=self.rtp_packets)
+        for track in self.tracks:
+            counts["frames_forwarded"] += track.frames
+            counts["bytes_forwarded"] += track.bytes
+            counts["frames_dropped"] += track.dropped
+            counts["keyframe_requests_relayed"] += track.keyframe_requests
+        counts["encodes"] += sum(e.encodes for e in self.encoders)
+        return counts

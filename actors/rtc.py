@@ -1,0 +1,235 @@
+"""Every aiortc/aioice detail beyond the public API that examday relies on.
+
+aiortc has no public way to forward encoded media, so the forwarder reaches
+into a few private parts. They are named once, in `PRIVATE_API`, used only in
+this module, and `missing_private_api()` (run by tests/media and at shard
+start) reports any an upgrade removed, so a broken upgrade fails a test rather
+than production.
+
+- Receive side: `RTCRtpReceiver` hands each complete encoded frame from its
+  jitter buffer to `decoder_queue.put((codec, JitterFrame))`, and its decoder
+  thread runs `decoder_worker`, which loops on `decoder_queue.get()` until it
+  reads `None`. `tap_receiver` swaps that queue for an `EncodedFrameTap` before
+  the receiver starts: frames go to a callback on the event loop and the
+  decoder thread idles, never decoding, until the receiver stops.
+- Keyframes: `_send_rtcp_pli(ssrc)` sends a PLI to the publisher; a sender
+  answers PLI/FIR from its viewer by calling its own `_send_keyframe()`, which
+  `on_keyframe_request` replaces with a relay callback.
+- Send side: a sender packs `av.Packet`s without encoding; the encoder object
+  it keeps in `__encoder` is preset to a `PackOnlyEncoder` that counts any
+  encode, so "no encode" is measured rather than assumed.
+- ICE: aioice gathers host candidates from `aioice.ice.get_host_addresses()`,
+  on every interface. `ScopedPeerConnection` makes that function return its own
+  address list while it gathers (a context variable, so other connections in
+  the process are untouched).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import aioice.ice
+import aiortc.rtcrtpreceiver
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+)
+from aiortc.codecs import get_encoder
+from aiortc.rtcconfiguration import RTCBundlePolicy
+
+from actors import sdp
+
+logger = logging.getLogger(__name__)
+
+PRIVATE_API: Final[dict[str, str]] = {
+    "receiver_decoder_queue": "_RTCRtpReceiver__decoder_queue",
+    "receiver_send_pli": "_send_rtcp_pli",
+    "sender_keyframe_hook": "_send_keyframe",
+    "sender_encoder": "_RTCRtpSender__encoder",
+    "decoder_worker": "decoder_worker",  # in aiortc.rtcrtpreceiver
+    "host_addresses": "get_host_addresses",  # in aioice.ice
+}
+DECODER_WORKER_PARAMS: Final = ("loop", "input_q", "output_q", "decode_error")
+RTX_MIME = "video/rtx"
+
+_HOST_ADDRESSES: Final[contextvars.ContextVar[tuple[str, ...] | None]] = contextvars.ContextVar(
+    "examday_ice_host_addresses", default=None
+)
+
+
+async def missing_private_api() -> list[str]:
+    """Names in `PRIVATE_API` this aiortc/aioice no longer has (empty when all is well)."""
+    missing = []
+    worker = getattr(aiortc.rtcrtpreceiver, PRIVATE_API["decoder_worker"], None)
+    if worker is None or tuple(inspect.signature(worker).parameters) != DECODER_WORKER_PARAMS:
+        missing.append("decoder_worker")
+    if not callable(getattr(aioice.ice, PRIVATE_API["host_addresses"], None)):
+        missing.append("host_addresses")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        transceiver = pc.addTransceiver("video")
+        receiver, sender = transceiver.receiver, transceiver.sender
+        queue = getattr(receiver, PRIVATE_API["receiver_decoder_queue"], None)
+        if not (hasattr(queue, "put") and hasattr(queue, "get")):
+            missing.append("receiver_decoder_queue")
+        if not callable(getattr(receiver, PRIVATE_API["receiver_send_pli"], None)):
+            missing.append("receiver_send_pli")
+        if not callable(getattr(sender, PRIVATE_API["sender_keyframe_hook"], None)):
+            missing.append("sender_keyframe_hook")
+        if not hasattr(sender, PRIVATE_API["sender_encoder"]):
+            missing.append("sender_encoder")
+    finally:
+        await pc.close()
+    return missing
+
+
+def _install_host_filter() -> None:
+    current = getattr(aioice.ice, PRIVATE_API["host_addresses"])
+    if getattr(current, "examday_scoped", False):
+        return
+
+    def scoped(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        allowed = _HOST_ADDRESSES.get()
+        if allowed is None:
+            return list(current(use_ipv4, use_ipv6))
+        return list(allowed)
+
+    scoped.examday_scoped = True  # type: ignore[attr-defined]
+    setattr(aioice.ice, PRIVATE_API["host_addresses"], scoped)
+
+
+class ScopedPeerConnection(RTCPeerConnection):
+    """A peer connection with no STUN/TURN that gathers on `host_addresses` only."""
+
+    def __init__(self, host_addresses: Sequence[str]) -> None:
+        _install_host_filter()
+        super().__init__(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self._host_addresses = tuple(host_addresses)
+
+    async def setLocalDescription(self, sessionDescription: Any = None) -> None:
+        # aiortc gathers candidates here and nowhere else.
+        token = _HOST_ADDRESSES.set(self._host_addresses)
+        try:
+            await super().setLocalDescription(sessionDescription)
+        finally:
+            _HOST_ADDRESSES.reset(token)
+
+
+class EncodedFrameTap:
+    """Stands in for an `RTCRtpReceiver`'s decoder queue.
+
+    `put` is called on the event loop by the receiver; `get` by its decoder
+    thread, which is thereby parked until the receiver stops.
+    """
+
+    def __init__(self, on_frame: Callable[[Any, Any], None], on_end: Callable[[], None]) -> None:
+        self._on_frame = on_frame
+        self._on_end = on_end
+        self._ended = threading.Event()
+        self.frames = 0
+
+    def put(self, item: tuple[Any, Any] | None) -> None:
+        if item is None:
+            if not self._ended.is_set():
+                self._ended.set()
+                self._on_end()
+            return
+        self.frames += 1
+        codec, frame = item
+        self._on_frame(codec, frame)
+
+    def get(self) -> None:
+        self._ended.wait()
+
+
+def tap_receiver(
+    receiver: RTCRtpReceiver,
+    on_frame: Callable[[Any, Any], None],
+    on_end: Callable[[], None],
+) -> EncodedFrameTap:
+    """Send `receiver`'s encoded frames to `on_frame(codec, JitterFrame)` instead of a decoder.
+
+    Must run before the receiver starts (before the answer is applied).
+    `on_end` runs once when the receiver stops: BYE, DTLS closed or `stop()`.
+    """
+    tap = EncodedFrameTap(on_frame, on_end)
+    setattr(receiver, PRIVATE_API["receiver_decoder_queue"], tap)
+    return tap
+
+
+async def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
+    """Send a PLI for `media_ssrc` to the peer that sends to `receiver`."""
+    await getattr(receiver, PRIVATE_API["receiver_send_pli"])(media_ssrc)
+
+
+def receiving_ssrc(receiver: RTCRtpReceiver) -> int | None:
+    sources = receiver.getSynchronizationSources()
+    return int(sources[0].source) if sources else None
+
+
+def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """Call `callback` when `sender`'s viewer asks for a keyframe (PLI or FIR)."""
+    setattr(sender, PRIVATE_API["sender_keyframe_hook"], callback)
+
+
+class PackOnlyEncoder:
+    """Packetizes pre-encoded packets; counts encodes, which forwarding never asks for."""
+
+    def __init__(self, codec: Any) -> None:
+        self._inner = get_encoder(codec)
+        self.encodes = 0
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        payloads, timestamp = self._inner.pack(packet)
+        return list(payloads), int(timestamp)
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        self.encodes += 1
+        logger.warning("forwarding sender asked to encode a %s", type(frame).__name__)
+        payloads, timestamp = self._inner.encode(frame, force_keyframe)
+        return list(payloads), int(timestamp)
+
+
+def install_pack_only_encoder(sender: RTCRtpSender, codec: Any) -> PackOnlyEncoder:
+    encoder = PackOnlyEncoder(codec)
+    setattr(sender, PRIVATE_API["sender_encoder"], encoder)
+    return encoder
+
+
+def _h264_matches(offered: sdp.Codec, local: Any) -> bool:
+    def key(params: dict[str, Any]) -> tuple[str, str]:
+        mode = str(params.get("packetization-mode", "0"))
+        level_id = str(params.get("profile-level-id", "42e01f")).lower()
+        return mode, level_id[:4]  # profile_idc + constraint flags; the level may differ
+
+    return key(offered.parameters) == key(local.parameters)
+
+
+def codec_preferences(kind: str, offered: Sequence[sdp.Codec], allowed: Sequence[str]) -> list[Any]:
+    """Capabilities pinning one forwardable codec (+ RTX), in the offerer's order.
+
+    Empty when the offer has none we forward. Pinning one codec means a
+    publisher sends exactly what its viewers will be offered.
+    """
+    local = RTCRtpSender.getCapabilities(kind).codecs
+    wanted = {name.lower() for name in allowed}
+    for codec in offered:
+        if codec.name.lower() not in wanted:
+            continue
+        for capability in local:
+            if capability.mimeType.lower() != codec.mime_type.lower():
+                continue
+            if codec.name.lower() == "h264" and not _h264_matches(codec, capability):
+                continue
+            rtx = [c for c in local if c.mimeType.lower() == RTX_MIME] if kind == "video" else []
+            return [capability, *rtx]
+    return []
