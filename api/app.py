@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,9 @@ from infra.telemetry import setup_tracing
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     provider = setup_tracing(settings, "gateway")
+    # The stable HTTP semantic conventions (http.request.method, http.route, ...);
+    # read once by the instrumentation, so it must be set before instrument_app.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

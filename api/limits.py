@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem_response
-from infra.errors import PayloadTooLarge
 
 
 class BodyLimitMiddleware:
@@ -33,24 +33,34 @@ class BodyLimitMiddleware:
         limit = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            response = problem_response(
-                413, "payload_too_large", "Payload too large",
-                f"the body is over the limit of {limit} bytes", scope["path"],
-                extra={"limit": limit},
-            )  # fmt: skip
-            await response(scope, receive, send)
+            await _too_large(limit, scope["path"])(scope, receive, send)
             return
         received = 0
+        refused = False
+
+        async def guarded_send(message: Message) -> None:
+            # Once the 413 is out, whatever the app answers is dropped.
+            if not refused:
+                await send(message)
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise PayloadTooLarge(
-                        f"the body is over the limit of {limit} bytes", limit=limit
-                    )
+                    await _too_large(limit, scope["path"])(scope, receive, send)
+                    refused = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, counting_receive, send)
+        await self.app(scope, counting_receive, guarded_send)
+
+
+def _too_large(limit: int, path: str) -> JSONResponse:
+    return problem_response(
+        413, "payload_too_large", "Payload too large",
+        f"the body is over the limit of {limit} bytes", path, extra={"limit": limit},
+    )  # fmt: skip

@@ -135,3 +135,28 @@ class ManagedProcess:
     def _signal_group(pgid: int, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
+
+
+def free_port_block(size: int, low: int, high: int, *, also_offset: int | None = None) -> int:
+    """A base port such that base..base+size-1 (and, if asked, the same block shifted
+    by also_offset: SeaweedFS puts gRPC at port+10000) are all free on loopback."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(low, high - size)
+        ports = list(range(base, base + size))
+        if also_offset:
+            ports += [p + also_offset for p in ports]
+        if all(_bindable(p) for p in ports):
+            return base
+    raise OSError(f"no free block of {size} ports in {low}-{high}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

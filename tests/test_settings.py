@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from infra.settings import Settings, settings_to_env
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    text = README.read_text()
+    missing = [name for name in Settings.model_fields if f"`EXAMDAY_{name.upper()}`" not in text]
+    assert missing == []
+
+
+def test_production_refuses_placeholder_secrets() -> None:
+    with pytest.raises(ValidationError, match="placeholder secrets"):
+        Settings(env="production")
+
+
+def test_production_accepts_real_secrets() -> None:
+    key = "q" * 43 + "="
+    settings = Settings(
+        env="production",
+        token_signing_key="k9s-real-signing-key",  # type: ignore[arg-type]
+        data_master_key=key,  # type: ignore[arg-type]
+        pseudonym_key="real-pseudonym-key",  # type: ignore[arg-type]
+        regions={
+            "cn-north": {
+                "endpoint": "http://127.0.0.1:9000",
+                "bucket": "exams-north",
+                "access_key": "AKIA-real",
+                "secret_key": "real-secret",
+            }
+        },  # type: ignore[arg-type]
+    )
+    assert len(settings.master_key_bytes()) == 32
+
+
+def test_environment_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Settings(gateway_port=9123, ice_host_addresses=["127.0.0.5"])
+    for name, value in settings_to_env(original).items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == original
+
+
+def test_bad_ice_address_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        Settings(ice_host_addresses=["not-an-ip"])

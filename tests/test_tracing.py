@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+
+import httpx
+from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from infra.stack import LocalStack
+
+
+async def test_gateway_trace_continues_inside_the_actor(
+    client: httpx.AsyncClient, app: FastAPI, stack: LocalStack
+) -> None:
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+
+    spans = memory.get_finished_spans()
+    server = next(s for s in spans if s.kind == trace.SpanKind.SERVER)
+    call = next(s for s in spans if s.name == "actor.call ping")
+    assert call.context is not None
+    assert server.context is not None
+    assert call.context.trace_id == server.context.trace_id
+    # Stable HTTP semantic conventions.
+    assert server.attributes is not None
+    assert server.attributes.get("http.request.method") == "GET"
+    assert server.attributes.get("http.route") == "/readyz"
+
+    trace_file = stack.settings.trace_file
+    assert trace_file is not None
+    actor_spans = [json.loads(line) for line in trace_file.read_text().splitlines()]
+    inside = [
+        s
+        for s in actor_spans
+        if s["name"] == "HealthProbe.ping" and s["trace_id"] == f"{call.context.trace_id:032x}"
+    ]
+    assert len(inside) == 1, actor_spans[-5:]
+    assert inside[0]["parent_span_id"] == f"{call.context.span_id:016x}"
+    assert inside[0]["kind"] == "SERVER"
