@@ -25,9 +25,9 @@ def test_production_accepts_real_secrets() -> None:
     key = "q" * 43 + "="
     settings = Settings(
         env="production",
-        token_signing_key="k9s-real-signing-key",  # type: ignore[arg-type]
-        data_master_key=key,  # type: ignore[arg-type]
-        pseudonym_key="real-pseudonym-key",  # type: ignore[arg-type]
+        token_signing_key="k9s-real-signing-key",
+        data_master_key=key,
+        pseudonym_key="real-pseudonym-key",
         regions={
             "cn-north": {
                 "endpoint": "http://127.0.0.1:9000",
@@ -35,7 +35,7 @@ def test_production_accepts_real_secrets() -> None:
                 "access_key": "AKIA-real",
                 "secret_key": "real-secret",
             }
-        },  # type: ignore[arg-type]
+        },
     )
     assert len(settings.master_key_bytes()) == 32
 
