@@ -62,7 +62,8 @@ def load_identities(directory: Path) -> dict[str, str]:
 def evaluate(pipeline: FacePipeline, directory: Path) -> Evaluation:
     identities = load_identities(directory)
     templates = {name: pipeline.enrol((directory / name).read_bytes()) for name in identities}
-    genuine, impostor = [], []
+    genuine: list[PairScore] = []
+    impostor: list[PairScore] = []
     for first, second in itertools.combinations(sorted(templates), 2):
         other = templates[second]
         pair = PairScore(first, second, templates[first].similarity(other.vector, other.model))

@@ -26,7 +26,8 @@ def faceless(seed: int = 7, size: tuple[int, int] = (480, 640)) -> RGBImage:
     ys, xs = np.mgrid[0:height, 0:width]
     base = np.stack([xs / width * 200, ys / height * 180, (xs + ys) / (width + height) * 120], -1)
     noisy = base + rng.normal(0, 12, size=base.shape)
-    return np.clip(noisy, 0, 255).astype(np.uint8)
+    frame: RGBImage = np.clip(noisy, 0, 255).astype(np.uint8)
+    return frame
 
 
 def scaled(image: RGBImage, factor: float) -> RGBImage:
@@ -40,7 +41,8 @@ def blurred(image: RGBImage, sigma: float) -> RGBImage:
 
 
 def lit(image: RGBImage, factor: float) -> RGBImage:
-    return np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+    brighter: RGBImage = np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+    return brighter
 
 
 def turn_head(image: RGBImage, face: DetectedFace, degrees: float, axis: str = "yaw") -> RGBImage:

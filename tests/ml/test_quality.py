@@ -14,7 +14,7 @@ from tests.ml.synthetic import blurred, lit, scaled
 
 
 def refusal(pipeline: FacePipeline, frame: RGBImage) -> InvalidInput:
-    (face,) = pipeline.analyse(frame).faces  # the face is still found: only its quality fails
+    (_face,) = pipeline.analyse(frame).faces  # the face is still found: only its quality fails
     with pytest.raises(InvalidInput) as caught:
         pipeline.enrol(frame)
     print(f"{caught.value.reason}: {caught.value.detail}")
@@ -72,7 +72,8 @@ def test_a_turned_head_fails_a_strict_pose_gate(photos: dict[str, RGBImage]) -> 
 def test_pose_signs_follow_the_documented_convention() -> None:
     frontal = np.array([[40, 50], [80, 50], [60, 72], [45, 95], [75, 95]], dtype=np.float32)
     straight = estimate_pose(frontal)
-    assert abs(straight.yaw) < 1 and abs(straight.roll) < 1
+    assert abs(straight.yaw) < 1
+    assert abs(straight.roll) < 1
     nose_right = frontal.copy()
     nose_right[2, 0] += 10
     assert estimate_pose(nose_right).yaw > 20
