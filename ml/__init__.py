@@ -1,0 +1,17 @@
+"""Face verification for examday: intake, detection, quality, embedding, liveness, monitoring.
+
+Public surface (import from the modules; this package imports nothing, so that
+`ml.config`, `ml.images`, `ml.templates` and `ml.monitor` stay free of torch and OpenCV):
+
+    ml.config.FaceSettings                      every knob, nested as settings.face
+    ml.images.decode_image(data, settings)      untrusted bytes -> RGB uint8 array
+    ml.pipeline.FacePipeline(settings)          models, loaded once per instance
+        .analyse_batch(images) -> list[FrameAnalysis]
+        .enrol(image) -> FaceTemplate
+        .verify(template, image) -> VerifyResult
+    ml.templates.FaceTemplate                   .to_bytes() / .from_bytes(data)
+    ml.liveness.new_challenge(rng), LivenessChecker(pipeline).check(challenge, frames)
+    ml.monitor.CandidateMonitor(template, persist_samples=...).observe(t, index, frame)
+    ml.thresholds.threshold_for(backend)        the one place thresholds live
+    python -m ml.evaluate                       the evaluation behind the thresholds
+"""

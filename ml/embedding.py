@@ -14,16 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from infra.errors import ExamdayError
 from ml.config import FaceSettings
-from ml.detection import DetectedFace
-from ml.images import RGBImage
+
+if TYPE_CHECKING:
+    # Type names only: templates and monitoring import this module without loading torch.
+    import torch
+
+    from ml.detection import DetectedFace
+    from ml.images import RGBImage
 
 AlignedFace = NDArray[np.uint8]
 Vectors = NDArray[np.float32]

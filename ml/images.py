@@ -94,8 +94,7 @@ def decode_image(data: bytes, settings: FaceSettings) -> RGBImage:
     with _opened(data, _PIL_FORMATS[kind]) as image:
         _check_pixels(image.size, settings.max_image_megapixels)
         _load(image)
-        upright = ImageOps.exif_transpose(image)
-        return _to_rgb(upright)
+        return _to_rgb(_upright(image))
 
 
 @contextmanager
@@ -140,6 +139,14 @@ def _load(image: Image.Image) -> None:
         raise MalformedInput(
             f"The image data is truncated or corrupt: {exc}", reason="truncated_image"
         ) from None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:
+        # Broken EXIF blocks are common in the wild and say nothing about the pixels.
+        return image
 
 
 def _to_rgb(image: Image.Image) -> RGBImage:

@@ -22,10 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from ml.pipeline import FrameAnalysis
 from ml.templates import FaceTemplate
 from ml.thresholds import threshold_for
+
+if TYPE_CHECKING:
+    # A type name only: monitoring must not load torch and the models.
+    from ml.pipeline import FrameAnalysis
 
 
 class IncidentType(StrEnum):

@@ -157,3 +157,25 @@ def test_greyscale_and_webp_decode(settings: FaceSettings) -> None:
     webp = decode_image(encode(photo, "WEBP", quality=90), settings)
     assert grey.shape == webp.shape == (244, 204, 3)
     assert np.array_equal(grey[..., 0], grey[..., 2])
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_corrupted_uploads_never_escape_the_error_tree(fmt: str, settings: FaceSettings) -> None:
+    """Random byte damage to a real photo either decodes or is one of our errors."""
+    photo = encode(Image.open(io.BytesIO(photo_bytes("person_a_1"))), fmt)
+    rng = np.random.default_rng(11)
+    refused = 0
+    for _ in range(150):
+        damaged = bytearray(photo)
+        # Headers are the interesting part: half the hits land in the first 200 bytes.
+        for _ in range(int(rng.choice([1, 4, 16]))):
+            end = 200 if rng.random() < 0.5 else len(damaged)
+            damaged[int(rng.integers(end))] = int(rng.integers(256))
+        try:
+            image = decode_image(bytes(damaged), settings)
+        except ExamdayError:
+            refused += 1
+        else:
+            assert image.dtype == np.uint8
+            assert image.ndim == 3
+    assert refused > 0
