@@ -7,6 +7,7 @@ to `LivenessChecker.check`. The check passes only if, in this order of tests:
     static_frames    the frames are not all (nearly) the same picture
     no_face          every frame has a face ...
     multiple_faces   ... and only one
+    face_too_small   at least `min_face_px`, or the landmarks are too coarse to follow
     identity_mismatch  the first face matches the template, when one is given
     face_changed     every face is the same person as in the first frame
     no_movement      the head angle moves at least `liveness_min_turn_deg` (yaw) or
@@ -88,6 +89,8 @@ class LivenessChecker:
                 reason = "no_face" if not analysis.faces else "multiple_faces"
                 return LivenessResult(False, reason, challenge.movement)
         faces = [analysis.faces[0] for analysis in analyses]
+        if any(face.face.side < self._settings.min_face_px for face in faces):
+            return LivenessResult(False, "face_too_small", challenge.movement)
         return self._judge(challenge.movement, faces, template)
 
     def _judge(

@@ -154,6 +154,13 @@ def test_a_template_of_someone_else_fails(
     assert other.reason == "identity_mismatch"
 
 
+def test_a_face_too_small_to_follow_fails(
+    checker: LivenessChecker, turning_left: list[RGBImage]
+) -> None:
+    distant = [scaled(frame, 0.2) for frame in turning_left]
+    assert checker.check(challenge(Movement.TURN_LEFT), distant).reason == "face_too_small"
+
+
 def test_the_frame_count_is_bounded(checker: LivenessChecker, still: RGBImage) -> None:
     for frames, reason in (([still] * 2, "too_few_frames"), ([still] * 41, "too_many_frames")):
         with pytest.raises(InvalidInput) as caught:
