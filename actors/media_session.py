@@ -22,7 +22,8 @@ class Session:
         self.remote_pwd = offer.ice_pwd
         self.mids = [m.mid for m in offer.media]
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.closed = False
+        self.closed = False  # closing began
+        self.done = asyncio.Event()  # closing ended
 
     @property
     def connection_state(self) -> str:
@@ -31,6 +32,9 @@ class Session:
     def counters(self) -> Counter[str]:
         return Counter()
 
+    async def release(self) -> None:
+        await self.pc.close()
+
 
 class PublishSession(Session):
     def __init__(self, session_id: str, pc: Any, offer: sdp.Offer, source: str) -> None:
@@ -38,6 +42,36 @@ class PublishSession(Session):
         self.source = source
         self.tracks: dict[str, PublishedTrack] = {}
         self.recorder: Recorder | None = None
+
+    def receive(
+        self, media: sdp.MediaSection, transceiver: Any, codec: Any, keyframe_interval_s: float
+    ) -> PublishedTrack:
+        """Publish what `transceiver` receives, still encoded, as a `PublishedTrack`."""
+        receiver = transceiver.receiver
+
+        async def send_pli() -> None:
+            ssrc = media.ssrcs[0] if media.ssrcs else rtc.receiving_ssrc(receiver)
+            if ssrc is not None:
+                await rtc.request_keyframe(receiver, ssrc)
+
+        track = PublishedTrack(
+            session_id=self.id,
+            source=self.source,
+            kind=media.kind,
+            codec=codec,
+            send_pli=send_pli,
+            keyframe_interval_s=keyframe_interval_s,
+        )
+        rtc.tap_receiver(receiver, lambda _, f: track.push(f.data, f.timestamp), track.end)
+        self.tracks[media.kind] = track
+        return track
+
+    async def release(self) -> None:
+        for track in self.tracks.values():
+            track.end()
+        if self.recorder is not None:
+            await self.recorder.close()  # flush the partial segment
+        await self.pc.close()
 
     def counters(self) -> Counter[str]:
         counts: Counter[str] = Counter()
@@ -57,6 +91,24 @@ class ViewSession(Session):
         self.tracks: list[ForwardTrack] = []
         self.encoders: list[rtc.PackOnlyEncoder] = []
         self.rtp_packets = 0
+
+    def send(self, track: ForwardTrack, codecs: list[Any]) -> None:
+        """Send `track` on a new transceiver, packetized as `codecs[0]`, never encoded."""
+        transceiver = self.pc.addTransceiver(track, direction="sendonly")
+        transceiver.setCodecPreferences(codecs)
+        self.encoders.append(rtc.install_pack_only_encoder(transceiver.sender, codecs[0]))
+        rtc.on_keyframe_request(transceiver.sender, track.on_keyframe_request)
+        self.tracks.append(track)
+
+    async def release(self) -> None:
+        for track in self.tracks:
+            track.stop()
+        for transceiver in self.pc.getTransceivers():
+            stats = await transceiver.sender.getStats()
+            self.rtp_packets += sum(
+                getattr(s, "packetsSent", 0) for s in stats.values() if s.type == "outbound-rtp"
+            )
+        await self.pc.close()
 
     def counters(self) -> Counter[str]:
         counts: Counter[str] = Counter(rtp_packets_forwarded=self.rtp_packets)

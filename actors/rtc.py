@@ -45,6 +45,7 @@ from aiortc.codecs import get_encoder
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from actors import sdp
+from infra.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,16 @@ async def missing_private_api() -> list[str]:
     finally:
         await pc.close()
     return missing
+
+
+async def check_private_api() -> None:
+    """Refuse to start (ConfigError) on an aiortc/aioice without what `PRIVATE_API` names."""
+    missing = await missing_private_api()
+    if missing:
+        raise ConfigError(
+            f"this aiortc/aioice lacks {missing}: media forwarding would break",
+            reason="aiortc_incompatible",
+        )
 
 
 def _install_host_filter() -> None:

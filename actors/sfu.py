@@ -91,10 +91,11 @@ class Forwarder:
             for media, codecs in zip(offer.media, prefs, strict=True):
                 pc.addTransceiver(media.kind, direction="recvonly").setCodecPreferences(codecs)
             await self._apply(session, offer)
+            interval = self.settings.keyframe_request_interval_s
             for media, transceiver, codecs in zip(
                 offer.media, pc.getTransceivers(), prefs, strict=True
             ):
-                session.tracks[media.kind] = self._published(session, media, transceiver, codecs[0])
+                session.receive(media, transceiver, codecs[0], interval)
             answer = await self._answer(session)
         except BaseException:
             await self.close_session(session.id)
@@ -127,12 +128,7 @@ class Forwarder:
                     queue_frames=self.settings.viewer_queue_frames,
                     on_source_end=functools.partial(self._source_ended, session),
                 )
-                transceiver = pc.addTransceiver(track, direction="sendonly")
-                transceiver.setCodecPreferences(codecs)
-                encoder = rtc.install_pack_only_encoder(transceiver.sender, codecs[0])
-                session.encoders.append(encoder)
-                rtc.on_keyframe_request(transceiver.sender, track.on_keyframe_request)
-                session.tracks.append(track)
+                session.send(track, codecs)
             await self._apply(session, offer)
             answer = await self._answer(session)
         except BaseException:
@@ -161,29 +157,22 @@ class Forwarder:
     async def close_session(self, session_id: str) -> None:
         """End a session (WHIP/WHEP DELETE); a publisher's viewers see its tracks end."""
         session = self._sessions.get(session_id)
-        if session is None or session.closed:
+        if session is None:
+            return
+        if session.closed:
+            await session.done.wait()
             return
         session.closed = True
         current = asyncio.current_task()
         for task in session.tasks:
             if task is not current:
                 task.cancel()
-        if isinstance(session, PublishSession):
-            for track in session.tracks.values():
-                track.end()
-            if session.recorder is not None:
-                await session.recorder.close()
-        elif isinstance(session, ViewSession):
-            for forward in session.tracks:
-                forward.stop()
-            for transceiver in session.pc.getTransceivers():
-                stats = await transceiver.sender.getStats()
-                session.rtp_packets += sum(
-                    getattr(s, "packetsSent", 0) for s in stats.values() if s.type == "outbound-rtp"
-                )
-        await session.pc.close()
-        self._totals.update(session.counters())
-        del self._sessions[session_id]
+        try:
+            await session.release()
+        finally:
+            self._totals.update(session.counters())
+            del self._sessions[session_id]
+            session.done.set()
 
     async def close(self) -> None:
         """Close every session, publishers first so recordings flush."""
@@ -280,27 +269,6 @@ class Forwarder:
 
         self._spawn(session, self._expire(session))
         return str(session.pc.localDescription.sdp)
-
-    def _published(
-        self, session: PublishSession, media: sdp.MediaSection, transceiver: Any, codec: Any
-    ) -> PublishedTrack:
-        receiver = transceiver.receiver
-
-        async def send_pli() -> None:
-            ssrc = media.ssrcs[0] if media.ssrcs else rtc.receiving_ssrc(receiver)
-            if ssrc is not None:
-                await rtc.request_keyframe(receiver, ssrc)
-
-        track = PublishedTrack(
-            session_id=session.id,
-            source=session.source,
-            kind=media.kind,
-            codec=codec,
-            send_pli=send_pli,
-            keyframe_interval_s=self.settings.keyframe_request_interval_s,
-        )
-        rtc.tap_receiver(receiver, lambda _, f: track.push(f.data, f.timestamp), track.end)
-        return track
 
     def _consume(self, session: PublishSession) -> None:
         if self._segment_sink is not None:

@@ -18,7 +18,7 @@ from typing import Any
 import av
 import numpy as np
 import numpy.typing as npt
-from aiortc import RTCSessionDescription
+from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from actors import rtc
@@ -127,13 +127,19 @@ async def publish(
     audio: bool = True,
     source: Any = "camera",
     fps: int = FPS,
+    video_codec: str | None = None,
 ) -> Publisher:
     pc = rtc.ScopedPeerConnection(LOOPBACK)
     video_track = IndexedVideoTrack(fps) if video else None
     audio_track = ToneAudioTrack() if audio else None
     for track in (audio_track, video_track):
         if track is not None:
-            pc.addTransceiver(track, direction="sendonly")
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+            if track.kind == "video" and video_codec:
+                capabilities = RTCRtpSender.getCapabilities("video").codecs
+                transceiver.setCodecPreferences(
+                    [c for c in capabilities if c.mimeType in (video_codec, "video/rtx")]
+                )
     answer, session = await forwarder.publish(await local_offer(pc), source=source)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     return Publisher(pc, session, video_track, audio_track)

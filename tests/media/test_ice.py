@@ -96,3 +96,11 @@ async def test_trickled_candidates_connect_a_publisher(stage: Stage) -> None:
     await forwarder.patch(session.id, fragment)
     await until(lambda: session.connection_state == "connected")
     await until(lambda: session.tracks["video"].frames_in > 5)
+
+
+async def test_a_session_that_never_connects_is_released(stage: Stage) -> None:
+    forwarder = stage.forwarder(connect_timeout_s=0.3)
+    _, session = await forwarder.publish(await offer_of(["audio", "video"]))  # nobody answers
+    assert forwarder.live_peer_connections == 1
+    await until(lambda: forwarder.live_peer_connections == 0)
+    assert session.pc.connectionState == "closed"

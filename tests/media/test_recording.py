@@ -82,3 +82,28 @@ async def test_closing_the_forwarder_flushes_the_partial_segment(stage: Stage) -
     indices, _, _, _ = open_segment(sink.stored[0][0])
     assert len(indices) >= 8
     assert (await forwarder.stats())["segments_recorded"] == 1
+
+
+async def test_h264_is_forwarded_and_recorded_as_matroska(stage: Stage) -> None:
+    sink = Segments()
+    forwarder = recording_forwarder(stage, sink)
+    publisher = await stage.publish(forwarder, video_codec="video/H264")
+    assert publisher.session.tracks["video"].codec_name == "H264"
+    viewer = await stage.view(forwarder, [publisher.session.id])
+    await until(lambda: len(viewer.indices) >= 20 and len(sink.stored) >= 1)
+    indices = [index for index, _ in viewer.indices]
+    assert indices == sorted(set(indices))
+    assert len(indices) >= 0.9 * (indices[-1] - indices[0] + 1)
+    assert (await forwarder.stats())["encodes"] == 0
+
+    await publisher.close()
+    await until(lambda: publisher.session.id not in forwarder._sessions)
+    recorded: list[int] = []
+    for data, index in sink.stored:
+        frames, keyframes, audio, _ = open_segment(data)
+        assert (index.codec, index.container) == ("h264+opus", "matroska")
+        assert keyframes[0]
+        assert index.frame_count == len(frames)
+        assert audio > 0
+        recorded += frames
+    assert recorded == list(range(recorded[0], recorded[-1] + 1))

@@ -10,10 +10,12 @@ import pytest
 from aiortc import RTCRtpReceiver, RTCRtpSender
 
 from actors import rtc
+from infra.errors import ConfigError
 
 
 async def test_this_aiortc_has_every_private_detail_we_use() -> None:
     assert await rtc.missing_private_api() == []
+    await rtc.check_private_api()
 
 
 @pytest.mark.parametrize(
@@ -30,6 +32,8 @@ async def test_a_renamed_detail_is_reported(
 ) -> None:
     monkeypatch.delattr(target, name)
     assert reported in await rtc.missing_private_api()
+    with pytest.raises(ConfigError):
+        await rtc.check_private_api()
 
 
 async def test_a_changed_decoder_worker_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,299 @@
+"""CPU cost of forwarding one publisher to many viewers: aiortc's MediaRelay vs ours.
+
+Both run, one after the other, in a separate SFU process whose CPU time alone
+is measured; the synthetic publisher and viewers live in this process:
+
+- relay: aiortc's examples' way, `MediaRelay`: the publisher's track is
+  decoded once and re-encoded for every viewer;
+- forward: `actors.sfu.Forwarder`, encoded frames passed through.
+
+The publisher sends pre-encoded 320x240@15fps VP8 (so this process does not
+encode either) and the viewers count frames without decoding them.
+
+    python -m loadtests.bench_media --viewers 10 --seconds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import multiprocessing
+import multiprocessing.connection
+import time
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from actors import rtc
+from actors.media_settings import MediaSettings
+from actors.sfu import Forwarder
+
+LOOPBACK = ("127.0.0.1",)
+WIDTH, HEIGHT, FPS = 320, 240, 15
+BITRATE = 500_000  # aiortc's VP8 default, so both ways send alike
+GOP = 2 * FPS
+TIME_BASE = fractions.Fraction(1, 90000)
+
+
+def encode_clip(frames: int = 10 * FPS) -> list[bytes]:
+    """A moving, noisy 320x240 clip in VP8 at `BITRATE`, a keyframe every `GOP` frames."""
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, FPS)
+    encoder.bit_rate = BITRATE
+    encoder.gop_size = GOP
+    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    clip = []
+    for i in range(frames):
+        image = ((x + 4 * i) % 256 + (y // 2) + rng.integers(0, 24, (HEIGHT, WIDTH))) % 256
+        rgb = np.stack([image, (image + 85) % 256, (image + 170) % 256], axis=-1).astype(np.uint8)
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        clip += [bytes(p) for p in encoder.encode(frame)]
+    clip += [bytes(p) for p in encoder.encode(None)]
+    return clip
+
+
+class ClipTrack(MediaStreamTrack):
+    """Sends the pre-encoded clip in a loop, paced at `FPS`: no encoding here."""
+
+    kind = "video"
+
+    def __init__(self, clip: list[bytes]) -> None:
+        super().__init__()
+        self._clip = clip
+        self._index = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._start = self._start or time.monotonic()
+        await asyncio.sleep(max(0.0, self._start + self._index / FPS - time.monotonic()))
+        packet = av.Packet(self._clip[self._index % len(self._clip)])
+        packet.pts = self._index * (90000 // FPS)
+        packet.time_base = TIME_BASE
+        self._index += 1
+        return packet
+
+
+class RelaySfu:
+    """aiortc's MediaRelay way, as in its examples: decode once, encode per viewer."""
+
+    def __init__(self) -> None:
+        self.relay = MediaRelay()
+        self.pcs: list[rtc.ScopedPeerConnection] = []
+        self.source: MediaStreamTrack | None = None
+
+    async def publish(self, offer: str) -> str:
+        pc = self._pc()
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self.source = track
+
+        return await self._answer(pc, offer)
+
+    async def subscribe(self, offer: str) -> str:
+        assert self.source is not None, "subscribe after the publisher's track arrived"
+        pc = self._pc()
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        pc.addTrack(self.relay.subscribe(self.source))
+        await pc.setLocalDescription(await pc.createAnswer())
+        return str(pc.localDescription.sdp)
+
+    async def close(self) -> None:
+        for pc in self.pcs:
+            await pc.close()
+
+    def _pc(self) -> rtc.ScopedPeerConnection:
+        pc = rtc.ScopedPeerConnection(LOOPBACK)
+        self.pcs.append(pc)
+        return pc
+
+    async def _answer(self, pc: rtc.ScopedPeerConnection, offer: str) -> str:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        return str(pc.localDescription.sdp)
+
+
+class ForwardSfu:
+    def __init__(self) -> None:
+        settings = MediaSettings(recording_enabled=False, max_sessions=10_000)
+        self.forwarder = Forwarder(settings)
+        self.source = ""
+
+    async def publish(self, offer: str) -> str:
+        answer, session = await self.forwarder.publish(offer)
+        self.source = session.id
+        return answer
+
+    async def subscribe(self, offer: str) -> str:
+        answer, _ = await self.forwarder.subscribe(offer, [self.source])
+        return answer
+
+    async def close(self) -> None:
+        await self.forwarder.close()
+
+
+async def _serve(mode: str, conn: multiprocessing.connection.Connection) -> None:
+    sfu: RelaySfu | ForwardSfu = RelaySfu() if mode == "relay" else ForwardSfu()
+    loop = asyncio.get_running_loop()
+    while True:
+        command, argument = await loop.run_in_executor(None, conn.recv)
+        if command == "publish":
+            conn.send(await sfu.publish(argument))
+        elif command == "subscribe":
+            conn.send(await sfu.subscribe(argument))
+        elif command == "cpu":
+            conn.send(time.process_time())  # every thread of this process: decoders, encoders
+        elif command == "stop":
+            await sfu.close()
+            conn.send(None)
+            return
+
+
+def sfu_process(mode: str, conn: multiprocessing.connection.Connection) -> None:
+    asyncio.run(_serve(mode, conn))
+
+
+class Viewer:
+    """A viewer that counts the frames it gets, without decoding them."""
+
+    def __init__(self) -> None:
+        self.pc = rtc.ScopedPeerConnection(LOOPBACK)
+        self.frames = 0
+        self.bytes = 0
+        transceiver = self.pc.addTransceiver("video", direction="recvonly")
+        rtc.tap_receiver(transceiver.receiver, self._on_frame, lambda: None)
+
+    def _on_frame(self, codec: Any, frame: Any) -> None:
+        self.frames += 1
+        self.bytes += len(frame.data)
+
+
+async def _ask(
+    conn: multiprocessing.connection.Connection, command: str, argument: Any = None
+) -> Any:
+    conn.send((command, argument))
+    return await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+
+
+async def _offer(pc: rtc.ScopedPeerConnection) -> str:
+    await pc.setLocalDescription(await pc.createOffer())
+    return str(pc.localDescription.sdp)
+
+
+async def _all_receiving(audience: list[Viewer], within: float = 20.0) -> None:
+    for _ in range(int(within * 10)):
+        if all(viewer.frames for viewer in audience):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def _window(conn: multiprocessing.connection.Connection, seconds: float) -> float:
+    """CPU seconds the SFU process used during the next `seconds`."""
+    before = await _ask(conn, "cpu")
+    await asyncio.sleep(seconds)
+    return float(await _ask(conn, "cpu")) - float(before)
+
+
+async def measure(
+    mode: str, clip: list[bytes], viewers: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    """One way, in a fresh SFU process: publisher alone first, then with `viewers` viewers."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=sfu_process, args=(mode, child))
+    process.start()
+    publisher = rtc.ScopedPeerConnection(LOOPBACK)
+    audience = [Viewer() for _ in range(viewers)]
+    try:
+        publisher.addTransceiver(ClipTrack(clip), direction="sendonly")
+        answer = await _ask(parent, "publish", await _offer(publisher))
+        await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        await asyncio.sleep(warmup)  # connected, media flowing, the relay has its track
+        ingest = await _window(parent, seconds / 2)
+        for viewer in audience:
+            answer = await _ask(parent, "subscribe", await _offer(viewer.pc))
+            await viewer.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        await _all_receiving(audience)
+        await asyncio.sleep(warmup)
+        frames0, bytes0 = sum(v.frames for v in audience), sum(v.bytes for v in audience)
+        total = await _window(parent, seconds)
+        frames1, bytes1 = sum(v.frames for v in audience), sum(v.bytes for v in audience)
+        await _ask(parent, "stop")
+    finally:
+        for pc in [publisher, *(v.pc for v in audience)]:
+            await pc.close()
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+    ingest_per_s = ingest / (seconds / 2)
+    return {
+        "sfu_cpu_s": round(total, 3),
+        # The brief's figure: all the SFU's CPU shared out over the forwarded streams.
+        "cpu_per_stream_second": total / (viewers * seconds),
+        # Receiving the publisher alone, and what each further viewer adds.
+        "ingest_cpu_per_second": round(ingest_per_s, 5),
+        "marginal_cpu_per_stream_second": round(
+            max(0.0, total / seconds - ingest_per_s) / viewers, 5
+        ),
+        "delivered_fps_per_viewer": round((frames1 - frames0) / (viewers * seconds), 2),
+        "kbps_per_viewer": round(8 * (bytes1 - bytes0) / (viewers * seconds) / 1000, 1),
+        "viewers_receiving": sum(1 for v in audience if v.frames),
+    }
+
+
+def run(viewers: int = 10, seconds: float = 8.0, warmup: float = 2.0) -> dict[str, Any]:
+    """Measure both ways with the same publisher and `viewers` viewers; returns the figures."""
+    clip = encode_clip()
+    relay = asyncio.run(measure("relay", clip, viewers, seconds, warmup))
+    forward = asyncio.run(measure("forward", clip, viewers, seconds, warmup))
+    ratio = _ratio(relay["cpu_per_stream_second"], forward["cpu_per_stream_second"])
+    streams_per_core = _ratio(1.0, forward["cpu_per_stream_second"])
+    for figures in (relay, forward):
+        figures["cpu_per_stream_second"] = round(figures["cpu_per_stream_second"], 5)
+    return {
+        "stream": f"{WIDTH}x{HEIGHT}@{FPS}fps VP8 ~{BITRATE // 1000} kbps, one publisher",
+        "viewers": viewers,
+        "seconds": seconds,
+        "relay_decode_reencode": relay,
+        "forward_no_transcode": forward,
+        "ratio": round(ratio, 1),
+        "ratio_marginal": round(
+            _ratio(
+                relay["marginal_cpu_per_stream_second"],
+                forward["marginal_cpu_per_stream_second"],
+            ),
+            1,
+        ),
+        "forwarded_streams_per_core": round(streams_per_core),
+        "goal_ratio_10": ratio >= 10,
+        "goal_100_streams_per_core": streams_per_core >= 100,
+    }
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("inf")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--viewers", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    args = parser.parse_args()
+    print(json.dumps(run(args.viewers, args.seconds, args.warmup), indent=2))
+
+
+if __name__ == "__main__":
+    main()
