@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from types import MappingProxyType
+from typing import Final, Literal
 
 import av
 import numpy as np
@@ -23,7 +24,9 @@ from actors.fanout import EncodedFrame, PublishedTrack
 
 logger = logging.getLogger(__name__)
 
-DECODERS: dict[str, Literal["vp8", "h264"]] = {"vp8": "vp8", "h264": "h264"}
+DECODERS: Final[Mapping[str, Literal["vp8", "h264"]]] = MappingProxyType(
+    {"vp8": "vp8", "h264": "h264"}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ class Session:
         self.pc = pc
         self.remote_ufrag = offer.ice_ufrag
         self.remote_pwd = offer.ice_pwd
-        self.mids = [m.mid for m in offer.media]
+        self.bundle_mid = offer.bundle[0]  # every candidate belongs to the bundle's transport
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closed = False  # closing began
         self.done = asyncio.Event()  # closing ended

@@ -18,6 +18,9 @@ than production.
 - Send side: a sender packs `av.Packet`s without encoding; the encoder object
   it keeps in `__encoder` is preset to a `PackOnlyEncoder` that counts any
   encode, so "no encode" is measured rather than assumed.
+- Signalling helpers that aiortc has but does not document (`aiortc.sdp.
+  candidate_from_sdp`, `aiortc.codecs.get_encoder`) are imported here only, so
+  a rename fails at import, in every test.
 - ICE: aioice gathers host candidates from `aioice.ice.get_host_addresses()`,
   on every interface. `ScopedPeerConnection` makes that function return its own
   address list while it gathers (a context variable, so other connections in
@@ -30,33 +33,38 @@ import contextvars
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final
 
 import aioice.ice
 import aiortc.rtcrtpreceiver
 from aiortc import (
+    RTCBundlePolicy,
     RTCConfiguration,
+    RTCIceCandidate,
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
 )
 from aiortc.codecs import get_encoder
-from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.sdp import candidate_from_sdp
 
 from actors import sdp
 from infra.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-PRIVATE_API: Final[dict[str, str]] = {
-    "receiver_decoder_queue": "_RTCRtpReceiver__decoder_queue",
-    "receiver_send_pli": "_send_rtcp_pli",
-    "sender_keyframe_hook": "_send_keyframe",
-    "sender_encoder": "_RTCRtpSender__encoder",
-    "decoder_worker": "decoder_worker",  # in aiortc.rtcrtpreceiver
-    "host_addresses": "get_host_addresses",  # in aioice.ice
-}
+PRIVATE_API: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "receiver_decoder_queue": "_RTCRtpReceiver__decoder_queue",
+        "receiver_send_pli": "_send_rtcp_pli",
+        "sender_keyframe_hook": "_send_keyframe",
+        "sender_encoder": "_RTCRtpSender__encoder",
+        "decoder_worker": "decoder_worker",  # in aiortc.rtcrtpreceiver
+        "host_addresses": "get_host_addresses",  # in aioice.ice
+    }
+)
 DECODER_WORKER_PARAMS: Final = ("loop", "input_q", "output_q", "decode_error")
 RTX_MIME = "video/rtx"
 
@@ -180,6 +188,13 @@ def tap_receiver(
 async def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
     """Send a PLI for `media_ssrc` to the peer that sends to `receiver`."""
     await getattr(receiver, PRIVATE_API["receiver_send_pli"])(media_ssrc)
+
+
+def remote_candidate(candidate: str, mid: str | None) -> RTCIceCandidate:
+    """An `a=candidate` value (trickled by PATCH) as aiortc's `addIceCandidate` wants it."""
+    parsed: RTCIceCandidate = candidate_from_sdp(candidate)
+    parsed.sdpMid = mid
+    return parsed
 
 
 def receiving_ssrc(receiver: RTCRtpReceiver) -> int | None:

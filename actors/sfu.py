@@ -19,8 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from aiortc import RTCIceCandidate, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
+from aiortc import RTCSessionDescription
 
 from actors import rtc, sdp, trickle
 from actors.fanout import ForwardTrack, PublishedTrack
@@ -148,8 +147,8 @@ class Forwarder:
         for item in frag.candidates:
             if not self._allow(trickle.candidate_address(item.candidate)):
                 continue
-            candidate: RTCIceCandidate = candidate_from_sdp(item.candidate)
-            candidate.sdpMid = item.mid or session.mids[0]
+            # aiortc drops candidates aimed at a bundled m-line: use the bundle's own.
+            candidate = rtc.remote_candidate(item.candidate, session.bundle_mid)
             await session.pc.addIceCandidate(candidate)
         if frag.end_of_candidates:
             await session.pc.addIceCandidate(None)

@@ -149,8 +149,11 @@ async def test_viewers_come_and_go_and_see_the_publisher_leave(stage: Stage) -> 
 async def test_talkback_audio_reaches_the_candidate(stage: Stage) -> None:
     forwarder = stage.forwarder()
     proctor = await stage.publish(forwarder, video=False, source="talkback")
-    candidate = await stage.view(forwarder, [proctor.session.id], kinds=("audio",))
+    # A WHEP client offering audio and video: the video m-line is answered inactive.
+    candidate = await stage.view(forwarder, [proctor.session.id], kinds=("audio", "video"))
     await until(lambda: candidate.audio_frames >= 50)
+    directions = [t.currentDirection for t in candidate.pc.getTransceivers()]
+    assert directions == ["recvonly", "inactive"]
     assert candidate.audio_peak > 1000
     stats = await forwarder.stats()
     assert stats["encodes"] == 0

@@ -10,7 +10,7 @@ from aiortc import RTCSessionDescription
 from actors import rtc, trickle
 from infra.errors import InvalidInput, UnsupportedMediaType
 from tests.media.conftest import Stage
-from tests.media.peers import LOOPBACK, IndexedVideoTrack, local_offer, until
+from tests.media.peers import LOOPBACK, IndexedVideoTrack, ToneAudioTrack, local_offer, until
 from tests.media.test_sdp import BROWSER_OFFER, offer_of
 
 FRAGMENT = """a=ice-ufrag:EsAw
@@ -68,6 +68,7 @@ async def test_trickled_candidates_connect_a_publisher(stage: Stage) -> None:
     forwarder = stage.forwarder()
     pc = rtc.ScopedPeerConnection(LOOPBACK)
     stage.peers.append(pc)
+    pc.addTransceiver(ToneAudioTrack(), direction="sendonly")
     pc.addTransceiver(IndexedVideoTrack(), direction="sendonly")
     offer = await local_offer(pc)
     candidates = [line for line in offer.splitlines() if line.startswith("a=candidate:")]
@@ -90,8 +91,9 @@ async def test_trickled_candidates_connect_a_publisher(stage: Stage) -> None:
     assert caught.value.reason == "ice_restart_unsupported"
 
     fragment = "\r\n".join(
+        # Candidates under the second m-line's mid: they still reach the bundle.
         [f"a=ice-ufrag:{ufrag[1]}", f"a=ice-pwd:{pwd[1]}", "m=video 9 UDP/TLS/RTP/SAVPF 0",
-         "a=mid:0", *candidates, "a=end-of-candidates", ""]
+         "a=mid:1", *candidates, "a=end-of-candidates", ""]
     )
     await forwarder.patch(session.id, fragment)
     await until(lambda: session.connection_state == "connected")
