@@ -166,6 +166,7 @@ class ForwardTrack(MediaStreamTrack):
             self._fall_behind()
         if self._need_keyframe and not frame.keyframe:
             self.dropped += 1
+            self.source.request_keyframe()  # again, if the last request got lost
             return
         self._need_keyframe = False
         self._queue.put_nowait(frame)

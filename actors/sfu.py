@@ -189,7 +189,7 @@ class Forwarder:
             counts.update(session.counters())
         counts["decodes"] += self._sampler.decodes if self._sampler else 0
         counts["samples"] += self._sampler.samples if self._sampler else 0
-        counts["encodes"] += 0
+        counts["encodes"] += 0  # reported even when zero: the point of forwarding
         counts["live_sessions"] = len(self._sessions)
         counts["peer_connections_created"] = self.peer_connections_created
         return dict(counts)

@@ -74,7 +74,7 @@ def video_track(pli: PliCounter, interval: float = 0.5) -> PublishedTrack:
 async def test_a_viewer_starts_on_a_keyframe_and_resyncs_when_behind() -> None:
     frames = encode("libvpx", 40, gop=10)
     pli = PliCounter()
-    source = video_track(pli, interval=0.0)
+    source = video_track(pli, interval=60)  # requests repeat only once answered
     viewer = ForwardTrack(source, queue_frames=8)
 
     source.push(frames[1], 3000)  # before the sender asked: not queued
@@ -125,3 +125,19 @@ async def test_the_end_reaches_every_viewer() -> None:
     for viewer in [*viewers, late]:
         with pytest.raises(MediaStreamError):
             await viewer.recv()
+
+
+async def test_a_waiting_viewer_asks_again_when_a_request_went_unanswered() -> None:
+    frames = encode("libvpx", 3, gop=10)
+    source = video_track(PliCounter(), interval=0.05)
+    viewer = ForwardTrack(source, queue_frames=8)
+    first = asyncio.ensure_future(viewer.recv())
+    await asyncio.sleep(0)
+    assert source.keyframe_requests_sent == 1
+    source.push(frames[1], 3000)  # no keyframe yet, and the request is recent
+    assert source.keyframe_requests_sent == 1
+    await asyncio.sleep(0.1)  # the PLI (or the keyframe) was lost on the way
+    source.push(frames[2], 6000)
+    assert source.keyframe_requests_sent == 2
+    source.push(frames[0], 9000)
+    assert (await first).pts == 9000
