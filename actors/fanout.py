@@ -104,7 +104,10 @@ class PublishedTrack:
             self._requested_at = None
         frame = EncodedFrame(data, timestamp, keyframe, time.time())
         for sink in tuple(self._sinks):
-            sink.on_frame(self, frame)
+            try:
+                sink.on_frame(self, frame)
+            except Exception:  # one broken consumer must not starve the others
+                logger.exception("%s sink of %s failed", type(sink).__name__, self.session_id)
 
     def end(self) -> None:
         if self.ended:
@@ -112,7 +115,10 @@ class PublishedTrack:
         self.ended = True
         sinks, self._sinks = self._sinks, []
         for sink in sinks:
-            sink.on_end(self)
+            try:
+                sink.on_end(self)
+            except Exception:
+                logger.exception("ending %s of %s failed", type(sink).__name__, self.session_id)
 
     def request_keyframe(self) -> bool:
         """Ask the publisher for a keyframe unless one was asked for recently and is due."""

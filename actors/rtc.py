@@ -164,7 +164,10 @@ class EncodedFrameTap:
             return
         self.frames += 1
         codec, frame = item
-        self._on_frame(codec, frame)
+        try:
+            self._on_frame(codec, frame)
+        except Exception:  # raising here would end aiortc's receive loop, and the session
+            logger.exception("forwarding a received frame failed")
 
     def get(self) -> None:
         self._ended.wait()

@@ -141,3 +141,25 @@ async def test_a_waiting_viewer_asks_again_when_a_request_went_unanswered() -> N
     assert source.keyframe_requests_sent == 2
     source.push(frames[0], 9000)
     assert (await first).pts == 9000
+
+
+class BrokenSink:
+    def on_frame(self, track: PublishedTrack, frame: object) -> None:
+        raise RuntimeError("a bug in some consumer")
+
+    def on_end(self, track: PublishedTrack) -> None:
+        raise RuntimeError("and another")
+
+
+async def test_a_failing_consumer_does_not_starve_the_others() -> None:
+    frames = encode("libvpx", 1, gop=10)
+    source = video_track(PliCounter())
+    source.add_sink(BrokenSink())
+    viewer = ForwardTrack(source, queue_frames=8)
+    first = asyncio.ensure_future(viewer.recv())
+    await asyncio.sleep(0)
+    source.push(frames[0], 3000)
+    assert (await first).pts == 3000
+    source.end()
+    with pytest.raises(MediaStreamError):
+        await viewer.recv()
