@@ -24,7 +24,11 @@ than production.
 - ICE: aioice gathers host candidates from `aioice.ice.get_host_addresses()`,
   on every interface. `ScopedPeerConnection` makes that function return its own
   address list while it gathers (a context variable, so other connections in
-  the process are untouched).
+  the process are untouched); aiortc gathers in `setLocalDescription` only.
+
+Names are checked by `missing_private_api`; the behaviour behind them (frames
+reach the tap, PLI reaches the hook, answers carry only allowed addresses) by
+the forwarding and ICE tests in tests/media.
 """
 
 from __future__ import annotations
@@ -110,6 +114,11 @@ async def check_private_api() -> None:
 
 
 def _install_host_filter() -> None:
+    """Wrap aioice's address lookup, once per process.
+
+    Outside a `ScopedPeerConnection` gathering the wrapper calls the original,
+    so any other peer connection in the process behaves as before.
+    """
     current = getattr(aioice.ice, PRIVATE_API["host_addresses"])
     if getattr(current, "examday_scoped", False):
         return
