@@ -11,7 +11,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api import problems
 from api.limits import BodyLimitMiddleware
-from api.routes import health
+from api.routes import auth, exams, health, me, rooms, staff
 from api.runtime import Runtime
 from infra.settings import Settings
 from infra.telemetry import setup_tracing
@@ -35,11 +35,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="examday", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     problems.install(app)
-    app.include_router(health.router)
+    for module in (health, auth, me, exams, staff, rooms):
+        app.include_router(module.router)
     app.add_middleware(
         BodyLimitMiddleware,
         default=settings.max_request_bytes,
-        overrides={"/v1/uploads": settings.max_upload_bytes},
+        overrides={
+            r"/v1/exams/[^/]+/roster": settings.max_upload_bytes,
+            r"/v1/uploads(/.*)?": settings.max_upload_bytes,
+        },
     )
     FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="healthz")
     return app

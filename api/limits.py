@@ -60,7 +60,9 @@ class BodyLimitMiddleware:
 
 
 def _too_large(limit: int, path: str) -> JSONResponse:
+    # The rest of the body is never read, so the connection cannot be reused.
     return problem_response(
         413, "payload_too_large", "Payload too large",
         f"the body is over the limit of {limit} bytes", path, extra={"limit": limit},
+        headers={"Connection": "close"},
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""What a gateway process holds while it runs: connections, never request state."""
+"""What a gateway process holds while it runs: connections and registries, never request state."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ from typing import Any
 from redis.asyncio import Redis
 
 from actors import health
+from api.exams import ExamRegistry
+from api.rooms import RoomRouter
+from api.sessions import Sessions
+from api.staff import StaffRegistry
 from infra import raycluster
 from infra import redis as redis_conn
+from infra.crypto import DataKeys
 from infra.objectstore import ObjectStores
 from infra.settings import Settings
 
@@ -21,17 +26,31 @@ class Runtime:
     redis: Redis
     stores: ObjectStores
     health_probe: Any
+    keys: DataKeys
+    exams: ExamRegistry
+    staff: StaffRegistry
+    sessions: Sessions
+    rooms: RoomRouter
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
         await asyncio.to_thread(raycluster.connect, settings)
         probe = await asyncio.to_thread(health.get_or_create, settings)
-        return cls(
+        redis = redis_conn.connect(settings)
+        keys = DataKeys(redis, settings.master_key_bytes())
+        runtime = cls(
             settings=settings,
-            redis=redis_conn.connect(settings),
+            redis=redis,
             stores=ObjectStores(settings),
             health_probe=probe,
+            keys=keys,
+            exams=ExamRegistry(settings, redis, keys),
+            staff=StaffRegistry(redis),
+            sessions=Sessions(settings, redis),
+            rooms=RoomRouter(settings, redis),
         )
+        await runtime.rooms.ensure_shards()
+        return runtime
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -53,6 +53,9 @@ class ShardDirectory:
         self._cache = (now, version, names)
         return names
 
+    def forget_cache(self) -> None:
+        self._cache = None
+
     async def meta(self) -> dict[str, dict[str, Any]]:
         raw = await self._redis.hgetall(self._members_key)
         return {_text(k): json.loads(v) for k, v in raw.items()}

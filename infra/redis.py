@@ -27,3 +27,16 @@ async def ping(redis: Redis, within: float = 2.0) -> tuple[bool, str]:
     except (RedisError, OSError, TimeoutError) as exc:
         return False, type(exc).__name__
     return True, "ok"
+
+
+def text(value: bytes | str | None) -> str:
+    """A Redis reply as text (the client is typed bytes | str; ours returns bytes)."""
+    if value is None:
+        raise KeyError("missing Redis value")
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def blob(value: bytes | str | None) -> bytes:
+    if value is None:
+        raise KeyError("missing Redis value")
+    return value if isinstance(value, bytes) else value.encode()

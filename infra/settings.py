@@ -83,6 +83,17 @@ class Settings(BaseSettings):
     max_request_bytes: int = 1024 * 1024
     max_upload_bytes: int = 8 * 1024 * 1024
 
+    # Rooms and sessions.
+    room_shards: int = Field(default=2, ge=1, le=256)
+    heartbeat_timeout_seconds: float = Field(default=15.0, gt=0)
+    session_ttl_seconds: int = Field(default=6 * 3600, gt=0)
+    login_failures_per_ip: int = Field(default=20, ge=1)
+    login_failures_per_exam: int = Field(default=500, ge=1)
+    login_failures_per_candidate: int = Field(default=5, ge=1)
+    login_window_seconds: int = Field(default=300, ge=1)
+    max_roster_rows: int = Field(default=100_000, ge=1)
+    cookie_secure: bool = True
+
     # WebRTC: host candidates are gathered on these addresses only.
     ice_host_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import ray
+import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
@@ -60,14 +62,43 @@ def stack(settings: Settings) -> Iterator[LocalStack]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def app(stack: LocalStack) -> AsyncIterator[FastAPI]:
+async def gateway(stack: LocalStack) -> AsyncIterator[FastAPI]:
+    """The gateway app, served by uvicorn on loopback inside the test process."""
     application = create_app(stack.settings)
-    async with application.router.lifespan_context(application):
+    config = uvicorn.Config(
+        application,
+        host=stack.settings.gateway_host,
+        port=stack.settings.gateway_port,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the gateway did not start"
+        await asyncio.sleep(0.05)
+    try:
         yield application
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="session")
+def app(gateway: FastAPI) -> FastAPI:
+    return gateway
+
+
+def http_client(settings: Settings, source: str = "127.0.0.1") -> httpx.AsyncClient:
+    """A client of the test gateway; `source` picks the loopback address it connects from."""
+    return httpx.AsyncClient(
+        base_url=settings.gateway_url,
+        transport=httpx.AsyncHTTPTransport(local_address=source),
+        timeout=30,
+    )
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+async def client(gateway: FastAPI, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with http_client(settings) as http:
         yield http

@@ -1,0 +1,113 @@
+"""A live exam room as a pure function of its journal: `apply(event)` is all there is.
+
+The room shard applies each event after Redis has stored it, and a restarted
+shard rebuilds the same state by applying the stored events again (from the
+last snapshot on). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MAX_MESSAGES = 500
+
+
+@dataclass
+class Presence:
+    state: str = "absent"  # absent | joined | disconnected | left | ended
+    network: str = "unknown"
+    last_heartbeat: float = 0.0
+    joined_at: float = 0.0
+    session: str = ""
+    heartbeats: int = 0
+
+
+@dataclass
+class RoomState:
+    key: str
+    presence: dict[str, Presence] = field(default_factory=dict)
+    proctors: set[str] = field(default_factory=set)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_event_id: str = "0-0"
+    event_count: int = 0
+
+    def apply(self, event_id: str, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        at = float(event["at"])
+        cid = event.get("cid")
+        if cid is not None:
+            presence = self.presence.setdefault(cid, Presence())
+            if kind == "joined":
+                presence.state = "joined"
+                presence.joined_at = at
+                presence.last_heartbeat = at
+                presence.network = event.get("network", presence.network)
+                presence.session = event.get("session", presence.session)
+            elif kind == "heartbeat":
+                presence.state = "joined"
+                presence.last_heartbeat = at
+                presence.heartbeats += 1
+                presence.network = event.get("network") or presence.network
+            elif kind == "network":
+                presence.network = event["network"]
+            elif kind in ("disconnected", "left", "ended"):
+                presence.state = kind
+            elif kind == "session_replaced":
+                presence.session = event.get("session", "")
+        if kind == "proctor_joined":
+            self.proctors.add(event["proctor"])
+        elif kind == "proctor_left":
+            self.proctors.discard(event["proctor"])
+        elif kind == "message":
+            self.messages.append({"id": event_id, **event})
+            del self.messages[:-MAX_MESSAGES]
+        elif kind == "incident":
+            self.incidents[event_id] = {"id": event_id, "status": "open", **event}
+        elif kind == "incident_reviewed":
+            incident = self.incidents.get(event["incident"])
+            if incident is not None:
+                incident["status"] = event["decision"]
+                incident["reviewed_by"] = event["proctor"]
+        self.last_event_id = event_id
+        self.event_count += 1
+
+    def overdue(self, now: float, timeout: float) -> list[str]:
+        return [
+            cid
+            for cid, p in self.presence.items()
+            if p.state == "joined" and now - p.last_heartbeat > timeout
+        ]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "presence": {cid: asdict(p) for cid, p in self.presence.items()},
+            "proctors": sorted(self.proctors),
+            "messages": self.messages,
+            "incidents": self.incidents,
+            "last_event_id": self.last_event_id,
+            "event_count": self.event_count,
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> RoomState:
+        return cls(
+            key=data["key"],
+            presence={cid: Presence(**p) for cid, p in data["presence"].items()},
+            proctors=set(data["proctors"]),
+            messages=list(data["messages"]),
+            incidents=dict(data["incidents"]),
+            last_event_id=data["last_event_id"],
+            event_count=int(data["event_count"]),
+        )
+
+    def view_for(self, cid: str) -> dict[str, Any]:
+        """What a candidate may see: their own presence and the messages meant for them."""
+        presence = self.presence.get(cid, Presence())
+        return {
+            "room": self.key.split("/", 1)[1],
+            "presence": asdict(presence),
+            "messages": [m for m in self.messages if m.get("to") in (None, cid)],
+        }

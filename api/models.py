@@ -1,0 +1,155 @@
+"""Request and response bodies of the public API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
+CandidateNo = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{1,24}$")]
+Username = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{2,31}$")]
+NetworkType = Literal["wifi", "cellular", "ethernet", "unknown"]
+DataClass = Literal["recordings", "photos", "face", "logs", "timelines"]
+Trigger = Literal["candidate_exit", "exam_end", "fixed_date"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetentionRule(Strict):
+    data_class: DataClass
+    trigger: Trigger
+    after_seconds: int = Field(ge=0, le=10 * 365 * 86400)
+    fixed_date: datetime | None = None
+
+    @model_validator(mode="after")
+    def _fixed_date_needs_a_date(self) -> RetentionRule:
+        if (self.trigger == "fixed_date") != (self.fixed_date is not None):
+            raise ValueError("fixed_date is required with, and only with, trigger=fixed_date")
+        return self
+
+
+def _default_retention() -> list[RetentionRule]:
+    day = 86400
+    return [
+        RetentionRule(data_class="recordings", trigger="exam_end", after_seconds=30 * day),
+        RetentionRule(data_class="photos", trigger="exam_end", after_seconds=30 * day),
+        RetentionRule(data_class="face", trigger="exam_end", after_seconds=7 * day),
+        RetentionRule(data_class="logs", trigger="exam_end", after_seconds=90 * day),
+        RetentionRule(data_class="timelines", trigger="exam_end", after_seconds=180 * day),
+    ]
+
+
+class ExamCreate(Strict):
+    id: Identifier
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    starts_at: datetime
+    ends_at: datetime
+    region: str
+    room_capacity: int = Field(default=30, ge=1, le=500)
+    retention: list[RetentionRule] = Field(default_factory=_default_retention)
+    policy_version: Annotated[str, StringConstraints(min_length=1, max_length=32)] = "1"
+    min_age_without_guardian: int = Field(default=18, ge=0, le=30)
+    face_attempts: int = Field(default=3, ge=1, le=10)
+    candidate_enrolment: bool = False
+    keep_enrolment_photo: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExamCreate:
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        classes = [rule.data_class for rule in self.retention]
+        if len(set(classes)) != len(classes):
+            raise ValueError("one retention rule per data class")
+        return self
+
+
+class Exam(ExamCreate):
+    organiser: str
+
+
+class Login(Strict):
+    exam_no: Identifier
+    candidate_no: CandidateNo
+
+
+class StaffLogin(Strict):
+    username: Username
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class StaffCreate(Strict):
+    username: Username
+    password: Annotated[str, StringConstraints(min_length=12, max_length=256)]
+    role: Literal["proctor", "organiser"] = "proctor"
+
+
+class SessionOut(BaseModel):
+    token: str
+    role: str
+    expires_at: float
+    exam: str | None = None
+    room: str | None = None
+    candidate: str | None = None
+
+
+class ConsentIn(Strict):
+    policy_version: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+
+
+class GuardianConsentIn(Strict):
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class HeartbeatIn(Strict):
+    network: NetworkType | None = None
+
+
+class JoinIn(Strict):
+    network: NetworkType = "unknown"
+
+
+class MessageIn(Strict):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    to: str | None = None  # a candidate id, or the whole room
+
+
+class IncidentIn(Strict):
+    candidate: str
+    type: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,40}$")]
+    severity: Literal["info", "low", "medium", "high"] = "medium"
+    evidence: Annotated[str, StringConstraints(max_length=512)] | None = None
+    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class ReviewIn(Strict):
+    decision: Literal["reviewed", "dismissed", "confirmed"]
+
+
+class RosterRow(BaseModel):
+    exam_no: str
+    candidate_no: str
+    name: str
+    date_of_birth: date
+    room: str
+    guardian_consent: str | None
+
+
+class RosterReport(BaseModel):
+    rows: int
+    created: int
+    updated: int
+    unchanged: int
+    rooms: dict[str, int]
+
+
+class EventOut(BaseModel):
+    event_id: str
+    state: str | None = None
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")

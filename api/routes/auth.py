@@ -1,0 +1,88 @@
+"""Logging in and out: candidates by exam number + candidate number, staff by password."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from api.deps import RuntimeDep
+from api.models import Login, SessionOut, StaffLogin
+from api.rooms import room_key
+from api.security import COOKIE_NAME, PrincipalDep
+from api.sessions import WRONG_CREDENTIALS, Session
+from infra.errors import Unauthenticated
+
+router = APIRouter(prefix="/v1", tags=["sessions"])
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _issue(response: Response, runtime: RuntimeDep, session: Session) -> None:
+    response.set_cookie(
+        COOKIE_NAME,
+        session.token,
+        max_age=runtime.settings.session_ttl_seconds,
+        httponly=True,
+        secure=runtime.settings.cookie_secure,
+        samesite="strict",
+        path="/",
+    )
+
+
+@router.post("/sessions", status_code=201)
+async def candidate_login(
+    body: Login, request: Request, response: Response, runtime: RuntimeDep
+) -> SessionOut:
+    exams, sessions = runtime.exams, runtime.sessions
+    cid = exams.candidate_id(body.exam_no, body.candidate_no)
+    ip = _client_ip(request)
+    unlocked = await sessions.check_budget(ip, body.exam_no, cid)
+    candidate = await exams.candidate(body.exam_no, cid) if unlocked else None
+    if candidate is None:
+        await sessions.record_failure(ip, body.exam_no, cid)
+        raise Unauthenticated("exam number or candidate number is wrong", reason=WRONG_CREDENTIALS)
+    session = await sessions.open(cid, "candidate", body.exam_no, candidate.room)
+    if session.replaced is not None:
+        await runtime.rooms.call(
+            room_key(body.exam_no, candidate.room),
+            "append",
+            {"type": "session_replaced", "cid": cid},
+        )
+    _issue(response, runtime, session)
+    return SessionOut(
+        token=session.token,
+        role="candidate",
+        expires_at=session.claims.exp,
+        exam=body.exam_no,
+        room=candidate.room,
+        candidate=cid,
+    )
+
+
+@router.post("/staff/sessions", status_code=201)
+async def staff_login(
+    body: StaffLogin, request: Request, response: Response, runtime: RuntimeDep
+) -> SessionOut:
+    sessions = runtime.sessions
+    ip = _client_ip(request)
+    unlocked = await sessions.check_budget(ip, "-staff-", body.username)
+    role = await runtime.staff.authenticate(body.username, body.password) if unlocked else None
+    if role is None:
+        await sessions.record_failure(ip, "-staff-", body.username)
+        raise Unauthenticated("username or password is wrong", reason=WRONG_CREDENTIALS)
+    session = await sessions.open(body.username, role, None, None)  # type: ignore[arg-type]
+    _issue(response, runtime, session)
+    return SessionOut(token=session.token, role=role, expires_at=session.claims.exp)
+
+
+@router.delete("/sessions/current", status_code=204)
+async def logout(principal: PrincipalDep, response: Response, runtime: RuntimeDep) -> None:
+    await runtime.sessions.close(principal.claims)
+    if principal.role == "candidate" and principal.claims.exam and principal.room:
+        await runtime.rooms.call(
+            room_key(principal.claims.exam, principal.room),
+            "append",
+            {"type": "left", "cid": principal.name},
+        )
+    response.delete_cookie(COOKIE_NAME, path="/")

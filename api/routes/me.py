@@ -1,0 +1,129 @@
+"""The logged-in candidate: consent, joining the room, heartbeats, their own view."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Header
+
+from api.deps import RuntimeDep
+from api.exams import Candidate
+from api.models import ConsentIn, EventOut, HeartbeatIn, JoinIn, NetworkType
+from api.rooms import room_key
+from api.security import CandidateDep, Principal
+from infra.errors import Forbidden, InvalidInput, NotFound
+
+router = APIRouter(prefix="/v1/me", tags=["candidate"])
+
+# Sent before video on a mobile network (the seed app asks first), with a lighter profile.
+NETWORK_ADVICE: dict[str, dict[str, Any]] = {
+    "cellular": {
+        "warning": "cellular_network",
+        "message": "You are on a mobile network: video uses about 150 MB an hour.",
+        "video": {"width": 320, "height": 240, "fps": 15, "max_kbps": 300},
+    },
+    "wifi": {"warning": None, "video": {"width": 640, "height": 480, "fps": 15, "max_kbps": 800}},
+    "ethernet": {
+        "warning": None,
+        "video": {"width": 640, "height": 480, "fps": 15, "max_kbps": 800},
+    },
+    "unknown": {
+        "warning": None,
+        "video": {"width": 320, "height": 240, "fps": 15, "max_kbps": 500},
+    },
+}
+
+
+async def _candidate(runtime: RuntimeDep, principal: Principal) -> Candidate:
+    assert principal.claims.exam is not None
+    candidate = await runtime.exams.candidate(principal.claims.exam, principal.name)
+    if candidate is None:
+        raise NotFound("no such candidate", reason="candidate_not_found")
+    return candidate
+
+
+@router.get("")
+async def me(principal: CandidateDep, runtime: RuntimeDep) -> dict[str, Any]:
+    candidate = await _candidate(runtime, principal)
+    exam = await runtime.exams.get(candidate.exam)
+    return {
+        "candidate": candidate.cid,
+        "exam": {
+            "id": exam.id,
+            "title": exam.title,
+            "starts_at": exam.starts_at,
+            "ends_at": exam.ends_at,
+        },
+        "room": candidate.room,
+        "policy_version": exam.policy_version,
+        "consented_version": candidate.consent_version,
+        "needs_consent": candidate.consent_version != exam.policy_version,
+        "needs_guardian_consent": candidate.minor and not candidate.has_guardian_consent,
+    }
+
+
+@router.post("/consent", status_code=204)
+async def consent(body: ConsentIn, principal: CandidateDep, runtime: RuntimeDep) -> None:
+    candidate = await _candidate(runtime, principal)
+    exam = await runtime.exams.get(candidate.exam)
+    if body.policy_version != exam.policy_version:
+        raise InvalidInput(
+            f"the current policy is version {exam.policy_version}",
+            reason="stale_policy_version",
+            current=exam.policy_version,
+        )
+    await runtime.exams.record_consent(candidate.exam, candidate.cid, "policy", body.policy_version)
+
+
+@router.get("/network-advice")
+async def network_advice(network: NetworkType, principal: CandidateDep) -> dict[str, Any]:
+    return {"network": network, **NETWORK_ADVICE[network]}
+
+
+@router.post("/join")
+async def join(body: JoinIn, principal: CandidateDep, runtime: RuntimeDep) -> dict[str, Any]:
+    candidate = await _candidate(runtime, principal)
+    exam = await runtime.exams.get(candidate.exam)
+    if candidate.consent_version != exam.policy_version:
+        raise Forbidden("accept the current privacy policy first", reason="consent_required")
+    if candidate.minor and not candidate.has_guardian_consent:
+        raise Forbidden("a guardian's consent is needed first", reason="guardian_consent_required")
+    result = await runtime.rooms.call(
+        room_key(candidate.exam, candidate.room),
+        "heartbeat",
+        candidate.cid,
+        body.network,
+        uuid.uuid4().hex,
+        True,
+    )
+    return {**result, "room": candidate.room, "advice": NETWORK_ADVICE[body.network]}
+
+
+@router.post("/heartbeat")
+async def heartbeat(
+    body: HeartbeatIn,
+    principal: CandidateDep,
+    runtime: RuntimeDep,
+    idempotency_key: str | None = Header(default=None, max_length=64),
+) -> EventOut:
+    assert principal.claims.exam is not None
+    assert principal.room is not None
+    result = await runtime.rooms.call(
+        room_key(principal.claims.exam, principal.room),
+        "heartbeat",
+        principal.name,
+        body.network,
+        idempotency_key or uuid.uuid4().hex,
+    )
+    return EventOut(**result)
+
+
+@router.get("/room")
+async def my_room(principal: CandidateDep, runtime: RuntimeDep) -> dict[str, Any]:
+    assert principal.claims.exam is not None
+    assert principal.room is not None
+    view: dict[str, Any] = await runtime.rooms.call(
+        room_key(principal.claims.exam, principal.room), "candidate_view", principal.name
+    )
+    return view

@@ -1,0 +1,110 @@
+"""Who is calling, and may they touch this exam, room or candidate?
+
+Every id in a URL is checked against the caller here. Resources of another
+exam or room answer 404 (a caller cannot even learn that they exist); a
+role that may never use a route answers 403.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.deps import RuntimeDep
+from infra.errors import Forbidden, NotFound, Unauthenticated
+from infra.tokens import Claims
+
+COOKIE_NAME = "examday_session"
+
+
+@dataclass(frozen=True)
+class Principal:
+    claims: Claims
+    room: str | None
+
+    @property
+    def role(self) -> str:
+        return self.claims.role
+
+    @property
+    def name(self) -> str:
+        return self.claims.sub
+
+
+def _token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie:
+        return cookie
+    raise Unauthenticated("log in first", reason="no_session")
+
+
+async def current_principal(request: Request, runtime: RuntimeDep) -> Principal:
+    claims, record = await runtime.sessions.resolve(_token(request))
+    return Principal(claims, record.get("room"))
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_candidate(principal: PrincipalDep) -> Principal:
+    if principal.role != "candidate":
+        raise Forbidden("candidates only", reason="candidates_only")
+    return principal
+
+
+async def current_staff(principal: PrincipalDep) -> Principal:
+    if principal.role not in ("proctor", "organiser"):
+        raise Forbidden("staff only", reason="staff_only")
+    return principal
+
+
+async def current_organiser(principal: PrincipalDep) -> Principal:
+    if principal.role != "organiser":
+        raise Forbidden("organisers only", reason="organisers_only")
+    return principal
+
+
+CandidateDep = Annotated[Principal, Depends(current_candidate)]
+StaffDep = Annotated[Principal, Depends(current_staff)]
+OrganiserDep = Annotated[Principal, Depends(current_organiser)]
+
+
+async def check_exam(runtime: RuntimeDep, principal: Principal, exam_id: str) -> None:
+    """Organisers reach their own exams; proctors exams with a room of theirs."""
+    if principal.role == "organiser":
+        if exam_id in await runtime.exams.organiser_exams(principal.name):
+            return
+    elif principal.role == "proctor":
+        rooms = await runtime.exams.proctor_rooms(principal.name)
+        if any(r.split("/", 1)[0] == exam_id for r in rooms):
+            return
+    raise NotFound("no such exam", reason="exam_not_found")
+
+
+async def check_room(runtime: RuntimeDep, principal: Principal, exam_id: str, room_id: str) -> None:
+    if principal.role == "organiser":
+        await check_exam(runtime, principal, exam_id)
+        if room_id in await runtime.exams.rooms(exam_id):
+            return
+    elif principal.role == "proctor":
+        if f"{exam_id}/{room_id}" in await runtime.exams.proctor_rooms(principal.name):
+            return
+    elif principal.role == "candidate" and (principal.claims.exam, principal.room) == (
+        exam_id,
+        room_id,
+    ):
+        return
+    raise NotFound("no such room", reason="room_not_found")
+
+
+async def check_candidate_in_room(
+    runtime: RuntimeDep, exam_id: str, room_id: str, cid: str
+) -> None:
+    candidate = await runtime.exams.candidate(exam_id, cid)
+    if candidate is None or candidate.room != room_id:
+        raise NotFound("no such candidate in this room", reason="candidate_not_found")
