@@ -37,8 +37,10 @@ async def test_viewer_gets_publisher_frames_in_order_with_low_latency(stage: Sta
     assert publisher.video is not None
     latencies = [arrived - publisher.video.sent_at[i] for i, arrived in viewer.indices]
     median = statistics.median(latencies)
-    print(f"\nend-to-end latency over {len(latencies)} frames: median {median * 1000:.0f} ms, "
-          f"max {max(latencies) * 1000:.0f} ms")
+    print(
+        f"\nend-to-end latency over {len(latencies)} frames: median {median * 1000:.0f} ms, "
+        f"max {max(latencies) * 1000:.0f} ms"
+    )
     assert median < 1.0
     assert viewer.audio_peak > 1000  # the tone, not silence
     stats = await forwarder.stats()

@@ -92,8 +92,15 @@ async def test_trickled_candidates_connect_a_publisher(stage: Stage) -> None:
 
     fragment = "\r\n".join(
         # Candidates under the second m-line's mid: they still reach the bundle.
-        [f"a=ice-ufrag:{ufrag[1]}", f"a=ice-pwd:{pwd[1]}", "m=video 9 UDP/TLS/RTP/SAVPF 0",
-         "a=mid:1", *candidates, "a=end-of-candidates", ""]
+        [
+            f"a=ice-ufrag:{ufrag[1]}",
+            f"a=ice-pwd:{pwd[1]}",
+            "m=video 9 UDP/TLS/RTP/SAVPF 0",
+            "a=mid:1",
+            *candidates,
+            "a=end-of-candidates",
+            "",
+        ]
     )
     await forwarder.patch(session.id, fragment)
     await until(lambda: session.connection_state == "connected")

@@ -34,4 +34,3 @@ async def test_sampler_decodes_one_requested_keyframe_per_interval(stage: Stage)
     assert video.keyframe_requests_sent >= stats["samples"] - 1
     later = [read_index(s.image) for s in samples]
     assert later == sorted(later)
-

@@ -112,9 +112,7 @@ def test_a_turn_that_never_comes_back_fails(
     assert result.reason == "did_not_return"
 
 
-def test_a_nod_passes(
-    checker: LivenessChecker, pipeline: FacePipeline, still: RGBImage
-) -> None:
+def test_a_nod_passes(checker: LivenessChecker, pipeline: FacePipeline, still: RGBImage) -> None:
     frames = sweep(pipeline, still, "pitch", +1)
     result = checker.check(challenge(Movement.NOD), frames)
     print(result)

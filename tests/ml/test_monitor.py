@@ -46,7 +46,11 @@ def run(
 
 def test_the_sample_kinds_are_what_they_claim(frames: dict[str, FrameAnalysis]) -> None:
     assert [len(frames[kind].faces) for kind in ("A", "B", "empty", "both", "dark_B")] == [
-        1, 1, 0, 2, 1
+        1,
+        1,
+        0,
+        2,
+        1,
     ]
     assert not frames["dark_B"].faces[0].quality.ok
 
