@@ -17,6 +17,7 @@ from infra import raycluster
 from infra import redis as redis_conn
 from infra.crypto import DataKeys
 from infra.objectstore import ObjectStores
+from infra.regional import RegionalStore
 from infra.settings import Settings
 
 
@@ -31,6 +32,7 @@ class Runtime:
     staff: StaffRegistry
     sessions: Sessions
     rooms: RoomRouter
+    regional: RegionalStore
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -38,16 +40,18 @@ class Runtime:
         probe = await asyncio.to_thread(health.get_or_create, settings)
         redis = redis_conn.connect(settings)
         keys = DataKeys(redis, settings.master_key_bytes())
+        stores = ObjectStores(settings)
         runtime = cls(
             settings=settings,
             redis=redis,
-            stores=ObjectStores(settings),
+            stores=stores,
             health_probe=probe,
             keys=keys,
             exams=ExamRegistry(settings, redis, keys),
             staff=StaffRegistry(redis),
             sessions=Sessions(settings, redis),
             rooms=RoomRouter(settings, redis),
+            regional=RegionalStore(stores, keys, redis),
         )
         await runtime.rooms.ensure_shards()
         return runtime

@@ -113,8 +113,9 @@ class Sessions:
         window = self.settings.login_window_seconds
         async with self.redis.pipeline(transaction=False) as pipe:
             for key, _ in self._budget_keys(ip, exam, pair):
+                # SET NX EX starts the window once; INCR keeps the TTL (Redis 6.2 has no EXPIRE NX).
+                pipe.set(key, 0, ex=window, nx=True)
                 pipe.incr(key)
-                pipe.expire(key, window, nx=True)
             await pipe.execute()
 
     async def clear_pair(self, pair: str) -> None:

@@ -17,6 +17,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, choices=(1, 2), default=1, help="local Ray nodes")
     up.add_argument("--demo", action="store_true", help="then run a short simulated exam")
 
+    bench = commands.add_parser(
+        "bench", help="run a benchmark: gateway, media, face, ingest (see `examday bench NAME -h`)"
+    )
+    bench.add_argument("name", help="the benchmark: loadtests/bench_<name>.py")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
+
     commands.add_parser("down", help="stop a running `examday up`")
     commands.add_parser("status", help="what runs, with health and memory")
     return parser
@@ -24,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        return _bench(args.name, args.args)
     settings = Settings()
     from cluster import bringup
 
@@ -34,6 +42,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         return bringup.status(settings)
     raise AssertionError(args.command)
+
+
+def _bench(name: str, args: list[str]) -> int:
+    """Each benchmark is a module `loadtests.bench_<name>` with `main(argv) -> int`."""
+    import importlib
+
+    if not name.isidentifier():
+        print(f"examday bench: no benchmark {name!r}", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(f"loadtests.bench_{name}")
+    except ModuleNotFoundError:
+        print(f"examday bench: no benchmark {name!r}", file=sys.stderr)
+        return 2
+    code: int = module.main(args)
+    return code
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ map as JSON in `EXAMDAY_REGIONS`.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 from pathlib import Path
 from typing import Literal
@@ -15,6 +14,9 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from actors.media_settings import MediaSettings
+from ml.config import FaceSettings
 
 # Secrets in these forms are for a laptop only; anything else refuses to start with them.
 PLACEHOLDER_PREFIXES = ("dev-", "change-me", "placeholder")
@@ -94,8 +96,11 @@ class Settings(BaseSettings):
     max_roster_rows: int = Field(default=100_000, ge=1)
     cookie_secure: bool = True
 
-    # WebRTC: host candidates are gathered on these addresses only.
-    ice_host_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    # Media plane (WebRTC forwarding, recording, frame sampling), including the
+    # only addresses ICE host candidates are gathered on: EXAMDAY_MEDIA__HOST_ADDRESSES.
+    media: MediaSettings = Field(default_factory=MediaSettings)
+    # Face detection, embedding, quality gates, liveness and monitoring.
+    face: FaceSettings = Field(default_factory=FaceSettings)
 
     # Secrets.
     token_signing_key: SecretStr = SecretStr("dev-token-signing-key-not-for-production")
@@ -106,13 +111,6 @@ class Settings(BaseSettings):
     # a JSON-lines file of finished spans when trace_file is set.
     service_name: str = "examday"
     trace_file: Path | None = None
-
-    @field_validator("ice_host_addresses")
-    @classmethod
-    def _ice_addresses(cls, value: list[str]) -> list[str]:
-        for address in value:
-            ipaddress.ip_address(address)
-        return value
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:

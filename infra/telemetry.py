@@ -112,7 +112,7 @@ def actor_call(method: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def traced(fn: Callable[P, R]) -> Callable[P, R]:
-    """Mark an actor method as the SERVER side of `actor_call` (sync or async).
+    """Mark an actor method (first parameter `self`) as the SERVER side of `actor_call`.
 
     The wrapper deliberately has no `__wrapped__`: Ray reads a method's signature
     through `inspect.unwrap` (and cloudpickle drops `__signature__`), so the
@@ -123,22 +123,24 @@ def traced(fn: Callable[P, R]) -> Callable[P, R]:
     if inspect.iscoroutinefunction(fn):
 
         async def async_wrapper(
-            *args: Any, _trace: dict[str, str] | None = None, **kwargs: Any
+            self: Any, *args: Any, _trace: dict[str, str] | None = None, **kwargs: Any
         ) -> Any:
             token = _attach(_trace)
             try:
                 with tracer().start_as_current_span(span_name, kind=trace.SpanKind.SERVER):
-                    return await fn(*args, **kwargs)
+                    return await fn(self, *args, **kwargs)
             finally:
                 otel_context.detach(token)
 
         return _named_like(async_wrapper, fn)
 
-    def sync_wrapper(*args: Any, _trace: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    def sync_wrapper(
+        self: Any, *args: Any, _trace: dict[str, str] | None = None, **kwargs: Any
+    ) -> Any:
         token = _attach(_trace)
         try:
             with tracer().start_as_current_span(span_name, kind=trace.SpanKind.SERVER):
-                return fn(*args, **kwargs)
+                return fn(self, *args, **kwargs)
         finally:
             otel_context.detach(token)
 

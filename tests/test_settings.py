@@ -41,12 +41,13 @@ def test_production_accepts_real_secrets() -> None:
 
 
 def test_environment_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = Settings(gateway_port=9123, ice_host_addresses=["127.0.0.5"])
+    original = Settings(gateway_port=9123, media={"host_addresses": ["127.0.0.5"]})
     for name, value in settings_to_env(original).items():
         monkeypatch.setenv(name, value)
     assert Settings() == original
 
 
-def test_bad_ice_address_is_refused() -> None:
+def test_bad_ice_address_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXAMDAY_MEDIA__HOST_ADDRESSES", '["not-an-ip"]')
     with pytest.raises(ValidationError):
-        Settings(ice_host_addresses=["not-an-ip"])
+        Settings()
