@@ -11,7 +11,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api import problems
 from api.limits import BodyLimitMiddleware
-from api.routes import auth, exams, health, me, rooms, staff
+from api import routes
 from api.runtime import Runtime
 from infra.settings import Settings
 from infra.telemetry import setup_tracing
@@ -35,8 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="examday", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     problems.install(app)
-    for module in (health, auth, me, exams, staff, rooms):
-        app.include_router(module.router)
+    for router in routes.all_routers():
+        app.include_router(router)
     app.add_middleware(
         BodyLimitMiddleware,
         default=settings.max_request_bytes,
