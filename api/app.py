@@ -9,9 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from api import problems
+from api import problems, routes
 from api.limits import BodyLimitMiddleware
-from api import routes
 from api.runtime import Runtime
 from infra.settings import Settings
 from infra.telemetry import setup_tracing

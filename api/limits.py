@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem_response
+
+# A declared body up to this many times the limit is read and discarded before
+# the 413, so that ordinary clients (which send the whole body before reading)
+# see the answer instead of a reset connection; anything larger is cut off.
+_DRAIN_FACTOR = 4
 
 
 class BodyLimitMiddleware:
@@ -18,13 +24,13 @@ class BodyLimitMiddleware:
     ) -> None:
         self.app = app
         self.default = default
-        # Longest prefix wins.
-        self.overrides = sorted((overrides or {}).items(), key=lambda item: -len(item[0]))
+        # Path patterns (regular expressions matched against the whole path), first match wins.
+        self.overrides = [
+            (re.compile(pattern), limit) for pattern, limit in (overrides or {}).items()
+        ]
 
     def limit_for(self, path: str) -> int:
-        return next(
-            (limit for prefix, limit in self.overrides if path.startswith(prefix)), self.default
-        )
+        return next((limit for rx, limit in self.overrides if rx.fullmatch(path)), self.default)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,7 +39,10 @@ class BodyLimitMiddleware:
         limit = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await _too_large(limit, scope["path"])(scope, receive, send)
+            drained = declared.isdigit() and int(declared) <= limit * _DRAIN_FACTOR
+            if drained:
+                await _drain(receive)
+            await _too_large(limit, scope["path"], close=not drained)(scope, receive, send)
             return
         received = 0
         refused = False
@@ -51,7 +60,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    await _too_large(limit, scope["path"])(scope, receive, send)
+                    await _too_large(limit, scope["path"], close=True)(scope, receive, send)
                     refused = True
                     return {"type": "http.disconnect"}
             return message
@@ -59,10 +68,17 @@ class BodyLimitMiddleware:
         await self.app(scope, counting_receive, guarded_send)
 
 
-def _too_large(limit: int, path: str) -> JSONResponse:
-    # The rest of the body is never read, so the connection cannot be reused.
+async def _drain(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
+def _too_large(limit: int, path: str, *, close: bool) -> JSONResponse:
+    # When the rest of the body is not read, the connection cannot be reused.
     return problem_response(
         413, "payload_too_large", "Payload too large",
         f"the body is over the limit of {limit} bytes", path, extra={"limit": limit},
-        headers={"Connection": "close"},
+        headers={"Connection": "close"} if close else None,
     )  # fmt: skip

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.deps import RuntimeDep
+from api.models import Identifier
 from infra.errors import Forbidden, NotFound, Unauthenticated
 from infra.tokens import Claims
 
@@ -108,3 +109,64 @@ async def check_candidate_in_room(
     candidate = await runtime.exams.candidate(exam_id, cid)
     if candidate is None or candidate.room != room_id:
         raise NotFound("no such candidate in this room", reason="candidate_not_found")
+
+
+# -- Scopes as dependencies: checked before the body is even parsed, so a caller
+# -- of another exam or room learns nothing, whatever they send.
+
+
+@dataclass(frozen=True)
+class ExamScope:
+    principal: Principal
+    exam_id: str
+
+
+@dataclass(frozen=True)
+class RoomScope:
+    principal: Principal
+    exam_id: str
+    room_id: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.exam_id}/{self.room_id}"
+
+
+@dataclass(frozen=True)
+class CandidateScope:
+    room: RoomScope
+    candidate_id: str
+
+
+async def exam_scope(exam_id: Identifier, staff: StaffDep, runtime: RuntimeDep) -> ExamScope:
+    await check_exam(runtime, staff, exam_id)
+    return ExamScope(staff, exam_id)
+
+
+async def organiser_exam_scope(
+    exam_id: Identifier, organiser: OrganiserDep, runtime: RuntimeDep
+) -> ExamScope:
+    await check_exam(runtime, organiser, exam_id)
+    return ExamScope(organiser, exam_id)
+
+
+async def room_scope(
+    exam_id: Identifier, room_id: Identifier, staff: StaffDep, runtime: RuntimeDep
+) -> RoomScope:
+    await check_room(runtime, staff, exam_id, room_id)
+    return RoomScope(staff, exam_id, room_id)
+
+
+RoomScopeDep = Annotated[RoomScope, Depends(room_scope)]
+
+
+async def candidate_scope(
+    room: RoomScopeDep, candidate_id: Identifier, runtime: RuntimeDep
+) -> CandidateScope:
+    await check_candidate_in_room(runtime, room.exam_id, room.room_id, candidate_id)
+    return CandidateScope(room, candidate_id)
+
+
+ExamScopeDep = Annotated[ExamScope, Depends(exam_scope)]
+OrganiserExamDep = Annotated[ExamScope, Depends(organiser_exam_scope)]
+CandidateScopeDep = Annotated[CandidateScope, Depends(candidate_scope)]

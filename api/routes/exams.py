@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from api import roster
 from api.deps import RuntimeDep
 from api.models import Exam, ExamCreate, GuardianConsentIn, Identifier, RosterReport, Username
-from api.security import OrganiserDep, StaffDep, check_exam
+from api.security import ExamScopeDep, OrganiserDep, OrganiserExamDep
 from infra.errors import NotFound, UnsupportedMediaType
 
 router = APIRouter(prefix="/v1/exams", tags=["exams"])
@@ -26,16 +26,16 @@ async def list_exams(organiser: OrganiserDep, runtime: RuntimeDep) -> list[str]:
 
 
 @router.get("/{exam_id}")
-async def get_exam(exam_id: Identifier, staff: StaffDep, runtime: RuntimeDep) -> Exam:
-    await check_exam(runtime, staff, exam_id)
-    return await runtime.exams.get(exam_id)
+async def get_exam(scope: ExamScopeDep, runtime: RuntimeDep) -> Exam:
+    return await runtime.exams.get(scope.exam_id)
 
 
 @router.post("/{exam_id}/roster")
 async def import_roster(
-    exam_id: Identifier, request: Request, organiser: OrganiserDep, runtime: RuntimeDep
+    scope: OrganiserExamDep, request: Request, runtime: RuntimeDep
 ) -> RosterReport:
-    await check_exam(runtime, organiser, exam_id)
+    """All or nothing: a roster with any bad row imports nothing and reports every row."""
+    exam_id = scope.exam_id
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     if content_type != "text/csv":
         raise UnsupportedMediaType("send the roster as text/csv", reason="csv_required")
@@ -45,24 +45,24 @@ async def import_roster(
 
 
 @router.get("/{exam_id}/rooms")
-async def list_rooms(exam_id: Identifier, staff: StaffDep, runtime: RuntimeDep) -> dict[str, Any]:
-    await check_exam(runtime, staff, exam_id)
-    rooms = await runtime.exams.rooms(exam_id)
+async def list_rooms(scope: ExamScopeDep, runtime: RuntimeDep) -> dict[str, Any]:
+    rooms = await runtime.exams.rooms(scope.exam_id)
+    staff = scope.principal
     if staff.role == "proctor":
-        mine = {r.split("/", 1)[1] for r in await runtime.exams.proctor_rooms(staff.name)}
+        mine = {
+            r.split("/", 1)[1]
+            for r in await runtime.exams.proctor_rooms(staff.name)
+            if r.split("/", 1)[0] == scope.exam_id
+        }
         rooms = {room: n for room, n in rooms.items() if room in mine}
     return {"rooms": rooms}
 
 
 @router.put("/{exam_id}/rooms/{room_id}/proctors/{username}", status_code=204)
 async def assign_proctor(
-    exam_id: Identifier,
-    room_id: Identifier,
-    username: Username,
-    organiser: OrganiserDep,
-    runtime: RuntimeDep,
+    scope: OrganiserExamDep, room_id: Identifier, username: Username, runtime: RuntimeDep
 ) -> None:
-    await check_exam(runtime, organiser, exam_id)
+    exam_id = scope.exam_id
     if room_id not in await runtime.exams.rooms(exam_id):
         raise NotFound("no such room", reason="room_not_found")
     if await runtime.staff.role(username) != "proctor":
@@ -72,13 +72,9 @@ async def assign_proctor(
 
 @router.post("/{exam_id}/candidates/{candidate_id}/guardian-consent", status_code=204)
 async def guardian_consent(
-    exam_id: Identifier,
-    candidate_id: Identifier,
-    body: GuardianConsentIn,
-    organiser: OrganiserDep,
-    runtime: RuntimeDep,
+    scope: OrganiserExamDep, candidate_id: Identifier, body: GuardianConsentIn, runtime: RuntimeDep
 ) -> None:
-    await check_exam(runtime, organiser, exam_id)
+    exam_id = scope.exam_id
     if await runtime.exams.candidate(exam_id, candidate_id) is None:
         raise NotFound("no such candidate", reason="candidate_not_found")
     await runtime.exams.record_consent(exam_id, candidate_id, "guardian", body.reference)

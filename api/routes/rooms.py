@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -10,46 +9,34 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import RuntimeDep
 from api.events import STREAM_ID, room_events
-from api.models import EventOut, Identifier, IncidentIn, MessageIn, ReviewIn
-from api.rooms import room_key
-from api.security import StaffDep, check_candidate_in_room, check_room
-from infra.errors import InvalidInput, NotFound
+from api.models import EventOut, IncidentIn, MessageIn, ReviewIn
+from api.security import CandidateScopeDep, RoomScopeDep, check_candidate_in_room
+from infra.errors import NotFound
 
 router = APIRouter(prefix="/v1/exams/{exam_id}/rooms/{room_id}", tags=["rooms"])
-StreamId = Annotated[str, Query(pattern=STREAM_ID)]
+EventId = Annotated[str, Query(pattern=STREAM_ID)]
 MAX_STREAM_SECONDS = 900.0
 
 
 @router.get("")
-async def room_state(
-    exam_id: Identifier, room_id: Identifier, staff: StaffDep, runtime: RuntimeDep
-) -> dict[str, Any]:
-    await check_room(runtime, staff, exam_id, room_id)
-    view: dict[str, Any] = await runtime.rooms.call(room_key(exam_id, room_id), "room_view")
-    view["roster"] = await runtime.exams.room_candidates(exam_id, room_id)
+async def room_state(room: RoomScopeDep, runtime: RuntimeDep) -> dict[str, Any]:
+    view: dict[str, Any] = await runtime.rooms.call(room.key, "room_view")
+    view["roster"] = await runtime.exams.room_candidates(room.exam_id, room.room_id)
     return view
 
 
 @router.get("/events")
 async def room_event_stream(
-    exam_id: Identifier,
-    room_id: Identifier,
+    room: RoomScopeDep,
     request: Request,
-    staff: StaffDep,
     runtime: RuntimeDep,
-    last_event_id: str | None = Header(default=None),
-    after: StreamId | None = None,
+    last_event_id: Annotated[str | None, Header(pattern=STREAM_ID)] = None,
+    after: EventId | None = None,
 ) -> StreamingResponse:
-    await check_room(runtime, staff, exam_id, room_id)
+    """SSE of the room's journal; resume with `Last-Event-ID` (or `?after=`)."""
     cursor = after or last_event_id or "0-0"
-    if not re.fullmatch(STREAM_ID, cursor):
-        raise InvalidInput("Last-Event-ID is not an event id", reason="bad_event_id")
     stream = room_events(
-        runtime.redis,
-        room_key(exam_id, room_id),
-        cursor,
-        request.is_disconnected,
-        MAX_STREAM_SECONDS,
+        runtime.redis, room.key, cursor, request.is_disconnected, MAX_STREAM_SECONDS
     )
     return StreamingResponse(
         stream,
@@ -59,22 +46,16 @@ async def room_event_stream(
 
 
 @router.post("/messages", status_code=201)
-async def send_message(
-    exam_id: Identifier, room_id: Identifier, body: MessageIn, staff: StaffDep, runtime: RuntimeDep
-) -> EventOut:
-    await check_room(runtime, staff, exam_id, room_id)
+async def send_message(room: RoomScopeDep, body: MessageIn, runtime: RuntimeDep) -> EventOut:
     if body.to is not None:
-        await check_candidate_in_room(runtime, exam_id, room_id, body.to)
-    event = {"type": "message", "proctor": staff.name, "to": body.to, "text": body.text}
-    return EventOut(event_id=await runtime.rooms.call(room_key(exam_id, room_id), "append", event))
+        await check_candidate_in_room(runtime, room.exam_id, room.room_id, body.to)
+    event = {"type": "message", "proctor": room.principal.name, "to": body.to, "text": body.text}
+    return EventOut(event_id=await runtime.rooms.call(room.key, "append", event))
 
 
 @router.post("/incidents", status_code=201)
-async def raise_incident(
-    exam_id: Identifier, room_id: Identifier, body: IncidentIn, staff: StaffDep, runtime: RuntimeDep
-) -> EventOut:
-    await check_room(runtime, staff, exam_id, room_id)
-    await check_candidate_in_room(runtime, exam_id, room_id, body.candidate)
+async def raise_incident(room: RoomScopeDep, body: IncidentIn, runtime: RuntimeDep) -> EventOut:
+    await check_candidate_in_room(runtime, room.exam_id, room.room_id, body.candidate)
     event = {
         "type": "incident",
         "cid": body.candidate,
@@ -82,72 +63,52 @@ async def raise_incident(
         "severity": body.severity,
         "evidence": body.evidence,
         "note": body.note,
-        "by": staff.name,
+        "by": room.principal.name,
     }
-    return EventOut(event_id=await runtime.rooms.call(room_key(exam_id, room_id), "append", event))
+    return EventOut(event_id=await runtime.rooms.call(room.key, "append", event))
 
 
 @router.post("/incidents/{incident_id}/review", status_code=201)
 async def review_incident(
-    exam_id: Identifier,
-    room_id: Identifier,
+    room: RoomScopeDep,
     incident_id: str,
     body: ReviewIn,
-    staff: StaffDep,
     runtime: RuntimeDep,
 ) -> EventOut:
-    await check_room(runtime, staff, exam_id, room_id)
-    key = room_key(exam_id, room_id)
-    view = await runtime.rooms.call(key, "room_view")
+    view = await runtime.rooms.call(room.key, "room_view")
     if incident_id not in view["incidents"]:
         raise NotFound("no such incident", reason="incident_not_found")
     event = {
         "type": "incident_reviewed",
         "incident": incident_id,
         "decision": body.decision,
-        "proctor": staff.name,
+        "proctor": room.principal.name,
     }
-    return EventOut(event_id=await runtime.rooms.call(key, "append", event))
+    return EventOut(event_id=await runtime.rooms.call(room.key, "append", event))
 
 
 @router.post("/presence", status_code=201)
 async def proctor_presence(
-    exam_id: Identifier,
-    room_id: Identifier,
-    staff: StaffDep,
-    runtime: RuntimeDep,
-    leaving: bool = False,
+    room: RoomScopeDep, runtime: RuntimeDep, leaving: bool = False
 ) -> EventOut:
-    await check_room(runtime, staff, exam_id, room_id)
-    event = {"type": "proctor_left" if leaving else "proctor_joined", "proctor": staff.name}
-    return EventOut(event_id=await runtime.rooms.call(room_key(exam_id, room_id), "append", event))
+    event = {
+        "type": "proctor_left" if leaving else "proctor_joined",
+        "proctor": room.principal.name,
+    }
+    return EventOut(event_id=await runtime.rooms.call(room.key, "append", event))
 
 
 @router.get("/candidates/{candidate_id}")
-async def candidate_detail(
-    exam_id: Identifier,
-    room_id: Identifier,
-    candidate_id: Identifier,
-    staff: StaffDep,
-    runtime: RuntimeDep,
-) -> dict[str, Any]:
-    await check_room(runtime, staff, exam_id, room_id)
-    await check_candidate_in_room(runtime, exam_id, room_id, candidate_id)
-    identity = await runtime.exams.identity(exam_id, candidate_id)
-    view = await runtime.rooms.call(room_key(exam_id, room_id), "candidate_view", candidate_id)
-    return {"candidate": candidate_id, **identity, "presence": view["presence"]}
+async def candidate_detail(scope: CandidateScopeDep, runtime: RuntimeDep) -> dict[str, Any]:
+    room, cid = scope.room, scope.candidate_id
+    identity = await runtime.exams.identity(room.exam_id, cid)
+    view = await runtime.rooms.call(room.key, "candidate_view", cid)
+    return {"candidate": cid, **identity, "presence": view["presence"]}
 
 
 @router.post("/candidates/{candidate_id}/end", status_code=201)
-async def end_candidate(
-    exam_id: Identifier,
-    room_id: Identifier,
-    candidate_id: Identifier,
-    staff: StaffDep,
-    runtime: RuntimeDep,
-) -> EventOut:
-    await check_room(runtime, staff, exam_id, room_id)
-    await check_candidate_in_room(runtime, exam_id, room_id, candidate_id)
-    event = {"type": "ended", "cid": candidate_id, "by": staff.name}
-    await runtime.sessions.end_active("candidate", exam_id, candidate_id)
-    return EventOut(event_id=await runtime.rooms.call(room_key(exam_id, room_id), "append", event))
+async def end_candidate(scope: CandidateScopeDep, runtime: RuntimeDep) -> EventOut:
+    room, cid = scope.room, scope.candidate_id
+    event = {"type": "ended", "cid": cid, "by": room.principal.name}
+    await runtime.sessions.end_active("candidate", room.exam_id, cid)
+    return EventOut(event_id=await runtime.rooms.call(room.key, "append", event))
