@@ -56,6 +56,8 @@ class ExamCreate(Strict):
     face_attempts: int = Field(default=3, ge=1, le=10)
     candidate_enrolment: bool = False
     keep_enrolment_photo: bool = False
+    # Candidates join only once verified by face (or accepted by a proctor's review).
+    require_face_verification: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> ExamCreate:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 
 from actors import health
 from api.exams import ExamRegistry
+from api.face import FaceService
 from api.rooms import RoomRouter
 from api.sessions import Sessions
 from api.staff import StaffRegistry
@@ -33,6 +34,8 @@ class Runtime:
     sessions: Sessions
     rooms: RoomRouter
     regional: RegionalStore
+    # Face verification: the verifier pool and the face monitor, made at start-up.
+    face: FaceService = field(init=False)
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -54,6 +57,7 @@ class Runtime:
             regional=RegionalStore(stores, keys, redis),
         )
         await runtime.rooms.ensure_shards()
+        runtime.face = await FaceService.open(settings, redis, runtime.regional, runtime.rooms)
         return runtime
 
     async def close(self) -> None:

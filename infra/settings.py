@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from actors.face_settings import VerifierSettings
 from actors.media_settings import MediaSettings
 from ml.config import FaceSettings
 
@@ -101,6 +102,8 @@ class Settings(BaseSettings):
     media: MediaSettings = Field(default_factory=MediaSettings)
     # Face detection, embedding, quality gates, liveness and monitoring.
     face: FaceSettings = Field(default_factory=FaceSettings)
+    # Face verifier service: replicas, dynamic batching, back-pressure, monitoring.
+    verifier: VerifierSettings = Field(default_factory=VerifierSettings)
 
     # Secrets.
     token_signing_key: SecretStr = SecretStr("dev-token-signing-key-not-for-production")

@@ -89,6 +89,8 @@ async def join(body: JoinIn, principal: CandidateDep, runtime: RuntimeDep) -> di
         raise Forbidden("accept the current privacy policy first", reason="consent_required")
     if candidate.minor and not candidate.has_guardian_consent:
         raise Forbidden("a guardian's consent is needed first", reason="guardian_consent_required")
+    if exam.require_face_verification:
+        await runtime.face.require_verified(candidate.exam, candidate.cid)
     result = await runtime.rooms.call(
         room_key(candidate.exam, candidate.room),
         "heartbeat",

@@ -1,0 +1,239 @@
+"""Dynamic batching in front of one model: frames from many callers, one model call at a time.
+
+Callers `submit` one image with a `finish` step (enrol, verify, summarise) or a `solo`
+job that runs alone (a liveness check analyses its own frames as one batch). A loop on
+the event loop takes the next batch as soon as the model is free: up to `max_batch`
+single-image jobs, waiting at most `max_wait_s` for the batch to fill when fewer are
+queued. Decoding, the model and every `finish` run in one worker thread, never on the
+event loop; each image is decoded on its own, so one bad upload fails only its caller.
+
+Back-pressure: the batcher holds at most `max_queue` frames (waiting plus running);
+beyond that `submit` raises `Unavailable(reason="verifier_busy")` at once, with a
+Retry-After from the measured time per frame. A job whose caller has given up
+(`deadline` passed, or its future cancelled) is dropped before it costs model time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from infra.errors import ExamdayError, Unavailable
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F")  # a decoded frame
+A = TypeVar("A")  # the model's analysis of one frame
+
+
+@dataclass(eq=False)
+class _Job:
+    cost: int
+    deadline: float
+    future: asyncio.Future[Any]
+    image: bytes | None = None  # a single-image job, merged into batches
+    finish: Callable[[Any], Any] | None = None
+    solo: Callable[[], Any] | None = None  # a job that runs alone
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    frames: int = 0
+    dropped: int = 0
+    refused: int = 0
+    largest_batch: int = 0
+    seconds_per_frame: float = 0.1  # moving average, seeded with a CPU-ish guess
+    sizes: dict[int, int] = field(default_factory=dict)
+
+
+class Batcher(Generic[F, A]):
+    def __init__(
+        self,
+        decode: Callable[[bytes], F],
+        analyse: Callable[[Sequence[F]], Sequence[A]],
+        *,
+        max_batch: int,
+        max_wait_s: float,
+        max_queue: int,
+        call_timeout_s: float,
+    ) -> None:
+        self._decode = decode
+        self._analyse = analyse
+        self._max_batch = max_batch
+        self._max_wait = max_wait_s
+        self._max_queue = max_queue
+        self._timeout = call_timeout_s
+        self._pending: deque[_Job] = deque()
+        self._arrived = asyncio.Event()
+        self._held = 0  # frames waiting or running
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-model")
+        self._loop_task: asyncio.Task[None] | None = None
+        self.stats = BatchStats()
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    async def submit(self, image: bytes, finish: Callable[[A], Any]) -> Any:
+        """Analyse one image in the next batch and return `finish(analysis)`."""
+        return await self._enqueue(_Job(1, 0.0, self._future(), image=image, finish=finish))
+
+    async def run_solo(self, job: Callable[[], Any], cost: int) -> Any:
+        """Run `job` alone in the model thread; `cost` frames count against the queue."""
+        return await self._enqueue(_Job(cost, 0.0, self._future(), solo=job))
+
+    def retry_after(self) -> float:
+        return max(1.0, math.ceil(self._held * self.stats.seconds_per_frame))
+
+    def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _enqueue(self, job: _Job) -> Any:
+        if self._held + job.cost > self._max_queue:
+            self.stats.refused += 1
+            raise Unavailable(
+                "The face verifier is busy; try again shortly.",
+                reason="verifier_busy",
+                retry_after=self.retry_after(),
+            )
+        self._ensure_loop()
+        job.deadline = time.monotonic() + self._timeout
+        self._held += job.cost
+        self._pending.append(job)
+        self._arrived.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), self._timeout)
+        except TimeoutError:
+            raise Unavailable(
+                "The face verifier did not answer in time.",
+                reason="verifier_timeout",
+                retry_after=self.retry_after(),
+            ) from None
+        finally:
+            # Timed out or cancelled: the loop drops the job unless it already runs.
+            job.future.cancel()
+
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._run_forever())
+
+    async def _run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self._live(await self._next_batch())
+            if not batch:
+                continue
+            started = time.perf_counter()
+            outcomes = await loop.run_in_executor(self._executor, self._process, batch)
+            self._record(batch, time.perf_counter() - started)
+            for job, outcome in zip(batch, outcomes, strict=True):
+                self._held -= job.cost
+                if job.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome)
+
+    async def _next_batch(self) -> list[_Job]:
+        while not self._pending:
+            self._arrived.clear()
+            await self._arrived.wait()
+        first = self._pending.popleft()
+        if first.solo is not None:
+            return [first]
+        batch = [first]
+        deadline = time.monotonic() + self._max_wait
+        while len(batch) < self._max_batch:
+            if self._pending:
+                if self._pending[0].solo is not None:
+                    break  # a solo job is next: run what we have first
+                batch.append(self._pending.popleft())
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        return batch
+
+    def _live(self, batch: list[_Job]) -> list[_Job]:
+        """Drop jobs nobody waits for any more, before they cost model time."""
+        now = time.monotonic()
+        live = []
+        for job in batch:
+            if job.future.done() or now > job.deadline:
+                self._held -= job.cost
+                self.stats.dropped += 1
+                job.future.cancel()
+            else:
+                live.append(job)
+        return live
+
+    def _record(self, batch: list[_Job], elapsed: float) -> None:
+        frames = sum(job.cost for job in batch)
+        stats = self.stats
+        stats.batches += 1
+        stats.frames += frames
+        stats.largest_batch = max(stats.largest_batch, len(batch))
+        stats.sizes[len(batch)] = stats.sizes.get(len(batch), 0) + 1
+        stats.seconds_per_frame = 0.8 * stats.seconds_per_frame + 0.2 * elapsed / max(frames, 1)
+
+    # -- the model thread --------------------------------------------------------------
+
+    def _process(self, batch: list[_Job]) -> list[Any]:
+        if batch[0].solo is not None:
+            return [_guarded(batch[0].solo)]
+        outcomes: list[Any] = [None] * len(batch)
+        frames: list[F] = []
+        owners: list[int] = []
+        for index, job in enumerate(batch):
+            assert job.image is not None
+            decoded = _guarded(self._decode, job.image)
+            if isinstance(decoded, BaseException):
+                outcomes[index] = decoded
+            else:
+                frames.append(decoded)
+                owners.append(index)
+        if frames:
+            analyses = _guarded(self._analyse, frames)
+            for position, index in enumerate(owners):
+                finish = batch[index].finish
+                assert finish is not None
+                outcomes[index] = (
+                    analyses
+                    if isinstance(analyses, BaseException)
+                    else _guarded(finish, analyses[position])
+                )
+        return outcomes
+
+
+def _guarded(call: Callable[..., Any], *args: Any) -> Any:
+    """The call's result, or the error a caller should see; never raises."""
+    try:
+        return call(*args)
+    except ExamdayError as exc:
+        return exc
+    except Exception:
+        # Bad input is an ExamdayError; anything else is our bug or the model's, and
+        # must fail this call only, not the replica.
+        log.exception("face model call failed")
+        return ExamdayError("The face model failed on this request.", reason="face_model_error")

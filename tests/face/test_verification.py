@@ -1,0 +1,87 @@
+"""Enrolment and 1:1 verification through the gateway, on the real fixture photos."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+
+from actors.face_records import record_key
+from tests.face.conftest import enrol, image_headers, jpeg, photo, photo_bytes, runtime_of
+from tests.factories import candidate_login, new_exam
+from tests.ml.synthetic import faceless, side_by_side
+
+
+async def test_enrol_then_the_same_person_matches_and_an_impostor_does_not(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    runtime = runtime_of(app)
+    world = await new_exam(client, runtime, {"r1": ["1001", "1002"]}, face_attempts=3)
+    for number in ("1001", "1002"):
+        enrolled = await enrol(client, world, number, photo_bytes("person_a_1"))
+        assert enrolled.status_code == 200, enrolled.text
+        assert enrolled.json()["status"] == "enrolled"
+        assert enrolled.json()["photo_kept"] is False
+
+    genuine = await candidate_login(client, world.exam_id, "1001")
+    match = await client.post(
+        "/v1/me/verification", content=photo_bytes("person_a_2"), headers=image_headers(genuine)
+    )
+    assert match.status_code == 200, match.text
+    result = match.json()
+    print("genuine ", {k: result[k] for k in ("score", "threshold", "margin")})
+    assert result["match"] is True
+    assert result["margin"] > 0
+    assert result["status"] == "verified"
+
+    impostor = await candidate_login(client, world.exam_id, "1002")
+    refused = await client.post(
+        "/v1/me/verification", content=photo_bytes("impostor_1"), headers=image_headers(impostor)
+    )
+    assert refused.status_code == 200, refused.text
+    result = refused.json()
+    print("impostor", {k: result[k] for k in ("score", "threshold", "margin")})
+    assert result["match"] is False
+    assert result["margin"] < 0
+    assert (result["attempt"], result["attempts_left"], result["status"]) == (1, 2, "enrolled")
+
+    # The template and the live frame of the failed attempt are in the region; the
+    # Redis record holds object keys and the model id, no vector and no picture.
+    cid = world.candidate_ids["1002"]
+    keys = sorted(str(o["Key"]) for o in await runtime.regional.list(world.exam_id, "face/"))
+    assert f"{world.exam_id}/face/{cid}/template.bin" in keys
+    evidence = await runtime.regional.list(world.exam_id, f"evidence/{cid}/")
+    assert len(evidence) == 1
+    record = await runtime.redis.hgetall(record_key(world.exam_id, cid))
+    assert set(record) >= {b"template", b"model", b"enrolled_at", b"status", b"attempts"}
+    assert all(len(value) < 200 for value in record.values())
+
+    again = await client.post(
+        "/v1/me/verification", content=photo_bytes("person_a_2"), headers=image_headers(genuine)
+    )
+    assert again.status_code == 409
+    assert again.json()["reason"] == "already_verified"
+
+
+async def test_two_faces_or_none_are_refused_and_cost_no_attempt(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    runtime = runtime_of(app)
+    world = await new_exam(client, runtime, {"r1": ["2001"]}, with_proctors=False)
+    two = jpeg(side_by_side(photo("person_a_2"), photo("person_b_1")))
+    nobody = jpeg(faceless())
+    for body, reason in ((two, "multiple_faces"), (nobody, "no_face")):
+        refused = await enrol(client, world, "2001", body)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["reason"] == reason
+    assert await runtime.regional.list(world.exam_id) == []
+
+    assert (await enrol(client, world, "2001", photo_bytes("person_b_1"))).status_code == 200
+    headers = image_headers(await candidate_login(client, world.exam_id, "2001"))
+    for body, reason in ((two, "multiple_faces"), (nobody, "no_face")):
+        refused = await client.post("/v1/me/verification", content=body, headers=headers)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["reason"] == reason
+    status = (await client.get("/v1/me/verification", headers=headers)).json()
+    assert (status["attempts"], status["status"]) == (0, "enrolled")
+    cid = world.candidate_ids["2001"]
+    assert await runtime.regional.list(world.exam_id, f"evidence/{cid}/") == []
