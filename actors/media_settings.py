@@ -48,6 +48,23 @@ class MediaSettings(BaseModel):
     # Frame sampling for face checks: one decoded frame per publisher this often.
     sample_interval_s: float = Field(default=10.0, gt=0)
 
+    # Publisher sources recorded, and sampled for face checks (talk-back is neither).
+    recorded_sources: tuple[str, ...] = ("camera", "screen", "side")
+    sampled_sources: tuple[str, ...] = ("camera",)
+
+    # Around the forwarder: the gateway's WHIP/WHEP resources and the MediaShard actor.
+    # ICE servers offered in WHIP/WHEP Link headers ("stun:host:port", "turn:host:port"):
+    # none by default, loopback clients need none; never a public server by default.
+    ice_servers: tuple[str, ...] = ()
+    # A side-device pairing token (shown as a QR code) pairs one device within this time.
+    pairing_ttl_s: int = Field(default=300, ge=10, le=3600)
+    # A shard reports its load this often; no report for 3 intervals means "not live".
+    load_report_interval_s: float = Field(default=2.0, gt=0, le=60)
+    # Samples on their way to the face monitor at once; more are dropped and counted.
+    monitor_in_flight: int = Field(default=4, ge=1, le=64)
+    # Attempts at storing one recorded segment before it counts as failed.
+    store_attempts: int = Field(default=4, ge=1, le=10)
+
     @field_validator("host_addresses")
     @classmethod
     def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -62,6 +79,16 @@ class MediaSettings(BaseModel):
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for network in value:
             ipaddress.ip_network(network, strict=False)
+        return value
+
+    @field_validator("ice_servers")
+    @classmethod
+    def _ice_servers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            scheme = url.split(":", 1)[0]
+            # They go into Link headers: no character that could end or split one.
+            if scheme not in ("stun", "stuns", "turn", "turns") or any(c in url for c in '<>",; '):
+                raise ValueError(f"not a STUN/TURN URL: {url!r}")
         return value
 
     @field_validator("video_codecs", "audio_codecs")

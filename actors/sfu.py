@@ -66,6 +66,9 @@ class Forwarder:
     def live_peer_connections(self) -> int:
         return len(self._sessions)
 
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
     def session(self, session_id: str) -> Session:
         if session_id not in self._sessions:
             raise NotFound(f"no media session {session_id}", reason="unknown_session")
@@ -270,7 +273,8 @@ class Forwarder:
         return str(session.pc.localDescription.sdp)
 
     def _consume(self, session: PublishSession) -> None:
-        if self._segment_sink is not None:
+        sampler = self._sampler if session.source in self.settings.sampled_sources else None
+        if self._segment_sink is not None and session.source in self.settings.recorded_sources:
             session.recorder = Recorder(
                 session.id,
                 session.source,
@@ -280,8 +284,8 @@ class Forwarder:
         for track in session.tracks.values():
             if session.recorder is not None:
                 session.recorder.watch(track)
-            if self._sampler is not None:
-                self._sampler.watch(track)
+            if sampler is not None:
+                sampler.watch(track)
 
     def _source_ended(self, session: ViewSession, track: ForwardTrack) -> None:
         if session.closed:

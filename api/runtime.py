@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from actors import health
 from api.exams import ExamRegistry
 from api.face import FaceService
+from api.media import MediaPlane
 from api.rooms import RoomRouter
 from api.sessions import Sessions
 from api.staff import StaffRegistry
@@ -34,6 +35,7 @@ class Runtime:
     sessions: Sessions
     rooms: RoomRouter
     regional: RegionalStore
+    media: MediaPlane
     # Face verification: the verifier pool and the face monitor, made at start-up.
     face: FaceService = field(init=False)
 
@@ -55,9 +57,11 @@ class Runtime:
             sessions=Sessions(settings, redis),
             rooms=RoomRouter(settings, redis),
             regional=RegionalStore(stores, keys, redis),
+            media=MediaPlane.open(settings, redis),
         )
         await runtime.rooms.ensure_shards()
         runtime.face = await FaceService.open(settings, redis, runtime.regional, runtime.rooms)
+        await runtime.media.router.ensure_shards()
         return runtime
 
     async def close(self) -> None:

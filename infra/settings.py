@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     # Media plane (WebRTC forwarding, recording, frame sampling), including the
     # only addresses ICE host candidates are gathered on: EXAMDAY_MEDIA__HOST_ADDRESSES.
     media: MediaSettings = Field(default_factory=MediaSettings)
+    # MediaShard actors (one Forwarder each) the gateway makes sure exist at start-up.
+    media_shards: int = Field(default=1, ge=1, le=256)
     # Face detection, embedding, quality gates, liveness and monitoring.
     face: FaceSettings = Field(default_factory=FaceSettings)
     # Face verifier service: replicas, dynamic batching, back-pressure, monitoring.

@@ -1,0 +1,23 @@
+"""Whose media a session carries, as the MediaShard and its consumers need to know it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Source = Literal["camera", "screen", "side", "talkback"]
+CANDIDATE_SOURCES: tuple[Source, ...] = ("camera", "screen", "side")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTag:
+    """The exam, room and candidate of a publisher session (ids only, never names).
+
+    `cid` is the candidate who publishes (camera, screen, side) or whom a
+    proctor's talk-back addresses; None for talk-back to the whole room.
+    """
+
+    exam: str
+    room: str
+    cid: str | None
+    source: Source

@@ -1,0 +1,170 @@
+"""What WHIP (RFC 9725) and WHEP resources share: callers, SDP bodies, ETags, CORS, sessions.
+
+Every session URL checks its caller (the owner key of `MediaCaller`), an
+ETag guards trickle PATCHes (If-Match: missing 428, stale 412), and every
+answer carries the CORS headers a browser needs to read Location, ETag and
+Link. Offers are checked here with the forwarder's own parser before any
+shard is chosen, so a refused offer allocates and stores nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+
+from actors import sdp, trickle
+from api.deps import RuntimeDep
+from api.exams import Candidate
+from api.media_sessions import Kind, MediaSession
+from api.security import COOKIE_NAME
+from infra.errors import (
+    ExamdayError,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    PreconditionRequired,
+    Unauthenticated,
+)
+from infra.settings import Settings
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch, Retry-After",
+    "Access-Control-Max-Age": "600",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaCaller:
+    """Who calls a media route: a candidate, a candidate's side device, or staff."""
+
+    role: str  # candidate, side, proctor, organiser
+    name: str  # candidate id, or staff username
+    exam: str | None
+    room: str | None
+    token: str
+
+    @property
+    def owner(self) -> str:
+        if self.role in ("candidate", "side"):
+            return f"{self.role}:{self.exam}:{self.name}"
+        return f"staff:{self.name}"
+
+
+def _token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie:
+        return cookie
+    raise Unauthenticated("log in first", reason="no_session")
+
+
+async def media_caller(request: Request, runtime: RuntimeDep) -> MediaCaller:
+    token = _token(request)
+    if "." not in token:  # session tokens are signed (payload.mac); pairing tokens are not
+        device = await runtime.media.pairing.resolve(token)
+        return MediaCaller("side", device.cid, device.exam, device.room, token)
+    claims, record = await runtime.sessions.resolve(token)
+    return MediaCaller(claims.role, claims.sub, claims.exam, record.get("room"), token)
+
+
+MediaCallerDep = Annotated[MediaCaller, Depends(media_caller)]
+
+
+async def may_publish(runtime: RuntimeDep, exam_id: str, cid: str) -> Candidate:
+    """A candidate sends audio and video only with the current consent (and a guardian's)."""
+    candidate = await runtime.exams.candidate(exam_id, cid)
+    if candidate is None:
+        raise NotFound("no such candidate", reason="candidate_not_found")
+    exam = await runtime.exams.get(exam_id)
+    if candidate.consent_version != exam.policy_version:
+        raise Forbidden("accept the current privacy policy first", reason="consent_required")
+    if candidate.minor and not candidate.has_guardian_consent:
+        raise Forbidden("a guardian's consent is needed first", reason="guardian_consent_required")
+    return candidate
+
+
+async def read_offer(request: Request, settings: Settings, *, publish: bool) -> str:
+    """The SDP offer of a WHIP/WHEP POST, refused (415/400/413/422) before any shard sees it."""
+    sdp.check_content_type(request.headers.get("content-type"), sdp.SDP_TYPE)
+    body = await read_text(request)
+    offer = sdp.parse_offer(body, max_bytes=settings.media.max_sdp_bytes)
+    if publish:
+        sdp.check_publish(offer)
+    else:
+        sdp.check_subscribe(offer, max_tracks=settings.media.max_subscribe_tracks)
+    return body
+
+
+async def read_text(request: Request) -> str:
+    try:
+        return (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise sdp.malformed("the body is not UTF-8") from None
+
+
+def check_if_match(request: Request, etag: str) -> None:
+    header = request.headers.get("if-match")
+    if header is None:
+        raise PreconditionRequired("PATCH needs If-Match with the ETag", reason="if_match_required")
+    offered = [value.strip().removeprefix("W/") for value in header.split(",")]
+    if "*" not in offered and etag not in offered:
+        raise PreconditionFailed("the ETag does not match this session", reason="stale_etag")
+
+
+def created(answer: str, session: MediaSession, base: str, settings: Settings) -> Response:
+    """201 with the SDP answer, the session URL, its ETag and the ICE servers (RFC 9725 4.2)."""
+    headers = {**CORS_HEADERS, "Location": f"{base}/{session.id}", "ETag": session.etag}
+    links = [f'<{url}>; rel="ice-server"' for url in settings.media.ice_servers]
+    if links:
+        headers["Link"] = ", ".join(links)
+    return Response(answer, status_code=201, media_type=sdp.SDP_TYPE, headers=headers)
+
+
+def options(*, post: bool) -> Response:
+    """A CORS preflight answer; POST endpoints say what they accept (Accept-Post)."""
+    headers = dict(CORS_HEADERS)
+    if post:
+        headers.update({"Accept-Post": sdp.SDP_TYPE, "Allow": "POST, OPTIONS"})
+    else:
+        headers.update({"Accept-Patch": trickle.TRICKLE_TYPE, "Allow": "PATCH, DELETE, OPTIONS"})
+    return Response(status_code=204, headers=headers)
+
+
+async def patch_session(
+    request: Request, runtime: RuntimeDep, caller: MediaCaller, kind: Kind, session_id: str
+) -> Response:
+    """Trickle ICE into a session: 204; ICE restarts are refused (422) by the forwarder."""
+    session = await runtime.media.sessions.owned(session_id, kind, caller.owner)
+    check_if_match(request, session.etag)
+    fragment = await read_text(request)
+    await runtime.media.router.call(
+        session.shard,
+        "patch",
+        session.id,
+        fragment,
+        content_type=request.headers.get("content-type"),
+    )
+    return Response(status_code=204, headers={**CORS_HEADERS, "ETag": session.etag})
+
+
+async def end_session(
+    runtime: RuntimeDep, caller: MediaCaller, kind: Kind, session_id: str
+) -> Response:
+    session = await runtime.media.sessions.owned(session_id, kind, caller.owner)
+    await close_quietly(runtime, session)
+    await runtime.media.sessions.remove(session)
+    return Response(status_code=200, headers=CORS_HEADERS)
+
+
+async def close_quietly(runtime: RuntimeDep, session: MediaSession) -> None:
+    """Close a session on its shard; one the shard lost already (a restart) is closed enough."""
+    with contextlib.suppress(ExamdayError):
+        await runtime.media.router.call(session.shard, "close_session", session.id)

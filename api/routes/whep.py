@@ -1,0 +1,143 @@
+"""WHEP egress (draft-ietf-wish-whep): proctors watch candidates; candidates hear talk-back.
+
+POST an SDP offer with recvonly m-lines and get 201 with the answer,
+`Location`, `ETag` and ICE-server `Link`s; PATCH/DELETE the session URL as
+with WHIP. A proctor watches one candidate's `camera` by default and asks
+for more with `?sources=camera,screen,side` (m-lines are filled in that
+order, an unfilled one is answered inactive). When what is watched ends (the
+candidate stopped, re-published, or their media shard died) the viewer's
+tracks end: POST the offer again to watch the new session.
+
+    POST /v1/whep/exams/{exam}/rooms/{room}/candidates/{cid}[?sources=...]   proctor
+    POST /v1/whep/me/talkback                                                candidate
+    PATCH, DELETE /v1/whep/sessions/{id}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fastapi import APIRouter, Query, Request, Response
+
+from actors.media_tag import CANDIDATE_SOURCES
+from api.deps import RuntimeDep
+from api.media_http import (
+    MediaCallerDep,
+    created,
+    end_session,
+    options,
+    patch_session,
+    read_offer,
+)
+from api.media_sessions import (
+    MediaSession,
+    new_etag,
+    new_session_id,
+    publisher_key,
+    talkback_key,
+)
+from api.models import Identifier
+from api.security import CandidateDep, StaffDep, check_candidate_in_room, check_room
+from infra.errors import InvalidInput, NotFound
+
+router = APIRouter(prefix="/v1/whep", tags=["media"])
+SESSIONS = "/v1/whep/sessions"
+
+
+def parse_sources(value: str) -> list[str]:
+    sources = [s.strip() for s in value.split(",")]
+    if (
+        not sources
+        or len(set(sources)) != len(sources)
+        or any(s not in CANDIDATE_SOURCES for s in sources)
+    ):
+        raise InvalidInput(
+            f"sources is a comma-separated list of {', '.join(CANDIDATE_SOURCES)}",
+            reason="bad_sources",
+        )
+    return sources
+
+
+@router.options("/exams/{exam_id}/rooms/{room_id}/candidates/{candidate_id}")
+@router.options("/me/talkback")
+async def endpoint_options() -> Response:
+    return options(post=True)
+
+
+@router.options("/sessions/{session_id}")
+async def session_options() -> Response:
+    return options(post=False)
+
+
+@router.post("/exams/{exam_id}/rooms/{room_id}/candidates/{candidate_id}", status_code=201)
+async def watch(
+    exam_id: Identifier,
+    room_id: Identifier,
+    candidate_id: Identifier,
+    request: Request,
+    staff: StaffDep,
+    runtime: RuntimeDep,
+    sources: str = Query(default="camera", max_length=64),
+) -> Response:
+    await check_room(runtime, staff, exam_id, room_id)
+    await check_candidate_in_room(runtime, exam_id, room_id, candidate_id)
+    wanted = parse_sources(sources)
+    offer = await read_offer(request, runtime.settings, publish=False)
+    pointers = [publisher_key(exam_id, candidate_id, source) for source in wanted]
+    viewer = MediaSession(
+        new_session_id(), "whep", f"staff:{staff.name}", exam_id, room_id, candidate_id,
+        ",".join(wanted), "", new_etag(),
+    )  # fmt: skip
+    return await _subscribe(request, runtime, viewer, pointers, offer)
+
+
+@router.post("/me/talkback", status_code=201)
+async def hear_talkback(request: Request, candidate: CandidateDep, runtime: RuntimeDep) -> Response:
+    """The talk-back addressed to this candidate, then the one to the whole room."""
+    exam_id, room_id = candidate.claims.exam, candidate.room
+    assert exam_id is not None
+    assert room_id is not None
+    offer = await read_offer(request, runtime.settings, publish=False)
+    pointers = [
+        talkback_key(exam_id, room_id, candidate.name),
+        talkback_key(exam_id, room_id, None),
+    ]
+    listener = MediaSession(
+        new_session_id(), "whep", f"candidate:{exam_id}:{candidate.name}", exam_id, room_id,
+        candidate.name, "talkback", "", new_etag(),
+    )  # fmt: skip
+    return await _subscribe(request, runtime, listener, pointers, offer)
+
+
+@router.patch("/sessions/{session_id}")
+async def patch(
+    session_id: str, request: Request, caller: MediaCallerDep, runtime: RuntimeDep
+) -> Response:
+    return await patch_session(request, runtime, caller, "whep", session_id)
+
+
+@router.delete("/sessions/{session_id}")
+async def delete(session_id: str, caller: MediaCallerDep, runtime: RuntimeDep) -> Response:
+    return await end_session(runtime, caller, "whep", session_id)
+
+
+async def _subscribe(
+    request: Request, runtime: RuntimeDep, viewer: MediaSession, pointers: list[str], offer: str
+) -> Response:
+    """Watch the publishers the `pointers` name, on the shard of the first one found."""
+    plane = runtime.media
+    found = [s for s in [await plane.sessions.current(p) for p in pointers] if s is not None]
+    if not found:
+        raise NotFound("nothing is published to watch here", reason="not_publishing")
+    shard = found[0].shard
+    session = dataclasses.replace(viewer, shard=shard)
+    answer = await plane.router.call(
+        shard,
+        "subscribe",
+        offer,
+        [s.id for s in found if s.shard == shard],
+        content_type=request.headers.get("content-type"),
+        session_id=session.id,
+    )
+    await plane.sessions.save(session)
+    return created(answer, session, SESSIONS, runtime.settings)

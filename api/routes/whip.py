@@ -1,0 +1,143 @@
+"""WHIP ingest (RFC 9725): candidates publish camera, screen and a side device; proctors talk back.
+
+POST an SDP offer (`application/sdp`, Bearer token) to an endpoint and get
+201 with the answer, `Location` (the session URL), `ETag` and a `Link` per
+configured ICE server; PATCH the session URL with trickle-ICE fragments
+(If-Match required) and DELETE it to stop.
+
+If a media shard dies, its peer connections fail and the client POSTs its
+offer again, from a new peer connection: the gateway sends it to the
+restarted shard, or to another live one if it does not come back; 503 with
+Retry-After means "again after that many seconds". A new session of the same
+slot (a candidate's camera, say) replaces the old one.
+
+    POST /v1/whip/me/camera, /v1/whip/me/screen     the candidate's session token
+    POST /v1/whip/me/side                           the side device's pairing token
+    POST /v1/whip/exams/{exam}/rooms/{room}/talkback[?to=cid]   a proctor: audio to one or all
+    PATCH, DELETE /v1/whip/sessions/{id}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+
+from actors.media_tag import SessionTag
+from api.deps import RuntimeDep
+from api.media_http import (
+    MediaCallerDep,
+    close_quietly,
+    created,
+    end_session,
+    may_publish,
+    options,
+    patch_session,
+    read_offer,
+)
+from api.media_sessions import MediaSession, new_etag, new_session_id
+from api.models import Identifier
+from api.rooms import room_key
+from api.security import StaffDep, check_candidate_in_room, check_room
+from infra.errors import Forbidden
+
+router = APIRouter(prefix="/v1/whip", tags=["media"])
+SESSIONS = "/v1/whip/sessions"
+
+
+@router.options("/me/{source}")
+@router.options("/exams/{exam_id}/rooms/{room_id}/talkback")
+async def endpoint_options() -> Response:
+    return options(post=True)
+
+
+@router.options("/sessions/{session_id}")
+async def session_options() -> Response:
+    return options(post=False)
+
+
+@router.post("/me/{source}", status_code=201)
+async def publish_own(
+    source: Literal["camera", "screen", "side"],
+    request: Request,
+    caller: MediaCallerDep,
+    runtime: RuntimeDep,
+) -> Response:
+    if caller.role not in ("candidate", "side"):
+        raise Forbidden("candidates only", reason="candidates_only")
+    if (source == "side") != (caller.role == "side"):
+        raise Forbidden(
+            "a paired side device publishes `side`; the candidate's own device the others",
+            reason="wrong_device",
+        )
+    assert caller.exam is not None
+    assert caller.room is not None
+    await may_publish(runtime, caller.exam, caller.name)
+    offer = await read_offer(request, runtime.settings, publish=True)
+    tag = SessionTag(caller.exam, caller.room, caller.name, source)
+    response = await _publish(request, runtime, caller.owner, tag, offer)
+    if caller.role == "side":
+        await runtime.media.pairing.pair(caller.token)
+    return response
+
+
+@router.post("/exams/{exam_id}/rooms/{room_id}/talkback", status_code=201)
+async def talkback(
+    exam_id: Identifier,
+    room_id: Identifier,
+    request: Request,
+    staff: StaffDep,
+    runtime: RuntimeDep,
+    to: Annotated[Identifier | None, Query()] = None,
+) -> Response:
+    """A proctor's audio to one candidate (`to`) or the whole room; candidates hear it by WHEP."""
+    await check_room(runtime, staff, exam_id, room_id)
+    if to is not None:
+        await check_candidate_in_room(runtime, exam_id, room_id, to)
+    offer = await read_offer(request, runtime.settings, publish=True)
+    tag = SessionTag(exam_id, room_id, to, "talkback")
+    return await _publish(request, runtime, f"staff:{staff.name}", tag, offer)
+
+
+@router.patch("/sessions/{session_id}")
+async def patch(
+    session_id: str, request: Request, caller: MediaCallerDep, runtime: RuntimeDep
+) -> Response:
+    return await patch_session(request, runtime, caller, "whip", session_id)
+
+
+@router.delete("/sessions/{session_id}")
+async def delete(session_id: str, caller: MediaCallerDep, runtime: RuntimeDep) -> Response:
+    return await end_session(runtime, caller, "whip", session_id)
+
+
+async def _publish(
+    request: Request, runtime: RuntimeDep, owner: str, tag: SessionTag, offer: str
+) -> Response:
+    plane = runtime.media
+    shard = await plane.router.shard_for(room_key(tag.exam, tag.room))
+    session = MediaSession(
+        id=new_session_id(),
+        kind="whip",
+        owner=owner,
+        exam=tag.exam,
+        room=tag.room,
+        cid=tag.cid,
+        source=tag.source,
+        shard=shard,
+        etag=new_etag(),
+    )
+    answer = await plane.router.call(
+        shard,
+        "publish",
+        offer,
+        tag,
+        content_type=request.headers.get("content-type"),
+        session_id=session.id,
+    )
+    replaced = await plane.sessions.save(session)
+    previous = await plane.sessions.get(replaced) if replaced else None
+    if previous is not None:
+        await close_quietly(runtime, previous)
+        await plane.sessions.remove(previous)
+    return created(answer, session, SESSIONS, runtime.settings)
