@@ -47,6 +47,12 @@ class NotOwner(Conflict):
     title = "This shard no longer owns the room"
 
 
+def event_order(event_id: str) -> tuple[int, int]:
+    """Stream ids compare as (milliseconds, sequence), never as strings."""
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def stream_key(room_key: str) -> str:
     return f"examday:{{{room_key}}}:events"
 

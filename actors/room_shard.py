@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import ray
 
-from actors.journal import SNAPSHOT_EVERY, Journal, NotOwner
+from actors.journal import SNAPSHOT_EVERY, Journal, NotOwner, event_order
 from actors.room_state import RoomState
 from cluster.directory import ShardDirectory
 from infra import redis as redis_conn
@@ -43,6 +44,7 @@ class RoomShard:
         self.rooms: dict[str, RoomState] = {}
         self.fences: dict[str, str] = {}
         self.locks: dict[str, asyncio.Lock] = {}
+        self.write_locks: dict[str, asyncio.Lock] = {}
         self.started = time.time()
         self.appended = 0
         self._sweeper: asyncio.Task[None] | None = None
@@ -79,22 +81,33 @@ class RoomShard:
         self.rooms.pop(key, None)
         self.fences.pop(key, None)
 
-    async def _append(self, key: str, event: dict[str, Any]) -> str:
+    async def _append(
+        self,
+        key: str,
+        event: dict[str, Any],
+        prepare: Callable[[RoomState, dict[str, Any]], None] | None = None,
+    ) -> str:
+        """Journal, then apply. One writer per room at a time, so that the order
+        events are applied in is the order Redis stored them in."""
         room = await self._room(key)
-        event.setdefault("at", time.time())
-        event.setdefault("eid", uuid.uuid4().hex)
-        try:
-            event_id = await self.journal.append(key, self.fences[key], event)
-        except NotOwner:
-            self._drop(key)
-            await self.redis.srem(f"examday:shard:{self.name}:rooms", key)
-            raise
-        if event_id > room.last_event_id:  # a retried append returns the stored id
-            room.apply(event_id, event)
-            self.appended += 1
-            if room.event_count % SNAPSHOT_EVERY == 0:
-                await self.journal.save_snapshot(key, room.snapshot())
-        return event_id
+        async with self.write_locks.setdefault(key, asyncio.Lock()):
+            if prepare is not None:
+                prepare(room, event)
+            event.setdefault("at", time.time())
+            event.setdefault("eid", uuid.uuid4().hex)
+            try:
+                event_id = await self.journal.append(key, self.fences[key], event)
+            except NotOwner:
+                self._drop(key)
+                await self.redis.srem(f"examday:shard:{self.name}:rooms", key)
+                raise
+            # A retried append returns the id stored before a crash: already applied.
+            if event_order(event_id) > event_order(room.last_event_id):
+                room.apply(event_id, event)
+                self.appended += 1
+                if room.event_count % SNAPSHOT_EVERY == 0:
+                    await self.journal.save_snapshot(key, room.snapshot())
+            return event_id
 
     # -- candidate and proctor actions ---------------------------------------
 
@@ -108,15 +121,17 @@ class RoomShard:
         self, key: str, cid: str, network: str | None, eid: str, join: bool = False
     ) -> dict[str, Any]:
         """A join (`join=True`) or a heartbeat; a heartbeat after a timeout rejoins."""
-        room = await self._room(key)
-        presence = room.presence.get(cid)
-        state = presence.state if presence else "absent"
-        if not join and state not in ("joined", "disconnected"):
-            raise Forbidden("join the room first", reason="not_joined")
-        kind = "heartbeat" if state == "joined" else "joined"
-        event = {"type": kind, "cid": cid, "network": network, "eid": eid}
-        event_id = await self._append(key, event)
-        return {"event_id": event_id, "state": room.presence[cid].state}
+
+        def prepare(room: RoomState, event: dict[str, Any]) -> None:
+            presence = room.presence.get(cid)
+            state = presence.state if presence else "absent"
+            if not join and state not in ("joined", "disconnected"):
+                raise Forbidden("join the room first", reason="not_joined")
+            event["type"] = "heartbeat" if state == "joined" else "joined"
+
+        event = {"type": "heartbeat", "cid": cid, "network": network, "eid": eid}
+        event_id = await self._append(key, event, prepare)
+        return {"event_id": event_id, "state": self.rooms[key].presence[cid].state}
 
     @traced
     async def candidate_view(self, key: str, cid: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from actors.journal import stream_key
+from actors.journal import event_order, stream_key
 from infra.redis import text
 
 _BLOCK_MS = 5000
@@ -59,8 +59,4 @@ async def room_events(
 
 
 def _older(a: str, b: str) -> bool:
-    def parts(event_id: str) -> tuple[int, int]:
-        ms, seq = event_id.split("-")
-        return int(ms), int(seq)
-
-    return parts(a) < parts(b)
+    return event_order(a) < event_order(b)

@@ -169,6 +169,9 @@ def gateway_process(settings: Settings, env: dict[str, str]) -> ManagedProcess:
         "--host", settings.gateway_host,
         "--port", str(settings.gateway_port),
         "--no-access-log",
+        # Longer than the idle timeout of the clients and load balancers in front,
+        # so that the server never closes a connection a client is about to reuse.
+        "--timeout-keep-alive", "75",
         "--timeout-graceful-shutdown", "10",
     ]  # fmt: skip
     return ManagedProcess("gateway", argv, settings.state_dir / "logs" / "gateway.log", env=env)

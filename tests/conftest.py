@@ -71,6 +71,7 @@ async def gateway(stack: LocalStack) -> AsyncIterator[FastAPI]:
         port=stack.settings.gateway_port,
         log_level="warning",
         lifespan="on",
+        timeout_keep_alive=75,
     )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())
