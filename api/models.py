@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -155,3 +155,76 @@ class EventOut(BaseModel):
 
 def dump(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json")
+
+
+# -- client logs (api/routes/logs.py) ------------------------------------------------
+
+DevicePseudonym = Annotated[str, StringConstraints(pattern=r"^d[0-9a-f]{31}$")]
+SessionPseudonym = Annotated[str, StringConstraints(pattern=r"^s[0-9a-f]{31}$")]
+ClientIdentifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{4,128}$")]
+
+
+class LogSearch(Strict):
+    """A support query: one device or session, by pseudonym or by the clear id to pseudonymise."""
+
+    device: DevicePseudonym | None = None
+    device_id: ClientIdentifier | None = None
+    session: SessionPseudonym | None = None
+    session_id: ClientIdentifier | None = None
+    exam: Identifier | None = None  # none: records sent without a candidate token
+    since: datetime
+    until: datetime
+    limit: int = Field(default=200, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _one_subject_and_a_bounded_range(self) -> LogSearch:
+        named = [v for v in (self.device, self.device_id, self.session, self.session_id) if v]
+        if len(named) != 1:
+            raise ValueError("name exactly one of device, device_id, session, session_id")
+        if not timedelta(0) < self.until - self.since <= timedelta(days=31):
+            raise ValueError("until must be after since, at most 31 days later")
+        return self
+
+
+# -- update manifests (api/routes/updates.py) ----------------------------------------
+
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+Channel = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,15}$")]
+FileName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+# Platforms and versions are checked by the update actor, which answers
+# `unknown_platform` and `bad_version` rather than a generic schema error.
+PlatformName = Annotated[str, StringConstraints(max_length=32)]
+VersionText = Annotated[str, StringConstraints(max_length=64)]
+
+
+class InstallerSpec(Strict):
+    filename: FileName
+    size: int = Field(ge=1)
+    sha256: Sha256Hex
+
+
+class ReleaseCreate(Strict):
+    platform: PlatformName
+    channel: Channel = "stable"
+    version: VersionText
+    min_supported: VersionText | None = None
+    notes: Annotated[str, StringConstraints(max_length=4000)] = ""
+    installer: InstallerSpec
+
+
+class GateSpec(Strict):
+    margin: float = Field(ge=0, le=1)
+    min_sessions: int = Field(ge=1)
+
+
+class RolloutStart(Strict):
+    version: VersionText
+    gate: GateSpec | None = None
+
+
+class UpdateCheck(Strict):
+    platform: PlatformName
+    channel: Channel = "stable"
+    version: VersionText
+    device_id: ClientIdentifier
+    region: Annotated[str, StringConstraints(max_length=64)] | None = None

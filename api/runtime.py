@@ -11,10 +11,12 @@ from redis.asyncio import Redis
 from actors import health
 from api.exams import ExamRegistry
 from api.face import FaceService
+from api.ingest import IngestClient
 from api.media import MediaPlane
 from api.rooms import RoomRouter
 from api.sessions import Sessions
 from api.staff import StaffRegistry
+from api.updates import UpdateClient
 from infra import raycluster
 from infra import redis as redis_conn
 from infra.crypto import DataKeys
@@ -38,6 +40,9 @@ class Runtime:
     media: MediaPlane
     # Face verification: the verifier pool and the face monitor, made at start-up.
     face: FaceService = field(init=False)
+    # Client logs (LogIngest shards, created on first use) and update manifests.
+    ingest: IngestClient = field(init=False)
+    updates: UpdateClient = field(init=False)
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -60,6 +65,8 @@ class Runtime:
             media=MediaPlane.open(settings, redis),
         )
         await runtime.rooms.ensure_shards()
+        runtime.ingest = IngestClient(settings, redis)
+        runtime.updates = UpdateClient(settings)
         runtime.face = await FaceService.open(settings, redis, runtime.regional, runtime.rooms)
         await runtime.media.router.ensure_shards()
         return runtime

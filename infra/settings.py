@@ -16,7 +16,9 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actors.face_settings import VerifierSettings
+from actors.ingest_settings import IngestSettings
 from actors.media_settings import MediaSettings
+from actors.update_settings import UpdateSettings
 from ml.config import FaceSettings
 
 # Secrets in these forms are for a laptop only; anything else refuses to start with them.
@@ -106,11 +108,18 @@ class Settings(BaseSettings):
     face: FaceSettings = Field(default_factory=FaceSettings)
     # Face verifier service: replicas, dynamic batching, back-pressure, monitoring.
     verifier: VerifierSettings = Field(default_factory=VerifierSettings)
+    # Client logs and crash reports: limits, rate limits, flushing, the anonymous region.
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    # Update manifests and staged rollouts: installer region, steps, crash gate, freeze.
+    updates: UpdateSettings = Field(default_factory=UpdateSettings)
 
     # Secrets.
     token_signing_key: SecretStr = SecretStr("dev-token-signing-key-not-for-production")
     data_master_key: SecretStr = SecretStr(DEV_MASTER_KEY)
     pseudonym_key: SecretStr = SecretStr("dev-pseudonym-key-not-for-production")
+    # Ed25519 seed (32 bytes, urlsafe base64) that signs update manifests; unset
+    # outside production means a fixed dev key, unset in production means no signing.
+    update_signing_key: SecretStr | None = None
 
     # Telemetry: OTLP is used when OTEL_EXPORTER_OTLP_ENDPOINT is set (the OTel convention);
     # a JSON-lines file of finished spans when trace_file is set.
@@ -131,10 +140,19 @@ class Settings(BaseSettings):
                 for part in ("access_key", "secret_key")
                 if getattr(store, part).get_secret_value().startswith(PLACEHOLDER_PREFIXES)
             ]
+            signing = self.update_signing_key
+            if signing is not None and signing.get_secret_value().startswith(PLACEHOLDER_PREFIXES):
+                weak.append("update_signing_key")
             if weak:
                 raise ValueError(f"placeholder secrets outside development: {', '.join(weak)}")
         if not self.regions:
             raise ValueError("at least one region is required")
+        for name, region in (
+            ("ingest.default_region", self.ingest.default_region),
+            ("updates.installer_region", self.updates.installer_region),
+        ):
+            if region not in self.regions:
+                raise ValueError(f"{name} {region!r} is not a configured region")
         return self
 
     # Derived values: computed, never configured twice.

@@ -1,0 +1,253 @@
+"""Flushing shard streams to the object store: at least once, and each record once.
+
+A consumer (of the group `flush`) takes entries, by XREADGROUP or by
+XAUTOCLAIM from a consumer that went quiet, and then:
+
+1. commits a plan in Redis (one Lua script): every entry not yet in a plan,
+   and still in the stream, is marked with the new plan id; entries already
+   marked belong to a plan some consumer started and did not finish;
+2. writes one object per (target, kind, hour) of the plan; the object's key
+   and bytes follow from the plan id and the entries alone, so writing it
+   again gives the same object;
+3. updates the support index, then acknowledges and deletes the entries and
+   the plan, in one transaction.
+
+A consumer that dies anywhere in between leaves marked, pending entries;
+whoever claims them finds the plan and redoes it exactly, overwriting the
+same keys: nothing is lost and nothing appears twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from actors import ingest_keys as keys
+from actors.ingest_settings import IngestSettings
+from actors.ingest_sink import LogObject, LogSink
+from infra.redis import text
+
+_CLAIM_PAGES = 20
+_PARALLEL_WRITES = 8
+
+_COMMIT = """
+local taken, free = {}, {}
+for i = 2, #ARGV do
+  local owner = redis.call('HGET', KEYS[1], ARGV[i])
+  if owner then
+    taken[owner] = true
+  elseif #redis.call('XRANGE', KEYS[3], ARGV[i], ARGV[i]) > 0 then
+    free[#free + 1] = ARGV[i]
+  end
+end
+if #free > 0 then
+  for _, id in ipairs(free) do redis.call('HSET', KEYS[1], id, ARGV[1]) end
+  redis.call('SET', KEYS[2], cjson.encode({stream = KEYS[3], entries = free}))
+end
+local out = {table.concat(free, ' ')}
+for owner in pairs(taken) do out[#out + 1] = owner end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    body: str  # the accepted records, NDJSON
+    exam: str | None
+    region: str
+    received: float
+
+    @classmethod
+    def parse(cls, entry_id: Any, fields: dict[Any, Any]) -> Entry:
+        values = {text(k): text(v) for k, v in fields.items()}
+        return cls(
+            id=text(entry_id),
+            body=values["r"],
+            exam=values["x"] or None,
+            region=values["g"],
+            received=float(values["t"]),
+        )
+
+    @property
+    def order(self) -> tuple[int, int]:
+        ms, seq = self.id.split("-")
+        return int(ms), int(seq)
+
+
+@dataclass(frozen=True)
+class Plan:
+    id: str
+    stream: str
+    entries: list[Entry]
+
+
+Grouped = dict[LogObject, list[tuple[str, dict[str, Any]]]]
+
+
+class LogFlusher:
+    def __init__(
+        self, redis: Redis, sink: LogSink, settings: IngestSettings, consumer: str
+    ) -> None:
+        self.redis = redis
+        self.sink = sink
+        self.settings = settings
+        self.consumer = consumer
+        self.records_written = 0
+        self.plans_redone = 0
+        self._commit = redis.register_script(_COMMIT)
+
+    async def ensure_group(self, stream: str) -> None:
+        try:
+            await self.redis.xgroup_create(stream, keys.GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # -- taking entries ------------------------------------------------------
+
+    async def read_new(self, stream: str, block_ms: int | None = None) -> list[Entry]:
+        reply: Any = await self.redis.xreadgroup(
+            keys.GROUP,
+            self.consumer,
+            {stream: ">"},
+            count=self.settings.flush_max_entries,
+            block=block_ms,
+        )
+        return [Entry.parse(i, f) for _, batch in reply or [] for i, f in batch if f]
+
+    async def claim_stale(self, stream: str, min_idle_ms: int) -> list[Entry]:
+        """Take over entries another consumer has held for `min_idle_ms` (XAUTOCLAIM)."""
+        claimed: list[Entry] = []
+        cursor = "0-0"
+        for _ in range(_CLAIM_PAGES):
+            reply: Any = await self.redis.xautoclaim(
+                stream,
+                keys.GROUP,
+                self.consumer,
+                min_idle_ms,
+                cursor,
+                count=self.settings.flush_max_entries,
+            )
+            cursor = text(reply[0])
+            claimed += [Entry.parse(i, f) for i, f in reply[1] if f]
+            if cursor == "0-0" or len(claimed) >= self.settings.flush_max_entries:
+                break
+        return claimed
+
+    # -- the protocol -----------------------------------------------------------
+
+    async def flush(self, stream: str, entries: list[Entry]) -> int:
+        plan, taken = await self.commit(stream, entries)
+        written = 0
+        for plan_id in taken:
+            written += await self.redo(plan_id)
+        if plan is not None:
+            written += await self.execute(plan)
+        return written
+
+    async def commit(self, stream: str, entries: list[Entry]) -> tuple[Plan | None, list[str]]:
+        """Step 1: mark free entries with a new plan; name the plans that hold the others."""
+        if not entries:
+            return None, []
+        plan_id = uuid.uuid4().hex[:20]
+        reply: Any = await self._commit(
+            keys=[keys.marks_key(stream), keys.plan_key(plan_id), stream],
+            args=[plan_id, *(entry.id for entry in entries)],
+        )
+        free = set(text(reply[0]).split())
+        taken = sorted(text(owner) for owner in reply[1:])
+        if not free:
+            return None, taken
+        return Plan(plan_id, stream, [e for e in entries if e.id in free]), taken
+
+    def group(self, plan: Plan) -> Grouped:
+        """The plan's objects: records by (target, kind, hour), first copy of each id kept."""
+        grouped: Grouped = {}
+        seen: set[tuple[str, str]] = set()
+        for entry in sorted(plan.entries, key=lambda e: e.order):
+            hour = datetime.fromtimestamp(entry.received, UTC).strftime("%Y-%m-%dT%H")
+            for raw in entry.body.split("\n"):
+                record = json.loads(raw)
+                identity = (str(record.get("device", "")), str(record["id"]))
+                if identity in seen:
+                    continue
+                seen.add(identity)
+                target = LogObject(entry.exam, entry.region, record["kind"], hour, plan.id)
+                grouped.setdefault(target, []).append((raw, record))
+        return grouped
+
+    async def write(self, target: LogObject, records: list[tuple[str, dict[str, Any]]]) -> str:
+        """Step 2, one object: gzip NDJSON with a fixed header time, so a redo is byte-equal."""
+        payload = ("\n".join(raw for raw, _ in records) + "\n").encode()
+        body = await asyncio.to_thread(gzip.compress, payload, 6, mtime=0)
+        return await self.sink.write(target, body)
+
+    async def index(self, grouped: Grouped) -> None:
+        """Recent records per pseudonymised device and session, for support queries."""
+        s = self.settings
+        touched: set[str] = set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for target, records in grouped.items():
+                scope = target.exam or keys.ANONYMOUS
+                for raw, record in records:
+                    for by, field in (("d", "device"), ("s", "session")):
+                        if record.get(field):
+                            key = keys.support_key(scope, by, record[field])
+                            pipe.zadd(key, {raw: float(record["time"])})
+                            touched.add(key)
+            for key in touched:
+                pipe.zremrangebyrank(key, 0, -(s.support_records + 1))
+                pipe.expire(key, s.support_ttl_seconds)
+            await pipe.execute()
+
+    async def finish(self, plan: Plan) -> None:
+        """Step 3: acknowledge, delete the entries and forget the plan, all at once."""
+        ids = [entry.id for entry in plan.entries]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(plan.stream, keys.GROUP, *ids)
+            pipe.xdel(plan.stream, *ids)
+            pipe.hdel(keys.marks_key(plan.stream), *ids)
+            pipe.delete(keys.plan_key(plan.id))
+            await pipe.execute()
+
+    async def execute(self, plan: Plan) -> int:
+        grouped = await asyncio.to_thread(self.group, plan)
+        limit = asyncio.Semaphore(_PARALLEL_WRITES)
+
+        async def bounded(target: LogObject, records: list[tuple[str, dict[str, Any]]]) -> None:
+            async with limit:
+                await self.write(target, records)
+
+        await asyncio.gather(*(bounded(t, records) for t, records in grouped.items()))
+        await self.index(grouped)
+        await self.finish(plan)
+        written = sum(len(records) for records in grouped.values())
+        self.records_written += written
+        return written
+
+    async def redo(self, plan_id: str) -> int:
+        """Finish a plan another consumer started: the same entries, the same objects."""
+        raw = await self.redis.get(keys.plan_key(plan_id))
+        if raw is None:
+            return 0
+        spec = json.loads(raw)
+        stream = str(spec["stream"])
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(keys.plan_key(plan_id))
+            for entry_id in spec["entries"]:
+                pipe.xrange(stream, entry_id, entry_id)
+            found: list[Any] = await pipe.execute()
+        if found[0] is None:  # finished meanwhile
+            return 0
+        entries = [Entry.parse(*rows[0]) for rows in found[1:] if rows]
+        self.plans_redone += 1
+        return await self.execute(Plan(plan_id, stream, entries))

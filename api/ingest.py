@@ -1,0 +1,164 @@
+"""Gateway side of log ingestion: decode a batch, pseudonymise its device, hand it to its shard.
+
+Shards are `LogIngest` actors named `log-ingest-{i}`, listed in the shard
+directory of kind `ingest`; a device's batches go to the shard rendezvous
+hashing gives its pseudonym, so one device's rate budget and de-duplication
+live in one place. The actors are created on first use, not at gateway start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import ray
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from redis.asyncio import Redis
+
+from actors import ingest_keys as keys
+from actors.ingest_append import IngestBatch
+from actors.ingest_batch import decode
+from actors.ingest_schema import RecordIn
+from actors.log_ingest import LogIngest
+from cluster.directory import ShardDirectory
+from infra.errors import ExamdayError, Unavailable
+from infra.pseudonym import Pseudonyms
+from infra.settings import Settings
+from infra.telemetry import actor_call
+
+_ATTEMPTS = 6
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who sent a batch: an exam (and so a region) when a candidate's token came with it."""
+
+    region: str
+    exam: str | None = None
+    token: str | None = None
+    name: str | None = None
+    numbers: tuple[str, ...] = field(default_factory=tuple)
+
+
+def unwrap(exc: RayTaskError) -> BaseException:
+    """Our own error raised inside an actor, without Ray's wrapper (it maps to a 4xx)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, ExamdayError) else exc
+
+
+class IngestClient:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.directory = ShardDirectory(redis, keys.SHARD_KIND)
+        self.pseudonyms = Pseudonyms(settings.pseudonym_key)
+        self._handles: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+        self._ensured = False
+
+    async def ensure_shards(self) -> None:
+        if self._ensured:
+            return
+        async with self._lock:
+            if self._ensured:
+                return
+            members = await self.directory.members()
+            for index in range(self.settings.ingest.shards):
+                name = keys.shard_name(index)
+                await asyncio.to_thread(self._create, name)
+                if name not in members:
+                    await self.directory.add(name, {})
+            self._ensured = True
+
+    def _create(self, name: str) -> Any:
+        handle = LogIngest.options(  # type: ignore[attr-defined]
+            name=name,
+            namespace=self.settings.ray_namespace,
+            get_if_exists=True,
+            lifetime="detached",
+        ).remote(self.settings, name)
+        self._handles[name] = handle
+        return handle
+
+    async def _handle(self, name: str) -> Any:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = await asyncio.to_thread(
+                ray.get_actor, name, namespace=self.settings.ray_namespace
+            )
+            self._handles[name] = handle
+        return handle
+
+    async def call_shard(self, name: str, method: str, *args: Any) -> Any:
+        """Call one shard, waiting out a restart (bounded)."""
+        delay = 0.05
+        for _ in range(_ATTEMPTS):
+            try:
+                handle = await self._handle(name)
+                return await actor_call(getattr(handle, method), *args)
+            except RayTaskError as exc:
+                raise unwrap(exc) from None
+            except (RayActorError, ActorUnavailableError, ValueError):
+                self._handles.pop(name, None)
+                self.directory.forget_cache()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        raise Unavailable("log ingestion is restarting", reason="ingest_unavailable", retry_after=1)
+
+    async def submit(
+        self, body: bytes, content_type: str, encoding: str, origin: Origin
+    ) -> dict[str, Any]:
+        """Validate and append a batch; the answer means every record is in a stream."""
+        records, wire = await asyncio.to_thread(self._decode, body, content_type, encoding)
+        device_id = records[0].device_id
+        device = self.pseudonyms.device(device_id)
+        batch = IngestBatch(
+            device=device,
+            region=origin.region,
+            exam=origin.exam,
+            records=wire,
+            secrets={
+                "device_id": device_id,
+                "token": origin.token,
+                "name": origin.name,
+                "numbers": origin.numbers,
+            },
+        )
+        await self.ensure_shards()
+        result = await self.call_shard(await self.directory.owner(device), "append", batch)
+        return {**result, "records": len(records), "device": device}
+
+    def _decode(
+        self, body: bytes, content_type: str, encoding: str
+    ) -> tuple[list[RecordIn], list[dict[str, Any]]]:
+        records = decode(body, content_type, encoding, self.settings.ingest)
+        return records, [record.wire() for record in records]
+
+    async def drain(self, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """Have every shard flush its stream to the object store (tests, operations)."""
+        await self.ensure_shards()
+        names = await self.directory.members()
+        return list(
+            await asyncio.gather(*(self.call_shard(name, "drain", timeout_s) for name in names))
+        )
+
+    async def stats(self) -> list[dict[str, Any]]:
+        await self.ensure_shards()
+        names = await self.directory.members()
+        return list(await asyncio.gather(*(self.call_shard(name, "stats") for name in names)))
+
+    async def support(
+        self, scope: str, by: str, value: str, since: datetime, until: datetime, limit: int
+    ) -> list[dict[str, Any]]:
+        """Recent records of one pseudonymised device or session in a scope (exam or anonymous)."""
+        found: list[Any] = await self.redis.zrangebyscore(
+            keys.support_key(scope, by, value),
+            since.timestamp(),
+            until.timestamp(),
+            start=0,
+            num=limit,
+        )
+        return [json.loads(raw) for raw in found]
