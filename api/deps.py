@@ -1,4 +1,8 @@
-"""Dependencies shared by the routers, as Annotated types."""
+"""Dependencies shared by the routers, as Annotated types.
+
+All are `async def`: FastAPI runs a plain `def` dependency in a thread pool,
+a thread hop per request for nothing.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from infra.objectstore import ObjectStores
 from infra.settings import Settings
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -20,15 +24,15 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
-def get_redis(runtime: RuntimeDep) -> Redis:
+async def get_redis(runtime: RuntimeDep) -> Redis:
     return runtime.redis
 
 
-def get_stores(runtime: RuntimeDep) -> ObjectStores:
+async def get_stores(runtime: RuntimeDep) -> ObjectStores:
     return runtime.stores
 
 

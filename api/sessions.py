@@ -36,11 +36,76 @@ def session_key(sid: str) -> str:
     return f"examday:session:{sid}"
 
 
+# The whole candidate login in one round trip: budgets, lookup, session, and
+# the end of the candidate's previous session. KEYS: ip budget, exam budget,
+# pair budget, candidate hash, new session, active-session pointer.
+_CANDIDATE_LOGIN = """
+for i = 1, 2 do
+  local spent = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if spent >= tonumber(ARGV[i]) then return {'rate_limited', redis.call('TTL', KEYS[i])} end
+end
+local room = false
+if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[3]) then
+  room = redis.call('HGET', KEYS[4], 'room')
+end
+if not room then
+  for i = 1, 3 do
+    redis.call('SET', KEYS[i], 0, 'EX', ARGV[4], 'NX')
+    redis.call('INCR', KEYS[i])
+  end
+  return {'wrong'}
+end
+local record = cjson.encode({sub = ARGV[5], role = 'candidate', exam = ARGV[6], room = room})
+redis.call('SET', KEYS[5], record, 'EX', ARGV[7])
+local previous = redis.call('GET', KEYS[6])
+redis.call('SET', KEYS[6], ARGV[8], 'EX', ARGV[7])
+if previous then redis.call('DEL', ARGV[9] .. previous) end
+return {'ok', room, previous or ''}
+"""
+
+
 class Sessions:
     def __init__(self, settings: Settings, redis: Redis) -> None:
         self.settings = settings
         self.redis = redis
         self._key = settings.token_signing_key.get_secret_value().encode()
+        self._candidate_login = redis.register_script(_CANDIDATE_LOGIN)
+
+    async def candidate_login(self, ip: str, exam: str, cid: str) -> tuple[Session, str]:
+        """Open a candidate's session, or raise exactly as a wrong pair would. Returns the room."""
+        s = self.settings
+        ttl = s.session_ttl_seconds
+        claims = Claims(
+            sid=secrets.token_urlsafe(18),
+            sub=cid,
+            role="candidate",
+            exam=exam,
+            exp=time.time() + ttl,
+        )
+        keys = [key for key, _ in self._budget_keys(ip, exam, cid)]
+        keys += [f"examday:exam:{exam}:cand:{cid}", session_key(claims.sid)]
+        keys += [self._owner_key("candidate", exam, cid)]
+        limits = [
+            s.login_failures_per_ip,
+            s.login_failures_per_exam,
+            s.login_failures_per_candidate,
+        ]
+        args: list[str | int] = [*limits, s.login_window_seconds, cid, exam, ttl]
+        args += [claims.sid, session_key("")]
+        result = await self._candidate_login(keys=keys, args=args)
+        outcome = text(result[0])
+        if outcome == "rate_limited":
+            raise RateLimited(
+                "too many failed logins; wait before trying again",
+                reason="login_rate_limited",
+                retry_after=max(int(result[1]), 1),
+            )
+        if outcome != "ok":
+            raise Unauthenticated(
+                "exam number or candidate number is wrong", reason=WRONG_CREDENTIALS
+            )
+        replaced = text(result[2]) or None
+        return Session(tokens.sign(claims, self._key), claims, replaced), text(result[1])
 
     async def open(self, sub: str, role: Role, exam: str | None, room: str | None) -> Session:
         ttl = self.settings.session_ttl_seconds

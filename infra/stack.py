@@ -17,8 +17,8 @@ from typing import Any
 
 from infra import services
 from infra.objectstore import ObjectStores
-from infra.processes import ManagedProcess, port_open
-from infra.settings import Settings, settings_to_env
+from infra.processes import ManagedProcess, free_port, free_port_block, port_open
+from infra.settings import RegionStore, Settings, settings_to_env
 
 MANIFEST_NAME = "stack.json"
 
@@ -103,3 +103,28 @@ def read_manifest(state_dir: Path) -> dict[str, Any] | None:
         return None
     manifest: dict[str, Any] = json.loads(path.read_text())
     return manifest
+
+
+def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
+    s3_port = free_port_block(8, 20000, 29000, also_offset=10000)
+    redis_port = free_port()
+    regions = {
+        name: RegionStore(endpoint=f"http://127.0.0.1:{s3_port}", bucket=f"examday-{name}")
+        for name in ("cn-north", "cn-east")
+    }
+    """Settings for a private stack on random loopback ports (tests, benchmarks, fleets)."""
+    values: dict[str, object] = {
+        "env": "test",
+        "state_dir": state_dir,
+        "redis_url": f"redis://127.0.0.1:{redis_port}/0",
+        "regions": regions,
+        "s3_port": s3_port,
+        "ray_gcs_port": free_port(),
+        "ray_port_base": free_port_block(420, 40000, 52000),
+        "ray_node_memory_bytes": 3 * 1024**3,
+        "ray_object_store_bytes": 256 * 1024**2,
+        "gateway_port": free_port(),
+        "trace_file": state_dir / "spans.jsonl",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,38 +14,13 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from infra import raycluster
-from infra.processes import free_port, free_port_block
-from infra.settings import RegionStore, Settings
-from infra.stack import LocalStack
-
-
-def make_settings(state_dir: Path, **overrides: object) -> Settings:
-    s3_port = free_port_block(8, 20000, 29000, also_offset=10000)
-    redis_port = free_port()
-    regions = {
-        name: RegionStore(endpoint=f"http://127.0.0.1:{s3_port}", bucket=f"examday-{name}")
-        for name in ("cn-north", "cn-east")
-    }
-    values: dict[str, object] = {
-        "env": "test",
-        "state_dir": state_dir,
-        "redis_url": f"redis://127.0.0.1:{redis_port}/0",
-        "regions": regions,
-        "s3_port": s3_port,
-        "ray_gcs_port": free_port(),
-        "ray_port_base": free_port_block(420, 40000, 52000),
-        "ray_node_memory_bytes": 3 * 1024**3,
-        "ray_object_store_bytes": 256 * 1024**2,
-        "gateway_port": free_port(),
-        "trace_file": state_dir / "spans.jsonl",
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+from infra.settings import Settings
+from infra.stack import LocalStack, isolated_settings
 
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return make_settings(tmp_path_factory.mktemp("state"))
+    return isolated_settings(tmp_path_factory.mktemp("state"))
 
 
 @pytest.fixture(scope="session")

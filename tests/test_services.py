@@ -16,7 +16,7 @@ import psutil
 from infra import services
 from infra.processes import pid_alive
 from infra.settings import Settings, settings_to_env
-from tests.conftest import make_settings
+from infra.stack import isolated_settings as make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

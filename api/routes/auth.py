@@ -34,18 +34,11 @@ def _issue(response: Response, runtime: RuntimeDep, session: Session) -> None:
 async def candidate_login(
     body: Login, request: Request, response: Response, runtime: RuntimeDep
 ) -> SessionOut:
-    exams, sessions = runtime.exams, runtime.sessions
-    cid = exams.candidate_id(body.exam_no, body.candidate_no)
-    ip = _client_ip(request)
-    unlocked = await sessions.check_budget(ip, body.exam_no, cid)
-    candidate = await exams.candidate(body.exam_no, cid) if unlocked else None
-    if candidate is None:
-        await sessions.record_failure(ip, body.exam_no, cid)
-        raise Unauthenticated("exam number or candidate number is wrong", reason=WRONG_CREDENTIALS)
-    session = await sessions.open(cid, "candidate", body.exam_no, candidate.room)
+    cid = runtime.exams.candidate_id(body.exam_no, body.candidate_no)
+    session, room = await runtime.sessions.candidate_login(_client_ip(request), body.exam_no, cid)
     if session.replaced is not None:
         await runtime.rooms.call(
-            room_key(body.exam_no, candidate.room),
+            room_key(body.exam_no, room),
             "append",
             {"type": "session_replaced", "cid": cid},
         )
@@ -55,7 +48,7 @@ async def candidate_login(
         role="candidate",
         expires_at=session.claims.exp,
         exam=body.exam_no,
-        room=candidate.room,
+        room=room,
         candidate=cid,
     )
 

@@ -1,0 +1,277 @@
+"""`examday bench gateway`: how much the gateway costs next to a bare FastAPI app.
+
+In one run, against a private stack on loopback (Redis, SeaweedFS, one Ray node
+and the gateway as its own uvicorn process) and a bare FastAPI "hello" app
+served the same way, the same closed-loop load generator measures:
+
+- bare hello req/s;
+- candidate login req/s (each request a different candidate);
+- heartbeat req/s of joined candidates, through the gateway to the room shards;
+- and, with `--storm N`, N candidates arriving within `--storm-seconds` who
+  each log in, accept the policy and join their room.
+
+`ratio` = login req/s / bare req/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from api.staff import StaffRegistry
+from infra import redis as redis_conn
+from infra.processes import ManagedProcess, free_port, port_open
+from infra.settings import Settings
+from infra.stack import LocalStack, isolated_settings
+from loadtests.httpload import Latencies, problem_reason, run_closed_loop
+
+
+def _hello_process(state: Path, port: int) -> ManagedProcess:
+    argv = [
+        sys.executable, "-m", "uvicorn", "loadtests.hello:app",
+        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    return ManagedProcess("hello", argv, state / "logs" / "hello.log")
+
+
+async def _organiser(settings: Settings, http: aiohttp.ClientSession) -> dict[str, str]:
+    redis = redis_conn.connect(settings)
+    username, password = f"bench-{secrets.token_hex(3)}", secrets.token_urlsafe(16)
+    try:
+        await StaffRegistry(redis).create(username, password, "organiser", None)
+    finally:
+        await redis.aclose()
+    async with http.post(
+        "/v1/staff/sessions", json={"username": username, "password": password}
+    ) as response:
+        token = (await response.json())["token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _exam(http: aiohttp.ClientSession, organiser: dict[str, str], candidates: int) -> str:
+    exam_id = f"bench{secrets.token_hex(3)}"
+    now = datetime.now(UTC)
+    body = {
+        "id": exam_id,
+        "title": "Benchmark",
+        "starts_at": (now - timedelta(minutes=1)).isoformat(),
+        "ends_at": (now + timedelta(hours=3)).isoformat(),
+        "region": "cn-north",
+        "room_capacity": 50,
+    }
+    async with http.post("/v1/exams", json=body, headers=organiser) as response:
+        assert response.status == 201, await response.text()
+    rows = ["exam_no,candidate_no,name,date_of_birth,room,guardian_consent"]
+    rows += [f"{exam_id},{n},Candidate {n},2000-01-01,r{n // 50}," for n in range(candidates)]
+    async with http.post(
+        f"/v1/exams/{exam_id}/roster",
+        data="\n".join(rows).encode(),
+        headers={**organiser, "Content-Type": "text/csv"},
+    ) as response:
+        assert response.status == 200, await response.text()
+    return exam_id
+
+
+async def _login(http: aiohttp.ClientSession, exam_id: str, number: int) -> tuple[int, str, str]:
+    body = {"exam_no": exam_id, "candidate_no": str(number)}
+    async with http.post("/v1/sessions", json=body) as response:
+        if response.status != 201:
+            return response.status, await problem_reason(response), ""
+        return response.status, "", str((await response.json())["token"])
+
+
+async def _join(http: aiohttp.ClientSession, token: str) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.post(
+        "/v1/me/consent", json={"policy_version": "1"}, headers=headers
+    ) as response:
+        if response.status != 204:
+            return response.status, await problem_reason(response)
+    async with http.post("/v1/me/join", json={"network": "wifi"}, headers=headers) as response:
+        return response.status, await problem_reason(response)
+
+
+async def _phases(
+    settings: Settings,
+    hello: str,
+    seconds: float,
+    concurrency: int,
+    storm: int,
+    storm_seconds: float,
+) -> dict[str, Any]:
+    connector = aiohttp.TCPConnector(limit=max(concurrency, 256))
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with (
+        aiohttp.ClientSession(hello, connector=connector, timeout=timeout) as bare_http,
+        aiohttp.ClientSession(settings.gateway_url, timeout=timeout) as http,
+    ):
+        organiser = await _organiser(settings, http)
+        pool = 20_000
+        exam_id = await _exam(http, organiser, pool)
+
+        async def hello_request(session: aiohttp.ClientSession, n: int) -> tuple[int, str]:
+            async with session.get("/hello") as response:
+                await response.read()
+                return response.status, ""
+
+        tokens: list[str] = []
+
+        async def login_request(session: aiohttp.ClientSession, n: int) -> tuple[int, str]:
+            status, reason, token = await _login(session, exam_id, n)
+            if token:
+                tokens.append(token)
+            return status, reason
+
+        _progress("bare hello")
+        bare = await run_closed_loop(
+            bare_http, hello_request, concurrency=concurrency, seconds=seconds
+        )
+        _progress("login")
+        login = await run_closed_loop(
+            http, login_request, concurrency=concurrency, seconds=seconds, max_requests=pool
+        )
+        _progress("join + heartbeat")
+        joiners = tokens[:500]
+        join = Latencies()
+        for batch in range(0, len(joiners), concurrency):
+            chunk = joiners[batch : batch + concurrency]
+            await asyncio.gather(*(_timed(join, _join(http, t)) for t in chunk))
+
+        async def heartbeat_request(session: aiohttp.ClientSession, n: int) -> tuple[int, str]:
+            headers = {"Authorization": f"Bearer {joiners[n % len(joiners)]}"}
+            async with session.post("/v1/me/heartbeat", json={}, headers=headers) as response:
+                return response.status, await problem_reason(response)
+
+        heartbeat = await run_closed_loop(
+            http, heartbeat_request, concurrency=concurrency, seconds=seconds
+        )
+        report: dict[str, Any] = {
+            "bare_hello": bare.summary(),
+            "login": login.summary(),
+            "join": join.summary(),
+            "heartbeat": heartbeat.summary(),
+            "concurrency": concurrency,
+            "seconds_per_phase": seconds,
+        }
+        report["ratio"] = round(report["login"]["req_per_s"] / report["bare_hello"]["req_per_s"], 3)
+        if storm:
+            _progress(f"storm of {storm}")
+            report["storm"] = await _storm(http, organiser, storm, storm_seconds)
+        return report
+
+
+def _progress(phase: str) -> None:
+    print(f"bench gateway: {phase}", file=sys.stderr, flush=True)
+
+
+async def _timed(latencies: Latencies, call: Any) -> None:
+    began = time.perf_counter()
+    try:
+        status, reason = await call
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        latencies.errors[type(exc).__name__] += 1
+        return
+    if 200 <= status < 300:
+        latencies.add(time.perf_counter() - began)
+    else:
+        latencies.errors[f"{status} {reason}"] += 1
+
+
+async def _storm(
+    http: aiohttp.ClientSession, organiser: dict[str, str], candidates: int, window: float
+) -> dict[str, Any]:
+    """Every candidate arrives at a uniformly spread moment of the window and joins."""
+    exam_id = await _exam(http, organiser, candidates)
+    login, journey = Latencies(), Latencies()
+    started = time.perf_counter()
+
+    async def candidate(n: int) -> None:
+        await asyncio.sleep(max(0.0, started + window * n / candidates - time.perf_counter()))
+        began = time.perf_counter()
+        try:
+            status, reason, token = await _login(http, exam_id, n)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            login.errors[type(exc).__name__] += 1
+            return
+        if status != 201:
+            login.errors[f"{status} {reason}"] += 1
+            return
+        login.add(time.perf_counter() - began)
+        await _timed(journey, _join(http, token))
+        if journey.samples:
+            journey.samples[-1] = time.perf_counter() - began
+
+    await asyncio.gather(*(candidate(n) for n in range(candidates)))
+    login.ended = journey.ended = time.perf_counter()
+    return {
+        "candidates": candidates,
+        "window_s": window,
+        "elapsed_s": round(time.perf_counter() - started, 1),
+        "login": login.summary(),
+        "login_consent_join": journey.summary(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="examday bench gateway", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    parser.add_argument("--storm", type=int, default=0, help="candidates in the login storm")
+    parser.add_argument("--storm-seconds", type=float, default=60.0, help="the storm's window")
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.concurrency < 1 or args.storm < 0 or args.storm_seconds <= 0:
+        parser.error("durations must be positive, concurrency >= 1, storm >= 0")
+
+    with tempfile.TemporaryDirectory(prefix="examday-bench-") as state:
+        settings = isolated_settings(
+            Path(state), env="development", cookie_secure=False, trace_file=None
+        )
+        stack = LocalStack(settings, nodes=1)
+        hello_port = free_port()
+        hello = _hello_process(Path(state), hello_port)
+        stack.start()
+        try:
+            hello.start()
+            hello.wait_healthy(lambda: port_open("127.0.0.1", hello_port), 30)
+            report = asyncio.run(
+                _phases(
+                    settings,
+                    f"http://127.0.0.1:{hello_port}",
+                    args.seconds,
+                    args.concurrency,
+                    args.storm,
+                    args.storm_seconds,
+                )
+            )
+        finally:
+            hello.stop()
+            stack.stop()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name in ("bare_hello", "login", "join", "heartbeat"):
+            s = report[name]
+            print(
+                f"{name:<11} {s['req_per_s']:>8} req/s  p50 {s['p50_ms']} ms"
+                f"  p99 {s['p99_ms']} ms  errors {s['errors']}"
+            )
+        print(f"ratio (login / bare) = {report['ratio']}")
+        if "storm" in report:
+            print(json.dumps(report["storm"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
