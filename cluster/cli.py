@@ -23,6 +23,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", help="the benchmark: loadtests/bench_<name>.py")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
 
+    cluster = commands.add_parser("cluster", help="operate the running cluster")
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    shards = cluster_commands.add_parser("shards", help="list, add or remove room shards")
+    shards.add_argument("--add", type=int, default=0, metavar="N", help="add N room shards")
+    shards.add_argument("--remove", metavar="NAME", help="move a shard's rooms away and stop it")
+
+    staff = commands.add_parser("staff", help="staff accounts")
+    staff_commands = staff.add_subparsers(dest="staff_command", required=True)
+    staff_add = staff_commands.add_parser("add", help="create an organiser or proctor")
+    staff_add.add_argument("--username", required=True)
+    staff_add.add_argument("--role", choices=("organiser", "proctor"), default="organiser")
+
     commands.add_parser("down", help="stop a running `examday up`")
     commands.add_parser("status", help="what runs, with health and memory")
     return parser
@@ -41,6 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bringup.down(settings)
     if args.command == "status":
         return bringup.status(settings)
+    if args.command == "cluster" and args.cluster_command == "shards":
+        from cluster import shards
+
+        if args.add < 0:
+            raise SystemExit("--add takes a positive number")
+        return shards.shards(settings, args.add, args.remove)
+    if args.command == "staff" and args.staff_command == "add":
+        from cluster import shards
+
+        return shards.add_staff(settings, args.username, args.role)
     raise AssertionError(args.command)
 
 
