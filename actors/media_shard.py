@@ -148,12 +148,16 @@ class MediaShard:
         return dict(await self.forwarder.stats())
 
     def __ray_shutdown__(self) -> None:
-        # Ray's graceful exit: close what is open, from outside the loop if we can.
-        if self._closing or self._loop.is_closed() or threading.get_ident() == self._loop_thread:
+        # Ray's graceful exit (`__ray_terminate__`) calls this from another thread,
+        # once the actor's loop has stopped: run the drain on that loop to the end.
+        if self._closing or self._loop.is_closed():
             return
-        future = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
+        drain = asyncio.wait_for(self._drain(), DRAIN_TIMEOUT_S)
         with contextlib.suppress(Exception):
-            future.result(timeout=DRAIN_TIMEOUT_S)
+            if not self._loop.is_running():
+                self._loop.run_until_complete(drain)
+            elif threading.get_ident() != self._loop_thread:
+                asyncio.run_coroutine_threadsafe(drain, self._loop).result(DRAIN_TIMEOUT_S + 1)
 
     async def _drain(self) -> None:
         if self._closing:

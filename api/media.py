@@ -34,6 +34,8 @@ from infra.telemetry import actor_call
 ROOMS_KEY = "examday:media:rooms"
 PING_TIMEOUT_S = 3.0
 CALL_ATTEMPTS = 6  # 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s of waiting for a restart, at most
+# A call to a shard Ray is restarting waits for the restart; not longer than this.
+CALL_TIMEOUT_S = 8.0
 # Reassign a room only if it still points at the shard we found gone.
 _MOVE_ROOM = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
@@ -146,17 +148,22 @@ class MediaRouter:
         for attempt in range(CALL_ATTEMPTS):
             try:
                 handle = await self.handle(name)
-                return await actor_call(getattr(handle, method), *args, **kwargs)
+                call = actor_call(getattr(handle, method), *args, **kwargs)
+                return await asyncio.wait_for(call, CALL_TIMEOUT_S)
             except RayTaskError as exc:
                 if isinstance(exc.cause, ExamdayError):
                     raise exc.cause from None
                 raise
+            except TimeoutError:
+                break  # a restart that takes this long: let the client come back later
             except (RayActorError, ValueError):
                 # Dead or restarting (ValueError: not registered again yet).
                 self._handles.pop(name, None)
                 if attempt + 1 < CALL_ATTEMPTS:
                     await asyncio.sleep(delay)
                     delay *= 2
+        # Its last report no longer counts: the next request asks whether it is back.
+        await self.redis.delete(load_key(name))
         raise Unavailable(
             "the media shard is restarting; send the offer again",
             reason="media_unavailable",

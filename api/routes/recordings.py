@@ -8,10 +8,11 @@ start time in Redis; a time range lists the segments that overlap it.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from api.deps import RuntimeDep
 from api.models import Identifier
@@ -23,7 +24,7 @@ router = APIRouter(
     tags=["recordings"],
 )
 MAX_SEGMENTS = 1000
-SEGMENT_NAME = r"^[0-9a-f]{32}-[0-9]{5}\.(webm|mkv)$"
+SEGMENT_NAME = r"[0-9a-f]{32}-[0-9]{5}\.(webm|mkv)"
 Timestamp = Annotated[float | None, Query(ge=0, le=4e9)]
 
 
@@ -76,20 +77,22 @@ async def list_recordings(
     }
 
 
-@router.get("/{name}")
+@router.get("/{segment}")
 async def play_segment(
     exam_id: Identifier,
     room_id: Identifier,
     candidate_id: Identifier,
-    name: Annotated[str, Path(pattern=SEGMENT_NAME)],
+    segment: str,
     staff: StaffDep,
     runtime: RuntimeDep,
 ) -> Response:
     """One segment's bytes, from the exam's regional bucket."""
     await check_room(runtime, staff, exam_id, room_id)
     await check_candidate_in_room(runtime, exam_id, room_id, candidate_id)
-    segment = await runtime.media.recordings.get(exam_id, candidate_id, name)
-    if segment is None:
+    found = None
+    if re.fullmatch(SEGMENT_NAME, segment):
+        found = await runtime.media.recordings.get(exam_id, candidate_id, segment)
+    if found is None:
         raise NotFound("no such recording", reason="recording_not_found")
-    data = await runtime.regional.get(exam_id, segment.key)
-    return Response(data, media_type=segment.media_type, headers={"Cache-Control": "no-store"})
+    data = await runtime.regional.get(exam_id, found.key)
+    return Response(data, media_type=found.media_type, headers={"Cache-Control": "no-store"})

@@ -19,13 +19,14 @@ slot (a candidate's camera, say) replaces the old one.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from actors.media_tag import SessionTag
+from actors.media_tag import SessionTag, Source
 from api.deps import RuntimeDep
 from api.media_http import (
+    MediaCaller,
     MediaCallerDep,
     close_quietly,
     created,
@@ -45,7 +46,9 @@ router = APIRouter(prefix="/v1/whip", tags=["media"])
 SESSIONS = "/v1/whip/sessions"
 
 
-@router.options("/me/{source}")
+@router.options("/me/camera")
+@router.options("/me/screen")
+@router.options("/me/side")
 @router.options("/exams/{exam_id}/rooms/{room_id}/talkback")
 async def endpoint_options() -> Response:
     return options(post=True)
@@ -56,29 +59,20 @@ async def session_options() -> Response:
     return options(post=False)
 
 
-@router.post("/me/{source}", status_code=201)
-async def publish_own(
-    source: Literal["camera", "screen", "side"],
-    request: Request,
-    caller: MediaCallerDep,
-    runtime: RuntimeDep,
-) -> Response:
-    if caller.role not in ("candidate", "side"):
-        raise Forbidden("candidates only", reason="candidates_only")
-    if (source == "side") != (caller.role == "side"):
-        raise Forbidden(
-            "a paired side device publishes `side`; the candidate's own device the others",
-            reason="wrong_device",
-        )
-    assert caller.exam is not None
-    assert caller.room is not None
-    await may_publish(runtime, caller.exam, caller.name)
-    offer = await read_offer(request, runtime.settings, publish=True)
-    tag = SessionTag(caller.exam, caller.room, caller.name, source)
-    response = await _publish(request, runtime, caller.owner, tag, offer)
-    if caller.role == "side":
-        await runtime.media.pairing.pair(caller.token)
-    return response
+@router.post("/me/camera", status_code=201)
+async def publish_camera(request: Request, caller: MediaCallerDep, runtime: RuntimeDep) -> Response:
+    return await _publish_own("camera", request, caller, runtime)
+
+
+@router.post("/me/screen", status_code=201)
+async def publish_screen(request: Request, caller: MediaCallerDep, runtime: RuntimeDep) -> Response:
+    return await _publish_own("screen", request, caller, runtime)
+
+
+@router.post("/me/side", status_code=201)
+async def publish_side(request: Request, caller: MediaCallerDep, runtime: RuntimeDep) -> Response:
+    """The side device (paired by `POST /v1/me/pairing`), with its pairing token."""
+    return await _publish_own("side", request, caller, runtime)
 
 
 @router.post("/exams/{exam_id}/rooms/{room_id}/talkback", status_code=201)
@@ -97,6 +91,27 @@ async def talkback(
     offer = await read_offer(request, runtime.settings, publish=True)
     tag = SessionTag(exam_id, room_id, to, "talkback")
     return await _publish(request, runtime, f"staff:{staff.name}", tag, offer)
+
+
+async def _publish_own(
+    source: Source, request: Request, caller: MediaCaller, runtime: RuntimeDep
+) -> Response:
+    if caller.role not in ("candidate", "side"):
+        raise Forbidden("candidates only", reason="candidates_only")
+    if (source == "side") != (caller.role == "side"):
+        raise Forbidden(
+            "a paired side device publishes `side`; the candidate's own device the others",
+            reason="wrong_device",
+        )
+    assert caller.exam is not None
+    assert caller.room is not None
+    await may_publish(runtime, caller.exam, caller.name)
+    offer = await read_offer(request, runtime.settings, publish=True)
+    tag = SessionTag(caller.exam, caller.room, caller.name, source)
+    response = await _publish(request, runtime, caller.owner, tag, offer)
+    if caller.role == "side":
+        await runtime.media.pairing.pair(caller.token)
+    return response
 
 
 @router.patch("/sessions/{session_id}")

@@ -78,7 +78,7 @@ async def dedicated_shard(
         await media.router.call(name, "ping")
         yield name
     finally:
-        handle = await media.router.handle(name)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # it may be gone already
+            handle = await media.router.handle(name)
             await asyncio.wait_for(media.router.call(name, "drain"), 30)
-        await asyncio.to_thread(ray.kill, handle, no_restart=True)
+            await asyncio.to_thread(ray.kill, handle, no_restart=True)

@@ -1,0 +1,157 @@
+"""Media shards that are full, killed or drained: clients are told, come back, lose nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Mapping
+
+import httpx
+from fastapi import FastAPI
+
+from actors.media_shard import shard_name
+from api.media import ROOMS_KEY, MediaPlane
+from api.media_sessions import publisher_key
+from api.rooms import room_key
+from infra.settings import Settings
+from tests.factories import joined_candidate, new_exam
+from tests.media.peers import until
+from tests.media_plane import clients
+from tests.media_plane.conftest import Peers, dedicated_shard, runtime_of
+from tests.media_plane.test_recordings import list_keys
+
+RECOVERY_S = 10.0
+
+
+async def segment_names(
+    client: httpx.AsyncClient, url: str, headers: Mapping[str, str]
+) -> list[str]:
+    listed = await client.get(url, headers=headers)
+    assert listed.status_code == 200, listed.text
+    return [s["name"] for s in listed.json()["segments"]]
+
+
+async def test_a_full_shard_answers_503_and_a_drained_one_gives_its_room_away(
+    client: httpx.AsyncClient, app: FastAPI, media: MediaPlane, settings: Settings, peers: Peers
+) -> None:
+    runtime = runtime_of(app)
+    world = await new_exam(client, runtime, {"r1": ["6001", "6002"]})
+    first = await joined_candidate(client, world.exam_id, "6001")
+    second = await joined_candidate(client, world.exam_id, "6002")
+    room = room_key(world.exam_id, "r1")
+    async with dedicated_shard(media, settings, room, max_sessions=1) as shard:
+        admitted = peers.keep(await clients.publish(client, "/v1/whip/me/camera", first))
+        assert admitted.response.status_code == 201, admitted.response.text
+        refused = peers.keep(await clients.publish(client, "/v1/whip/me/camera", second))
+        assert refused.response.status_code == 503
+        assert refused.response.json()["reason"] == "shard_full"
+        assert int(refused.response.headers["retry-after"]) >= 1
+        stats = await media.router.call(shard, "stats")
+        assert (stats["live_sessions"], stats["peer_connections_created"]) == (1, 1)
+        cid = world.candidate_ids["6002"]
+        assert await media.sessions.current(publisher_key(world.exam_id, cid, "camera")) is None
+
+        # Drained, the shard takes no more sessions: its room moves to a live shard.
+        drained = await media.router.call(shard, "drain")
+        assert drained["live_sessions"] == 0
+        moved = peers.keep(await clients.publish(client, "/v1/whip/me/camera", second))
+        assert moved.response.status_code == 201, moved.response.text
+        record = await media.sessions.get(moved.session_id)
+        assert record is not None
+        assert record.shard == shard_name(0)
+        assert await runtime.redis.hget(ROOMS_KEY, room) == shard_name(0).encode()
+
+
+async def test_a_killed_shard_restarts_and_clients_are_back_within_seconds(
+    client: httpx.AsyncClient, app: FastAPI, media: MediaPlane, settings: Settings, peers: Peers
+) -> None:
+    world = await new_exam(client, runtime_of(app), {"r1": ["6101"]})
+    cid = world.candidate_ids["6101"]
+    candidate = await joined_candidate(client, world.exam_id, "6101")
+    proctor = world.proctors["r1"]
+    watch_url = f"/v1/whep/exams/{world.exam_id}/rooms/r1/candidates/{cid}"
+    recordings = f"/v1/exams/{world.exam_id}/rooms/r1/candidates/{cid}/recordings"
+    room = room_key(world.exam_id, "r1")
+    async with dedicated_shard(
+        media, settings, room, segment_seconds=1.0, load_report_interval_s=0.5
+    ) as shard:
+        publisher = peers.keep(await clients.publish(client, "/v1/whip/me/camera", candidate))
+        viewer = peers.keep(await clients.watch(client, watch_url, proctor))
+        assert viewer.response.status_code == 201, viewer.response.text
+        await until(lambda: len(viewer.indices) >= 15, within=20)
+
+        async def two_segments() -> bool:
+            return len(await segment_names(client, recordings, proctor)) >= 2
+
+        await clients.eventually(two_segments, within=20)
+        stored = await segment_names(client, recordings, proctor)
+        pid = (await media.router.call(shard, "stats"))["pid"]
+
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        await publisher.close()  # the clients notice their peer connections failed...
+        await viewer.close()
+        # ...and POST their offers again, as 503 + Retry-After tell them to.
+        again = peers.keep(await repost(client, "/v1/whip/me/camera", candidate, killed))
+        watching = peers.keep(await rewatch(client, watch_url, proctor, killed))
+        assert again.response.status_code == 201, again.response.text
+        assert watching.response.status_code == 201, watching.response.text
+        await until(lambda: len(watching.indices) >= 10, within=RECOVERY_S)
+        print(f"\nmedia flowing again {time.monotonic() - killed:.1f} s after kill -9")
+        assert (await media.router.call(shard, "ping"))["pid"] != pid
+
+        # Segments stored before the crash are still listed and in the exam's bucket.
+        assert set(stored) <= set(await segment_names(client, recordings, proctor))
+        keys = await list_keys(settings, world.region, f"{world.exam_id}/recordings/{cid}/")
+        assert set(stored) <= {key.rsplit("/", 1)[1] for key in keys}
+
+
+async def repost(
+    client: httpx.AsyncClient, url: str, headers: Mapping[str, str], since: float
+) -> clients.Publisher:
+    while True:
+        publisher = await clients.publish(client, url, headers)
+        if publisher.response.status_code != 503 or time.monotonic() - since > RECOVERY_S:
+            return publisher
+        await publisher.close()
+        await asyncio.sleep(min(float(publisher.response.headers["retry-after"]), 1.0))
+
+
+async def rewatch(
+    client: httpx.AsyncClient, url: str, headers: Mapping[str, str], since: float
+) -> clients.Viewer:
+    while True:
+        viewer = await clients.watch(client, url, headers)
+        if viewer.response.status_code != 503 or time.monotonic() - since > RECOVERY_S:
+            return viewer
+        await viewer.close()
+        await asyncio.sleep(min(float(viewer.response.headers["retry-after"]), 1.0))
+
+
+async def test_a_stopped_shard_flushes_its_recordings(
+    client: httpx.AsyncClient, app: FastAPI, media: MediaPlane, settings: Settings, peers: Peers
+) -> None:
+    world = await new_exam(client, runtime_of(app), {"r1": ["6201"]})
+    cid = world.candidate_ids["6201"]
+    candidate = await joined_candidate(client, world.exam_id, "6201")
+    recordings = f"/v1/exams/{world.exam_id}/rooms/r1/candidates/{cid}/recordings"
+    proctor = world.proctors["r1"]
+    room = room_key(world.exam_id, "r1")
+    async with dedicated_shard(media, settings, room) as shard:  # 30 s segments
+        publisher = peers.keep(await clients.publish(client, "/v1/whip/me/camera", candidate))
+        assert publisher.response.status_code == 201, publisher.response.text
+
+        async def receiving() -> bool:
+            return bool((await media.router.call(shard, "stats"))["frames_received"] >= 100)
+
+        await clients.eventually(receiving, within=20)
+        assert await segment_names(client, recordings, proctor) == []
+        # Ray's graceful exit, as when a node is drained: the partial segment is flushed.
+        (await media.router.handle(shard)).__ray_terminate__.remote()
+
+        async def flushed() -> bool:
+            return len(await segment_names(client, recordings, proctor)) == 1
+
+        await clients.eventually(flushed, within=30)
