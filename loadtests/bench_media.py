@@ -10,7 +10,7 @@ is measured; the synthetic publisher and viewers live in this process:
 The publisher sends pre-encoded 320x240@15fps VP8 (so this process does not
 encode either) and the viewers count frames without decoding them.
 
-    python -m loadtests.bench_media --viewers 10 --seconds 8
+    examday bench media [--json] [--viewers 10] [--seconds 8]
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import fractions
 import json
 import multiprocessing
 import multiprocessing.connection
+import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import av
@@ -286,14 +288,33 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("inf")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def summary(figures: dict[str, Any]) -> str:
+    relay, forward = figures["relay_decode_reencode"], figures["forward_no_transcode"]
+    return "\n".join(
+        [
+            f"{figures['stream']}, {figures['viewers']} viewers, {figures['seconds']} s",
+            "CPU-seconds per forwarded stream per second:",
+            f"  relay (decode + encode per viewer): {relay['cpu_per_stream_second']:.5f}",
+            f"  forward (no transcoding):           {forward['cpu_per_stream_second']:.5f}",
+            f"ratio {figures['ratio']} (marginal {figures['ratio_marginal']}), "
+            f"{figures['forwarded_streams_per_core']} forwarded streams per core",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="examday bench media", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--viewers", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=2.0)
-    args = parser.parse_args()
-    print(json.dumps(run(args.viewers, args.seconds, args.warmup), indent=2))
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    figures = run(args.viewers, args.seconds, args.warmup)
+    print(json.dumps(figures) if args.json else summary(figures))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
