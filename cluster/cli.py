@@ -23,6 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", help="the benchmark: loadtests/bench_<name>.py")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
 
+    loadtest = commands.add_parser(
+        "loadtest", help="rehearse exam day with a simulated fleet (see `examday loadtest -h`)"
+    )
+    loadtest.add_argument("args", nargs=argparse.REMAINDER, help="the fleet's own flags")
+
     cluster = commands.add_parser("cluster", help="operate the running cluster")
     cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
     shards = cluster_commands.add_parser("shards", help="list, add or remove room shards")
@@ -44,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         return _bench(args.name, args.args)
+    if args.command == "loadtest":
+        from loadtests import fleet
+
+        return fleet.main(args.args)
     settings = Settings()
     from cluster import bringup
 

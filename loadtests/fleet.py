@@ -1,0 +1,260 @@
+"""`examday loadtest`: a simulated candidate fleet against a running platform.
+
+Candidates arrive within `--ramp` seconds (the login storm at exam start), stay
+`--duration` seconds heartbeating (the first `--media` of them also publish a
+camera showing a real face, and `--switch-faces` of those switch to another
+person to provoke incidents), then leave. `--proctors` proctors watch rooms by
+WHEP and follow the room event stream. With `--ray ADDRESS` the candidates are
+spread over Ray workers of that cluster. The report goes to `--report DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from loadtests import report as reports
+from loadtests.journey import Candidate, Proctor, Recorder
+from loadtests.scenario import (
+    Assets,
+    Scenario,
+    build_assets,
+    candidate_ids,
+    create_exam,
+    organiser_session,
+)
+from loadtests.server_stats import ServerSampler
+
+HEARTBEAT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    target: str
+    candidates: int
+    media: int
+    proctors: int
+    ramp: float
+    duration: float
+    report: Path
+    region: str = "cn-north"
+    hosts: tuple[str, ...] = ("127.0.0.1",)
+    switch_faces: int = 0
+    thresholds: tuple[str, ...] = ()
+    ray_address: str | None = None
+    workers: int = 2
+    organiser: str = ""
+    password: str = ""
+    state_dir: Path | None = None
+    heartbeat_every: float = HEARTBEAT_SECONDS
+
+
+def _http(target: str, candidates: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        target,
+        connector=aiohttp.TCPConnector(limit=min(1000, candidates + 50)),
+        timeout=aiohttp.ClientTimeout(total=60),
+    )
+
+
+def _candidates(config: FleetConfig, scenario: Scenario) -> list[tuple[str, bool, bool]]:
+    """(number, with media, switches face): media spread over rooms, round robin."""
+    numbers = [n for room in scenario.rooms.values() for n in room]
+    by_room = list(scenario.rooms.values())
+    media: list[str] = []
+    for i in range(max(len(r) for r in by_room)):
+        media += [room[i] for room in by_room if i < len(room)]
+    chosen = set(media[: config.media])
+    switching = set(media[: config.switch_faces])
+    return [(n, n in chosen, n in switching) for n in numbers]
+
+
+async def run_candidates(
+    config: FleetConfig, scenario: Scenario, assets: Assets, plan: list[tuple[int, str, bool, bool]]
+) -> Recorder:
+    """Run the given candidates ((arrival index, number, media, switch)) in this process."""
+    recorder = Recorder()
+    started = time.monotonic()
+    total = max(1, config.candidates)
+    async with _http(config.target, len(plan)) as http:
+
+        async def one(index: int, number: str, media: bool, switch: bool) -> None:
+            await asyncio.sleep(max(0.0, started + config.ramp * index / total - time.monotonic()))
+            candidate = Candidate(number, scenario, assets, recorder, media)
+            if switch:
+                candidate.switch_face_at = config.duration / 4
+                recorder.incidents_expected["identity_mismatch"] += 1
+            await candidate.run(http, config.duration, config.heartbeat_every)
+
+        await asyncio.gather(*(one(*item) for item in plan))
+    return recorder
+
+
+async def _proctors(
+    config: FleetConfig,
+    scenario: Scenario,
+    plan: list[tuple[int, str, bool, bool]],
+    recorder: Recorder,
+    cids: dict[str, str],
+) -> list[Proctor]:
+    rooms = list(scenario.rooms)[: config.proctors]
+    media = {n for _, n, m, _ in plan if m}
+    proctors = []
+    for room in rooms:
+        username, password = scenario.proctors[room]
+        watch = [cids[n] for n in scenario.rooms[room] if n in media and n in cids]
+        proctors.append(Proctor(room, username, password, scenario, recorder, watch))
+    return proctors
+
+
+async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
+    assets = build_assets(liveness=config.media > 0)
+    async with _http(config.target, 20) as http:
+        organiser = await organiser_session(http, config.organiser, config.password)
+        scenario = await create_exam(
+            http, organiser, config.candidates, region=config.region, hosts=config.hosts
+        )
+        plan = [(i, n, m, s) for i, (n, m, s) in enumerate(_candidates(config, scenario))]
+        cids = await candidate_ids(http, organiser, scenario, {n for _, n, m, _ in plan if m})
+    recorder = Recorder()
+    stop = asyncio.Event()
+    sampler = ServerSampler(config.state_dir)
+    sampling = asyncio.ensure_future(sampler.run(stop))
+    async with _http(config.target, config.proctors + 4) as http:
+        proctors = await _proctors(config, scenario, plan, recorder, cids)
+        watching = [asyncio.ensure_future(p.run(http, config.duration, stop)) for p in proctors]
+        parts = await _run_parts(config, scenario, assets, plan)
+        stop.set()
+        await asyncio.gather(*watching)
+    await sampling
+    for part in parts:
+        recorder.steps += part.steps
+        recorder.online += part.online
+        recorder.incidents_expected.update(part.incidents_expected)
+    recorder.online.sort()
+    expected_tracks = sum(len(p.watch) for p in proctors)
+    summary = reports.summarise(recorder, expected_tracks, sampler.summary())
+    summary["fleet"] = {
+        "candidates": config.candidates, "media": config.media, "proctors": config.proctors,
+        "ramp_s": config.ramp, "duration_s": config.duration, "exam": scenario.exam_id,
+        "ray": config.ray_address,
+    }  # fmt: skip
+    reports.write(config.report, recorder, summary)
+    return summary, reports.check(summary, list(config.thresholds))
+
+
+async def _run_parts(
+    config: FleetConfig, scenario: Scenario, assets: Assets, plan: list[tuple[int, str, bool, bool]]
+) -> list[Recorder]:
+    if config.ray_address is None:
+        return [await run_candidates(config, scenario, assets, plan)]
+    import ray
+
+    from loadtests.ray_workers import run_part
+
+    if not ray.is_initialized():
+        ray.init(address=config.ray_address, logging_level=logging.WARNING)
+    chunks = [plan[i :: config.workers] for i in range(config.workers)]
+    refs = [run_part.remote(config, scenario, assets, chunk) for chunk in chunks if chunk]
+    results: list[Recorder] = await asyncio.gather(*refs)
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="examday loadtest", description=__doc__)
+    parser.add_argument("--candidates", type=int, required=True, help="simulated candidates")
+    parser.add_argument("--media", type=int, default=0, help="of them, publishing camera+audio")
+    parser.add_argument("--proctors", type=int, default=1, help="proctors, one room each")
+    parser.add_argument("--ramp", type=float, default=30.0, help="seconds over which they arrive")
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="seconds each stays in the room"
+    )
+    parser.add_argument("--target", default="http://127.0.0.1:8000", help="the gateway's URL")
+    parser.add_argument(
+        "--report", type=Path, default=Path("reports/loadtest"), help="report folder"
+    )
+    parser.add_argument("--region", default="cn-north", help="region of the rehearsal exam")
+    parser.add_argument(
+        "--switch-faces", type=int, default=0, help="media candidates who switch face"
+    )
+    parser.add_argument("--threshold", action="append", default=[], help="e.g. 'login.p99 < 1s'")
+    parser.add_argument("--thresholds-file", type=Path, help="one threshold a line")
+    parser.add_argument("--ray", dest="ray_address", help="spread candidates over this Ray cluster")
+    parser.add_argument("--workers", type=int, default=2, help="Ray workers with --ray")
+    parser.add_argument("--organiser", default=os.environ.get("EXAMDAY_LOADTEST_ORGANISER", ""))
+    parser.add_argument(
+        "--ice-host", action="append", default=[], help="local ICE address (loopback)"
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, help="a local stack's state dir, to sample its CPU/RSS"
+    )
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None) -> FleetConfig:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.candidates < 1 or not 0 <= args.media <= args.candidates:
+        parser.error("--candidates must be >= 1 and 0 <= --media <= --candidates")
+    if args.proctors < 0 or args.ramp < 0 or args.duration <= 0 or args.workers < 1:
+        parser.error("--proctors and --ramp must be >= 0, --duration > 0, --workers >= 1")
+    if not 0 <= args.switch_faces <= args.media:
+        parser.error("--switch-faces must be between 0 and --media")
+    thresholds = list(args.threshold)
+    if args.thresholds_file:
+        thresholds += [t for t in args.thresholds_file.read_text().splitlines() if t.strip()]
+    try:
+        for text in thresholds:
+            reports.parse_threshold(text)
+    except reports.BadThreshold as exc:
+        parser.error(str(exc))
+    password = os.environ.get("EXAMDAY_LOADTEST_PASSWORD", "")
+    if not args.organiser or not password:
+        parser.error(
+            "set --organiser (or EXAMDAY_LOADTEST_ORGANISER) and EXAMDAY_LOADTEST_PASSWORD"
+        )
+    return FleetConfig(
+        target=args.target, candidates=args.candidates, media=args.media, proctors=args.proctors,
+        ramp=args.ramp, duration=args.duration, report=args.report, region=args.region,
+        hosts=tuple(args.ice_host or ["127.0.0.1"]), switch_faces=args.switch_faces,
+        thresholds=tuple(thresholds), ray_address=args.ray_address, workers=args.workers,
+        organiser=args.organiser, password=password, state_dir=args.state_dir,
+    )  # fmt: skip
+
+
+def print_summary(summary: dict[str, Any], broken: list[str], report: Path) -> None:
+    print("step                count  errors   p50 ms   p95 ms   p99 ms")
+    for name, s in summary["steps"].items():
+        cells = [f"{(s[q] or 0) * 1000:8.1f}" for q in ("p50", "p95", "p99")]
+        print(f"{name:<18} {s['count']:>6} {s['errors']:>7} {' '.join(cells)}")
+    tracks, incidents = summary["tracks"], summary["incidents"]
+    print(
+        f"tracks expected {tracks['expected']}, received {tracks['received']},"
+        f" missing {tracks['missing']}"
+    )
+    print(f"incidents expected {incidents['expected']}, raised {incidents['raised']}")
+    print(f"server: {summary['server'].get('note') or summary['server']}")
+    print(f"report: {(report / 'report.html').resolve()}")
+    for line in broken:
+        print(f"THRESHOLD BROKEN: {line}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = config_from_args(argv)
+    summary, broken = asyncio.run(run_fleet(config))
+    print_summary(summary, broken, config.report)
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""The simulated candidate's and proctor's exam day, every step timed.
+
+A candidate: login → consent → version check → network check → (face enrolment,
+1:1 verification, liveness challenge) → join → (WHIP publish of a camera that
+shows a real face, plus audio) → heartbeats → client logs and a crash report →
+photo upload → exit. A proctor: login → room event stream → WHEP watch of the
+room's publishing candidates, counting what arrives → talk-back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from loadtests import webrtc
+from loadtests.scenario import Assets, Scenario
+
+MAX_EVENTS = 100_000
+
+
+@dataclass
+class Step:
+    actor: str
+    step: str
+    start: float
+    seconds: float
+    ok: bool
+    reason: str = ""
+
+
+@dataclass
+class Recorder:
+    epoch: float = field(default_factory=time.time)
+    steps: list[Step] = field(default_factory=list)
+    tracks: list[dict[str, Any]] = field(default_factory=list)
+    incidents_raised: Counter[str] = field(default_factory=Counter)
+    incidents_expected: Counter[str] = field(default_factory=Counter)
+    online: list[tuple[float, int]] = field(default_factory=list)
+    _online_now: int = 0
+
+    async def timed(self, actor: str, step: str, call: Awaitable[tuple[bool, str]]) -> bool:
+        began = time.time()
+        try:
+            ok, reason = await call
+        except webrtc.MediaRefused as exc:
+            ok, reason = False, f"http_{exc.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            ok, reason = False, type(exc).__name__
+        self.steps.append(Step(actor, step, began - self.epoch, time.time() - began, ok, reason))
+        return ok
+
+    def presence(self, delta: int) -> None:
+        self._online_now += delta
+        self.online.append((time.time() - self.epoch, self._online_now))
+
+
+async def _status(response: aiohttp.ClientResponse, expected: int) -> tuple[bool, str]:
+    if response.status == expected:
+        await response.read()
+        return True, ""
+    try:
+        body = await response.json(content_type=None)
+        reason = str(body.get("reason", "")) if isinstance(body, dict) else ""
+    except (ValueError, aiohttp.ClientError):
+        reason = ""
+    return False, f"{response.status} {reason}".strip()
+
+
+@dataclass
+class Candidate:
+    number: str
+    scenario: Scenario
+    assets: Assets
+    recorder: Recorder
+    media: bool
+    switch_face_at: float | None = None
+    token: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"candidate-{self.number}"
+
+    async def run(
+        self, http: aiohttp.ClientSession, duration: float, heartbeat_every: float
+    ) -> None:
+        step = self.recorder.timed
+        if not await step(self.name, "login", self._login(http)):
+            return
+        for name, call in self._before_join(http):
+            if not await step(self.name, name, call()):
+                return
+        if not await step(
+            self.name, "join", self._post(http, "/v1/me/join", {"network": "wifi"}, 200)
+        ):
+            return
+        self.recorder.presence(+1)
+        publisher: webrtc.WhipSession | None = None
+        try:
+            if self.media:
+                publisher = await self._publish(http)
+            await self._heartbeats(http, duration, heartbeat_every, publisher)
+            await step(self.name, "client_logs", self._logs(http))
+            await step(self.name, "photo_upload", self._photo(http))
+        finally:
+            if publisher is not None:
+                await publisher.close(http, self.headers)
+            self.recorder.presence(-1)
+        await step(self.name, "exit", self._exit(http))
+
+    def _before_join(
+        self, http: aiohttp.ClientSession
+    ) -> list[tuple[str, Callable[[], Awaitable[tuple[bool, str]]]]]:
+        steps: list[tuple[str, Callable[[], Awaitable[tuple[bool, str]]]]] = [
+            ("consent", lambda: self._post(http, "/v1/me/consent", {"policy_version": "1"}, 204)),
+            ("version_check", lambda: self._version_check(http)),
+            ("network_check", lambda: self._get(http, "/v1/me/network-advice?network=wifi")),
+        ]
+        if self.media:
+            steps += [
+                (
+                    "enrol",
+                    lambda: self._image(http, "PUT", "/v1/me/face", self.assets.enrol_jpeg, 200),
+                ),
+                ("verify", lambda: self._verify(http)),
+                ("liveness", lambda: self._liveness(http)),
+            ]
+        return steps
+
+    async def _login(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
+        body = {"exam_no": self.scenario.exam_id, "candidate_no": self.number}
+        async with http.post("/v1/sessions", json=body) as response:
+            if response.status != 201:
+                return await _status(response, 201)
+            self.token = (await response.json())["token"]
+        self.headers = {"Authorization": f"Bearer {self.token}"}
+        return True, ""
+
+    async def _post(
+        self, http: aiohttp.ClientSession, path: str, body: Any, expected: int
+    ) -> tuple[bool, str]:
+        async with http.post(path, json=body, headers=self.headers) as response:
+            return await _status(response, expected)
+
+    async def _get(self, http: aiohttp.ClientSession, path: str) -> tuple[bool, str]:
+        async with http.get(path, headers=self.headers) as response:
+            return await _status(response, 200)
+
+    async def _image(
+        self, http: aiohttp.ClientSession, method: str, path: str, image: bytes, expected: int
+    ) -> tuple[bool, str]:
+        headers = {**self.headers, "Content-Type": "image/jpeg"}
+        async with http.request(method, path, data=image, headers=headers) as response:
+            return await _status(response, expected)
+
+    async def _version_check(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
+        body = {"platform": "windows", "version": "1.0.0", "device_id": f"device-{self.number}"}
+        return await self._post(http, "/v1/updates/check", body, 200)
+
+    async def _verify(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
+        headers = {**self.headers, "Content-Type": "image/jpeg"}
+        async with http.post(
+            "/v1/me/verification", data=self.assets.live_jpeg, headers=headers
+        ) as response:
+            if response.status != 200:
+                return await _status(response, 200)
+            answer = await response.json()
+        return bool(answer.get("match")), "" if answer.get("match") else "no_match"
+
+    async def _liveness(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
+        async with http.post("/v1/me/liveness/challenges", headers=self.headers) as response:
+            if response.status != 201:
+                return await _status(response, 201)
+            challenge = await response.json()
+        frames = self.assets.liveness.get(challenge["movement"])
+        if frames is None:
+            return False, f"no frames for {challenge['movement']}"
+        body = {"frames": [base64.b64encode(f).decode() for f in frames]}
+        async with http.post(
+            f"/v1/me/liveness/challenges/{challenge['nonce']}", json=body, headers=self.headers
+        ) as response:
+            if response.status != 200:
+                return await _status(response, 200)
+            result = await response.json()
+        return bool(result.get("passed")), str(result.get("reason", ""))
+
+    async def _publish(self, http: aiohttp.ClientSession) -> webrtc.WhipSession | None:
+        published: list[webrtc.WhipSession] = []
+
+        async def publish() -> tuple[bool, str]:
+            session = await webrtc.whip_publish(
+                http,
+                "/v1/whip/me/camera",
+                self.headers,
+                self.scenario.hosts,
+                self.assets.faces,
+                "a",
+            )
+            published.append(session)
+            return True, ""
+
+        await self.recorder.timed(self.name, "whip_publish", publish())
+        return published[0] if published else None
+
+    async def _heartbeats(
+        self,
+        http: aiohttp.ClientSession,
+        duration: float,
+        every: float,
+        publisher: webrtc.WhipSession | None,
+    ) -> None:
+        end = time.monotonic() + duration
+        began = time.monotonic()
+        for _ in range(int(duration / every) + 2):
+            if time.monotonic() >= end:
+                return
+            switch = self.switch_face_at
+            if (
+                publisher
+                and publisher.camera
+                and switch is not None
+                and time.monotonic() - began >= switch
+            ):
+                publisher.camera.show("b")
+                self.switch_face_at = None
+            await self.recorder.timed(
+                self.name, "heartbeat", self._post(http, "/v1/me/heartbeat", {}, 200)
+            )
+            await asyncio.sleep(min(every, max(0.0, end - time.monotonic())))
+
+    async def _logs(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
+        now = datetime.now(UTC).isoformat()
+        device = {
+            "device_id": f"device-{self.number}",
+            "os": "windows",
+            "os_version": "11",
+            "model": "laptop",
+        }
+        common = {**device, "time": now, "app_version": "1.0.0"}
+        records = [
+            {"id": uuid.uuid4().hex, "kind": "log", "level": "info", "message": "joined", **common},
+            {
+                "id": uuid.uuid4().hex,
+                "kind": "crash",
+                "level": "fatal",
+                "message": "renderer crashed",
+                "stack": "at render (app.js:10)",
+                **common,
+            },
+        ]
+        headers = {**self.headers, "Content-Type": "application/x-ndjson"}
+        data = "\n".join(json.dumps(r) for r in records)
+        async with http.post("/v1/logs", data=data, headers=headers) as response:
+            return await _status(response, 202)
+
+    async def _photo(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
+        return await self._image(http, "POST", "/v1/uploads/photos", self.assets.photo_jpeg, 201)
+
+    async def _exit(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
+        async with http.delete("/v1/sessions/current", headers=self.headers) as response:
+            return await _status(response, 204)
+
+
+@dataclass
+class Proctor:
+    room: str
+    username: str
+    password: str
+    scenario: Scenario
+    recorder: Recorder
+    watch: list[str] = field(default_factory=list)  # candidate ids publishing in this room
+    headers: dict[str, str] = field(default_factory=dict)
+    events: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def name(self) -> str:
+        return f"proctor-{self.room}"
+
+    async def run(self, http: aiohttp.ClientSession, duration: float, stop: asyncio.Event) -> None:
+        if not await self.recorder.timed(self.name, "staff_login", self._login(http)):
+            return
+        stream = asyncio.ensure_future(self._events(http, stop))
+        await asyncio.sleep(min(5.0, duration / 4))  # let the room's candidates publish first
+        sessions: list[tuple[str, webrtc.WhepSession]] = []
+        for cid in self.watch:
+            url = f"/v1/whep/exams/{self.scenario.exam_id}/rooms/{self.room}/candidates/{cid}"
+            holder: list[webrtc.WhepSession] = []
+
+            async def watch(
+                url: str = url, holder: list[webrtc.WhepSession] = holder
+            ) -> tuple[bool, str]:
+                holder.append(await webrtc.whep_watch(http, url, self.headers, self.scenario.hosts))
+                return True, ""
+
+            await self.recorder.timed(self.name, "whep_watch", watch())
+            if holder:
+                sessions.append((cid, holder[0]))
+        await stop.wait()
+        for cid, session in sessions:
+            rtp = await session.rtp()
+            elapsed = max(1e-6, time.monotonic() - session.started)
+            self.recorder.tracks.append({
+                "room": self.room, "candidate": cid, "frames": session.stats.frames,
+                "audio_frames": session.stats.audio_frames, "freezes": session.stats.freezes,
+                "first_frame_s": session.stats.first_frame_s, "packets": rtp["packets"],
+                "lost": rtp["lost"], "kbps": round(rtp["bytes"] * 8 / elapsed / 1000, 1),
+                "kinds": sorted(session.stats.tracks),
+            })  # fmt: skip
+            await session.close(http, self.headers)
+        stream.cancel()
+
+    async def _login(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
+        body = {"username": self.username, "password": self.password}
+        async with http.post("/v1/staff/sessions", json=body) as response:
+            if response.status != 201:
+                return await _status(response, 201)
+            self.headers = {"Authorization": f"Bearer {(await response.json())['token']}"}
+        return True, ""
+
+    async def _events(self, http: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+        url = f"/v1/exams/{self.scenario.exam_id}/rooms/{self.room}/events"
+        last = ""
+        for _attempt in range(100):  # reconnects, resuming where it stopped
+            if stop.is_set():
+                return
+            headers = {**self.headers, **({"Last-Event-ID": last} if last else {})}
+            try:
+                async with http.get(
+                    url, headers=headers, timeout=aiohttp.ClientTimeout(total=None)
+                ) as response:
+                    fields: dict[str, str] = {}
+                    async for raw in response.content:
+                        line = raw.decode().rstrip("\r\n")
+                        if line == "" and "data" in fields:
+                            last = fields.get("id", last)
+                            self._seen(fields.get("event", "message"), json.loads(fields["data"]))
+                            fields = {}
+                        elif line and not line.startswith(":"):
+                            name, _, value = line.partition(":")
+                            fields[name] = value.removeprefix(" ")
+            except (aiohttp.ClientError, TimeoutError):
+                await asyncio.sleep(random.uniform(0.5, 1.5))
+
+    def _seen(self, kind: str, data: dict[str, Any]) -> None:
+        if sum(self.events.values()) >= MAX_EVENTS:
+            return
+        self.events[kind] += 1
+        if kind == "incident":
+            self.recorder.incidents_raised[str(data.get("incident"))] += 1
