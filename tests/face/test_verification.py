@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
 from fastapi import FastAPI
 
@@ -85,3 +87,47 @@ async def test_two_faces_or_none_are_refused_and_cost_no_attempt(
     assert (status["attempts"], status["status"]) == (0, "enrolled")
     cid = world.candidate_ids["2001"]
     assert await runtime.regional.list(world.exam_id, f"evidence/{cid}/") == []
+
+
+async def test_candidates_enrol_themselves_only_before_the_exam_and_once(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    runtime = runtime_of(app)
+    now = datetime.now(UTC)
+    later = {"starts_at": (now + timedelta(days=1)).isoformat(),
+             "ends_at": (now + timedelta(days=1, hours=2)).isoformat()}  # fmt: skip
+    world = await new_exam(
+        client, runtime, {"r1": ["2101"]}, with_proctors=False, candidate_enrolment=True, **later
+    )
+    headers = image_headers(await candidate_login(client, world.exam_id, "2101"))
+    enrolled = await client.put("/v1/me/face", content=photo_bytes("person_a_1"), headers=headers)
+    assert enrolled.status_code == 200, enrolled.text
+    assert enrolled.json()["status"] == "enrolled"
+    again = await client.put("/v1/me/face", content=photo_bytes("person_b_1"), headers=headers)
+    assert again.status_code == 409
+    assert again.json()["reason"] == "already_enrolled"
+    cid = world.candidate_ids["2101"]
+    seen = await client.get(
+        f"/v1/exams/{world.exam_id}/candidates/{cid}/face", headers=world.organiser
+    )
+    assert (seen.json()["enrolled"], seen.json()["status"]) == (True, "enrolled")
+
+    started = await new_exam(
+        client, runtime, {"r1": ["2102"]}, with_proctors=False, candidate_enrolment=True
+    )
+    closed = await client.put(
+        "/v1/me/face",
+        content=photo_bytes("person_a_1"),
+        headers=image_headers(await candidate_login(client, started.exam_id, "2102")),
+    )
+    assert closed.json()["reason"] == "enrolment_closed"
+    organised = await new_exam(client, runtime, {"r1": ["2103"]}, with_proctors=False, **later)
+    refused = await client.put(
+        "/v1/me/face",
+        content=photo_bytes("person_a_1"),
+        headers=image_headers(await candidate_login(client, organised.exam_id, "2103")),
+    )
+    assert refused.status_code == 403
+    assert refused.json()["reason"] == "candidate_enrolment_off"
+    assert await runtime.regional.list(started.exam_id) == []
+    assert await runtime.regional.list(organised.exam_id) == []
