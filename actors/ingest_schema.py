@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 Platform = Literal["android", "ios", "windows", "macos", "linux", "web"]
 RecordId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{4,128}$")]
+SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 Version = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,6}(\.[0-9]{1,6}){0,3}$")]
 Short = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9 ._,()+/-]{1,64}$")]
 
@@ -36,7 +37,7 @@ class RecordIn(_Strict):
     level: Literal["trace", "debug", "info", "warn", "warning", "error", "fatal"] = "info"
     message: str = ""
     device_id: ClientId
-    session_id: ClientId | None = None
+    session_id: SessionId | None = None
     os: Platform
     os_version: Short
     model: Short

@@ -217,8 +217,16 @@ class GateSpec(Strict):
     min_sessions: int = Field(ge=1)
 
 
-class RolloutStart(Strict):
+class RolloutRef(Strict):
+    platform: PlatformName
+    channel: Channel = "stable"
+
+
+class ReleaseRef(RolloutRef):
     version: VersionText
+
+
+class RolloutStart(ReleaseRef):
     gate: GateSpec | None = None
 
 

@@ -1,24 +1,24 @@
 """Update manifests: the version check devices ask, the signing key, and release management.
 
 Publishing releases and moving rollouts is for organisers (there is no
-separate operator role yet).
+separate operator role yet). Platform, channel and version travel in the
+body or the query, not the path: they name no exam's resource.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Query, Request
 
 from api.deps import RuntimeDep
-from api.models import Channel, ReleaseCreate, RolloutStart, UpdateCheck
+from api.models import Channel, ReleaseCreate, ReleaseRef, RolloutRef, RolloutStart, UpdateCheck
 from api.routes.logs import optional_token
 from api.security import OrganiserDep
 
 router = APIRouter(tags=["updates"])
-PlatformPath = Annotated[str, Path(max_length=32)]
-VersionPath = Annotated[str, Path(max_length=64)]
-Action = Literal["advance", "pause", "resume", "rollback"]
+PlatformQuery = Annotated[str, Query(max_length=32)]
+ChannelQuery = Annotated[Channel, Query()]
 
 
 @router.get("/.well-known/examday-update-key")
@@ -57,61 +57,72 @@ async def create_release(
     return release
 
 
-@router.post("/v1/updates/releases/{platform}/{channel}/{version}/verify")
+@router.post("/v1/updates/releases/verify")
 async def verify_installer(
-    platform: PlatformPath,
-    channel: Channel,
-    version: VersionPath,
-    organiser: OrganiserDep,
-    runtime: RuntimeDep,
+    body: ReleaseRef, organiser: OrganiserDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Check the uploaded installer's size and sha256; sign and publish the manifest."""
     release: dict[str, Any] = await runtime.updates.call(
-        "verify_installer", platform, channel, version
+        "verify_installer", body.platform, body.channel, body.version
     )
     return release
 
 
-@router.get("/v1/updates/releases/{platform}/{channel}")
+@router.get("/v1/updates/releases")
 async def list_releases(
-    platform: PlatformPath, channel: Channel, organiser: OrganiserDep, runtime: RuntimeDep
-) -> dict[str, Any]:
+    platform: PlatformQuery, organiser: OrganiserDep, runtime: RuntimeDep,
+    channel: ChannelQuery = "stable",
+) -> dict[str, Any]:  # fmt: skip
     return {"releases": await runtime.updates.call("releases", platform, channel)}
 
 
-@router.post("/v1/updates/rollouts/{platform}/{channel}", status_code=201)
+@router.post("/v1/updates/rollouts", status_code=201)
 async def start_rollout(
-    platform: PlatformPath,
-    channel: Channel,
-    body: RolloutStart,
-    organiser: OrganiserDep,
-    runtime: RuntimeDep,
+    body: RolloutStart, organiser: OrganiserDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
+    """Start at the first step in every region where no exam is on (409 if none)."""
     gate = body.gate.model_dump() if body.gate else None
     rollout: dict[str, Any] = await runtime.updates.call(
-        "start_rollout", platform, channel, body.version, gate, organiser.name
+        "start_rollout", body.platform, body.channel, body.version, gate, organiser.name
     )
     return rollout
 
 
-@router.get("/v1/updates/rollouts/{platform}/{channel}")
+@router.get("/v1/updates/rollouts")
 async def rollout_state(
-    platform: PlatformPath, channel: Channel, organiser: OrganiserDep, runtime: RuntimeDep
-) -> dict[str, Any]:
+    platform: PlatformQuery, organiser: OrganiserDep, runtime: RuntimeDep,
+    channel: ChannelQuery = "stable",
+) -> dict[str, Any]:  # fmt: skip
     rollout: dict[str, Any] = await runtime.updates.call("rollout", platform, channel)
     return rollout
 
 
-@router.post("/v1/updates/rollouts/{platform}/{channel}/{action}")
-async def move_rollout(
-    platform: PlatformPath,
-    channel: Channel,
-    action: Action,
-    organiser: OrganiserDep,
-    runtime: RuntimeDep,
-) -> dict[str, Any]:
-    """advance (one step, except in frozen regions), pause, resume or rollback."""
+async def _act(body: RolloutRef, action: str, by: str, runtime: RuntimeDep) -> dict[str, Any]:
     rollout: dict[str, Any] = await runtime.updates.call(
-        "act", platform, channel, action, organiser.name
+        "act", body.platform, body.channel, action, by
     )
     return rollout
+
+
+@router.post("/v1/updates/rollouts/advance")
+async def advance(body: RolloutRef, organiser: OrganiserDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """One step further, except in regions where an exam is on (409 if nothing can move)."""
+    return await _act(body, "advance", organiser.name, runtime)
+
+
+@router.post("/v1/updates/rollouts/pause")
+async def pause(body: RolloutRef, organiser: OrganiserDep, runtime: RuntimeDep) -> dict[str, Any]:
+    return await _act(body, "pause", organiser.name, runtime)
+
+
+@router.post("/v1/updates/rollouts/resume")
+async def resume(body: RolloutRef, organiser: OrganiserDep, runtime: RuntimeDep) -> dict[str, Any]:
+    return await _act(body, "resume", organiser.name, runtime)
+
+
+@router.post("/v1/updates/rollouts/rollback")
+async def rollback(
+    body: RolloutRef, organiser: OrganiserDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Stop offering the version; devices are offered the stable one again."""
+    return await _act(body, "rollback", organiser.name, runtime)

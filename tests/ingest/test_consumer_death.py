@@ -1,0 +1,140 @@
+"""A consumer that dies mid-flush: another claims its entries, nothing is lost or written twice."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+import httpx
+import pytest
+import ray
+from fastapi import FastAPI
+
+from actors.ingest_append import Appender, IngestBatch
+from actors.ingest_flush import LogFlusher
+from actors.ingest_keys import GROUP, marks_key, shard_name, stream_key
+from actors.ingest_schema import RecordIn
+from actors.ingest_sink import LogSink
+from api.runtime import Runtime
+from infra.pseudonym import Pseudonyms
+from infra.settings import Settings
+from tests.factories import new_exam
+from tests.ingest.helpers import (
+    anonymous_prefix,
+    ndjson,
+    new_device,
+    read_objects,
+    record,
+    runtime_of,
+)
+
+
+async def _stored_ids(runtime: Runtime, tag: str, exam: str) -> list[str]:
+    objects = await read_objects(runtime, "cn-north", anonymous_prefix())
+    objects += await read_objects(runtime, "cn-east", f"{exam}/logs/")
+    return [line["id"] for o in objects for line in o.lines if line["id"].startswith(tag)]
+
+
+def _batch(
+    settings: Settings, device: str, tag: str, kinds: list[str], exam: str | None
+) -> IngestBatch:
+    records = [
+        RecordIn.model_validate(record(device, rid=f"{tag}-{i}", kind=kind)).wire()
+        for i, kind in enumerate(kinds)
+    ]
+    region = "cn-east" if exam else settings.ingest.default_region
+    pseudonym = Pseudonyms(settings.pseudonym_key).device(device)
+    return IngestBatch(pseudonym, region, exam, records, {"device_id": device})
+
+
+@pytest.mark.parametrize("dies_after", ["commit", "first_object", "all_objects", "index"])
+async def test_a_claimed_plan_is_redone_exactly(
+    client: httpx.AsyncClient, app: FastAPI, settings: Settings, dies_after: str
+) -> None:
+    runtime = runtime_of(app)
+    world = await new_exam(client, runtime, {"r1": ["8001"]}, region="cn-east", with_proctors=False)
+    # A shard of this test's own: no actor reads or claims its stream.
+    shard = f"test-{secrets.token_hex(4)}"
+    stream = stream_key(shard)
+    pseudonyms = Pseudonyms(settings.pseudonym_key)
+    appender = Appender(runtime.redis, settings.ingest, pseudonyms, shard)
+    sink = LogSink(runtime.regional, runtime.stores)
+    dying = LogFlusher(runtime.redis, sink, settings.ingest, "dying")
+    heir = LogFlusher(runtime.redis, sink, settings.ingest, "heir")
+    await dying.ensure_group(stream)
+    tag = secrets.token_hex(5)
+    batches = [
+        _batch(settings, new_device(), f"{tag}-a", ["log"] * 30 + ["crash"] * 3, None),
+        _batch(settings, new_device(), f"{tag}-b", ["log"] * 20 + ["metric"] * 5, world.exam_id),
+        _batch(settings, new_device(), f"{tag}-c", ["crash"] * 4, world.exam_id),
+    ]
+    for batch in batches:
+        await appender.append(batch, time.time())
+    sent = sum(len(b.records) for b in batches)
+
+    entries = await dying.read_new(stream)
+    plan, taken = await dying.commit(stream, entries)
+    assert plan is not None
+    assert taken == []
+    grouped = dying.group(plan)
+    targets = list(grouped)
+    assert len(targets) >= 4  # two targets, several kinds
+    if dies_after in ("first_object", "all_objects", "index"):
+        for target in targets[: 1 if dies_after == "first_object" else None]:
+            await dying.write(target, grouped[target])
+    if dies_after == "index":
+        await dying.index(grouped)
+    # The dying consumer stops here: no acknowledgement, its entries stay pending.
+
+    claimed = await heir.claim_stale(stream, min_idle_ms=0)
+    assert sorted(e.id for e in claimed) == sorted(e.id for e in entries)
+    assert await heir.flush(stream, claimed) == sent
+    assert heir.plans_redone == 1
+
+    ids = await _stored_ids(runtime, tag, world.exam_id)
+    assert len(ids) == sent
+    assert len(set(ids)) == sent
+    assert await runtime.redis.xlen(stream) == 0
+    pending: Any = await runtime.redis.xpending(stream, GROUP)
+    assert pending["pending"] == 0
+    assert await runtime.redis.hlen(marks_key(stream)) == 0
+    # The dying consumer, were it to come back, finds nothing left to do.
+    assert await dying.flush(stream, entries) == 0
+
+
+async def test_killing_an_ingest_actor_loses_and_duplicates_nothing(
+    client: httpx.AsyncClient, app: FastAPI, settings: Settings
+) -> None:
+    runtime = runtime_of(app)
+    tag = secrets.token_hex(5)
+    devices = [new_device() for _ in range(8)]
+    sent = 0
+
+    async def send(round_: int) -> None:
+        nonlocal sent
+        for d, device in enumerate(devices):
+            batch = [
+                record(device, rid=f"{tag}-{round_}-{d}-{i}", kind="crash" if i % 9 == 0 else "log")
+                for i in range(200)
+            ]
+            response = await client.post(
+                "/v1/logs", content=ndjson(batch), headers={"content-type": "application/x-ndjson"}
+            )
+            assert response.status_code == 202, response.text
+            sent += len(batch)
+
+    await send(0)
+    await runtime.ingest.ensure_shards()
+    victim = await asyncio.to_thread(ray.get_actor, shard_name(0), namespace=settings.ray_namespace)
+    # SIGKILL while its flush loop is busy with what was just acknowledged.
+    await asyncio.to_thread(ray.kill, victim, no_restart=False)
+    await send(1)  # the gateway waits out the restart
+
+    drained = await runtime.ingest.drain(timeout_s=90)
+    assert all(shard["drained"] for shard in drained), drained
+    objects = await read_objects(runtime, "cn-north", anonymous_prefix())
+    ids = [line["id"] for o in objects for line in o.lines if line["id"].startswith(tag)]
+    assert len(ids) == sent
+    assert len(set(ids)) == sent
