@@ -71,9 +71,9 @@ def build_assets(faces_dir: Path = FACES, *, liveness: bool = True) -> Assets:
 
 def _liveness_sequences(faces_dir: Path) -> dict[str, list[bytes]]:
     """Head movements synthesised once from a real photo, as the tests do (MTCNN finds the face)."""
+    from loadtests.synthetic import scaled, turn_head
     from ml.images import decode_image
     from ml.pipeline import FacePipeline
-    from tests.ml.synthetic import scaled, turn_head
 
     pipeline = FacePipeline()
     still = scaled(

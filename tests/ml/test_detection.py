@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from loadtests.synthetic import faceless, scaled
 from ml.config import FaceSettings
 from ml.detection import MTCNNDetector
 from ml.devices import resolve_device
 from ml.images import RGBImage
-from tests.ml.synthetic import faceless, scaled
 
 
 @pytest.fixture(scope="module")

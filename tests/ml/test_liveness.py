@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from infra.errors import InvalidInput
+from loadtests.synthetic import scaled, turn_head
 from ml.config import FaceSettings
 from ml.images import RGBImage
 from ml.liveness import Challenge, LivenessChecker, Movement, new_challenge
 from ml.pipeline import FacePipeline
 from ml.templates import FaceTemplate
-from tests.ml.synthetic import scaled, turn_head
 
 SWEEP = (0, 15, 30, 40, 30, 15, 0)  # degrees of the synthetic head turn, frame by frame
 

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 import pytest
 
 from infra.errors import Conflict
+from loadtests.synthetic import faceless, lit, side_by_side
 from ml.embedding import ModelId
 from ml.images import RGBImage
 from ml.monitor import CandidateMonitor, Incident, IncidentType
 from ml.pipeline import FacePipeline, FrameAnalysis
 from ml.templates import FaceTemplate
-from tests.ml.synthetic import faceless, lit, side_by_side
 
 PERSIST = 3
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from infra.errors import InvalidInput
+from loadtests.synthetic import blurred, lit, scaled
 from ml.config import FaceSettings
 from ml.images import RGBImage
 from ml.pipeline import FacePipeline
 from ml.pose import estimate_pose
-from tests.ml.synthetic import blurred, lit, scaled
 
 
 def refusal(pipeline: FacePipeline, frame: RGBImage) -> InvalidInput:

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from infra.errors import Conflict, InvalidInput, MalformedInput
+from loadtests.synthetic import faceless, side_by_side
 from ml.embedding import ModelId
 from ml.images import RGBImage
 from ml.pipeline import FacePipeline
 from ml.templates import FaceTemplate
 from tests.ml.conftest import identities, photo_bytes
-from tests.ml.synthetic import faceless, side_by_side
 
 PAIRS = list(itertools.combinations(sorted(identities()), 2))
 GENUINE = [pair for pair in PAIRS if identities()[pair[0]] == identities()[pair[1]]]

@@ -1,4 +1,4 @@
-"""Test frames made from the real fixture photos with plain image operations."""
+"""Synthetic face images made from real photos: for the tests and the load tester."""
 
 from __future__ import annotations
 
