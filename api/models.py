@@ -236,3 +236,31 @@ class UpdateCheck(Strict):
     version: VersionText
     device_id: ClientIdentifier
     region: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+# -- privacy: legal holds, exports, consents (api/routes/holds.py, privacy.py) -------
+
+HoldText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+HoldReference = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)
+]
+
+
+class HoldCreate(Strict):
+    """A legal hold on a whole exam, or on one candidate (`candidate`: their id)."""
+
+    reference: HoldReference
+    reason: HoldText
+    candidate: Identifier | None = None
+
+
+class ExportCreate(Strict):
+    """A disclosure package for an authority: the exam, or one candidate's data."""
+
+    reference: HoldReference
+    reason: HoldText
+    candidate: Identifier | None = None
+
+
+class ThirdPartyConsentIn(Strict):
+    allow: bool

@@ -13,6 +13,7 @@ from api.exams import ExamRegistry
 from api.face import FaceService
 from api.ingest import IngestClient
 from api.media import MediaPlane
+from api.privacy import PrivacyService
 from api.rooms import RoomRouter
 from api.sessions import Sessions
 from api.staff import StaffRegistry
@@ -20,6 +21,7 @@ from api.updates import UpdateClient
 from infra import raycluster
 from infra import redis as redis_conn
 from infra.crypto import DataKeys
+from infra.keyring import RotatingDataKeys
 from infra.objectstore import ObjectStores
 from infra.regional import RegionalStore
 from infra.settings import Settings
@@ -43,13 +45,16 @@ class Runtime:
     # Client logs (LogIngest shards, created on first use) and update manifests.
     ingest: IngestClient = field(init=False)
     updates: UpdateClient = field(init=False)
+    # Uploads, legal holds, exports, consents and retention runs (one actor per region).
+    privacy: PrivacyService = field(init=False)
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
         await asyncio.to_thread(raycluster.connect, settings)
         probe = await asyncio.to_thread(health.get_or_create, settings)
         redis = redis_conn.connect(settings)
-        keys = DataKeys(redis, settings.master_key_bytes())
+        # Opens data keys wrapped by a previous master key too (after a rotation).
+        keys = RotatingDataKeys.from_settings(redis, settings)
         stores = ObjectStores(settings)
         runtime = cls(
             settings=settings,
@@ -69,6 +74,8 @@ class Runtime:
         runtime.updates = UpdateClient(settings)
         runtime.face = await FaceService.open(settings, redis, runtime.regional, runtime.rooms)
         await runtime.media.router.ensure_shards()
+        runtime.privacy = PrivacyService(settings, redis, runtime.regional, runtime.exams)
+        await runtime.privacy.start()
         return runtime
 
     async def close(self) -> None:

@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("down", help="stop a running `examday up`")
     commands.add_parser("status", help="what runs, with health and memory")
+    # `examday audit verify`, `examday purge`, `examday keys rotate`: cluster/privacy_cli.py.
+    from cluster import privacy_cli
+
+    privacy_cli.add_commands(commands)
     return parser
 
 
@@ -72,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cluster import shards
 
         return shards.add_staff(settings, args.username, args.role)
+    if args.command in ("audit", "purge", "keys"):
+        from cluster import privacy_cli
+
+        return privacy_cli.main(args, settings)
     raise AssertionError(args.command)
 
 

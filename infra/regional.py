@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from botocore.exceptions import ClientError
 from redis.asyncio import Redis
 
 from infra.crypto import DataKeys
@@ -29,8 +30,18 @@ from infra.objectstore import ObjectStores
 DataClass = Literal[
     "recordings", "photos", "whiteboards", "face", "evidence", "logs", "timelines", "exports"
 ]
-SEALED_CLASSES: frozenset[str] = frozenset({"face", "photos", "whiteboards", "evidence"})
+SEALED_CLASSES: frozenset[str] = frozenset({"face", "photos", "whiteboards", "evidence", "exports"})
+# Region-level prefixes that are no exam's data: the audit chain and update installers.
+RESERVED_PREFIXES: tuple[str, ...] = ("_audit/", "_releases/")
+_MAX_PAGES = 10_000
+Versions = list[dict[str, Any]]
+Names = list[str]
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def held_subjects_key(exam_id: str) -> str:
+    """Redis set of the subjects of an exam under a legal hold (`*`: the whole exam)."""
+    return f"examday:holds:{exam_id}:subjects"
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,8 @@ class RegionalStore:
         key = self.object_key(exam_id, data_class, subject, name)
         sealed = data_class in SEALED_CLASSES
         payload = await self.keys.seal(exam_id, f"object:{key}", body) if sealed else body
+        # Data written while a legal hold covers its exam or subject is locked on arrival.
+        held = {"ObjectLockLegalHoldStatus": "ON"} if await self.held(exam_id, subject) else {}
         response = await self.stores.call(
             region,
             "put_object",
@@ -106,6 +119,7 @@ class RegionalStore:
                 "sealed": "1" if sealed else "0",
                 **(metadata or {}),
             },
+            **held,
         )
         return StoredObject(
             region=region,
@@ -134,18 +148,74 @@ class RegionalStore:
     async def list(self, exam_id: str, prefix: str = "") -> list[dict[str, Any]]:
         """Every version and delete marker under the exam (or a prefix within it)."""
         region = await self.region_of(exam_id)
-        client_prefix = f"{exam_id}/{prefix}"
-        found: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"Bucket": self.stores.bucket(region), "Prefix": client_prefix}
-        for _page in range(10_000):
+        return await self.list_region(region, f"{exam_id}/{prefix}")
+
+    async def list_region(self, region: str, prefix: str, limit: int = 10_000_000) -> Versions:
+        """Every version and delete marker under a prefix of one region's bucket."""
+        found: Versions = []
+        params: dict[str, Any] = {"Bucket": self.stores.bucket(region), "Prefix": prefix}
+        for _page in range(_MAX_PAGES):
             page = await self.stores.call(region, "list_object_versions", **params)
             found += [{**v, "DeleteMarker": False} for v in page.get("Versions", [])]
             found += [{**m, "DeleteMarker": True} for m in page.get("DeleteMarkers", [])]
-            if not page.get("IsTruncated"):
+            if not page.get("IsTruncated") or len(found) >= limit:
                 break
             params["KeyMarker"] = page.get("NextKeyMarker")
             params["VersionIdMarker"] = page.get("NextVersionIdMarker")
-        return found
+        return found[:limit]
+
+    async def exams_in(self, region: str) -> Names:
+        """The exams that have objects in a region's bucket (top-level prefixes)."""
+        names: Names = []
+        params: dict[str, Any] = {"Bucket": self.stores.bucket(region), "Delimiter": "/"}
+        for _page in range(_MAX_PAGES):
+            page = await self.stores.call(region, "list_objects_v2", **params)
+            names += [str(p["Prefix"]).rstrip("/") for p in page.get("CommonPrefixes", [])]
+            if not page.get("IsTruncated"):
+                break
+            params["ContinuationToken"] = page["NextContinuationToken"]
+        return sorted(n for n in names if not n.startswith("_"))
+
+    async def delete_version(self, region: str, key: str, version_id: str) -> bool:
+        """Delete one version or delete marker for good; False if a legal hold keeps it."""
+        self._deletable(key)
+        try:
+            await self.stores.call(
+                region,
+                "delete_object",
+                Bucket=self.stores.bucket(region),
+                Key=key,
+                VersionId=version_id,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "AccessDenied":
+                return False
+            raise
+        return True
+
+    async def set_legal_hold(self, region: str, key: str, version_id: str, on: bool) -> None:
+        """Switch the S3 Object Lock legal hold of one object version."""
+        await self.stores.call(
+            region,
+            "put_object_legal_hold",
+            Bucket=self.stores.bucket(region),
+            Key=key,
+            VersionId=version_id,
+            LegalHold={"Status": "ON" if on else "OFF"},
+        )
+
+    async def held(self, exam_id: str, subject: str) -> bool:
+        """Whether a legal hold covers the whole exam or this subject of it."""
+        flags = await self.redis.smismember(held_subjects_key(exam_id), ["*", subject])
+        return any(flags)
+
+    @staticmethod
+    def _deletable(key: str) -> None:
+        if key.startswith(RESERVED_PREFIXES):
+            raise ResidencyViolation("the audit chain is never deleted", reason="audit_protected")
+
+    async def audit(self, region: str, event: dict[str, Any]) -> None:
+        await self._audit(region, event)
 
     async def _audit(self, region: str, event: dict[str, Any]) -> None:
         await self.redis.xadd(

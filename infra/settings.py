@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from actors.face_settings import VerifierSettings
 from actors.ingest_settings import IngestSettings
 from actors.media_settings import MediaSettings
+from actors.retention_settings import PrivacySettings
 from actors.update_settings import UpdateSettings
 from ml.config import FaceSettings
 
@@ -112,6 +113,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     # Update manifests and staged rollouts: installer region, steps, crash gate, freeze.
     updates: UpdateSettings = Field(default_factory=UpdateSettings)
+    # Retention sweeps, legal holds, exports for authorities, candidate uploads.
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     # Secrets.
     token_signing_key: SecretStr = SecretStr("dev-token-signing-key-not-for-production")
@@ -120,6 +123,9 @@ class Settings(BaseSettings):
     # Ed25519 seed (32 bytes, urlsafe base64) that signs update manifests; unset
     # outside production means a fixed dev key, unset in production means no signing.
     update_signing_key: SecretStr | None = None
+    # Master keys replaced by a rotation (comma-separated, urlsafe base64, 32 bytes each):
+    # data keys still wrapped by one of them open until `examday keys rotate` re-wraps them.
+    data_master_keys_previous: SecretStr | None = None
 
     # Telemetry: OTLP is used when OTEL_EXPORTER_OTLP_ENDPOINT is set (the OTel convention);
     # a JSON-lines file of finished spans when trace_file is set.
@@ -180,6 +186,19 @@ class Settings(BaseSettings):
         if len(key) != 32:
             raise ValueError("EXAMDAY_DATA_MASTER_KEY must be 32 bytes, urlsafe base64")
         return key
+
+    def previous_master_keys(self) -> list[bytes]:
+        raw = self.data_master_keys_previous
+        if raw is None:
+            return []
+        keys = []
+        for part in raw.get_secret_value().split(","):
+            text = part.strip().removeprefix("dev-")
+            key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)) if text else b""
+            if len(key) != 32:
+                raise ValueError("EXAMDAY_DATA_MASTER_KEYS_PREVIOUS: 32-byte urlsafe base64 keys")
+            keys.append(key)
+        return keys
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:

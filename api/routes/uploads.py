@@ -1,0 +1,74 @@
+"""Candidates share photos (an answer sheet) and whiteboard snapshots; their room's staff see them.
+
+An upload is an image (JPEG, PNG or WebP within the face pipeline's limits on
+bytes and pixels), checked before anything is stored, then sealed with the
+exam's data key in the exam's region. Each one is journaled into the room, so
+proctors watching the room see it arrive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from api.deps import RuntimeDep
+from api.models import Identifier
+from api.rooms import room_key
+from api.security import CandidateDep, Principal, RoomScopeDep
+from infra.errors import Forbidden, NotFound, UnsupportedMediaType
+
+router = APIRouter(tags=["uploads"])
+
+
+async def _upload(
+    data_class: str, request: Request, principal: Principal, runtime: RuntimeDep
+) -> dict[str, Any]:
+    exam_id, room = principal.claims.exam, principal.room
+    if exam_id is None or room is None:
+        raise NotFound("no such candidate", reason="candidate_not_found")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not content_type.startswith("image/"):
+        raise UnsupportedMediaType(
+            "send the image as image/jpeg, png or webp", reason="image_required"
+        )
+    candidate = await runtime.exams.candidate(exam_id, principal.name)
+    exam = await runtime.exams.get(exam_id)
+    if candidate is None or candidate.consent_version != exam.policy_version:
+        raise Forbidden("accept the current privacy policy first", reason="consent_required")
+    body = await request.body()
+    entry = await runtime.privacy.store_upload(exam_id, room, principal.name, data_class, body)
+    event = {"type": "upload", "cid": principal.name, "upload": entry["id"], "class": data_class}
+    await runtime.rooms.call(room_key(exam_id, room), "append", event)
+    return _public(entry)
+
+
+def _public(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k != "key"}
+
+
+@router.post("/v1/uploads/photos", status_code=201)
+async def upload_photo(
+    request: Request, principal: CandidateDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    return await _upload("photos", request, principal, runtime)
+
+
+@router.post("/v1/uploads/whiteboards", status_code=201)
+async def upload_whiteboard(
+    request: Request, principal: CandidateDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    return await _upload("whiteboards", request, principal, runtime)
+
+
+@router.get("/v1/exams/{exam_id}/rooms/{room_id}/uploads")
+async def room_uploads(scope: RoomScopeDep, runtime: RuntimeDep) -> dict[str, Any]:
+    entries = await runtime.privacy.room_uploads(scope.exam_id, scope.room_id)
+    base = f"/v1/exams/{scope.exam_id}/rooms/{scope.room_id}/uploads"
+    return {"uploads": [{**_public(e), "url": f"{base}/{e['id']}"} for e in entries]}
+
+
+@router.get("/v1/exams/{exam_id}/rooms/{room_id}/uploads/{upload_id}")
+async def upload_bytes(scope: RoomScopeDep, upload_id: Identifier, runtime: RuntimeDep) -> Response:
+    body, media_type = await runtime.privacy.upload_bytes(scope.exam_id, scope.room_id, upload_id)
+    return Response(body, media_type=media_type, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,135 @@
+"""`examday audit verify`, `examday purge` and `examday keys rotate`.
+
+examday audit verify [--region R]    every entry of the region's audit chain hashes to
+                                     itself and names its predecessor, the last one is
+                                     the recorded head, and every object version a
+                                     receipt names is really gone from the bucket
+examday purge --exam ID | --region R delete everything of an exam (or of every exam of
+                                     a region, and its anonymous logs) that no legal
+                                     hold protects, with receipts
+examday keys rotate                  re-wrap every exam's data keys under the current
+                                     master key (the replaced key stays in
+                                     EXAMDAY_DATA_MASTER_KEYS_PREVIOUS until this ran)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from actors import retention
+from infra import raycluster
+from infra import redis as redis_conn
+from infra.audit import AuditLog, ChainReport, verify_chain
+from infra.errors import ExamdayError
+from infra.keyring import RotatingDataKeys, rotate_all
+from infra.objectstore import ObjectStores
+from infra.regional import RegionalStore
+from infra.settings import Settings
+from infra.telemetry import actor_call
+
+
+def add_commands(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="check the hash-chained audit log of a region")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_commands.add_parser(
+        "verify", help="verify the chain and that receipted objects are gone"
+    )
+    verify.add_argument("--region", help="one region (default: every configured region)")
+    purge = commands.add_parser(
+        "purge", help="delete all data of an exam or a region not under a hold"
+    )
+    target = purge.add_mutually_exclusive_group(required=True)
+    target.add_argument("--exam", help="the exam id")
+    target.add_argument("--region", help="the region")
+    keys = commands.add_parser("keys", help="master-key rotation")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_commands.add_parser("rotate", help="re-wrap every data key under the current master key")
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "audit":
+        reports = asyncio.run(verify_regions(settings, args.region))
+        for report in reports:
+            state = "ok" if report.ok else "FAILED"
+            print(f"{report.region}: {state}, {report.head} entries")
+            for problem in report.problems:
+                print(f"  {problem}")
+        return 0 if all(r.ok for r in reports) else 1
+    if args.command == "purge":
+        raycluster.connect(settings)
+        try:
+            summary = asyncio.run(purge(settings, exam=args.exam, region=args.region))
+        except ExamdayError as exc:
+            print(f"examday purge: {exc.detail} ({exc.reason})", file=sys.stderr)
+            return 2
+        print(json.dumps(summary, indent=2, default=str))
+        return 0 if not summary.get("failed_groups") else 1
+    if args.command == "keys":
+        rotated = asyncio.run(rotate_keys(settings))
+        print(f"re-wrapped {rotated['data_keys']} data keys of {rotated['exams']} exams")
+        return 0
+    raise AssertionError(args.command)
+
+
+async def verify_regions(settings: Settings, region: str | None = None) -> list[ChainReport]:
+    if region is not None and region not in settings.regions:
+        print(f"examday audit verify: unknown region {region!r}", file=sys.stderr)
+        return [ChainReport(region, 0, [], [f"unknown region {region!r}"])]
+    redis = redis_conn.connect(settings)
+    try:
+        regional = RegionalStore(
+            ObjectStores(settings), RotatingDataKeys.from_settings(redis, settings), redis
+        )
+        return [
+            await verify_region(regional, name)
+            for name in ([region] if region else list(settings.regions))
+        ]
+    finally:
+        await redis.aclose()
+
+
+async def verify_region(regional: RegionalStore, region: str) -> ChainReport:
+    report = await verify_chain(AuditLog(regional.stores, regional.redis, region))
+    receipted: dict[str, set[tuple[str, str]]] = {}
+    for entry in report.entries:
+        if entry.get("kind") != "deletion":
+            continue
+        for obj in entry.get("body", {}).get("objects", []):
+            exam = str(obj["key"]).split("/", 1)[0]
+            receipted.setdefault(exam, set()).add((str(obj["key"]), str(obj["version_id"])))
+    for exam, gone in sorted(receipted.items()):
+        listed = await regional.list_region(region, f"{exam}/")
+        present = {(str(v["Key"]), str(v["VersionId"])) for v in listed}
+        for key, version in sorted(gone & present):
+            report.problems.append(f"receipted object {key} version {version} is still stored")
+    return report
+
+
+async def purge(settings: Settings, *, exam: str | None, region: str | None) -> dict[str, Any]:
+    redis = redis_conn.connect(settings)
+    try:
+        if exam is not None:
+            regional = RegionalStore(
+                ObjectStores(settings), RotatingDataKeys.from_settings(redis, settings), redis
+            )
+            region = await regional.region_of(exam)
+        if region is None or region not in settings.regions:
+            return {"error": f"unknown region {region!r}", "failed_groups": ["-"]}
+        handle = await asyncio.to_thread(retention.get_or_create, settings, region)
+        summary: dict[str, Any] = await actor_call(handle.run, [exam] if exam else None, "purge")
+        return summary
+    finally:
+        await redis.aclose()
+
+
+async def rotate_keys(settings: Settings) -> dict[str, int]:
+    redis = redis_conn.connect(settings)
+    try:
+        report = await rotate_all(RotatingDataKeys.from_settings(redis, settings), redis)
+        return {"exams": report.exams, "data_keys": report.data_keys}
+    finally:
+        await redis.aclose()
