@@ -112,7 +112,8 @@ async def create_exam(
     spec = {
         "id": exam_id,
         "title": "Exam-day rehearsal",
-        "starts_at": (now - timedelta(minutes=5)).isoformat(),
+        # Starting soon, not started: candidates may still enrol their face.
+        "starts_at": (now + timedelta(minutes=10)).isoformat(),
         "ends_at": (now + timedelta(hours=3)).isoformat(),
         "region": region,
         "room_capacity": room_size,

@@ -26,6 +26,8 @@ class ServerSampler:
         manifest = read_manifest(state_dir) if state_dir else None
         self.services: dict[str, int] = dict(manifest["services"]) if manifest else {}
         self.samples: list[dict[str, Any]] = []
+        # cpu_percent measures since the previous call on the same Process object: keep them.
+        self._known: dict[int, psutil.Process] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.services:
@@ -53,14 +55,14 @@ class ServerSampler:
                 sample[name] = {"cpu_percent": round(cpu, 1), "rss_mib": round(rss / 2**20, 1)}
             self.samples.append(sample)
 
-    @staticmethod
-    def _family(roots: dict[str, psutil.Process]) -> dict[str, list[psutil.Process]]:
+    def _family(self, roots: dict[str, psutil.Process]) -> dict[str, list[psutil.Process]]:
         family = {}
         for name, root in roots.items():
             try:
-                family[name] = [root, *root.children(recursive=True)]
+                members = [root, *root.children(recursive=True)]
             except psutil.Error:
-                family[name] = []
+                members = []
+            family[name] = [self._known.setdefault(p.pid, p) for p in members]
         return family
 
     def summary(self) -> dict[str, Any]:
