@@ -50,13 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "bench":
-        return _bench(args.name, args.args)
-    if args.command == "loadtest":
+    words = list(sys.argv[1:] if argv is None else argv)
+    # These pass every flag through to their own parser (argparse's REMAINDER would
+    # stop at the first option).
+    if words[:1] == ["loadtest"]:
         from loadtests import fleet
 
-        return fleet.main(args.args)
+        return fleet.main(words[1:])
+    if words[:1] == ["bench"] and len(words) > 1 and not words[1].startswith("-"):
+        return _bench(words[1], words[2:])
+    args = build_parser().parse_args(words)
     settings = Settings()
     from cluster import bringup
 

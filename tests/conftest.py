@@ -12,6 +12,7 @@ import ray
 import uvicorn
 from fastapi import FastAPI
 
+from actors.media_settings import MediaSettings
 from api.app import create_app
 from infra import raycluster
 from infra.settings import Settings
@@ -20,7 +21,9 @@ from infra.stack import LocalStack, isolated_settings
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return isolated_settings(tmp_path_factory.mktemp("state"))
+    # Camera frames sampled every 2 s, so that face incidents show up within a test's time.
+    media = MediaSettings(sample_interval_s=2.0)
+    return isolated_settings(tmp_path_factory.mktemp("state"), media=media)
 
 
 @pytest.fixture(scope="session")
