@@ -146,15 +146,14 @@ def _rule_groups(
     facts: ExamFacts, rule: RetentionRule, storage: str, clause: str, now: float, end: float
 ) -> list[Due]:
     exam, after = facts.exam, rule.after_seconds
-    if rule.trigger == "fixed_date" and rule.fixed_date is not None:
-        at = _ts(rule.fixed_date) + after
-        return (
-            [Due(exam.id, rule.data_class, storage, ALL_SUBJECTS, clause, at)] if now >= at else []
-        )
-    if rule.trigger == "exam_end" or storage == "logs" or now >= end + after:
-        if now < end + after:
-            return []
-        return [Due(exam.id, rule.data_class, storage, ALL_SUBJECTS, clause, end + after)]
+    # When everything of the class is due: a fixed date, or the exam's end (which also
+    # bounds a candidate exit: a candidate who never left leaves when the exam ends).
+    start = _ts(rule.fixed_date) if rule.fixed_date is not None else end
+    if now >= start + after:
+        subjects = list(facts.rooms) if storage == "timelines" else [ALL_SUBJECTS]
+        return [Due(exam.id, rule.data_class, storage, s, clause, start + after) for s in subjects]
+    if rule.trigger != "candidate_exit" or storage == "logs":
+        return []
     if storage == "timelines":
         return [
             Due(exam.id, rule.data_class, storage, room, clause, left + after)
