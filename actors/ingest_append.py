@@ -20,6 +20,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from actors import ingest_keys as keys
+from actors.ingest_batch import decode
+from actors.ingest_schema import RecordIn
 from actors.ingest_settings import IngestSettings
 from infra.errors import RateLimited, Unavailable
 from infra.pseudonym import Pseudonyms
@@ -79,35 +81,43 @@ return {'ok', id, table.concat(flags)}
 
 @dataclass(frozen=True)
 class IngestBatch:
-    """One device's validated batch, as the gateway hands it to the shard that owns the device."""
+    """A batch as the gateway hands it to the shard its device hashes to: inflated, unparsed."""
 
-    device: str  # pseudonym
+    data: bytes
+    kind: str  # "json" (an array) or "ndjson"
     region: str
     exam: str | None
-    records: list[dict[str, Any]]
-    # Literals to scrub wherever they appear: the clear device id, the caller's token,
-    # the candidate's name and numbers. They live in memory only for this call.
+    # Literals to scrub wherever they appear: the caller's token, the candidate's
+    # name and numbers. They live in memory only for this call.
     secrets: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
+class Prepared:
+    device: str  # pseudonym
+    records: int
+    keys: list[str]
+    args: list[str]
+
+
+@dataclass(frozen=True)
 class AppendResult:
+    device: str
     accepted: int
     duplicates: int
     entry_id: str
 
 
-def record_id(device: str, record: dict[str, Any]) -> str:
+def record_id(device: str, record: RecordIn) -> str:
     """A client that sends no id gets one from the content, so that a resent record dedupes."""
-    digest = hashlib.blake2b(digest_size=16)
-    for part in ("session_id", "kind", "time", "level", "message", "stack", "name", "value"):
-        digest.update(f"{record.get(part)}\x1f".encode())
-    digest.update(device.encode())
-    return digest.hexdigest()
+    parts = (record.session_id, record.kind, record.time, record.level, record.message)
+    more = (record.stack, record.name, record.value, device)
+    content = "\x1f".join(str(part) for part in (*parts, *more))
+    return hashlib.blake2b(content.encode(), digest_size=16).hexdigest()
 
 
 class Appender:
-    """Appends batches to one shard's stream."""
+    """Validates, scrubs and appends batches to one shard's stream."""
 
     def __init__(
         self, redis: Redis, settings: IngestSettings, pseudonyms: Pseudonyms, shard: str
@@ -118,33 +128,34 @@ class Appender:
         self.stream = keys.stream_key(shard)
         self._script = redis.register_script(_APPEND)
 
-    def prepare(self, batch: IngestBatch, received: float) -> tuple[list[str], list[str]]:
-        """(keys, args) of the script: CPU work, meant to run off the event loop."""
-        scrubber = Scrubber.for_batch(**batch.secrets)
+    def prepare(self, batch: IngestBatch, received: float) -> Prepared:
+        """Parse, validate, scrub and lay out the script's arguments: CPU work, off the loop."""
+        records = decode(batch.data, batch.kind, self.settings)
+        device_id = records[0].device_id
+        device = self.pseudonyms.device(device_id)
+        scrubber = Scrubber.for_batch(device_id=device_id, **batch.secrets)
         day = datetime.fromtimestamp(received, UTC).strftime("%Y-%m-%d")
         sessions: dict[tuple[str, str], bool] = {}
         rows: list[str] = []
-        for record in batch.records:
-            session = self.pseudonyms.session(record["session_id"]) if record["session_id"] else ""
-            line = _line(batch.device, session, record, received, scrubber)
-            rid = f"{batch.device}:{line['id']}"
-            platform, version, model = record["os"], record["app_version"], record["model"]
+        for record in records:
+            session = self.pseudonyms.session(record.session_id) if record.session_id else ""
+            line = _line(device, session, record, received, scrubber)
+            platform, version, model = record.os, record.app_version, record.model
             op, first, second = "", "", ""
-            if record["kind"] == "crash":
+            if record.kind == "crash":
                 op, first, second = (
                     "c",
                     keys.dim(platform, version, model),
                     keys.dim(platform, version),
                 )
-            elif record["kind"] == "metric":
-                op, first = "m", f"{record['name']}|{platform}|{version}"
-                second = "" if record["value"] is None else repr(float(record["value"]))
+            elif record.kind == "metric":
+                op, first = "m", f"{record.name}|{platform}|{version}"
+                second = "" if record.value is None else repr(record.value)
             if session:
+                crashed = record.kind == "crash"
                 for dimension in (keys.dim(platform, version, model), keys.dim(platform, version)):
-                    crashed = sessions.get((dimension, session), False)
-                    sessions[(dimension, session)] = crashed or record["kind"] == "crash"
-            rows += [rid, json.dumps(line, separators=(",", ":"), ensure_ascii=False), op]
-            rows += [first, second]
+                    sessions[(dimension, session)] = sessions.get((dimension, session)) or crashed
+            rows += [f"{device}:{line['id']}", _dumps(line), op, first, second]
         hll_keys, hll_args = [], []
         for (dimension, session), crashed in sessions.items():
             hll_keys.append(keys.sessions_key(dimension))
@@ -154,21 +165,23 @@ class Appender:
                 hll_args.append(session)
         dims = sorted({dimension for dimension, _ in sessions})
         bucket = int(received // self.settings.dedupe_seconds)
-        shard_keys = [
-            keys.rate_key(batch.device),
+        s = self.settings
+        script_keys = [
+            self.stream,
+            keys.rate_key(device),
             keys.seen_key(self.shard, bucket),
             keys.seen_key(self.shard, bucket - 1),
             keys.CRASHES,
             keys.analytics_key(day),
             keys.DIMS,
+            *hll_keys,
         ]
-        s = self.settings
         args = [
             str(s.device_records_per_window),
             str(s.device_window_seconds),
             str(2 * s.dedupe_seconds),
             str(s.max_backlog_entries),
-            str(len(batch.records)),
+            str(len(records)),
             batch.exam or "",
             batch.region,
             repr(received),
@@ -179,11 +192,11 @@ class Appender:
             *rows,
             str(keys.ANALYTICS_TTL_SECONDS),
         ]
-        return [self.stream, *shard_keys, *hll_keys], args
+        return Prepared(device, len(records), script_keys, args)
 
     async def append(self, batch: IngestBatch, received: float) -> AppendResult:
-        script_keys, args = await asyncio.to_thread(self.prepare, batch, received)
-        reply: Any = await self._script(keys=script_keys, args=args)
+        prepared = await asyncio.to_thread(self.prepare, batch, received)
+        reply: Any = await self._script(keys=prepared.keys, args=prepared.args)
         status = text(reply[0])
         if status == "rate":
             raise RateLimited(
@@ -195,43 +208,51 @@ class Appender:
             raise Unavailable(
                 "log ingestion is behind; try again shortly", reason="ingest_backlog", retry_after=5
             )
-        flags = text(reply[2]) if len(reply) > 2 else ""
-        accepted = flags.count("1")
-        return AppendResult(accepted, len(batch.records) - accepted, text(reply[1]) or "")
+        accepted = text(reply[2]).count("1")
+        return AppendResult(prepared.device, accepted, prepared.records - accepted, text(reply[1]))
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _line(
-    device: str, session: str, record: dict[str, Any], received: float, scrubber: Scrubber
+    device: str, session: str, record: RecordIn, received: float, scrubber: Scrubber
 ) -> dict[str, Any]:
     line: dict[str, Any] = {
-        "id": record["id"] or record_id(device, record),
-        "kind": record["kind"],
-        "time": record["time"],
+        "id": record.id or record_id(device, record),
+        "kind": record.kind,
+        "time": record.epoch(),
         "received": received,
-        "level": record["level"],
-        "message": scrubber.scrub(record["message"]),
-        "os": record["os"],
-        "os_version": record["os_version"],
-        "model": record["model"],
-        "app_version": record["app_version"],
+        "level": record.level,
+        "message": scrubber.scrub(record.message),
+        "os": record.os,
+        "os_version": record.os_version,
+        "model": record.model,
+        "app_version": record.app_version,
     }
-    if record["kind"] == "metric":
+    if record.kind == "metric":
         # Usage analytics carry no identity at all: no device, no session, no candidate.
-        line["name"] = record["name"]
-        line["value"] = record["value"]
+        line["name"] = record.name
+        line["value"] = record.value
         return line
     line["device"] = device
     if session:
         line["session"] = session
-    if record["stack"]:
-        line["stack"] = scrubber.scrub(record["stack"])
-    if record["breadcrumbs"]:
+    if record.stack:
+        line["stack"] = scrubber.scrub(record.stack)
+    if record.breadcrumbs:
         line["breadcrumbs"] = [
             {
-                "time": crumb["time"],
-                "category": scrubber.scrub(crumb["category"]),
-                "message": scrubber.scrub(crumb["message"]),
+                "time": _epoch(crumb.time),
+                "category": scrubber.scrub(crumb.category),
+                "message": scrubber.scrub(crumb.message),
             }
-            for crumb in record["breadcrumbs"]
+            for crumb in record.breadcrumbs
         ]
     return line
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

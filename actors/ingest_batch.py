@@ -1,14 +1,17 @@
-"""Decoding a client's batch on the gateway: encoding, format, schema and size, all or nothing.
+"""Decoding a client's batch: encoding, format, schema and size, all or nothing.
 
 A batch is a JSON array or NDJSON (one record a line), optionally gzip'd
-(`Content-Encoding: gzip`, decompressed only up to the batch limit, so a
-gzip bomb is refused early). Any malformed line, invalid record or oversized
-record rejects the whole batch, naming the lines (for an array: positions).
+(`Content-Encoding: gzip`). The gateway checks the media type, inflates the
+body only up to the batch limit (a gzip bomb is refused there) and finds the
+device to route by; the ingest shard parses and validates every record. Any
+malformed line, invalid record or oversized record rejects the whole batch,
+naming the lines (for an array: positions).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from typing import Any
 
@@ -27,6 +30,7 @@ NDJSON_TYPES = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines"}
 )
 _ARRAY = TypeAdapter(list[RecordIn])
+_DEVICE = re.compile(rb'"device_id"\s*:\s*"([^"\\]{1,128})"')
 _MAX_REPORTED = 50
 # A line holds the free text plus the record's fields and JSON escaping.
 _LINE_OVERHEAD = 4096
@@ -60,16 +64,28 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return data
 
 
-def decode(body: bytes, content_type: str, encoding: str, limits: IngestSettings) -> list[RecordIn]:
-    """The batch's records, or the 4xx that rejects it whole."""
+def media_kind(content_type: str) -> str:
+    """'json' (an array) or 'ndjson'; 415 for anything else."""
     media = content_type.split(";")[0].strip().lower()
-    if media != "application/json" and media not in NDJSON_TYPES:
-        raise UnsupportedMediaType(
-            "send records as application/json (an array) or application/x-ndjson",
-            reason="json_or_ndjson_required",
-        )
-    data = decompress(body, encoding, limits.max_batch_bytes)
-    numbered = _array(data, limits) if media == "application/json" else _ndjson(data, limits)
+    if media == "application/json":
+        return "json"
+    if media in NDJSON_TYPES:
+        return "ndjson"
+    raise UnsupportedMediaType(
+        "send records as application/json (an array) or application/x-ndjson",
+        reason="json_or_ndjson_required",
+    )
+
+
+def first_device(data: bytes) -> str:
+    """The device id of the first record (routing only: the shard checks every record)."""
+    found = _DEVICE.search(data)
+    return found.group(1).decode(errors="replace") if found else ""
+
+
+def decode(data: bytes, kind: str, limits: IngestSettings) -> list[RecordIn]:
+    """The batch's records, or the 4xx that rejects it whole."""
+    numbered = _array(data, limits) if kind == "json" else _ndjson(data, limits)
     if not numbered:
         raise InvalidInput("the batch holds no records", reason="empty_batch")
     too_large = [n for n, r in numbered if r.text_bytes() > limits.max_record_bytes]

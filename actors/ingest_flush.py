@@ -103,6 +103,7 @@ class LogFlusher:
         self.consumer = consumer
         self.records_written = 0
         self.plans_redone = 0
+        self.entries_claimed = 0
         self._commit = redis.register_script(_COMMIT)
 
     async def ensure_group(self, stream: str) -> None:
@@ -141,6 +142,7 @@ class LogFlusher:
             claimed += [Entry.parse(i, f) for i, f in reply[1] if f]
             if cursor == "0-0" or len(claimed) >= self.settings.flush_max_entries:
                 break
+        self.entries_claimed += len(claimed)
         return claimed
 
     # -- the protocol -----------------------------------------------------------
@@ -191,21 +193,27 @@ class LogFlusher:
         body = await asyncio.to_thread(gzip.compress, payload, 6, mtime=0)
         return await self.sink.write(target, body)
 
-    async def index(self, grouped: Grouped) -> None:
-        """Recent records per pseudonymised device and session, for support queries."""
+    async def index(self, grouped: Grouped, stored: dict[LogObject, str]) -> None:
+        """Which objects hold a pseudonymised device's or session's records, for support.
+
+        One entry per (device or session, object), scored by the latest record time
+        in it; records stay in the regional store only.
+        """
         s = self.settings
-        touched: set[str] = set()
+        latest: dict[str, dict[str, float]] = {}
+        for target, records in grouped.items():
+            scope = target.exam or keys.ANONYMOUS
+            member = f"{target.region}|{stored[target]}"
+            for _, record in records:
+                for by, field in (("d", "device"), ("s", "session")):
+                    if record.get(field):
+                        key = keys.support_key(scope, by, record[field])
+                        found = latest.setdefault(key, {})
+                        found[member] = max(found.get(member, 0.0), float(record["time"]))
         async with self.redis.pipeline(transaction=False) as pipe:
-            for target, records in grouped.items():
-                scope = target.exam or keys.ANONYMOUS
-                for raw, record in records:
-                    for by, field in (("d", "device"), ("s", "session")):
-                        if record.get(field):
-                            key = keys.support_key(scope, by, record[field])
-                            pipe.zadd(key, {raw: float(record["time"])})
-                            touched.add(key)
-            for key in touched:
-                pipe.zremrangebyrank(key, 0, -(s.support_records + 1))
+            for key, members in latest.items():
+                pipe.zadd(key, members, gt=True)
+                pipe.zremrangebyrank(key, 0, -(s.support_objects + 1))
                 pipe.expire(key, s.support_ttl_seconds)
             await pipe.execute()
 
@@ -223,12 +231,14 @@ class LogFlusher:
         grouped = await asyncio.to_thread(self.group, plan)
         limit = asyncio.Semaphore(_PARALLEL_WRITES)
 
+        stored: dict[LogObject, str] = {}
+
         async def bounded(target: LogObject, records: list[tuple[str, dict[str, Any]]]) -> None:
             async with limit:
-                await self.write(target, records)
+                stored[target] = await self.write(target, records)
 
         await asyncio.gather(*(bounded(t, records) for t, records in grouped.items()))
-        await self.index(grouped)
+        await self.index(grouped, stored)
         await self.finish(plan)
         written = sum(len(records) for records in grouped.values())
         self.records_written += written

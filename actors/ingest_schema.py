@@ -8,7 +8,7 @@ them. The size of a record's free text is checked separately (413, not 422).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -65,32 +65,3 @@ class RecordIn(_Strict):
     def epoch(self) -> float:
         moment = self.time if self.time.tzinfo else self.time.replace(tzinfo=UTC)
         return moment.timestamp()
-
-    def wire(self) -> dict[str, Any]:
-        """What crosses to the ingest actor: plain values, times as epoch seconds."""
-        crumbs = [
-            {
-                "time": (c.time if c.time.tzinfo else c.time.replace(tzinfo=UTC)).timestamp()
-                if c.time
-                else None,
-                "category": c.category,
-                "message": c.message,
-            }
-            for c in self.breadcrumbs
-        ]
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "time": self.epoch(),
-            "level": self.level,
-            "message": self.message,
-            "session_id": self.session_id,
-            "os": self.os,
-            "os_version": self.os_version,
-            "model": self.model,
-            "app_version": self.app_version,
-            "stack": self.stack,
-            "breadcrumbs": crumbs,
-            "name": self.name,
-            "value": self.value,
-        }

@@ -36,6 +36,7 @@ class IngestSettings(BaseModel):
     flush_block_ms: int = Field(default=500, ge=10, le=5000)
     claim_idle_seconds: float = Field(default=10.0, gt=0)
 
-    # Support index: recent records per pseudonymised device or session, kept this long.
-    support_records: int = Field(default=1000, ge=10)
+    # Support index: the latest objects holding a pseudonymised device's or session's
+    # records (the records themselves stay in the regional store), kept this long.
+    support_objects: int = Field(default=500, ge=10)
     support_ttl_seconds: int = Field(default=3 * 86400, ge=60)

@@ -66,7 +66,12 @@ class LogIngest:
         """Scrub and append one device's batch; the answer means it is in the stream."""
         result = await self.appender.append(batch, time.time())
         self.appended += result.accepted
-        return {"accepted": result.accepted, "duplicates": result.duplicates}
+        return {
+            "device": result.device,
+            "records": result.accepted + result.duplicates,
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+        }
 
     @traced
     async def drain(self, timeout_s: float = 30.0) -> dict[str, Any]:
@@ -96,6 +101,7 @@ class LogIngest:
             "appended": self.appended,
             "written": self.flusher.records_written,
             "plans_redone": self.flusher.plans_redone,
+            "entries_claimed": self.flusher.entries_claimed,
         }
 
     async def _flush_round(self, block_ms: int | None, claim_idle_ms: int | None) -> int:

@@ -9,6 +9,7 @@ live in one place. The actors are created on first use, not at gateway start.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,16 +21,19 @@ from redis.asyncio import Redis
 
 from actors import ingest_keys as keys
 from actors.ingest_append import IngestBatch
-from actors.ingest_batch import decode
-from actors.ingest_schema import RecordIn
+from actors.ingest_batch import decompress, first_device, media_kind
 from actors.log_ingest import LogIngest
 from cluster.directory import ShardDirectory
-from infra.errors import ExamdayError, Unavailable
+from infra.errors import ExamdayError, NotFound, Unavailable
 from infra.pseudonym import Pseudonyms
+from infra.redis import text
+from infra.regional import RegionalStore
 from infra.settings import Settings
 from infra.telemetry import actor_call
 
 _ATTEMPTS = 6
+# Objects one support query reads at most (narrow the time range to see further).
+_SUPPORT_OBJECTS = 50
 
 
 @dataclass(frozen=True)
@@ -111,31 +115,23 @@ class IngestClient:
     async def submit(
         self, body: bytes, content_type: str, encoding: str, origin: Origin
     ) -> dict[str, Any]:
-        """Validate and append a batch; the answer means every record is in a stream."""
-        records, wire = await asyncio.to_thread(self._decode, body, content_type, encoding)
-        device_id = records[0].device_id
-        device = self.pseudonyms.device(device_id)
+        """Append a batch; the answer means every record is in a stream (or a 4xx, nothing is)."""
+        kind = media_kind(content_type)
+        limit = self.settings.ingest.max_batch_bytes
+        data = await asyncio.to_thread(decompress, body, encoding, limit)
         batch = IngestBatch(
-            device=device,
-            region=origin.region,
-            exam=origin.exam,
-            records=wire,
-            secrets={
-                "device_id": device_id,
-                "token": origin.token,
-                "name": origin.name,
-                "numbers": origin.numbers,
-            },
+            data,
+            kind,
+            origin.region,
+            origin.exam,
+            secrets={"token": origin.token, "name": origin.name, "numbers": origin.numbers},
         )
         await self.ensure_shards()
-        result = await self.call_shard(await self.directory.owner(device), "append", batch)
-        return {**result, "records": len(records), "device": device}
-
-    def _decode(
-        self, body: bytes, content_type: str, encoding: str
-    ) -> tuple[list[RecordIn], list[dict[str, Any]]]:
-        records = decode(body, content_type, encoding, self.settings.ingest)
-        return records, [record.wire() for record in records]
+        route = self.pseudonyms.device(first_device(data))
+        result: dict[str, Any] = await self.call_shard(
+            await self.directory.owner(route), "append", batch
+        )
+        return result
 
     async def drain(self, timeout_s: float = 30.0) -> list[dict[str, Any]]:
         """Have every shard flush its stream to the object store (tests, operations)."""
@@ -151,14 +147,52 @@ class IngestClient:
         return list(await asyncio.gather(*(self.call_shard(name, "stats") for name in names)))
 
     async def support(
-        self, scope: str, by: str, value: str, since: datetime, until: datetime, limit: int
+        self,
+        regional: RegionalStore,
+        scope: str,
+        by: str,
+        value: str,
+        since: datetime,
+        until: datetime,
+        limit: int,
     ) -> list[dict[str, Any]]:
-        """Recent records of one pseudonymised device or session in a scope (exam or anonymous)."""
-        found: list[Any] = await self.redis.zrangebyscore(
+        """One pseudonymised device's (by='d') or session's (by='s') records in a scope (an exam,
+        or anonymous), read back from the objects the support index names."""
+        members: list[Any] = await self.redis.zrangebyscore(
             keys.support_key(scope, by, value),
             since.timestamp(),
-            until.timestamp(),
+            "+inf",
             start=0,
-            num=limit,
+            num=_SUPPORT_OBJECTS,
         )
-        return [json.loads(raw) for raw in found]
+        field = "device" if by == "d" else "session"
+        found: list[dict[str, Any]] = []
+        for member in members:
+            region, key = text(member).split("|", 1)
+            try:
+                body = await self._object(regional, scope, region, key)
+            except NotFound:
+                continue  # deleted on schedule since
+            found += await asyncio.to_thread(_matching, body, field, value, since, until)
+        return sorted(found, key=lambda record: float(record["time"]))[:limit]
+
+    async def _object(self, regional: RegionalStore, scope: str, region: str, key: str) -> bytes:
+        if scope != keys.ANONYMOUS:
+            return await regional.get(scope, key)
+        stores = regional.stores
+        try:
+            response = await stores.call(
+                region, "get_object", Bucket=stores.bucket(region), Key=key
+            )
+        except stores.client(region).exceptions.NoSuchKey:
+            raise NotFound("no such object", reason="object_not_found") from None
+        body: bytes = await asyncio.to_thread(response["Body"].read)
+        return body
+
+
+def _matching(
+    body: bytes, field: str, value: str, since: datetime, until: datetime
+) -> list[dict[str, Any]]:
+    low, high = since.timestamp(), until.timestamp()
+    records = (json.loads(line) for line in gzip.decompress(body).splitlines() if line)
+    return [r for r in records if r.get(field) == value and low <= float(r["time"]) <= high]

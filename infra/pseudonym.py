@@ -13,7 +13,7 @@ import hmac
 
 from pydantic import SecretStr
 
-_CACHE_LIMIT = 4096
+_CACHE_LIMIT = 65536
 
 
 class Pseudonyms:

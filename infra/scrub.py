@@ -21,6 +21,8 @@ from collections.abc import Iterable
 # A rule runs only when one of its guard words is in the lowercased text (a
 # C-speed test), since most log lines hold none of them.
 _DIGITS = "phone-digits"
+_LONG = "long-token"
+_LONG_TOKEN = 53  # 32 + "." + 20 characters
 _NUMBER_WORDS: tuple[str, ...] = (
     "exam ",
     "exam_",
@@ -35,7 +37,7 @@ _NUMBER_WORDS += ("cand", "student", "admission", "ticket")
 _RULES: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
     (("bearer",), re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"), "Bearer [token]"),
     (("eyj",), re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "[token]"),
-    ((".",), re.compile(r"\b[A-Za-z0-9_-]{32,}\.[A-Za-z0-9_-]{20,}"), "[token]"),
+    ((_LONG,), re.compile(r"\b[A-Za-z0-9_-]{32,}\.[A-Za-z0-9_-]{20,}"), "[token]"),
     (
         ("token", "key", "secret", "passw", "pwd", "authoriz", "cookie"),
         re.compile(
@@ -73,6 +75,9 @@ _RULES: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
         re.compile(r"(?<![\d.-])\(?\d{3}\)?[\s.-]\d{3,4}[\s.-]\d{4}(?![\d.-])"),
         "[phone]",
     ),
+)
+_GUARD_WORDS = frozenset(
+    word for guard, _, _ in _RULES for word in guard if word not in (_DIGITS, _LONG)
 )
 _NO_DIGITS = str.maketrans("", "", "0123456789")
 _PHONE_DIGITS = 10
@@ -118,14 +123,19 @@ class Scrubber:
         if not text:
             return text
         lower = text.lower()
+        present = {word for word in _GUARD_WORDS if word in lower}
         many_digits = len(text) - len(text.translate(_NO_DIGITS)) >= _PHONE_DIGITS
-        for guard, pattern, replacement in _RULES:
-            if guard[0] == _DIGITS:
-                if not many_digits:
+        if present or many_digits or len(text) >= _LONG_TOKEN:
+            for guard, pattern, replacement in _RULES:
+                if guard[0] == _DIGITS:
+                    if not many_digits:
+                        continue
+                elif guard[0] == _LONG:
+                    if len(text) < _LONG_TOKEN:
+                        continue
+                elif present.isdisjoint(guard):
                     continue
-            elif not any(word in lower for word in guard):
-                continue
-            text = pattern.sub(replacement, text)
+                text = pattern.sub(replacement, text)
         if self._literal is not None and any(value in lower for value in self._labels):
             text = self._literal.sub(self._label_of, text)
         return text

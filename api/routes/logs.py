@@ -74,7 +74,9 @@ async def search(body: LogSearch, staff: StaffDep, runtime: RuntimeDep) -> dict[
         by, value = "d", body.device or pseudonyms.device(str(body.device_id))
     else:
         by, value = "s", body.session or pseudonyms.session(str(body.session_id))
-    records = await runtime.ingest.support(scope, by, value, body.since, body.until, body.limit)
+    records = await runtime.ingest.support(
+        runtime.regional, scope, by, value, body.since, body.until, body.limit
+    )
     return {"scope": "exam" if body.exam else "anonymous", "records": records}
 
 

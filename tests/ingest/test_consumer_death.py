@@ -15,7 +15,6 @@ from fastapi import FastAPI
 from actors.ingest_append import Appender, IngestBatch
 from actors.ingest_flush import LogFlusher
 from actors.ingest_keys import GROUP, marks_key, shard_name, stream_key
-from actors.ingest_schema import RecordIn
 from actors.ingest_sink import LogSink
 from api.runtime import Runtime
 from infra.pseudonym import Pseudonyms
@@ -39,14 +38,10 @@ async def _stored_ids(runtime: Runtime, tag: str, exam: str) -> list[str]:
 
 def _batch(
     settings: Settings, device: str, tag: str, kinds: list[str], exam: str | None
-) -> IngestBatch:
-    records = [
-        RecordIn.model_validate(record(device, rid=f"{tag}-{i}", kind=kind)).wire()
-        for i, kind in enumerate(kinds)
-    ]
+) -> tuple[IngestBatch, int]:
+    records = [record(device, rid=f"{tag}-{i}", kind=kind) for i, kind in enumerate(kinds)]
     region = "cn-east" if exam else settings.ingest.default_region
-    pseudonym = Pseudonyms(settings.pseudonym_key).device(device)
-    return IngestBatch(pseudonym, region, exam, records, {"device_id": device})
+    return IngestBatch(ndjson(records), "ndjson", region, exam), len(records)
 
 
 @pytest.mark.parametrize("dies_after", ["commit", "first_object", "all_objects", "index"])
@@ -70,9 +65,9 @@ async def test_a_claimed_plan_is_redone_exactly(
         _batch(settings, new_device(), f"{tag}-b", ["log"] * 20 + ["metric"] * 5, world.exam_id),
         _batch(settings, new_device(), f"{tag}-c", ["crash"] * 4, world.exam_id),
     ]
-    for batch in batches:
+    for batch, _ in batches:
         await appender.append(batch, time.time())
-    sent = sum(len(b.records) for b in batches)
+    sent = sum(count for _, count in batches)
 
     entries = await dying.read_new(stream)
     plan, taken = await dying.commit(stream, entries)
@@ -81,11 +76,12 @@ async def test_a_claimed_plan_is_redone_exactly(
     grouped = dying.group(plan)
     targets = list(grouped)
     assert len(targets) >= 4  # two targets, several kinds
+    stored = {}
     if dies_after in ("first_object", "all_objects", "index"):
         for target in targets[: 1 if dies_after == "first_object" else None]:
-            await dying.write(target, grouped[target])
+            stored[target] = await dying.write(target, grouped[target])
     if dies_after == "index":
-        await dying.index(grouped)
+        await dying.index(grouped, stored)
     # The dying consumer stops here: no acknowledgement, its entries stay pending.
 
     claimed = await heir.claim_stale(stream, min_idle_ms=0)
@@ -104,36 +100,52 @@ async def test_a_claimed_plan_is_redone_exactly(
     assert await dying.flush(stream, entries) == 0
 
 
-async def test_killing_an_ingest_actor_loses_and_duplicates_nothing(
+async def test_killing_an_ingest_actor_mid_flush_loses_and_duplicates_nothing(
     client: httpx.AsyncClient, app: FastAPI, settings: Settings
 ) -> None:
     runtime = runtime_of(app)
+    await runtime.ingest.ensure_shards()
+    victim_name = shard_name(0)
+    stream = stream_key(victim_name)
+    # Devices whose batches go to the victim shard.
+    devices: list[str] = []
+    while len(devices) < 4:
+        device = new_device()
+        pseudonym = runtime.ingest.pseudonyms.device(device)
+        if await runtime.ingest.directory.owner(pseudonym) == victim_name:
+            devices.append(device)
     tag = secrets.token_hex(5)
-    devices = [new_device() for _ in range(8)]
     sent = 0
 
     async def send(round_: int) -> None:
         nonlocal sent
-        for d, device in enumerate(devices):
-            batch = [
-                record(device, rid=f"{tag}-{round_}-{d}-{i}", kind="crash" if i % 9 == 0 else "log")
-                for i in range(200)
-            ]
-            response = await client.post(
-                "/v1/logs", content=ndjson(batch), headers={"content-type": "application/x-ndjson"}
-            )
-            assert response.status_code == 202, response.text
-            sent += len(batch)
+        device = devices[round_ % len(devices)]
+        batch = [
+            record(device, rid=f"{tag}-{round_}-{i}", kind="crash" if i % 9 == 0 else "log")
+            for i in range(200)
+        ]
+        response = await client.post(
+            "/v1/logs", content=ndjson(batch), headers={"content-type": "application/x-ndjson"}
+        )
+        assert response.status_code == 202, response.text
+        sent += len(batch)
 
-    await send(0)
-    await runtime.ingest.ensure_shards()
-    victim = await asyncio.to_thread(ray.get_actor, shard_name(0), namespace=settings.ray_namespace)
-    # SIGKILL while its flush loop is busy with what was just acknowledged.
+    # Keep the victim busy until it holds entries it read and did not acknowledge, then SIGKILL it.
+    held: list[Any] = []
+    for round_ in range(300):
+        await send(round_)
+        held = await runtime.redis.xpending_range(stream, GROUP, "-", "+", 1000)
+        if held:
+            break
+    assert held, "the victim never held unacknowledged entries"
+    victim = await asyncio.to_thread(ray.get_actor, victim_name, namespace=settings.ray_namespace)
     await asyncio.to_thread(ray.kill, victim, no_restart=False)
-    await send(1)  # the gateway waits out the restart
+    for round_ in range(300, 305):
+        await send(round_)  # the gateway waits out the restart
 
     drained = await runtime.ingest.drain(timeout_s=90)
     assert all(shard["drained"] for shard in drained), drained
+    assert sum(shard["entries_claimed"] for shard in drained) >= 1
     objects = await read_objects(runtime, "cn-north", anonymous_prefix())
     ids = [line["id"] for o in objects for line in o.lines if line["id"].startswith(tag)]
     assert len(ids) == sent
