@@ -291,21 +291,26 @@ class Proctor:
         if not await self.recorder.timed(self.name, "staff_login", self._login(http)):
             return
         stream = asyncio.ensure_future(self._events(http, stop))
-        await asyncio.sleep(min(5.0, duration / 4))  # let the room's candidates publish first
         sessions: list[tuple[str, webrtc.WhepSession]] = []
-        for cid in self.watch:
-            url = f"/v1/whep/exams/{self.scenario.exam_id}/rooms/{self.room}/candidates/{cid}"
-            holder: list[webrtc.WhepSession] = []
 
-            async def watch(
-                url: str = url, holder: list[webrtc.WhepSession] = holder
-            ) -> tuple[bool, str]:
-                holder.append(await webrtc.whep_watch(http, url, self.headers, self.scenario.hosts))
+        async def watch(cid: str) -> tuple[bool, str]:
+            """Wait for the candidate to publish (404 until then), as a console tile does."""
+            url = f"/v1/whep/exams/{self.scenario.exam_id}/rooms/{self.room}/candidates/{cid}"
+            deadline = time.monotonic() + duration
+            while True:
+                try:
+                    session = await webrtc.whep_watch(http, url, self.headers, self.scenario.hosts)
+                except webrtc.MediaRefused as exc:
+                    if exc.status != 404 or time.monotonic() > deadline or stop.is_set():
+                        raise
+                    await asyncio.sleep(1.0)
+                    continue
+                sessions.append((cid, session))
                 return True, ""
 
-            await self.recorder.timed(self.name, "whep_watch", watch())
-            if holder:
-                sessions.append((cid, holder[0]))
+        await asyncio.gather(
+            *(self.recorder.timed(self.name, "whep_watch", watch(c)) for c in self.watch)
+        )
         await stop.wait()
         for cid, session in sessions:
             rtp = await session.rtp()
