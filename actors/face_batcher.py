@@ -133,22 +133,29 @@ class Batcher(Generic[F, A]):
             self._loop_task = asyncio.get_running_loop().create_task(self._run_forever())
 
     async def _run_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = self._live(await self._next_batch())
-            if not batch:
+            if batch:
+                await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[_Job]) -> None:
+        started = time.perf_counter()
+        try:
+            outcomes = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._process, batch
+            )
+        except Exception as exc:  # the executor itself failed: fail the batch, keep the loop
+            log.exception("face model batch failed")
+            outcomes = [exc] * len(batch)
+        self._record(batch, time.perf_counter() - started)
+        for job, outcome in zip(batch, outcomes, strict=True):
+            self._held -= job.cost
+            if job.future.done():
                 continue
-            started = time.perf_counter()
-            outcomes = await loop.run_in_executor(self._executor, self._process, batch)
-            self._record(batch, time.perf_counter() - started)
-            for job, outcome in zip(batch, outcomes, strict=True):
-                self._held -= job.cost
-                if job.future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    job.future.set_exception(outcome)
-                else:
-                    job.future.set_result(outcome)
+            if isinstance(outcome, BaseException):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome)
 
     async def _next_batch(self) -> list[_Job]:
         while not self._pending:

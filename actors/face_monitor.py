@@ -106,8 +106,12 @@ class FaceMonitor:
         index = watch.samples
         watch.samples += 1
         watch.last_wall_time = wall_time
-        # A FrameSummary has every attribute observe() reads, without torch behind it.
-        return watch.monitor.observe(wall_time, index, cast("FrameAnalysis", frame))
+        try:
+            # A FrameSummary has every attribute observe() reads, without torch behind it.
+            return watch.monitor.observe(wall_time, index, cast("FrameAnalysis", frame))
+        except ExamdayError as exc:  # a template of another model: enrol again
+            self.counts[f"monitor:{exc.reason}"] += 1
+            return []
 
     async def _watch(self, exam_id: str, cid: str) -> _Watch | None:
         self._evict()

@@ -9,7 +9,9 @@ template written to the region's S3 and a Redis record, per request). The bare m
 (`loadtests.bench_face_model.run`, same frames, no Ray, no HTTP) runs first, alone.
 
     ratio     = best batched service faces/s / batch-1 service faces/s
-    overhead  = best bare-model faces/s / best service faces/s
+    overhead  = best bare-model faces/s / best service faces/s, the bare model taken at
+                its best of: one process with torch's default threads, or one process per
+                replica with the replicas' threads, side by side
     capacity  = candidates one CPU core monitors at one sample per 10 s, from the
                 service's faces/s per core of this machine (gateway, Redis, S3 included)
 
@@ -23,12 +25,14 @@ import argparse
 import asyncio
 import io
 import json
+import multiprocessing
 import os
 import secrets
 import sys
 import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +45,12 @@ from actors.face_settings import VerifierSettings
 from api.staff import StaffRegistry
 from infra import raycluster, services
 from infra import redis as redis_conn
+from infra.errors import DependencyDown
+from infra.processes import free_port
 from infra.redis import text
 from infra.settings import Settings, settings_to_env
 from infra.stack import LocalStack, isolated_settings
+from infra.telemetry import actor_call
 from loadtests import bench_face_model
 from loadtests.httpload import problem_reason, run_closed_loop
 from ml.config import FaceSettings
@@ -142,11 +149,15 @@ async def _organiser(settings: Settings) -> tuple[str, str]:
 def _service_phase(
     settings: Settings, verifier: VerifierSettings, seconds: float, concurrency: int
 ) -> dict[str, Any]:
-    phase = settings.model_copy(update={"verifier": verifier})
+    phase = settings.model_copy(update={"verifier": verifier, "gateway_port": free_port()})
     gateway = services.gateway_process(phase, {**os.environ, **settings_to_env(phase)})
     gateway.start()
     try:
-        gateway.wait_healthy(lambda: services.gateway_healthy(phase), 120)
+        try:
+            gateway.wait_healthy(lambda: services.gateway_healthy(phase), 120)
+        except DependencyDown:
+            print(gateway.log_path.read_text()[-4000:], file=sys.stderr)
+            raise
         login = asyncio.run(_organiser(phase))
         result = asyncio.run(_measure(phase.gateway_url, login, "cn-north", seconds, concurrency))
     finally:
@@ -170,7 +181,7 @@ def _remove_pool(settings: Settings) -> dict[str, Any]:
         except ValueError:
             continue
         if name != pool:
-            loads[name] = ray.get(actor.load.remote(), timeout=30)
+            loads[name] = ray.get(actor_call(actor.load), timeout=30)
         ray.kill(actor, no_restart=True)
     return loads
 
@@ -191,7 +202,10 @@ def run_local(
             Path(state), env="development", cookie_secure=False, trace_file=None
         )
         _progress("bare model")
-        bare = bench_face_model.run(batch_sizes, min(seconds, 8.0), FaceSettings())
+        bare_seconds = min(seconds, 8.0)
+        bare = bench_face_model.run(batch_sizes, bare_seconds, FaceSettings())
+        _progress(f"bare model, {replicas} processes of {threads or 1} thread(s)")
+        parallel = bare_in_processes(replicas, threads or 1, batch_sizes, bare_seconds)
         stack = LocalStack(settings, nodes=1, with_gateway=False)
         stack.start()
         service = {}
@@ -212,12 +226,52 @@ def run_local(
             if ray.is_initialized():
                 ray.shutdown()
             stack.stop()
-    return {"bare_model": bare, "service": service}
+    return {"bare_model": bare, "bare_model_parallel": parallel, "service": service}
+
+
+def _bare_worker(threads: int, batch_sizes: Sequence[int], seconds: float, out: Connection) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    out.send(bench_face_model.run(batch_sizes, seconds, FaceSettings()))
+
+
+def bare_in_processes(
+    processes: int, threads: int, batch_sizes: Sequence[int], seconds: float
+) -> dict[str, Any]:
+    """The bare model on the replicas' CPU budget: one process per replica, side by side."""
+    context = multiprocessing.get_context("spawn")
+    pipes = [context.Pipe(duplex=False) for _ in range(processes)]
+    workers = [
+        context.Process(target=_bare_worker, args=(threads, batch_sizes, seconds, send))
+        for _, send in pipes
+    ]
+    for worker in workers:
+        worker.start()
+    results = [receive.recv() for receive, _ in pipes]
+    for worker in workers:
+        worker.join(timeout=30)
+    return {
+        "processes": processes,
+        "torch_threads": threads,
+        "batch_sizes": {
+            str(size): {
+                "faces_per_s": round(
+                    sum(r["batch_sizes"][str(size)]["faces_per_s"] for r in results), 2
+                )
+            }
+            for size in batch_sizes
+        },
+    }
 
 
 def summarise(report: dict[str, Any], concurrency: int) -> dict[str, Any]:
     service = report["service"]
-    bare = max(r["faces_per_s"] for r in report["bare_model"]["batch_sizes"].values())
+    bare = max(
+        r["faces_per_s"]
+        for kind in ("bare_model", "bare_model_parallel")
+        for r in report[kind]["batch_sizes"].values()
+    )
     best = max(r["faces_per_s"] for r in service.values())
     cores = os.cpu_count() or 1
     summary: dict[str, Any] = {"concurrency": concurrency}
@@ -274,8 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"p50 {result['p50_ms']} ms  p95 {result['p95_ms']} ms  errors {result['errors']}"
         )
     if "bare_model" in report:
-        for size, result in report["bare_model"]["batch_sizes"].items():
-            print(f"bare model batch {size:>3}: {result['faces_per_s']:>6} faces/s")
+        for kind in ("bare_model", "bare_model_parallel"):
+            for size, result in report[kind]["batch_sizes"].items():
+                print(f"{kind} batch {size:>3}: {result['faces_per_s']:>6} faces/s")
         print(f"ratio {report.get('ratio')}  overhead {report['overhead']}")
         print(json.dumps(report["capacity"]))
     return 0
