@@ -57,6 +57,7 @@ class FleetConfig:
     password: str = ""
     state_dir: Path | None = None
     heartbeat_every: float = HEARTBEAT_SECONDS
+    setup_only: bool = False
 
 
 def _http(target: str, candidates: int) -> aiohttp.ClientSession:
@@ -219,6 +220,7 @@ def config_from_args(argv: Sequence[str] | None) -> FleetConfig:
     except reports.BadThreshold as exc:
         parser.error(str(exc))
     password = os.environ.get("EXAMDAY_LOADTEST_PASSWORD", "")
+
     if not args.organiser or not password:
         parser.error(
             "set --organiser (or EXAMDAY_LOADTEST_ORGANISER) and EXAMDAY_LOADTEST_PASSWORD"
@@ -229,6 +231,7 @@ def config_from_args(argv: Sequence[str] | None) -> FleetConfig:
         hosts=tuple(args.ice_host or ["127.0.0.1"]), switch_faces=args.switch_faces,
         thresholds=tuple(thresholds), ray_address=args.ray_address, workers=args.workers,
         organiser=args.organiser, password=password, state_dir=args.state_dir,
+        setup_only=args.setup_only,
     )  # fmt: skip
 
 
@@ -249,8 +252,22 @@ def print_summary(summary: dict[str, Any], broken: list[str], report: Path) -> N
         print(f"THRESHOLD BROKEN: {line}")
 
 
+async def setup_only(config: FleetConfig) -> None:
+    async with _http(config.target, 20) as http:
+        organiser = await organiser_session(http, config.organiser, config.password)
+        scenario = await create_exam(
+            http, organiser, config.candidates, region=config.region, hosts=config.hosts
+        )
+    numbers = [n for room in scenario.rooms.values() for n in room]
+    rooms = len(scenario.rooms)
+    print(f"exam {scenario.exam_id}: candidates {numbers[0]}..{numbers[-1]} in {rooms} rooms")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(argv)
+    if config.setup_only:
+        asyncio.run(setup_only(config))
+        return 0
     summary, broken = asyncio.run(run_fleet(config))
     print_summary(summary, broken, config.report)
     return 1 if broken else 0
