@@ -3,9 +3,10 @@
 One Lua script does, atomically: the device's rate budget, the backlog bound,
 de-duplication by record id (a set per shard and time bucket), the live
 aggregates (crash counts, sessions and crashed sessions as HyperLogLogs,
-usage counters) and one XADD holding the accepted records as NDJSON. A
-record is acknowledged only once that XADD has happened; a refused batch
-(rate, backlog) changes nothing.
+usage counters) and one XADD holding the accepted records as NDJSON, with
+what the flush needs to know without parsing them (kinds, ids, device,
+sessions, latest time). A record is acknowledged only once that XADD has
+happened; a refused batch (rate, backlog) changes nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from infra.pseudonym import Pseudonyms
 from infra.redis import text
 from infra.scrub import Scrubber
 
+# ARGV: 1 limit, 2 window, 3 seen ttl, 4 max backlog, 5 n, 6 exam, 7 region, 8 received,
+# 9 #hll, 10 #dims, 11 #ops, 12 usage ttl, 13 lines, 14 kinds, 15 ids, 16 device,
+# 17 sessions, 18 latest time; then hll members, dims, n record ids, ops (index, op, f1, f2).
 _APPEND = """
 local n = tonumber(ARGV[5])
 local used = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -42,41 +46,66 @@ if used == 0 then
 else
   redis.call('INCRBY', KEYS[2], n)
 end
-local nh, nd = tonumber(ARGV[9]), tonumber(ARGV[10])
-for i = 1, nh do redis.call('PFADD', KEYS[7 + i], ARGV[10 + i]) end
-for i = 1, nd do redis.call('SADD', KEYS[7], ARGV[10 + nh + i]) end
-local base = 10 + nh + nd
-local lines, flags, counted = {}, {}, false
-for i = 0, n - 1 do
-  local at = base + 5 * i
-  local rid = ARGV[at + 1]
+local nh, nd, nops = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local base = 18
+for i = 1, nh do redis.call('PFADD', KEYS[7 + i], ARGV[base + i]) end
+for i = 1, nd do redis.call('SADD', KEYS[7], ARGV[base + nh + i]) end
+local rids = base + nh + nd
+local flags, dups = {}, 0
+for i = 1, n do
+  local rid = ARGV[rids + i]
   if redis.call('SISMEMBER', KEYS[4], rid) == 1 or redis.call('SADD', KEYS[3], rid) == 0 then
-    flags[#flags + 1] = '0'
+    flags[i] = '0'
+    dups = dups + 1
   else
-    flags[#flags + 1] = '1'
-    lines[#lines + 1] = ARGV[at + 2]
-    local op = ARGV[at + 3]
-    if op == 'c' then
-      redis.call('HINCRBY', KEYS[5], ARGV[at + 4], 1)
-      redis.call('HINCRBY', KEYS[5], ARGV[at + 5], 1)
-    elseif op == 'm' then
-      redis.call('HINCRBY', KEYS[6], ARGV[at + 4], 1)
-      if ARGV[at + 5] ~= '' then
-        redis.call('HINCRBYFLOAT', KEYS[6], ARGV[at + 4] .. '|sum', ARGV[at + 5])
-      end
-      counted = true
-    end
+    flags[i] = '1'
   end
 end
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-if counted then redis.call('EXPIRE', KEYS[6], ARGV[11 + nh + nd + 5 * n] or 34560000) end
+local ops = rids + n
+for j = 0, nops - 1 do
+  local at = ops + 4 * j
+  if flags[tonumber(ARGV[at + 1])] == '1' then
+    if ARGV[at + 2] == 'c' then
+      redis.call('HINCRBY', KEYS[5], ARGV[at + 3], 1)
+      redis.call('HINCRBY', KEYS[5], ARGV[at + 4], 1)
+    else
+      redis.call('HINCRBY', KEYS[6], ARGV[at + 3], 1)
+      if ARGV[at + 4] ~= '' then
+        redis.call('HINCRBYFLOAT', KEYS[6], ARGV[at + 3] .. '|sum', ARGV[at + 4])
+      end
+      redis.call('EXPIRE', KEYS[6], ARGV[12])
+    end
+  end
+end
 local id = ''
-if #lines > 0 then
-  local body = table.concat(lines, '\\n')
-  id = redis.call('XADD', KEYS[1], '*', 'r', body, 'x', ARGV[6], 'g', ARGV[7], 't', ARGV[8])
+if dups < n then
+  local lines, kinds, ids = ARGV[13], ARGV[14], ARGV[15]
+  if dups > 0 then
+    local kept_lines, kept_kinds, kept_ids, i = {}, {}, {}, 0
+    for line in string.gmatch(lines, '[^\\n]+') do
+      i = i + 1
+      if flags[i] == '1' then kept_lines[#kept_lines + 1] = line end
+    end
+    i = 0
+    for rid in string.gmatch(ids, '[^\\n]+') do
+      i = i + 1
+      if flags[i] == '1' then
+        kept_ids[#kept_ids + 1] = rid
+        kept_kinds[#kept_kinds + 1] = string.sub(kinds, i, i)
+      end
+    end
+    lines = table.concat(kept_lines, '\\n')
+    kinds = table.concat(kept_kinds)
+    ids = table.concat(kept_ids, '\\n')
+  end
+  id = redis.call('XADD', KEYS[1], '*', 'r', lines, 'k', kinds, 'i', ids, 'd', ARGV[16],
+    's', ARGV[17], 'm', ARGV[18], 'x', ARGV[6], 'g', ARGV[7], 't', ARGV[8])
 end
 return {'ok', id, table.concat(flags)}
 """
+_KIND_CODES = {"log": "l", "crash": "c", "metric": "m"}
+KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 
 
 @dataclass(frozen=True)
@@ -136,26 +165,26 @@ class Appender:
         scrubber = Scrubber.for_batch(device_id=device_id, **batch.secrets)
         day = datetime.fromtimestamp(received, UTC).strftime("%Y-%m-%d")
         sessions: dict[tuple[str, str], bool] = {}
-        rows: list[str] = []
-        for record in records:
+        lines, kinds, ids, ops = [], [], [], []
+        latest = 0.0
+        for index, record in enumerate(records, 1):
             session = self.pseudonyms.session(record.session_id) if record.session_id else ""
             line = _line(device, session, record, received, scrubber)
+            lines.append(_dumps(line))
+            kinds.append(_KIND_CODES[record.kind])
+            ids.append(line["id"])
+            latest = max(latest, line["time"])
             platform, version, model = record.os, record.app_version, record.model
-            op, first, second = "", "", ""
             if record.kind == "crash":
-                op, first, second = (
-                    "c",
-                    keys.dim(platform, version, model),
-                    keys.dim(platform, version),
-                )
+                ops += [str(index), "c", keys.dim(platform, version, model)]
+                ops.append(keys.dim(platform, version))
             elif record.kind == "metric":
-                op, first = "m", f"{record.name}|{platform}|{version}"
-                second = "" if record.value is None else repr(record.value)
+                ops += [str(index), "m", f"{record.name}|{platform}|{version}"]
+                ops.append("" if record.value is None else repr(record.value))
             if session:
                 crashed = record.kind == "crash"
                 for dimension in (keys.dim(platform, version, model), keys.dim(platform, version)):
                     sessions[(dimension, session)] = sessions.get((dimension, session)) or crashed
-            rows += [f"{device}:{line['id']}", _dumps(line), op, first, second]
         hll_keys, hll_args = [], []
         for (dimension, session), crashed in sessions.items():
             hll_keys.append(keys.sessions_key(dimension))
@@ -176,22 +205,28 @@ class Appender:
             keys.DIMS,
             *hll_keys,
         ]
-        args = [
-            str(s.device_records_per_window),
-            str(s.device_window_seconds),
-            str(2 * s.dedupe_seconds),
-            str(s.max_backlog_entries),
-            str(len(records)),
+        header = [
+            s.device_records_per_window,
+            s.device_window_seconds,
+            2 * s.dedupe_seconds,
+            s.max_backlog_entries,
+            len(records),
             batch.exam or "",
             batch.region,
             repr(received),
-            str(len(hll_keys)),
-            str(len(dims)),
-            *hll_args,
-            *dims,
-            *rows,
-            str(keys.ANALYTICS_TTL_SECONDS),
+            len(hll_keys),
+            len(dims),
+            len(ops) // 4,
+            keys.ANALYTICS_TTL_SECONDS,
+            "\n".join(lines),
+            "".join(kinds),
+            "\n".join(ids),
+            device,
+            " ".join(sorted({session for _, session in sessions})),
+            repr(latest),
         ]
+        rids = [f"{device}:{rid}" for rid in ids]
+        args = [str(v) for v in header] + hll_args + dims + rids + ops
         return Prepared(device, len(records), script_keys, args)
 
     async def append(self, batch: IngestBatch, received: float) -> AppendResult:

@@ -31,12 +31,15 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from actors import ingest_keys as keys
+from actors.ingest_append import KINDS
 from actors.ingest_settings import IngestSettings
 from actors.ingest_sink import LogObject, LogSink
 from infra.redis import text
 
 _CLAIM_PAGES = 20
 _PARALLEL_WRITES = 8
+# Logs compress well at any level; the fastest keeps the flush cheap.
+_GZIP_LEVEL = 1
 
 _COMMIT = """
 local taken, free = {}, {}
@@ -60,8 +63,15 @@ return out
 
 @dataclass(frozen=True)
 class Entry:
+    """One appended batch: accepted records (NDJSON) and what the flush needs to know of them."""
+
     id: str
-    body: str  # the accepted records, NDJSON
+    body: str
+    kinds: str  # one code a record: l(og), c(rash), m(etric)
+    ids: list[str]
+    device: str  # pseudonym; one device a batch
+    sessions: list[str]
+    latest: float  # latest record time
     exam: str | None
     region: str
     received: float
@@ -72,6 +82,11 @@ class Entry:
         return cls(
             id=text(entry_id),
             body=values["r"],
+            kinds=values["k"],
+            ids=values["i"].split("\n"),
+            device=values["d"],
+            sessions=values["s"].split(),
+            latest=float(values["m"]),
             exam=values["x"] or None,
             region=values["g"],
             received=float(values["t"]),
@@ -90,7 +105,7 @@ class Plan:
     entries: list[Entry]
 
 
-Grouped = dict[LogObject, list[tuple[str, dict[str, Any]]]]
+Grouped = dict[LogObject, list[str]]
 
 
 class LogFlusher:
@@ -177,39 +192,47 @@ class LogFlusher:
         seen: set[tuple[str, str]] = set()
         for entry in sorted(plan.entries, key=lambda e: e.order):
             hour = datetime.fromtimestamp(entry.received, UTC).strftime("%Y-%m-%dT%H")
-            for raw in entry.body.split("\n"):
-                record = json.loads(raw)
-                identity = (str(record.get("device", "")), str(record["id"]))
-                if identity in seen:
+            targets: dict[str, list[str]] = {}
+            for raw, code, rid in zip(entry.body.split("\n"), entry.kinds, entry.ids, strict=True):
+                if (entry.device, rid) in seen:
                     continue
-                seen.add(identity)
-                target = LogObject(entry.exam, entry.region, record["kind"], hour, plan.id)
-                grouped.setdefault(target, []).append((raw, record))
+                seen.add((entry.device, rid))
+                lines = targets.get(code)
+                if lines is None:
+                    target = LogObject(entry.exam, entry.region, KINDS[code], hour, plan.id)
+                    lines = targets[code] = grouped.setdefault(target, [])
+                lines.append(raw)
         return grouped
 
-    async def write(self, target: LogObject, records: list[tuple[str, dict[str, Any]]]) -> str:
+    async def write(self, target: LogObject, lines: list[str]) -> str:
         """Step 2, one object: gzip NDJSON with a fixed header time, so a redo is byte-equal."""
-        payload = ("\n".join(raw for raw, _ in records) + "\n").encode()
-        body = await asyncio.to_thread(gzip.compress, payload, 6, mtime=0)
+        payload = ("\n".join(lines) + "\n").encode()
+        body = await asyncio.to_thread(gzip.compress, payload, _GZIP_LEVEL, mtime=0)
         return await self.sink.write(target, body)
 
-    async def index(self, grouped: Grouped, stored: dict[LogObject, str]) -> None:
+    async def index(self, plan: Plan, stored: dict[LogObject, str]) -> None:
         """Which objects hold a pseudonymised device's or session's records, for support.
 
         One entry per (device or session, object), scored by the latest record time
-        in it; records stay in the regional store only.
+        in it; the records themselves stay in the regional store only.
         """
         s = self.settings
+        hours = {
+            e.id: datetime.fromtimestamp(e.received, UTC).strftime("%Y-%m-%dT%H")
+            for e in plan.entries
+        }
         latest: dict[str, dict[str, float]] = {}
-        for target, records in grouped.items():
-            scope = target.exam or keys.ANONYMOUS
-            member = f"{target.region}|{stored[target]}"
-            for _, record in records:
-                for by, field in (("d", "device"), ("s", "session")):
-                    if record.get(field):
-                        key = keys.support_key(scope, by, record[field])
-                        found = latest.setdefault(key, {})
-                        found[member] = max(found.get(member, 0.0), float(record["time"]))
+        for entry in plan.entries:
+            for code in set(entry.kinds) - {"m"}:  # usage metrics carry no identity
+                target = LogObject(entry.exam, entry.region, KINDS[code], hours[entry.id], plan.id)
+                if target not in stored:
+                    continue
+                member = f"{target.region}|{stored[target]}"
+                scope = entry.exam or keys.ANONYMOUS
+                subjects = [("d", entry.device)] + [("s", session) for session in entry.sessions]
+                for by, value in subjects:
+                    found = latest.setdefault(keys.support_key(scope, by, value), {})
+                    found[member] = max(found.get(member, 0.0), entry.latest)
         async with self.redis.pipeline(transaction=False) as pipe:
             for key, members in latest.items():
                 pipe.zadd(key, members, gt=True)
@@ -233,12 +256,12 @@ class LogFlusher:
 
         stored: dict[LogObject, str] = {}
 
-        async def bounded(target: LogObject, records: list[tuple[str, dict[str, Any]]]) -> None:
+        async def bounded(target: LogObject, lines: list[str]) -> None:
             async with limit:
-                stored[target] = await self.write(target, records)
+                stored[target] = await self.write(target, lines)
 
-        await asyncio.gather(*(bounded(t, records) for t, records in grouped.items()))
-        await self.index(grouped, stored)
+        await asyncio.gather(*(bounded(t, lines) for t, lines in grouped.items()))
+        await self.index(plan, stored)
         await self.finish(plan)
         written = sum(len(records) for records in grouped.values())
         self.records_written += written

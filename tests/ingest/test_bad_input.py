@@ -12,7 +12,14 @@ from fastapi import FastAPI
 from actors.ingest_keys import rate_key
 from api.runtime import Runtime
 from infra.settings import Settings
-from tests.ingest.helpers import ndjson, new_device, record, runtime_of
+from tests.ingest.helpers import (
+    anonymous_prefix,
+    ndjson,
+    new_device,
+    read_objects,
+    record,
+    runtime_of,
+)
 
 NDJSON = {"content-type": "application/x-ndjson"}
 
@@ -152,7 +159,18 @@ async def test_a_resent_batch_is_acknowledged_but_stored_once(
     again = await client.post("/v1/logs", content=batch, headers=NDJSON)
     assert (first.json()["accepted"], first.json()["duplicates"]) == (20, 0)
     assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 20)
+    # Half old, half new: the new half is stored, the old half acknowledged.
+    overlap = ndjson([record(device, rid=f"resend-{device}-{i}") for i in range(10, 30)])
+    mixed = (await client.post("/v1/logs", content=overlap, headers=NDJSON)).json()
+    assert (mixed["accepted"], mixed["duplicates"]) == (10, 10)
     # Without ids, the same content gets the same id.
     plain = ndjson([record(device, message="same")])
     await client.post("/v1/logs", content=plain, headers=NDJSON)
     assert (await client.post("/v1/logs", content=plain, headers=NDJSON)).json()["duplicates"] == 1
+    runtime = runtime_of(app)
+    await runtime.ingest.drain()
+    objects = await read_objects(runtime, "cn-north", anonymous_prefix())
+    ids = [
+        line["id"] for o in objects for line in o.lines if line["id"].startswith("resend-" + device)
+    ]
+    assert sorted(ids) == sorted(f"resend-{device}-{i}" for i in range(30))

@@ -81,7 +81,7 @@ async def test_a_claimed_plan_is_redone_exactly(
         for target in targets[: 1 if dies_after == "first_object" else None]:
             stored[target] = await dying.write(target, grouped[target])
     if dies_after == "index":
-        await dying.index(grouped, stored)
+        await dying.index(plan, stored)
     # The dying consumer stops here: no acknowledgement, its entries stay pending.
 
     claimed = await heir.claim_stale(stream, min_idle_ms=0)
