@@ -109,7 +109,7 @@ class MediaRouter:
         """The shard holding `room`'s media: its assigned one if live, else the least loaded."""
         raw = await self.redis.hget(ROOMS_KEY, room)
         assigned = text(raw) if raw is not None else None
-        if assigned is not None and (await self.loads([assigned]) or await self._answers(assigned)):
+        if assigned is not None and await self._live(assigned):
             return assigned
         chosen = await self._least_loaded(exclude=assigned)
         if assigned is None:
@@ -129,6 +129,12 @@ class MediaRouter:
             if await self._answers(name):
                 return name
         raise Unavailable("no media shard is live", reason="media_unavailable", retry_after=2)
+
+    async def _live(self, name: str) -> bool:
+        load = (await self.loads([name])).get(name)
+        if load is not None:
+            return not load.get("closing")
+        return await self._answers(name)
 
     async def _answers(self, name: str) -> bool:
         """Is shard `name` up and taking sessions, though it has not reported lately?"""
