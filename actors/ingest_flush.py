@@ -160,6 +160,17 @@ class LogFlusher:
         self.entries_claimed += len(claimed)
         return claimed
 
+    async def forget_consumers(self, stream: str, idle_ms: int) -> int:
+        """Remove consumers (dead incarnations) that hold nothing and have been quiet long."""
+        consumers: Any = await self.redis.xinfo_consumers(stream, keys.GROUP)
+        gone = 0
+        for consumer in consumers:
+            name = text(consumer["name"])
+            if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > idle_ms:
+                await self.redis.xgroup_delconsumer(stream, keys.GROUP, name)
+                gone += 1
+        return gone
+
     # -- the protocol -----------------------------------------------------------
 
     async def flush(self, stream: str, entries: list[Entry]) -> int:

@@ -24,6 +24,7 @@ from actors import ingest_keys as keys
 from actors.ingest_append import Appender, IngestBatch
 from actors.ingest_flush import LogFlusher
 from actors.ingest_sink import LogSink
+from cluster.directory import ShardDirectory
 from infra import redis as redis_conn
 from infra.crypto import DataKeys
 from infra.objectstore import ObjectStores
@@ -35,6 +36,8 @@ from infra.telemetry import setup_tracing, traced
 
 log = logging.getLogger("examday.ingest")
 _MAX_BACKOFF_S = 5.0
+# A consumer with nothing pending, quiet for this many claim intervals, is removed.
+_FORGET_AFTER = 30
 
 
 @ray.remote(num_cpus=0, resources={"ingest": 1}, max_restarts=-1, max_task_retries=3)
@@ -59,6 +62,8 @@ class LogIngest:
         await self.redis.sadd(keys.STREAMS, self.stream)
         self.started = time.time()
         self.appended = 0
+        self.directory = ShardDirectory(self.redis, keys.SHARD_KIND)
+        self._groups = {self.stream}
         self._loop = asyncio.get_running_loop().create_task(self._flush_forever())
 
     @traced
@@ -110,12 +115,25 @@ class LogIngest:
         if entries:
             written += await self.flusher.flush(self.stream, entries)
         if claim_idle_ms is not None:
-            for raw in await self.redis.smembers(keys.STREAMS):
-                stream = text(raw)
+            written += await self._adopt(claim_idle_ms)
+        return written
+
+    async def _adopt(self, claim_idle_ms: int) -> int:
+        """Flush what others cannot: entries a quiet consumer holds, in any shard's stream,
+        and new entries of streams whose shard left the directory."""
+        written = 0
+        members = {keys.stream_key(name) for name in await self.directory.members()}
+        for raw in await self.redis.smembers(keys.STREAMS):
+            stream = text(raw)
+            if stream not in self._groups:
                 await self.flusher.ensure_group(stream)
-                stale = await self.flusher.claim_stale(stream, claim_idle_ms)
-                if stale:
-                    written += await self.flusher.flush(stream, stale)
+                self._groups.add(stream)
+            stale = await self.flusher.claim_stale(stream, claim_idle_ms)
+            if stream not in members:
+                stale += await self.flusher.read_new(stream)
+            if stale:
+                written += await self.flusher.flush(stream, stale)
+            await self.flusher.forget_consumers(stream, _FORGET_AFTER * claim_idle_ms)
         return written
 
     async def _flush_forever(self) -> None:

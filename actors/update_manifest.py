@@ -20,8 +20,8 @@ from typing import Any
 
 import ray
 
-from actors import ingest_aggregates as aggregates
 from actors.update_freeze import exam_windows, frozen
+from actors.update_gate import verdict
 from actors.update_installers import InstallerStore, installer_key
 from actors.update_rollout import (
     Gate,
@@ -268,23 +268,9 @@ class UpdateManifest:
         halted = []
         for platform, channel in await self.state.rollouts():
             rollout = await self.state.rollout(platform, channel)
-            if rollout is None or rollout.state not in ("active", "paused") or not rollout.previous:
+            reason = await verdict(self.redis, rollout) if rollout else None
+            if rollout is None or reason is None:
                 continue
-            new = await aggregates.version_health(self.redis, platform, rollout.version)
-            old = await aggregates.version_health(self.redis, platform, rollout.previous)
-            gate = rollout.gate
-            if new.sessions < gate.min_sessions or new.crash_rate <= old.crash_rate + gate.margin:
-                continue
-            reason = {
-                "platform": platform,
-                "channel": channel,
-                "version": rollout.version,
-                "previous": rollout.previous,
-                "crash_rate": round(new.crash_rate, 4),
-                "previous_crash_rate": round(old.crash_rate, 4),
-                "sessions": new.sessions,
-                "margin": gate.margin,
-            }
             async with self._lock:
                 current = await self.state.rollout(platform, channel)
                 if current is None or current.version != rollout.version:
