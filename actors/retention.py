@@ -69,6 +69,7 @@ class Retention:
     async def history(self, limit: int = 20) -> list[dict[str, Any]]:
         return await self.sweeper.state.summaries(limit)
 
+    @traced
     async def stats(self) -> dict[str, Any]:
         self._ensure_loop()
         return {
