@@ -82,6 +82,14 @@ def group_held(due: Due, held: set[str], rooms: dict[str, list[str]]) -> bool:
     return False
 
 
+def held_item(item: Item, due: Due, held: set[str]) -> bool:
+    """Whether a hold now covers a planned item (holds can arrive after the plan)."""
+    if EXAM_WIDE in held or due.subject in held:
+        return True
+    parts = item.key.split("/")
+    return item.kind == "s3" and len(parts) > 3 and parts[2] in held
+
+
 class Planner:
     def __init__(self, redis: Redis, regional: RegionalStore, region: str) -> None:
         self.redis = redis

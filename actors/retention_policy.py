@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from actors.journal import stream_key
 from api.models import Exam, RetentionRule
 from infra.redis import text
+from infra.regional import RegionalStore
 
 STORAGE_CLASSES: dict[str, tuple[str, ...]] = {
     "recordings": ("recordings",),
@@ -42,6 +43,7 @@ ALL_SUBJECTS = "*"
 _EXIT_EVENTS = ("left", "ended")
 _JOURNAL_PAGE = 1000
 _MAX_JOURNAL_PAGES = 1000
+_SCAN_ROUNDS = 100_000
 
 
 @dataclass(frozen=True)
@@ -167,3 +169,15 @@ def _rule_groups(
         for cid, left in sorted(facts.exits.items())
         if now >= left + after
     ]
+
+
+async def region_exams(redis: Redis, regional: RegionalStore, region: str) -> list[str]:
+    """Exams of a region: those with objects in its bucket and those in Redis."""
+    found = set(await regional.exams_in(region))
+    cursor: int = 0
+    for _ in range(_SCAN_ROUNDS):
+        cursor, keys = await redis.scan(cursor, match="examday:exam:*", count=1000)
+        found.update(parts[2] for k in keys if len(parts := text(k).split(":")) == 3)
+        if cursor == 0:
+            break
+    return sorted(found)

@@ -23,18 +23,24 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from actors.retention_plan import Item, Planner, held_subjects
-from actors.retention_policy import ALL_SUBJECTS, Due, due_groups, erasures_key, exam_facts
+from actors.ingest_keys import ANONYMOUS
+from actors.retention_plan import Item, Planner, held_item, held_subjects
+from actors.retention_policy import (
+    ALL_SUBJECTS,
+    Due,
+    due_groups,
+    erasures_key,
+    exam_facts,
+    region_exams,
+)
 from actors.retention_settings import PrivacySettings
 from actors.retention_state import RunState
 from api.models import Exam
 from infra.audit import AuditLog
-from infra.redis import text
 from infra.regional import RegionalStore
 
 RECEIPT_OBJECTS = 5000
 VERIFY_ROUNDS = 3
-_SCAN_ROUNDS = 100_000
 
 
 class Sweeper:
@@ -86,56 +92,48 @@ class Sweeper:
 
     # -- plan ---------------------------------------------------------------------
 
-    async def exams(self) -> list[str]:
-        """Exams of this region: those with objects in its bucket and those in Redis."""
-        found = set(await self.regional.exams_in(self.region))
-        cursor: int = 0
-        for _ in range(_SCAN_ROUNDS):
-            cursor, keys = await self.redis.scan(cursor, match="examday:exam:*", count=1000)
-            found.update(parts[2] for k in keys if len(parts := text(k).split(":")) == 3)
-            if cursor == 0:
-                break
-        return sorted(found)
-
     async def _plan(self, mode: str, scope: list[str] | None) -> tuple[list[Due], list[Item], bool]:
         now, limit = time.time(), self.settings.max_objects_per_run
         groups: list[Due] = []
         items: list[Item] = []
-        for exam_id in scope if scope is not None else await self.exams():
-            raw = await self.redis.get(f"examday:exam:{exam_id}")
-            if raw is None:
-                continue
-            exam = Exam.model_validate_json(raw)
-            if exam.region != self.region:
-                continue
-            facts = await exam_facts(self.redis, exam)
-            due = (
-                await self._purge_groups(exam, facts.rooms, now)
-                if mode == "purge"
-                else due_groups(facts, now)
-            )
-            held = await held_subjects(self.redis, exam.id)
+        if scope is None:
+            scope = await region_exams(self.redis, self.regional, self.region)
+            # Logs sent before login have no exam: a region's shutdown takes them too.
+            scope += [ANONYMOUS] if mode == "purge" else []
+        for exam_id in scope:
+            due, rooms = await self._due(exam_id, mode, now)
+            held = await held_subjects(self.redis, exam_id)
             for group in due:
-                found = await self.planner.items(group, held, facts.rooms, limit - len(items))
+                found = await self.planner.items(group, held, rooms, limit - len(items))
                 if found:
                     groups.append(group)
                     items += found
                 if len(items) >= limit:
                     return groups, items, True
-        if mode == "purge" and scope is None:
-            # Logs sent before login have no exam: a region's shutdown takes them too.
-            anonymous = Due("_anonymous", "purge", "logs", ALL_SUBJECTS, "purge", now)
-            found = await self.planner.items(anonymous, set(), {}, limit - len(items))
-            groups += [anonymous] if found else []
-            items += found
         return groups, items, False
 
-    async def _purge_groups(self, exam: Exam, rooms: dict[str, list[str]], now: float) -> list[Due]:
-        listed = await self.regional.list_region(self.region, f"{exam.id}/")
+    async def _due(
+        self, exam_id: str, mode: str, now: float
+    ) -> tuple[list[Due], dict[str, list[str]]]:
+        raw = await self.redis.get(f"examday:exam:{exam_id}")
+        exam = Exam.model_validate_json(raw) if raw is not None else None
+        if exam is not None and exam.region != self.region:
+            return [], {}
+        facts = await exam_facts(self.redis, exam) if exam is not None else None
+        rooms = facts.rooms if facts is not None else {}
+        if mode == "purge":
+            # Objects of an exam whose record is gone are in this region's bucket: purged too.
+            return await self._purge_groups(exam_id, rooms, now), rooms
+        return (due_groups(facts, now) if facts is not None else []), rooms
+
+    async def _purge_groups(
+        self, exam_id: str, rooms: dict[str, list[str]], now: float
+    ) -> list[Due]:
+        listed = await self.regional.list_region(self.region, f"{exam_id}/")
         classes = sorted({str(v["Key"]).split("/")[1] for v in listed})
-        groups = [Due(exam.id, "purge", c, ALL_SUBJECTS, "purge", now) for c in classes]
-        groups += [Due(exam.id, "purge", "timelines", room, "purge", now) for room in rooms]
-        return [*groups, Due(exam.id, "purge", "records", ALL_SUBJECTS, "purge", now)]
+        groups = [Due(exam_id, "purge", c, ALL_SUBJECTS, "purge", now) for c in classes]
+        groups += [Due(exam_id, "purge", "timelines", room, "purge", now) for room in rooms]
+        return [*groups, Due(exam_id, "purge", "records", ALL_SUBJECTS, "purge", now)]
 
     # -- delete, verify, receipt ------------------------------------------------------
 
@@ -147,7 +145,8 @@ class Sweeper:
         pending = [i for i in items if i.id not in done]
         for start in range(0, len(pending), self.settings.delete_batch):
             await self.state.lock(self.owner, self.settings.run_lock_seconds)
-            await self._delete_batch(run_id, pending[start : start + self.settings.delete_batch])
+            batch = pending[start : start + self.settings.delete_batch]
+            await self._delete_batch(run_id, batch, await self._held_now(groups, batch))
         kept = await self.state.members(run_id, "kept")
         by_group: dict[str, list[Item]] = {group_id: [] for group_id in groups}
         for item in items:
@@ -171,10 +170,24 @@ class Sweeper:
         await self.state.finish(run_id, summary)
         return summary
 
-    async def _delete_batch(self, run_id: str, batch: list[Item]) -> None:
+    async def _held_now(self, groups: dict[str, Due], batch: list[Item]) -> set[str]:
+        """Items a hold placed since the plan now covers (the S3 lock may not be on yet)."""
+        held: dict[str, set[str]] = {}
+        found = set()
+        for item in batch:
+            due = groups[item.group]
+            if due.exam not in held:
+                held[due.exam] = await held_subjects(self.redis, due.exam)
+            if held_item(item, due, held[due.exam]):
+                found.add(item.id)
+        return found
+
+    async def _delete_batch(self, run_id: str, batch: list[Item], held: set[str]) -> None:
         gate = asyncio.Semaphore(self.settings.delete_concurrency)
 
         async def one(item: Item) -> bool:
+            if item.id in held:
+                return False
             async with gate:
                 return await self._delete(item)
 
@@ -202,7 +215,7 @@ class Sweeper:
                 left = await self._still_there(due, by_group[group_id])
                 if not left:
                     break
-                await self._delete_batch(run_id, left)
+                await self._delete_batch(run_id, left, await self._held_now(groups, left))
             else:
                 failed.add(group_id)
         return failed
