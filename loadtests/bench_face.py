@@ -2,13 +2,15 @@
 
 In one run, against a private stack on loopback (Redis, SeaweedFS, one Ray node), for
 each batch size a gateway of its own (a uvicorn process) with a verifier pool of that
-`max_batch`, all with the same replicas, and the same closed-loop load generator:
+`max_batch`, all with the same replicas (plus one phase of a single replica at
+max_batch 1, the naive service), and the same closed-loop load generator:
 `concurrency` organiser enrolments in flight (`PUT .../candidates/{cid}/face`, 640x480
 webcam JPEGs of the fixture faces: decode, detection, quality, embedding, a sealed
 template written to the region's S3 and a Redis record, per request). The bare model
 (`loadtests.bench_face_model.run`, same frames, no Ray, no HTTP) runs first, alone.
 
-    ratio     = best batched service faces/s / batch-1 service faces/s
+    ratio     = best batched service faces/s / batch-1 service faces/s, same replicas
+    ratio_vs_single_replica = the same over one replica taking one request at a time
     overhead  = best bare-model faces/s / best service faces/s, the bare model taken at
                 its best of: one process with torch's default threads, or one process per
                 replica with the replicas' threads, side by side
@@ -164,7 +166,10 @@ def _service_phase(
         gateway.stop()
         loads = _remove_pool(phase)
     result["replicas"] = {
-        name: {k: load[k] for k in ("frames", "batches", "largest_batch", "refused")}
+        name: {
+            k: load[k]
+            for k in ("frames", "batches", "largest_batch", "refused", "seconds_per_frame")
+        }
         for name, load in loads.items()
     }
     return result
@@ -209,19 +214,22 @@ def run_local(
         stack = LocalStack(settings, nodes=1, with_gateway=False)
         stack.start()
         service = {}
+        phases = [("single_replica_batch_1", 1, 1)] if replicas > 1 else []
+        phases += [(str(size), size, replicas) for size in batch_sizes]
         try:
-            for size in batch_sizes:
-                _progress(f"service, max_batch {size}")
+            for label, size, count in phases:
+                _progress(f"service {label}: max_batch {size}, {count} replica(s)")
                 verifier = VerifierSettings(
-                    pool_name=f"bench-face-b{size}",
+                    pool_name=f"bench-face-{secrets.token_hex(3)}",
                     max_batch=size,
                     max_queue=max(64, 2 * concurrency),
-                    min_replicas=replicas,
-                    max_replicas=replicas,
-                    num_cpus=min(1.0, settings.ray_node_cpus / replicas),
+                    min_replicas=count,
+                    max_replicas=count,
+                    num_cpus=min(1.0, settings.ray_node_cpus / count),
                     torch_threads=threads,
                 )
-                service[str(size)] = _service_phase(settings, verifier, seconds, concurrency)
+                service[label] = _service_phase(settings, verifier, seconds, concurrency)
+                service[label].update(max_batch=size, replica_count=count)
         finally:
             if ray.is_initialized():
                 ray.shutdown()
@@ -275,9 +283,16 @@ def summarise(report: dict[str, Any], concurrency: int) -> dict[str, Any]:
     best = max(r["faces_per_s"] for r in service.values())
     cores = os.cpu_count() or 1
     summary: dict[str, Any] = {"concurrency": concurrency}
-    if "1" in service and len(service) > 1:
-        batched = max(r["faces_per_s"] for size, r in service.items() if size != "1")
-        summary["ratio"] = round(batched / max(service["1"]["faces_per_s"], 1e-9), 3)
+    batched = [r["faces_per_s"] for size, r in service.items() if size.isdigit() and size != "1"]
+    if "1" in service and batched:
+        # Batching alone: the same replicas with max_batch 1 and with the best batch size.
+        summary["ratio"] = round(max(batched) / max(service["1"]["faces_per_s"], 1e-9), 3)
+    single = service.get("single_replica_batch_1")
+    if single and batched:
+        # Batching and replicas together, against one request at a time on one replica.
+        summary["ratio_vs_single_replica"] = round(
+            max(batched) / max(single["faces_per_s"], 1e-9), 3
+        )
     summary["overhead"] = round(bare / max(best, 1e-9), 3)
     summary["capacity"] = {
         "cpu_cores": cores,
@@ -331,7 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind in ("bare_model", "bare_model_parallel"):
             for size, result in report[kind]["batch_sizes"].items():
                 print(f"{kind} batch {size:>3}: {result['faces_per_s']:>6} faces/s")
-        print(f"ratio {report.get('ratio')}  overhead {report['overhead']}")
+        print(
+            f"ratio {report.get('ratio')}  ratio_vs_single_replica "
+            f"{report.get('ratio_vs_single_replica')}  overhead {report['overhead']}"
+        )
         print(json.dumps(report["capacity"]))
     return 0
 

@@ -1,0 +1,69 @@
+"""Dynamic batching in front of the real pipeline, in this process (no Ray in between)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from actors.face_batcher import Batcher
+from actors.face_results import FrameSummary, summarise
+from infra.errors import ExamdayError, Unavailable
+from ml.config import FaceSettings
+from ml.images import RGBImage
+from ml.pipeline import FacePipeline, FrameAnalysis
+from tests.face.conftest import photo_bytes
+
+
+@pytest.fixture(scope="module")
+def pipeline(face_settings: FaceSettings) -> FacePipeline:
+    return FacePipeline(face_settings)
+
+
+def batcher(pipeline: FacePipeline, **limits: int) -> Batcher[RGBImage, FrameAnalysis]:
+    return Batcher(
+        pipeline.decode,
+        pipeline.analyse_batch,
+        max_batch=limits.get("max_batch", 8),
+        max_wait_s=0.2,
+        max_queue=limits.get("max_queue", 64),
+        call_timeout_s=60,
+    )
+
+
+async def test_concurrent_frames_share_one_batch_and_a_bad_one_fails_alone(
+    pipeline: FacePipeline,
+) -> None:
+    batches = batcher(pipeline)
+    try:
+        images = [photo_bytes(stem) for stem in ("person_a_1", "person_b_1", "impostor_1")]
+        results = await asyncio.gather(
+            *(batches.submit(image, summarise) for image in images),
+            batches.submit(b"not an image at all", summarise),
+            return_exceptions=True,
+        )
+        *good, bad = results
+        assert all(isinstance(r, FrameSummary) and len(r.faces) == 1 for r in good), results
+        assert isinstance(bad, ExamdayError)
+        assert bad.reason == "not_an_image"
+        assert (batches.stats.batches, batches.stats.largest_batch) == (1, 4)
+        assert batches.held == 0
+    finally:
+        batches.close()
+
+
+async def test_a_full_queue_refuses_at_once_with_retry_after(pipeline: FacePipeline) -> None:
+    batches = batcher(pipeline, max_batch=2, max_queue=3)
+    try:
+        image = photo_bytes("person_a_1")
+        results = await asyncio.gather(
+            *(batches.submit(image, summarise) for _ in range(6)), return_exceptions=True
+        )
+        refused = [r for r in results if isinstance(r, Unavailable)]
+        assert len(refused) == 3
+        assert all(r.reason == "verifier_busy" and (r.retry_after or 0) >= 1 for r in refused)
+        assert sum(isinstance(r, FrameSummary) for r in results) == 3
+        assert batches.stats.refused == 3
+        assert batches.held == 0
+    finally:
+        batches.close()
