@@ -51,6 +51,10 @@ class Retention:
         self.started = time.time()
         self.runs = 0
         self._loop: asyncio.Task[None] | None = None
+        # An async actor is built on its event loop: the sweep starts with the actor, so
+        # that after a crash the restarted actor finishes the interrupted run by itself.
+        with contextlib.suppress(RuntimeError):
+            self._ensure_loop()
 
     @traced
     async def run(self, exams: list[str] | None = None, mode: str = "sweep") -> dict[str, Any]:
