@@ -31,7 +31,8 @@ from infra.scrub import Scrubber
 
 # ARGV: 1 limit, 2 window, 3 seen ttl, 4 max backlog, 5 n, 6 exam, 7 region, 8 received,
 # 9 #hll, 10 #dims, 11 #ops, 12 usage ttl, 13 lines, 14 kinds, 15 ids, 16 device,
-# 17 sessions, 18 latest time; then hll members, dims, n record ids, ops (index, op, f1, f2).
+# 17 sessions, 18 latest time; then hll members, dims, ops (index, op, f1, f2). Records
+# travel joined in a few arguments: packing one argument each costs more than the rest.
 _APPEND = """
 local n = tonumber(ARGV[5])
 local used = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -50,19 +51,20 @@ local nh, nd, nops = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local base = 18
 for i = 1, nh do redis.call('PFADD', KEYS[7 + i], ARGV[base + i]) end
 for i = 1, nd do redis.call('SADD', KEYS[7], ARGV[base + nh + i]) end
-local rids = base + nh + nd
-local flags, dups = {}, 0
-for i = 1, n do
-  local rid = ARGV[rids + i]
-  if redis.call('SISMEMBER', KEYS[4], rid) == 1 or redis.call('SADD', KEYS[3], rid) == 0 then
+local flags, dups, i = {}, 0, 0
+for rid in string.gmatch(ARGV[15], '[^\\n]+') do
+  i = i + 1
+  local member = ARGV[16] .. ':' .. rid
+  if redis.call('SISMEMBER', KEYS[4], member) == 1 or redis.call('SADD', KEYS[3], member) == 0 then
     flags[i] = '0'
     dups = dups + 1
   else
     flags[i] = '1'
   end
 end
+if i ~= n then return redis.error_reply('ids do not match records') end
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-local ops = rids + n
+local ops = base + nh + nd
 for j = 0, nops - 1 do
   local at = ops + 4 * j
   if flags[tonumber(ARGV[at + 1])] == '1' then
@@ -225,8 +227,7 @@ class Appender:
             " ".join(sorted({session for _, session in sessions})),
             repr(latest),
         ]
-        rids = [f"{device}:{rid}" for rid in ids]
-        args = [str(v) for v in header] + hll_args + dims + rids + ops
+        args = [str(v) for v in header] + hll_args + dims + ops
         return Prepared(device, len(records), script_keys, args)
 
     async def append(self, batch: IngestBatch, received: float) -> AppendResult:
