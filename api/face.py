@@ -33,6 +33,7 @@ from actors.face_records import (
     reviews_key,
     room_reviews_key,
 )
+from actors.face_results import EnrolOutcome
 from api.exams import Candidate
 from api.models import Exam
 from api.rooms import RoomRouter, room_key
@@ -92,7 +93,8 @@ class FaceService:
     ) -> dict[str, Any]:
         kind = image_type(content_type)
         guard = f"{record_key(exam.id, cid)}:enrolling"
-        if not await self.redis.set(guard, by, nx=True, ex=int(self._timeout()) + 30):
+        ttl = int(self.settings.verifier.call_timeout_s) + 30  # outlives a stuck call
+        if not await self.redis.set(guard, by, nx=True, ex=ttl):
             raise Conflict("An enrolment of this candidate is running.", reason="enrolment_busy")
         try:
             if by == "candidate" and await self.record(exam.id, cid) is not None:
@@ -101,31 +103,34 @@ class FaceService:
                     reason="already_enrolled",
                 )
             outcome = await self.verifier.enrol(image)  # refused uploads stop here
-            template = await self.regional.put(
-                exam.id, "face", cid, "template.bin", outcome.template
-            )
-            photo = ""
-            if exam.keep_enrolment_photo:
-                kept = await self.regional.put(
-                    exam.id, "face", cid, f"enrolment.{IMAGE_TYPES[kind]}", image, content_type=kind
-                )
-                photo = kept.key
-            model = f"{outcome.model.backend}/{outcome.model.version}/{outcome.model.dim}"
-            fields = {
-                "template": template.key,
-                "photo": photo,
-                "model": model,
-                "enrolled_at": repr(time.time()),
-                "enrolled_by": by,
-                "status": "enrolled",
-                "attempts": 0,
-            }
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(record_key(exam.id, cid), evidence_key(exam.id, cid))
-                pipe.hset(record_key(exam.id, cid), mapping=fields)  # type: ignore[arg-type]
-                await pipe.execute()
+            return await self._store_enrolment(exam, cid, outcome, image, kind, by)
         finally:
             await self.redis.delete(guard)
+
+    async def _store_enrolment(
+        self, exam: Exam, cid: str, outcome: EnrolOutcome, image: bytes, kind: str, by: str
+    ) -> dict[str, Any]:
+        template = await self.regional.put(exam.id, "face", cid, "template.bin", outcome.template)
+        photo = ""
+        if exam.keep_enrolment_photo:
+            name = f"enrolment.{IMAGE_TYPES[kind]}"
+            photo = (
+                await self.regional.put(exam.id, "face", cid, name, image, content_type=kind)
+            ).key
+        model = f"{outcome.model.backend}/{outcome.model.version}/{outcome.model.dim}"
+        fields = {
+            "template": template.key,
+            "photo": photo,
+            "model": model,
+            "enrolled_at": repr(time.time()),
+            "enrolled_by": by,
+            "status": "enrolled",
+            "attempts": 0,
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(record_key(exam.id, cid), evidence_key(exam.id, cid))
+            pipe.hset(record_key(exam.id, cid), mapping=fields)  # type: ignore[arg-type]
+            await pipe.execute()
         return {"status": "enrolled", "model": model, "photo_kept": bool(photo)}
 
     # -- 1:1 verification ---------------------------------------------------------------
@@ -138,22 +143,13 @@ class FaceService:
         await self._spend_request(exam.id, candidate.cid)
         template = await self.regional.get(exam.id, record.template)
         outcome = await self.verifier.verify(template, image)
-        key = record_key(exam.id, candidate.cid)
         review = None
         if outcome.match:
+            key = record_key(exam.id, candidate.cid)
             attempt = await self.redis.hincrby(key, "attempts", 1)
             await self.redis.hset(key, mapping={"status": "verified", "verified_at": time.time()})
         else:
-            name = f"verify-{secrets.token_hex(6)}.{IMAGE_TYPES[kind]}"
-            stored = await self.regional.put(
-                exam.id, "evidence", candidate.cid, name, image, content_type=kind
-            )
-            entry = json.dumps({"key": stored.key, "score": outcome.score, "at": time.time()})
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hincrby(key, "attempts", 1)
-                pipe.rpush(evidence_key(exam.id, candidate.cid), entry)
-                pipe.ltrim(evidence_key(exam.id, candidate.cid), -exam.face_attempts, -1)
-                attempt, *_ = await pipe.execute()
+            attempt = await self._record_failure(exam, candidate.cid, image, kind, outcome.score)
             if attempt == exam.face_attempts:
                 review = await self._open_review(exam, candidate, record)
         return {
@@ -166,6 +162,20 @@ class FaceService:
             "status": "verified" if outcome.match else ("review" if review else "enrolled"),
             "review": review,
         }
+
+    async def _record_failure(
+        self, exam: Exam, cid: str, image: bytes, kind: str, score: float
+    ) -> int:
+        """Keep the live frame for a proctor's review and count the attempt."""
+        name = f"verify-{secrets.token_hex(6)}.{IMAGE_TYPES[kind]}"
+        stored = await self.regional.put(exam.id, "evidence", cid, name, image, content_type=kind)
+        entry = json.dumps({"key": stored.key, "score": score, "at": time.time()})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(record_key(exam.id, cid), "attempts", 1)
+            pipe.rpush(evidence_key(exam.id, cid), entry)
+            pipe.ltrim(evidence_key(exam.id, cid), -exam.face_attempts, -1)
+            attempt, *_ = await pipe.execute()
+        return int(attempt)
 
     async def status(self, exam: Exam, cid: str) -> dict[str, Any]:
         record = await self.record(exam.id, cid)
@@ -290,6 +300,3 @@ class FaceService:
             "movement": outcome.movement,
             "excursion": round(outcome.excursion, 2),
         }
-
-    def _timeout(self) -> float:
-        return self.settings.verifier.call_timeout_s
