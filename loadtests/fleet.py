@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--state-dir", type=Path, help="a local stack's state dir, to sample its CPU/RSS"
     )
+    parser.add_argument(
+        "--setup-only", action="store_true", help="create the exam, print it, and stop (for Locust)"
+    )
     return parser
 
 

@@ -19,6 +19,9 @@ from tests.test_login import runtime_of
 SCOPED = {"exam_id", "room_id", "candidate_id"}
 OPAQUE = {
     "index",
+    "hold_id",
+    "export_id",
+    "upload_id",
     "incident_id",
     "username",
     "session_id",
