@@ -70,13 +70,11 @@ class PrivacyService:
         self, exam_id: str, room: str, cid: str, data_class: str, body: bytes
     ) -> dict[str, Any]:
         """Validate the image (type, size, pixel bombs), store it sealed, index it for proctors."""
+        shared = await self.redis.hlen(uploads_key(exam_id, cid))
+        if shared >= self.settings.privacy.max_uploads_per_candidate:
+            raise RateLimited("you have shared the most uploads allowed", reason="upload_limit")
         await asyncio.to_thread(decode_image, body, self.settings.face)
         kind = sniff_type(body) or "jpeg"
-        if (
-            await self.redis.hlen(uploads_key(exam_id, cid))
-            >= self.settings.privacy.max_uploads_per_candidate
-        ):
-            raise RateLimited("you have shared the most uploads allowed", reason="upload_limit")
         upload_id = f"u{secrets.token_hex(8)}"
         stored = await self.regional.put(
             exam_id,

@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI
 from PIL import Image
 
+from actors.retention_plan import uploads_key
 from tests.factories import candidate_login, joined_candidate, new_exam
 from tests.privacy.conftest import (
     bucket_versions,
@@ -112,6 +113,15 @@ async def test_bad_uploads_are_refused_and_nothing_is_stored(
         "/v1/uploads/photos", content=image_bytes(), headers=image_headers(stranger)
     )
     assert refused.json()["reason"] == "consent_required"
+    # A candidate who has shared the most uploads allowed gets 429 and nothing is stored.
+    most = runtime.settings.privacy.max_uploads_per_candidate
+    full = uploads_key(world.exam_id, world.candidate_ids["1001"])
+    await runtime.redis.hset(full, mapping={f"u{i}": "{}" for i in range(most)})
+    limited = await client.post(
+        "/v1/uploads/photos", content=image_bytes(), headers=image_headers(me)
+    )
+    assert (limited.status_code, limited.json()["reason"]) == (429, "upload_limit")
+    await runtime.redis.delete(full)
     assert await bucket_versions(runtime.stores, "cn-north", f"{world.exam_id}/") == []
     assert await bucket_versions(runtime.stores, "cn-north", f"{other.exam_id}/") == []
     listed = await client.get(
