@@ -21,7 +21,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from actors import ingest_keys as keys
-from actors.ingest_batch import decode
+from actors.ingest_batch import decode, decompress
 from actors.ingest_schema import RecordIn
 from actors.ingest_settings import IngestSettings
 from infra.errors import RateLimited, Unavailable
@@ -112,12 +112,13 @@ KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 
 @dataclass(frozen=True)
 class IngestBatch:
-    """A batch as the gateway hands it to the shard its device hashes to: inflated, unparsed."""
+    """A batch as the gateway hands it to the shard its device hashes to, unparsed."""
 
     data: bytes
     kind: str  # "json" (an array) or "ndjson"
     region: str
     exam: str | None
+    coding: str = "identity"  # of `data`: identity, gzip (as the client sent it) or zlib
     # Literals to scrub wherever they appear: the caller's token, the candidate's
     # name and numbers. They live in memory only for this call.
     secrets: dict[str, Any] = field(default_factory=dict)
@@ -161,7 +162,8 @@ class Appender:
 
     def prepare(self, batch: IngestBatch, received: float) -> Prepared:
         """Parse, validate, scrub and lay out the script's arguments: CPU work, off the loop."""
-        records = decode(batch.data, batch.kind, self.settings)
+        data = decompress(batch.data, batch.coding, self.settings.max_batch_bytes)
+        records = decode(data, batch.kind, self.settings)
         device_id = records[0].device_id
         device = self.pseudonyms.device(device_id)
         scrubber = Scrubber.for_batch(device_id=device_id, **batch.secrets)

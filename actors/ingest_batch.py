@@ -32,23 +32,38 @@ NDJSON_TYPES = frozenset(
 _ARRAY = TypeAdapter(list[RecordIn])
 _DEVICE = re.compile(rb'"device_id"\s*:\s*"([^"\\]{1,128})"')
 _MAX_REPORTED = 50
+# Enough of a gzip'd batch to find its first record's device id.
+_ROUTE_PREFIX = 8192
+# Ray passes arguments above 100 KiB through its object store.
+_PACK_ABOVE = 64 * 1024
 # A line holds the free text plus the record's fields and JSON escaping.
 _LINE_OVERHEAD = 4096
 
 
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+def coding_of(encoding: str) -> str:
+    """'identity' or 'gzip' (as sent by clients); 415 for anything else."""
     coding = encoding.strip().lower()
     if coding in ("", "identity"):
+        return "identity"
+    if coding in ("gzip", "x-gzip"):
+        return "gzip"
+    raise UnsupportedMediaType(
+        "Content-Encoding must be gzip or identity", reason="unsupported_encoding"
+    )
+
+
+def decompress(body: bytes, coding: str, limit: int) -> bytes:
+    """The batch inflated, never past `limit` bytes: a gzip bomb stops there.
+
+    `coding` is 'identity', 'gzip', or 'zlib' (how the gateway packs a large plain body).
+    """
+    if coding == "identity":
         if len(body) > limit:
             raise PayloadTooLarge(
                 f"the batch is over {limit} bytes", reason="batch_too_large", limit=limit
             )
         return body
-    if coding not in ("gzip", "x-gzip"):
-        raise UnsupportedMediaType(
-            "Content-Encoding must be gzip or identity", reason="unsupported_encoding"
-        )
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if coding == "gzip" else zlib.MAX_WBITS)
     try:
         data = inflater.decompress(body, limit + 1)
     except zlib.error:
@@ -62,6 +77,27 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     if not inflater.eof or inflater.unused_data:
         raise MalformedInput("the gzip stream is truncated or has trailing data", reason="bad_gzip")
     return data
+
+
+def route_device(body: bytes, coding: str, limit: int) -> str:
+    """The device id to route a batch by, inflating only its first kilobytes if gzip'd."""
+    if coding == "identity":
+        if len(body) > limit:
+            decompress(body, coding, limit)  # the 413
+        return first_device(body)
+    try:
+        head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, _ROUTE_PREFIX)
+    except zlib.error:
+        raise MalformedInput("the body is not valid gzip", reason="bad_gzip") from None
+    return first_device(head) or first_device(decompress(body, coding, limit))
+
+
+def pack(body: bytes, coding: str) -> tuple[bytes, str]:
+    """What crosses to the shard: large plain bodies compressed (Ray copies big arguments
+    through its object store, which costs more than a fast deflate)."""
+    if coding == "identity" and len(body) > _PACK_ABOVE:
+        return zlib.compress(body, 1), "zlib"
+    return body, coding
 
 
 def media_kind(content_type: str) -> str:

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from actors import ingest_keys as keys
 from actors.ingest_append import IngestBatch
-from actors.ingest_batch import decompress, first_device, media_kind
+from actors.ingest_batch import coding_of, media_kind, pack, route_device
 from actors.log_ingest import LogIngest
 from cluster import hashing
 from cluster.directory import ShardDirectory
@@ -118,24 +118,27 @@ class IngestClient:
     ) -> dict[str, Any]:
         """Append a batch; the answer means every record is in a stream (or a 4xx, nothing is)."""
         kind = media_kind(content_type)
+        coding = coding_of(encoding)
         limit = self.settings.ingest.max_batch_bytes
-        if encoding.strip().lower() in ("", "identity"):
-            data = decompress(body, encoding, limit)  # a length check: nothing to inflate
-        else:
-            data = await asyncio.to_thread(decompress, body, encoding, limit)
+        device_id, (data, packed) = await asyncio.to_thread(self._route, body, coding, limit)
         batch = IngestBatch(
             data,
             kind,
             origin.region,
             origin.exam,
+            coding=packed,
             secrets={"token": origin.token, "name": origin.name, "numbers": origin.numbers},
         )
         await self.ensure_shards()
         # Ingest shards are never pinned: the hash ring alone decides (no Redis round trip).
-        route = self.pseudonyms.device(first_device(data))
+        route = self.pseudonyms.device(device_id)
         owner = hashing.owner(route, await self.directory.members())
         result: dict[str, Any] = await self.call_shard(owner, "append", batch)
         return result
+
+    @staticmethod
+    def _route(body: bytes, coding: str, limit: int) -> tuple[str, tuple[bytes, str]]:
+        return route_device(body, coding, limit), pack(body, coding)
 
     async def drain(self, timeout_s: float = 30.0) -> list[dict[str, Any]]:
         """Have every shard flush its stream to the object store (tests, operations)."""
