@@ -207,7 +207,10 @@ class ExamRegistry:
     async def record_consent(self, exam_id: str, cid: str, kind: str, value: str) -> None:
         """Keep a time-stamped consent record and the candidate's current state."""
         at = time.time()
-        record = json.dumps({"cid": cid, "kind": kind, "value": value, "at": at})
+        # A guardian's consent reference identifies a family: it is kept sealed in the
+        # candidate's record only; the consent log says that one was recorded, and when.
+        logged = "recorded" if kind == "guardian" else value
+        record = json.dumps({"cid": cid, "kind": kind, "value": logged, "at": at})
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(f"examday:exam:{exam_id}:consents", {"r": record})
             if kind == "policy":

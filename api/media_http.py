@@ -19,14 +19,13 @@ from actors import sdp, trickle
 from api.deps import RuntimeDep
 from api.exams import Candidate
 from api.media_sessions import Kind, MediaSession
-from api.security import COOKIE_NAME
+from api.security import request_token
 from infra.errors import (
     ExamdayError,
     Forbidden,
     NotFound,
     PreconditionFailed,
     PreconditionRequired,
-    Unauthenticated,
 )
 from infra.settings import Settings
 
@@ -56,18 +55,8 @@ class MediaCaller:
         return f"staff:{self.name}"
 
 
-def _token(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    cookie = request.cookies.get(COOKIE_NAME)
-    if cookie:
-        return cookie
-    raise Unauthenticated("log in first", reason="no_session")
-
-
 async def media_caller(request: Request, runtime: RuntimeDep) -> MediaCaller:
-    token = _token(request)
+    token = request_token(request)
     if "." not in token:  # session tokens are signed (payload.mac); pairing tokens are not
         device = await runtime.media.pairing.resolve(token)
         return MediaCaller("side", device.cid, device.exam, device.room, token)

@@ -34,18 +34,23 @@ class Principal:
         return self.claims.sub
 
 
-def _token(request: Request) -> str:
+def optional_token(request: Request) -> str | None:
+    """The caller's token: `Authorization: Bearer` (native clients) or the session cookie."""
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    cookie = request.cookies.get(COOKIE_NAME)
-    if cookie:
-        return cookie
-    raise Unauthenticated("log in first", reason="no_session")
+        return header[7:].strip() or None
+    return request.cookies.get(COOKIE_NAME) or None
+
+
+def request_token(request: Request) -> str:
+    token = optional_token(request)
+    if token is None:
+        raise Unauthenticated("log in first", reason="no_session")
+    return token
 
 
 async def current_principal(request: Request, runtime: RuntimeDep) -> Principal:
-    claims, record = await runtime.sessions.resolve(_token(request))
+    claims, record = await runtime.sessions.resolve(request_token(request))
     return Principal(claims, record.get("room"))
 
 

@@ -11,19 +11,11 @@ from actors import ingest_keys as keys
 from api.deps import RuntimeDep
 from api.ingest import Origin
 from api.models import LogSearch
-from api.security import COOKIE_NAME, StaffDep, check_exam
+from api.security import StaffDep, check_exam, optional_token
 from infra.errors import Forbidden
 
 router = APIRouter(prefix="/v1/logs", tags=["logs"])
 Day = Annotated[str, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")]
-
-
-def optional_token(request: Request) -> str | None:
-    """The caller's token, if any (these routes are open to anonymous clients too)."""
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip() or None
-    return request.cookies.get(COOKIE_NAME) or None
 
 
 async def _origin(request: Request, runtime: RuntimeDep) -> Origin:

@@ -13,8 +13,7 @@ from fastapi import APIRouter, Query, Request
 
 from api.deps import RuntimeDep
 from api.models import Channel, ReleaseCreate, ReleaseRef, RolloutRef, RolloutStart, UpdateCheck
-from api.routes.logs import optional_token
-from api.security import OrganiserDep
+from api.security import OrganiserDep, optional_token
 
 router = APIRouter(tags=["updates"])
 PlatformQuery = Annotated[str, Query(max_length=32)]
