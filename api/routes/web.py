@@ -1,0 +1,107 @@
+"""The browser clients: the candidate page at /candidate/, the proctor console at /console/.
+
+Static files from `web/` (plain ES modules, no build step), served with a strict
+Content-Security-Policy: scripts, styles and connections from this origin only,
+no inline code, media from the page's own streams. Only files of known types
+under the three folders are served; anything else is 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path, PurePosixPath
+
+from fastapi import APIRouter
+from fastapi import Path as PathParam
+from fastapi.responses import RedirectResponse, Response
+
+from infra.errors import NotFound
+
+router = APIRouter(include_in_schema=False)
+
+WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+}
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' blob: data:",
+        "media-src 'self' blob: mediastream:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(self), microphone=(self), geolocation=(), payment=()",
+    # Pages change with deployments; revalidate rather than run a stale client.
+    "Cache-Control": "no-cache",
+}
+FilePath = PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9]{1,8})?$")
+
+
+def resolve(app: str, name: str) -> Path:
+    """The file `web/<app>/<name>`, or NotFound: no folders, no dotfiles, known types only."""
+    relative = PurePosixPath(app, name or "index.html")
+    if relative.suffix not in CONTENT_TYPES or len(relative.parts) != 2:
+        raise NotFound("no such page", reason="page_not_found")
+    path = WEB_ROOT.joinpath(*relative.parts)
+    if not path.is_file():
+        raise NotFound("no such page", reason="page_not_found")
+    return path
+
+
+async def page(app: str, name: str) -> Response:
+    path = resolve(app, name)
+    body = await asyncio.to_thread(path.read_bytes)
+    return Response(body, media_type=CONTENT_TYPES[path.suffix], headers=SECURITY_HEADERS)
+
+
+@router.get("/candidate")
+async def candidate_redirect() -> RedirectResponse:
+    return RedirectResponse("/candidate/", status_code=308)
+
+
+@router.get("/console")
+async def console_redirect() -> RedirectResponse:
+    return RedirectResponse("/console/", status_code=308)
+
+
+@router.get("/candidate/")
+async def candidate_page() -> Response:
+    return await page("candidate", "index.html")
+
+
+@router.get("/console/")
+async def console_page() -> Response:
+    return await page("console", "index.html")
+
+
+@router.get("/candidate/{name}")
+async def candidate_asset(name: str = FilePath) -> Response:
+    return await page("candidate", name)
+
+
+@router.get("/console/{name}")
+async def console_asset(name: str = FilePath) -> Response:
+    return await page("console", name)
+
+
+@router.get("/common/{name}")
+async def common_asset(name: str = FilePath) -> Response:
+    return await page("common", name)

@@ -1,0 +1,235 @@
+// The candidate's exam day: log in, accept the policy, check devices, join, publish
+// camera and microphone by WHIP, heartbeat, hear the proctor by WHEP, upload photos.
+import { get, post } from '/common/http.js';
+import { install, t } from '/common/i18n.js';
+import { publish, watch } from '/common/webrtc.js';
+
+const HEARTBEAT_MS = 5000;
+const MAX_RETRY_DELAY_MS = 30000;
+const $ = (id) => document.getElementById(id);
+const state = { me: null, stream: null, camera: null, talkback: null, network: 'unknown',
+  advice: null, failures: 0, timer: null, retryAt: 0 };
+
+function show(step) {
+  for (const id of ['login-step', 'policy-step', 'check-step', 'live-step']) $(id).hidden = id !== step;
+  const heading = $(step).querySelector('h2');
+  heading.tabIndex = -1;
+  heading.focus();
+}
+
+function fail(error) {
+  $('error').textContent = `${t('error')}: ${error.reason || error.message}`;
+  $('error').hidden = false;
+}
+
+function clearError() {
+  $('error').hidden = true;
+}
+
+function setConnection(key) {
+  const el = $('connection');
+  el.dataset.state = key;
+  el.dataset.i18n = `status_${key}`;
+  el.textContent = t(`status_${key}`);
+  el.className = key === 'live' ? 'status' : 'warn';
+}
+
+function setTalkback(on) {
+  const el = $('talkback');
+  el.dataset.state = on ? 'on' : 'off';
+  el.dataset.i18n = on ? 'talkback_on' : 'talkback_off';
+  el.textContent = t(el.dataset.i18n);
+}
+
+async function login(event) {
+  event.preventDefault();
+  clearError();
+  try {
+    await post('/v1/sessions', { exam_no: $('exam-no').value.trim(), candidate_no: $('candidate-no').value.trim() });
+    await loadMe();
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function loadMe() {
+  state.me = await get('/v1/me');
+  $('policy-version').textContent = state.me.policy_version;
+  $('guardian').hidden = !state.me.needs_guardian_consent;
+  if (state.me.needs_consent || state.me.needs_guardian_consent) show('policy-step');
+  else show('check-step');
+}
+
+async function consent(event) {
+  event.preventDefault();
+  clearError();
+  try {
+    if (state.me.needs_consent) await post('/v1/me/consent', { policy_version: state.me.policy_version });
+    state.me = await get('/v1/me');
+    if (!state.me.needs_guardian_consent) show('check-step');
+  } catch (error) {
+    fail(error);
+  }
+}
+
+function guessNetwork() {
+  // The Network Information API says `type` on some mobile browsers only; else we ask.
+  const type = navigator.connection && navigator.connection.type;
+  const known = { wifi: 'wifi', cellular: 'cellular', ethernet: 'ethernet' };
+  if (type && known[type]) $('network').value = known[type];
+}
+
+async function onNetwork() {
+  state.network = $('network').value;
+  state.advice = await get(`/v1/me/network-advice?network=${encodeURIComponent(state.network)}`);
+  $('cellular').hidden = !state.advice.warning;
+}
+
+function mark(id, ok) {
+  $(id).textContent = t(ok ? 'ok' : 'failed');
+  $(id).dataset.i18n = ok ? 'ok' : 'failed';
+  $(id).className = ok ? 'good' : 'bad';
+  $(id).dataset.ok = String(ok);
+}
+
+async function checkDevices() {
+  clearError();
+  const supported = Boolean(window.RTCPeerConnection && navigator.mediaDevices);
+  mark('check-browser', supported);
+  if (!supported) return;
+  try {
+    await onNetwork();
+    const video = state.advice.video;
+    state.stream = await navigator.mediaDevices.getUserMedia({
+      audio: true,
+      video: { width: video.width, height: video.height, frameRate: video.fps },
+    });
+    $('preview').srcObject = state.stream;
+    mark('check-camera', state.stream.getVideoTracks().length > 0);
+    mark('check-microphone', state.stream.getAudioTracks().length > 0);
+    $('join').disabled = !(state.stream.getVideoTracks().length && state.stream.getAudioTracks().length);
+  } catch (error) {
+    mark('check-camera', false);
+    mark('check-microphone', false);
+    fail(error);
+  }
+}
+
+async function join() {
+  clearError();
+  try {
+    await post('/v1/me/join', { network: state.network });
+    show('live-step');
+    setTalkback(false);
+    await connect();
+    state.timer = setInterval(tick, HEARTBEAT_MS);
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function connect() {
+  setConnection('connecting');
+  if (state.camera) await state.camera.close();
+  state.camera = await publish('/v1/whip/me/camera', state.stream);
+  state.camera.pc.addEventListener('connectionstatechange', onConnectionState);
+}
+
+function onConnectionState() {
+  const pc = state.camera && state.camera.pc;
+  if (!pc) return;
+  if (pc.connectionState === 'connected') {
+    state.failures = 0;
+    setConnection('live');
+  } else if (['failed', 'disconnected', 'closed'].includes(pc.connectionState)) {
+    setConnection(navigator.onLine ? 'lost' : 'offline');
+  }
+}
+
+function retryDue() {
+  // Exponential backoff, capped, so a long outage costs one try per 30 s at most.
+  const delay = Math.min(MAX_RETRY_DELAY_MS, HEARTBEAT_MS * 2 ** state.failures);
+  return Date.now() >= state.retryAt + delay;
+}
+
+async function tick() {
+  try {
+    await post('/v1/me/heartbeat', { network: state.network });
+    const room = await get('/v1/me/room');
+    renderMessages(room.messages || []);
+    onConnectionState(); // back from offline with the media link still up: say so
+  } catch (error) {
+    setConnection(navigator.onLine ? 'lost' : 'offline');
+    return;
+  }
+  const pc = state.camera && state.camera.pc;
+  if (pc && ['failed', 'closed'].includes(pc.connectionState) && retryDue()) {
+    state.retryAt = Date.now();
+    state.failures += 1;
+    connect().catch(() => setConnection('lost'));
+  }
+  if (!state.talkback) listen();
+}
+
+async function listen() {
+  state.talkback = 'pending';
+  try {
+    const link = await watch('/v1/whep/me/talkback', ['audio'], (track) => {
+      $('talkback-audio').srcObject = new MediaStream([track]);
+      setTalkback(true);
+      track.addEventListener('ended', () => stopListening(link));
+    });
+    state.talkback = link;
+    link.pc.addEventListener('connectionstatechange', () => {
+      if (['failed', 'closed', 'disconnected'].includes(link.pc.connectionState)) stopListening(link);
+    });
+  } catch {
+    state.talkback = null; // nobody talks yet (404 not_publishing): try at the next tick
+  }
+}
+
+function stopListening(link) {
+  if (state.talkback !== link) return;
+  state.talkback = null;
+  setTalkback(false);
+  link.close();
+}
+
+function renderMessages(messages) {
+  const list = $('messages');
+  list.replaceChildren(...messages.slice(-20).map((m) => {
+    const li = document.createElement('li');
+    li.textContent = m.text;
+    return li;
+  }));
+}
+
+async function uploadPhoto(event) {
+  event.preventDefault();
+  const file = $('photo').files[0];
+  if (!file) return;
+  try {
+    await post('/v1/uploads/photos', file);
+    $('photo-result').textContent = t('uploaded');
+    $('photo-result').dataset.done = 'true';
+  } catch (error) {
+    fail(error);
+  }
+}
+
+function start() {
+  install($('lang'));
+  $('login-form').addEventListener('submit', login);
+  $('policy-form').addEventListener('submit', consent);
+  $('network').addEventListener('change', () => onNetwork().catch(fail));
+  $('check').addEventListener('click', checkDevices);
+  $('join').addEventListener('click', join);
+  $('photo-form').addEventListener('submit', uploadPhoto);
+  window.addEventListener('offline', () => setConnection('offline'));
+  window.addEventListener('online', () => { state.retryAt = 0; state.failures = 0; });
+  guessNetwork();
+  // Already logged in (the cookie survived a reload): skip the login form.
+  loadMe().catch(() => show('login-step'));
+}
+
+start();

@@ -1,0 +1,39 @@
+// Same-origin JSON calls. The session lives in an HttpOnly cookie the browser sends by
+// itself: no token is ever read, stored or put in a URL here.
+
+export class Problem extends Error {
+  constructor(status, body) {
+    super((body && (body.detail || body.title)) || `HTTP ${status}`);
+    this.status = status;
+    this.reason = (body && body.reason) || `http_${status}`;
+  }
+}
+
+async function problemOf(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  return new Problem(response.status, body);
+}
+
+export async function call(method, path, body, headers = {}) {
+  const init = { method, credentials: 'same-origin', headers: { ...headers } };
+  if (body instanceof Blob) {
+    init.body = body;
+    init.headers['Content-Type'] = body.type || 'application/octet-stream';
+  } else if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers['Content-Type'] = 'application/json';
+  }
+  const response = await fetch(path, init);
+  if (!response.ok) throw await problemOf(response);
+  if (response.status === 204) return null;
+  const type = response.headers.get('content-type') || '';
+  return type.includes('json') ? response.json() : response.text();
+}
+
+export const get = (path) => call('GET', path);
+export const post = (path, body, headers) => call('POST', path, body, headers);

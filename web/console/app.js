@@ -1,0 +1,194 @@
+// The proctor's console: log in, pick a room, watch its candidates, follow the room's
+// event stream, list incidents, talk back (push-to-talk) and send messages.
+import { get, post } from '/common/http.js';
+import { install, t } from '/common/i18n.js';
+import { publish } from '/common/webrtc.js';
+import { Tile } from '/console/tiles.js';
+
+const TICK_MS = 2000;
+const MAX_INCIDENTS = 200;
+const $ = (id) => document.getElementById(id);
+const room = { base: null, tiles: new Map(), events: null, timer: null, incidents: new Map(),
+  talk: null, talking: false };
+
+function fail(error) {
+  $('error').textContent = `${t('error')}: ${error.reason || error.message}`;
+  $('error').hidden = false;
+}
+
+function show(step) {
+  for (const id of ['login-step', 'rooms-step', 'room-step']) $(id).hidden = id !== step;
+  const heading = $(step).querySelector('h2');
+  heading.tabIndex = -1;
+  heading.focus();
+}
+
+async function login(event) {
+  event.preventDefault();
+  $('error').hidden = true;
+  try {
+    await post('/v1/staff/sessions', { username: $('username').value.trim(), password: $('password').value });
+    $('password').value = '';
+    await loadRooms();
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function loadRooms() {
+  const me = await get('/v1/staff/me');
+  $('rooms').replaceChildren(...me.rooms.map((key) => {
+    const [exam, name] = key.split('/');
+    const li = document.createElement('li');
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = `${exam} / ${name}`;
+    button.dataset.room = key;
+    button.addEventListener('click', () => openRoom(exam, name).catch(fail));
+    li.append(button);
+    return li;
+  }));
+  show('rooms-step');
+}
+
+function tile(cid) {
+  let found = room.tiles.get(cid);
+  if (!found) {
+    found = new Tile(room.base.replace('/v1/exams', '/v1/whep/exams'), cid);
+    room.tiles.set(cid, found);
+    $('tiles').append(found.el);
+  }
+  return found;
+}
+
+async function openRoom(exam, name) {
+  room.base = `/v1/exams/${encodeURIComponent(exam)}/rooms/${encodeURIComponent(name)}`;
+  $('room-h').textContent = `${exam} / ${name}`;
+  const view = await get(room.base);
+  for (const cid of view.roster) tile(cid);
+  for (const [cid, presence] of Object.entries(view.presence)) tile(cid).update(presence);
+  for (const incident of Object.values(view.incidents)) addIncident(incident);
+  for (const message of view.messages) addMessage(message);
+  await post(`${room.base}/presence`);
+  show('room-step');
+  follow(view.last_event_id);
+  room.timer = setInterval(() => room.tiles.forEach((each) => each.ensureWatching()), TICK_MS);
+  room.tiles.forEach((each) => each.ensureWatching());
+}
+
+function follow(after) {
+  // EventSource reconnects by itself and sends Last-Event-ID; `after` only seeds the first.
+  const events = new EventSource(`${room.base}/events?after=${encodeURIComponent(after)}`);
+  room.events = events;
+  const presence = ['joined', 'heartbeat', 'network', 'disconnected', 'left', 'ended'];
+  for (const kind of presence) {
+    events.addEventListener(kind, (e) => {
+      const event = JSON.parse(e.data);
+      const each = tile(event.cid);
+      each.update({ state: kind === 'heartbeat' || kind === 'network' ? 'joined' : kind,
+        network: event.network });
+      each.ensureWatching();
+    });
+  }
+  events.addEventListener('incident', (e) => addIncident({ id: e.lastEventId, status: 'open', ...JSON.parse(e.data) }));
+  events.addEventListener('incident_reviewed', (e) => reviewed(JSON.parse(e.data)));
+  events.addEventListener('message', (e) => addMessage(JSON.parse(e.data)));
+  events.addEventListener('reset', () => window.location.reload());
+}
+
+function addIncident(incident) {
+  if (room.incidents.has(incident.id) || room.incidents.size >= MAX_INCIDENTS) return;
+  room.incidents.set(incident.id, incident);
+  if (incident.status === 'open') tile(incident.cid).addIncident(1);
+  const li = document.createElement('li');
+  li.dataset.incident = incident.id;
+  li.dataset.status = incident.status;
+  li.textContent = `${incident.cid.slice(0, 8)} · ${incident.incident} · ${incident.severity} · ${incident.status}`;
+  $('incidents').prepend(li);
+}
+
+function reviewed(event) {
+  const incident = room.incidents.get(event.incident);
+  if (!incident || incident.status !== 'open') return;
+  incident.status = event.decision;
+  tile(incident.cid).addIncident(-1);
+  const li = $('incidents').querySelector(`[data-incident="${CSS.escape(event.incident)}"]`);
+  if (li) {
+    li.dataset.status = event.decision;
+    li.textContent = `${incident.cid.slice(0, 8)} · ${incident.incident} · ${incident.severity} · ${event.decision}`;
+  }
+}
+
+function addMessage(message) {
+  const li = document.createElement('li');
+  li.textContent = `${message.proctor || ''}: ${message.text}`;
+  $('messages').prepend(li);
+}
+
+async function sendMessage(event) {
+  event.preventDefault();
+  try {
+    await post(`${room.base}/messages`, { text: $('message').value });
+    $('message').value = '';
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function startTalking() {
+  if (room.talking) return;
+  room.talking = true;
+  $('talk').setAttribute('aria-pressed', 'true');
+  $('talk').textContent = t('talking');
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const url = `${room.base.replace('/v1/exams', '/v1/whip/exams')}/talkback`;
+    const link = await publish(url, stream);
+    link.stream = stream;
+    if (room.talking) room.talk = link;
+    else close(link);
+  } catch (error) {
+    stopTalking();
+    fail(error);
+  }
+}
+
+function close(link) {
+  link.stream.getTracks().forEach((track) => track.stop());
+  link.close();
+}
+
+function stopTalking() {
+  room.talking = false;
+  $('talk').setAttribute('aria-pressed', 'false');
+  $('talk').textContent = t('talk');
+  if (room.talk) close(room.talk);
+  room.talk = null;
+}
+
+function pushToTalk(button) {
+  button.addEventListener('pointerdown', startTalking);
+  button.addEventListener('pointerup', stopTalking);
+  button.addEventListener('pointerleave', stopTalking);
+  // Keyboard users hold Space (or Enter) the same way.
+  button.addEventListener('keydown', (e) => {
+    if ((e.key === ' ' || e.key === 'Enter') && !e.repeat) { e.preventDefault(); startTalking(); }
+  });
+  button.addEventListener('keyup', (e) => {
+    if (e.key === ' ' || e.key === 'Enter') { e.preventDefault(); stopTalking(); }
+  });
+}
+
+function start() {
+  install($('lang'), () => room.tiles.forEach((each) => each.render()));
+  $('login-form').addEventListener('submit', login);
+  $('message-form').addEventListener('submit', sendMessage);
+  pushToTalk($('talk'));
+  window.addEventListener('pagehide', () => {
+    room.tiles.forEach((each) => each.close());
+    if (room.talk) close(room.talk);
+  });
+  loadRooms().catch(() => show('login-step'));
+}
+
+start();

@@ -1,0 +1,89 @@
+// One tile per candidate: live camera by WHEP, presence, network, open-incident badge.
+import { t } from '/common/i18n.js';
+import { watch } from '/common/webrtc.js';
+
+const RETRY_MS = 3000;
+
+export class Tile {
+  constructor(base, cid) {
+    this.url = `${base}/candidates/${encodeURIComponent(cid)}?sources=camera`;
+    this.cid = cid;
+    this.link = null;
+    this.pending = false;
+    this.triedAt = 0;
+    this.presence = 'absent';
+    this.incidents = 0;
+    this.el = document.createElement('article');
+    this.el.className = 'tile';
+    this.el.dataset.cid = cid;
+    this.video = document.createElement('video');
+    Object.assign(this.video, { autoplay: true, muted: true, playsInline: true });
+    this.video.setAttribute('aria-label', cid.slice(0, 8));
+    const meta = document.createElement('div');
+    meta.className = 'meta';
+    this.name = document.createElement('strong');
+    this.name.textContent = cid.slice(0, 8);
+    this.state = document.createElement('span');
+    this.network = document.createElement('span');
+    this.network.className = 'pill network';
+    this.badge = document.createElement('span');
+    this.badge.className = 'badge';
+    this.badge.hidden = true;
+    meta.append(this.name, this.state, this.network, this.badge);
+    this.el.append(this.video, meta);
+    this.render();
+  }
+
+  update(presence) {
+    if (presence.state) this.presence = presence.state;
+    if (presence.network) this.network.textContent = presence.network;
+    this.render();
+  }
+
+  render() {
+    this.state.className = `pill presence ${this.presence}`;
+    this.state.textContent = t(this.presence);
+    this.state.dataset.state = this.presence;
+    this.badge.textContent = String(this.incidents);
+    this.badge.hidden = this.incidents === 0;
+    this.badge.setAttribute('aria-label', `${t('incidents')}: ${this.incidents}`);
+  }
+
+  addIncident(delta) {
+    this.incidents = Math.max(0, this.incidents + delta);
+    this.render();
+  }
+
+  // Called on every room event and on a timer: watch when present and not watching yet.
+  async ensureWatching() {
+    if (this.presence !== 'joined' || this.link || this.pending) return;
+    if (Date.now() - this.triedAt < RETRY_MS) return;
+    this.pending = true;
+    this.triedAt = Date.now();
+    try {
+      const link = await watch(this.url, ['video'], (track) => {
+        this.video.srcObject = new MediaStream([track]);
+        track.addEventListener('ended', () => this.drop(link));
+      });
+      this.link = link;
+      link.pc.addEventListener('connectionstatechange', () => {
+        if (['failed', 'closed'].includes(link.pc.connectionState)) this.drop(link);
+      });
+    } catch {
+      // not publishing yet: the next event or tick tries again
+    } finally {
+      this.pending = false;
+    }
+  }
+
+  drop(link) {
+    if (this.link !== link) return;
+    this.link = null;
+    this.video.srcObject = null;
+    link.close();
+  }
+
+  close() {
+    if (this.link) this.drop(this.link);
+  }
+}
