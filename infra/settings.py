@@ -20,6 +20,7 @@ from actors.ingest_settings import IngestSettings
 from actors.media_settings import MediaSettings
 from actors.retention_settings import PrivacySettings
 from actors.update_settings import UpdateSettings
+from infra.ops_settings import OpsSettings
 from ml.config import FaceSettings
 
 # Secrets in these forms are for a laptop only; anything else refuses to start with them.
@@ -115,6 +116,8 @@ class Settings(BaseSettings):
     updates: UpdateSettings = Field(default_factory=UpdateSettings)
     # Retention sweeps, legal holds, exports for authorities, candidate uploads.
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    # Operations: the metrics endpoint's token and bounds, the room shard controller.
+    ops: OpsSettings = Field(default_factory=OpsSettings)
 
     # Secrets.
     token_signing_key: SecretStr = SecretStr("dev-token-signing-key-not-for-production")

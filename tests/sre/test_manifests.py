@@ -127,3 +127,24 @@ def test_gateway_refuses_secrets_in_the_repo_and_unknown_settings() -> None:
     problems = validate.check_gateway(docs)
     assert "gateway: a Secret with values in the repository" in problems
     assert "configmap: EXAMDAY_NO_SUCH_KNOB is not a setting" in problems
+
+
+def test_dashboard_queries_only_metrics_the_gateway_exports() -> None:
+    import json
+    import re
+
+    from infra import metrics
+
+    source = Path(metrics.__file__).read_text()
+    exported = {f"examday_{name}" for name in re.findall(r'_gauge\(\s*"(\w+)"', source)}
+    exported |= set(re.findall(r'"(examday_\w+)"', source))
+    exported |= {f"examday_media_shard_{key}" for key in metrics.MEDIA_FIELDS}
+    dashboard = json.loads((validate.MANIFESTS / "grafana-dashboard.json").read_text())
+    queried = {
+        re.sub(r"_(sum|count|bucket)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"examday_\w+", target["expr"])
+    }
+    assert queried
+    assert queried - exported == set()

@@ -1,0 +1,44 @@
+"""`GET /metrics`: the whole cluster in Prometheus text format (see infra/metrics.py)."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import APIRouter, Header
+from fastapi.responses import Response
+
+from api.deps import RuntimeDep
+from api.runtime import Runtime
+from infra.errors import Unauthenticated
+from infra.metrics import CONTENT_TYPE, ClusterSampler, render
+from infra.ops_settings import OpsSettings
+
+router = APIRouter(tags=["operations"])
+
+
+def sampler_of(runtime: Runtime) -> ClusterSampler:
+    return ClusterSampler(
+        ops=runtime.settings.ops,
+        redis=runtime.redis,
+        rooms=runtime.rooms,
+        media=runtime.media.router,
+        verifier=runtime.face.verifier,
+        ingest=runtime.ingest,
+        regions=sorted(runtime.settings.regions),
+    )
+
+
+def check_token(ops: OpsSettings, authorization: str | None) -> None:
+    """With `EXAMDAY_OPS__METRICS_TOKEN` set, a scrape must send it as a bearer token."""
+    if ops.metrics_token is None:
+        return
+    sent = (authorization or "").removeprefix("Bearer ")
+    if not hmac.compare_digest(sent.encode(), ops.metrics_token.get_secret_value().encode()):
+        raise Unauthenticated("send the metrics token", reason="metrics_token_required")
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(runtime: RuntimeDep, authorization: str | None = Header(None)) -> Response:
+    check_token(runtime.settings.ops, authorization)
+    sample = await sampler_of(runtime).sample()
+    return Response(render(sample), media_type=CONTENT_TYPE)

@@ -1,0 +1,29 @@
+"""Settings of cluster operations: the metrics endpoint and the room shard controller."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+
+class OpsSettings(BaseModel):
+    # `GET /metrics`: a bearer token Prometheus must send (unset: open, for a scrape
+    # inside the cluster network only), and bounds on what one scrape may ask for.
+    metrics_token: SecretStr | None = None
+    metrics_max_rooms: int = Field(default=2000, ge=0, le=100_000)
+    metrics_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    metrics_concurrency: int = Field(default=16, ge=1, le=256)
+    # The room shard controller: bounds, the load it aims for, and how often it may act.
+    controller_min_shards: int = Field(default=2, ge=1, le=256)
+    controller_max_shards: int = Field(default=32, ge=1, le=256)
+    controller_rooms_high: int = Field(default=200, ge=1)
+    controller_rooms_low: int = Field(default=50, ge=0)
+    controller_interval_s: float = Field(default=15.0, gt=0)
+    controller_cooldown_s: float = Field(default=120.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> OpsSettings:
+        if self.controller_min_shards > self.controller_max_shards:
+            raise ValueError("controller_min_shards must not exceed controller_max_shards")
+        if self.controller_rooms_low >= self.controller_rooms_high:
+            raise ValueError("controller_rooms_low must be below controller_rooms_high")
+        return self
