@@ -139,6 +139,7 @@ async function startTalking() {
   if (room.talking) return;
   room.talking = true;
   $('talk').setAttribute('aria-pressed', 'true');
+  $('talk').dataset.i18n = 'talking';
   $('talk').textContent = t('talking');
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
@@ -161,6 +162,7 @@ function close(link) {
 function stopTalking() {
   room.talking = false;
   $('talk').setAttribute('aria-pressed', 'false');
+  $('talk').dataset.i18n = 'talk';
   $('talk').textContent = t('talk');
   if (room.talk) close(room.talk);
   room.talk = null;

@@ -1,0 +1,151 @@
+"""The candidate page and the proctor console in a real Chromium, against the real gateway.
+
+The candidate logs in, accepts the policy, passes the device and network check,
+joins and publishes by WHIP; the proctor's console shows the candidate's tile
+with moving video (WHEP), an incident raised by the API as a badge, and the
+proctor's push-to-talk reaches the candidate's page as an audio track.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from PIL import Image
+from playwright.async_api import Browser, FilePayload, Page, expect
+
+from api.runtime import Runtime
+from infra.settings import Settings
+from tests.factories import PASSWORD, new_exam
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+SECONDS = 1000  # Playwright counts milliseconds
+
+
+def runtime_of(app: FastAPI) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime
+
+
+async def open_candidate(browser: Browser, settings: Settings, exam: str, number: str) -> Page:
+    page = await (await browser.new_context(locale="zh-CN")).new_page()
+    await page.goto(f"{settings.gateway_url}/candidate/")
+    await page.get_by_label("考试编号").fill(exam)
+    await page.get_by_label("考生号").fill(number)
+    await page.locator("#login-form button").click()
+    await page.locator("#accept").check()
+    await page.locator("#policy-form button").click()
+    await expect(page.locator("#check-step")).to_be_visible()
+    return page
+
+
+async def pass_checks(page: Page) -> None:
+    await page.select_option("#network", "cellular")
+    await expect(page.locator("#cellular")).to_be_visible()
+    await page.select_option("#network", "wifi")
+    await expect(page.locator("#cellular")).to_be_hidden()
+    await page.locator("#check").click()
+    for check in ("#check-browser", "#check-camera", "#check-microphone"):
+        await expect(page.locator(check)).to_have_attribute("data-ok", "true")
+    await page.locator("#join").click()
+    await expect(page.locator("#connection")).to_have_attribute(
+        "data-state", "live", timeout=15 * SECONDS
+    )
+
+
+async def open_console(browser: Browser, settings: Settings, username: str, room: str) -> Page:
+    context = await browser.new_context(locale="zh-CN", viewport={"width": 1100, "height": 800})
+    page = await context.new_page()
+    await page.goto(f"{settings.gateway_url}/console/")
+    await page.get_by_label("用户名").fill(username)
+    await page.get_by_label("密码").fill(PASSWORD)
+    await page.locator("#login-form button").click()
+    await page.locator(f'button[data-room="{room}"]').click()
+    await expect(page.locator("#room-step")).to_be_visible()
+    return page
+
+
+async def frame_of(page: Page, cid: str) -> bytes:
+    return await page.locator(f'.tile[data-cid="{cid}"] video').screenshot()
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (320, 240), (9, 99, 199)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_candidate_publishes_and_the_console_sees_it(
+    browser: Browser, client: httpx.AsyncClient, app: FastAPI, settings: Settings
+) -> None:
+    world = await new_exam(client, runtime_of(app), {"r1": ["1001"]})
+    cid = world.candidate_ids["1001"]
+    proctor = world.proctors["r1"]
+    username = (await client.get("/v1/staff/me", headers=proctor)).json()["username"]
+    console = await open_console(browser, settings, username, f"{world.exam_id}/r1")
+    candidate = await open_candidate(browser, settings, world.exam_id, "1001")
+    try:
+        await pass_checks(candidate)
+        cookies = await candidate.context.cookies()
+        assert [c["name"] for c in cookies] == ["examday_session"]
+        assert cookies[0]["httpOnly"]
+        assert await candidate.evaluate("window.localStorage.length") == 0
+        assert "examday_session" not in await candidate.evaluate("document.cookie")
+
+        tile = console.locator(f'.tile[data-cid="{cid}"]')
+        await expect(tile.locator(".presence")).to_have_attribute("data-state", "joined")
+        video = tile.locator("video")
+        await expect(video).to_have_js_property("readyState", 4, timeout=5 * SECONDS)
+        first = await frame_of(console, cid)
+        await console.wait_for_timeout(700)
+        assert await frame_of(console, cid) != first, "the tile's video does not move"
+
+        raised = await client.post(
+            f"/v1/exams/{world.exam_id}/rooms/r1/incidents",
+            json={"candidate": cid, "type": "second_person", "severity": "high"},
+            headers=proctor,
+        )
+        assert raised.status_code == 201, raised.text
+        await expect(tile.locator(".badge")).to_have_text("1")
+        await expect(console.locator("#incidents li")).to_contain_text("second_person")
+
+        sheet: FilePayload = {"name": "sheet.png", "mimeType": "image/png", "buffer": png()}
+        await candidate.set_input_files("#photo", files=[sheet])
+        await candidate.locator("#photo-form button").click()
+        await expect(candidate.locator("#photo-result")).to_have_attribute("data-done", "true")
+
+        await console.locator("#talk").hover()
+        await console.mouse.down()
+        await expect(candidate.locator("#talkback")).to_have_attribute(
+            "data-state", "on", timeout=20 * SECONDS
+        )
+        tracks = await candidate.evaluate(
+            "document.getElementById('talkback-audio').srcObject.getAudioTracks()"
+            ".map((t) => t.readyState)"
+        )
+        assert tracks == ["live"]
+        await save_screenshots(console, candidate)
+        await console.mouse.up()
+        await expect(candidate.locator("#talkback")).to_have_attribute(
+            "data-state", "off", timeout=20 * SECONDS
+        )
+    finally:
+        await console.context.close()
+        await candidate.context.close()
+
+
+async def save_screenshots(console: Page, candidate: Page) -> None:
+    # In English too: CI machines may lack CJK fonts, and the README's copy must be legible.
+    await console.locator("#lang").click()
+    await expect(console.locator("html")).to_have_attribute("lang", "en")
+    await expect(console.locator("#room-step h3").first).to_have_text("Incidents")
+    await candidate.locator("#lang").click()
+    await expect(candidate.locator("#talkback")).to_have_text("The proctor is speaking")
+    ARTIFACTS.mkdir(exist_ok=True)
+    await console.screenshot(path=ARTIFACTS / "console.png", full_page=True)
+    await candidate.screenshot(path=ARTIFACTS / "candidate.png", full_page=True)
+    shutil.copyfile(ARTIFACTS / "console.png", DOCS / "console.png")
