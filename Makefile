@@ -24,7 +24,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# The web tests drive Debian's chromium (Playwright's own browser download is not used).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+.PHONY: chromium
+chromium:
+	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+
+pytest: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
