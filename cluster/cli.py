@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     shards = cluster_commands.add_parser("shards", help="list, add or remove room shards")
     shards.add_argument("--add", type=int, default=0, metavar="N", help="add N room shards")
     shards.add_argument("--remove", metavar="NAME", help="move a shard's rooms away and stop it")
+    # `examday cluster status|validate|plan|drain`: cluster/ops_cli.py.
+    from cluster import ops_cli
+
+    ops_cli.add_commands(cluster_commands)
 
     staff = commands.add_parser("staff", help="staff accounts")
     staff_commands = staff.add_subparsers(dest="staff_command", required=True)
@@ -75,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.add < 0:
             raise SystemExit("--add takes a positive number")
         return shards.shards(settings, args.add, args.remove)
+    if args.command == "cluster" and args.cluster_command != "shards":
+        from cluster import ops_cli
+
+        return ops_cli.main(args, settings)
     if args.command == "staff" and args.staff_command == "add":
         from cluster import shards
 

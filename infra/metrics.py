@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis.asyncio import Redis
 
-from actors.face_client import VerifierClient
 from actors.retention_state import RunState
-from api.ingest import IngestClient
 from api.media import MediaRouter
 from api.rooms import RoomRouter
 from infra.ops_settings import OpsSettings
@@ -55,8 +53,9 @@ class ClusterSampler:
     redis: Redis
     rooms: RoomRouter
     media: MediaRouter
-    verifier: VerifierClient | None
-    ingest: IngestClient | None
+    # What the verifier pool and the ingest shards report (None: not sampled).
+    verifier: Callable[[], Awaitable[dict[str, Any]]] | None
+    ingest: Callable[[], Awaitable[list[dict[str, Any]]]] | None
     regions: list[str]
 
     async def sample(self) -> ClusterSample:
@@ -113,11 +112,11 @@ class ClusterSampler:
 
     async def _verifier(self, out: ClusterSample) -> None:
         assert self.verifier is not None
-        out.verifier = await self.verifier.status()
+        out.verifier = await self.verifier()
 
     async def _ingest(self, out: ClusterSample) -> None:
         assert self.ingest is not None
-        out.ingest = await self.ingest.stats()
+        out.ingest = await self.ingest()
 
     async def _retention(self, out: ClusterSample) -> None:
         for region in self.regions:

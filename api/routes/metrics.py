@@ -22,8 +22,8 @@ def sampler_of(runtime: Runtime) -> ClusterSampler:
         redis=runtime.redis,
         rooms=runtime.rooms,
         media=runtime.media.router,
-        verifier=runtime.face.verifier,
-        ingest=runtime.ingest,
+        verifier=runtime.face.verifier.status,
+        ingest=runtime.ingest.stats,
         regions=sorted(runtime.settings.regions),
     )
 
