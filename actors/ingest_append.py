@@ -31,8 +31,9 @@ from infra.scrub import Scrubber
 
 # ARGV: 1 limit, 2 window, 3 seen ttl, 4 max backlog, 5 n, 6 exam, 7 region, 8 received,
 # 9 #hll, 10 #dims, 11 #ops, 12 usage ttl, 13 lines, 14 kinds, 15 ids, 16 device,
-# 17 sessions, 18 latest time; then hll members, dims, ops (index, op, f1, f2). Records
-# travel joined in a few arguments: packing one argument each costs more than the rest.
+# 17 sessions, 18 latest time, 19 dedupe digests (24 hex characters a record); then hll
+# members, dims, ops (index, op, f1, f2). Records travel joined in a few arguments, and
+# the sets are asked in bulk: one argument or one call per record costs more than the rest.
 _APPEND = """
 local n = tonumber(ARGV[5])
 local used = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -48,21 +49,27 @@ else
   redis.call('INCRBY', KEYS[2], n)
 end
 local nh, nd, nops = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local base = 18
+local base = 19
 for i = 1, nh do redis.call('PFADD', KEYS[7 + i], ARGV[base + i]) end
 for i = 1, nd do redis.call('SADD', KEYS[7], ARGV[base + nh + i]) end
-local flags, dups, i = {}, 0, 0
-for rid in string.gmatch(ARGV[15], '[^\\n]+') do
-  i = i + 1
-  local member = ARGV[16] .. ':' .. rid
-  if redis.call('SISMEMBER', KEYS[4], member) == 1 or redis.call('SADD', KEYS[3], member) == 0 then
+if #ARGV[19] ~= 24 * n then return redis.error_reply('digests do not match records') end
+local members = {}
+for i = 1, n do members[i] = string.sub(ARGV[19], 24 * i - 23, 24 * i) end
+local before = redis.call('SMISMEMBER', KEYS[4], unpack(members))
+local recent = redis.call('SMISMEMBER', KEYS[3], unpack(members))
+local flags, dups, fresh, batch = {}, 0, {}, {}
+for i = 1, n do
+  local member = members[i]
+  if before[i] == 1 or recent[i] == 1 or batch[member] then
     flags[i] = '0'
     dups = dups + 1
   else
     flags[i] = '1'
+    batch[member] = true
+    fresh[#fresh + 1] = member
   end
 end
-if i ~= n then return redis.error_reply('ids do not match records') end
+if #fresh > 0 then redis.call('SADD', KEYS[3], unpack(fresh)) end
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 local ops = base + nh + nd
 for j = 0, nops - 1 do
@@ -228,6 +235,7 @@ class Appender:
             device,
             " ".join(sorted({session for _, session in sessions})),
             repr(latest),
+            "".join(_digest(device, rid) for rid in ids),
         ]
         args = [str(v) for v in header] + hll_args + dims + ops
         return Prepared(device, len(records), script_keys, args)
@@ -251,6 +259,11 @@ class Appender:
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _digest(device: str, rid: str) -> str:
+    """What the de-duplication sets hold: 96 bits of (device, record id), not the ids."""
+    return hashlib.blake2b(f"{device}:{rid}".encode(), digest_size=12).hexdigest()
 
 
 def _line(

@@ -18,15 +18,16 @@ class IngestSettings(BaseModel):
 
     # Limits of one batch: records, bytes once decompressed (a gzip bomb stops
     # here), and the free text of one record (message, stack, breadcrumbs).
-    max_batch_records: int = Field(default=1000, ge=1)
+    max_batch_records: int = Field(default=1000, ge=1, le=5000)
     max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_record_bytes: int = Field(default=64 * 1024, ge=256)
 
     # Records one device may send per window before 429 with Retry-After.
     device_records_per_window: int = Field(default=6000, ge=1)
     device_window_seconds: int = Field(default=60, ge=1)
-    # A record id seen within this time is acknowledged again but not stored twice.
-    dedupe_seconds: int = Field(default=3600, ge=60)
+    # A record id seen within this time (and at most twice it) is acknowledged again but
+    # not stored twice: long enough for client retries, short enough for Redis memory.
+    dedupe_seconds: int = Field(default=600, ge=60)
     # Unflushed stream entries (batches) per shard before 503 with Retry-After.
     max_backlog_entries: int = Field(default=50_000, ge=10)
 

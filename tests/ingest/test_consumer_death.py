@@ -18,6 +18,7 @@ from actors.ingest_keys import GROUP, marks_key, shard_name, stream_key
 from actors.ingest_sink import LogSink
 from api.runtime import Runtime
 from infra.pseudonym import Pseudonyms
+from infra.redis import text
 from infra.settings import Settings
 from tests.factories import new_exam
 from tests.ingest.helpers import (
@@ -130,22 +131,31 @@ async def test_killing_an_ingest_actor_mid_flush_loses_and_duplicates_nothing(
         assert response.status_code == 202, response.text
         sent += len(batch)
 
-    # Keep the victim busy until it holds entries it read and did not acknowledge, then SIGKILL it.
-    held: list[Any] = []
-    for round_ in range(300):
-        await send(round_)
-        held = await runtime.redis.xpending_range(stream, GROUP, "-", "+", 1000)
-        if held:
-            break
-    assert held, "the victim never held unacknowledged entries"
+    # Keep the victim busy until it holds entries it read and did not acknowledge, then
+    # SIGKILL it; again if it happened to finish them before the signal landed.
     victim = await asyncio.to_thread(ray.get_actor, victim_name, namespace=settings.ray_namespace)
-    await asyncio.to_thread(ray.kill, victim, no_restart=False)
-    for round_ in range(300, 305):
-        await send(round_)  # the gateway waits out the restart
+    orphaned: list[Any] = []
+    round_ = 0
+    for _ in range(5):
+        for _ in range(300):
+            await send(round_)
+            round_ += 1
+            if await runtime.redis.xpending_range(stream, GROUP, "-", "+", 1000):
+                break
+        await asyncio.to_thread(ray.kill, victim, no_restart=False)
+        restarted = await runtime.ingest.call_shard(victim_name, "stats")  # waits out the restart
+        held: list[Any] = await runtime.redis.xpending_range(stream, GROUP, "-", "+", 1000)
+        orphaned = [p for p in held if text(p["consumer"]) != restarted["consumer"]]
+        if orphaned:
+            break
+    assert orphaned, "no kill ever caught the victim mid-flush"
+    for _ in range(5):
+        await send(round_)  # more traffic for the restarted shard
+        round_ += 1
 
     drained = await runtime.ingest.drain(timeout_s=90)
     assert all(shard["drained"] for shard in drained), drained
-    assert sum(shard["entries_claimed"] for shard in drained) >= 1
+    assert sum(shard["entries_claimed"] for shard in drained) >= len(orphaned)
     objects = await read_objects(runtime, "cn-north", anonymous_prefix())
     ids = [line["id"] for o in objects for line in o.lines if line["id"].startswith(tag)]
     assert len(ids) == sent
