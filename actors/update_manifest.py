@@ -233,7 +233,7 @@ class UpdateManifest:
             },
             "manifest": offered.manifest,
             "signature": offered.signature,
-            "key_id": self.signer.public_key()["key_id"],
+            "key_id": self.signer.key_id,
             "download": {
                 "url": await self.installers.download_url(offered.installer.key, expires),
                 "expires_in": expires,

@@ -9,6 +9,7 @@ the installer's size and sha256 in it.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from typing import Any
@@ -26,6 +27,10 @@ DEV_SEED = b"examday-dev-update-signing-seed!"
 
 def canonical(payload: dict[str, Any]) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _key_id(raw_public_key: bytes) -> str:
+    return hashlib.sha256(raw_public_key).hexdigest()[:16]
 
 
 def _b64(data: bytes) -> str:
@@ -62,11 +67,11 @@ class ManifestSigner:
 
     def public_key(self) -> dict[str, str]:
         raw = self._private().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return {
-            "alg": "Ed25519",
-            "key_id": hashlib.sha256(raw).hexdigest()[:16],
-            "public_key": _b64(raw),
-        }
+        return {"alg": "Ed25519", "key_id": _key_id(raw), "public_key": _b64(raw)}
+
+    @functools.cached_property
+    def key_id(self) -> str:
+        return self.public_key()["key_id"]
 
     def sign(self, payload: dict[str, Any]) -> tuple[str, str]:
         """(manifest, signature): the canonical text and its signature, urlsafe base64."""

@@ -12,7 +12,7 @@ from api.deps import RuntimeDep
 from api.ingest import Origin
 from api.models import LogSearch
 from api.security import StaffDep, check_exam, optional_token
-from infra.errors import Forbidden
+from infra.errors import Forbidden, NotFound
 
 router = APIRouter(prefix="/v1/logs", tags=["logs"])
 Day = Annotated[str, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")]
@@ -28,13 +28,16 @@ async def _origin(request: Request, runtime: RuntimeDep) -> Origin:
     if claims.role != "candidate" or claims.exam is None:
         return Origin(default, token=token, name=claims.sub)
     region = await runtime.regional.region_of(claims.exam)
-    identity = await runtime.exams.identity(claims.exam, claims.sub)
+    try:
+        identity = await runtime.exams.identity(claims.exam, claims.sub)
+    except NotFound:  # the roster row is gone: still bind the batch, scrub what is known
+        identity = {}
     return Origin(
         region,
         exam=claims.exam,
         token=token,
-        name=identity["name"],
-        numbers=(identity["candidate_no"], claims.exam, claims.sub),
+        name=identity.get("name"),
+        numbers=(identity.get("candidate_no", ""), claims.exam, claims.sub),
     )
 
 
