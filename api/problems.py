@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infra.errors import ExamdayError
@@ -104,6 +106,16 @@ def install(app: FastAPI) -> None:
         return problem_response(
             exc.status_code, reason, reason.replace("_", " ").capitalize(), str(exc.detail),
             request.url.path, headers=dict(exc.headers or {}),
+        )  # fmt: skip
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        # Overload or an outage of the hot store: the client should come back shortly.
+        log.warning("redis unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(
+            503, "dependency_down", "A dependency is down", "hot state is unavailable",
+            request.url.path, retry_after=1,
         )  # fmt: skip
 
     @app.exception_handler(Exception)

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import asyncio
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from infra.settings import Settings
 
 
 def connect(settings: Settings) -> Redis:
-    # bytes in, bytes out: journals carry JSON we decode ourselves.
-    return Redis.from_url(
+    # bytes in, bytes out: journals carry JSON we decode ourselves. A blocking pool
+    # makes a burst wait for a free connection (briefly) instead of failing at once.
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         socket_connect_timeout=2,
         socket_timeout=10,
         health_check_interval=15,
-        max_connections=256,
+        max_connections=512,
+        timeout=5,
     )
+    return Redis(connection_pool=pool)
 
 
 async def ping(redis: Redis, within: float = 2.0) -> tuple[bool, str]:
