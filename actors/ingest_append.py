@@ -180,11 +180,11 @@ class Appender:
         latest = 0.0
         for index, record in enumerate(records, 1):
             session = self.pseudonyms.session(record.session_id) if record.session_id else ""
-            line = _line(device, session, record, received, scrubber)
-            lines.append(_dumps(line))
+            line, rid, moment = _line(device, session, record, received, scrubber)
+            lines.append(line)
             kinds.append(_KIND_CODES[record.kind])
-            ids.append(line["id"])
-            latest = max(latest, line["time"])
+            ids.append(rid)
+            latest = max(latest, moment)
             platform, version, model = record.os, record.app_version, record.model
             if record.kind == "crash":
                 ops += [str(index), "c", keys.dim(platform, version, model)]
@@ -259,6 +259,7 @@ class Appender:
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_text = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _digest(device: str, rid: str) -> str:
@@ -268,31 +269,29 @@ def _digest(device: str, rid: str) -> str:
 
 def _line(
     device: str, session: str, record: RecordIn, received: float, scrubber: Scrubber
-) -> dict[str, Any]:
-    line: dict[str, Any] = {
-        "id": record.id or record_id(device, record),
-        "kind": record.kind,
-        "time": record.epoch(),
-        "received": received,
-        "level": record.level,
-        "message": scrubber.scrub(record.message),
-        "os": record.os,
-        "os_version": record.os_version,
-        "model": record.model,
-        "app_version": record.app_version,
-    }
+) -> tuple[str, str, float]:
+    """(the stored JSON line, its record id, its time). Identifiers, enums and versions have
+    shapes without quotes or backslashes (the schema's patterns), so only free text needs
+    the JSON encoder; that keeps the per-record cost down."""
+    rid = record.id or record_id(device, record)
+    moment = record.epoch()
+    head = (
+        f'{{"id":"{rid}","kind":"{record.kind}","time":{moment!r},"received":{received!r},'
+        f'"level":"{record.level}","message":{_text(scrubber.scrub(record.message))},'
+        f'"os":"{record.os}","os_version":"{record.os_version}","model":"{record.model}",'
+        f'"app_version":"{record.app_version}"'
+    )
     if record.kind == "metric":
         # Usage analytics carry no identity at all: no device, no session, no candidate.
-        line["name"] = record.name
-        line["value"] = record.value
-        return line
-    line["device"] = device
+        value = "null" if record.value is None else repr(record.value)
+        return f'{head},"name":"{record.name}","value":{value}}}', rid, moment
+    parts = [head, f',"device":"{device}"']
     if session:
-        line["session"] = session
+        parts.append(f',"session":"{session}"')
     if record.stack:
-        line["stack"] = scrubber.scrub(record.stack)
+        parts.append(f',"stack":{_text(scrubber.scrub(record.stack))}')
     if record.breadcrumbs:
-        line["breadcrumbs"] = [
+        crumbs = [
             {
                 "time": _epoch(crumb.time),
                 "category": scrubber.scrub(crumb.category),
@@ -300,7 +299,9 @@ def _line(
             }
             for crumb in record.breadcrumbs
         ]
-    return line
+        parts.append(f',"breadcrumbs":{_dumps(crumbs)}')
+    parts.append("}")
+    return "".join(parts), rid, moment
 
 
 def _epoch(moment: datetime | None) -> float | None:

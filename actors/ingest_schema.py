@@ -45,7 +45,7 @@ class RecordIn(_Strict):
     stack: str | None = None
     breadcrumbs: list[Breadcrumb] = Field(default_factory=list, max_length=200)
     name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.]{1,64}$")] | None = None
-    value: float | None = None
+    value: Annotated[float, Field(allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _kind_fields(self) -> RecordIn:
