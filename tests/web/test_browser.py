@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -17,56 +18,12 @@ from fastapi import FastAPI
 from PIL import Image
 from playwright.async_api import Browser, FilePayload, Page, expect
 
-from api.runtime import Runtime
 from infra.settings import Settings
-from tests.factories import PASSWORD, new_exam
+from tests.factories import new_exam
+from tests.web.pages import SECONDS, open_candidate, open_console, pass_checks, runtime_of
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-SECONDS = 1000  # Playwright counts milliseconds
-
-
-def runtime_of(app: FastAPI) -> Runtime:
-    runtime: Runtime = app.state.runtime
-    return runtime
-
-
-async def open_candidate(browser: Browser, settings: Settings, exam: str, number: str) -> Page:
-    page = await (await browser.new_context(locale="zh-CN")).new_page()
-    await page.goto(f"{settings.gateway_url}/candidate/")
-    await page.get_by_label("考试编号").fill(exam)
-    await page.get_by_label("考生号").fill(number)
-    await page.locator("#login-form button").click()
-    await page.locator("#accept").check()
-    await page.locator("#policy-form button").click()
-    await expect(page.locator("#check-step")).to_be_visible()
-    return page
-
-
-async def pass_checks(page: Page) -> None:
-    await page.select_option("#network", "cellular")
-    await expect(page.locator("#cellular")).to_be_visible()
-    await page.select_option("#network", "wifi")
-    await expect(page.locator("#cellular")).to_be_hidden()
-    await page.locator("#check").click()
-    for check in ("#check-browser", "#check-camera", "#check-microphone"):
-        await expect(page.locator(check)).to_have_attribute("data-ok", "true")
-    await page.locator("#join").click()
-    await expect(page.locator("#connection")).to_have_attribute(
-        "data-state", "live", timeout=15 * SECONDS
-    )
-
-
-async def open_console(browser: Browser, settings: Settings, username: str, room: str) -> Page:
-    context = await browser.new_context(locale="zh-CN", viewport={"width": 1100, "height": 800})
-    page = await context.new_page()
-    await page.goto(f"{settings.gateway_url}/console/")
-    await page.get_by_label("用户名").fill(username)
-    await page.get_by_label("密码").fill(PASSWORD)
-    await page.locator("#login-form button").click()
-    await page.locator(f'button[data-room="{room}"]').click()
-    await expect(page.locator("#room-step")).to_be_visible()
-    return page
 
 
 async def frame_of(page: Page, cid: str) -> bytes:
@@ -99,7 +56,9 @@ async def test_candidate_publishes_and_the_console_sees_it(
         tile = console.locator(f'.tile[data-cid="{cid}"]')
         await expect(tile.locator(".presence")).to_have_attribute("data-state", "joined")
         video = tile.locator("video")
-        await expect(video).to_have_js_property("readyState", 4, timeout=5 * SECONDS)
+        live = time.monotonic()
+        await expect(video).to_have_js_property("readyState", 4, timeout=15 * SECONDS)
+        print(f"\ncandidate live -> console tile playing: {time.monotonic() - live:.1f} s")
         first = await frame_of(console, cid)
         await console.wait_for_timeout(700)
         assert await frame_of(console, cid) != first, "the tile's video does not move"

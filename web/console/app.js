@@ -5,7 +5,7 @@ import { install, t } from '/common/i18n.js';
 import { publish } from '/common/webrtc.js';
 import { Tile } from '/console/tiles.js';
 
-const TICK_MS = 2000;
+const TICK_MS = 1000;
 const MAX_INCIDENTS = 200;
 const $ = (id) => document.getElementById(id);
 const room = { base: null, tiles: new Map(), events: null, timer: null, incidents: new Map(),

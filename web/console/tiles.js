@@ -2,7 +2,11 @@
 import { t } from '/common/i18n.js';
 import { watch } from '/common/webrtc.js';
 
-const RETRY_MS = 3000;
+// Retry soon after a candidate joins (their camera follows within a second or two), then
+// slow down, so an absent camera costs one request per 5 s per tile.
+const FAST_RETRY_MS = 1000;
+const SLOW_RETRY_MS = 5000;
+const FAST_TRIES = 10;
 
 export class Tile {
   constructor(base, cid) {
@@ -11,6 +15,7 @@ export class Tile {
     this.link = null;
     this.pending = false;
     this.triedAt = 0;
+    this.tries = 0;
     this.presence = 'absent';
     this.incidents = 0;
     this.el = document.createElement('article');
@@ -57,15 +62,18 @@ export class Tile {
   // Called on every room event and on a timer: watch when present and not watching yet.
   async ensureWatching() {
     if (this.presence !== 'joined' || this.link || this.pending) return;
-    if (Date.now() - this.triedAt < RETRY_MS) return;
+    const wait = this.tries < FAST_TRIES ? FAST_RETRY_MS : SLOW_RETRY_MS;
+    if (Date.now() - this.triedAt < wait) return;
     this.pending = true;
     this.triedAt = Date.now();
+    this.tries += 1;
     try {
       const link = await watch(this.url, ['video'], (track) => {
         this.video.srcObject = new MediaStream([track]);
         track.addEventListener('ended', () => this.drop(link));
       });
       this.link = link;
+      this.tries = 0;
       link.pc.addEventListener('connectionstatechange', () => {
         if (['failed', 'closed'].includes(link.pc.connectionState)) this.drop(link);
       });

@@ -1,0 +1,65 @@
+"""Steps on the candidate page and the proctor console, shared by the web tests."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import FastAPI
+from playwright.async_api import Browser, Page, expect
+
+from api.runtime import Runtime
+from infra.settings import Settings
+from tests.factories import PASSWORD
+
+SECONDS = 1000  # Playwright counts milliseconds
+
+
+def runtime_of(app: FastAPI) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime
+
+
+async def open_candidate(browser: Browser, settings: Settings, exam: str, number: str) -> Page:
+    page = await log_in_candidate(browser, settings, exam, number)
+    await page.locator("#accept").check()
+    await page.locator("#policy-form button").click()
+    await expect(page.locator("#check-step")).to_be_visible()
+    return page
+
+
+async def pass_checks(page: Page) -> None:
+    await page.select_option("#network", "cellular")
+    await expect(page.locator("#cellular")).to_be_visible()
+    await page.select_option("#network", "wifi")
+    await expect(page.locator("#cellular")).to_be_hidden()
+    await page.locator("#check").click()
+    await expect(page.locator("#check-microphone")).to_have_attribute("data-ok", re.compile("."))
+    assert await page.locator("#error").is_hidden(), await page.locator("#error").text_content()
+    for check in ("#check-browser", "#check-camera", "#check-microphone"):
+        await expect(page.locator(check)).to_have_attribute("data-ok", "true")
+    await page.locator("#join").click()
+    await expect(page.locator("#connection")).to_have_attribute(
+        "data-state", "live", timeout=15 * SECONDS
+    )
+
+
+async def open_console(browser: Browser, settings: Settings, username: str, room: str) -> Page:
+    context = await browser.new_context(locale="zh-CN", viewport={"width": 1100, "height": 800})
+    page = await context.new_page()
+    await page.goto(f"{settings.gateway_url}/console/")
+    await page.get_by_label("用户名").fill(username)
+    await page.get_by_label("密码").fill(PASSWORD)
+    await page.locator("#login-form button").click()
+    await page.locator(f'button[data-room="{room}"]').click()
+    await expect(page.locator("#room-step")).to_be_visible()
+    return page
+
+
+async def log_in_candidate(browser: Browser, settings: Settings, exam: str, number: str) -> Page:
+    page = await (await browser.new_context(locale="zh-CN")).new_page()
+    await page.goto(f"{settings.gateway_url}/candidate/")
+    await page.get_by_label("考试编号").fill(exam)
+    await page.get_by_label("考生号").fill(number)
+    await page.locator("#login-form button").click()
+    await expect(page.locator("#policy-step")).to_be_visible()
+    return page

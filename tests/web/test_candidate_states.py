@@ -1,0 +1,63 @@
+"""The candidate page's states: a minor without a guardian's consent, messages from the
+proctor, and the connection dropping and coming back."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+from playwright.async_api import Browser, expect
+
+from infra.settings import Settings
+from tests.factories import new_exam
+from tests.web.pages import SECONDS, log_in_candidate, open_candidate, pass_checks, runtime_of
+
+
+async def test_a_minor_waits_for_a_guardian(
+    browser: Browser, client: httpx.AsyncClient, app: FastAPI, settings: Settings
+) -> None:
+    world = await new_exam(
+        client, runtime_of(app), {"r1": ["2001"]}, with_proctors=False, born={"2001": "2015-06-01"}
+    )
+    page = await log_in_candidate(browser, settings, world.exam_id, "2001")
+    try:
+        await expect(page.locator("#guardian")).to_be_visible()
+        await page.locator("#accept").check()
+        await page.locator("#policy-form button").click()
+        await expect(page.locator("#policy-step")).to_be_visible()
+        await expect(page.locator("#check-step")).to_be_hidden()
+        me = await page.evaluate("fetch('/v1/me').then((r) => r.json())")
+        assert me["needs_consent"] is False  # the candidate's own consent was recorded
+        assert me["needs_guardian_consent"] is True
+    finally:
+        await page.context.close()
+
+
+async def test_messages_and_a_dropped_connection(
+    browser: Browser, client: httpx.AsyncClient, app: FastAPI, settings: Settings
+) -> None:
+    world = await new_exam(client, runtime_of(app), {"r1": ["3001"]})
+    page = await open_candidate(browser, settings, world.exam_id, "3001")
+    try:
+        await pass_checks(page)
+        sent = await client.post(
+            f"/v1/exams/{world.exam_id}/rooms/r1/messages",
+            json={"text": "还有十分钟 / ten minutes left"},
+            headers=world.proctors["r1"],
+        )
+        assert sent.status_code == 201, sent.text
+        await expect(page.locator("#messages li")).to_have_text(
+            ["还有十分钟 / ten minutes left"], timeout=15 * SECONDS
+        )
+
+        await page.context.set_offline(True)
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "offline")
+        await page.context.set_offline(False)
+        await expect(page.locator("#connection")).to_have_attribute(
+            "data-state", "live", timeout=15 * SECONDS
+        )
+
+        # A reload keeps the HttpOnly session: the page resumes after the login form.
+        await page.reload()
+        await expect(page.locator("#check-step")).to_be_visible()
+    finally:
+        await page.context.close()
