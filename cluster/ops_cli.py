@@ -17,6 +17,46 @@ def add_commands(commands: Any) -> None:
     commands.add_parser("status", help="nodes, shards, rooms, media, verifiers on one screen")
     validate = commands.add_parser("validate", help="check cluster/manifests (Ray, KubeRay CRD)")
     validate.add_argument("--crd", type=Path, default=DEFAULT_CRD, help="RayCluster CRD YAML")
+    drain = commands.add_parser("drain", help="move everything off a node (id prefix or IP)")
+    drain.add_argument("node", help="node id (or a unique prefix) or node IP")
+    drain.add_argument("--timeout", type=_positive_float, default=120.0, help="seconds (120)")
+    autoscale = commands.add_parser(
+        "autoscale", help="start the room shard controller; show its latest decisions"
+    )
+    autoscale.add_argument("--step", action="store_true", help="also decide once, now")
+    plan = commands.add_parser("plan", help="nodes and GPUs per node type for N candidates")
+    plan.add_argument("--candidates", type=_positive_int, required=True, metavar="N")
+    plan.add_argument(
+        "--media-share",
+        type=_share,
+        default=1.0,
+        metavar="F",
+        help="share of candidates publishing camera/mic (0-1, default 1)",
+    )
+    plan.add_argument(
+        "--sample-every",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds between face checks of one candidate (default 10)",
+    )
+    plan.add_argument("--viewers-per-stream", type=_non_negative_float, default=1.0)
+    plan.add_argument("--heartbeat-every", type=_positive_float, default=5.0)
+    plan.add_argument("--log-records-per-candidate-s", type=_non_negative_float, default=0.1)
+    plan.add_argument(
+        "--utilisation",
+        type=_share,
+        default=0.6,
+        help="plan nodes to run at this share of their cores (default 0.6)",
+    )
+    plan.add_argument("--costs", type=Path, default=None, help="costs file (loadtests/costs.json)")
+    plan.add_argument(
+        "--write-costs",
+        nargs="*",
+        metavar="BENCH",
+        default=None,
+        help="first run these benchmarks (all when none named) and write the costs",
+    )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -26,6 +66,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return status.status(settings)
     if args.cluster_command == "validate":
         return _validate(args.crd)
+    if args.cluster_command == "drain":
+        from cluster import drain
+
+        return drain.drain(settings, args.node, args.timeout)
+    if args.cluster_command == "autoscale":
+        return _autoscale(settings, step=args.step)
+    if args.cluster_command == "plan":
+        return _plan(args)
     raise AssertionError(args.cluster_command)
 
 
@@ -38,3 +86,86 @@ def _validate(crd: Path) -> int:
         for problem in problems:
             print(f"  {problem}")
     return 1 if any(found.values()) else 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from cluster import capacity
+
+    if args.utilisation == 0:
+        raise SystemExit("--utilisation must be above 0")
+    unknown = set(args.write_costs or []) - set(capacity.BENCHMARKS)
+    if unknown:
+        raise SystemExit(
+            f"no benchmark {', '.join(sorted(unknown))}; known: " + ", ".join(capacity.BENCHMARKS)
+        )
+    assumptions = capacity.Assumptions(
+        candidates=args.candidates,
+        media_share=args.media_share,
+        sample_every_s=args.sample_every,
+        heartbeat_every_s=args.heartbeat_every,
+        viewers_per_stream=args.viewers_per_stream,
+        log_records_per_candidate_s=args.log_records_per_candidate_s,
+        utilisation=args.utilisation,
+    )
+    try:
+        return capacity.main(assumptions, args.costs or capacity.COSTS, args.write_costs)
+    except capacity.CostsError as exc:
+        raise SystemExit(f"examday cluster plan: {exc}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be above 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _autoscale(settings: Settings, *, step: bool) -> int:
+    import asyncio
+
+    from cluster import controller
+    from infra import raycluster
+    from infra import redis as redis_conn
+    from infra.telemetry import actor_call
+
+    raycluster.connect(settings)
+
+    async def run() -> None:
+        handle = await asyncio.to_thread(controller.get_or_create, settings)
+        running = await actor_call(handle.start)
+        print("controller " + ("already running" if running else "started"))
+        if step:
+            print(f"decided now: {await actor_call(handle.step)}")
+        redis = redis_conn.connect(settings)
+        try:
+            for entry in await controller.history(redis):
+                print(
+                    f"  {entry['action']:<6} {entry['reason']:<22} shards {entry['shards']:>3}"
+                    f"  rooms {entry['rooms']:>6}"
+                )
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())
+    return 0
