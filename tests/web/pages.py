@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from fastapi import FastAPI
 from playwright.async_api import Browser, Page, expect
@@ -19,8 +20,19 @@ def runtime_of(app: FastAPI) -> Runtime:
     return runtime
 
 
-async def open_candidate(browser: Browser, settings: Settings, exam: str, number: str) -> Page:
-    page = await log_in_candidate(browser, settings, exam, number)
+async def new_page(browser: Browser, errors: list[str] | None, **options: Any) -> Page:
+    """A page in a context of its own; its console errors (CSP refusals, say) go to `errors`."""
+    page = await (await browser.new_context(locale="zh-CN", **options)).new_page()
+    if errors is not None:
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(f"Uncaught {e}"))
+    return page
+
+
+async def open_candidate(
+    browser: Browser, settings: Settings, exam: str, number: str, errors: list[str] | None = None
+) -> Page:
+    page = await log_in_candidate(browser, settings, exam, number, errors)
     await page.locator("#accept").check()
     await page.locator("#policy-form button").click()
     await expect(page.locator("#check-step")).to_be_visible()
@@ -43,9 +55,10 @@ async def pass_checks(page: Page) -> None:
     )
 
 
-async def open_console(browser: Browser, settings: Settings, username: str, room: str) -> Page:
-    context = await browser.new_context(locale="zh-CN", viewport={"width": 1100, "height": 800})
-    page = await context.new_page()
+async def open_console(
+    browser: Browser, settings: Settings, username: str, room: str, errors: list[str] | None = None
+) -> Page:
+    page = await new_page(browser, errors, viewport={"width": 1100, "height": 800})
     await page.goto(f"{settings.gateway_url}/console/")
     await page.get_by_label("用户名").fill(username)
     await page.get_by_label("密码").fill(PASSWORD)
@@ -55,8 +68,10 @@ async def open_console(browser: Browser, settings: Settings, username: str, room
     return page
 
 
-async def log_in_candidate(browser: Browser, settings: Settings, exam: str, number: str) -> Page:
-    page = await (await browser.new_context(locale="zh-CN")).new_page()
+async def log_in_candidate(
+    browser: Browser, settings: Settings, exam: str, number: str, errors: list[str] | None = None
+) -> Page:
+    page = await new_page(browser, errors)
     await page.goto(f"{settings.gateway_url}/candidate/")
     await page.get_by_label("考试编号").fill(exam)
     await page.get_by_label("考生号").fill(number)

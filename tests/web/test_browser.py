@@ -43,8 +43,9 @@ async def test_candidate_publishes_and_the_console_sees_it(
     cid = world.candidate_ids["1001"]
     proctor = world.proctors["r1"]
     username = (await client.get("/v1/staff/me", headers=proctor)).json()["username"]
-    console = await open_console(browser, settings, username, f"{world.exam_id}/r1")
-    candidate = await open_candidate(browser, settings, world.exam_id, "1001")
+    errors: list[str] = []
+    console = await open_console(browser, settings, username, f"{world.exam_id}/r1", errors)
+    candidate = await open_candidate(browser, settings, world.exam_id, "1001", errors)
     try:
         await pass_checks(candidate)
         cookies = await candidate.context.cookies()
@@ -92,6 +93,12 @@ async def test_candidate_publishes_and_the_console_sees_it(
         await expect(candidate.locator("#talkback")).to_have_attribute(
             "data-state", "off", timeout=20 * SECONDS
         )
+
+        await console.locator('#incidents button[data-decision="dismissed"]').click()
+        await expect(tile.locator(".badge")).to_be_hidden()
+        await expect(console.locator("#incidents li")).to_have_attribute("data-status", "dismissed")
+        assert not [e for e in errors if "Content Security Policy" in e], errors
+        assert not [e for e in errors if "Uncaught" in e], errors
     finally:
         await console.context.close()
         await candidate.context.close()

@@ -56,6 +56,9 @@ const TEXT = {
     ended: '已结束',
     joined: '在线',
     error: '出错了',
+    confirmed: '确认违规',
+    dismissed: '驳回',
+    reviewed: '已复核',
   },
   en: {
     lang_switch: '中文',
@@ -112,6 +115,9 @@ const TEXT = {
     ended: 'Ended',
     joined: 'Present',
     error: 'Something went wrong',
+    confirmed: 'Confirm',
+    dismissed: 'Dismiss',
+    reviewed: 'Reviewed',
   },
 };
 

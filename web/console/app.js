@@ -103,8 +103,25 @@ function addIncident(incident) {
   const li = document.createElement('li');
   li.dataset.incident = incident.id;
   li.dataset.status = incident.status;
-  li.textContent = `${incident.cid.slice(0, 8)} · ${incident.incident} · ${incident.severity} · ${incident.status}`;
+  li.textContent = `${incident.cid.slice(0, 8)} · ${incident.incident} · ${incident.severity} · ${incident.status} `;
+  if (incident.status === 'open') {
+    for (const decision of ['confirmed', 'dismissed']) li.append(reviewButton(incident.id, decision));
+  }
   $('incidents').prepend(li);
+}
+
+function reviewButton(id, decision) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.dataset.decision = decision;
+  button.dataset.i18n = decision;
+  button.textContent = t(decision);
+  // The list changes with the stream: the review shows when its event comes back.
+  button.addEventListener('click', () => {
+    button.disabled = true;
+    post(`${room.base}/incidents/${encodeURIComponent(id)}/review`, { decision }).catch(fail);
+  });
+  return button;
 }
 
 function reviewed(event) {
