@@ -8,8 +8,8 @@ import { Tile } from '/console/tiles.js';
 const TICK_MS = 1000;
 const MAX_INCIDENTS = 200;
 const $ = (id) => document.getElementById(id);
-const room = { base: null, tiles: new Map(), events: null, timer: null, incidents: new Map(),
-  talk: null, talking: false };
+const room = { base: null, tiles: new Map(), events: null, lastId: '0-0', timer: null,
+  incidents: new Map(), talk: null, talking: false };
 
 function fail(error) {
   $('error').textContent = `${t('error')}: ${error.reason || error.message}`;
@@ -76,24 +76,42 @@ async function openRoom(exam, name) {
   room.tiles.forEach((each) => each.ensureWatching());
 }
 
+const RECONNECT_MS = 1000;
+
+function newer(id, than) {
+  const [a, b] = id.split('-').map(BigInt);
+  const [c, d] = than.split('-').map(BigInt);
+  return a > c || (a === c && b > d);
+}
+
 function follow(after) {
-  // EventSource reconnects by itself and sends Last-Event-ID; `after` only seeds the first.
+  // The gateway reads `?after=` before Last-Event-ID, so EventSource's own retry would
+  // replay from the first position: reopen from the last event seen instead.
+  room.lastId = after;
   const events = new EventSource(`${room.base}/events?after=${encodeURIComponent(after)}`);
   room.events = events;
+  const on = (kind, handle) => events.addEventListener(kind, (e) => {
+    if (!newer(e.lastEventId, room.lastId)) return;
+    room.lastId = e.lastEventId;
+    handle(JSON.parse(e.data), e.lastEventId);
+  });
   const presence = ['joined', 'heartbeat', 'network', 'disconnected', 'left', 'ended'];
   for (const kind of presence) {
-    events.addEventListener(kind, (e) => {
-      const event = JSON.parse(e.data);
+    on(kind, (event) => {
       const each = tile(event.cid);
       each.update({ state: kind === 'heartbeat' || kind === 'network' ? 'joined' : kind,
         network: event.network });
       each.ensureWatching();
     });
   }
-  events.addEventListener('incident', (e) => addIncident({ id: e.lastEventId, status: 'open', ...JSON.parse(e.data) }));
-  events.addEventListener('incident_reviewed', (e) => reviewed(JSON.parse(e.data)));
-  events.addEventListener('message', (e) => addMessage(JSON.parse(e.data)));
+  on('incident', (event, id) => addIncident({ id, status: 'open', ...event }));
+  on('incident_reviewed', reviewed);
+  on('message', addMessage);
   events.addEventListener('reset', () => window.location.reload());
+  events.addEventListener('error', () => {
+    events.close();
+    if (room.events === events) setTimeout(() => follow(room.lastId), RECONNECT_MS);
+  });
 }
 
 function addIncident(incident) {
