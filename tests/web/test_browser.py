@@ -45,6 +45,10 @@ async def test_candidate_publishes_and_the_console_sees_it(
     username = (await client.get("/v1/staff/me", headers=proctor)).json()["username"]
     errors: list[str] = []
     console = await open_console(browser, settings, username, f"{world.exam_id}/r1", errors)
+    unlabelled = await console.evaluate(
+        "[...document.querySelectorAll('input, select')].filter((e) => !e.labels.length).length"
+    )
+    assert unlabelled == 0
     candidate = await open_candidate(browser, settings, world.exam_id, "1001", errors)
     try:
         await pass_checks(candidate)

@@ -21,6 +21,11 @@ async def test_a_minor_waits_for_a_guardian(
     page = await log_in_candidate(browser, settings, world.exam_id, "2001")
     try:
         await expect(page.locator("#guardian")).to_be_visible()
+        unlabelled = await page.evaluate(
+            "[...document.querySelectorAll('input, select')]"
+            ".filter((e) => e.labels.length === 0).map((e) => e.id)"
+        )
+        assert unlabelled == []
         await page.locator("#accept").check()
         await page.locator("#policy-form button").click()
         await expect(page.locator("#policy-step")).to_be_visible()
