@@ -210,6 +210,7 @@ async function uploadPhoto(event) {
   if (!file) return;
   try {
     await post('/v1/uploads/photos', file);
+    $('photo-result').dataset.i18n = 'uploaded';
     $('photo-result').textContent = t('uploaded');
     $('photo-result').dataset.done = 'true';
   } catch (error) {
