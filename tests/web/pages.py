@@ -13,6 +13,34 @@ from infra.settings import Settings
 from tests.factories import PASSWORD
 
 SECONDS = 1000  # Playwright counts milliseconds
+# Test instrumentation, run before the page's modules: keeps each peer connection the
+# page makes, so a test can read its ICE statistics.
+KEEP_PEERS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.testPeers = [];
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Native(...args);
+    window.testPeers.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+})();
+"""
+# The addresses of the selected ICE pair of every connected peer connection of a page.
+SELECTED_PAIRS = """
+async () => {
+  const pairs = [];
+  for (const pc of window.testPeers.filter((p) => p.connectionState === 'connected')) {
+    const stats = [...(await pc.getStats()).values()];
+    const byId = new Map(stats.map((s) => [s.id, s]));
+    const transport = stats.find((s) => s.type === 'transport' && s.selectedCandidatePairId);
+    const pair = byId.get(transport.selectedCandidatePairId);
+    pairs.push([byId.get(pair.localCandidateId).address, byId.get(pair.remoteCandidateId).address]);
+  }
+  return pairs;
+}
+"""
 
 
 def runtime_of(app: FastAPI) -> Runtime:
@@ -22,7 +50,9 @@ def runtime_of(app: FastAPI) -> Runtime:
 
 async def new_page(browser: Browser, errors: list[str] | None, **options: Any) -> Page:
     """A page in a context of its own; its console errors (CSP refusals, say) go to `errors`."""
-    page = await (await browser.new_context(locale="zh-CN", **options)).new_page()
+    context = await browser.new_context(locale="zh-CN", **options)
+    await context.add_init_script(KEEP_PEERS)
+    page = await context.new_page()
     if errors is not None:
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(f"Uncaught {e}"))

@@ -15,13 +15,21 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 from fastapi import FastAPI
 from PIL import Image
 from playwright.async_api import Browser, FilePayload, Page, expect
 
 from infra.settings import Settings
 from tests.factories import new_exam
-from tests.web.pages import SECONDS, open_candidate, open_console, pass_checks, runtime_of
+from tests.web.pages import (
+    SECONDS,
+    SELECTED_PAIRS,
+    open_candidate,
+    open_console,
+    pass_checks,
+    runtime_of,
+)
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -65,6 +73,14 @@ async def test_candidate_publishes_and_the_console_sees_it(
         live = time.monotonic()
         await expect(video).to_have_js_property("readyState", 4, timeout=15 * SECONDS)
         print(f"\ncandidate live -> console tile playing: {time.monotonic() - live:.1f} s")
+        # The media shard answers on loopback only. Chromium gathers on every interface and
+        # may pick one of this host's own addresses for its end: the kernel delivers that
+        # locally, so no packet leaves the machine (it is not 127/8, though: see README).
+        own = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
+        for page in (candidate, console):
+            pairs = await page.evaluate(SELECTED_PAIRS)
+            assert pairs, "no connected peer connection"
+            assert all(a in own and b.startswith("127.") for a, b in pairs), pairs
         first = await frame_of(console, cid)
         await console.wait_for_timeout(700)
         assert await frame_of(console, cid) != first, "the tile's video does not move"
