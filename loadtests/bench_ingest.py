@@ -131,7 +131,11 @@ async def through_gateway(
 
     started = time.perf_counter()
     await asyncio.gather(*(client(started + seconds) for _ in range(concurrency)))
-    return {"records_per_s": accepted / (time.perf_counter() - started), "refused": refused}
+    return {
+        "records_per_s": accepted / (time.perf_counter() - started),
+        "refused": refused,
+        "accepted": accepted,
+    }
 
 
 async def flushed(settings: Settings, within: float = 120.0) -> float:
