@@ -56,19 +56,19 @@ FilePath = PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9]{1,8})?$")
 
 
 def resolve(app: str, name: str) -> Path:
-    """The file `web/<app>/<name>`, or NotFound: no folders, no dotfiles, known types only."""
+    """The path of `web/<app>/<name>`, or NotFound: no folders, no dotfiles, known types only."""
     relative = PurePosixPath(app, name or "index.html")
     if relative.suffix not in CONTENT_TYPES or len(relative.parts) != 2:
         raise NotFound("no such page", reason="page_not_found")
-    path = WEB_ROOT.joinpath(*relative.parts)
-    if not path.is_file():
-        raise NotFound("no such page", reason="page_not_found")
-    return path
+    return WEB_ROOT.joinpath(*relative.parts)
 
 
 async def page(app: str, name: str) -> Response:
     path = resolve(app, name)
-    body = await asyncio.to_thread(path.read_bytes)
+    try:
+        body = await asyncio.to_thread(path.read_bytes)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise NotFound("no such page", reason="page_not_found") from None
     return Response(body, media_type=CONTENT_TYPES[path.suffix], headers=SECURITY_HEADERS)
 
 
