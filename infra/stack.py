@@ -106,13 +106,17 @@ def read_manifest(state_dir: Path) -> dict[str, Any] | None:
 
 
 def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
-    s3_port = free_port_block(8, 20000, 29000, also_offset=10000)
+    """Settings for a private stack on random loopback ports (tests, benchmarks, fleets).
+
+    The port blocks are taken below Linux's ephemeral range (32768-60999), where
+    outgoing connections of a busy machine would otherwise take them first.
+    """
+    s3_port = free_port_block(8, 20000, 22700, also_offset=10000)
     redis_port = free_port()
     regions = {
         name: RegionStore(endpoint=f"http://127.0.0.1:{s3_port}", bucket=f"examday-{name}")
         for name in ("cn-north", "cn-east")
     }
-    """Settings for a private stack on random loopback ports (tests, benchmarks, fleets)."""
     values: dict[str, object] = {
         "env": "test",
         "state_dir": state_dir,
@@ -120,7 +124,7 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
         "regions": regions,
         "s3_port": s3_port,
         "ray_gcs_port": free_port(),
-        "ray_port_base": free_port_block(420, 40000, 52000),
+        "ray_port_base": free_port_block(420, 10000, 19900),
         "ray_node_memory_bytes": 3 * 1024**3,
         "ray_object_store_bytes": 256 * 1024**2,
         "gateway_port": free_port(),
