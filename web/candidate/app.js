@@ -8,7 +8,7 @@ const HEARTBEAT_MS = 5000;
 const MAX_RETRY_DELAY_MS = 30000;
 const $ = (id) => document.getElementById(id);
 const state = { me: null, stream: null, camera: null, talkback: null, network: 'unknown',
-  advice: null, failures: 0, timer: null, retryAt: 0 };
+  advice: null, failures: 0, timer: null, retryAt: 0, connecting: false };
 
 function show(step) {
   for (const id of ['login-step', 'policy-step', 'check-step', 'live-step']) $(id).hidden = id !== step;
@@ -121,18 +121,29 @@ async function join() {
     await post('/v1/me/join', { network: state.network });
     show('live-step');
     setTalkback(false);
-    await connect();
     state.timer = setInterval(tick, HEARTBEAT_MS);
+    await connect();
   } catch (error) {
     fail(error);
   }
 }
 
 async function connect() {
+  if (state.connecting) return;
+  state.connecting = true;
   setConnection('connecting');
-  if (state.camera) await state.camera.close();
-  state.camera = await publish('/v1/whip/me/camera', state.stream);
-  state.camera.pc.addEventListener('connectionstatechange', onConnectionState);
+  const old = state.camera;
+  state.camera = null;
+  try {
+    if (old) await old.close();
+    state.camera = await publish('/v1/whip/me/camera', state.stream);
+    state.camera.pc.addEventListener('connectionstatechange', onConnectionState);
+  } catch (error) {
+    setConnection(navigator.onLine ? 'lost' : 'offline');
+    throw error;
+  } finally {
+    state.connecting = false;
+  }
 }
 
 function onConnectionState() {
@@ -163,10 +174,11 @@ async function tick() {
     return;
   }
   const pc = state.camera && state.camera.pc;
-  if (pc && ['failed', 'closed'].includes(pc.connectionState) && retryDue()) {
+  const down = !pc || ['failed', 'closed'].includes(pc.connectionState);
+  if (down && !state.connecting && retryDue()) {
     state.retryAt = Date.now();
     state.failures += 1;
-    connect().catch(() => setConnection('lost'));
+    connect().catch(() => {}); // connect() shows the state; the next tick tries again
   }
   if (!state.talkback) listen();
 }
