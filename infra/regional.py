@@ -14,6 +14,7 @@ or identity data are also sealed with the exam's data key (AES-GCM envelope).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -140,7 +141,7 @@ class RegionalStore:
             )
         except self.stores.client(region).exceptions.NoSuchKey:
             raise NotFound("no such object", reason="object_not_found") from None
-        body: bytes = response["Body"].read()
+        body: bytes = await asyncio.to_thread(response["Body"].read)
         if response.get("Metadata", {}).get("sealed") == "1":
             return await self.keys.open(exam_id, f"object:{key}", body)
         return body

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -204,23 +204,27 @@ class Settings(BaseSettings):
         return keys
 
 
+def _revealed(value: Any) -> Any:
+    """A settings value as JSON-able data with every secret in clear (for a child's env)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, BaseModel):
+        return {name: _revealed(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, dict):
+        return {key: _revealed(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_revealed(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def settings_to_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process build these same Settings."""
     env: dict[str, str] = {}
-    for name, value in settings.model_dump(mode="json").items():
+    for name in type(settings).model_fields:
+        value = _revealed(getattr(settings, name))
         if value is None:
             continue
-        raw = getattr(settings, name)
-        if isinstance(raw, SecretStr):
-            value = raw.get_secret_value()
-        elif name == "regions":
-            value = {
-                region: {
-                    **store.model_dump(mode="json"),
-                    "access_key": store.access_key.get_secret_value(),
-                    "secret_key": store.secret_key.get_secret_value(),
-                }
-                for region, store in settings.regions.items()
-            }
         env[f"EXAMDAY_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env

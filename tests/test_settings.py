@@ -41,7 +41,11 @@ def test_production_accepts_real_secrets() -> None:
 
 
 def test_environment_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = Settings(gateway_port=9123, media={"host_addresses": ["127.0.0.5"]})
+    original = Settings(
+        gateway_port=9123,
+        media={"host_addresses": ["127.0.0.5"]},
+        ops={"metrics_token": "a-nested-secret-token"},
+    )
     for name, value in settings_to_env(original).items():
         monkeypatch.setenv(name, value)
     assert Settings() == original
