@@ -7,6 +7,8 @@ import httpx
 from fastapi import FastAPI
 from playwright.async_api import Browser, expect
 
+from api.media_http import close_quietly
+from api.media_sessions import publisher_key
 from infra.settings import Settings
 from tests.factories import new_exam
 from tests.web.pages import SECONDS, log_in_candidate, open_candidate, pass_checks, runtime_of
@@ -64,5 +66,32 @@ async def test_messages_and_a_dropped_connection(
         # A reload keeps the HttpOnly session: the page resumes after the login form.
         await page.reload()
         await expect(page.locator("#check-step")).to_be_visible()
+    finally:
+        await page.context.close()
+
+
+async def test_a_dropped_media_link_is_published_again(
+    browser: Browser, client: httpx.AsyncClient, app: FastAPI, settings: Settings
+) -> None:
+    world = await new_exam(client, runtime_of(app), {"r1": ["4001"]}, with_proctors=False)
+    runtime = runtime_of(app)
+    pointer = publisher_key(world.exam_id, world.candidate_ids["4001"], "camera")
+    page = await open_candidate(browser, settings, world.exam_id, "4001")
+    try:
+        await pass_checks(page)
+        first = await runtime.media.sessions.current(pointer)
+        assert first is not None
+        # The shard ends the session, as when it drains or loses the peer: the page
+        # says the link is lost, then publishes again by itself.
+        await close_quietly(runtime, first)
+        await expect(page.locator("#connection")).to_have_attribute(
+            "data-state", "lost", timeout=60 * SECONDS
+        )
+        await expect(page.locator("#connection")).to_have_attribute(
+            "data-state", "live", timeout=60 * SECONDS
+        )
+        again = await runtime.media.sessions.current(pointer)
+        assert again is not None
+        assert again.id != first.id
     finally:
         await page.context.close()
