@@ -62,7 +62,7 @@ async def test_third_party_sharing_is_off_until_given_and_consents_export(
         ("third_party", "granted:3"),
         ("third_party", "withdrawn:3"),
         ("third_party", "granted:3"),
-        ("guardian", "GC-77"),
+        ("guardian", "recorded"),  # the reference itself stays sealed
     ]
     assert all(isinstance(r["at"], float) for r in records)
     # Proctors and other organisers do not get the consent records.
