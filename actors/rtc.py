@@ -138,9 +138,7 @@ class ScopedPeerConnection(RTCPeerConnection):
 
     def __init__(self, host_addresses: Sequence[str]) -> None:
         _install_host_filter()
-        super().__init__(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        )
+        super().__init__(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._host_addresses = tuple(host_addresses)
 
     async def setLocalDescription(self, sessionDescription: Any = None) -> None:

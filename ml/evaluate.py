@@ -90,7 +90,8 @@ def report(evaluation: Evaluation) -> str:
         f"margins: lowest genuine {evaluation.lowest_genuine - threshold:+.3f}, "
         f"highest impostor {evaluation.highest_impostor - threshold:+.3f}",
         f"equal-margin midpoint on this set: {evaluation.midpoint:.3f}",
-        "the threshold separates this set" if evaluation.separates
+        "the threshold separates this set"
+        if evaluation.separates
         else "THE THRESHOLD DOES NOT SEPARATE THIS SET",
     ]
     return "\n".join(lines)

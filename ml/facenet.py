@@ -93,9 +93,7 @@ def _state_dict(data: bytes, weights: Path | None) -> dict[str, object]:
         raise ConfigError(
             f"face.facenet_weights: {weights} holds a {type(loaded).__name__}, not a state dict."
         )
-    return {
-        str(key): value for key, value in loaded.items() if not str(key).startswith("logits.")
-    }
+    return {str(key): value for key, value in loaded.items() if not str(key).startswith("logits.")}
 
 
 def _check_fits(

@@ -25,9 +25,9 @@ async def read_events(
     *,
     last_event_id: str | None = None,
     until: Callable[[list[Event]], bool],
-    timeout: float = 20.0,
+    within: float = 20.0,
 ) -> list[Event]:
-    """Read events until `until(events)` holds; fail after `timeout` seconds."""
+    """Read events until `until(events)` holds; fail after `within` seconds."""
     events: list[Event] = []
     request_headers = httpx.Headers(headers)
     if last_event_id:
@@ -55,5 +55,5 @@ async def read_events(
                     name, _, value = line.partition(":")
                     fields[name] = value.removeprefix(" ")
 
-    await asyncio.wait_for(consume(), timeout)
+    await asyncio.wait_for(consume(), within)
     return events
