@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from infra.errors import ExamdayError, Unavailable
+from infra.errors import ExamdayError, InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,10 @@ class Batcher(Generic[F, A]):
     def held(self) -> int:
         return self._held
 
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
     async def submit(self, image: bytes, finish: Callable[[A], Any]) -> Any:
         """Analyse one image in the next batch and return `finish(analysis)`."""
         return await self._enqueue(_Job(1, 0.0, self._future(), image=image, finish=finish))
@@ -89,6 +93,15 @@ class Batcher(Generic[F, A]):
     async def run_solo(self, job: Callable[[], Any], cost: int) -> Any:
         """Run `job` alone in the model thread; `cost` frames count against the queue."""
         return await self._enqueue(_Job(cost, 0.0, self._future(), solo=job))
+
+    def configure(self, max_batch: int, max_wait_s: float) -> None:
+        """Change the batching of the next batches (tuning without a restart)."""
+        if not 1 <= max_batch <= self._max_queue or max_wait_s < 0:
+            raise InvalidInput(
+                f"max_batch must be 1..{self._max_queue} and max_wait_s >= 0.",
+                reason="bad_batching",
+            )
+        self._max_batch, self._max_wait = max_batch, max_wait_s
 
     def retry_after(self) -> float:
         return max(1.0, math.ceil(self._held * self.stats.seconds_per_frame))

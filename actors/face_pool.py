@@ -53,6 +53,7 @@ class FaceVerifierPool:
         self.starting: dict[str, asyncio.Task[None]] = {}
         self.loads: dict[str, dict[str, Any]] = {}
         self.low_since: float | None = None
+        self.batching: tuple[int, float] | None = None  # set by `configure`
         self._scaler: asyncio.Task[None] | None = None
         self._adopted = False
         self._lock = asyncio.Lock()
@@ -73,6 +74,18 @@ class FaceVerifierPool:
             "min": self.config.min_replicas,
             "max": self.config.max_replicas,
         }
+
+    @traced
+    async def configure(self, max_batch: int, max_wait_s: float) -> None:
+        """New batching for every replica, now and later (operators tune without a restart)."""
+        await self._ensure()
+        self.batching = (max_batch, max_wait_s)
+        await asyncio.gather(
+            *(
+                actor_call(handle.configure, max_batch, max_wait_s)
+                for handle in self.replicas.values()
+            )
+        )
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -116,6 +129,8 @@ class FaceVerifierPool:
             )
             # Bounded: a replica that cannot be placed (no `face` node) must not hang us.
             await asyncio.wait_for(actor_call(handle.ready), START_TIMEOUT_S)
+            if self.batching is not None:
+                await actor_call(handle.configure, *self.batching)
             self.replicas[name] = handle
         except Exception:
             log.exception("verifier replica %s did not start", name)

@@ -126,6 +126,10 @@ class FaceVerifier:
         return outcome
 
     @traced
+    async def configure(self, max_batch: int, max_wait_s: float) -> None:
+        self.batcher.configure(max_batch, max_wait_s)
+
+    @traced
     async def load(self) -> dict[str, Any]:
         """What the pool scales on: frames held, and how fast they go."""
         stats = self.batcher.stats
@@ -139,5 +143,6 @@ class FaceVerifier:
             "largest_batch": stats.largest_batch,
             "batch_sizes": dict(stats.sizes),
             "seconds_per_frame": round(stats.seconds_per_frame, 4),
+            "max_batch": self.batcher.max_batch,
             "pid": os.getpid(),
         }

@@ -67,3 +67,17 @@ async def test_a_full_queue_refuses_at_once_with_retry_after(pipeline: FacePipel
         assert batches.held == 0
     finally:
         batches.close()
+
+
+async def test_batching_is_tuned_without_a_restart(pipeline: FacePipeline) -> None:
+    batches = batcher(pipeline, max_batch=8, max_queue=8)
+    try:
+        batches.configure(max_batch=2, max_wait_s=0.0)
+        image = photo_bytes("person_b_1")
+        await asyncio.gather(*(batches.submit(image, summarise) for _ in range(4)))
+        assert batches.stats.sizes == {2: 2}
+        with pytest.raises(ExamdayError) as refused:
+            batches.configure(max_batch=9, max_wait_s=0.0)  # more than the queue holds
+        assert refused.value.reason == "bad_batching"
+    finally:
+        batches.close()
