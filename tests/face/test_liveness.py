@@ -10,13 +10,13 @@ import pytest
 from fastapi import FastAPI
 
 from api.face import MOVEMENTS
+from loadtests.synthetic import scaled, turn_head
 from ml.config import FaceSettings
 from ml.images import RGBImage
 from ml.liveness import Movement
 from ml.pipeline import FacePipeline
 from tests.face.conftest import enrol, jpeg, photo, photo_bytes, runtime_of
 from tests.factories import candidate_login, new_exam
-from tests.ml.synthetic import scaled, turn_head
 
 SWEEP = (0, 15, 30, 40, 30, 15, 0)  # degrees of the synthetic head movement, frame by frame
 # How each asked movement is synthesised: axis, and the sign of the angle.

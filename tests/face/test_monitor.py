@@ -14,9 +14,9 @@ from actors.face_monitor import MONITOR_NAME
 from actors.journal import stream_key
 from infra.settings import Settings
 from infra.telemetry import actor_call
+from loadtests.synthetic import faceless
 from tests.face.conftest import enrol, jpeg, photo_bytes, runtime_of
 from tests.factories import new_exam
-from tests.ml.synthetic import faceless
 
 
 async def test_a_to_b_to_nobody_raises_mismatch_then_absence_once_each(

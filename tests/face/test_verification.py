@@ -8,9 +8,9 @@ import httpx
 from fastapi import FastAPI
 
 from actors.face_records import record_key
+from loadtests.synthetic import faceless, side_by_side
 from tests.face.conftest import enrol, image_headers, jpeg, photo, photo_bytes, runtime_of
 from tests.factories import candidate_login, new_exam
-from tests.ml.synthetic import faceless, side_by_side
 
 
 async def test_enrol_then_the_same_person_matches_and_an_impostor_does_not(
