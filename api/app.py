@@ -42,6 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         overrides={
             r"/v1/exams/[^/]+/roster": settings.max_upload_bytes,
             r"/v1/uploads(/.*)?": settings.max_upload_bytes,
+            # Face photos from phones run to several megabytes; liveness sends a series.
+            r"/v1/exams/[^/]+/candidates/[^/]+/face": settings.max_upload_bytes,
+            r"/v1/me/face": settings.max_upload_bytes,
+            r"/v1/me/verification": settings.max_upload_bytes,
+            r"/v1/me/liveness/challenges/[^/]+": settings.max_upload_bytes,
         },
     )
     # One SERVER span per request; per-message receive/send spans cost more than they tell.

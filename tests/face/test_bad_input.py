@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from actors.face_records import record_key
+from infra.settings import Settings
 from tests.face.conftest import image_headers, photo, photo_bytes, runtime_of
 from tests.factories import candidate_login, new_exam
 
@@ -25,6 +26,9 @@ def transparent_png() -> bytes:
     rgba = np.dstack([photo("person_a_1"), np.full(photo("person_a_1").shape[:2], 255, np.uint8)])
     rgba[:40, :40, 3] = 0
     return encoded(Image.fromarray(rgba, "RGBA"), "PNG")
+
+
+UPLOAD_LIMIT: int = Settings.model_fields["max_upload_bytes"].default
 
 
 def pixel_bomb() -> bytes:
@@ -44,7 +48,7 @@ BAD = {
         encoded(Image.new("RGB", (64, 64)), "GIF"), "image/jpeg", 415, "unsupported_image_type"
     ),
     "over the body limit": (
-        b"\xff\xd8\xff" + bytes(1_200_000), "image/jpeg", 413, "payload_too_large"
+        b"\xff\xd8\xff" + bytes(UPLOAD_LIMIT), "image/jpeg", 413, "payload_too_large"
     ),
 }  # fmt: skip
 
