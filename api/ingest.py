@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from redis.asyncio import Redis
 
@@ -26,6 +25,7 @@ from actors.log_ingest import LogIngest
 from cluster import hashing
 from cluster.directory import ShardDirectory
 from infra.errors import ExamdayError, NotFound, Unavailable
+from infra.named_actors import NamedActors
 from infra.pseudonym import Pseudonyms
 from infra.redis import text
 from infra.regional import RegionalStore
@@ -60,7 +60,7 @@ class IngestClient:
         self.redis = redis
         self.directory = ShardDirectory(redis, keys.SHARD_KIND)
         self.pseudonyms = Pseudonyms(settings.pseudonym_key)
-        self._handles: dict[str, Any] = {}
+        self._actors = NamedActors(LogIngest, settings.ray_namespace)
         self._lock = asyncio.Lock()
         self._ensured = False
 
@@ -73,41 +73,22 @@ class IngestClient:
             members = await self.directory.members()
             for index in range(self.settings.ingest.shards):
                 name = keys.shard_name(index)
-                await asyncio.to_thread(self._create, name)
+                await asyncio.to_thread(self._actors.create, name, self.settings, name)
                 if name not in members:
                     await self.directory.add(name, {})
             self._ensured = True
-
-    def _create(self, name: str) -> Any:
-        handle = LogIngest.options(  # type: ignore[attr-defined]
-            name=name,
-            namespace=self.settings.ray_namespace,
-            get_if_exists=True,
-            lifetime="detached",
-        ).remote(self.settings, name)
-        self._handles[name] = handle
-        return handle
-
-    async def _handle(self, name: str) -> Any:
-        handle = self._handles.get(name)
-        if handle is None:
-            handle = await asyncio.to_thread(
-                ray.get_actor, name, namespace=self.settings.ray_namespace
-            )
-            self._handles[name] = handle
-        return handle
 
     async def call_shard(self, name: str, method: str, *args: Any) -> Any:
         """Call one shard, waiting out a restart (bounded)."""
         delay = 0.05
         for _ in range(_ATTEMPTS):
             try:
-                handle = await self._handle(name)
+                handle = await self._actors.get(name)
                 return await actor_call(getattr(handle, method), *args)
             except RayTaskError as exc:
                 raise unwrap(exc) from None
             except (RayActorError, ActorUnavailableError, ValueError):
-                self._handles.pop(name, None)
+                self._actors.forget(name)
                 self.directory.forget_cache()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)

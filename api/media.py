@@ -17,7 +17,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from redis.asyncio import Redis
 
@@ -27,6 +26,7 @@ from api.media_sessions import MediaSessions
 from api.pairing import Pairing
 from cluster.directory import ShardDirectory
 from infra.errors import ExamdayError, Unavailable
+from infra.named_actors import NamedActors
 from infra.redis import text
 from infra.settings import Settings
 from infra.telemetry import actor_call
@@ -56,7 +56,7 @@ class MediaRouter:
         self.settings = settings
         self.redis = redis
         self.directory = ShardDirectory(redis, SHARD_KIND)
-        self._handles: dict[str, Any] = {}
+        self._actors = NamedActors(MediaShard, settings.ray_namespace)
 
     # -- shards ----------------------------------------------------------------
 
@@ -69,28 +69,12 @@ class MediaRouter:
         self, name: str, settings: Settings | None = None, *, pool: bool = True
     ) -> None:
         """Start (or find) shard `name`; outside the pool it gets rooms only by `assign`."""
-        await asyncio.to_thread(self._create, name, settings or self.settings)
+        await asyncio.to_thread(self._actors.create, name, settings or self.settings, name)
         if pool:
             await self.directory.add(name, {})
 
-    def _create(self, name: str, settings: Settings) -> Any:
-        handle = MediaShard.options(  # type: ignore[attr-defined]
-            name=name,
-            namespace=self.settings.ray_namespace,
-            get_if_exists=True,
-            lifetime="detached",
-        ).remote(settings, name)
-        self._handles[name] = handle
-        return handle
-
     async def handle(self, name: str) -> Any:
-        handle = self._handles.get(name)
-        if handle is None:
-            handle = await asyncio.to_thread(
-                ray.get_actor, name, namespace=self.settings.ray_namespace
-            )
-            self._handles[name] = handle
-        return handle
+        return await self._actors.get(name)
 
     async def loads(self, names: list[str]) -> dict[str, dict[str, Any]]:
         """The fresh load reports of `names`; a shard without one is not live."""
@@ -142,7 +126,7 @@ class MediaRouter:
             handle = await self.handle(name)
             pong = await asyncio.wait_for(actor_call(handle.ping), PING_TIMEOUT_S)
         except (RayActorError, GetTimeoutError, TimeoutError, ValueError):
-            self._handles.pop(name, None)
+            self._actors.forget(name)
             return False
         return not pong["closing"]
 
@@ -164,7 +148,7 @@ class MediaRouter:
                 break  # a restart that takes this long: let the client come back later
             except (RayActorError, ValueError):
                 # Dead or restarting (ValueError: not registered again yet).
-                self._handles.pop(name, None)
+                self._actors.forget(name)
                 if attempt + 1 < CALL_ATTEMPTS:
                     await asyncio.sleep(delay)
                     delay *= 2

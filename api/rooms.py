@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 from redis.asyncio import Redis
 
@@ -13,6 +12,7 @@ from actors.journal import NotOwner
 from actors.room_shard import SHARD_KIND, RoomShard
 from cluster.directory import ShardDirectory
 from infra.errors import Unavailable
+from infra.named_actors import NamedActors
 from infra.settings import Settings
 from infra.telemetry import actor_call
 
@@ -31,7 +31,7 @@ class RoomRouter:
     def __init__(self, settings: Settings, redis: Redis) -> None:
         self.settings = settings
         self.directory = ShardDirectory(redis, SHARD_KIND)
-        self._handles: dict[str, Any] = {}
+        self._actors = NamedActors(RoomShard, settings.ray_namespace)
 
     async def ensure_shards(self) -> None:
         """Create the configured room shards if missing and list them in the directory."""
@@ -41,27 +41,11 @@ class RoomRouter:
             await self.add_shard(shard_name(index))
 
     async def add_shard(self, name: str) -> None:
-        await asyncio.to_thread(self._create, name)
+        await asyncio.to_thread(self._actors.create, name, self.settings, name)
         await self.directory.add(name, {})
 
-    def _create(self, name: str) -> Any:
-        handle = RoomShard.options(  # type: ignore[attr-defined]
-            name=name,
-            namespace=self.settings.ray_namespace,
-            get_if_exists=True,
-            lifetime="detached",
-        ).remote(self.settings, name)
-        self._handles[name] = handle
-        return handle
-
     async def handle(self, name: str) -> Any:
-        handle = self._handles.get(name)
-        if handle is None:
-            handle = await asyncio.to_thread(
-                ray.get_actor, name, namespace=self.settings.ray_namespace
-            )
-            self._handles[name] = handle
-        return handle
+        return await self._actors.get(name)
 
     async def call(self, key: str, method: str, *args: Any) -> Any:
         """Call `method` on the owner of room `key`, following moves and waiting out restarts."""
@@ -75,7 +59,7 @@ class RoomRouter:
                 self.directory.forget_cache()
             except (RayActorError, ActorUnavailableError, ValueError):
                 # Restarting (or just removed) shard: look it up again after a pause.
-                self._handles.pop(owner, None)
+                self._actors.forget(owner)
                 self.directory.forget_cache()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
