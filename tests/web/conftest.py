@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator
 
@@ -9,6 +11,9 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 from playwright.async_api import Browser, async_playwright
+
+from tests.media_plane.conftest import media  # noqa: F401  (the playback test's shard)
+from tests.web.camera import FakeCamera
 
 CHROMIUM = "/usr/bin/chromium"
 # Fake devices (an animated test pattern and a tone), and nothing that phones home.
@@ -28,13 +33,32 @@ ARGS = [
 ]
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def browser(gateway: FastAPI) -> AsyncIterator[Browser]:
+@contextlib.asynccontextmanager
+async def chromium(*extra: str) -> AsyncIterator[Browser]:
     if shutil.which("chromium") is None:
         pytest.fail("Debian's chromium is missing: `make test` installs it")
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, *extra])
         try:
             yield launched
         finally:
             await launched.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser(gateway: FastAPI) -> AsyncIterator[Browser]:
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def camera(tmp_path_factory: pytest.TempPathFactory) -> FakeCamera:
+    path = tmp_path_factory.mktemp("camera") / "face.y4m"
+    return await asyncio.to_thread(FakeCamera.create, path)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def face_browser(gateway: FastAPI, camera: FakeCamera) -> AsyncIterator[Browser]:
+    """A Chromium whose camera films `camera`'s clip: a real face instead of a test pattern."""
+    async with chromium(f"--use-file-for-fake-video-capture={camera.path}") as launched:
+        yield launched

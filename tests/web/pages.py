@@ -70,6 +70,14 @@ async def open_candidate(
 
 
 async def pass_checks(page: Page) -> None:
+    await check_devices(page)
+    await page.locator("#join").click()
+    await expect(page.locator("#connection")).to_have_attribute(
+        "data-state", "live", timeout=15 * SECONDS
+    )
+
+
+async def check_devices(page: Page) -> None:
     await page.select_option("#network", "cellular")
     await expect(page.locator("#cellular")).to_be_visible()
     await page.select_option("#network", "wifi")
@@ -79,10 +87,6 @@ async def pass_checks(page: Page) -> None:
     assert await page.locator("#error").is_hidden(), await page.locator("#error").text_content()
     for check in ("#check-browser", "#check-camera", "#check-microphone"):
         await expect(page.locator(check)).to_have_attribute("data-ok", "true")
-    await page.locator("#join").click()
-    await expect(page.locator("#connection")).to_have_attribute(
-        "data-state", "live", timeout=15 * SECONDS
-    )
 
 
 async def open_console(

@@ -1,17 +1,19 @@
-// The candidate's exam day: log in, accept the policy, check devices, join, publish
-// camera and microphone by WHIP, heartbeat, hear the proctor by WHEP, upload photos.
+// The candidate's exam day: log in, accept the policy, check devices, verify the face when
+// the exam asks for it, join, publish camera and microphone by WHIP, heartbeat, hear the
+// proctor by WHEP, upload photos.
 import { get, post } from '/common/http.js';
 import { install, t } from '/common/i18n.js';
 import { publish, watch } from '/common/webrtc.js';
+import { FACE_REASONS, FaceCheck } from '/candidate/face.js';
 
 const HEARTBEAT_MS = 5000;
 const MAX_RETRY_DELAY_MS = 30000;
 const $ = (id) => document.getElementById(id);
 const state = { me: null, stream: null, camera: null, talkback: null, network: 'unknown',
-  advice: null, failures: 0, timer: null, retryAt: 0, connecting: false };
+  advice: null, failures: 0, timer: null, retryAt: 0, connecting: false, face: null };
 
 function show(step) {
-  for (const id of ['login-step', 'policy-step', 'check-step', 'live-step']) $(id).hidden = id !== step;
+  for (const id of ['login-step', 'policy-step', 'check-step', 'face-step', 'live-step']) $(id).hidden = id !== step;
   const heading = $(step).querySelector('h2');
   heading.tabIndex = -1;
   heading.focus();
@@ -119,6 +121,17 @@ async function join() {
   clearError();
   try {
     await post('/v1/me/join', { network: state.network });
+  } catch (error) {
+    // The exam wants a verified face first: the face step says why and clears the way.
+    if (error.status === 403 && FACE_REASONS.has(error.reason)) {
+      show('face-step');
+      await state.face.open(state.stream).catch(fail);
+    } else {
+      fail(error);
+    }
+    return;
+  }
+  try {
     show('live-step');
     setTalkback(false);
     state.timer = setInterval(tick, HEARTBEAT_MS);
@@ -231,7 +244,8 @@ async function uploadPhoto(event) {
 }
 
 function start() {
-  install($('lang'));
+  state.face = new FaceCheck(join);
+  install($('lang'), () => state.face.render());
   $('login-form').addEventListener('submit', login);
   $('policy-form').addEventListener('submit', consent);
   $('network').addEventListener('change', () => onNetwork().catch(fail));

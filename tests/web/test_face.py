@@ -1,0 +1,107 @@
+"""Face verification in the browser, against the real verifier: Chromium's camera films a
+real face (tests/web/camera.py) that the test turns when the page asks, as a candidate would.
+
+The candidate who matches and passes the liveness challenge joins; the one whose attempts
+run out waits for a proctor, who compares enrolled and live in the console and accepts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from playwright.async_api import Browser, Page, expect
+
+from actors.face_records import record_key
+from actors.journal import stream_key
+from infra.settings import Settings
+from tests.factories import ExamWorld, new_exam
+from tests.web.camera import FACES, FakeCamera
+from tests.web.pages import SECONDS, check_devices, open_candidate, runtime_of
+
+VERIFIER = 60 * SECONDS  # the verifier runs on this machine's CPUs, shared with the browser
+INSTRUCTIONS = {  # what the page says, in its default language, for each movement
+    "turn_left": "请把头转向您的左侧，再转回正面",
+    "turn_right": "请把头转向您的右侧，再转回正面",
+    "nod": "请点头：低头，再抬回正面",
+}
+
+
+async def enrol(client: httpx.AsyncClient, world: ExamWorld, number: str, stem: str) -> None:
+    cid = world.candidate_ids[number]
+    response = await client.put(
+        f"/v1/exams/{world.exam_id}/candidates/{cid}/face",
+        content=(FACES / f"{stem}.jpg").read_bytes(),
+        headers={**world.organiser, "content-type": "image/jpeg"},
+    )
+    assert response.status_code == 200, response.text
+
+
+async def settled(page: Page, *states: str) -> str:
+    """The face step's state once it is one of `states` (the verifier takes its time)."""
+    step = page.locator("#face-step")
+    await page.wait_for_function(
+        "(states) => states.includes(document.getElementById('face-step').dataset.state)",
+        arg=list(states),
+        timeout=VERIFIER,
+    )
+    state = await step.get_attribute("data-state")
+    assert state is not None
+    return state
+
+
+async def journal(app: FastAPI, key: str) -> list[dict[str, Any]]:
+    entries: Any = await runtime_of(app).redis.xrange(stream_key(key))
+    return [json.loads(fields[b"e"]) for _, fields in entries]
+
+
+async def test_the_candidate_verifies_passes_liveness_and_joins(
+    face_browser: Browser,
+    camera: FakeCamera,
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    settings: Settings,
+) -> None:
+    world = await new_exam(
+        client, runtime_of(app), {"r1": ["7001"]}, require_face_verification=True
+    )
+    await enrol(client, world, "7001", "person_b_1")
+    await camera.show("person_b_2")  # the same person, another photo
+    errors: list[str] = []
+    page = await open_candidate(face_browser, settings, world.exam_id, "7001", errors)
+    try:
+        await check_devices(page)
+        await page.locator("#join").click()
+        await expect(page.locator("#face-step")).to_be_visible()
+        await expect(page.locator("#face-step")).to_have_attribute("data-state", "ready")
+        await page.locator("#verify").click()
+        state = await settled(page, "challenge", "mismatch", "review")
+        assert state == "challenge", await page.locator("#face-status").text_content()
+
+        instruction = page.locator("#face-instruction")
+        movement = await instruction.get_attribute("data-movement")
+        assert movement in INSTRUCTIONS
+        await expect(instruction).to_have_text(INSTRUCTIONS[movement])
+        sweep = await camera.sweep(movement)
+        await page.locator("#liveness-start").click()
+        await expect(page.locator("#face-step")).to_have_attribute("data-state", "recording")
+        await camera.perform(sweep)
+        state = await settled(page, "passed", "failed")
+        assert state == "passed", await page.locator("#face-status").text_content()
+
+        await expect(page.locator("#connection")).to_have_attribute(
+            "data-state", "live", timeout=30 * SECONDS
+        )
+        cid = world.candidate_ids["7001"]
+        record = await runtime_of(app).redis.hgetall(record_key(world.exam_id, cid))
+        assert record[b"status"] == b"verified"
+        assert record[b"liveness"] == b"passed"
+        events = [
+            e["type"] for e in await journal(app, f"{world.exam_id}/r1") if e.get("cid") == cid
+        ]
+        assert "joined" in events
+        assert not [e for e in errors if "Content Security Policy" in e or "Uncaught" in e], errors
+    finally:
+        await page.context.close()
