@@ -11,7 +11,7 @@ actor call retried after a crash does not journal twice.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -25,14 +25,22 @@ SNAPSHOT_EVERY = 1000
 # Recent history kept for resuming event streams; older events live in snapshots.
 STREAM_MAXLEN = 50_000
 
+# KEYS: owner, stream, then one de-duplication key per event; ARGV: fence, dedupe
+# seconds, stream maxlen, then the events. All or nothing for the fence check.
 _APPEND = """
 local owner = redis.call('GET', KEYS[1])
 if owner ~= ARGV[1] then return redis.error_reply('NOT_OWNER ' .. tostring(owner)) end
-local prev = redis.call('GET', KEYS[3])
-if prev then return prev end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'e', ARGV[2])
-redis.call('SET', KEYS[3], id, 'EX', ARGV[3])
-return id
+local ids = {}
+for i = 4, #ARGV do
+  local dedupe = KEYS[i - 1]
+  local id = redis.call('GET', dedupe)
+  if not id then
+    id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[i])
+    redis.call('SET', dedupe, id, 'EX', ARGV[2])
+  end
+  ids[#ids + 1] = id
+end
+return ids
 """
 
 _TAKE_OVER = """
@@ -77,18 +85,22 @@ class Journal:
         raw = await self._redis.get(_owner_key(room_key))
         return text(raw) if raw else None
 
-    async def append(self, room_key: str, fence: str, event: dict[str, Any]) -> str:
-        dedupe = f"examday:{{{room_key}}}:eid:{event['eid']}"
+    async def append(
+        self, room_key: str, fence: str, events: Sequence[dict[str, Any]]
+    ) -> list[str]:
+        """Append `events` in order in one round trip; an event whose id was already
+        journaled (a retried call) gets its stored id back instead of a second entry."""
+        dedupes = [f"examday:{{{room_key}}}:eid:{event['eid']}" for event in events]
         try:
             raw = await self._append(
-                keys=[_owner_key(room_key), stream_key(room_key), dedupe],
-                args=[fence, json.dumps(event), DEDUPE_SECONDS, STREAM_MAXLEN],
+                keys=[_owner_key(room_key), stream_key(room_key), *dedupes],
+                args=[fence, DEDUPE_SECONDS, STREAM_MAXLEN, *map(json.dumps, events)],
             )
         except ResponseError as exc:
             if str(exc).startswith("NOT_OWNER"):
                 raise NotOwner(f"{room_key} is owned elsewhere now", room=room_key) from None
             raise
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+        return [text(event_id) for event_id in raw]
 
     async def save_snapshot(self, room_key: str, snapshot: dict[str, Any]) -> None:
         await self._redis.set(f"examday:{{{room_key}}}:snapshot", json.dumps(snapshot))

@@ -30,6 +30,8 @@ from infra.telemetry import setup_tracing, traced
 
 SHARD_KIND = "room"
 SWEEP_SECONDS = 2.0
+# (room key, candidate id, network type, event id) of one heartbeat.
+Beat = tuple[str, str, str | None, str]
 
 
 @ray.remote(num_cpus=0, resources={"room_shard": 1}, max_restarts=-1, max_task_retries=3)
@@ -47,6 +49,8 @@ class RoomShard:
         self.write_locks: dict[str, asyncio.Lock] = {}
         self.started = time.time()
         self.appended = 0
+        self.beats_received = 0
+        self.beat_calls = 0
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- room life cycle ---------------------------------------------------
@@ -93,21 +97,30 @@ class RoomShard:
         async with self.write_locks.setdefault(key, asyncio.Lock()):
             if prepare is not None:
                 prepare(room, event)
-            event.setdefault("at", time.time())
+            return (await self._commit(key, room, [event]))[0]
+
+    async def _commit(self, key: str, room: RoomState, events: list[dict[str, Any]]) -> list[str]:
+        """Journal `events` in one round trip, then apply them; the caller holds the
+        room's write lock."""
+        now = time.time()
+        for event in events:
+            event.setdefault("at", now)
             event.setdefault("eid", uuid.uuid4().hex)
-            try:
-                event_id = await self.journal.append(key, self.fences[key], event)
-            except NotOwner:
-                self._drop(key)
-                await self.redis.srem(f"examday:shard:{self.name}:rooms", key)
-                raise
+        try:
+            event_ids = await self.journal.append(key, self.fences[key], events)
+        except NotOwner:
+            self._drop(key)
+            await self.redis.srem(f"examday:shard:{self.name}:rooms", key)
+            raise
+        before = room.event_count
+        for event_id, event in zip(event_ids, events, strict=True):
             # A retried append returns the id stored before a crash: already applied.
             if event_order(event_id) > event_order(room.last_event_id):
                 room.apply(event_id, event)
                 self.appended += 1
-                if room.event_count % SNAPSHOT_EVERY == 0:
-                    await self.journal.save_snapshot(key, room.snapshot())
-            return event_id
+        if room.event_count // SNAPSHOT_EVERY > before // SNAPSHOT_EVERY:
+            await self.journal.save_snapshot(key, room.snapshot())
+        return event_ids
 
     # -- candidate and proctor actions ---------------------------------------
 
@@ -134,6 +147,42 @@ class RoomShard:
         return {"event_id": event_id, "state": self.rooms[key].presence[cid].state}
 
     @traced
+    async def heartbeats(self, beats: list[Beat]) -> list[dict[str, Any]]:
+        """Many candidates' heartbeats in one call (the gateway batches them per
+        shard): one journal round trip per room, not one actor call and one script
+        per beat. Each beat gets its own answer: the event, or `not_joined` /
+        `not_owner` (the gateway retries those one by one)."""
+        self.beat_calls += 1
+        self.beats_received += len(beats)
+        by_room: dict[str, list[int]] = {}
+        for index, beat in enumerate(beats):
+            by_room.setdefault(beat[0], []).append(index)
+        answers: list[dict[str, Any]] = [{"error": "not_owner"}] * len(beats)
+
+        async def commit_room(key: str, indices: list[int]) -> None:
+            with contextlib.suppress(NotOwner):
+                room = await self._room(key)
+                async with self.write_locks.setdefault(key, asyncio.Lock()):
+                    events, committed = [], []
+                    for index in indices:
+                        _, cid, network, eid = beats[index]
+                        presence = room.presence.get(cid)
+                        state = presence.state if presence else "absent"
+                        if state not in ("joined", "disconnected"):
+                            answers[index] = {"error": "not_joined"}
+                            continue
+                        kind = "heartbeat" if state == "joined" else "joined"
+                        events.append({"type": kind, "cid": cid, "network": network, "eid": eid})
+                        committed.append(index)
+                    event_ids = await self._commit(key, room, events) if events else []
+                    for index, event_id in zip(committed, event_ids, strict=True):
+                        state = room.presence[beats[index][1]].state
+                        answers[index] = {"event_id": event_id, "state": state}
+
+        await asyncio.gather(*(commit_room(key, indices) for key, indices in by_room.items()))
+        return answers
+
+    @traced
     async def candidate_view(self, key: str, cid: str) -> dict[str, Any]:
         return (await self._room(key)).view_for(cid)
 
@@ -158,6 +207,8 @@ class RoomShard:
                 1 for r in self.rooms.values() for p in r.presence.values() if p.state == "joined"
             ),
             "events_appended": self.appended,
+            "beats_received": self.beats_received,
+            "beat_calls": self.beat_calls,
             "node": ray.get_runtime_context().get_node_id(),
             "pid": __import__("os").getpid(),
             "uptime": time.time() - self.started,

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 from ray.exceptions import ActorUnavailableError, RayActorError
 from redis.asyncio import Redis
 
 from actors.journal import NotOwner
-from actors.room_shard import SHARD_KIND, RoomShard
+from actors.room_shard import SHARD_KIND, Beat, RoomShard
 from cluster.directory import ShardDirectory
-from infra.errors import Unavailable
+from infra.errors import Forbidden, Unavailable
 from infra.named_actors import NamedActors
 from infra.settings import Settings
 from infra.telemetry import actor_call
 
 _ATTEMPTS = 8
+# Beats sent to one shard in one call at most; more wait for the next call.
+MAX_BEATS_PER_CALL = 256
 
 
 def room_key(exam_id: str, room_id: str) -> str:
@@ -32,6 +35,8 @@ class RoomRouter:
         self.settings = settings
         self.directory = ShardDirectory(redis, SHARD_KIND)
         self._actors = NamedActors(RoomShard, settings.ray_namespace)
+        self._beats: dict[str, list[tuple[Beat, asyncio.Future[dict[str, Any] | None]]]] = {}
+        self._senders: dict[str, asyncio.Task[None]] = {}
 
     async def ensure_shards(self) -> None:
         """Create the configured room shards if missing and list them in the directory."""
@@ -64,3 +69,46 @@ class RoomRouter:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
         raise Unavailable("the room is moving; try again", reason="room_unavailable", retry_after=1)
+
+    async def heartbeat(self, key: str, cid: str, network: str | None, eid: str) -> Any:
+        """A heartbeat, group-committed: while one call to the room's shard is in
+        flight, the heartbeats that arrive for that shard wait and go together in
+        the next call. So an idle gateway adds no delay, and a busy one makes one
+        actor call and one journal round trip per room for many candidates."""
+        owner = await self.directory.owner(key)
+        answer: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._beats.setdefault(owner, []).append(((key, cid, network, eid), answer))
+        if owner not in self._senders:
+            # A fresh context: the batch's spans belong to no single request's trace.
+            self._senders[owner] = asyncio.get_running_loop().create_task(
+                self._send_beats(owner), context=contextvars.Context()
+            )
+        result = await answer
+        if result is None or result.get("error") == "not_owner":
+            return await self.call(key, "heartbeat", cid, network, eid)
+        if result.get("error") == "not_joined":
+            raise Forbidden("join the room first", reason="not_joined")
+        return result
+
+    async def _send_beats(self, owner: str) -> None:
+        try:
+            while pending := self._beats.get(owner):
+                batch = pending[:MAX_BEATS_PER_CALL]
+                del pending[:MAX_BEATS_PER_CALL]
+                results: list[dict[str, Any] | None] = [None] * len(batch)
+                try:
+                    handle = await self.handle(owner)
+                    results = await actor_call(handle.heartbeats, [beat for beat, _ in batch])
+                except Exception:
+                    # Unanswered beats fall back to `call`, which waits out a restart
+                    # or a move and reports any other failure to its own caller.
+                    self._actors.forget(owner)
+                    self.directory.forget_cache()
+                for (_, answer), result in zip(batch, results, strict=True):
+                    if not answer.done():
+                        answer.set_result(result)
+        finally:
+            del self._senders[owner]
+            for _, answer in self._beats.pop(owner, []):
+                if not answer.done():
+                    answer.set_result(None)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import urllib.request
 from pathlib import Path
 
+from infra import raycluster
 from infra.errors import ConfigError
 from infra.processes import ManagedProcess, port_open
 from infra.settings import Settings
@@ -154,7 +156,8 @@ def ray_node_process(settings: Settings, *, head: bool, index: int = 0) -> Manag
     else:
         argv += [f"--address={settings.ray_head_address}"]
     name = "ray-head" if head else f"ray-worker-{index}"
-    return ManagedProcess(name, argv, settings.state_dir / "logs" / f"{name}.log")
+    env = {**os.environ, **raycluster.auth_mode_env()}
+    return ManagedProcess(name, argv, settings.state_dir / "logs" / f"{name}.log", env=env)
 
 
 def ray_temp_dir(settings: Settings) -> Path:

@@ -111,9 +111,8 @@ async def heartbeat(
 ) -> EventOut:
     assert principal.claims.exam is not None
     assert principal.room is not None
-    result = await runtime.rooms.call(
+    result = await runtime.rooms.heartbeat(
         room_key(principal.claims.exam, principal.room),
-        "heartbeat",
         principal.name,
         body.network,
         idempotency_key or uuid.uuid4().hex,
