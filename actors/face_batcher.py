@@ -11,11 +11,16 @@ Back-pressure: the batcher holds at most `max_queue` frames (waiting plus runnin
 beyond that `submit` raises `Unavailable(reason="verifier_busy")` at once, with a
 Retry-After from the measured time per frame. A job whose caller has given up
 (`deadline` passed, or its future cancelled) is dropped before it costs model time.
+
+Every answered job's latency, from `submit` to its result, is counted in fixed
+buckets (`LATENCY_BUCKETS_S`): cheap to keep, and summable across replicas and
+scrapes, which a moving average or a percentile is not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import math
 import time
@@ -32,11 +37,16 @@ log = logging.getLogger(__name__)
 F = TypeVar("F")  # a decoded frame
 A = TypeVar("A")  # the model's analysis of one frame
 
+# Upper bounds in seconds; batching waits milliseconds, a CPU batch of 32 takes seconds,
+# and nothing is answered after `call_timeout_s` (30 s by default).
+LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
 
 @dataclass(eq=False)
 class _Job:
     cost: int
     deadline: float
+    enqueued: float
     future: asyncio.Future[Any]
     image: bytes | None = None  # a single-image job, merged into batches
     finish: Callable[[Any], Any] | None = None
@@ -52,6 +62,23 @@ class BatchStats:
     largest_batch: int = 0
     seconds_per_frame: float = 0.1  # moving average, seeded with a CPU-ish guess
     sizes: dict[int, int] = field(default_factory=dict)
+    # Answered jobs per latency bucket (the last one: above every bound), and their sum.
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    latency_sum_s: float = 0.0
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.latency_sum_s += seconds
+
+    def latency(self) -> dict[str, Any]:
+        """Cumulative counts per upper bound, Prometheus style ("+Inf" is every job)."""
+        buckets: list[tuple[str, int]] = []
+        total = 0
+        bounds = [*map(str, LATENCY_BUCKETS_S), "+Inf"]
+        for bound, count in zip(bounds, self.latency_counts, strict=True):
+            total += count
+            buckets.append((bound, total))
+        return {"buckets": buckets, "count": total, "sum": round(self.latency_sum_s, 6)}
 
 
 class Batcher(Generic[F, A]):
@@ -88,11 +115,11 @@ class Batcher(Generic[F, A]):
 
     async def submit(self, image: bytes, finish: Callable[[A], Any]) -> Any:
         """Analyse one image in the next batch and return `finish(analysis)`."""
-        return await self._enqueue(_Job(1, 0.0, self._future(), image=image, finish=finish))
+        return await self._enqueue(_Job(1, 0.0, 0.0, self._future(), image=image, finish=finish))
 
     async def run_solo(self, job: Callable[[], Any], cost: int) -> Any:
         """Run `job` alone in the model thread; `cost` frames count against the queue."""
-        return await self._enqueue(_Job(cost, 0.0, self._future(), solo=job))
+        return await self._enqueue(_Job(cost, 0.0, 0.0, self._future(), solo=job))
 
     def configure(self, max_batch: int, max_wait_s: float) -> None:
         """Change the batching of the next batches (tuning without a restart)."""
@@ -125,7 +152,8 @@ class Batcher(Generic[F, A]):
                 retry_after=self.retry_after(),
             )
         self._ensure_loop()
-        job.deadline = time.monotonic() + self._timeout
+        job.enqueued = time.monotonic()
+        job.deadline = job.enqueued + self._timeout
         self._held += job.cost
         self._pending.append(job)
         self._arrived.set()
@@ -161,10 +189,12 @@ class Batcher(Generic[F, A]):
             log.exception("face model batch failed")
             outcomes = [exc] * len(batch)
         self._record(batch, time.perf_counter() - started)
+        answered = time.monotonic()
         for job, outcome in zip(batch, outcomes, strict=True):
             self._held -= job.cost
             if job.future.done():
                 continue
+            self.stats.observe_latency(answered - job.enqueued)
             if isinstance(outcome, BaseException):
                 job.future.set_exception(outcome)
             else:

@@ -143,6 +143,7 @@ class FaceVerifier:
             "largest_batch": stats.largest_batch,
             "batch_sizes": dict(stats.sizes),
             "seconds_per_frame": round(stats.seconds_per_frame, 4),
+            "latency": stats.latency(),
             "max_batch": self.batcher.max_batch,
             "pid": os.getpid(),
         }

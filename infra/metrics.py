@@ -211,6 +211,11 @@ def _verifier_metrics(status: dict[str, Any]) -> Iterator[Metric]:
     batches = HistogramMetricFamily(
         "examday_verifier_batch_size", "Frames per model batch", labels=["replica"]
     )
+    latency = HistogramMetricFamily(
+        "examday_verifier_latency_seconds",
+        "Time a verifier replica took to answer a request, from its queue to its result",
+        labels=["replica"],
+    )
     for name, load in sorted((status.get("loads") or {}).items()):
         queue.add_metric([name], load.get("held", 0))
         per_frame.add_metric([name], load.get("seconds_per_frame", 0.0))
@@ -220,7 +225,16 @@ def _verifier_metrics(status: dict[str, Any]) -> Iterator[Metric]:
         buckets = [(str(b), sum(n for s, n in sizes.items() if s <= b)) for b in BATCH_BUCKETS]
         buckets.append(("+Inf", sum(sizes.values())))
         batches.add_metric([name], buckets, sum_value=sum(s * n for s, n in sizes.items()))
-    yield from (replicas, queue, per_frame, frames, refused, batches)
+        # The replica counts in its own buckets (actors.face_batcher.LATENCY_BUCKETS_S), so
+        # the bounds come with the counts; an older replica without them is left out.
+        answered = load.get("latency")
+        if answered:
+            latency.add_metric(
+                [name],
+                [(str(bound), int(count)) for bound, count in answered["buckets"]],
+                sum_value=float(answered["sum"]),
+            )
+    yield from (replicas, queue, per_frame, frames, refused, batches, latency)
 
 
 def _ingest_metrics(sample: ClusterSample) -> Iterator[Metric]:

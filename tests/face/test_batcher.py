@@ -48,6 +48,11 @@ async def test_concurrent_frames_share_one_batch_and_a_bad_one_fails_alone(
         assert bad.reason == "not_an_image"
         assert (batches.stats.batches, batches.stats.largest_batch) == (1, 4)
         assert batches.held == 0
+        # The failed decode was answered too: four latencies, all in one batch's time.
+        latency = batches.stats.latency()
+        assert latency["count"] == 4
+        assert latency["buckets"][-1] == ("+Inf", 4)
+        assert 0 < latency["sum"] < 4 * 60
     finally:
         batches.close()
 
