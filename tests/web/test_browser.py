@@ -131,7 +131,7 @@ async def save_screenshots(console: Page, candidate: Page) -> None:
     await console.locator("#lang").focus()
     await console.keyboard.press("Enter")
     await expect(console.locator("html")).to_have_attribute("lang", "en")
-    await expect(console.locator("#room-step h3").first).to_have_text("Incidents")
+    await expect(console.locator('#room-step h3[data-i18n="incidents"]')).to_have_text("Incidents")
     await candidate.locator("#lang").focus()
     await candidate.keyboard.press("Enter")
     await expect(candidate.locator("#talkback")).to_have_text("The proctor is speaking")

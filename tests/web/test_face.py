@@ -19,7 +19,7 @@ from actors.journal import stream_key
 from infra.settings import Settings
 from tests.factories import ExamWorld, new_exam
 from tests.web.camera import FACES, FakeCamera
-from tests.web.pages import SECONDS, check_devices, open_candidate, runtime_of
+from tests.web.pages import SECONDS, check_devices, open_candidate, open_console, runtime_of
 
 VERIFIER = 60 * SECONDS  # the verifier runs on this machine's CPUs, shared with the browser
 INSTRUCTIONS = {  # what the page says, in its default language, for each movement
@@ -105,3 +105,71 @@ async def test_the_candidate_verifies_passes_liveness_and_joins(
         assert not [e for e in errors if "Content Security Policy" in e or "Uncaught" in e], errors
     finally:
         await page.context.close()
+
+
+async def test_attempts_run_out_and_a_proctor_accepts_in_the_console(
+    face_browser: Browser,
+    camera: FakeCamera,
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    settings: Settings,
+) -> None:
+    world = await new_exam(
+        client,
+        runtime_of(app),
+        {"r1": ["7101"]},
+        face_attempts=2,
+        keep_enrolment_photo=True,
+        require_face_verification=True,
+    )
+    await enrol(client, world, "7101", "person_a_1")
+    await camera.show("person_b_2")  # someone else sits the exam
+    cid = world.candidate_ids["7101"]
+    proctor = world.proctors["r1"]
+    username = (await client.get("/v1/staff/me", headers=proctor)).json()["username"]
+    errors: list[str] = []
+    console = await open_console(face_browser, settings, username, f"{world.exam_id}/r1", errors)
+    page = await open_candidate(face_browser, settings, world.exam_id, "7101", errors)
+    try:
+        await check_devices(page)
+        await page.locator("#join").click()
+        await expect(page.locator("#face-step")).to_have_attribute("data-state", "ready")
+        await page.locator("#verify").click()
+        assert await settled(page, "mismatch", "challenge", "review") == "mismatch"
+        await expect(page.locator("#face-status")).to_contain_text("剩余次数: 1")
+        await page.locator("#verify").click()
+        assert await settled(page, "review", "mismatch", "challenge") == "review"
+
+        # The request reaches the console by the room's event stream.
+        review = console.locator(f'#reviews li[data-cid="{cid}"]')
+        await expect(review).to_have_attribute("data-status", "pending", timeout=15 * SECONDS)
+        await expect(console.locator(f'.tile[data-cid="{cid}"] .face')).to_have_attribute(
+            "data-review", "pending"
+        )
+        images = review.locator("img")
+        await expect(images).to_have_count(3)  # the enrolment photo and the two live frames
+        for index in range(3):
+            await expect(images.nth(index)).to_have_js_property("complete", True)
+            assert await images.nth(index).evaluate("(img) => img.naturalWidth") > 0
+        unlabelled = await console.evaluate(
+            "[...document.querySelectorAll('input, select')].filter((e) => !e.labels.length).length"
+        )
+        assert unlabelled == 0
+        await review.get_by_label("复核说明（将记入审计日志）").fill("ID card checked on camera")
+        await review.locator('button[value="accept"]').click()
+        await expect(review).to_have_attribute("data-status", "accepted")
+
+        # The candidate's page sees the acceptance and joins.
+        await expect(page.locator("#connection")).to_have_attribute(
+            "data-state", "live", timeout=30 * SECONDS
+        )
+        events = [e for e in await journal(app, f"{world.exam_id}/r1") if e.get("cid") == cid]
+        decided = [e for e in events if e["type"] == "face_review"]
+        assert [(e["decision"], e["by"]) for e in decided] == [("accepted", username)]
+        base = f"/v1/exams/{world.exam_id}/rooms/r1/face-reviews"
+        (stored,) = (await client.get(base, headers=proctor)).json()["reviews"]
+        assert stored["note"] == "ID card checked on camera"
+        assert not [e for e in errors if "Content Security Policy" in e or "Uncaught" in e], errors
+    finally:
+        await page.context.close()
+        await console.context.close()

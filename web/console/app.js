@@ -1,15 +1,18 @@
 // The proctor's console: log in, pick a room, watch its candidates, follow the room's
-// event stream, list incidents, talk back (push-to-talk) and send messages.
+// event stream, list incidents and play the recording around one, decide face reviews,
+// talk back (push-to-talk) and send messages.
 import { get, post } from '/common/http.js';
 import { install, t } from '/common/i18n.js';
 import { publish } from '/common/webrtc.js';
+import { Incidents } from '/console/incidents.js';
+import { Player } from '/console/playback.js';
+import { Reviews } from '/console/reviews.js';
 import { Tile } from '/console/tiles.js';
 
 const TICK_MS = 1000;
-const MAX_INCIDENTS = 200;
 const $ = (id) => document.getElementById(id);
 const room = { base: null, tiles: new Map(), events: null, lastId: '0-0', timer: null,
-  incidents: new Map(), talk: null, talking: false };
+  incidents: null, reviews: null, player: null, talk: null, talking: false };
 
 function fail(error) {
   $('error').textContent = `${t('error')}: ${error.reason || error.message}`;
@@ -46,9 +49,30 @@ async function loadRooms() {
     button.dataset.room = key;
     button.addEventListener('click', () => openRoom(exam, name).catch(fail));
     li.append(button);
+    pendingReviews(li, `${roomBase(exam, name)}/face-reviews`);
     return li;
   }));
   show('rooms-step');
+}
+
+// A badge on each room with face reviews waiting for a proctor.
+async function pendingReviews(li, url) {
+  try {
+    const { reviews } = await get(url);
+    const pending = reviews.filter((review) => review.status === 'pending').length;
+    if (!pending) return;
+    const badge = document.createElement('span');
+    badge.className = 'badge reviews';
+    badge.textContent = String(pending);
+    badge.setAttribute('aria-label', `${t('face_reviews')}: ${pending}`);
+    li.append(' ', badge);
+  } catch {
+    // organisers' rooms and rooms of ended exams have none to show
+  }
+}
+
+function roomBase(exam, name) {
+  return `/v1/exams/${encodeURIComponent(exam)}/rooms/${encodeURIComponent(name)}`;
 }
 
 function tile(cid) {
@@ -62,13 +86,18 @@ function tile(cid) {
 }
 
 async function openRoom(exam, name) {
-  room.base = `/v1/exams/${encodeURIComponent(exam)}/rooms/${encodeURIComponent(name)}`;
+  room.base = roomBase(exam, name);
   $('room-h').textContent = `${exam} / ${name}`;
+  room.player = new Player(room.base, fail);
+  room.incidents = new Incidents($('incidents'), room.base,
+    { tile, play: (incident) => room.player.open(incident), fail });
+  room.reviews = new Reviews($('reviews'), room.base, fail, (cid, status) => tile(cid).setReview(status));
   const view = await get(room.base);
   for (const cid of view.roster) tile(cid);
   for (const [cid, presence] of Object.entries(view.presence)) tile(cid).update(presence);
-  for (const incident of Object.values(view.incidents)) addIncident(incident);
+  for (const incident of Object.values(view.incidents)) room.incidents.add(incident);
   for (const message of view.messages) addMessage(message);
+  await room.reviews.load();
   await post(`${room.base}/presence`);
   show('room-step');
   follow(view.last_event_id);
@@ -104,54 +133,16 @@ function follow(after) {
       each.ensureWatching();
     });
   }
-  on('incident', (event, id) => addIncident({ id, status: 'open', ...event }));
-  on('incident_reviewed', reviewed);
+  on('incident', (event, id) => room.incidents.add({ id, status: 'open', ...event }));
+  on('incident_reviewed', (event) => room.incidents.reviewed(event));
+  on('face_review_requested', (event) => room.reviews.requested(event).catch(fail));
+  on('face_review', (event) => room.reviews.decided(event));
   on('message', addMessage);
   events.addEventListener('reset', () => window.location.reload());
   events.addEventListener('error', () => {
     events.close();
     if (room.events === events) setTimeout(() => follow(room.lastId), RECONNECT_MS);
   });
-}
-
-function addIncident(incident) {
-  if (room.incidents.has(incident.id) || room.incidents.size >= MAX_INCIDENTS) return;
-  room.incidents.set(incident.id, incident);
-  if (incident.status === 'open') tile(incident.cid).addIncident(1);
-  const li = document.createElement('li');
-  li.dataset.incident = incident.id;
-  li.dataset.status = incident.status;
-  li.textContent = `${incident.cid.slice(0, 8)} · ${incident.incident} · ${incident.severity} · ${incident.status} `;
-  if (incident.status === 'open') {
-    for (const decision of ['confirmed', 'dismissed']) li.append(reviewButton(incident.id, decision));
-  }
-  $('incidents').prepend(li);
-}
-
-function reviewButton(id, decision) {
-  const button = document.createElement('button');
-  button.type = 'button';
-  button.dataset.decision = decision;
-  button.dataset.i18n = decision;
-  button.textContent = t(decision);
-  // The list changes with the stream: the review shows when its event comes back.
-  button.addEventListener('click', () => {
-    button.disabled = true;
-    post(`${room.base}/incidents/${encodeURIComponent(id)}/review`, { decision }).catch(fail);
-  });
-  return button;
-}
-
-function reviewed(event) {
-  const incident = room.incidents.get(event.incident);
-  if (!incident || incident.status !== 'open') return;
-  incident.status = event.decision;
-  tile(incident.cid).addIncident(-1);
-  const li = $('incidents').querySelector(`[data-incident="${CSS.escape(event.incident)}"]`);
-  if (li) {
-    li.dataset.status = event.decision;
-    li.textContent = `${incident.cid.slice(0, 8)} · ${incident.incident} · ${incident.severity} · ${event.decision}`;
-  }
 }
 
 function addMessage(message) {
@@ -217,7 +208,11 @@ function pushToTalk(button) {
 }
 
 function start() {
-  install($('lang'), () => room.tiles.forEach((each) => each.render()));
+  install($('lang'), () => {
+    room.tiles.forEach((each) => each.render());
+    if (room.incidents) room.incidents.rerender();
+    if (room.reviews) room.reviews.rerender();
+  });
   $('login-form').addEventListener('submit', login);
   $('message-form').addEventListener('submit', sendMessage);
   pushToTalk($('talk'));

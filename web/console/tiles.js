@@ -1,4 +1,5 @@
-// One tile per candidate: live camera by WHEP, presence, network, open-incident badge.
+// One tile per candidate: live camera by WHEP, presence, network, face review state,
+// open-incident badge.
 import { t } from '/common/i18n.js';
 import { watch } from '/common/webrtc.js';
 
@@ -34,7 +35,10 @@ export class Tile {
     this.badge = document.createElement('span');
     this.badge.className = 'badge';
     this.badge.hidden = true;
-    meta.append(this.name, this.state, this.network, this.badge);
+    this.review = null; // the face review's status, when there is one
+    this.face = document.createElement('span');
+    this.face.hidden = true;
+    meta.append(this.name, this.state, this.network, this.face, this.badge);
     this.el.append(this.video, meta);
     this.render();
   }
@@ -52,6 +56,15 @@ export class Tile {
     this.badge.textContent = String(this.incidents);
     this.badge.hidden = this.incidents === 0;
     this.badge.setAttribute('aria-label', `${t('incidents')}: ${this.incidents}`);
+    this.face.hidden = !this.review;
+    this.face.className = `pill face ${this.review}`;
+    this.face.dataset.review = this.review || '';
+    this.face.textContent = this.review ? `${t('face_reviews')}: ${t(this.review)}` : '';
+  }
+
+  setReview(status) {
+    this.review = status;
+    this.render();
   }
 
   addIncident(delta) {
