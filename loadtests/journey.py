@@ -204,7 +204,7 @@ class Candidate:
                 "/v1/whip/me/camera",
                 self.headers,
                 self.scenario.hosts,
-                self.assets.faces,
+                self.assets.clips,
                 "a",
             )
             published.append(session)

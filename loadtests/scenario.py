@@ -37,7 +37,7 @@ class Scenario:
 
 @dataclass
 class Assets:
-    faces: dict[str, npt.NDArray[np.uint8]]
+    clips: webrtc.Clips
     enrol_jpeg: bytes
     live_jpeg: bytes
     photo_jpeg: bytes
@@ -53,7 +53,7 @@ def _jpeg(image: npt.NDArray[np.uint8], quality: int = 85) -> bytes:
 
 
 def build_assets(faces_dir: Path = FACES, *, liveness: bool = True) -> Assets:
-    """Face frames for the cameras, photos for enrolment and verification, liveness sequences."""
+    """Camera clips of faces, photos for enrolment and verification, liveness sequences."""
     faces = {
         "a": webrtc.load_face(faces_dir / "person_a_1.jpg"),
         "b": webrtc.load_face(faces_dir / "person_b_1.jpg"),
@@ -61,7 +61,7 @@ def build_assets(faces_dir: Path = FACES, *, liveness: bool = True) -> Assets:
     enrol = (faces_dir / "person_a_1.jpg").read_bytes()
     live = (faces_dir / "person_a_2.jpg").read_bytes()
     return Assets(
-        faces=faces,
+        clips=webrtc.encode_clips(faces),
         enrol_jpeg=enrol,
         live_jpeg=live,
         photo_jpeg=_jpeg(np.full((480, 640, 3), 235, dtype=np.uint8)),  # a blank answer sheet

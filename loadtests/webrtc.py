@@ -2,9 +2,9 @@
 
 Both are aiortc peers restricted to loopback host candidates (no STUN), talking
 the standard protocols to the gateway, exactly as a browser or an app would.
-The publisher's camera shows a face photo with a little motion (so that the
-encoder keeps producing frames); `show("b")` switches to another person and
-`show(None)` to an empty frame, to provoke the face monitor's incidents.
+The publisher's camera shows a face photo with a little motion, encoded once per
+process (`Clips`); `show("b")` switches to another person and `show(None)` to an
+empty frame, to provoke the face monitor's incidents.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import av
 import numpy as np
 import numpy.typing as npt
-from aiortc import MediaStreamTrack, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from actors.rtc import ScopedPeerConnection
@@ -44,56 +45,120 @@ def load_face(path: Path) -> npt.NDArray[np.uint8]:
         return np.asarray(canvas, dtype=np.uint8).copy()
 
 
-class FaceCameraTrack(MediaStreamTrack):
-    kind = "video"
+@dataclass(frozen=True)
+class Clips:
+    """What the simulated cameras and microphones send, encoded once per process.
 
-    def __init__(self, faces: dict[str, npt.NDArray[np.uint8]], showing: str | None) -> None:
-        super().__init__()
-        self.faces = faces
-        self.showing = showing
-        self._blank = np.full((HEIGHT, WIDTH, 3), 40, dtype=np.uint8)
-        self._index = 0
-        self._start: float | None = None
+    Encoding is what a real phone does on its own chip; a load generator that
+    encoded VP8 and Opus for every simulated publisher would spend its cores on
+    that rather than on the platform's load. So each look (person "a", person "b",
+    nobody) is a short VP8 loop with a keyframe every `KEYFRAME_EVERY` frames, and
+    every publisher replays the same encoded frames through aiortc's public
+    pre-encoded path (a track that returns `av.Packet`s is packetized, not encoded).
+    """
 
-    def show(self, who: str | None) -> None:
-        self.showing = who
-
-    async def recv(self) -> av.VideoFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        due = self._start + self._index / FPS
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        base = self.faces[self.showing] if self.showing else self._blank
-        # A one-pixel drift keeps the encoder sending real frames, not skips.
-        image = np.roll(base, self._index % 4 - 2, axis=1)
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = self._index * (90000 // FPS)
-        frame.time_base = fractions.Fraction(1, 90000)
-        self._index += 1
-        return frame
+    video: dict[str | None, list[bytes]]
+    audio: list[bytes]
 
 
-class ToneTrack(MediaStreamTrack):
-    kind = "audio"
+KEYFRAME_EVERY = FPS  # a keyframe a second: the frame sampler and new viewers wait <= 1 s
+CLIP_FRAMES = 2 * FPS
+VIDEO_BITRATE = 300_000
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._samples = 0
-        self._start: float | None = None
 
-    async def recv(self) -> av.AudioFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        due = self._start + self._samples / AUDIO_RATE
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        t = (np.arange(AUDIO_SAMPLES) + self._samples) / AUDIO_RATE
+def encode_clips(faces: dict[str, npt.NDArray[np.uint8]]) -> Clips:
+    blank = np.full((HEIGHT, WIDTH, 3), 40, dtype=np.uint8)
+    looks: dict[str | None, npt.NDArray[np.uint8]] = {None: blank}
+    looks.update(faces)
+    return Clips({who: _vp8_loop(image) for who, image in looks.items()}, _opus_tone())
+
+
+def _vp8_loop(image: npt.NDArray[np.uint8]) -> list[bytes]:
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, FPS)
+    encoder.bit_rate = VIDEO_BITRATE
+    encoder.gop_size = KEYFRAME_EVERY
+    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    frames: list[bytes] = []
+    for index in range(CLIP_FRAMES):
+        # A one-pixel drift: a camera image is never perfectly still.
+        moved = np.roll(image, index % 4 - 2, axis=1)
+        frame = av.VideoFrame.from_ndarray(moved, format="rgb24").reformat(format="yuv420p")
+        frame.pts = index
+        if index % KEYFRAME_EVERY == 0:
+            frame.pict_type = av.video.frame.PictureType.I
+        frames += [bytes(packet) for packet in encoder.encode(frame)]
+    frames += [bytes(packet) for packet in encoder.encode(None)]
+    if len(frames) != CLIP_FRAMES:
+        raise RuntimeError(f"the VP8 encoder returned {len(frames)} frames for {CLIP_FRAMES}")
+    return frames
+
+
+def _opus_tone(seconds: int = 1) -> list[bytes]:
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = AUDIO_RATE, "mono", "s16"
+    encoder.time_base = fractions.Fraction(1, AUDIO_RATE)
+    packets: list[bytes] = []
+    for start in range(0, seconds * AUDIO_RATE, AUDIO_SAMPLES):
+        t = (np.arange(AUDIO_SAMPLES) + start) / AUDIO_RATE
         tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
-        frame.sample_rate = AUDIO_RATE
-        frame.pts = self._samples
-        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
-        self._samples += AUDIO_SAMPLES
-        return frame
+        frame.sample_rate, frame.pts = AUDIO_RATE, start
+        packets += [bytes(packet) for packet in encoder.encode(frame)]
+    return packets
+
+
+class _PacedTrack(MediaStreamTrack):
+    """Replays encoded units at `rate` per second as `av.Packet`s."""
+
+    def __init__(self, rate: int, clock_rate: int) -> None:
+        super().__init__()
+        self._rate, self._clock_rate = rate, clock_rate
+        self._sent = 0
+        self._start: float | None = None
+
+    async def _packet(self, data: bytes) -> av.Packet[Any]:
+        if self._start is None:
+            self._start = time.monotonic()
+        await asyncio.sleep(max(0.0, self._start + self._sent / self._rate - time.monotonic()))
+        packet = av.Packet(data)
+        packet.pts = self._sent * (self._clock_rate // self._rate)
+        packet.time_base = fractions.Fraction(1, self._clock_rate)
+        self._sent += 1
+        return packet
+
+
+class FaceCameraTrack(_PacedTrack):
+    kind = "video"
+
+    def __init__(self, clips: Clips, showing: str | None) -> None:
+        super().__init__(FPS, 90000)
+        self.clips = clips
+        self.showing = showing
+        self._position = 0
+
+    def show(self, who: str | None) -> None:
+        """Switch look from the next frame: a new loop starts on its keyframe."""
+        self.showing = who
+        self._position = 0
+
+    async def recv(self) -> av.Packet[Any]:
+        clip = self.clips.video[self.showing]
+        data = clip[self._position % len(clip)]
+        self._position += 1
+        return await self._packet(data)
+
+
+class ToneTrack(_PacedTrack):
+    kind = "audio"
+
+    def __init__(self, clips: Clips) -> None:
+        super().__init__(AUDIO_RATE // AUDIO_SAMPLES, AUDIO_RATE)
+        self._packets = clips.audio
+
+    async def recv(self) -> av.Packet[Any]:
+        return await self._packet(self._packets[self._sent % len(self._packets)])
 
 
 @dataclass
@@ -134,17 +199,21 @@ async def whip_publish(
     url: str,
     headers: dict[str, str],
     hosts: Sequence[str],
-    faces: dict[str, npt.NDArray[np.uint8]] | None,
+    clips: Clips,
     showing: str | None = "a",
     *,
     audio: bool = True,
+    video: bool = True,
 ) -> WhipSession:
     pc = ScopedPeerConnection(hosts)
-    camera = FaceCameraTrack(faces, showing) if faces is not None else None
+    camera = FaceCameraTrack(clips, showing) if video else None
     if audio:
-        pc.addTransceiver(ToneTrack(), direction="sendonly")
+        pc.addTransceiver(ToneTrack(clips), direction="sendonly")
     if camera is not None:
-        pc.addTransceiver(camera, direction="sendonly")
+        transceiver = pc.addTransceiver(camera, direction="sendonly")
+        # The clips are VP8: offer nothing else.
+        codecs = RTCRtpSender.getCapabilities("video").codecs
+        transceiver.setCodecPreferences([c for c in codecs if c.mimeType == "video/VP8"])
     try:
         location = await _exchange(http, url, headers, pc)
     except BaseException:
