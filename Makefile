@@ -29,6 +29,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: chromium
 chromium:
 	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+	@# CJK glyphs, so that the Chinese pages are legible in the tests' screenshots; skipped
+	@# quietly where there is no apt (the tests pass without them).
+	@fc-list :lang=zh 2>/dev/null | grep -q . || ! command -v apt-get >/dev/null || \
+	  $(SUDO) apt-get install -y --no-install-recommends fonts-wqy-zenhei >/dev/null 2>&1 || \
+	  echo "fonts-wqy-zenhei not installed: Chinese text may show as boxes in screenshots"
 
 pytest: $(STAMP) chromium
 	$(BIN)/python -m pytest
