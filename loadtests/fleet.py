@@ -1,11 +1,13 @@
 """`examday loadtest`: a simulated candidate fleet against a running platform.
 
 Candidates arrive within `--ramp` seconds (the login storm at exam start), stay
-`--duration` seconds heartbeating (the first `--media` of them also publish a
-camera showing a real face, and `--switch-faces` of those switch to another
-person to provoke incidents), then leave. `--proctors` proctors watch rooms by
-WHEP and follow the room event stream. With `--ray ADDRESS` the candidates are
-spread over Ray workers of that cluster. The report goes to `--report DIR`.
+`--duration` seconds heartbeating (`--media` of them also publish a camera
+showing a real face, and `--switch-faces` of those switch to another person to
+provoke incidents), then leave. `--proctors` proctors, one room each, follow the
+room event stream and watch every camera of their room by WHEP; the media
+candidates are spread over the proctors' rooms, so every camera is watched.
+With `--ray ADDRESS` the candidates are spread over Ray workers of that cluster.
+The report goes to `--report DIR`.
 """
 
 from __future__ import annotations
@@ -69,9 +71,10 @@ def _http(target: str, candidates: int) -> aiohttp.ClientSession:
 
 
 def _candidates(config: FleetConfig, scenario: Scenario) -> list[tuple[str, bool, bool]]:
-    """(number, with media, switches face): media spread over rooms, round robin."""
+    """(number, with media, switches face): media spread round robin over the rooms
+    that have a proctor (so that every camera is watched), or over all rooms."""
     numbers = [n for room in scenario.rooms.values() for n in room]
-    by_room = list(scenario.rooms.values())
+    by_room = list(scenario.rooms.values())[: config.proctors or None]
     media: list[str] = []
     for i in range(max(len(r) for r in by_room)):
         media += [room[i] for room in by_room if i < len(room)]
