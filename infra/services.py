@@ -171,6 +171,7 @@ def gateway_process(settings: Settings, env: dict[str, str]) -> ManagedProcess:
         sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
         "--host", settings.gateway_host,
         "--port", str(settings.gateway_port),
+        "--workers", str(settings.gateway_workers),
         "--no-access-log",
         # Longer than the idle timeout of the clients and load balancers in front,
         # so that the server never closes a connection a client is about to reuse.

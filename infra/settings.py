@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # Gateway.
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
+    # uvicorn worker processes of `examday up`'s gateway (it is stateless; each
+    # worker is a Ray driver of its own).
+    gateway_workers: int = Field(default=1, ge=1, le=64)
     max_request_bytes: int = 1024 * 1024
     max_upload_bytes: int = 8 * 1024 * 1024
 
