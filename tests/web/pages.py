@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -13,6 +14,7 @@ from infra.settings import Settings
 from tests.factories import PASSWORD
 
 SECONDS = 1000  # Playwright counts milliseconds
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 # Test instrumentation, run before the page's modules: keeps each peer connection the
 # page makes, so a test can read its ICE statistics.
 KEEP_PEERS = """
@@ -112,3 +114,9 @@ async def log_in_candidate(
     await page.locator("#login-form button").click()
     await expect(page.locator("#policy-step")).to_be_visible()
     return page
+
+
+async def screenshot(page: Page, name: str) -> None:
+    """A full-page picture in artifacts/, for people to look at (nothing compares them)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / name, full_page=True)

@@ -126,6 +126,8 @@ async def test_candidate_publishes_and_the_console_sees_it(
 
 
 async def save_screenshots(console: Page, candidate: Page) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await console.screenshot(path=ARTIFACTS / "console-zh.png", full_page=True)
     # In English too: CI machines may lack CJK fonts, and the README's copy must be legible.
     # By keyboard: moving the mouse would leave the held talk button and stop talking.
     await console.locator("#lang").focus()

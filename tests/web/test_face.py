@@ -19,7 +19,14 @@ from actors.journal import stream_key
 from infra.settings import Settings
 from tests.factories import ExamWorld, new_exam
 from tests.web.camera import FACES, FakeCamera
-from tests.web.pages import SECONDS, check_devices, open_candidate, open_console, runtime_of
+from tests.web.pages import (
+    SECONDS,
+    check_devices,
+    open_candidate,
+    open_console,
+    runtime_of,
+    screenshot,
+)
 
 VERIFIER = 60 * SECONDS  # the verifier runs on this machine's CPUs, shared with the browser
 INSTRUCTIONS = {  # what the page says, in its default language, for each movement
@@ -84,6 +91,7 @@ async def test_the_candidate_verifies_passes_liveness_and_joins(
         movement = await instruction.get_attribute("data-movement")
         assert movement in INSTRUCTIONS
         await expect(instruction).to_have_text(INSTRUCTIONS[movement])
+        await screenshot(page, "candidate-face.png")
         sweep = await camera.sweep(movement)
         await page.locator("#liveness-start").click()
         await expect(page.locator("#face-step")).to_have_attribute("data-state", "recording")
@@ -156,6 +164,7 @@ async def test_attempts_run_out_and_a_proctor_accepts_in_the_console(
         )
         assert unlabelled == 0
         await review.get_by_label("复核说明（将记入审计日志）").fill("ID card checked on camera")
+        await screenshot(console, "console-review.png")
         await review.locator('button[value="accept"]').click()
         await expect(review).to_have_attribute("data-status", "accepted")
 

@@ -14,7 +14,14 @@ from infra.settings import Settings
 from tests.factories import new_exam
 from tests.media_plane.clients import eventually
 from tests.media_plane.conftest import dedicated_shard
-from tests.web.pages import SECONDS, open_candidate, open_console, pass_checks, runtime_of
+from tests.web.pages import (
+    SECONDS,
+    open_candidate,
+    open_console,
+    pass_checks,
+    runtime_of,
+    screenshot,
+)
 
 SEGMENT_SECONDS = 2.0  # short segments, so that some are stored within the test
 
@@ -72,6 +79,7 @@ async def test_the_console_plays_the_recording_around_an_incident(
                 timeout=20 * SECONDS,
             )
             assert await video.evaluate("(v) => v.videoWidth") > 0
+            await screenshot(console, "console-playback.png")
             assert await video.evaluate("(v) => v.error") is None
             assert not [e for e in errors if "Content Security Policy" in e], errors
             assert not [e for e in errors if "Uncaught" in e], errors

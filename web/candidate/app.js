@@ -10,7 +10,7 @@ const HEARTBEAT_MS = 5000;
 const MAX_RETRY_DELAY_MS = 30000;
 const $ = (id) => document.getElementById(id);
 const state = { me: null, stream: null, camera: null, talkback: null, network: 'unknown',
-  advice: null, failures: 0, timer: null, retryAt: 0, connecting: false, face: null };
+  advice: null, failures: 0, timer: null, retryAt: 0, connecting: false, face: null, ended: false };
 
 function show(step) {
   for (const id of ['login-step', 'policy-step', 'check-step', 'face-step', 'live-step']) $(id).hidden = id !== step;
@@ -29,11 +29,12 @@ function clearError() {
 }
 
 function setConnection(key) {
+  if (state.ended && key !== 'ended') return;
   const el = $('connection');
   el.dataset.state = key;
   el.dataset.i18n = `status_${key}`;
   el.textContent = t(`status_${key}`);
-  el.className = key === 'live' ? 'status' : 'warn';
+  el.className = { live: 'status', ended: 'bad' }[key] || 'warn';
 }
 
 function setTalkback(on) {
@@ -159,9 +160,20 @@ async function connect() {
   }
 }
 
+// The session is over: no more heartbeats, retries or media; say so and stay.
+function ended() {
+  state.ended = true;
+  clearInterval(state.timer);
+  setConnection('ended');
+  if (state.camera) state.camera.close();
+  state.camera = null;
+  if (state.talkback && state.talkback !== 'pending') state.talkback.close();
+  state.stream.getTracks().forEach((track) => track.stop());
+}
+
 function onConnectionState() {
   const pc = state.camera && state.camera.pc;
-  if (!pc) return;
+  if (!pc || state.ended) return;
   if (pc.connectionState === 'connected') {
     state.failures = 0;
     setConnection('live');
@@ -183,7 +195,8 @@ async function tick() {
     renderMessages(room.messages || []);
     onConnectionState(); // back from offline with the media link still up: say so
   } catch (error) {
-    setConnection(navigator.onLine ? 'lost' : 'offline');
+    if (error.status === 401) ended(); // the proctor ended the session (or it expired)
+    else setConnection(navigator.onLine ? 'lost' : 'offline');
     return;
   }
   const pc = state.camera && state.camera.pc;

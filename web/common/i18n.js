@@ -113,6 +113,11 @@ const TEXT = {
     no_recording: '这段时间没有录像',
     close: '关闭',
     segment: '片段',
+    flag: '标记异常',
+    talk_one: '按住对其讲话',
+    end_session: '结束考试',
+    end_confirm: '确认结束？',
+    status_ended: '监考老师已结束您的考试',
   },
   en: {
     lang_switch: '中文',
@@ -226,6 +231,11 @@ const TEXT = {
     no_recording: 'No recording in this time range',
     close: 'Close',
     segment: 'Segment',
+    flag: 'Flag',
+    talk_one: 'Hold to talk to them',
+    end_session: 'End session',
+    end_confirm: 'Confirm: end?',
+    status_ended: 'The proctor ended your exam session',
   },
 };
 

@@ -3,16 +3,16 @@
 // talk back (push-to-talk) and send messages.
 import { get, post } from '/common/http.js';
 import { install, t } from '/common/i18n.js';
-import { publish } from '/common/webrtc.js';
 import { Incidents } from '/console/incidents.js';
 import { Player } from '/console/playback.js';
 import { Reviews } from '/console/reviews.js';
+import { pushToTalk, stopTalking } from '/console/talk.js';
 import { Tile } from '/console/tiles.js';
 
 const TICK_MS = 1000;
 const $ = (id) => document.getElementById(id);
 const room = { base: null, tiles: new Map(), events: null, lastId: '0-0', timer: null,
-  incidents: null, reviews: null, player: null, talk: null, talking: false };
+  incidents: null, reviews: null, player: null };
 
 function fail(error) {
   $('error').textContent = `${t('error')}: ${error.reason || error.message}`;
@@ -78,7 +78,8 @@ function roomBase(exam, name) {
 function tile(cid) {
   let found = room.tiles.get(cid);
   if (!found) {
-    found = new Tile(room.base.replace('/v1/exams', '/v1/whep/exams'), cid);
+    found = new Tile(room.base.replace('/v1/exams', '/v1/whep/exams'), cid,
+      { flag, end: endSession, talk: talkTo });
     room.tiles.set(cid, found);
     $('tiles').append(found.el);
   }
@@ -161,50 +162,17 @@ async function sendMessage(event) {
   }
 }
 
-async function startTalking() {
-  if (room.talking) return;
-  room.talking = true;
-  $('talk').setAttribute('aria-pressed', 'true');
-  $('talk').dataset.i18n = 'talking';
-  $('talk').textContent = t('talking');
-  try {
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
-    const url = `${room.base.replace('/v1/exams', '/v1/whip/exams')}/talkback`;
-    const link = await publish(url, stream);
-    link.stream = stream;
-    if (room.talking) room.talk = link;
-    else close(link);
-  } catch (error) {
-    stopTalking();
-    fail(error);
-  }
+function flag(cid) {
+  post(`${room.base}/incidents`, { candidate: cid, type: 'flagged_by_proctor', severity: 'medium' }).catch(fail);
 }
 
-function close(link) {
-  link.stream.getTracks().forEach((track) => track.stop());
-  link.close();
+function endSession(cid) {
+  post(`${room.base}/candidates/${encodeURIComponent(cid)}/end`).catch(fail);
 }
 
-function stopTalking() {
-  room.talking = false;
-  $('talk').setAttribute('aria-pressed', 'false');
-  $('talk').dataset.i18n = 'talk';
-  $('talk').textContent = t('talk');
-  if (room.talk) close(room.talk);
-  room.talk = null;
-}
-
-function pushToTalk(button) {
-  button.addEventListener('pointerdown', startTalking);
-  button.addEventListener('pointerup', stopTalking);
-  button.addEventListener('pointerleave', stopTalking);
-  // Keyboard users hold Space (or Enter) the same way.
-  button.addEventListener('keydown', (e) => {
-    if ((e.key === ' ' || e.key === 'Enter') && !e.repeat) { e.preventDefault(); startTalking(); }
-  });
-  button.addEventListener('keyup', (e) => {
-    if (e.key === ' ' || e.key === 'Enter') { e.preventDefault(); stopTalking(); }
-  });
+function talkTo(button, cid) {
+  const whip = () => `${room.base.replace('/v1/exams', '/v1/whip/exams')}/talkback`;
+  pushToTalk(button, cid ? () => `${whip()}?to=${encodeURIComponent(cid)}` : whip, fail);
 }
 
 function start() {
@@ -215,10 +183,10 @@ function start() {
   });
   $('login-form').addEventListener('submit', login);
   $('message-form').addEventListener('submit', sendMessage);
-  pushToTalk($('talk'));
+  talkTo($('talk'), null);
   window.addEventListener('pagehide', () => {
     room.tiles.forEach((each) => each.close());
-    if (room.talk) close(room.talk);
+    stopTalking();
   });
   loadRooms().catch(() => show('login-step'));
 }

@@ -3,6 +3,17 @@
 import { t } from '/common/i18n.js';
 import { watch } from '/common/webrtc.js';
 
+const ARM_MS = 5000; // "end session" asks for a second click within this time
+
+function button(key, onClick) {
+  const made = document.createElement('button');
+  made.type = 'button';
+  made.dataset.i18n = key;
+  made.textContent = t(key);
+  if (onClick) made.addEventListener('click', onClick);
+  return made;
+}
+
 // Retry soon after a candidate joins (their camera follows within a second or two), then
 // slow down, so an absent camera costs one request per 5 s per tile.
 const FAST_RETRY_MS = 1000;
@@ -10,7 +21,8 @@ const SLOW_RETRY_MS = 5000;
 const FAST_TRIES = 10;
 
 export class Tile {
-  constructor(base, cid) {
+  // actions: flag(cid), end(cid), talk(button, cid) (push-to-talk to this candidate).
+  constructor(base, cid, actions) {
     this.url = `${base}/candidates/${encodeURIComponent(cid)}?sources=camera`;
     this.cid = cid;
     this.link = null;
@@ -22,6 +34,7 @@ export class Tile {
     this.el = document.createElement('article');
     this.el.className = 'tile';
     this.el.dataset.cid = cid;
+    this.el.setAttribute('aria-label', cid.slice(0, 8));
     this.video = document.createElement('video');
     Object.assign(this.video, { autoplay: true, muted: true, playsInline: true });
     this.video.setAttribute('aria-label', cid.slice(0, 8));
@@ -39,7 +52,15 @@ export class Tile {
     this.face = document.createElement('span');
     this.face.hidden = true;
     meta.append(this.name, this.state, this.network, this.face, this.badge);
-    this.el.append(this.video, meta);
+    const controls = document.createElement('div');
+    controls.className = 'actions';
+    const talk = button('talk_one');
+    talk.classList.add('talk');
+    actions.talk(talk, cid);
+    this.end = button('end_session', () => this.confirmEnd(actions));
+    this.end.classList.add('end', 'danger');
+    controls.append(button('flag', () => actions.flag(cid)), talk, this.end);
+    this.el.append(this.video, meta, controls);
     this.render();
   }
 
@@ -65,6 +86,24 @@ export class Tile {
   setReview(status) {
     this.review = status;
     this.render();
+  }
+
+  // The first click arms the button; a second one within ARM_MS ends the session.
+  confirmEnd(actions) {
+    if (this.end.dataset.armed === 'true') {
+      clearTimeout(this.armed);
+      this.end.disabled = true;
+      actions.end(this.cid);
+      return;
+    }
+    this.end.dataset.armed = 'true';
+    this.end.dataset.i18n = 'end_confirm';
+    this.end.textContent = t('end_confirm');
+    this.armed = setTimeout(() => {
+      this.end.dataset.armed = 'false';
+      this.end.dataset.i18n = 'end_session';
+      this.end.textContent = t('end_session');
+    }, ARM_MS);
   }
 
   addIncident(delta) {
