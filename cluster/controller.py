@@ -6,8 +6,13 @@ shard and decides (`decide`, a pure function) to grow, shrink or hold, within
 `controller_cooldown_s`. Growing adds a shard to the directory (rooms move to it
 by rendezvous hashing, fenced, on their next call); shrinking removes the shard
 with the fewest rooms with the same hand-over as `examday cluster shards --remove`.
-Every decision is logged with its reason and counted in Redis, which
-`GET /metrics` exports as `examday_controller_decisions{action, reason}`.
+Every decision is logged with its reason (a JSON line with `action`, `reason`,
+`shards`, `rooms` when logs are JSON) and counted in Redis, which `GET /metrics`
+exports as `examday_controller_decisions{action, reason}`.
+
+`examday up` starts it (`start_controller`, unless `EXAMDAY_OPS__CONTROLLER_AUTOSTART`
+is false) as `run=True`: a restart by Ray after a node loss runs `__init__` with the
+same arguments, so the loop comes back by itself.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ def decide(loads: list[int], ops: OpsSettings, since_change_s: float) -> Decisio
 
 @ray.remote(num_cpus=0, resources={"room_shard": 1}, max_restarts=-1, max_task_retries=0)
 class ShardController:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, run: bool = False) -> None:
         setup_tracing(settings, "shard_controller")
         self.settings = settings
         self.ops = settings.ops
@@ -82,6 +87,12 @@ class ShardController:
         self.changed_at = 0.0
         self.lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
+        if run:
+            try:
+                # An async actor's __init__ runs on its event loop (Ray 2.x).
+                self._loop = asyncio.get_running_loop().create_task(self._run_forever())
+            except RuntimeError:
+                log.warning("controller: no event loop at start; waiting for start()")
 
     @traced
     async def start(self) -> bool:
@@ -133,6 +144,7 @@ class ShardController:
             decision.reason,
             decision.shards,
             decision.rooms,
+            extra=asdict(decision),
         )
         entry = json.dumps({**asdict(decision), "at": time.time()})
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -150,14 +162,18 @@ class ShardController:
                 log.exception("controller: step failed")
 
 
-def get_or_create(settings: Settings, name: str = CONTROLLER_NAME) -> Any:
-    """The controller actor (blocking: call it in a thread); one per cluster in operation."""
+def get_or_create(settings: Settings, name: str = CONTROLLER_NAME, *, run: bool = False) -> Any:
+    """The controller actor (blocking: call it in a thread); one per cluster in operation.
+
+    `run` starts its loop with the actor (and again after each restart); an actor that
+    already exists keeps the arguments it was made with, so callers still call `start`.
+    """
     return ShardController.options(  # type: ignore[attr-defined]
         name=name,
         namespace=settings.ray_namespace,
         get_if_exists=True,
         lifetime="detached",
-    ).remote(settings)
+    ).remote(settings, run)
 
 
 async def history(redis: Any, limit: int = 20) -> list[dict[str, Any]]:

@@ -1,16 +1,16 @@
 """`examday cluster drain NODE`: empty one Ray node before it goes away.
 
 In order: the node is marked draining in Ray's GCS (no new actor lands there,
-restarts go elsewhere); its room shards hand their rooms over exactly as
-`examday cluster shards --remove` does (fenced takeover by the new owners, who
-rebuild from the journal), with a replacement shard elsewhere when fewer than
-`EXAMDAY_ROOM_SHARDS` would remain; its media shards leave the media directory
-(no new room is assigned to them), each room they serve gets a
-`{"type": "reconnect", ...}` event in its journal (clients re-POST their
-WHIP/WHEP offers, which now go to another shard) and, once empty or at the
-deadline, they drain (recordings flush) and stop; every other named actor on
-the node is restarted by Ray elsewhere. The report says when no named actor of
-the namespace is left on the node.
+restarts go elsewhere; if Ray refuses, nothing else is done); its room shards
+hand their rooms over exactly as `examday cluster shards --remove` does (fenced
+takeover by the new owners, who rebuild from the journal), with a replacement
+shard elsewhere when fewer than `EXAMDAY_ROOM_SHARDS` would remain; its media
+shards leave the media directory (no new room is assigned to them), each room
+they serve gets a `{"type": "reconnect", ...}` event in its journal (clients
+re-POST their WHIP/WHEP offers, which now go to another shard) and, once empty
+or at the deadline, they drain (recordings flush) and stop; every other named
+actor on the node is restarted by Ray elsewhere. The report says when no named
+actor of the namespace is left on the node.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from actors.media_shard import load_key
 from actors.room_shard import RoomShard
 from api.media import ROOMS_KEY, MediaRouter
 from api.rooms import RoomRouter, shard_name
-from cluster import shards
+from cluster import ray_private, shards
 from infra import raycluster
 from infra import redis as redis_conn
-from infra.errors import NotFound
+from infra.errors import ConfigError, Conflict, NotFound
 from infra.redis import text
 from infra.settings import Settings
 from infra.telemetry import actor_call
@@ -68,18 +68,11 @@ def resolve_node(node: str) -> dict[str, Any]:
     return found[0]
 
 
-def mark_draining(node_id: str, deadline_s: float) -> bool:
-    """Ask the GCS to schedule nothing new on the node (what the autoscaler does)."""
-    from ray.core.generated import autoscaler_pb2
+def mark_draining(node_id: str, deadline_s: float) -> None:
+    """Ask the GCS to schedule nothing new on the node (what the autoscaler does).
 
-    gcs = ray._private.worker.global_worker.gcs_client  # type: ignore[attr-defined]
-    accepted, _ = gcs.drain_node(
-        node_id,
-        autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),  # type: ignore[attr-defined]
-        "examday cluster drain",
-        int((time.time() + deadline_s) * 1000),
-    )
-    return bool(accepted)
+    Ray has no public call for this: see `cluster.ray_private`."""
+    ray_private.drain_node(node_id, deadline_s, "examday cluster drain")
 
 
 def _node_of(self: Any) -> str:
@@ -235,7 +228,7 @@ def drain(settings: Settings, node: str, timeout_s: float) -> int:
     raycluster.connect(settings)
     try:
         report = asyncio.run(drain_node(settings, node, timeout_s))
-    except NotFound as exc:
+    except (NotFound, Conflict, ConfigError) as exc:
         raise SystemExit(f"examday cluster drain: {exc}") from None
     print(render(report))
     return 0 if report.empty else 1

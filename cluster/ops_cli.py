@@ -152,9 +152,13 @@ def _autoscale(settings: Settings, *, step: bool) -> int:
     raycluster.connect(settings)
 
     async def run() -> None:
-        handle = await asyncio.to_thread(controller.get_or_create, settings)
-        running = await actor_call(handle.start)
-        print("controller " + ("already running" if running else "started"))
+        handle = await asyncio.to_thread(controller.get_or_create, settings, run=True)
+        await actor_call(handle.start)
+        ops = settings.ops
+        print(
+            f"controller running: every {ops.controller_interval_s:g}s, room shards"
+            f" {ops.controller_min_shards}..{ops.controller_max_shards}"
+        )
         if step:
             print(f"decided now: {await actor_call(handle.step)}")
         redis = redis_conn.connect(settings)

@@ -1,11 +1,17 @@
-"""Settings of cluster operations: the metrics endpoint and the room shard controller."""
+"""Settings of cluster operations: logs, the metrics endpoint and the room shard controller."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 
 class OpsSettings(BaseModel):
+    # Log lines of the gateway and the actors: JSON with trace and span ids, or left as
+    # the host process writes them. Unset: JSON, except in test runs (readable output).
+    log_format: Literal["json", "text"] | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     # `GET /metrics`: a bearer token Prometheus must send (unset: open, for a scrape
     # inside the cluster network only), and bounds on what one scrape may ask for.
     metrics_token: SecretStr | None = None
@@ -19,6 +25,9 @@ class OpsSettings(BaseModel):
     controller_rooms_low: int = Field(default=50, ge=0)
     controller_interval_s: float = Field(default=15.0, gt=0)
     controller_cooldown_s: float = Field(default=120.0, ge=0)
+    # `examday up` starts the controller's loop; off, the shards stay as they are until
+    # `examday cluster autoscale` or `examday cluster shards`.
+    controller_autostart: bool = True
 
     @model_validator(mode="after")
     def _bounds(self) -> OpsSettings:

@@ -4,7 +4,9 @@ Every call from the gateway (or one actor) into an actor goes through
 `actor_call`, which opens a CLIENT span and passes the W3C trace context as the
 `_trace` keyword; actor methods wrapped in `@traced` open the SERVER child span
 on the other side. Span attributes never carry personal data: ids only, never
-exam numbers, candidate numbers, names or tokens.
+exam numbers, candidate numbers, names or tokens; and every exporter sits behind
+`ScrubbingExporter`, which drops what HTTP instrumentation records about the
+client (raw path and query, address, user agent).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
+from infra.json_logs import configure_logging
 from infra.settings import Settings
 
 TRACER_NAME = "examday"
@@ -55,6 +58,74 @@ class JsonLinesSpanExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+# What the HTTP instrumentation records that names a person or their device: the raw
+# path and query hold exam and candidate ids (`http.route` keeps the template, which
+# becomes `url.path`), the client's address, port and user agent identify them.
+_PERSONAL = frozenset(
+    {
+        "url.path",
+        "url.query",
+        "url.full",
+        "client.address",
+        "client.port",
+        "user_agent.original",
+        "network.peer.address",
+        "network.peer.port",
+        # The old HTTP conventions, should an instrumentation still emit them.
+        "http.target",
+        "http.url",
+        "http.client_ip",
+        "http.user_agent",
+        "net.peer.ip",
+        "net.peer.port",
+        "net.sock.peer.addr",
+        "net.sock.peer.port",
+    }
+)
+
+
+def scrubbed(span: ReadableSpan) -> ReadableSpan:
+    """The span without the attributes in `_PERSONAL` (url.path becomes the route)."""
+    attributes = dict(span.attributes or {})
+    if _PERSONAL.isdisjoint(attributes):
+        return span
+    route = attributes.get("http.route")
+    kept: dict[str, Any] = {k: v for k, v in attributes.items() if k not in _PERSONAL}
+    if "url.path" in attributes and route is not None:
+        kept["url.path"] = route
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=kept,
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class ScrubbingExporter(SpanExporter):
+    """Every exporter of ours sits behind this: no span leaves the process with
+    personal data, whatever an instrumentation library records."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export([scrubbed(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
 def _span_record(span: ReadableSpan) -> dict[str, Any]:
     ctx = span.get_span_context()
     assert ctx is not None
@@ -70,7 +141,12 @@ def _span_record(span: ReadableSpan) -> dict[str, Any]:
 
 
 def setup_tracing(settings: Settings, component: str) -> TracerProvider:
-    """Install this process's tracer provider once; later calls return the same one."""
+    """Install this process's tracer provider once; later calls return the same one.
+
+    Also the process's log lines (`infra.json_logs.configure_logging`): the gateway
+    and every actor call this at start, so logs and traces are set up together.
+    """
+    configure_logging(settings, component)
     with _setup_lock:
         current = trace.get_tracer_provider()
         if isinstance(current, TracerProvider):
@@ -83,11 +159,11 @@ def setup_tracing(settings: Settings, component: str) -> TracerProvider:
         if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            provider.add_span_processor(BatchSpanProcessor(ScrubbingExporter(OTLPSpanExporter())))
         if settings.trace_file is not None:
             # Synchronous so that a span is on disk when the call that made it returns.
             provider.add_span_processor(
-                SimpleSpanProcessor(JsonLinesSpanExporter(settings.trace_file))
+                SimpleSpanProcessor(ScrubbingExporter(JsonLinesSpanExporter(settings.trace_file)))
             )
         trace.set_tracer_provider(provider)
         return provider

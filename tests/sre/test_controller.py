@@ -1,9 +1,11 @@
 """The room shard controller: decisions within limits and cool-downs, and a real controller
-actor growing and shrinking the room shards, each decision counted for `/metrics`."""
+actor growing and shrinking the room shards, each decision counted for `/metrics` and
+logged as a JSON line with its reason and the trace id of the call."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 
 import httpx
@@ -17,7 +19,8 @@ from cluster.controller import decide
 from infra.metrics import DECISIONS_KEY
 from infra.ops_settings import OpsSettings
 from infra.settings import Settings
-from infra.telemetry import actor_call
+from infra.telemetry import actor_call, tracer
+from tests.sre.logfiles import json_lines, worker_err_files
 
 OPS = OpsSettings(
     controller_min_shards=2,
@@ -71,18 +74,34 @@ async def test_controller_grows_and_shrinks_the_room_shards(
     count = len(await runtime.rooms.directory.members())
     for target, action in ((count + 1, "grow"), (count, "shrink")):
         ops = OpsSettings(
-            controller_min_shards=target, controller_max_shards=target, controller_cooldown_s=0
+            controller_min_shards=target,
+            controller_max_shards=target,
+            controller_cooldown_s=0,
+            log_format="json",
         )
         name = f"controller-test-{secrets.token_hex(3)}"
         handle = await asyncio.to_thread(
             controller.get_or_create, settings.model_copy(update={"ops": ops}), name
         )
         try:
-            decision = await actor_call(handle.step)
+            pid = await handle.__ray_call__.remote(lambda self: os.getpid())
+            with tracer().start_as_current_span("test.controller") as span:
+                decision = await actor_call(handle.step)
         finally:
             ray.kill(handle)
         assert decision["action"] == action
         assert len(await runtime.rooms.directory.members()) == target
+        # The decision is a JSON line in the actor's own log, with its reason and trace.
+        logged = [
+            line
+            for path in worker_err_files(settings, pid)
+            for line in json_lines(path)
+            if line.get("component") == "shard_controller" and line.get("action") == action
+        ]
+        assert len(logged) == 1, logged
+        assert logged[0]["reason"] == decision["reason"]
+        assert logged[0]["shards"] == decision["shards"]
+        assert logged[0]["trace_id"] == f"{span.get_span_context().trace_id:032x}"
     after = await _counts(runtime)
     assert after["grow:below_min_shards"] == before.get("grow:below_min_shards", 0) + 1
     assert after["shrink:above_max_shards"] == before.get("shrink:above_max_shards", 0) + 1
