@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -14,8 +16,10 @@ from typing import Any
 import psutil
 
 from infra.processes import pid_alive
-from infra.settings import Settings
+from infra.settings import Settings, settings_to_env
 from infra.stack import LocalStack, read_manifest
+
+CONTROLLER_START_TIMEOUT_S = 120.0
 
 
 def up(settings: Settings, *, nodes: int, demo: bool) -> int:
@@ -35,6 +39,8 @@ def up(settings: Settings, *, nodes: int, demo: bool) -> int:
         )
         print(f"  ray       {settings.ray_head_address}")
         print(f"  state     {settings.state_dir.resolve()}  (logs in logs/)")
+        if settings.ops.controller_autostart:
+            start_controller(settings, stop)
         if demo:
             from loadtests.demo import run_demo
 
@@ -47,6 +53,34 @@ def up(settings: Settings, *, nodes: int, demo: bool) -> int:
         stack.stop()
         print("examday: stopped")
     return 0
+
+
+def start_controller(settings: Settings, stop: threading.Event) -> bool:
+    """Start the room shard controller by `examday cluster autoscale` in a child: a
+    short-lived Ray driver, so that the supervisor itself never joins the cluster it
+    stops. A controller that does not start leaves the platform up, with a warning."""
+    env = {**os.environ, **settings_to_env(settings)}
+    argv = [sys.executable, "-m", "cluster.cli", "cluster", "autoscale"]
+    child = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + CONTROLLER_START_TIMEOUT_S
+    # Polled, so that Ctrl-C or `examday down` meanwhile is not kept waiting.
+    while child.poll() is None and not stop.is_set() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if child.poll() is None:
+        child.kill()
+        child.wait()
+        if not stop.is_set():
+            print("examday: WARNING the shard controller did not start in time")
+        return False
+    out, err = child.communicate()
+    if child.returncode != 0:
+        tail = (err or out).strip().splitlines()[-5:]
+        print("examday: WARNING the shard controller did not start:", *tail, sep="\n  ")
+        return False
+    print("  " + (out.strip().splitlines() or ["controller started"])[0])
+    return True
 
 
 def down(settings: Settings, timeout: float = 60.0) -> int:

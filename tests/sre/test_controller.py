@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import time
 
 import httpx
 import pytest
@@ -109,3 +110,40 @@ async def test_controller_grows_and_shrinks_the_room_shards(
     assert 'examday_controller_decisions{action="grow",reason="below_min_shards"}' in text
     history = await controller.history(runtime.redis, limit=2)
     assert [h["action"] for h in history] == ["shrink", "grow"]
+
+
+async def test_a_restarted_controller_resumes_its_loop(app: FastAPI, settings: Settings) -> None:
+    """Made with run=True (as `examday up` makes it), the loop comes back after Ray restarts
+    the actor; bounds equal to the current shard count make every decision a hold."""
+    runtime: Runtime = app.state.runtime
+    count = len(await runtime.rooms.directory.members())
+    ops = OpsSettings(
+        controller_min_shards=count, controller_max_shards=count, controller_interval_s=0.2
+    )
+    name = f"controller-loop-{secrets.token_hex(3)}"
+    handle = await asyncio.to_thread(
+        controller.get_or_create, settings.model_copy(update={"ops": ops}), name, run=True
+    )
+    try:
+        first = await handle.__ray_call__.remote(lambda self: os.getpid())
+        restarted_at = time.time()
+        ray.kill(handle, no_restart=False)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                pid = await handle.__ray_call__.remote(lambda self: os.getpid())
+                break
+            except ray.exceptions.RayActorError:
+                assert time.monotonic() < deadline, "the controller did not come back"
+                await asyncio.sleep(0.2)
+        assert pid != first
+        while True:
+            history = await controller.history(runtime.redis, limit=5)
+            if any(entry["at"] > restarted_at for entry in history):
+                break
+            assert time.monotonic() < deadline, "the restarted controller decided nothing"
+            await asyncio.sleep(0.2)
+    finally:
+        ray.kill(handle, no_restart=True)
+    assert history[0]["action"] == "hold"
+    assert len(await runtime.rooms.directory.members()) == count
