@@ -36,7 +36,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 async def frame_of(page: Page, cid: str) -> bytes:
-    return await page.locator(f'.tile[data-cid="{cid}"] video').screenshot()
+    return await page.locator(f'.tile[data-cid="{cid}"] video.camera').screenshot()
 
 
 def png() -> bytes:
@@ -69,7 +69,7 @@ async def test_candidate_publishes_and_the_console_sees_it(
 
         tile = console.locator(f'.tile[data-cid="{cid}"]')
         await expect(tile.locator(".presence")).to_have_attribute("data-state", "joined")
-        video = tile.locator("video")
+        video = tile.locator("video.camera")
         live = time.monotonic()
         await expect(video).to_have_js_property("readyState", 4, timeout=15 * SECONDS)
         print(f"\ncandidate live -> console tile playing: {time.monotonic() - live:.1f} s")

@@ -1,6 +1,6 @@
 """A tile's own controls in the console: flag the candidate, talk to them alone (push-to-talk
-with `?to=`), end their session; the candidate's page hears the proctor, then says that
-the session is over."""
+with `?to=`), ask for their screen and watch it on demand, end their session; the
+candidate's page hears the proctor, shares the screen, then says that the session is over."""
 
 from __future__ import annotations
 
@@ -45,6 +45,24 @@ async def test_flag_talk_to_one_and_end_a_session(
         await expect(candidate.locator("#talkback")).to_have_attribute(
             "data-state", "off", timeout=20 * SECONDS
         )
+
+        await tile.get_by_role("button", name="请求共享屏幕").click()
+        await expect(candidate.locator("#messages li")).to_have_text(
+            ["请共享您的屏幕 / Please share your screen"], timeout=15 * SECONDS
+        )
+        await candidate.locator("#share-screen").click()
+        await expect(candidate.locator("#screen-state")).to_have_attribute(
+            "data-state", "on", timeout=15 * SECONDS
+        )
+        await tile.locator("button.screen").click()
+        await expect(tile.locator("video.more")).to_have_js_property(
+            "readyState", 4, timeout=20 * SECONDS
+        )
+        assert await tile.locator("video.more").evaluate("(v) => v.videoWidth") > 0
+        await expect(tile.locator("button.screen")).to_have_attribute("aria-pressed", "true")
+        await tile.locator("button.side").click()  # no side device publishes
+        await expect(tile.locator("button.side")).to_have_text("未共享")
+        await expect(tile.locator("video.more")).to_be_hidden()
 
         end = tile.locator("button.end")
         await end.click()

@@ -10,7 +10,8 @@ const HEARTBEAT_MS = 5000;
 const MAX_RETRY_DELAY_MS = 30000;
 const $ = (id) => document.getElementById(id);
 const state = { me: null, stream: null, camera: null, talkback: null, network: 'unknown',
-  advice: null, failures: 0, timer: null, retryAt: 0, connecting: false, face: null, ended: false };
+  advice: null, failures: 0, timer: null, retryAt: 0, connecting: false, face: null, ended: false,
+  screen: null };
 
 function show(step) {
   for (const id of ['login-step', 'policy-step', 'check-step', 'face-step', 'live-step']) $(id).hidden = id !== step;
@@ -167,6 +168,7 @@ function ended() {
   setConnection('ended');
   if (state.camera) state.camera.close();
   state.camera = null;
+  if (state.screen) stopScreen(state.screen);
   if (state.talkback && state.talkback !== 'pending') state.talkback.close();
   state.stream.getTracks().forEach((track) => track.stop());
 }
@@ -233,6 +235,42 @@ function stopListening(link) {
   link.close();
 }
 
+// The proctor asks (a message) and the candidate shares: by WHIP, at a low frame rate.
+async function shareScreen() {
+  clearError();
+  if (state.screen) return;
+  try {
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 5 }, audio: false });
+    const link = await publish('/v1/whip/me/screen', stream);
+    link.stream = stream;
+    state.screen = link;
+    setScreen(true);
+    // The browser's own "stop sharing" ends the track.
+    stream.getVideoTracks()[0].addEventListener('ended', () => stopScreen(link));
+    link.pc.addEventListener('connectionstatechange', () => {
+      if (['failed', 'closed'].includes(link.pc.connectionState)) stopScreen(link);
+    });
+  } catch (error) {
+    fail(error);
+  }
+}
+
+function stopScreen(link) {
+  if (state.screen !== link) return;
+  state.screen = null;
+  link.stream.getTracks().forEach((track) => track.stop());
+  link.close();
+  setScreen(false);
+}
+
+function setScreen(on) {
+  const el = $('screen-state');
+  el.dataset.state = on ? 'on' : 'off';
+  el.dataset.i18n = on ? 'screen_on' : 'screen_off';
+  el.textContent = t(el.dataset.i18n);
+  $('share-screen').disabled = on;
+}
+
 function renderMessages(messages) {
   const list = $('messages');
   list.replaceChildren(...messages.slice(-20).map((m) => {
@@ -265,6 +303,7 @@ function start() {
   $('check').addEventListener('click', checkDevices);
   $('join').addEventListener('click', join);
   $('photo-form').addEventListener('submit', uploadPhoto);
+  $('share-screen').addEventListener('click', shareScreen);
   window.addEventListener('offline', () => setConnection('offline'));
   window.addEventListener('online', () => { state.retryAt = 0; state.failures = 0; });
   guessNetwork();

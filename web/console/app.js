@@ -79,7 +79,7 @@ function tile(cid) {
   let found = room.tiles.get(cid);
   if (!found) {
     found = new Tile(room.base.replace('/v1/exams', '/v1/whep/exams'), cid,
-      { flag, end: endSession, talk: talkTo });
+      { flag, end: endSession, talk: talkTo, ask: askForScreen });
     room.tiles.set(cid, found);
     $('tiles').append(found.el);
   }
@@ -164,6 +164,11 @@ async function sendMessage(event) {
 
 function flag(cid) {
   post(`${room.base}/incidents`, { candidate: cid, type: 'flagged_by_proctor', severity: 'medium' }).catch(fail);
+}
+
+// Both languages: the candidate's page may be set to either.
+function askForScreen(cid) {
+  post(`${room.base}/messages`, { to: cid, text: '请共享您的屏幕 / Please share your screen' }).catch(fail);
 }
 
 function endSession(cid) {

@@ -21,8 +21,11 @@ const SLOW_RETRY_MS = 5000;
 const FAST_TRIES = 10;
 
 export class Tile {
-  // actions: flag(cid), end(cid), talk(button, cid) (push-to-talk to this candidate).
+  // actions: flag(cid), end(cid), talk(button, cid) (push-to-talk to this candidate),
+  // ask(cid) (a message asking for the screen).
   constructor(base, cid, actions) {
+    this.base = base;
+    this.extra = null; // { source, link, button }: the screen or side camera, on demand
     this.url = `${base}/candidates/${encodeURIComponent(cid)}?sources=camera`;
     this.cid = cid;
     this.link = null;
@@ -36,6 +39,7 @@ export class Tile {
     this.el.dataset.cid = cid;
     this.el.setAttribute('aria-label', cid.slice(0, 8));
     this.video = document.createElement('video');
+    this.video.className = 'camera';
     Object.assign(this.video, { autoplay: true, muted: true, playsInline: true });
     this.video.setAttribute('aria-label', cid.slice(0, 8));
     const meta = document.createElement('div');
@@ -60,7 +64,20 @@ export class Tile {
     this.end = button('end_session', () => this.confirmEnd(actions));
     this.end.classList.add('end', 'danger');
     controls.append(button('flag', () => actions.flag(cid)), talk, this.end);
-    this.el.append(this.video, meta, controls);
+    this.more = document.createElement('video');
+    Object.assign(this.more, { autoplay: true, muted: true, playsInline: true, hidden: true });
+    this.more.className = 'more';
+    const sources = document.createElement('div');
+    sources.className = 'actions';
+    for (const source of ['screen', 'side']) {
+      const toggle = button(source);
+      toggle.classList.add(source);
+      toggle.setAttribute('aria-pressed', 'false');
+      toggle.addEventListener('click', () => this.toggle(source, toggle));
+      sources.append(toggle);
+    }
+    sources.append(button('ask_screen', () => actions.ask(cid)));
+    this.el.append(this.video, this.more, meta, controls, sources);
     this.render();
   }
 
@@ -136,6 +153,43 @@ export class Tile {
     }
   }
 
+  // Watches the screen or the side camera in a second video, until asked again.
+  async toggle(source, toggle) {
+    const shown = this.extra;
+    if (shown) this.hideMore();
+    if (shown && shown.source === source) return;
+    toggle.disabled = true;
+    try {
+      const url = `${this.base}/candidates/${encodeURIComponent(this.cid)}?sources=${source}`;
+      const link = await watch(url, ['video'], (track) => {
+        this.more.srcObject = new MediaStream([track]);
+        this.more.hidden = false;
+        track.addEventListener('ended', () => this.hideMore(link));
+      });
+      this.extra = { source, link, button: toggle };
+      toggle.setAttribute('aria-pressed', 'true');
+      link.pc.addEventListener('connectionstatechange', () => {
+        if (['failed', 'closed'].includes(link.pc.connectionState)) this.hideMore(link);
+      });
+    } catch {
+      toggle.dataset.i18n = 'not_shared'; // nothing published: say so for a moment
+      toggle.textContent = t('not_shared');
+      setTimeout(() => { toggle.dataset.i18n = source; toggle.textContent = t(source); }, ARM_MS);
+    } finally {
+      toggle.disabled = false;
+    }
+  }
+
+  hideMore(link = null) {
+    const shown = this.extra;
+    if (!shown || (link && shown.link !== link)) return;
+    this.extra = null;
+    shown.button.setAttribute('aria-pressed', 'false');
+    this.more.srcObject = null;
+    this.more.hidden = true;
+    shown.link.close();
+  }
+
   drop(link) {
     if (this.link !== link) return;
     this.link = null;
@@ -145,5 +199,6 @@ export class Tile {
 
   close() {
     if (this.link) this.drop(this.link);
+    this.hideMore();
   }
 }
