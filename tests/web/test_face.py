@@ -98,6 +98,7 @@ async def test_the_candidate_verifies_passes_liveness_and_joins(
         await camera.perform(sweep)
         state = await settled(page, "passed", "failed")
         assert state == "passed", await page.locator("#face-status").text_content()
+        print(f"\nliveness challenge {movement}: passed in the browser")
 
         await expect(page.locator("#connection")).to_have_attribute(
             "data-state", "live", timeout=30 * SECONDS

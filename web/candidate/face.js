@@ -15,7 +15,23 @@ const BAD_STATES = ['rejected', 'not_enrolled', 'mismatch', 'failed'];
 const $ = (id) => document.getElementById(id);
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
-function jpeg(video) {
+const FIRST_FRAME_MS = 5000;
+
+// A just-attached stream has no picture for a moment: wait for one (bounded).
+function frameReady(video) {
+  if (video.readyState >= 2 && video.videoWidth) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      const error = new Error('no_camera_frame');
+      error.reason = 'no_camera_frame';
+      reject(error);
+    }, FIRST_FRAME_MS);
+    video.addEventListener('loadeddata', () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
+}
+
+async function jpeg(video) {
+  await frameReady(video);
   const canvas = document.createElement('canvas');
   canvas.width = video.videoWidth;
   canvas.height = video.videoHeight;
@@ -35,6 +51,7 @@ function base64(blob) {
 }
 
 function reasonText(reason) {
+  if (!reason) return t('error');
   const key = `reason_${reason}`;
   const text = t(key);
   return text === key ? reason : text;

@@ -91,6 +91,7 @@ export class Tile {
     this.state.className = `pill presence ${this.presence}`;
     this.state.textContent = t(this.presence);
     this.state.dataset.state = this.presence;
+    this.network.hidden = !this.network.textContent; // unknown until the first heartbeat
     this.badge.textContent = String(this.incidents);
     this.badge.hidden = this.incidents === 0;
     this.badge.setAttribute('aria-label', `${t('incidents')}: ${this.incidents}`);
