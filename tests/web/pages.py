@@ -91,14 +91,22 @@ async def check_devices(page: Page) -> None:
         await expect(page.locator(check)).to_have_attribute("data-ok", "true")
 
 
-async def open_console(
-    browser: Browser, settings: Settings, username: str, room: str, errors: list[str] | None = None
+async def log_in_console(
+    browser: Browser, settings: Settings, username: str, errors: list[str] | None = None
 ) -> Page:
     page = await new_page(browser, errors, viewport={"width": 1100, "height": 800})
     await page.goto(f"{settings.gateway_url}/console/")
     await page.get_by_label("用户名").fill(username)
     await page.get_by_label("密码").fill(PASSWORD)
     await page.locator("#login-form button").click()
+    await expect(page.locator("#rooms-step")).to_be_visible()
+    return page
+
+
+async def open_console(
+    browser: Browser, settings: Settings, username: str, room: str, errors: list[str] | None = None
+) -> Page:
+    page = await log_in_console(browser, settings, username, errors)
     await page.locator(f'button[data-room="{room}"]').click()
     await expect(page.locator("#room-step")).to_be_visible()
     return page

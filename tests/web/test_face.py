@@ -22,6 +22,7 @@ from tests.web.camera import FACES, FakeCamera
 from tests.web.pages import (
     SECONDS,
     check_devices,
+    log_in_console,
     open_candidate,
     open_console,
     runtime_of,
@@ -164,6 +165,21 @@ async def test_attempts_run_out_and_a_proctor_accepts_in_the_console(
             "[...document.querySelectorAll('input, select')].filter((e) => !e.labels.length).length"
         )
         assert unlabelled == 0
+        # A console opened now (another window): the room shows a pending review, and the
+        # room's page lists it.
+        later = await log_in_console(face_browser, settings, username, errors)
+        try:
+            room_item = later.locator(
+                "#rooms li", has=later.locator(f'[data-room="{world.exam_id}/r1"]')
+            )
+            await expect(room_item.locator(".badge.reviews")).to_have_text("1")
+            await room_item.locator("button").click()
+            listed = later.locator(f'#reviews li[data-cid="{cid}"]')
+            await expect(listed).to_have_attribute("data-status", "pending")
+            await expect(listed.locator("img")).to_have_count(3)
+        finally:
+            await later.context.close()
+
         await review.get_by_label("复核说明（将记入审计日志）").fill("ID card checked on camera")
         await screenshot(console, "console-review.png")
         await review.locator('button[value="accept"]').click()
