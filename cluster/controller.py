@@ -1,14 +1,23 @@
-"""The room shard controller: room shards grow and shrink with the rooms they hold.
+"""The shard controller: room shards and media shards grow and shrink with their load.
 
 One named, detached actor looks every `controller_interval_s` at the rooms per
-shard and decides (`decide`, a pure function) to grow, shrink or hold, within
-`controller_min_shards`..`controller_max_shards` and never twice within
-`controller_cooldown_s`. Growing adds a shard to the directory (rooms move to it
-by rendezvous hashing, fenced, on their next call); shrinking removes the shard
-with the fewest rooms with the same hand-over as `examday cluster shards --remove`.
-Every decision is logged with its reason (a JSON line with `action`, `reason`,
-`shards`, `rooms` when logs are JSON) and counted in Redis, which `GET /metrics`
-exports as `examday_controller_decisions{action, reason}`.
+room shard and the WebRTC sessions per media shard and decides for each plane
+(`cluster.scaling`, pure functions) to grow, shrink or hold, within its min..max
+(never below what the gateways make sure exist: `EXAMDAY_ROOM_SHARDS`,
+`EXAMDAY_MEDIA_SHARDS`) and never twice within `controller_cooldown_s`.
+
+- Room shards: growing adds a shard to the directory (rooms move to it by
+  rendezvous hashing, fenced, on their next call); shrinking removes the one with
+  the fewest rooms, with the hand-over of `examday cluster shards --remove`.
+- Media shards: growing starts one more (placed by the `media` resource); new
+  rooms go to the least loaded shard, so it fills from new rooms. Shrinking
+  retires the one with the fewest sessions as a node drain does: out of the
+  directory, a `reconnect` event (`reason: scale_down`) to each of its rooms,
+  `controller_media_drain_s` for the clients to re-POST elsewhere, then stopped.
+
+Every decision is logged with its reason (a JSON line with `plane`, `action`,
+`reason`, `shards`, `load` when logs are JSON) and counted in Redis, which
+`GET /metrics` exports as `examday_controller_decisions{action, reason}`.
 
 `examday up` starts it (`start_controller`, unless `EXAMDAY_OPS__CONTROLLER_AUTOSTART`
 is false) as `run=True`: a restart by Ray after a node loss runs `__init__` with the
@@ -21,16 +30,26 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import ray
 
+from actors.media_shard import shard_name as media_shard_name
+from api.media import MediaRouter
 from api.rooms import RoomRouter, shard_name
 from cluster import shards
+from cluster.drain import retire_media_shard
+from cluster.scaling import (
+    MEDIA,
+    ROOMS,
+    Decision,
+    decide_load,
+    media_bounds,
+    room_bounds,
+)
 from infra import redis as redis_conn
 from infra.metrics import DECISIONS_KEY
-from infra.ops_settings import OpsSettings
 from infra.settings import Settings
 from infra.telemetry import setup_tracing, traced
 
@@ -38,42 +57,6 @@ log = logging.getLogger(__name__)
 CONTROLLER_NAME = "room-shard-controller"
 HISTORY_KEY = "examday:controller:history"
 HISTORY_LENGTH = 100
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: str  # grow | shrink | hold
-    reason: str
-    shards: int
-    rooms: int
-
-    @property
-    def changes(self) -> bool:
-        return self.action != "hold"
-
-
-def decide(loads: list[int], ops: OpsSettings, since_change_s: float) -> Decision:
-    """What to do given the rooms each shard holds and the time since the last change."""
-    count, total = len(loads), sum(loads)
-
-    def decision(action: str, reason: str) -> Decision:
-        return Decision(action, reason, count, total)
-
-    if count < ops.controller_min_shards:
-        return decision("grow", "below_min_shards")
-    if count > ops.controller_max_shards:
-        return decision("shrink", "above_max_shards")
-    if since_change_s < ops.controller_cooldown_s:
-        return decision("hold", "cooldown")
-    if total / count > ops.controller_rooms_high:
-        if count >= ops.controller_max_shards:
-            return decision("hold", "at_max_shards")
-        return decision("grow", "rooms_per_shard_high")
-    # Shrink only when the shards left would still be under the high mark (no flapping).
-    shrinkable = count > ops.controller_min_shards and total / count < ops.controller_rooms_low
-    if shrinkable and total / (count - 1) < ops.controller_rooms_high:
-        return decision("shrink", "rooms_per_shard_low")
-    return decision("hold", "in_band")
 
 
 @ray.remote(num_cpus=0, resources={"room_shard": 1}, max_restarts=-1, max_task_retries=0)
@@ -84,7 +67,8 @@ class ShardController:
         self.ops = settings.ops
         self.redis = redis_conn.connect(settings)
         self.router = RoomRouter(settings, self.redis)
-        self.changed_at = 0.0
+        self.media = MediaRouter(settings, self.redis)
+        self.changed_at = {ROOMS: 0.0, MEDIA: 0.0}
         self.lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         if run:
@@ -103,47 +87,71 @@ class ShardController:
         return running
 
     @traced
-    async def step(self) -> dict[str, Any]:
-        """Look once, act on the decision, record it; returns the decision."""
+    async def step(self) -> list[dict[str, Any]]:
+        """Look once at each plane, act on its decision, record it; returns the decisions."""
         async with self.lock:
-            loads = await self._loads()
-            decision = decide(list(loads.values()), self.ops, time.monotonic() - self.changed_at)
-            if decision.action == "grow":
-                await self._grow(loads)
-            elif decision.action == "shrink":
-                await self._shrink(loads)
-            if decision.changes:
-                self.changed_at = time.monotonic()
-            await self._record(decision)
-            return asdict(decision)
+            return [asdict(await self._rooms_step()), asdict(await self._media_step())]
 
-    async def _loads(self) -> dict[str, int]:
+    async def _rooms_step(self) -> Decision:
+        loads = await self._room_loads()
+        bounds = room_bounds(self.ops, self.settings.room_shards)
+        since = time.monotonic() - self.changed_at[ROOMS]
+        decision = decide_load(list(loads.values()), bounds, since, ROOMS)
+        if decision.action == "grow":
+            index = 0
+            while shard_name(index) in loads:
+                index += 1
+            await self.router.add_shard(shard_name(index))
+        elif decision.action == "shrink":
+            ensured = {shard_name(i) for i in range(self.settings.room_shards)}
+            lightest = _lightest(loads, ensured)
+            try:
+                await shards._remove(self.router, lightest, sorted(loads))
+            except SystemExit as refused:  # the shard set changed under us: next round decides
+                log.warning("controller: could not remove %s: %s", lightest, refused)
+        return await self._done(decision)
+
+    async def _media_step(self) -> Decision:
+        names = await self.media.directory.members()
+        reports = await self.media.loads(names)
+        # A shard without a fresh report (just started) counts as empty.
+        sessions = {name: int(reports.get(name, {}).get("sessions", 0)) for name in names}
+        bounds = media_bounds(self.ops, self.settings.media_shards)
+        since = time.monotonic() - self.changed_at[MEDIA]
+        decision = decide_load(list(sessions.values()), bounds, since, MEDIA)
+        if decision.action == "grow":
+            index = 0
+            while media_shard_name(index) in sessions:
+                index += 1
+            await self.media.add_shard(media_shard_name(index))
+        elif decision.action == "shrink":
+            ensured = {media_shard_name(i) for i in range(self.settings.media_shards)}
+            lightest = _lightest(sessions, ensured)
+            deadline = time.monotonic() + self.ops.controller_media_drain_s
+            await retire_media_shard(self.router, self.media, lightest, deadline, "scale_down")
+        return await self._done(decision)
+
+    async def _done(self, decision: Decision) -> Decision:
+        if decision.changes:
+            self.changed_at[decision.plane] = time.monotonic()
+        await self._record(decision)
+        return decision
+
+    async def _room_loads(self) -> dict[str, int]:
         names = await self.router.directory.members()
         handles = [await self.router.handle(name) for name in names]
         # stats is not a traced method of RoomShard: a plain call.
         stats = await asyncio.gather(*(h.stats.remote() for h in handles))
         return {name: int(s["rooms"]) for name, s in zip(names, stats, strict=True)}
 
-    async def _grow(self, loads: dict[str, int]) -> None:
-        index = 0
-        while shard_name(index) in loads:
-            index += 1
-        await self.router.add_shard(shard_name(index))
-
-    async def _shrink(self, loads: dict[str, int]) -> None:
-        lightest = min(loads, key=lambda name: (loads[name], name))
-        try:
-            await shards._remove(self.router, lightest, sorted(loads))
-        except SystemExit as refused:  # the shard set changed under us: next round decides
-            log.warning("controller: could not remove %s: %s", lightest, refused)
-
     async def _record(self, decision: Decision) -> None:
         log.info(
-            "controller: %s (%s) shards=%d rooms=%d",
+            "controller: %s %s (%s) shards=%d load=%d",
+            decision.plane,
             decision.action,
             decision.reason,
             decision.shards,
-            decision.rooms,
+            decision.load,
             extra=asdict(decision),
         )
         entry = json.dumps({**asdict(decision), "at": time.time()})
@@ -160,6 +168,16 @@ class ShardController:
                 await self.step()
             except Exception:  # a shard restarting must not stop the controller
                 log.exception("controller: step failed")
+
+
+def _lightest(loads: dict[str, int], ensured: set[str]) -> str:
+    """The shard to remove: one the gateways do not make sure exist (they would start
+    it again), then the least loaded, then the one added last."""
+    return min(loads, key=lambda name: (name in ensured, loads[name], -len(name), _rev(name)))
+
+
+def _rev(name: str) -> tuple[int, ...]:
+    return tuple(-ord(c) for c in name)
 
 
 def get_or_create(settings: Settings, name: str = CONTROLLER_NAME, *, run: bool = False) -> Any:

@@ -101,6 +101,33 @@ async def placements(namespace: str, attempts: int = 3) -> dict[str, str]:
     return {name: node for name, node in found if node is not None}
 
 
+async def retire_media_shard(
+    rooms: RoomRouter, media: MediaRouter, name: str, deadline: float, reason: str
+) -> int:
+    """No new rooms for media shard `name`; tell each of its rooms to reconnect (`reason`
+    in the event); wait, until the monotonic `deadline`, for its sessions to leave; then
+    drain it (recordings flush) and stop it. Returns the rooms told."""
+    await media.directory.remove(name)
+    assigned = {text(k): text(v) for k, v in (await media.redis.hgetall(ROOMS_KEY)).items()}
+    told = sorted(room for room, shard in assigned.items() if shard == name)
+    for room in told:
+        # Forget the assignment first: the clients' new offers go to a live shard.
+        await media.redis.hdel(ROOMS_KEY, room)
+        event = {"type": RECONNECT, "plane": "media", "reason": reason, "retry_after": 1}
+        await rooms.call(room, "append", event)
+    while time.monotonic() < deadline:
+        load = (await media.loads([name])).get(name)
+        if load is None or load.get("sessions", 0) == 0:
+            break
+        await asyncio.sleep(POLL_S)
+    with contextlib.suppress(Exception):
+        handle = await media.handle(name)
+        await asyncio.wait_for(actor_call(handle.drain), max(deadline - time.monotonic(), 1))
+        ray.kill(handle, no_restart=True)
+    await media.redis.delete(load_key(name))
+    return len(told)
+
+
 class Drainer:
     def __init__(self, settings: Settings, rooms: RoomRouter, media: MediaRouter) -> None:
         self.settings = settings
@@ -157,28 +184,7 @@ class Drainer:
         ).remote(self.settings, name)
 
     async def _leave_media(self, name: str, deadline: float) -> int:
-        """No new rooms; tell each of its rooms to reconnect; wait for it to empty; stop it."""
-        await self.media.directory.remove(name)
-        assigned = {
-            text(k): text(v) for k, v in (await self.media.redis.hgetall(ROOMS_KEY)).items()
-        }
-        rooms = sorted(room for room, shard in assigned.items() if shard == name)
-        for room in rooms:
-            # Forget the assignment first: the clients' new offers go to a live shard.
-            await self.media.redis.hdel(ROOMS_KEY, room)
-            event = {"type": RECONNECT, "plane": "media", "reason": "node_drain", "retry_after": 1}
-            await self.rooms.call(room, "append", event)
-        while time.monotonic() < deadline:
-            load = (await self.media.loads([name])).get(name)
-            if load is None or load.get("sessions", 0) == 0:
-                break
-            await asyncio.sleep(POLL_S)
-        with contextlib.suppress(Exception):
-            handle = await self.media.handle(name)
-            await asyncio.wait_for(actor_call(handle.drain), max(deadline - time.monotonic(), 1))
-            ray.kill(handle, no_restart=True)
-        await self.media.redis.delete(load_key(name))
-        return len(rooms)
+        return await retire_media_shard(self.rooms, self.media, name, deadline, "node_drain")
 
     async def _restart_elsewhere(self, name: str) -> None:
         # Our named actors restart (max_restarts=-1) and, the node draining, land elsewhere.

@@ -21,7 +21,7 @@ def add_commands(commands: Any) -> None:
     drain.add_argument("node", help="node id (or a unique prefix) or node IP")
     drain.add_argument("--timeout", type=_positive_float, default=120.0, help="seconds (120)")
     autoscale = commands.add_parser(
-        "autoscale", help="start the room shard controller; show its latest decisions"
+        "autoscale", help="start the shard controller (room and media shards); show its decisions"
     )
     autoscale.add_argument("--step", action="store_true", help="also decide once, now")
     plan = commands.add_parser("plan", help="nodes and GPUs per node type for N candidates")
@@ -160,13 +160,15 @@ def _autoscale(settings: Settings, *, step: bool) -> int:
             f" {ops.controller_min_shards}..{ops.controller_max_shards}"
         )
         if step:
-            print(f"decided now: {await actor_call(handle.step)}")
+            for decision in await actor_call(handle.step):
+                print(f"decided now: {decision}")
         redis = redis_conn.connect(settings)
         try:
             for entry in await controller.history(redis):
                 print(
-                    f"  {entry['action']:<6} {entry['reason']:<22} shards {entry['shards']:>3}"
-                    f"  rooms {entry['rooms']:>6}"
+                    f"  {entry.get('plane', 'rooms'):<6} {entry['action']:<6}"
+                    f" {entry['reason']:<28} shards {entry['shards']:>3}"
+                    f"  load {entry.get('load', entry.get('rooms', 0)):>6}"
                 )
         finally:
             await redis.aclose()

@@ -25,6 +25,14 @@ class OpsSettings(BaseModel):
     controller_rooms_low: int = Field(default=50, ge=0)
     controller_interval_s: float = Field(default=15.0, gt=0)
     controller_cooldown_s: float = Field(default=120.0, ge=0)
+    # The media shards, by WebRTC sessions per shard (a shard takes up to
+    # EXAMDAY_MEDIA__MAX_SESSIONS); a shard removed tells its rooms to reconnect
+    # elsewhere and gets this long for its clients to leave before it stops.
+    controller_media_min_shards: int = Field(default=1, ge=1, le=256)
+    controller_media_max_shards: int = Field(default=16, ge=1, le=256)
+    controller_media_sessions_high: int = Field(default=200, ge=1)
+    controller_media_sessions_low: int = Field(default=50, ge=0)
+    controller_media_drain_s: float = Field(default=60.0, gt=0)
     # `examday up` starts the controller's loop; off, the shards stay as they are until
     # `examday cluster autoscale` or `examday cluster shards`.
     controller_autostart: bool = True
@@ -35,4 +43,12 @@ class OpsSettings(BaseModel):
             raise ValueError("controller_min_shards must not exceed controller_max_shards")
         if self.controller_rooms_low >= self.controller_rooms_high:
             raise ValueError("controller_rooms_low must be below controller_rooms_high")
+        if self.controller_media_min_shards > self.controller_media_max_shards:
+            raise ValueError(
+                "controller_media_min_shards must not exceed controller_media_max_shards"
+            )
+        if self.controller_media_sessions_low >= self.controller_media_sessions_high:
+            raise ValueError(
+                "controller_media_sessions_low must be below controller_media_sessions_high"
+            )
         return self

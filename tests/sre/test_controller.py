@@ -1,65 +1,53 @@
-"""The room shard controller: decisions within limits and cool-downs, and a real controller
-actor growing and shrinking the room shards, each decision counted for `/metrics` and
-logged as a JSON line with its reason and the trace id of the call."""
+"""A real controller actor growing and shrinking the room shards and the media shards,
+each decision counted for `/metrics` and logged as a JSON line with its reason and the
+trace id of the call; a controller that Ray restarts resumes its loop. (The decisions
+themselves: test_scaling.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import time
+import uuid
+from typing import Any
 
 import httpx
 import pytest
 import ray
 from fastapi import FastAPI
 
+from actors.journal import stream_key
+from api.rooms import room_key
 from api.runtime import Runtime
 from cluster import controller
-from cluster.controller import decide
 from infra.metrics import DECISIONS_KEY
 from infra.ops_settings import OpsSettings
 from infra.settings import Settings
 from infra.telemetry import actor_call, tracer
 from tests.sre.logfiles import json_lines, worker_err_files
 
-OPS = OpsSettings(
-    controller_min_shards=2,
-    controller_max_shards=4,
-    controller_rooms_high=100,
-    controller_rooms_low=20,
-    controller_cooldown_s=60,
-)
+
+async def _pinned(
+    runtime: Runtime, rooms: int | None = None, media: int | None = None, **more: Any
+) -> OpsSettings:
+    """Bounds that hold each plane at `rooms` / `media` shards (default: as many as now)."""
+    rooms = rooms or len(await runtime.rooms.directory.members())
+    media = media or len(await runtime.media.router.directory.members())
+    return OpsSettings(
+        controller_min_shards=rooms,
+        controller_max_shards=rooms,
+        controller_media_min_shards=media,
+        controller_media_max_shards=media,
+        controller_cooldown_s=0,
+        **more,
+    )
 
 
-@pytest.mark.parametrize(
-    ("loads", "since", "action", "reason"),
-    [
-        ([5], 0, "grow", "below_min_shards"),
-        ([1, 1, 1, 1, 1], 0, "shrink", "above_max_shards"),
-        ([150, 150], 10, "hold", "cooldown"),
-        ([150, 150], 600, "grow", "rooms_per_shard_high"),
-        ([150, 150, 150, 150], 600, "hold", "at_max_shards"),
-        ([10, 10, 10], 600, "shrink", "rooms_per_shard_low"),
-        ([10, 10], 600, "hold", "in_band"),
-        ([60, 60, 60], 600, "hold", "in_band"),
-    ],
-)
-def test_decisions(loads: list[int], since: float, action: str, reason: str) -> None:
-    decision = decide(loads, OPS, since)
-    assert (decision.action, decision.reason) == (action, reason)
-    assert decision.rooms == sum(loads)
-
-
-def test_shrinking_never_pushes_the_rest_above_the_high_mark() -> None:
-    ops = OPS.model_copy(update={"controller_rooms_low": 99})
-    # 3 shards at 90 rooms are under the low mark, but 2 would hold 135 each.
-    assert decide([90, 90, 90], ops, 600).reason == "in_band"
-
-
-def test_bad_bounds_are_refused() -> None:
-    with pytest.raises(ValueError, match="controller_min_shards"):
-        OpsSettings(controller_min_shards=5, controller_max_shards=2)
+def _plane(decisions: list[dict[str, Any]], plane: str) -> dict[str, Any]:
+    [decision] = [d for d in decisions if d["plane"] == plane]
+    return decision
 
 
 async def _counts(runtime: Runtime) -> dict[str, int]:
@@ -74,12 +62,7 @@ async def test_controller_grows_and_shrinks_the_room_shards(
     before = await _counts(runtime)
     count = len(await runtime.rooms.directory.members())
     for target, action in ((count + 1, "grow"), (count, "shrink")):
-        ops = OpsSettings(
-            controller_min_shards=target,
-            controller_max_shards=target,
-            controller_cooldown_s=0,
-            log_format="json",
-        )
+        ops = await _pinned(runtime, rooms=target, log_format="json")
         name = f"controller-test-{secrets.token_hex(3)}"
         handle = await asyncio.to_thread(
             controller.get_or_create, settings.model_copy(update={"ops": ops}), name
@@ -87,17 +70,20 @@ async def test_controller_grows_and_shrinks_the_room_shards(
         try:
             pid = await handle.__ray_call__.remote(lambda self: os.getpid())
             with tracer().start_as_current_span("test.controller") as span:
-                decision = await actor_call(handle.step)
+                decisions = await actor_call(handle.step)
         finally:
             ray.kill(handle)
+        decision = _plane(decisions, "rooms")
         assert decision["action"] == action
+        assert _plane(decisions, "media")["action"] == "hold"
         assert len(await runtime.rooms.directory.members()) == target
         # The decision is a JSON line in the actor's own log, with its reason and trace.
         logged = [
             line
             for path in worker_err_files(settings, pid)
             for line in json_lines(path)
-            if line.get("component") == "shard_controller" and line.get("action") == action
+            if line.get("component") == "shard_controller"
+            and (line.get("plane"), line.get("action")) == ("rooms", action)
         ]
         assert len(logged) == 1, logged
         assert logged[0]["reason"] == decision["reason"]
@@ -108,8 +94,8 @@ async def test_controller_grows_and_shrinks_the_room_shards(
     assert after["shrink:above_max_shards"] == before.get("shrink:above_max_shards", 0) + 1
     text = (await client.get("/metrics")).text
     assert 'examday_controller_decisions{action="grow",reason="below_min_shards"}' in text
-    history = await controller.history(runtime.redis, limit=2)
-    assert [h["action"] for h in history] == ["shrink", "grow"]
+    history = await controller.history(runtime.redis, limit=4)
+    assert [h["action"] for h in history if h["plane"] == "rooms"] == ["shrink", "grow"]
 
 
 async def test_a_restarted_controller_resumes_its_loop(app: FastAPI, settings: Settings) -> None:
@@ -117,9 +103,7 @@ async def test_a_restarted_controller_resumes_its_loop(app: FastAPI, settings: S
     the actor; bounds equal to the current shard count make every decision a hold."""
     runtime: Runtime = app.state.runtime
     count = len(await runtime.rooms.directory.members())
-    ops = OpsSettings(
-        controller_min_shards=count, controller_max_shards=count, controller_interval_s=0.2
-    )
+    ops = await _pinned(runtime, controller_interval_s=0.2)
     name = f"controller-loop-{secrets.token_hex(3)}"
     handle = await asyncio.to_thread(
         controller.get_or_create, settings.model_copy(update={"ops": ops}), name, run=True
@@ -129,21 +113,61 @@ async def test_a_restarted_controller_resumes_its_loop(app: FastAPI, settings: S
         restarted_at = time.time()
         ray.kill(handle, no_restart=False)
         deadline = time.monotonic() + 60
-        while True:
+        pid = first
+        while pid == first:  # the kill takes effect a moment later
+            assert time.monotonic() < deadline, "the controller did not come back"
+            await asyncio.sleep(0.2)
             try:
                 pid = await handle.__ray_call__.remote(lambda self: os.getpid())
-                break
             except ray.exceptions.RayActorError:
-                assert time.monotonic() < deadline, "the controller did not come back"
-                await asyncio.sleep(0.2)
-        assert pid != first
+                continue
         while True:
-            history = await controller.history(runtime.redis, limit=5)
-            if any(entry["at"] > restarted_at for entry in history):
+            history = await controller.history(runtime.redis, limit=10)
+            fresh = [entry for entry in history if entry["at"] > restarted_at]
+            if fresh:
                 break
             assert time.monotonic() < deadline, "the restarted controller decided nothing"
             await asyncio.sleep(0.2)
     finally:
         ray.kill(handle, no_restart=True)
-    assert history[0]["action"] == "hold"
+    assert {entry["action"] for entry in fresh} == {"hold"}
     assert len(await runtime.rooms.directory.members()) == count
+
+
+async def test_controller_grows_and_retires_a_media_shard(app: FastAPI, settings: Settings) -> None:
+    """Growing adds a media shard; shrinking retires the one the gateways do not ensure,
+    telling its rooms to reconnect elsewhere, and stops it."""
+    runtime: Runtime = app.state.runtime
+    media = runtime.media.router
+    before = sorted(await media.directory.members())
+    decided = []
+    for target in (len(before) + 1, len(before)):
+        ops = await _pinned(runtime, media=target)
+        name = f"controller-media-{secrets.token_hex(3)}"
+        handle = await asyncio.to_thread(
+            controller.get_or_create, settings.model_copy(update={"ops": ops}), name
+        )
+        try:
+            if target > len(before):
+                decided.append(_plane(await actor_call(handle.step), "media"))
+                [added] = sorted(set(await media.directory.members()) - set(before))
+                # A live room whose media is on the new shard.
+                key = room_key(f"scale{secrets.token_hex(3)}", "r1")
+                await runtime.rooms.call(
+                    key, "heartbeat", "c-scale", "wifi", uuid.uuid4().hex, True
+                )
+                await media.assign(key, added)
+            else:
+                decided.append(_plane(await actor_call(handle.step), "media"))
+        finally:
+            ray.kill(handle)
+    assert [(d["action"], d["reason"]) for d in decided] == [
+        ("grow", "media_below_min_shards"),
+        ("shrink", "media_above_max_shards"),
+    ]
+    assert sorted(await media.directory.members()) == before
+    with pytest.raises(ValueError, match="look up actor"):  # stopped, not only unlisted
+        ray.get_actor(added, namespace=settings.ray_namespace)
+    journal: Any = await runtime.redis.xrange(stream_key(key))
+    last = json.loads(journal[-1][1][b"e"])
+    assert (last["type"], last["plane"], last["reason"]) == ("reconnect", "media", "scale_down")
