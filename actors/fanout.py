@@ -1,9 +1,10 @@
 """One published track fanned out, still encoded, to its viewers and other sinks.
 
-A `PublishedTrack` receives complete encoded frames from a publisher's
-receiver (see `rtc.tap_receiver`) and hands each to its sinks: a
-`ForwardTrack` per viewer (an aiortc track that yields `av.Packet`s, which the
-viewer's sender packetizes without encoding), the recorder and the sampler.
+A `PublishedTrack` gets two feeds from its publisher's receiver: every RTP
+packet the receiver accepts (`rtc.tap_rtp`), which goes on to each viewer's
+`ForwardTrack` (`actors.rtp_forward`: rewritten and sent as it is), and, only
+while a frame sink wants them, complete encoded frames (`rtc.tap_receiver`),
+which go to the recorder and the sampler.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import av
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
+
+from actors.rtp_forward import ForwardTrack, keyframe_start, ntp_now
+
+__all__ = ["EncodedFrame", "ForwardTrack", "FrameSink", "PublishedTrack", "is_keyframe"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +78,19 @@ class PublishedTrack:
         self.clock_rate = int(codec.clockRate)
         self.time_base = fractions.Fraction(1, self.clock_rate)
         self.ended = False
+        self.packets_in = 0
         self.frames_in = 0
         self.keyframes_in = 0
         self.keyframe_requests_sent = 0
         self._send_pli = send_pli
         self._interval = keyframe_interval_s
         self._sinks: list[FrameSink] = []
+        self._viewers: tuple[ForwardTrack, ...] = ()
+        self._video = kind == "video"
+        self._codec_key = self.codec_name.lower()
+        self._ssrc: int | None = None
+        self._highest: int | None = None  # highest sequence number seen
+        self._last_timestamp: int | None = None
         self._requested_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -93,15 +104,61 @@ class PublishedTrack:
         if sink in self._sinks:
             self._sinks.remove(sink)
 
-    def push(self, data: bytes, timestamp: int) -> None:
-        """A complete encoded frame from the publisher (called on the event loop)."""
+    def add_viewer(self, viewer: ForwardTrack) -> None:
         if self.ended:
+            viewer.on_end(self)
+            return
+        self._viewers = (*self._viewers, viewer)
+
+    def remove_viewer(self, viewer: ForwardTrack) -> None:
+        self._viewers = tuple(v for v in self._viewers if v is not viewer)
+
+    @property
+    def viewers(self) -> tuple[ForwardTrack, ...]:
+        return self._viewers
+
+    def on_rtp(self, packet: RtpPacket) -> bool:
+        """An RTP packet from the publisher (on the event loop); True: assemble frames too."""
+        if self.ended:
+            return False
+        self.packets_in += 1
+        seq = packet.sequence_number
+        if packet.ssrc != self._ssrc:
+            if self._ssrc is not None:  # the publisher restarted its stream
+                for viewer in self._viewers:
+                    viewer.resync()
+            self._ssrc, self._highest = packet.ssrc, None
+        # Only a packet newer than any before can start a viewer (not a late retransmission).
+        newer = self._highest is None or 0 < (seq - self._highest) & 0xFFFF < 0x8000
+        if newer:
+            self._highest = seq
+        if self._video:
+            new_frame = packet.timestamp != self._last_timestamp
+            start = newer and keyframe_start(self._codec_key, packet.payload, new_frame)
+            if newer:
+                self._last_timestamp = packet.timestamp
+            if start:
+                self.keyframes_in += 1
+                self._requested_at = None
+            self.frames_in += packet.marker
+        else:
+            start = newer
+            self.frames_in += 1
+        if self._viewers:
+            ntp = ntp_now()
+            abs_time = (ntp >> 14 & 0xFFFFFF).to_bytes(3, "big")  # abs-send-time, 6.18 s
+            for viewer in self._viewers:
+                try:
+                    viewer.forward(packet, start, abs_time, ntp)
+                except Exception:  # one broken viewer must not starve the others
+                    logger.exception("forwarding to a viewer of %s failed", self.session_id)
+        return bool(self._sinks)
+
+    def push(self, data: bytes, timestamp: int) -> None:
+        """A complete encoded frame from the publisher, for the frame sinks."""
+        if self.ended or not self._sinks:
             return
         keyframe = is_keyframe(self.codec_name, data)
-        self.frames_in += 1
-        if keyframe and self.kind == "video":
-            self.keyframes_in += 1
-            self._requested_at = None
         frame = EncodedFrame(data, timestamp, keyframe, time.time())
         for sink in tuple(self._sinks):
             try:
@@ -114,7 +171,9 @@ class PublishedTrack:
             return
         self.ended = True
         sinks, self._sinks = self._sinks, []
-        for sink in sinks:
+        viewers, self._viewers = self._viewers, ()
+        ending: list[FrameSink | ForwardTrack] = [*sinks, *viewers]
+        for sink in ending:
             try:
                 sink.on_end(self)
             except Exception:
@@ -133,92 +192,3 @@ class PublishedTrack:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
-
-
-class ForwardTrack(MediaStreamTrack):
-    """What one viewer's sender reads: the source's frames as `av.Packet`s.
-
-    Nothing is queued before the sender first asks (no stale burst after
-    connecting). Video starts, and restarts after the viewer fell behind, on
-    a keyframe, which it requests from the publisher.
-    """
-
-    def __init__(
-        self,
-        source: PublishedTrack,
-        *,
-        queue_frames: int,
-        on_source_end: Callable[[ForwardTrack], None] | None = None,
-    ) -> None:
-        super().__init__()
-        self.kind = source.kind
-        self.source = source
-        self.frames = 0
-        self.bytes = 0
-        self.dropped = 0
-        self.keyframe_requests = 0  # from the viewer (PLI/FIR), relayed upstream
-        self._queue: asyncio.Queue[EncodedFrame | None] = asyncio.Queue()
-        self._limit = queue_frames
-        self._started = False
-        self._need_keyframe = source.kind == "video"
-        self._last_pts: int | None = None
-        self._on_source_end = on_source_end
-        source.add_sink(self)
-
-    def on_frame(self, track: PublishedTrack, frame: EncodedFrame) -> None:
-        if not self._started:
-            return
-        if self._queue.qsize() >= self._limit:
-            self._fall_behind()
-        if self._need_keyframe and not frame.keyframe:
-            self.dropped += 1
-            self.source.request_keyframe()  # again, if the last request got lost
-            return
-        self._need_keyframe = False
-        self._queue.put_nowait(frame)
-
-    def on_end(self, track: PublishedTrack) -> None:
-        self._queue.put_nowait(None)
-        if self._on_source_end is not None:
-            self._on_source_end(self)
-
-    def on_keyframe_request(self) -> None:
-        """The viewer lost a picture (PLI/FIR on its sender): relay upstream."""
-        self.keyframe_requests += 1
-        self.source.request_keyframe()
-
-    def _fall_behind(self) -> None:
-        while not self._queue.empty():
-            if self._queue.get_nowait() is None:
-                self._queue.put_nowait(None)
-                return
-            self.dropped += 1
-        if self.kind == "video":
-            self._need_keyframe = True
-            self.source.request_keyframe()
-
-    async def recv(self) -> av.Packet[Any]:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if not self._started:
-            self._started = True
-            if self._need_keyframe:
-                self.source.request_keyframe()
-        frame = await self._queue.get()
-        if frame is None:
-            self.stop()
-            raise MediaStreamError
-        pts = frame.timestamp
-        if self._last_pts is not None and pts <= self._last_pts:
-            pts = self._last_pts + 1  # keep this viewer's clock monotonic
-        self._last_pts = pts
-        packet = av.Packet(frame.data)
-        packet.pts = pts
-        packet.time_base = self.source.time_base
-        self.frames += 1
-        self.bytes += len(frame.data)
-        return packet
-
-    def stop(self) -> None:
-        self.source.remove_sink(self)
-        super().stop()

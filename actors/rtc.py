@@ -2,11 +2,21 @@
 
 aiortc has no public way to forward encoded media, so the forwarder reaches
 into a few private parts. They are named once, in `PRIVATE_API`, used only in
-this module, and `missing_private_api()` (run by tests/media and at shard
-start) reports any an upgrade removed, so a broken upgrade fails a test rather
-than production.
+this module and in `actors.rtp_forward` (the per-packet send path), and
+`missing_private_api()` (run by tests/media and at shard start) reports any an
+upgrade removed, so a broken upgrade fails a test rather than production.
 
-- Receive side: `RTCRtpReceiver` hands each complete encoded frame from its
+- RTP in: `RTCRtpReceiver._handle_rtp_packet` passes every packet it accepts
+  (SRTP unprotected, RTX unwrapped, NACKs for gaps already sent upstream) to
+  its jitter buffer's `add(packet) -> (pli, frame)`. `tap_rtp` puts an
+  `RtpTap` in the buffer's place: packets go to a callback first, and to the
+  real buffer only while someone wants whole frames.
+- RTP out (`actors.rtp_forward`): a viewer's packets are written with the
+  sender's SSRC `_ssrc` through its transport's `_send_rtp` (SRTP), kept in
+  the sender's `__rtp_history`, which its NACK handler `_retransmit` reads,
+  and counted in the `__packet_count`, `__octet_count`, `__ntp_timestamp` and
+  `__rtp_timestamp` its RTCP loop puts into sender reports.
+- Receive side, frames: `RTCRtpReceiver` hands each complete encoded frame from its
   jitter buffer to `decoder_queue.put((codec, JitterFrame))`, and its decoder
   thread runs `decoder_worker`, which loops on `decoder_queue.get()` until it
   reads `None`. `tap_receiver` swaps that queue for an `EncodedFrameTap` before
@@ -28,7 +38,7 @@ than production.
 
 Names are checked by `missing_private_api`; the behaviour behind them (frames
 reach the tap, PLI reaches the hook, answers carry only allowed addresses) by
-the forwarding and ICE tests in tests/media.
+the forwarding, NACK and ICE tests in tests/media.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ import aiortc.rtcrtpreceiver
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
+    RTCDtlsTransport,
     RTCIceCandidate,
     RTCPeerConnection,
     RTCRtpReceiver,
@@ -65,12 +76,27 @@ PRIVATE_API: Final[Mapping[str, str]] = MappingProxyType(
         "receiver_send_pli": "_send_rtcp_pli",
         "sender_keyframe_hook": "_send_keyframe",
         "sender_encoder": "_RTCRtpSender__encoder",
+        "receiver_jitter_buffer": "_RTCRtpReceiver__jitter_buffer",
+        "sender_ssrc": "_ssrc",
+        "sender_rtp_history": "_RTCRtpSender__rtp_history",
+        "sender_retransmit": "_retransmit",
+        "sender_packet_count": "_RTCRtpSender__packet_count",
+        "sender_octet_count": "_RTCRtpSender__octet_count",
+        "sender_ntp_timestamp": "_RTCRtpSender__ntp_timestamp",
+        "sender_rtp_timestamp": "_RTCRtpSender__rtp_timestamp",
+        "transport_send_rtp": "_send_rtp",  # on RTCDtlsTransport, a coroutine
         "decoder_worker": "decoder_worker",  # in aiortc.rtcrtpreceiver
         "host_addresses": "get_host_addresses",  # in aioice.ice
     }
 )
 DECODER_WORKER_PARAMS: Final = ("loop", "input_q", "output_q", "decode_error")
 RTX_MIME = "video/rtx"
+SENDER_COUNTERS: Final = (
+    "sender_packet_count",
+    "sender_octet_count",
+    "sender_ntp_timestamp",
+    "sender_rtp_timestamp",
+)
 
 _HOST_ADDRESSES: Final[contextvars.ContextVar[tuple[str, ...] | None]] = contextvars.ContextVar(
     "examday_ice_host_addresses", default=None
@@ -98,8 +124,29 @@ async def missing_private_api() -> list[str]:
             missing.append("sender_keyframe_hook")
         if not hasattr(sender, PRIVATE_API["sender_encoder"]):
             missing.append("sender_encoder")
+        missing += _missing_rtp_api(receiver, sender)
     finally:
         await pc.close()
+    return missing
+
+
+def _missing_rtp_api(receiver: RTCRtpReceiver, sender: RTCRtpSender) -> list[str]:
+    missing = []
+    buffer = getattr(receiver, PRIVATE_API["receiver_jitter_buffer"], None)
+    if not callable(getattr(buffer, "add", None)):
+        missing.append("receiver_jitter_buffer")
+    if not isinstance(getattr(sender, PRIVATE_API["sender_ssrc"], None), int):
+        missing.append("sender_ssrc")
+    if not isinstance(getattr(sender, PRIVATE_API["sender_rtp_history"], None), dict):
+        missing.append("sender_rtp_history")
+    if not callable(getattr(sender, PRIVATE_API["sender_retransmit"], None)):
+        missing.append("sender_retransmit")
+    for name in SENDER_COUNTERS:
+        if not isinstance(getattr(sender, PRIVATE_API[name], None), int):
+            missing.append(name)
+    send_rtp = getattr(RTCDtlsTransport, PRIVATE_API["transport_send_rtp"], None)
+    if not inspect.iscoroutinefunction(send_rtp):
+        missing.append("transport_send_rtp")
     return missing
 
 
@@ -192,6 +239,35 @@ def tap_receiver(
     """
     tap = EncodedFrameTap(on_frame, on_end)
     setattr(receiver, PRIVATE_API["receiver_decoder_queue"], tap)
+    return tap
+
+
+class RtpTap:
+    """Stands in for an `RTCRtpReceiver`'s jitter buffer; sees every accepted packet first."""
+
+    def __init__(self, inner: Any, on_packet: Callable[[Any], bool]) -> None:
+        self._inner = inner
+        self._on_packet = on_packet
+
+    def add(self, packet: Any) -> tuple[bool, Any]:
+        try:
+            frames_wanted = self._on_packet(packet)
+        except Exception:  # raising here would end aiortc's receive loop, and the session
+            logger.exception("forwarding a received RTP packet failed")
+            frames_wanted = True
+        if frames_wanted:
+            return self._inner.add(packet)  # type: ignore[no-any-return]
+        return False, None
+
+
+def tap_rtp(receiver: RTCRtpReceiver, on_packet: Callable[[Any], bool]) -> RtpTap:
+    """Send each RTP packet `receiver` accepts to `on_packet(RtpPacket)` first.
+
+    `on_packet` returns whether the receiver should still assemble frames
+    (for `tap_receiver`); while it returns False the jitter buffer is skipped.
+    """
+    tap = RtpTap(getattr(receiver, PRIVATE_API["receiver_jitter_buffer"]), on_packet)
+    setattr(receiver, PRIVATE_API["receiver_jitter_buffer"], tap)
     return tap
 
 

@@ -3,10 +3,11 @@
 One `Forwarder` owns the peer connections of a media shard, all on one
 asyncio loop. `publish` answers a WHIP offer, `subscribe` a WHEP offer that
 watches published sessions (a proctor watching a candidate, or a candidate
-hearing a proctor's talk-back). Frames are never decoded or re-encoded on the
-way; see `actors.rtc` for how aiortc is made to do that, `actors.fanout` for
-the per-track fan-out, `actors.recording` and `actors.frame_sampler` for the
-other consumers of published frames.
+hearing a proctor's talk-back). Media is forwarded at the RTP level, never
+decoded, re-encoded or re-packetized on the way; see `actors.rtc` for how
+aiortc is made to do that, `actors.fanout` for the per-track fan-out,
+`actors.rtp_forward` for the per-viewer rewrite, `actors.recording` and
+`actors.frame_sampler` for the consumers of whole published frames.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class Forwarder:
             for media, transceiver, codecs in zip(
                 offer.media, pc.getTransceivers(), prefs, strict=True
             ):
-                session.receive(media, transceiver, codecs[0], interval)
+                track = session.receive(media, transceiver, codecs[0], interval)
+                rtc.tap_rtp(transceiver.receiver, track.on_rtp)
             answer = await self._answer(session)
         except BaseException:
             await self.close_session(session.id)
@@ -126,11 +128,10 @@ class Forwarder:
                     pc.addTransceiver(media.kind, direction="inactive")
                     continue
                 track = ForwardTrack(
-                    source,
-                    queue_frames=self.settings.viewer_queue_frames,
-                    on_source_end=functools.partial(self._source_ended, session),
+                    source, on_source_end=functools.partial(self._source_ended, session)
                 )
                 session.send(track, codecs)
+                track.attach(pc.getTransceivers()[-1].sender)
             await self._apply(session, offer)
             answer = await self._answer(session)
         except BaseException:
@@ -190,6 +191,8 @@ class Forwarder:
         counts = Counter(self._totals)
         for session in self._sessions.values():
             counts.update(session.counters())
+            if isinstance(session, ViewSession):
+                counts["rtp_retransmissions"] += sum(t.retransmissions for t in session.tracks)
         counts["decodes"] += self._sampler.decodes if self._sampler else 0
         counts["samples"] += self._sampler.samples if self._sampler else 0
         counts["encodes"] += 0  # reported even when zero: the point of forwarding

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import fractions
 import math
+import re
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
 
 from actors import rtc
 from actors.media_session import PublishSession, ViewSession
@@ -174,14 +177,65 @@ class Viewer:
             self.ended.add(track.kind)
 
 
+class RtpLink:
+    """The viewer's end of its link from the SFU: sees every RTP packet it gets.
+
+    Packets are recorded after SRTP, before the viewer's receiver. `lose(pt,
+    seq)` makes the link lossy (the one fake the tests allow): a packet it
+    picks is lost the first time it comes, as on a real network.
+    """
+
+    def __init__(self, lose: Callable[[int, int], bool] | None = None) -> None:
+        self.packets: list[RtpPacket] = []
+        self.lost: set[tuple[int, int]] = set()
+        self.payload_types: dict[str, int] = {}
+        self._lose = lose
+
+    def install(self, pc: rtc.ScopedPeerConnection) -> None:
+        for transport in {
+            id(t.receiver.transport): t.receiver.transport for t in pc.getTransceivers()
+        }.values():
+            self._wrap(transport)
+
+    def _wrap(self, transport: Any) -> None:
+        original = transport._handle_rtp_data
+
+        async def handle(data: bytes, arrival_time_ms: int) -> None:
+            payload_type = data[1] & 0x7F
+            seq, ssrc = struct.unpack_from("!H", data, 2)[0], struct.unpack_from("!L", data, 8)[0]
+            lossy = self._lose is not None and (ssrc, seq) not in self.lost
+            if lossy and self._lose is not None and self._lose(payload_type, seq):
+                self.lost.add((ssrc, seq))
+                return
+            self.packets.append(RtpPacket.parse(data))
+            await original(data, arrival_time_ms)
+
+        transport._handle_rtp_data = handle
+
+    def learn(self, answer: str) -> None:
+        for pt, name in re.findall(r"a=rtpmap:(\d+) ([\w-]+)/", answer):
+            self.payload_types.setdefault(name.lower(), int(pt))
+
+    def of(self, name: str) -> list[RtpPacket]:
+        """The packets of one codec ("vp8", "opus", "rtx"), in arrival order."""
+        pt = self.payload_types[name]
+        return [p for p in self.packets if p.payload_type == pt]
+
+
 async def view(
-    forwarder: Forwarder, sources: Sequence[str], kinds: Sequence[str] = ("audio", "video")
+    forwarder: Forwarder,
+    sources: Sequence[str],
+    kinds: Sequence[str] = ("audio", "video"),
+    link: RtpLink | None = None,
 ) -> Viewer:
     pc = rtc.ScopedPeerConnection(LOOPBACK)
     for kind in kinds:
         pc.addTransceiver(kind, direction="recvonly")
     answer, session = await forwarder.subscribe(await local_offer(pc), sources)
     viewer = Viewer(pc, session)
+    if link is not None:
+        link.learn(answer)
+        link.install(pc)
 
     @pc.on("track")
     def on_track(track: MediaStreamTrack) -> None:

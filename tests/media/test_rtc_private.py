@@ -7,7 +7,7 @@ from typing import Any
 import aioice.ice
 import aiortc.rtcrtpreceiver
 import pytest
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 
 from actors import rtc
 from infra.errors import ConfigError
@@ -25,6 +25,8 @@ async def test_this_aiortc_has_every_private_detail_we_use() -> None:
         (RTCRtpReceiver, "_send_rtcp_pli", "receiver_send_pli"),
         (aiortc.rtcrtpreceiver, "decoder_worker", "decoder_worker"),
         (aioice.ice, "get_host_addresses", "host_addresses"),
+        (RTCRtpSender, "_retransmit", "sender_retransmit"),
+        (RTCDtlsTransport, "_send_rtp", "transport_send_rtp"),
     ],
 )
 async def test_a_renamed_detail_is_reported(
@@ -43,13 +45,36 @@ async def test_a_changed_decoder_worker_is_reported(monkeypatch: pytest.MonkeyPa
     assert await rtc.missing_private_api() == ["decoder_worker"]
 
 
-async def test_a_renamed_instance_attribute_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = RTCRtpReceiver.__init__
+@pytest.mark.parametrize(
+    ("cls", "reported"),
+    [
+        (RTCRtpReceiver, "receiver_decoder_queue"),
+        (RTCRtpReceiver, "receiver_jitter_buffer"),
+        (RTCRtpSender, "sender_rtp_history"),
+        (RTCRtpSender, "sender_packet_count"),
+        (RTCRtpSender, "sender_octet_count"),
+        (RTCRtpSender, "sender_ntp_timestamp"),
+        (RTCRtpSender, "sender_rtp_timestamp"),
+    ],
+)
+async def test_a_renamed_instance_attribute_is_reported(
+    monkeypatch: pytest.MonkeyPatch, cls: type, reported: str
+) -> None:
+    original = cls.__init__  # type: ignore[misc]
+    name = rtc.PRIVATE_API[reported]
 
-    def renamed(self: RTCRtpReceiver, *args: Any, **kwargs: Any) -> None:
+    def renamed(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
-        self._RTCRtpReceiver__jobs = self._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
-        del self._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+        setattr(self, name + "_renamed", getattr(self, name))
+        delattr(self, name)
 
-    monkeypatch.setattr(RTCRtpReceiver, "__init__", renamed)
-    assert await rtc.missing_private_api() == ["receiver_decoder_queue"]
+    monkeypatch.setattr(cls, "__init__", renamed)
+    assert await rtc.missing_private_api() == [reported]
+
+
+async def test_a_send_rtp_that_is_no_longer_a_coroutine_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The forwarder runs `_send_rtp` to completion without a task: it must be a coroutine.
+    monkeypatch.setattr(RTCDtlsTransport, "_send_rtp", lambda self, data: None)
+    assert await rtc.missing_private_api() == ["transport_send_rtp"]
