@@ -22,7 +22,12 @@ async def test_pages_carry_a_strict_policy(client: httpx.AsyncClient, path: str)
 
 
 async def test_modules_are_javascript(client: httpx.AsyncClient) -> None:
-    for path in ["/candidate/app.js", "/console/app.js", "/common/webrtc.js"]:
+    modules = (
+        ["app.js", "face.js"],
+        ["app.js", "tiles.js", "incidents.js", "reviews.js", "playback.js", "talk.js"],
+    )
+    paths = [f"/candidate/{m}" for m in modules[0]] + [f"/console/{m}" for m in modules[1]]
+    for path in [*paths, "/common/webrtc.js", "/common/http.js", "/common/i18n.js"]:
         response = await client.get(path)
         assert response.status_code == 200, path
         assert response.headers["content-type"].startswith("text/javascript")
