@@ -87,6 +87,10 @@ class ShardController:
         return running
 
     @traced
+    async def running(self) -> bool:
+        return self._loop is not None and not self._loop.done()
+
+    @traced
     async def step(self) -> list[dict[str, Any]]:
         """Look once at each plane, act on its decision, record it; returns the decisions."""
         async with self.lock:

@@ -1,5 +1,5 @@
 """`examday cluster status`: nodes, room shards and rooms, media shards and streams,
-verifier replicas, on one screen.
+verifier replicas, the shard controller and its latest decisions, on one screen.
 
 It only looks: no actor is created (a missing verifier pool shows as absent), unlike
 the gateway's clients that start what they need on first use.
@@ -8,6 +8,7 @@ the gateway's clients that start what they need on first use.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import ray
@@ -47,7 +48,28 @@ def live_nodes() -> list[dict[str, Any]]:
     ]
 
 
-async def collect(settings: Settings) -> tuple[list[dict[str, Any]], ClusterSample]:
+async def controller_status(
+    settings: Settings, redis: Any, name: str | None = None
+) -> dict[str, Any]:
+    """Whether the shard controller exists and loops, and its latest decision per plane."""
+    from cluster import controller
+
+    try:
+        handle = await asyncio.to_thread(
+            ray.get_actor, name or controller.CONTROLLER_NAME, namespace=settings.ray_namespace
+        )
+        state = "running" if await actor_call(handle.running) else "idle"
+    except ValueError:
+        state = "absent"
+    latest: dict[str, dict[str, Any]] = {}
+    for entry in await controller.history(redis, limit=20):
+        latest.setdefault(entry.get("plane", "rooms"), entry)
+    return {"state": state, "latest": latest}
+
+
+async def collect(
+    settings: Settings,
+) -> tuple[list[dict[str, Any]], ClusterSample, dict[str, Any]]:
     redis = redis_conn.connect(settings)
     try:
         sampler = ClusterSampler(
@@ -59,13 +81,19 @@ async def collect(settings: Settings) -> tuple[list[dict[str, Any]], ClusterSamp
             ingest=None,
             regions=sorted(settings.regions),
         )
-        nodes, sample = await asyncio.gather(asyncio.to_thread(live_nodes), sampler.sample())
+        nodes, sample, shard_controller = await asyncio.gather(
+            asyncio.to_thread(live_nodes), sampler.sample(), controller_status(settings, redis)
+        )
     finally:
         await redis.aclose()
-    return nodes, sample
+    return nodes, sample, shard_controller
 
 
-def render(nodes: list[dict[str, Any]], sample: ClusterSample) -> str:
+def render(
+    nodes: list[dict[str, Any]],
+    sample: ClusterSample,
+    shard_controller: dict[str, Any] | None = None,
+) -> str:
     lines = [f"nodes ({len(nodes)})"]
     for node in nodes:
         res = node["resources"]
@@ -105,6 +133,13 @@ def render(nodes: list[dict[str, Any]], sample: ClusterSample) -> str:
                 f"  {name:<28} queue {load.get('held', 0):>4}  frames {load.get('frames', 0):>7}"
                 f"  {1000 * load.get('seconds_per_frame', 0.0):6.1f} ms/frame"
             )
+    if shard_controller is not None:
+        lines.append(f"shard controller: {shard_controller['state']}")
+        for plane, entry in sorted(shard_controller["latest"].items()):
+            lines.append(
+                f"  {plane:<6} {entry['action']} ({entry['reason']}) shards {entry['shards']}"
+                f"  at {time.strftime('%H:%M:%S', time.localtime(entry['at']))}"
+            )
     if sample.errors:
         lines.append("did not answer: " + ", ".join(sample.errors))
     return "\n".join(lines)
@@ -112,6 +147,6 @@ def render(nodes: list[dict[str, Any]], sample: ClusterSample) -> str:
 
 def status(settings: Settings) -> int:
     raycluster.connect(settings)
-    nodes, sample = asyncio.run(collect(settings))
-    print(render(nodes, sample))
+    nodes, sample, shard_controller = asyncio.run(collect(settings))
+    print(render(nodes, sample, shard_controller))
     return 1 if sample.errors else 0

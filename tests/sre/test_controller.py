@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from actors.journal import stream_key
 from api.rooms import room_key
 from api.runtime import Runtime
-from cluster import controller
+from cluster import controller, status
 from infra.metrics import DECISIONS_KEY
 from infra.ops_settings import OpsSettings
 from infra.settings import Settings
@@ -128,9 +128,16 @@ async def test_a_restarted_controller_resumes_its_loop(app: FastAPI, settings: S
                 break
             assert time.monotonic() < deadline, "the restarted controller decided nothing"
             await asyncio.sleep(0.2)
+        # `examday cluster status` sees it looping, with its latest decisions.
+        shown = await status.controller_status(settings, runtime.redis, name)
     finally:
         ray.kill(handle, no_restart=True)
     assert {entry["action"] for entry in fresh} == {"hold"}
+    assert shown["state"] == "running"
+    assert {plane: d["action"] for plane, d in shown["latest"].items()} == {
+        "rooms": "hold",
+        "media": "hold",
+    }
     assert len(await runtime.rooms.directory.members()) == count
 
 

@@ -18,16 +18,19 @@ async def test_status_shows_nodes_shards_and_rooms(
     world = await new_exam(client, app.state.runtime, {"s1": ["5512001"], "s2": ["5512002"]})
     for number in ("5512001", "5512002"):
         await joined_candidate(client, world.exam_id, number)
-    nodes, sample = await status.collect(settings)
+    nodes, sample, shard_controller = await status.collect(settings)
     alive = [n["NodeID"] for n in ray.nodes() if n["Alive"]]  # type: ignore[no-untyped-call]
     assert [n["id"] for n in nodes] == alive
     assert sample.rooms[(world.exam_id, "s1")] == {"joined": 1}
     assert sample.rooms[(world.exam_id, "s2")] == {"joined": 1}
-    screen = status.render(nodes, sample)
+    screen = status.render(nodes, sample, shard_controller)
     assert f"nodes ({len(nodes)})" in screen
     for name in await app.state.runtime.rooms.directory.members():
         assert name in screen
     assert "verifier replicas:" in screen
+    # The session's platform was not started by `examday up`: no controller of that name.
+    assert shard_controller["state"] == "absent"
+    assert "shard controller: absent" in screen
     assert sample.errors == []
 
 
