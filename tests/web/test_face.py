@@ -35,6 +35,11 @@ INSTRUCTIONS = {  # what the page says, in its default language, for each moveme
     "turn_right": "请把头转向您的右侧，再转回正面",
     "nod": "请点头：低头，再抬回正面",
 }
+IN_ENGLISH = {
+    "turn_left": "Turn your head to your left, then back to the front",
+    "turn_right": "Turn your head to your right, then back to the front",
+    "nod": "Nod: tilt your head down, then back up",
+}
 
 
 async def enrol(client: httpx.AsyncClient, world: ExamWorld, number: str, stem: str) -> None:
@@ -93,6 +98,11 @@ async def test_the_candidate_verifies_passes_liveness_and_joins(
         assert movement in INSTRUCTIONS
         await expect(instruction).to_have_text(INSTRUCTIONS[movement])
         await screenshot(page, "candidate-face.png")
+        await page.locator("#lang").click()
+        await expect(instruction).to_have_text(IN_ENGLISH[movement])
+        await expect(page.locator("#liveness-start")).to_have_text("Start")
+        await page.locator("#lang").click()
+        await expect(instruction).to_have_text(INSTRUCTIONS[movement])
         sweep = await camera.sweep(movement)
         await page.locator("#liveness-start").click()
         await expect(page.locator("#face-step")).to_have_attribute("data-state", "recording")
