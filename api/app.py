@@ -19,6 +19,8 @@ from infra.settings import Settings
 from infra.telemetry import setup_tracing
 
 request_log = logging.getLogger("examday.requests")
+# Probed every few seconds by every load balancer and kubelet: a line each says nothing.
+_PROBES = frozenset({"/healthz", "/readyz"})
 
 
 class RequestLog:
@@ -31,7 +33,11 @@ class RequestLog:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not request_log.isEnabledFor(logging.INFO):
+        if (
+            scope["type"] != "http"
+            or scope["path"] in _PROBES
+            or not request_log.isEnabledFor(logging.INFO)
+        ):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

@@ -192,6 +192,8 @@ async def test_requests_log_json_lines_with_their_trace_and_export_spans_by_otlp
     route = "/v1/exams/{exam_id}/rooms/{room_id}/candidates/{candidate_id}"
     assert (line["method"], line["route"], line["status"]) == ("GET", route, 200)
     assert len(line["span_id"]) == 16
+    # The health probes (start-up waited on /healthz) are not logged.
+    assert not [x for x in json_lines(json_gateway.log) if x.get("route") == "/healthz"]
 
     def exported() -> list[ExportedSpan]:
         with otlp.lock:
