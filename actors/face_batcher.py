@@ -65,6 +65,9 @@ class BatchStats:
     # Answered jobs per latency bucket (the last one: above every bound), and their sum.
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
     latency_sum_s: float = 0.0
+    # CPU time of the model thread (decode, model, finish); with one torch thread the
+    # rest of the process's CPU time is serving (Ray calls, pickling, the event loop).
+    model_cpu_s: float = 0.0
 
     def observe_latency(self, seconds: float) -> None:
         self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
@@ -250,6 +253,13 @@ class Batcher(Generic[F, A]):
     # -- the model thread --------------------------------------------------------------
 
     def _process(self, batch: list[_Job]) -> list[Any]:
+        started = time.thread_time()
+        try:
+            return self._process_batch(batch)
+        finally:
+            self.stats.model_cpu_s += time.thread_time() - started
+
+    def _process_batch(self, batch: list[_Job]) -> list[Any]:
         if batch[0].solo is not None:
             return [_guarded(batch[0].solo)]
         outcomes: list[Any] = [None] * len(batch)

@@ -14,6 +14,7 @@ replica process: the pool and the gateway never load the models.
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -40,12 +41,16 @@ if TYPE_CHECKING:
 class FaceVerifier:
     def __init__(self, settings: Settings, name: str) -> None:
         setup_tracing(settings, "face_verifier")
+        import cv2
         import torch
 
         from ml.pipeline import FacePipeline
 
         if settings.verifier.torch_threads:
             torch.set_num_threads(settings.verifier.torch_threads)
+        # OpenCV sizes its pool to the machine, not to this replica's CPUs: two replicas on
+        # two cores would each run two threads beside torch's and fight over the cores.
+        cv2.setNumThreads(torch.get_num_threads())
         self.name = name
         self.settings = settings
         self.config = settings.verifier
@@ -146,4 +151,7 @@ class FaceVerifier:
             "latency": stats.latency(),
             "max_batch": self.batcher.max_batch,
             "pid": os.getpid(),
+            # CPU time of this replica's process: the cost per frame, whatever else runs.
+            "cpu_seconds": round(time.process_time(), 3),
+            "model_cpu_seconds": round(stats.model_cpu_s, 3),
         }

@@ -1,14 +1,20 @@
 """`examday bench face`: the face verifier service end to end, next to the bare model.
 
 On a private loopback stack (Redis, SeaweedFS, one Ray node, the gateway as its own
-uvicorn process), `concurrency` organiser enrolments stay in flight (`PUT .../face`,
-640x480 webcam JPEGs of the fixture faces; per request: decode, detection, quality,
-embedding, a sealed template to the region's S3, a Redis record). Windows of
+uvicorn process), `concurrency` requests stay in flight, in the load's frame mix
+(`bench_face_model.FRAME_MIX`): monitoring samples, 320x240 JPEGs sent to the verifier
+through `VerifierClient.analyse` exactly as the face monitor actor sends the media
+plane's samples (no HTTP route exists for them), and join-time frames, 640x480 JPEGs
+sent through the gateway as organiser enrolments (`PUT .../face`: decode, detection,
+quality, embedding, a sealed template to the region's S3, a Redis record; the model
+work of a verification, which a candidate can only do a few times). Windows of
 `seconds` alternate between the batch sizes, `rounds` times, on one pool whose
 `max_batch` is set before each window (medians reported); a single replica at
-max_batch 1, the naive service, is measured first. The bare model
-(`loadtests.bench_face_model.run`, same frames, no Ray, no HTTP) runs before, alone:
-one process with torch's threads, and one process per replica side by side.
+max_batch 1, the naive service, is measured first. Each window also reports the
+replicas' CPU time per frame (from their process clocks), which other load on a
+shared machine hardly moves. The bare model (`loadtests.bench_face_model.run`, same
+mix, no Ray, no HTTP) runs before, alone: one process with torch's threads, and one
+process per replica side by side; `stages` is its CPU time per stage.
 
     ratio                    best batched / max_batch 1, same replicas (batching alone)
     ratio_vs_single_replica  best batched / one replica at max_batch 1
@@ -38,11 +44,12 @@ import aiohttp
 import ray
 from PIL import Image
 
+from actors.face_client import VerifierClient
 from actors.face_settings import VerifierSettings
 from api.staff import StaffRegistry
 from infra import raycluster, services
 from infra import redis as redis_conn
-from infra.errors import DependencyDown
+from infra.errors import DependencyDown, ExamdayError
 from infra.processes import free_port, port_open
 from infra.settings import Settings, settings_to_env
 from infra.stack import LocalStack, isolated_settings
@@ -56,13 +63,32 @@ WARMUP_S = 6.0
 SETTLE_S = 2.0  # after a change of max_batch, before the window counts
 
 
-def webcam_jpegs() -> list[bytes]:
+def webcam_jpegs(frame_size: tuple[int, int] = bench_face_model.FRAME_SIZE) -> list[bytes]:
     jpegs = []
-    for frame in bench_face_model.webcam_frames(FaceSettings()):
+    for frame in bench_face_model.webcam_frames(FaceSettings(), frame_size):
         out = io.BytesIO()
         Image.fromarray(frame).save(out, "JPEG", quality=90)
         jpegs.append(out.getvalue())
     return jpegs
+
+
+def _cpu_per_frame(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float] | None:
+    """Replica CPU ms per frame between two readings of every replica's load: all of it,
+    the model thread's, and the rest (serving: Ray, pickling, the event loop)."""
+    names = [name for name in after if name in before]
+
+    def delta(key: str) -> float:
+        return float(sum(after[n][key] - before[n][key] for n in names))
+
+    frames = delta("frames")
+    if frames <= 0:
+        return None
+    total, model = delta("cpu_seconds"), delta("model_cpu_seconds")
+    return {
+        "all": round(1000 * total / frames, 2),
+        "model": round(1000 * model / frames, 2),
+        "serving": round(1000 * (total - model) / frames, 2),
+    }
 
 
 async def _organiser(settings: Settings, http: aiohttp.ClientSession) -> dict[str, str]:
@@ -105,9 +131,10 @@ async def _drive(
     configure: Callable[[int], None],
     seconds: float,
     concurrency: int,
-) -> dict[str, list[Latencies]]:
-    """Closed-loop enrolments; before each window the pool's max_batch is set."""
-    jpegs = webcam_jpegs()
+) -> dict[str, list[dict[str, Any]]]:
+    """Closed-loop load in the frame mix; before each window the pool's max_batch is set."""
+    joins, samples = webcam_jpegs(), webcam_jpegs(bench_face_model.MONITOR_SIZE)
+    verifier = VerifierClient(settings)
     timeout = aiohttp.ClientTimeout(total=120)
     connector = aiohttp.TCPConnector(limit=concurrency + 8)
     async with aiohttp.ClientSession(
@@ -116,33 +143,82 @@ async def _drive(
         organiser = await _organiser(settings, http)
         exam_id, cids = await _exam(http, organiser)
         headers = {**organiser, "Content-Type": "image/jpeg"}
+        kinds: dict[str, Latencies] = {}
 
-        async def enrol(session: aiohttp.ClientSession, n: int) -> tuple[int, str]:
-            path = f"/v1/exams/{exam_id}/candidates/{cids[n % len(cids)]}/face"
-            async with session.put(path, data=jpegs[n % len(jpegs)], headers=headers) as answer:
-                return answer.status, await problem_reason(answer)
+        async def one(session: aiohttp.ClientSession, n: int) -> tuple[int, str]:
+            began = asyncio.get_running_loop().time()
+            kind = "join_640x480" if bench_face_model.is_verification(n) else "monitor_320x240"
+            if kind.startswith("join"):
+                path = f"/v1/exams/{exam_id}/candidates/{cids[n % len(cids)]}/face"
+                async with session.put(path, data=joins[n % len(joins)], headers=headers) as r:
+                    status, reason = r.status, await problem_reason(r)
+            else:
+                try:
+                    await verifier.analyse(samples[n % len(samples)])
+                    status, reason = 200, ""
+                except ExamdayError as exc:
+                    status, reason = exc.status, exc.reason
+            if 200 <= status < 300:
+                kinds.setdefault(kind, Latencies()).add(asyncio.get_running_loop().time() - began)
+            return status, reason
+
+        pool = await asyncio.to_thread(
+            ray.get_actor, settings.verifier.pool_name, namespace=settings.ray_namespace
+        )
+
+        async def loads() -> dict[str, Any]:
+            members = await actor_call(pool.members)
+            answers = await asyncio.gather(*(actor_call(h.load) for _, h in members))
+            return {name: load for (name, _), load in zip(members, answers, strict=True)}
 
         # Models loaded, replicas up and the first batches run before anything counts.
-        await run_closed_loop(http, enrol, concurrency=concurrency, seconds=WARMUP_S)
-        results: dict[str, list[Latencies]] = {}
+        await run_closed_loop(http, one, concurrency=concurrency, seconds=WARMUP_S)
+        results: dict[str, list[dict[str, Any]]] = {}
         for size in windows:
             await asyncio.to_thread(configure, size)
-            await run_closed_loop(http, enrol, concurrency=concurrency, seconds=SETTLE_S)
-            measured = await run_closed_loop(http, enrol, concurrency=concurrency, seconds=seconds)
-            results.setdefault(str(size), []).append(measured)
+            await run_closed_loop(http, one, concurrency=concurrency, seconds=SETTLE_S)
+            kinds.clear()
+            before = await loads()
+            measured = await run_closed_loop(http, one, concurrency=concurrency, seconds=seconds)
+            window = {
+                "all": measured,
+                "kinds": dict(kinds),
+                "cpu_ms_per_frame": _cpu_per_frame(before, await loads()),
+            }
+            results.setdefault(str(size), []).append(window)
     return results
 
 
-def _combined(windows: list[Latencies]) -> dict[str, Any]:
-    """Median rate over the windows, latency percentiles over all their requests."""
+def _merged(windows: list[Latencies]) -> dict[str, Any]:
     merged = Latencies(samples=[s for w in windows for s in w.samples])
     for window in windows:
         merged.errors.update(window.errors)
-    rates = sorted(w.summary()["req_per_s"] for w in windows)
     summary = merged.summary()
     summary.pop("req_per_s")
-    # Each enrolment is exactly one face.
-    return {"faces_per_s": statistics.median(rates), "windows_faces_per_s": rates, **summary}
+    return summary
+
+
+def _combined(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median rate over the windows, latency percentiles over all their requests."""
+    # Each request is exactly one face.
+    rates = sorted(w["all"].summary()["req_per_s"] for w in windows)
+    cpu = [w["cpu_ms_per_frame"] for w in windows if w["cpu_ms_per_frame"] is not None]
+    names = sorted({kind for w in windows for kind in w["kinds"]})
+    by_kind = {}
+    for kind in names:
+        summary = _merged([w["kinds"][kind] for w in windows if kind in w["kinds"]])
+        by_kind[kind] = {k: summary[k] for k in ("requests", "p50_ms", "p95_ms")}
+    return {
+        "faces_per_s": statistics.median(rates),
+        "windows_faces_per_s": rates,
+        "replica_cpu_ms_per_frame": {
+            part: statistics.median(c[part] for c in cpu) for part in ("all", "model", "serving")
+        }
+        if cpu
+        else None,
+        **_merged([w["all"] for w in windows]),
+        "by_kind": by_kind,
+    }
 
 
 def _service(
@@ -204,6 +280,8 @@ def run_local(
         settings = isolated_settings(
             Path(state), env="development", cookie_secure=False, trace_file=None
         )
+        _progress("bare model: CPU time per stage")
+        stages = bench_face_model.stages(batch_sizes, FaceSettings())
         _progress("bare model")
         bare = bench_face_model.run(batch_sizes, seconds, FaceSettings())
         _progress(f"bare model, {replicas} processes of {threads or 1} thread(s)")
@@ -223,6 +301,8 @@ def run_local(
                 ray.shutdown()
             stack.stop()
     return {
+        "frame_mix": bench_face_model.FRAME_MIX,
+        "stages": stages,
         "bare_model": bare,
         "bare_model_parallel": parallel,
         "service": {"single_replica_batch_1": single["configs"]["1"], **service["configs"]},
@@ -288,6 +368,15 @@ def summarise(report: dict[str, Any], concurrency: int) -> dict[str, Any]:
         summary["ratio_vs_single_replica"] = round(
             max(batched) / max(single["faces_per_s"], 1e-9), 3
         )
+    cpu = {
+        size: r["replica_cpu_ms_per_frame"]["all"]
+        for size, r in service.items()
+        if size.isdigit() and r.get("replica_cpu_ms_per_frame")
+    }
+    if "1" in cpu and len(cpu) > 1:
+        # The same comparison in replica CPU time per frame: what batching saves per frame,
+        # whatever else the machine was running.
+        summary["cpu_ratio"] = round(cpu["1"] / min(v for k, v in cpu.items() if k != "1"), 3)
     summary["overhead"] = round(bare / max(best, 1e-9), 3)
     summary["capacity"] = {
         "cpu_cores": cores,
@@ -322,12 +411,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    print("frame mix:", report["frame_mix"])
+    for size, row in report["stages"]["cpu_ms"].items():
+        print(f"bare model CPU ms, {size}:", row)
     for name, result in report["service"].items():
         print(f"service {name}: {result['faces_per_s']} faces/s, p50 {result['p50_ms']} ms, "
-              f"p95 {result['p95_ms']} ms, errors {result['errors']}")  # fmt: skip
+              f"p95 {result['p95_ms']} ms, errors {result['errors']}, "
+              f"replica CPU {result['replica_cpu_ms_per_frame']} ms/frame, "
+              f"by kind {result['by_kind']}")  # fmt: skip
     for kind in ("bare_model", "bare_model_parallel"):
         print(kind, {size: r["faces_per_s"] for size, r in report[kind]["batch_sizes"].items()})
-    print({key: report.get(key) for key in ("ratio", "ratio_vs_single_replica", "overhead")})
+    keys = ("ratio", "cpu_ratio", "ratio_vs_single_replica", "overhead")
+    print({key: report.get(key) for key in keys})
     print(report["capacity"])
     return 0
 
