@@ -99,6 +99,7 @@ async def decide(
         "review": review_id,
         "decision": status,
         "by": staff.name,
+        "note": body.note,  # the proctor's reason belongs in the audit trail with the decision
     }
     await runtime.rooms.call(room.key, "append", event)
     return _public(exam_id, review)

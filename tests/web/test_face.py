@@ -201,7 +201,8 @@ async def test_attempts_run_out_and_a_proctor_accepts_in_the_console(
         )
         events = [e for e in await journal(app, f"{world.exam_id}/r1") if e.get("cid") == cid]
         decided = [e for e in events if e["type"] == "face_review"]
-        assert [(e["decision"], e["by"]) for e in decided] == [("accepted", username)]
+        audited = [(e["decision"], e["by"], e["note"]) for e in decided]
+        assert audited == [("accepted", username, "ID card checked on camera")]
         base = f"/v1/exams/{world.exam_id}/rooms/r1/face-reviews"
         (stored,) = (await client.get(base, headers=proctor)).json()["reviews"]
         assert stored["note"] == "ID card checked on camera"
