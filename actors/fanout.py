@@ -147,9 +147,10 @@ class PublishedTrack:
         if self._viewers:
             ntp = ntp_now()
             abs_time = (ntp >> 14 & 0xFFFFFF).to_bytes(3, "big")  # abs-send-time, 6.18 s
+            extensions: dict[Any, bytes] = {}
             for viewer in self._viewers:
                 try:
-                    viewer.forward(packet, start, abs_time, ntp)
+                    viewer.forward(packet, start, abs_time, ntp, extensions)
                 except Exception:  # one broken viewer must not starve the others
                     logger.exception("forwarding to a viewer of %s failed", self.session_id)
         return bool(self._sinks)

@@ -2,7 +2,7 @@
 
 aiortc has no public way to forward encoded media, so the forwarder reaches
 into a few private parts. They are named once, in `PRIVATE_API`, used only in
-this module and in `actors.rtp_forward` (the per-packet send path), and
+this module and in `actors.rtp_output` (the per-packet send path), and
 `missing_private_api()` (run by tests/media and at shard start) reports any an
 upgrade removed, so a broken upgrade fails a test rather than production.
 
@@ -11,7 +11,7 @@ upgrade removed, so a broken upgrade fails a test rather than production.
   its jitter buffer's `add(packet) -> (pli, frame)`. `tap_rtp` puts an
   `RtpTap` in the buffer's place: packets go to a callback first, and to the
   real buffer only while someone wants whole frames.
-- RTP out (`actors.rtp_forward`): a viewer's packets are written with the
+- RTP out (`actors.rtp_output`): a viewer's packets are written with the
   sender's SSRC `_ssrc` through its transport's `_send_rtp` (SRTP), kept in
   the sender's `__rtp_history`, which its NACK handler `_retransmit` reads,
   and counted in the `__packet_count`, `__octet_count`, `__ntp_timestamp` and
@@ -65,7 +65,6 @@ from aiortc import (
 from aiortc.codecs import get_encoder
 from aiortc.sdp import candidate_from_sdp
 
-from actors import sdp
 from infra.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -90,7 +89,6 @@ PRIVATE_API: Final[Mapping[str, str]] = MappingProxyType(
     }
 )
 DECODER_WORKER_PARAMS: Final = ("loop", "input_q", "output_q", "decode_error")
-RTX_MIME = "video/rtx"
 SENDER_COUNTERS: Final = (
     "sender_packet_count",
     "sender_octet_count",
@@ -315,33 +313,3 @@ def install_pack_only_encoder(sender: RTCRtpSender, codec: Any) -> PackOnlyEncod
     encoder = PackOnlyEncoder(codec)
     setattr(sender, PRIVATE_API["sender_encoder"], encoder)
     return encoder
-
-
-def _h264_matches(offered: sdp.Codec, local: Any) -> bool:
-    def key(params: dict[str, Any]) -> tuple[str, str]:
-        mode = str(params.get("packetization-mode", "0"))
-        level_id = str(params.get("profile-level-id", "42e01f")).lower()
-        return mode, level_id[:4]  # profile_idc + constraint flags; the level may differ
-
-    return key(offered.parameters) == key(local.parameters)
-
-
-def codec_preferences(kind: str, offered: Sequence[sdp.Codec], allowed: Sequence[str]) -> list[Any]:
-    """Capabilities pinning one forwardable codec (+ RTX), in the offerer's order.
-
-    Empty when the offer has none we forward. Pinning one codec means a
-    publisher sends exactly what its viewers will be offered.
-    """
-    local = RTCRtpSender.getCapabilities(kind).codecs
-    wanted = {name.lower() for name in allowed}
-    for codec in offered:
-        if codec.name.lower() not in wanted:
-            continue
-        for capability in local:
-            if capability.mimeType.lower() != codec.mime_type.lower():
-                continue
-            if codec.name.lower() == "h264" and not _h264_matches(codec, capability):
-                continue
-            rtx = [c for c in local if c.mimeType.lower() == RTX_MIME] if kind == "video" else []
-            return [capability, *rtx]
-    return []

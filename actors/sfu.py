@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from aiortc import RTCSessionDescription
 
-from actors import rtc, sdp, trickle
+from actors import codec_choice, rtc, sdp, trickle
 from actors.fanout import ForwardTrack, PublishedTrack
 from actors.frame_sampler import FrameSampler, SampleCallback
 from actors.media_session import PublishSession, Session, ViewSession
@@ -209,7 +209,7 @@ class Forwarder:
     def _preferences(self, media: sdp.MediaSection) -> list[Any]:
         video = media.kind == "video"
         allowed = self.settings.video_codecs if video else self.settings.audio_codecs
-        codecs = rtc.codec_preferences(media.kind, media.codecs, allowed)
+        codecs = codec_choice.codec_preferences(media.kind, media.codecs, allowed)
         if not codecs:
             raise InvalidInput(
                 f"no {media.kind} codec we forward ({', '.join(allowed)})",
@@ -233,7 +233,7 @@ class Forwarder:
                 plan.append((None, []))
                 continue
             available.remove(track)
-            codecs = rtc.codec_preferences(media.kind, media.codecs, [track.codec_name])
+            codecs = codec_choice.codec_preferences(media.kind, media.codecs, [track.codec_name])
             if not codecs or codecs[0].mimeType.lower() != track.codec.mimeType.lower():
                 raise InvalidInput(
                     f"the viewer does not accept {track.codec.mimeType}", reason="codec_mismatch"

@@ -5,12 +5,17 @@ is measured; the synthetic publisher and viewers live in this process:
 
 - relay: aiortc's examples' way, `MediaRelay`: the publisher's track is
   decoded once and re-encoded for every viewer;
-- forward: `actors.sfu.Forwarder`, encoded frames passed through.
+- forward: `actors.sfu.Forwarder`, each RTP packet rewritten and sent on to
+  every viewer (no recording, as in the figures before: frames are then not
+  even assembled);
+- with `--recording`, also forward-recording: the same while the publisher is
+  recorded (frames assembled, segments muxed, then thrown away), as camera
+  sessions are in production.
 
 The publisher sends pre-encoded 320x240@15fps VP8 (so this process does not
 encode either) and the viewers count frames without decoding them.
 
-    examday bench media [--json] [--viewers 10] [--seconds 8]
+    examday bench media [--json] [--viewers 10] [--seconds 8] [--recording]
 """
 
 from __future__ import annotations
@@ -127,10 +132,14 @@ class RelaySfu:
         return str(pc.localDescription.sdp)
 
 
+async def _discard(data: bytes, index: object) -> None:
+    """A segment sink that stores nothing: only the recorder's own work is measured."""
+
+
 class ForwardSfu:
-    def __init__(self) -> None:
-        settings = MediaSettings(recording_enabled=False, max_sessions=10_000)
-        self.forwarder = Forwarder(settings)
+    def __init__(self, recording: bool = False) -> None:
+        settings = MediaSettings(recording_enabled=recording, max_sessions=10_000)
+        self.forwarder = Forwarder(settings, segment_sink=_discard)
         self.source = ""
 
     async def publish(self, offer: str) -> str:
@@ -147,7 +156,9 @@ class ForwardSfu:
 
 
 async def _serve(mode: str, conn: multiprocessing.connection.Connection) -> None:
-    sfu: RelaySfu | ForwardSfu = RelaySfu() if mode == "relay" else ForwardSfu()
+    sfu: RelaySfu | ForwardSfu = (
+        RelaySfu() if mode == "relay" else ForwardSfu(recording=mode == "forward-recording")
+    )
     loop = asyncio.get_running_loop()
     while True:
         command, argument = await loop.run_in_executor(None, conn.recv)
@@ -255,14 +266,27 @@ async def measure(
     }
 
 
-def run(viewers: int = 10, seconds: float = 8.0, warmup: float = 2.0) -> dict[str, Any]:
+def run(
+    viewers: int = 10, seconds: float = 8.0, warmup: float = 2.0, recording: bool = False
+) -> dict[str, Any]:
     """Measure both ways with the same publisher and `viewers` viewers; returns the figures."""
     clip = encode_clip()
     relay = asyncio.run(measure("relay", clip, viewers, seconds, warmup))
     forward = asyncio.run(measure("forward", clip, viewers, seconds, warmup))
+    recorded = (
+        asyncio.run(measure("forward-recording", clip, viewers, seconds, warmup))
+        if recording
+        else None
+    )
     ratio = _ratio(relay["cpu_per_stream_second"], forward["cpu_per_stream_second"])
     streams_per_core = _ratio(1.0, forward["cpu_per_stream_second"])
-    for figures in (relay, forward):
+    extra: dict[str, Any] = {}
+    if recorded is not None:
+        extra["forward_recording"] = recorded
+        extra["ratio_recording"] = round(
+            _ratio(relay["cpu_per_stream_second"], recorded["cpu_per_stream_second"]), 1
+        )
+    for figures in (relay, forward, *([recorded] if recorded else [])):
         figures["cpu_per_stream_second"] = round(figures["cpu_per_stream_second"], 5)
     return {
         "stream": f"{WIDTH}x{HEIGHT}@{FPS}fps VP8 ~{BITRATE // 1000} kbps, one publisher",
@@ -281,6 +305,7 @@ def run(viewers: int = 10, seconds: float = 8.0, warmup: float = 2.0) -> dict[st
         "forwarded_streams_per_core": round(streams_per_core),
         "goal_ratio_10": ratio >= 10,
         "goal_100_streams_per_core": streams_per_core >= 100,
+        **extra,
     }
 
 
@@ -290,16 +315,20 @@ def _ratio(a: float, b: float) -> float:
 
 def summary(figures: dict[str, Any]) -> str:
     relay, forward = figures["relay_decode_reencode"], figures["forward_no_transcode"]
-    return "\n".join(
-        [
-            f"{figures['stream']}, {figures['viewers']} viewers, {figures['seconds']} s",
-            "CPU-seconds per forwarded stream per second:",
-            f"  relay (decode + encode per viewer): {relay['cpu_per_stream_second']:.5f}",
-            f"  forward (no transcoding):           {forward['cpu_per_stream_second']:.5f}",
-            f"ratio {figures['ratio']} (marginal {figures['ratio_marginal']}), "
-            f"{figures['forwarded_streams_per_core']} forwarded streams per core",
-        ]
+    lines = [
+        f"{figures['stream']}, {figures['viewers']} viewers, {figures['seconds']} s",
+        "CPU-seconds per forwarded stream per second:",
+        f"  relay (decode + encode per viewer): {relay['cpu_per_stream_second']:.5f}",
+        f"  forward (RTP, no transcoding):      {forward['cpu_per_stream_second']:.5f}",
+    ]
+    if "forward_recording" in figures:
+        recorded = figures["forward_recording"]["cpu_per_stream_second"]
+        lines.append(f"  forward, publisher recorded:        {recorded:.5f}")
+    lines.append(
+        f"ratio {figures['ratio']} (marginal {figures['ratio_marginal']}), "
+        f"{figures['forwarded_streams_per_core']} forwarded streams per core"
     )
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -309,9 +338,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--viewers", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--recording", action="store_true", help="also measure with the publisher recorded"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    figures = run(args.viewers, args.seconds, args.warmup)
+    figures = run(args.viewers, args.seconds, args.warmup, args.recording)
     print(json.dumps(figures) if args.json else summary(figures))
     return 0
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from aiortc import RTCRtpSender
 
-from actors import rtc, sdp
+from actors import codec_choice, rtc, sdp
 from actors.sfu import Forwarder
 from infra.errors import (
     ExamdayError,
@@ -93,15 +93,17 @@ def test_browser_offer_is_parsed() -> None:
 
 def test_codec_choice_follows_the_offer_order_among_forwardable_codecs() -> None:
     video = sdp.parse_offer(BROWSER_OFFER).media[1]
-    assert [c.mimeType for c in rtc.codec_preferences("video", video.codecs, ["VP8", "H264"])] == [
+    assert [
+        c.mimeType for c in codec_choice.codec_preferences("video", video.codecs, ["VP8", "H264"])
+    ] == [
         "video/H264",
         "video/rtx",
     ]
-    assert rtc.codec_preferences("video", video.codecs, ["VP8"])[0].mimeType == "video/VP8"
+    assert codec_choice.codec_preferences("video", video.codecs, ["VP8"])[0].mimeType == "video/VP8"
     audio = sdp.parse_offer(BROWSER_OFFER).media[0]
-    assert [c.mimeType for c in rtc.codec_preferences("audio", audio.codecs, ["opus"])] == [
-        "audio/opus"
-    ]
+    assert [
+        c.mimeType for c in codec_choice.codec_preferences("audio", audio.codecs, ["opus"])
+    ] == ["audio/opus"]
 
 
 async def offer_of(
