@@ -9,6 +9,10 @@ room shard and the WebRTC sessions per media shard and decides for each plane
 - Room shards: growing adds a shard to the directory (rooms move to it by
   rendezvous hashing, fenced, on their next call); shrinking removes the one with
   the fewest rooms, with the hand-over of `examday cluster shards --remove`.
+- Ingest shards: growing starts one more `LogIngest` (devices move to it by
+  rendezvous hashing); shrinking takes one out of the directory and has it flush
+  its stream before it stops. A batch that still reaches it is flushed by the
+  others, which adopt the streams of shards no longer in the directory.
 - Media shards: growing starts one more (placed by the `media` resource); new
   rooms go to the least loaded shard, so it fills from new rooms. Shrinking
   retires the one with the fewest sessions as a node drain does: out of the
@@ -35,28 +39,35 @@ from typing import Any
 
 import ray
 
+from actors import ingest_keys
+from actors.log_ingest import LogIngest
 from actors.media_shard import shard_name as media_shard_name
 from api.media import MediaRouter
 from api.rooms import RoomRouter, shard_name
 from cluster import shards
+from cluster.directory import ShardDirectory
 from cluster.drain import retire_media_shard
 from cluster.scaling import (
+    INGEST,
     MEDIA,
     ROOMS,
     Decision,
     decide_load,
+    ingest_bounds,
     media_bounds,
     room_bounds,
 )
 from infra import redis as redis_conn
 from infra.metrics import DECISIONS_KEY
+from infra.named_actors import NamedActors
 from infra.settings import Settings
-from infra.telemetry import setup_tracing, traced
+from infra.telemetry import actor_call, setup_tracing, traced
 
 log = logging.getLogger(__name__)
 CONTROLLER_NAME = "room-shard-controller"
 HISTORY_KEY = "examday:controller:history"
 HISTORY_LENGTH = 100
+INGEST_DRAIN_S = 30.0
 
 
 @ray.remote(num_cpus=0, resources={"room_shard": 1}, max_restarts=-1, max_task_retries=0)
@@ -68,7 +79,9 @@ class ShardController:
         self.redis = redis_conn.connect(settings)
         self.router = RoomRouter(settings, self.redis)
         self.media = MediaRouter(settings, self.redis)
-        self.changed_at = {ROOMS: 0.0, MEDIA: 0.0}
+        self.ingest = ShardDirectory(self.redis, ingest_keys.SHARD_KIND)
+        self.ingest_actors = NamedActors(LogIngest, settings.ray_namespace)
+        self.changed_at = {ROOMS: 0.0, MEDIA: 0.0, INGEST: 0.0}
         self.lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         if run:
@@ -94,7 +107,8 @@ class ShardController:
     async def step(self) -> list[dict[str, Any]]:
         """Look once at each plane, act on its decision, record it; returns the decisions."""
         async with self.lock:
-            return [asdict(await self._rooms_step()), asdict(await self._media_step())]
+            planes = (self._rooms_step, self._media_step, self._ingest_step)
+            return [asdict(await step()) for step in planes]
 
     async def _rooms_step(self) -> Decision:
         loads = await self._room_loads()
@@ -134,6 +148,37 @@ class ShardController:
             deadline = time.monotonic() + self.ops.controller_media_drain_s
             await retire_media_shard(self.router, self.media, lightest, deadline, "scale_down")
         return await self._done(decision)
+
+    async def _ingest_step(self) -> Decision:
+        names = await self.ingest.members()
+        backlogs = {}
+        for name in names:
+            stats = await actor_call((await self.ingest_actors.get(name)).stats)
+            backlogs[name] = int(stats["backlog"])
+        bounds = ingest_bounds(self.ops, self.settings.ingest.shards)
+        since = time.monotonic() - self.changed_at[INGEST]
+        decision = decide_load(list(backlogs.values()), bounds, since, INGEST)
+        if decision.action == "grow":
+            index = 0
+            while ingest_keys.shard_name(index) in backlogs:
+                index += 1
+            name = ingest_keys.shard_name(index)
+            await asyncio.to_thread(self.ingest_actors.create, name, self.settings, name)
+            await self.ingest.add(name, {})
+        elif decision.action == "shrink":
+            ensured = {ingest_keys.shard_name(i) for i in range(self.settings.ingest.shards)}
+            await self._retire_ingest(_lightest(backlogs, ensured))
+        return await self._done(decision)
+
+    async def _retire_ingest(self, name: str) -> None:
+        await self.ingest.remove(name)
+        handle = await self.ingest_actors.get(name)
+        try:
+            await asyncio.wait_for(actor_call(handle.drain, INGEST_DRAIN_S), INGEST_DRAIN_S + 5)
+        except Exception:  # what it leaves unflushed, the other shards adopt
+            log.warning("controller: %s did not flush before it stopped", name)
+        ray.kill(handle, no_restart=True)
+        self.ingest_actors.forget(name)
 
     async def _done(self, decision: Decision) -> Decision:
         if decision.changes:

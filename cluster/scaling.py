@@ -1,10 +1,12 @@
 """The shard controller's decisions: pure functions of the loads, the bounds and time.
 
 One rule for every plane it scales: room shards by the rooms each holds, media
-shards by the WebRTC sessions each serves. Grow above the high mark, shrink below
-the low one (only if the shards left stay under the high mark, so that a shrink
-never causes the next grow), never outside min..max, and never twice within the
-cool-down. Reasons of the media plane start with `media_`, so that the metric
+shards by the WebRTC sessions each serves, ingest shards by the client log
+records acknowledged and not yet flushed (their stream's backlog). Grow above
+the high mark, shrink below the low one (only if the shards left stay under the
+high mark, so that a shrink never causes the next grow), never outside
+min..max, and never twice within the cool-down. Reasons of the media and ingest
+planes start with `media_` and `ingest_`, so that the metric
 `examday_controller_decisions{action, reason}` tells the planes apart.
 """
 
@@ -16,6 +18,9 @@ from infra.ops_settings import OpsSettings
 
 ROOMS = "rooms"
 MEDIA = "media"
+INGEST = "ingest"
+# What a plane's load counts, as named in its reasons.
+UNITS = {ROOMS: "rooms", MEDIA: "sessions", INGEST: "backlog"}
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,23 @@ def media_bounds(ops: OpsSettings, floor: int = 1) -> Bounds:
     )
 
 
+def ingest_bounds(ops: OpsSettings, floor: int = 1) -> Bounds:
+    """`floor`: `EXAMDAY_INGEST__SHARDS`, as for the room shards."""
+    return Bounds(
+        *_floor(ops.controller_ingest_min_shards, ops.controller_ingest_max_shards, floor),
+        ops.controller_ingest_backlog_high,
+        ops.controller_ingest_backlog_low,
+        ops.controller_cooldown_s,
+        prefix="ingest_",
+    )
+
+
 @dataclass(frozen=True)
 class Decision:
     action: str  # grow | shrink | hold
     reason: str
     shards: int
-    load: int  # rooms (rooms plane) or sessions (media plane), all shards together
+    load: int  # in the plane's unit (`UNITS`), all shards together
     plane: str = ROOMS
 
     @property
@@ -73,7 +89,7 @@ def decide_load(
 ) -> Decision:
     """What to do given each shard's load and the time since the plane last changed."""
     count, total = len(loads), sum(loads)
-    unit = "rooms" if plane == ROOMS else "sessions"
+    unit = UNITS[plane]
 
     def decision(action: str, reason: str) -> Decision:
         return Decision(action, bounds.prefix + reason, count, total, plane)
@@ -102,3 +118,8 @@ def decide(loads: list[int], ops: OpsSettings, since_change_s: float) -> Decisio
 def decide_media(sessions: list[int], ops: OpsSettings, since_change_s: float) -> Decision:
     """The media shards' decision, by the sessions each serves."""
     return decide_load(sessions, media_bounds(ops), since_change_s, MEDIA)
+
+
+def decide_ingest(backlogs: list[int], ops: OpsSettings, since_change_s: float) -> Decision:
+    """The ingest shards' decision, by the backlog of each one's stream."""
+    return decide_load(backlogs, ingest_bounds(ops), since_change_s, INGEST)

@@ -33,6 +33,11 @@ class OpsSettings(BaseModel):
     controller_media_sessions_high: int = Field(default=200, ge=1)
     controller_media_sessions_low: int = Field(default=50, ge=0)
     controller_media_drain_s: float = Field(default=60.0, gt=0)
+    # The log ingest shards, by records acknowledged and not yet flushed per shard.
+    controller_ingest_min_shards: int = Field(default=1, ge=1, le=64)
+    controller_ingest_max_shards: int = Field(default=16, ge=1, le=64)
+    controller_ingest_backlog_high: int = Field(default=20_000, ge=1)
+    controller_ingest_backlog_low: int = Field(default=1_000, ge=0)
     # `examday up` starts the controller's loop; off, the shards stay as they are until
     # `examday cluster autoscale` or `examday cluster shards`.
     controller_autostart: bool = True
@@ -46,6 +51,14 @@ class OpsSettings(BaseModel):
         if self.controller_media_min_shards > self.controller_media_max_shards:
             raise ValueError(
                 "controller_media_min_shards must not exceed controller_media_max_shards"
+            )
+        if self.controller_ingest_min_shards > self.controller_ingest_max_shards:
+            raise ValueError(
+                "controller_ingest_min_shards must not exceed controller_ingest_max_shards"
+            )
+        if self.controller_ingest_backlog_low >= self.controller_ingest_backlog_high:
+            raise ValueError(
+                "controller_ingest_backlog_low must be below controller_ingest_backlog_high"
             )
         if self.controller_media_sessions_low >= self.controller_media_sessions_high:
             raise ValueError(

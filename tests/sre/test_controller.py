@@ -23,31 +23,10 @@ from api.rooms import room_key
 from api.runtime import Runtime
 from cluster import controller, status
 from infra.metrics import DECISIONS_KEY
-from infra.ops_settings import OpsSettings
 from infra.settings import Settings
 from infra.telemetry import actor_call, tracer
 from tests.sre.logfiles import json_lines, worker_err_files
-
-
-async def _pinned(
-    runtime: Runtime, rooms: int | None = None, media: int | None = None, **more: Any
-) -> OpsSettings:
-    """Bounds that hold each plane at `rooms` / `media` shards (default: as many as now)."""
-    rooms = rooms or len(await runtime.rooms.directory.members())
-    media = media or len(await runtime.media.router.directory.members())
-    return OpsSettings(
-        controller_min_shards=rooms,
-        controller_max_shards=rooms,
-        controller_media_min_shards=media,
-        controller_media_max_shards=media,
-        controller_cooldown_s=0,
-        **more,
-    )
-
-
-def _plane(decisions: list[dict[str, Any]], plane: str) -> dict[str, Any]:
-    [decision] = [d for d in decisions if d["plane"] == plane]
-    return decision
+from tests.sre.pinning import pinned, plane
 
 
 async def _counts(runtime: Runtime) -> dict[str, int]:
@@ -62,7 +41,7 @@ async def test_controller_grows_and_shrinks_the_room_shards(
     before = await _counts(runtime)
     count = len(await runtime.rooms.directory.members())
     for target, action in ((count + 1, "grow"), (count, "shrink")):
-        ops = await _pinned(runtime, rooms=target, log_format="json")
+        ops = await pinned(runtime, rooms=target, log_format="json")
         name = f"controller-test-{secrets.token_hex(3)}"
         handle = await asyncio.to_thread(
             controller.get_or_create, settings.model_copy(update={"ops": ops}), name
@@ -73,9 +52,9 @@ async def test_controller_grows_and_shrinks_the_room_shards(
                 decisions = await actor_call(handle.step)
         finally:
             ray.kill(handle)
-        decision = _plane(decisions, "rooms")
+        decision = plane(decisions, "rooms")
         assert decision["action"] == action
-        assert _plane(decisions, "media")["action"] == "hold"
+        assert plane(decisions, "media")["action"] == "hold"
         assert len(await runtime.rooms.directory.members()) == target
         # The decision is a JSON line in the actor's own log, with its reason and trace.
         logged = [
@@ -94,7 +73,7 @@ async def test_controller_grows_and_shrinks_the_room_shards(
     assert after["shrink:above_max_shards"] == before.get("shrink:above_max_shards", 0) + 1
     text = (await client.get("/metrics")).text
     assert 'examday_controller_decisions{action="grow",reason="below_min_shards"}' in text
-    history = await controller.history(runtime.redis, limit=4)
+    history = await controller.history(runtime.redis, limit=6)  # 3 planes, 2 steps
     assert [h["action"] for h in history if h["plane"] == "rooms"] == ["shrink", "grow"]
 
 
@@ -103,7 +82,7 @@ async def test_a_restarted_controller_resumes_its_loop(app: FastAPI, settings: S
     the actor; bounds equal to the current shard count make every decision a hold."""
     runtime: Runtime = app.state.runtime
     count = len(await runtime.rooms.directory.members())
-    ops = await _pinned(runtime, controller_interval_s=0.2)
+    ops = await pinned(runtime, controller_interval_s=0.2)
     name = f"controller-loop-{secrets.token_hex(3)}"
     handle = await asyncio.to_thread(
         controller.get_or_create, settings.model_copy(update={"ops": ops}), name, run=True
@@ -137,6 +116,7 @@ async def test_a_restarted_controller_resumes_its_loop(app: FastAPI, settings: S
     assert {plane: d["action"] for plane, d in shown["latest"].items()} == {
         "rooms": "hold",
         "media": "hold",
+        "ingest": "hold",
     }
     assert len(await runtime.rooms.directory.members()) == count
 
@@ -149,14 +129,14 @@ async def test_controller_grows_and_retires_a_media_shard(app: FastAPI, settings
     before = sorted(await media.directory.members())
     decided = []
     for target in (len(before) + 1, len(before)):
-        ops = await _pinned(runtime, media=target)
+        ops = await pinned(runtime, media=target)
         name = f"controller-media-{secrets.token_hex(3)}"
         handle = await asyncio.to_thread(
             controller.get_or_create, settings.model_copy(update={"ops": ops}), name
         )
         try:
             if target > len(before):
-                decided.append(_plane(await actor_call(handle.step), "media"))
+                decided.append(plane(await actor_call(handle.step), "media"))
                 [added] = sorted(set(await media.directory.members()) - set(before))
                 # A live room whose media is on the new shard.
                 key = room_key(f"scale{secrets.token_hex(3)}", "r1")
@@ -165,7 +145,7 @@ async def test_controller_grows_and_retires_a_media_shard(app: FastAPI, settings
                 )
                 await media.assign(key, added)
             else:
-                decided.append(_plane(await actor_call(handle.step), "media"))
+                decided.append(plane(await actor_call(handle.step), "media"))
         finally:
             ray.kill(handle)
     assert [(d["action"], d["reason"]) for d in decided] == [

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.scaling import decide, decide_media, media_bounds, room_bounds
+from cluster.scaling import (
+    decide,
+    decide_ingest,
+    decide_media,
+    ingest_bounds,
+    media_bounds,
+    room_bounds,
+)
 from infra.ops_settings import OpsSettings
 
 OPS = OpsSettings(
@@ -57,6 +64,22 @@ def test_media_decisions(sessions: list[int], since: float, action: str, reason:
     assert (decision.plane, decision.load) == ("media", sum(sessions))
 
 
+@pytest.mark.parametrize(
+    ("backlogs", "since", "action", "reason"),
+    [
+        ([], 0, "grow", "ingest_below_min_shards"),
+        ([30_000, 25_000], 600, "grow", "ingest_backlog_per_shard_high"),
+        ([30_000, 25_000], 10, "hold", "ingest_cooldown"),
+        ([100, 0, 50], 600, "shrink", "ingest_backlog_per_shard_low"),
+        ([5_000, 4_000], 600, "hold", "ingest_in_band"),
+    ],
+)
+def test_ingest_decisions(backlogs: list[int], since: float, action: str, reason: str) -> None:
+    decision = decide_ingest(backlogs, OPS, since)
+    assert (decision.action, decision.reason) == (action, reason)
+    assert (decision.plane, decision.load) == ("ingest", sum(backlogs))
+
+
 def test_shrinking_never_pushes_the_rest_above_the_high_mark() -> None:
     ops = OPS.model_copy(update={"controller_rooms_low": 99})
     # 3 shards at 90 rooms are under the low mark, but 2 would hold 135 each.
@@ -72,6 +95,7 @@ def test_the_shards_gateways_ensure_are_the_floor() -> None:
     assert (room_bounds(OPS, 3).min_shards, room_bounds(OPS, 3).max_shards) == (3, 4)
     assert (media_bounds(OPS, 5).min_shards, media_bounds(OPS, 5).max_shards) == (5, 5)
     assert room_bounds(OPS, 1).min_shards == 2
+    assert ingest_bounds(OPS, 2).min_shards == 2
 
 
 def test_bad_bounds_are_refused() -> None:
