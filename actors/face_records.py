@@ -63,6 +63,7 @@ class FaceRecord:
     status: str
     attempts: int
     review: str | None
+    liveness: str | None = None  # "passed" or why the last challenge failed
 
     @classmethod
     def parse(cls, raw: Mapping[Any, Any]) -> FaceRecord | None:
@@ -78,4 +79,5 @@ class FaceRecord:
             status=fields.get("status", "enrolled"),
             attempts=int(fields.get("attempts", 0)),
             review=fields.get("review") or None,
+            liveness=fields.get("liveness") or None,
         )

@@ -194,10 +194,16 @@ class FaceService:
         }
 
     async def require_verified(self, exam_id: str, cid: str) -> None:
-        """The join gate of an exam with `require_face_verification`."""
+        """The join gate of an exam with `require_face_verification`: a match and a
+        passed liveness challenge (a matching photo held to the camera has no
+        liveness), or a proctor's acceptance after a review."""
         record = await self.record(exam_id, cid)
         if record is not None and record.status in CLEARED:
-            return
+            if record.status != "verified" or record.liveness == "passed":
+                return
+            raise Forbidden(
+                "Pass the liveness challenge before you join.", reason="liveness_required"
+            )
         reason = {"review": "face_review_pending", "rejected": "face_rejected"}.get(
             record.status if record else "", "face_verification_required"
         )

@@ -15,7 +15,7 @@ from ml.config import FaceSettings
 from ml.images import RGBImage
 from ml.liveness import Movement
 from ml.pipeline import FacePipeline
-from tests.face.conftest import enrol, jpeg, photo, photo_bytes, runtime_of
+from tests.face.conftest import enrol, image_headers, jpeg, photo, photo_bytes, runtime_of
 from tests.factories import candidate_login, new_exam
 
 SWEEP = (0, 15, 30, 40, 30, 15, 0)  # degrees of the synthetic head movement, frame by frame
@@ -128,3 +128,41 @@ async def test_frames_are_bounded(client: httpx.AsyncClient, app: FastAPI) -> No
         "/v1/me/liveness/challenges/AAAAAAAAAAAAAAAAAAAAAA", json={"frames": []}, headers=headers
     )
     assert wrong.json()["reason"] == "challenge_not_found"
+
+
+async def test_joining_needs_the_match_and_a_passed_challenge(
+    client: httpx.AsyncClient, app: FastAPI, still: RGBImage, movements: Movements
+) -> None:
+    world = await new_exam(
+        client,
+        runtime_of(app),
+        {"r1": ["5301"]},
+        with_proctors=False,
+        require_face_verification=True,
+    )
+    assert (await enrol(client, world, "5301", photo_bytes("person_b_1"))).status_code == 200
+    headers = await candidate_login(client, world.exam_id, "5301")
+    await client.post("/v1/me/consent", json={"policy_version": "1"}, headers=headers)
+
+    async def join_refusal() -> str | None:
+        response = await client.post("/v1/me/join", json={}, headers=headers)
+        return None if response.status_code == 200 else str(response.json()["reason"])
+
+    assert await join_refusal() == "face_verification_required"
+    match = await client.post(
+        "/v1/me/verification", content=jpeg(still), headers=image_headers(headers)
+    )
+    assert match.json()["match"] is True, match.text
+    assert await join_refusal() == "liveness_required"  # a matching photo is not a person
+
+    challenge = (await client.post("/v1/me/liveness/challenges", headers=headers)).json()
+    url = f"/v1/me/liveness/challenges/{challenge['nonce']}"
+    held_up = frames_body([jpeg(still)] * 6)
+    assert (await client.post(url, json=held_up, headers=headers)).json()["passed"] is False
+    assert await join_refusal() == "liveness_required"
+
+    challenge = (await client.post("/v1/me/liveness/challenges", headers=headers)).json()
+    url = f"/v1/me/liveness/challenges/{challenge['nonce']}"
+    answer = frames_body(movements[challenge["movement"]])
+    assert (await client.post(url, json=answer, headers=headers)).json()["passed"] is True
+    assert await join_refusal() is None

@@ -5,7 +5,9 @@ import { get, post } from '/common/http.js';
 import { t } from '/common/i18n.js';
 
 // Reasons of a refused join that this step resolves.
-export const FACE_REASONS = new Set(['face_verification_required', 'face_review_pending', 'face_rejected']);
+export const FACE_REASONS = new Set([
+  'face_verification_required', 'liveness_required', 'face_review_pending', 'face_rejected',
+]);
 
 const RECORD_MS = 3000; // long enough for a slow movement and the way back
 const FRAME_EVERY_MS = 150;
