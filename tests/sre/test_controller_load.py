@@ -1,0 +1,103 @@
+"""The controller adds a room shard under load and removes it after, while events keep
+being appended to the rooms: every acknowledged event is in its room's journal exactly
+once, and the rooms keep their candidates."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import uuid
+from typing import Any
+
+import ray
+from fastapi import FastAPI
+
+from actors.journal import stream_key
+from api.rooms import room_key
+from api.runtime import Runtime
+from cluster import controller
+from infra.ops_settings import OpsSettings
+from infra.settings import Settings
+from infra.telemetry import actor_call
+from tests.sre.pinning import pinned, plane
+
+ROOMS = 6
+
+
+async def _step(runtime: Runtime, settings: Settings, ops: OpsSettings) -> dict[str, Any]:
+    name = f"controller-load-{secrets.token_hex(3)}"
+    handle = await asyncio.to_thread(
+        controller.get_or_create, settings.model_copy(update={"ops": ops}), name
+    )
+    try:
+        return plane(await actor_call(handle.step), "rooms")
+    finally:
+        ray.kill(handle)
+
+
+async def _loads(runtime: Runtime) -> list[int]:
+    shards = runtime.rooms
+    names = await shards.directory.members()
+    return [int((await (await shards.handle(n)).stats.remote())["rooms"]) for n in names]
+
+
+async def test_a_room_shard_added_under_load_and_removed_after_loses_no_event(
+    app: FastAPI, settings: Settings
+) -> None:
+    runtime: Runtime = app.state.runtime
+    exam = f"load{secrets.token_hex(3)}"
+    keys = [room_key(exam, f"r{i}") for i in range(ROOMS)]
+    for key in keys:
+        await runtime.rooms.call(key, "heartbeat", "c-load", "wifi", uuid.uuid4().hex, True)
+    acknowledged: dict[str, list[int]] = {key: [] for key in keys}
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        n = 0
+        while not stop.is_set():
+            for key in keys:
+                await runtime.rooms.call(key, "append", {"type": "note", "n": n})
+                acknowledged[key].append(n)
+            n += 1
+
+    writer = asyncio.get_running_loop().create_task(write())
+    try:
+        loads = await _loads(runtime)
+        count, total = len(loads), sum(loads)
+        base = await pinned(runtime)
+        # Under load: more rooms per shard than the high mark.
+        grow = base.model_copy(
+            update={
+                "controller_min_shards": settings.room_shards,
+                "controller_max_shards": count + 1,
+                "controller_rooms_high": max(1, -(-total // count) - 1),
+                "controller_rooms_low": 0,
+            }
+        )
+        grown = await _step(runtime, settings, grow)
+        assert (grown["action"], grown["reason"]) == ("grow", "rooms_per_shard_high")
+        assert len(await runtime.rooms.directory.members()) == count + 1
+        # After: fewer rooms per shard than the low mark, and one shard fewer stays under
+        # the high one.
+        total = sum(await _loads(runtime))
+        shrink = grow.model_copy(
+            update={"controller_rooms_high": total + 1, "controller_rooms_low": total // 2 + 1}
+        )
+        shrunk = await _step(runtime, settings, shrink)
+        assert (shrunk["action"], shrunk["reason"]) == ("shrink", "rooms_per_shard_low")
+        assert len(await runtime.rooms.directory.members()) == count
+    finally:
+        stop.set()
+        await writer
+    for key in keys:
+        journal: Any = await runtime.redis.xrange(stream_key(key))
+        notes = [
+            event["n"]
+            for event in (json.loads(fields[b"e"]) for _, fields in journal)
+            if event["type"] == "note"
+        ]
+        assert notes == acknowledged[key], key
+        assert len(notes) > 0
+        view = await runtime.rooms.call(key, "room_view")
+        assert view["presence"]["c-load"]["state"] == "joined"
