@@ -1,10 +1,13 @@
-"""The shard controller: room shards and media shards grow and shrink with their load.
+"""The shard controller: room, media and ingest shards grow and shrink with their load.
 
 One named, detached actor looks every `controller_interval_s` at the rooms per
-room shard and the WebRTC sessions per media shard and decides for each plane
-(`cluster.scaling`, pure functions) to grow, shrink or hold, within its min..max
-(never below what the gateways make sure exist: `EXAMDAY_ROOM_SHARDS`,
-`EXAMDAY_MEDIA_SHARDS`) and never twice within `controller_cooldown_s`.
+room shard, the WebRTC sessions per media shard and the backlog per ingest shard,
+and decides for each plane (`cluster.scaling`, pure functions) to grow, shrink or
+hold, within its min..max and never twice within `controller_cooldown_s`. The
+minimum is never below what the gateways make sure exist (`EXAMDAY_ROOM_SHARDS`,
+`EXAMDAY_MEDIA_SHARDS`, `EXAMDAY_INGEST__SHARDS`), nor below
+`controller_*_shards_per_node` times the live, undrained nodes offering the
+plane's resource, so that the planes follow the cluster's size.
 
 - Room shards: growing adds a shard to the directory (rooms move to it by
   rendezvous hashing, fenced, on their next call); shrinking removes the one with
@@ -55,6 +58,7 @@ from cluster.scaling import (
     decide_load,
     ingest_bounds,
     media_bounds,
+    node_floor,
     room_bounds,
 )
 from infra import redis as redis_conn
@@ -82,6 +86,7 @@ class ShardController:
         self.ingest = ShardDirectory(self.redis, ingest_keys.SHARD_KIND)
         self.ingest_actors = NamedActors(LogIngest, settings.ray_namespace)
         self.changed_at = {ROOMS: 0.0, MEDIA: 0.0, INGEST: 0.0}
+        self.nodes: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         if run:
@@ -107,12 +112,19 @@ class ShardController:
     async def step(self) -> list[dict[str, Any]]:
         """Look once at each plane, act on its decision, record it; returns the decisions."""
         async with self.lock:
+            self.nodes = await asyncio.to_thread(nodes_offering)
             planes = (self._rooms_step, self._media_step, self._ingest_step)
             return [asdict(await step()) for step in planes]
 
+    def _floor(self, ensured: int, per_node: int, resource: str) -> int:
+        return node_floor(ensured, per_node, self.nodes.get(resource, 0))
+
     async def _rooms_step(self) -> Decision:
         loads = await self._room_loads()
-        bounds = room_bounds(self.ops, self.settings.room_shards)
+        floor = self._floor(
+            self.settings.room_shards, self.ops.controller_room_shards_per_node, "room_shard"
+        )
+        bounds = room_bounds(self.ops, floor)
         since = time.monotonic() - self.changed_at[ROOMS]
         decision = decide_load(list(loads.values()), bounds, since, ROOMS)
         if decision.action == "grow":
@@ -134,7 +146,10 @@ class ShardController:
         reports = await self.media.loads(names)
         # A shard without a fresh report (just started) counts as empty.
         sessions = {name: int(reports.get(name, {}).get("sessions", 0)) for name in names}
-        bounds = media_bounds(self.ops, self.settings.media_shards)
+        floor = self._floor(
+            self.settings.media_shards, self.ops.controller_media_shards_per_node, "media"
+        )
+        bounds = media_bounds(self.ops, floor)
         since = time.monotonic() - self.changed_at[MEDIA]
         decision = decide_load(list(sessions.values()), bounds, since, MEDIA)
         if decision.action == "grow":
@@ -155,7 +170,10 @@ class ShardController:
         for name in names:
             stats = await actor_call((await self.ingest_actors.get(name)).stats)
             backlogs[name] = int(stats["backlog"])
-        bounds = ingest_bounds(self.ops, self.settings.ingest.shards)
+        floor = self._floor(
+            self.settings.ingest.shards, self.ops.controller_ingest_shards_per_node, "ingest"
+        )
+        bounds = ingest_bounds(self.ops, floor)
         since = time.monotonic() - self.changed_at[INGEST]
         decision = decide_load(list(backlogs.values()), bounds, since, INGEST)
         if decision.action == "grow":
@@ -217,6 +235,22 @@ class ShardController:
                 await self.step()
             except Exception:  # a shard restarting must not stop the controller
                 log.exception("controller: step failed")
+
+
+def nodes_offering() -> dict[str, int]:
+    """Live nodes, not being drained, per custom resource they offer (blocking)."""
+    from cluster.ray_private import draining_nodes
+
+    try:
+        draining = set(draining_nodes())
+    except Exception:  # the private call is checked by tests; without it, count all
+        draining = set()
+    counts: dict[str, int] = {}
+    for node in ray.nodes():  # type: ignore[no-untyped-call]
+        if node.get("Alive") and node["NodeID"] not in draining:
+            for resource in node.get("Resources", {}):
+                counts[resource] = counts.get(resource, 0) + 1
+    return counts
 
 
 def _lightest(loads: dict[str, int], ensured: set[str]) -> str:

@@ -33,6 +33,12 @@ class Bounds:
     prefix: str = ""  # of the reasons
 
 
+def node_floor(floor: int, per_node: int, nodes: int) -> int:
+    """The floor of a plane on a cluster of `nodes` nodes offering its resource: it grows
+    and shrinks with the cluster when `per_node` is set (0: the node count is ignored)."""
+    return max(floor, per_node * nodes)
+
+
 def _floor(minimum: int, maximum: int, floor: int) -> tuple[int, int]:
     low = max(minimum, floor)
     return low, max(maximum, low)

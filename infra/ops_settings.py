@@ -25,6 +25,11 @@ class OpsSettings(BaseModel):
     controller_rooms_low: int = Field(default=50, ge=0)
     controller_interval_s: float = Field(default=15.0, gt=0)
     controller_cooldown_s: float = Field(default=120.0, ge=0)
+    # At least this many shards per live node offering the plane's resource (room_shard,
+    # media, ingest), so that the planes grow and shrink with the cluster; 0: off.
+    controller_room_shards_per_node: int = Field(default=0, ge=0, le=64)
+    controller_media_shards_per_node: int = Field(default=0, ge=0, le=64)
+    controller_ingest_shards_per_node: int = Field(default=0, ge=0, le=64)
     # The media shards, by WebRTC sessions per shard (a shard takes up to
     # EXAMDAY_MEDIA__MAX_SESSIONS); a shard removed tells its rooms to reconnect
     # elsewhere and gets this long for its clients to leave before it stops.

@@ -101,3 +101,21 @@ async def test_a_room_shard_added_under_load_and_removed_after_loses_no_event(
         assert len(notes) > 0
         view = await runtime.rooms.call(key, "room_view")
         assert view["presence"]["c-load"]["state"] == "joined"
+
+
+async def test_room_shards_follow_the_node_count(app: FastAPI, settings: Settings) -> None:
+    """With `controller_room_shards_per_node` the live nodes set the floor: one more shard
+    per node than there are shards now makes it grow; with it off, it shrinks back."""
+    runtime: Runtime = app.state.runtime
+    count = len(await runtime.rooms.directory.members())
+    base = await pinned(runtime)
+    per_node = base.model_copy(
+        update={"controller_room_shards_per_node": count + 1, "controller_max_shards": 256}
+    )
+    nodes = await asyncio.to_thread(controller.nodes_offering)
+    grown = await _step(runtime, settings, per_node)
+    assert (grown["action"], grown["reason"]) == ("grow", "below_min_shards")
+    assert nodes["room_shard"] >= 1
+    back = await _step(runtime, settings, base.model_copy(update={"controller_min_shards": count}))
+    assert (back["action"], back["reason"]) == ("shrink", "above_max_shards")
+    assert len(await runtime.rooms.directory.members()) == count

@@ -10,6 +10,7 @@ from cluster.scaling import (
     decide_media,
     ingest_bounds,
     media_bounds,
+    node_floor,
     room_bounds,
 )
 from infra.ops_settings import OpsSettings
@@ -96,6 +97,13 @@ def test_the_shards_gateways_ensure_are_the_floor() -> None:
     assert (media_bounds(OPS, 5).min_shards, media_bounds(OPS, 5).max_shards) == (5, 5)
     assert room_bounds(OPS, 1).min_shards == 2
     assert ingest_bounds(OPS, 2).min_shards == 2
+
+
+def test_the_node_count_raises_the_floor_when_asked() -> None:
+    assert node_floor(2, 0, 10) == 2  # off: the node count is ignored
+    assert node_floor(2, 1, 3) == 3  # one shard per node on 3 nodes
+    assert node_floor(4, 1, 3) == 4  # never below what the gateways ensure
+    assert room_bounds(OPS, node_floor(2, 2, 3)).min_shards == 6
 
 
 def test_bad_bounds_are_refused() -> None:
