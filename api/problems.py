@@ -76,7 +76,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ExamdayError)
     async def _examday_error(request: Request, exc: ExamdayError) -> JSONResponse:
         if exc.status >= 500:
-            log.warning("%s on %s %s: %s", exc.reason, request.method, request.url.path, exc.detail)
+            log.warning("%s on %s %s: %s", exc.reason, request.method, _route(request), exc.detail)
         return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
@@ -112,7 +112,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RedisTimeoutError)
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
         # Overload or an outage of the hot store: the client should come back shortly.
-        log.warning("redis unavailable on %s %s: %s", request.method, request.url.path, exc)
+        log.warning("redis unavailable on %s %s: %s", request.method, _route(request), exc)
         return problem_response(
             503, "dependency_down", "A dependency is down", "hot state is unavailable",
             request.url.path, retry_after=1,
@@ -120,7 +120,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, _route(request))
         return problem_response(
             500, "internal", "Internal error", "an unexpected error occurred", request.url.path
         )
+
+
+def _route(request: Request) -> str:
+    """The route template for log lines: the raw path holds exam and candidate ids."""
+    return str(getattr(request.scope.get("route"), "path", "unmatched"))
