@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+from aiortc import RTCPeerConnection
 from aiortc.codecs.vpx import VpxPayloadDescriptor
-from aiortc.rtp import RtpPacket
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpSendParameters,
+)
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from actors.fanout import ForwardTrack
+from actors.rtp_output import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, RtpOutput
 from tests.media.conftest import Stage
 from tests.media.peers import RtpLink, until
 from tests.media.test_forwarding import assert_in_order
@@ -101,3 +109,41 @@ async def test_a_resynchronised_viewer_continues_its_sequence(stage: Stage) -> N
     assert all(b > a for a, b in itertools.pairwise(indices))  # decoded on, in order
     assert sum(b - a > 1 for a, b in itertools.pairwise(indices)) == 1  # one jump, at the resync
     assert sum(starts_keyframe(p) for p in link.of("vp8")) >= 2
+
+
+@pytest.mark.parametrize(
+    ("ids", "mid", "level"),
+    [
+        ({URI_MID: 1, URI_ABS_SEND_TIME: 2}, "0", None),  # aiortc's video
+        ({URI_MID: 9, URI_AUDIO_LEVEL: 1}, "1", (True, 42)),  # audio, voice active
+        ({URI_MID: 3, URI_AUDIO_LEVEL: 14}, "audio-long-mid-1", None),  # no level sent
+        ({URI_MID: 15, URI_ABS_SEND_TIME: 2}, "0", None),  # two-byte header form
+        ({}, "0", None),  # none negotiated
+    ],
+)
+async def test_header_extensions_are_written_as_aiortc_writes_them(
+    ids: dict[str, int], mid: str, level: tuple[bool, int] | None
+) -> None:
+    pc = RTCPeerConnection()
+    try:
+        sender = pc.addTransceiver("video").sender
+        output = RtpOutput(sender, lambda: None)
+        parameters = RTCRtpSendParameters(
+            codecs=[RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)],
+            headerExtensions=[RTCRtpHeaderExtensionParameters(id=i, uri=u) for u, i in ids.items()],
+            muxId=mid,
+        )
+        output._configure(parameters)  # what the sender's `send` gets from aiortc
+        abs_time = 0x123456
+        ours = output.extension(abs_time.to_bytes(3, "big"), level)
+
+        expected = RtpPacket(payload_type=97, payload=b"x")
+        expected.extensions.mid = mid
+        expected.extensions.abs_send_time = abs_time
+        expected.extensions.audio_level = level
+        extensions_map = HeaderExtensionsMap()
+        extensions_map.configure(parameters)
+        # aiortc's bytes after the 12-byte fixed header, up to the payload.
+        assert ours == expected.serialize(extensions_map)[12:-1]
+    finally:
+        await pc.close()
