@@ -16,7 +16,7 @@ upgrade removed, so a broken upgrade fails a test rather than production.
   the sender's `__rtp_history`, which its NACK handler `_retransmit` reads,
   and counted in the `__packet_count`, `__octet_count`, `__ntp_timestamp` and
   `__rtp_timestamp` its RTCP loop puts into sender reports.
-- Receive side, frames: `RTCRtpReceiver` hands each complete encoded frame from its
+- Frames (recording, sampling): `RTCRtpReceiver` hands each complete frame from its
   jitter buffer to `decoder_queue.put((codec, JitterFrame))`, and its decoder
   thread runs `decoder_worker`, which loops on `decoder_queue.get()` until it
   reads `None`. `tap_receiver` swaps that queue for an `EncodedFrameTap` before
@@ -25,9 +25,10 @@ upgrade removed, so a broken upgrade fails a test rather than production.
 - Keyframes: `_send_rtcp_pli(ssrc)` sends a PLI to the publisher; a sender
   answers PLI/FIR from its viewer by calling its own `_send_keyframe()`, which
   `on_keyframe_request` replaces with a relay callback.
-- Send side: a sender packs `av.Packet`s without encoding; the encoder object
-  it keeps in `__encoder` is preset to a `PackOnlyEncoder` that counts any
-  encode, so "no encode" is measured rather than assumed.
+- No encoding: a viewer's sender never gets a frame (its track idles while
+  `actors.rtp_output` writes for it), and the encoder slot it keeps in
+  `__encoder` is preset to a `PackOnlyEncoder` that counts any encode, so "no
+  encode" is measured rather than assumed.
 - Signalling helpers that aiortc has but does not document (`aiortc.sdp.
   candidate_from_sdp`, `aiortc.codecs.get_encoder`) are imported here only, so
   a rename fails at import, in every test.
@@ -36,9 +37,10 @@ upgrade removed, so a broken upgrade fails a test rather than production.
   address list while it gathers (a context variable, so other connections in
   the process are untouched); aiortc gathers in `setLocalDescription` only.
 
-Names are checked by `missing_private_api`; the behaviour behind them (frames
-reach the tap, PLI reaches the hook, answers carry only allowed addresses) by
-the forwarding, NACK and ICE tests in tests/media.
+Names are checked by `missing_private_api`; the behaviour behind them (packets
+and frames reach the taps, viewers decode what is written for them, NACKs are
+answered from the history, PLI reaches the hook, answers carry only allowed
+addresses) by the forwarding, RTP forwarding and ICE tests in tests/media.
 """
 
 from __future__ import annotations
