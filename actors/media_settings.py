@@ -35,8 +35,6 @@ class MediaSettings(BaseModel):
 
     # A session that has not connected by then is closed and its slot freed.
     connect_timeout_s: float = Field(default=20.0, gt=0)
-    # Frames queued for one viewer before it is resynchronised on a keyframe.
-    viewer_queue_frames: int = Field(default=60, ge=4)
     # At most one keyframe request per publisher track in this interval while
     # one is outstanding; more viewers asking do not multiply requests.
     keyframe_request_interval_s: float = Field(default=0.5, gt=0)
