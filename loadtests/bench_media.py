@@ -28,11 +28,12 @@ import multiprocessing
 import multiprocessing.connection
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import av
 import numpy as np
+import numpy.typing as npt
 from aiortc import RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -40,9 +41,9 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from actors import rtc
 from actors.media_settings import MediaSettings
 from actors.sfu import Forwarder
+from loadtests.webrtc import FPS, HEIGHT, WIDTH, encode_vp8
 
 LOOPBACK = ("127.0.0.1",)
-WIDTH, HEIGHT, FPS = 320, 240, 15
 BITRATE = 500_000  # aiortc's VP8 default, so both ways send alike
 GOP = 2 * FPS
 TIME_BASE = fractions.Fraction(1, 90000)
@@ -50,23 +51,16 @@ TIME_BASE = fractions.Fraction(1, 90000)
 
 def encode_clip(frames: int = 10 * FPS) -> list[bytes]:
     """A moving, noisy 320x240 clip in VP8 at `BITRATE`, a keyframe every `GOP` frames."""
-    encoder = av.CodecContext.create("libvpx", "w")
-    encoder.width, encoder.height, encoder.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    encoder.time_base = fractions.Fraction(1, FPS)
-    encoder.bit_rate = BITRATE
-    encoder.gop_size = GOP
-    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
     rng = np.random.default_rng(7)
     y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
-    clip = []
-    for i in range(frames):
-        image = ((x + 4 * i) % 256 + (y // 2) + rng.integers(0, 24, (HEIGHT, WIDTH))) % 256
-        rgb = np.stack([image, (image + 85) % 256, (image + 170) % 256], axis=-1).astype(np.uint8)
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-        frame.pts = i
-        clip += [bytes(p) for p in encoder.encode(frame)]
-    clip += [bytes(p) for p in encoder.encode(None)]
-    return clip
+
+    def images() -> Iterator[npt.NDArray[np.uint8]]:
+        for i in range(frames):
+            image = ((x + 4 * i) % 256 + (y // 2) + rng.integers(0, 24, (HEIGHT, WIDTH))) % 256
+            channels = [image, (image + 85) % 256, (image + 170) % 256]
+            yield np.stack(channels, axis=-1).astype(np.uint8)
+
+    return encode_vp8(images(), bitrate=BITRATE, keyframe_every=GOP)
 
 
 class ClipTrack(MediaStreamTrack):

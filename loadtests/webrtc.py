@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,25 +74,33 @@ def encode_clips(faces: dict[str, npt.NDArray[np.uint8]]) -> Clips:
 
 
 def _vp8_loop(image: npt.NDArray[np.uint8]) -> list[bytes]:
-    encoder = av.CodecContext.create("libvpx", "w")
-    encoder.width, encoder.height, encoder.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    encoder.time_base = fractions.Fraction(1, FPS)
-    encoder.bit_rate = VIDEO_BITRATE
-    encoder.gop_size = KEYFRAME_EVERY
-    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
-    frames: list[bytes] = []
-    for index in range(CLIP_FRAMES):
-        # A one-pixel drift: a camera image is never perfectly still.
-        moved = np.roll(image, index % 4 - 2, axis=1)
-        frame = av.VideoFrame.from_ndarray(moved, format="rgb24").reformat(format="yuv420p")
-        frame.pts = index
-        if index % KEYFRAME_EVERY == 0:
-            frame.pict_type = av.video.frame.PictureType.I
-        frames += [bytes(packet) for packet in encoder.encode(frame)]
-    frames += [bytes(packet) for packet in encoder.encode(None)]
+    # A one-pixel drift: a camera image is never perfectly still.
+    moved = (np.roll(image, index % 4 - 2, axis=1) for index in range(CLIP_FRAMES))
+    frames = encode_vp8(moved, bitrate=VIDEO_BITRATE, keyframe_every=KEYFRAME_EVERY)
     if len(frames) != CLIP_FRAMES:
         raise RuntimeError(f"the VP8 encoder returned {len(frames)} frames for {CLIP_FRAMES}")
     return frames
+
+
+def encode_vp8(
+    images: Iterable[npt.NDArray[np.uint8]], *, bitrate: int, keyframe_every: int
+) -> list[bytes]:
+    """RGB camera images (WIDTH x HEIGHT) as VP8 frames at FPS, encoded the way a
+    real-time sender does (libvpx realtime, no lag), a keyframe every `keyframe_every`."""
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, FPS)
+    encoder.bit_rate = bitrate
+    encoder.gop_size = keyframe_every
+    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    frames: list[bytes] = []
+    for index, image in enumerate(images):
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+        frame.pts = index
+        if index % keyframe_every == 0:
+            frame.pict_type = av.video.frame.PictureType.I
+        frames += [bytes(packet) for packet in encoder.encode(frame)]
+    return frames + [bytes(packet) for packet in encoder.encode(None)]
 
 
 def _opus_tone(seconds: int = 1) -> list[bytes]:
