@@ -10,11 +10,13 @@ quality, embedding, a sealed template to the region's S3, a Redis record; the mo
 work of a verification, which a candidate can only do a few times). Windows of
 `seconds` alternate between the batch sizes, `rounds` times, on one pool whose
 `max_batch` is set before each window (medians reported); a single replica at
-max_batch 1, the naive service, is measured first. Each window also reports the
-replicas' CPU time per frame (from their process clocks), which other load on a
-shared machine hardly moves. The bare model (`loadtests.bench_face_model.run`, same
-mix, no Ray, no HTTP) runs before, alone: one process with torch's threads, and one
-process per replica side by side; `stages` is its CPU time per stage.
+max_batch 1, the naive service, is measured first. Each window also reports CPU ms
+per frame from process clocks, which other load on a shared machine hardly moves: the
+replicas' (model thread and serving apart), the gateway's, this load generator's,
+and the whole machine's (everything, other people's work included). The bare model
+(`loadtests.bench_face_model.run`, same mix, no Ray, no HTTP) runs before, alone: one
+process with torch's threads, and one process per replica side by side; `stages` is
+its CPU time per stage.
 
     ratio                    best batched / max_batch 1, same replicas (batching alone)
     ratio_vs_single_replica  best batched / one replica at max_batch 1
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import multiprocessing
@@ -35,12 +38,14 @@ import secrets
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import ray
 from PIL import Image
 
@@ -72,9 +77,34 @@ def webcam_jpegs(frame_size: tuple[int, int] = bench_face_model.FRAME_SIZE) -> l
     return jpegs
 
 
-def _cpu_per_frame(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float] | None:
-    """Replica CPU ms per frame between two readings of every replica's load: all of it,
-    the model thread's, and the rest (serving: Ray, pickling, the event loop)."""
+def _clocks(gateway_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far of the gateway (and its workers), of this load generator, and of
+    the whole machine (busy time of every core: other processes included)."""
+    gateway = 0.0
+    if gateway_pid is not None:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(gateway_pid)
+            for process in [root, *root.children(recursive=True)]:
+                times = process.cpu_times()
+                gateway += times.user + times.system
+    machine = psutil.cpu_times()
+    return {
+        "gateway": gateway,
+        "load_generator": time.process_time(),
+        "machine": machine.user
+        + machine.system
+        + machine.nice
+        + getattr(machine, "irq", 0.0)
+        + getattr(machine, "softirq", 0.0),
+    }
+
+
+def _cpu_per_frame(
+    before: dict[str, Any], after: dict[str, Any], clocks: tuple[dict[str, float], ...]
+) -> dict[str, float] | None:
+    """CPU ms per frame between two readings: the replicas (all of it, the model thread's,
+    and the rest: Ray, pickling, the event loop), the gateway, the load generator, and the
+    whole machine, which on a shared machine also holds other people's work."""
     names = [name for name in after if name in before]
 
     def delta(key: str) -> float:
@@ -84,11 +114,10 @@ def _cpu_per_frame(before: dict[str, Any], after: dict[str, Any]) -> dict[str, f
     if frames <= 0:
         return None
     total, model = delta("cpu_seconds"), delta("model_cpu_seconds")
-    return {
-        "all": round(1000 * total / frames, 2),
-        "model": round(1000 * model / frames, 2),
-        "serving": round(1000 * (total - model) / frames, 2),
-    }
+    first, last = clocks
+    figures = {"replicas": total, "model": model, "serving": total - model}
+    figures |= {key: last[key] - first[key] for key in last}
+    return {key: round(1000 * value / frames, 2) for key, value in figures.items()}
 
 
 async def _organiser(settings: Settings, http: aiohttp.ClientSession) -> dict[str, str]:
@@ -131,6 +160,7 @@ async def _drive(
     configure: Callable[[int], None],
     seconds: float,
     concurrency: int,
+    gateway_pid: int | None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Closed-loop load in the frame mix; before each window the pool's max_batch is set."""
     joins, samples = webcam_jpegs(), webcam_jpegs(bench_face_model.MONITOR_SIZE)
@@ -178,12 +208,13 @@ async def _drive(
             await asyncio.to_thread(configure, size)
             await run_closed_loop(http, one, concurrency=concurrency, seconds=SETTLE_S)
             kinds.clear()
-            before = await loads()
+            before, first = await loads(), _clocks(gateway_pid)
             measured = await run_closed_loop(http, one, concurrency=concurrency, seconds=seconds)
+            last = _clocks(gateway_pid)
             window = {
                 "all": measured,
                 "kinds": dict(kinds),
-                "cpu_ms_per_frame": _cpu_per_frame(before, await loads()),
+                "cpu_ms_per_frame": _cpu_per_frame(before, await loads(), (first, last)),
             }
             results.setdefault(str(size), []).append(window)
     return results
@@ -211,9 +242,7 @@ def _combined(windows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "faces_per_s": statistics.median(rates),
         "windows_faces_per_s": rates,
-        "replica_cpu_ms_per_frame": {
-            part: statistics.median(c[part] for c in cpu) for part in ("all", "model", "serving")
-        }
+        "cpu_ms_per_frame": {part: statistics.median(c[part] for c in cpu) for part in cpu[0]}
         if cpu
         else None,
         **_merged([w["all"] for w in windows]),
@@ -244,7 +273,7 @@ def _service(
         def configure(size: int) -> None:
             ray.get(actor_call(pool.configure, size, verifier.max_wait_s), timeout=60)
 
-        raw = asyncio.run(_drive(phase, windows, configure, seconds, concurrency))
+        raw = asyncio.run(_drive(phase, windows, configure, seconds, concurrency, gateway.pid))
     finally:
         gateway.stop()
         loads = _remove_pool(phase)
@@ -280,8 +309,9 @@ def run_local(
         settings = isolated_settings(
             Path(state), env="development", cookie_secure=False, trace_file=None
         )
-        _progress("bare model: CPU time per stage")
-        stages = bench_face_model.stages(batch_sizes, FaceSettings())
+        _progress(f"bare model: CPU time per stage, {threads or 1} thread(s) like a replica")
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            stages = pool.apply(_stages_run, (threads or 1, batch_sizes))
         _progress("bare model")
         bare = bench_face_model.run(batch_sizes, seconds, FaceSettings())
         _progress(f"bare model, {replicas} processes of {threads or 1} thread(s)")
@@ -331,6 +361,14 @@ def _bare_run(threads: int, batch_sizes: Sequence[int], seconds: float) -> dict[
     return bench_face_model.run(batch_sizes, seconds, FaceSettings())
 
 
+def _stages_run(threads: int, batch_sizes: Sequence[int]) -> dict[str, Any]:
+    import torch
+
+    # Process CPU time counts every torch thread, spinning ones too: measure as a replica runs.
+    torch.set_num_threads(threads)
+    return bench_face_model.stages(batch_sizes, FaceSettings())
+
+
 def bare_in_processes(
     processes: int, threads: int, batch_sizes: Sequence[int], seconds: float
 ) -> dict[str, Any]:
@@ -369,9 +407,9 @@ def summarise(report: dict[str, Any], concurrency: int) -> dict[str, Any]:
             max(batched) / max(single["faces_per_s"], 1e-9), 3
         )
     cpu = {
-        size: r["replica_cpu_ms_per_frame"]["all"]
+        size: r["cpu_ms_per_frame"]["replicas"]
         for size, r in service.items()
-        if size.isdigit() and r.get("replica_cpu_ms_per_frame")
+        if size.isdigit() and r.get("cpu_ms_per_frame")
     }
     if "1" in cpu and len(cpu) > 1:
         # The same comparison in replica CPU time per frame: what batching saves per frame,
@@ -417,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, result in report["service"].items():
         print(f"service {name}: {result['faces_per_s']} faces/s, p50 {result['p50_ms']} ms, "
               f"p95 {result['p95_ms']} ms, errors {result['errors']}, "
-              f"replica CPU {result['replica_cpu_ms_per_frame']} ms/frame, "
+              f"CPU ms/frame {result['cpu_ms_per_frame']}, "
               f"by kind {result['by_kind']}")  # fmt: skip
     for kind in ("bare_model", "bare_model_parallel"):
         print(kind, {size: r["faces_per_s"] for size, r in report[kind]["batch_sizes"].items()})
