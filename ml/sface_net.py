@@ -54,7 +54,6 @@ class SFaceNet(nn.Module):
         names: list[str] = list(net.getLayerNames())  # type: ignore[attr-defined]
         convs = [n for n in names if n.endswith("conv2d")]
         blocks: list[nn.Module] = []
-        side = INPUT_SIDE
         for conv_name in convs:
             prefix = conv_name.removesuffix("conv2d")
             (weight,) = _blobs(net, conv_name)
@@ -64,7 +63,6 @@ class SFaceNet(nn.Module):
             # (a wrong guess fails the check against OpenCV at load).
             found = _DEPTHWISE.search(conv_name)
             stride = 2 if found and int(found.group(1)) in _DOWNSAMPLING else 1
-            side //= stride
             conv = nn.Conv2d(
                 out_ch if depthwise else in_per_group,
                 out_ch,
@@ -79,7 +77,6 @@ class SFaceNet(nn.Module):
             prelu.weight.data.copy_(_blobs(net, prefix + "relu")[0].reshape(-1))
             blocks += [conv, _batch_norm(*_blobs(net, prefix + "batchnorm")), prelu]
         self.body = nn.Sequential(*blocks)
-        self.side = side
         self.bn1 = _batch_norm(*_blobs(net, "onnx_node!bn1"))
         weight, bias = _blobs(net, "onnx_node!pre_fc1")
         self.fc = nn.Linear(weight.shape[1], weight.shape[0])
