@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import os
+import random
 import sys
 import time
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from loadtests.scenario import (
 from loadtests.server_stats import ServerSampler
 
 HEARTBEAT_SECONDS = 5.0
+ARRIVAL_SEED = 2026
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ def _candidates(config: FleetConfig, scenario: Scenario) -> list[tuple[str, bool
         media += [room[i] for room in by_room if i < len(room)]
     chosen = set(media[: config.media])
     switching = set(media[: config.switch_faces])
+    # Arrival order is random, as on exam morning (seeded: runs compare): otherwise the
+    # media candidates of the first rooms would all arrive in the first seconds.
+    random.Random(ARRIVAL_SEED).shuffle(numbers)
     return [(n, n in chosen, n in switching) for n in numbers]
 
 
@@ -145,6 +150,7 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
         recorder.steps += part.steps
         recorder.online += part.online
         recorder.incidents_expected.update(part.incidents_expected)
+        recorder.busy_retries.update(part.busy_retries)
     recorder.online.sort()
     expected_tracks = sum(len(p.watch) for p in proctors)
     summary = reports.summarise(recorder, expected_tracks, sampler.summary())

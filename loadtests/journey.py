@@ -27,6 +27,11 @@ from loadtests import webrtc
 from loadtests.scenario import Assets, Scenario
 
 MAX_EVENTS = 100_000
+# A face step refused with 503 (the verifier's bounded queue is full) is asked again
+# after a growing pause, as the candidate app does, this many times at most.
+BUSY_ATTEMPTS = 6
+BUSY_PAUSE_S = 1.0
+WATCH_RETRY_S = 0.5
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Recorder:
     incidents_raised: Counter[str] = field(default_factory=Counter)
     incidents_expected: Counter[str] = field(default_factory=Counter)
     online: list[tuple[float, int]] = field(default_factory=list)
+    busy_retries: Counter[str] = field(default_factory=Counter)  # step -> 503s asked again
     _online_now: int = 0
 
     async def timed(self, actor: str, step: str, call: Awaitable[tuple[bool, str]]) -> bool:
@@ -128,15 +134,32 @@ class Candidate:
             ("network_check", lambda: self._get(http, "/v1/me/network-advice?network=wifi")),
         ]
         if self.media:
+            enrol_jpeg = self.assets.enrol_jpeg
             steps += [
                 (
                     "enrol",
-                    lambda: self._image(http, "PUT", "/v1/me/face", self.assets.enrol_jpeg, 200),
+                    lambda: self._patiently(
+                        "enrol", lambda: self._image(http, "PUT", "/v1/me/face", enrol_jpeg, 200)
+                    ),
                 ),
-                ("verify", lambda: self._verify(http)),
-                ("liveness", lambda: self._liveness(http)),
+                ("verify", lambda: self._patiently("verify", lambda: self._verify(http))),
+                ("liveness", lambda: self._patiently("liveness", lambda: self._liveness(http))),
             ]
         return steps
+
+    async def _patiently(
+        self, step: str, call: Callable[[], Awaitable[tuple[bool, str]]]
+    ) -> tuple[bool, str]:
+        """`call`, asked again after a pause while the answer is 503 (busy), as the app
+        does; the report counts those retries per step."""
+        ok, reason = await call()
+        for attempt in range(1, BUSY_ATTEMPTS):
+            if ok or not reason.startswith("503"):
+                break
+            self.recorder.busy_retries[step] += 1
+            await asyncio.sleep(BUSY_PAUSE_S * attempt * random.uniform(0.5, 1.5))
+            ok, reason = await call()
+        return ok, reason
 
     async def _login(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
         body = {"exam_no": self.scenario.exam_id, "candidate_no": self.number}
@@ -282,6 +305,7 @@ class Proctor:
     watch: list[str] = field(default_factory=list)  # candidate ids publishing in this room
     headers: dict[str, str] = field(default_factory=dict)
     events: Counter[str] = field(default_factory=Counter)
+    present: dict[str, asyncio.Event] = field(default_factory=dict)  # watched cid -> seen
 
     @property
     def name(self) -> str:
@@ -293,24 +317,33 @@ class Proctor:
         stream = asyncio.ensure_future(self._events(http, stop))
         sessions: list[tuple[str, webrtc.WhepSession]] = []
 
-        async def watch(cid: str) -> tuple[bool, str]:
-            """Wait for the candidate to publish (404 until then), as a console tile does."""
+        async def attach(cid: str) -> tuple[bool, str]:
+            """Watch the camera (404 until the candidate has published it)."""
             url = f"/v1/whep/exams/{self.scenario.exam_id}/rooms/{self.room}/candidates/{cid}"
-            deadline = time.monotonic() + duration
             while True:
                 try:
                     session = await webrtc.whep_watch(http, url, self.headers, self.scenario.hosts)
                 except webrtc.MediaRefused as exc:
-                    if exc.status != 404 or time.monotonic() > deadline or stop.is_set():
+                    if exc.status != 404 or stop.is_set():
                         raise
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(WATCH_RETRY_S)
                     continue
                 sessions.append((cid, session))
                 return True, ""
 
-        await asyncio.gather(
-            *(self.recorder.timed(self.name, "whep_watch", watch(c)) for c in self.watch)
-        )
+        async def watch(cid: str) -> None:
+            """As a console tile: once the room's events show the candidate present,
+            watch their camera; `whep_watch` times that part."""
+            present = asyncio.ensure_future(self.present[cid].wait())
+            ended = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({present, ended}, return_when=asyncio.FIRST_COMPLETED)
+            present.cancel()
+            ended.cancel()
+            if self.present[cid].is_set():
+                await self.recorder.timed(self.name, "whep_watch", attach(cid))
+
+        self.present = {cid: asyncio.Event() for cid in self.watch}
+        await asyncio.gather(*(watch(cid) for cid in self.watch))
         await stop.wait()
         for cid, session in sessions:
             rtp = await session.rtp()
@@ -361,5 +394,8 @@ class Proctor:
         if sum(self.events.values()) >= MAX_EVENTS:
             return
         self.events[kind] += 1
+        seen = self.present.get(str(data.get("cid")))
+        if seen is not None and kind in ("joined", "heartbeat"):
+            seen.set()
         if kind == "incident":
             self.recorder.incidents_raised[str(data.get("incident"))] += 1

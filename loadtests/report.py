@@ -60,6 +60,7 @@ def summarise(recorder: Recorder, expected_tracks: int, server: dict[str, Any]) 
             "p95": _percentile(good, 95),
             "p99": _percentile(good, 99),
             "errors_by_reason": dict(Counter(r.reason for r in records if not r.ok)),
+            "busy_retries": recorder.busy_retries.get(name, 0),
         }
     received = [t for t in recorder.tracks if t["frames"] > 0]
     missing_incidents = sum(
