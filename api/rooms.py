@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import uuid
 from typing import Any
 
 from ray.exceptions import ActorUnavailableError, RayActorError
@@ -54,6 +55,11 @@ class RoomRouter:
 
     async def call(self, key: str, method: str, *args: Any) -> Any:
         """Call `method` on the owner of room `key`, following moves and waiting out restarts."""
+        if method == "append" and "eid" not in args[0]:
+            # The event's id is fixed before the first attempt: an append whose answer was
+            # lost (its shard killed or moved mid-call) and that is retried on the new
+            # owner is then de-duplicated by the journal instead of stored twice.
+            args = ({**args[0], "eid": uuid.uuid4().hex}, *args[1:])
         delay = 0.05
         for _ in range(_ATTEMPTS):
             owner = await self.directory.owner(key)
