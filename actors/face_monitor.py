@@ -179,7 +179,7 @@ class FaceMonitor:
             # Idempotent: a retried append of the same incident journals it once.
             "eid": f"face-{cid}-{kind}-{int(incident.first_seen * 1000)}",
         }
-        await self.rooms.call(room_key(exam_id, room_id), "append", event)
+        await self.rooms.append(room_key(exam_id, room_id), event)
         self.counts[f"incident:{kind}"] += 1
 
 

@@ -261,7 +261,7 @@ class FaceService:
             )
             await pipe.execute()
         event = {"type": "face_review_requested", "cid": candidate.cid, "review": review_id}
-        await self.rooms.call(room_key(exam.id, candidate.room), "append", event)
+        await self.rooms.append(room_key(exam.id, candidate.room), event)
         return review_id
 
     # -- liveness ----------------------------------------------------------------------

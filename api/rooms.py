@@ -55,11 +55,6 @@ class RoomRouter:
 
     async def call(self, key: str, method: str, *args: Any) -> Any:
         """Call `method` on the owner of room `key`, following moves and waiting out restarts."""
-        if method == "append" and "eid" not in args[0]:
-            # The event's id is fixed before the first attempt: an append whose answer was
-            # lost (its shard killed or moved mid-call) and that is retried on the new
-            # owner is then de-duplicated by the journal instead of stored twice.
-            args = ({**args[0], "eid": uuid.uuid4().hex}, *args[1:])
         delay = 0.05
         for _ in range(_ATTEMPTS):
             owner = await self.directory.owner(key)
@@ -75,6 +70,12 @@ class RoomRouter:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
         raise Unavailable("the room is moving; try again", reason="room_unavailable", retry_after=1)
+
+    async def append(self, key: str, event: dict[str, Any]) -> Any:
+        """Journal `event` in room `key`. Its id is fixed here, before the first attempt:
+        an append whose answer was lost (its shard killed or moved mid-call) and that is
+        retried on the new owner is then de-duplicated by the journal, not stored twice."""
+        return await self.call(key, "append", {"eid": uuid.uuid4().hex, **event})
 
     async def heartbeat(self, key: str, cid: str, network: str | None, eid: str) -> Any:
         """A heartbeat, group-committed: while one call to the room's shard is in

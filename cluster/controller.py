@@ -34,9 +34,11 @@ same arguments, so the loop comes back by itself.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
+from collections.abc import Callable, Container
 from dataclasses import asdict
 from typing import Any
 
@@ -128,10 +130,7 @@ class ShardController:
         since = time.monotonic() - self.changed_at[ROOMS]
         decision = decide_load(list(loads.values()), bounds, since, ROOMS)
         if decision.action == "grow":
-            index = 0
-            while shard_name(index) in loads:
-                index += 1
-            await self.router.add_shard(shard_name(index))
+            await self.router.add_shard(_first_free(shard_name, loads))
         elif decision.action == "shrink":
             ensured = {shard_name(i) for i in range(self.settings.room_shards)}
             lightest = _lightest(loads, ensured)
@@ -153,10 +152,7 @@ class ShardController:
         since = time.monotonic() - self.changed_at[MEDIA]
         decision = decide_load(list(sessions.values()), bounds, since, MEDIA)
         if decision.action == "grow":
-            index = 0
-            while media_shard_name(index) in sessions:
-                index += 1
-            await self.media.add_shard(media_shard_name(index))
+            await self.media.add_shard(_first_free(media_shard_name, sessions))
         elif decision.action == "shrink":
             ensured = {media_shard_name(i) for i in range(self.settings.media_shards)}
             lightest = _lightest(sessions, ensured)
@@ -177,10 +173,7 @@ class ShardController:
         since = time.monotonic() - self.changed_at[INGEST]
         decision = decide_load(list(backlogs.values()), bounds, since, INGEST)
         if decision.action == "grow":
-            index = 0
-            while ingest_keys.shard_name(index) in backlogs:
-                index += 1
-            name = ingest_keys.shard_name(index)
+            name = _first_free(ingest_keys.shard_name, backlogs)
             await asyncio.to_thread(self.ingest_actors.create, name, self.settings, name)
             await self.ingest.add(name, {})
         elif decision.action == "shrink":
@@ -280,3 +273,8 @@ def get_or_create(settings: Settings, name: str = CONTROLLER_NAME, *, run: bool 
 async def history(redis: Any, limit: int = 20) -> list[dict[str, Any]]:
     """The controller's latest decisions, newest first."""
     return [json.loads(raw) for raw in await redis.lrange(HISTORY_KEY, 0, limit - 1)]
+
+
+def _first_free(name: Callable[[int], str], taken: Container[str]) -> str:
+    """The lowest-numbered shard name not in use."""
+    return next(name(i) for i in itertools.count() if name(i) not in taken)

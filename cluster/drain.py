@@ -114,7 +114,7 @@ async def retire_media_shard(
         # Forget the assignment first: the clients' new offers go to a live shard.
         await media.redis.hdel(ROOMS_KEY, room)
         event = {"type": RECONNECT, "plane": "media", "reason": reason, "retry_after": 1}
-        await rooms.call(room, "append", event)
+        await rooms.append(room, event)
     while time.monotonic() < deadline:
         load = (await media.loads([name])).get(name)
         if load is None or load.get("sessions", 0) == 0:

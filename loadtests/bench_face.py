@@ -51,15 +51,14 @@ from PIL import Image
 
 from actors.face_client import VerifierClient
 from actors.face_settings import VerifierSettings
-from api.staff import StaffRegistry
 from infra import raycluster, services
-from infra import redis as redis_conn
 from infra.errors import DependencyDown, ExamdayError
 from infra.processes import free_port, port_open
 from infra.settings import Settings, settings_to_env
 from infra.stack import LocalStack, isolated_settings
 from infra.telemetry import actor_call
 from loadtests import bench_face_model
+from loadtests.bench_gateway import bench_organiser
 from loadtests.httpload import Latencies, problem_reason, run_closed_loop
 from ml.config import FaceSettings
 
@@ -120,18 +119,6 @@ def _cpu_per_frame(
     return {key: round(1000 * value / frames, 2) for key, value in figures.items()}
 
 
-async def _organiser(settings: Settings, http: aiohttp.ClientSession) -> dict[str, str]:
-    redis = redis_conn.connect(settings)
-    username, password = f"bench-{secrets.token_hex(3)}", secrets.token_urlsafe(16)
-    try:
-        await StaffRegistry(redis).create(username, password, "organiser", None)
-    finally:
-        await redis.aclose()
-    body = {"username": username, "password": password}
-    async with http.post("/v1/staff/sessions", json=body) as response:
-        return {"Authorization": f"Bearer {(await response.json())['token']}"}
-
-
 async def _exam(http: aiohttp.ClientSession, organiser: dict[str, str]) -> tuple[str, list[str]]:
     """An exam with one room of CANDIDATES; its id and the candidate ids."""
     exam_id, now = f"face{secrets.token_hex(3)}", datetime.now(UTC)
@@ -170,7 +157,7 @@ async def _drive(
     async with aiohttp.ClientSession(
         settings.gateway_url, timeout=timeout, connector=connector
     ) as http:
-        organiser = await _organiser(settings, http)
+        organiser = await bench_organiser(settings, http)
         exam_id, cids = await _exam(http, organiser)
         headers = {**organiser, "Content-Type": "image/jpeg"}
         kinds: dict[str, Latencies] = {}

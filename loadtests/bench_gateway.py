@@ -45,7 +45,8 @@ def _hello_process(state: Path, port: int) -> ManagedProcess:
     return ManagedProcess("hello", argv, state / "logs" / "hello.log")
 
 
-async def _organiser(settings: Settings, http: aiohttp.ClientSession) -> dict[str, str]:
+async def bench_organiser(settings: Settings, http: aiohttp.ClientSession) -> dict[str, str]:
+    """A fresh organiser account and its bearer header, for a benchmark's own stack."""
     redis = redis_conn.connect(settings)
     username, password = f"bench-{secrets.token_hex(3)}", secrets.token_urlsafe(16)
     try:
@@ -116,7 +117,7 @@ async def _phases(
         aiohttp.ClientSession(hello, connector=connector, timeout=timeout) as bare_http,
         aiohttp.ClientSession(settings.gateway_url, timeout=timeout) as http,
     ):
-        organiser = await _organiser(settings, http)
+        organiser = await bench_organiser(settings, http)
         pool = 20_000
         exam_id = await _exam(http, organiser, pool)
 

@@ -37,9 +37,8 @@ async def candidate_login(
     cid = runtime.exams.candidate_id(body.exam_no, body.candidate_no)
     session, room = await runtime.sessions.candidate_login(_client_ip(request), body.exam_no, cid)
     if session.replaced is not None:
-        await runtime.rooms.call(
+        await runtime.rooms.append(
             room_key(body.exam_no, room),
-            "append",
             {"type": "session_replaced", "cid": cid},
         )
     _issue(response, runtime, session)
@@ -73,9 +72,8 @@ async def staff_login(
 async def logout(principal: PrincipalDep, response: Response, runtime: RuntimeDep) -> None:
     await runtime.sessions.close(principal.claims)
     if principal.role == "candidate" and principal.claims.exam and principal.room:
-        await runtime.rooms.call(
+        await runtime.rooms.append(
             room_key(principal.claims.exam, principal.room),
-            "append",
             {"type": "left", "cid": principal.name},
         )
     response.delete_cookie(COOKIE_NAME, path="/")

@@ -101,7 +101,7 @@ async def decide(
         "by": staff.name,
         "note": body.note,  # the proctor's reason belongs in the audit trail with the decision
     }
-    await runtime.rooms.call(room.key, "append", event)
+    await runtime.rooms.append(room.key, event)
     return _public(exam_id, review)
 
 

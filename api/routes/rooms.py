@@ -50,7 +50,7 @@ async def send_message(room: RoomScopeDep, body: MessageIn, runtime: RuntimeDep)
     if body.to is not None:
         await check_candidate_in_room(runtime, room.exam_id, room.room_id, body.to)
     event = {"type": "message", "proctor": room.principal.name, "to": body.to, "text": body.text}
-    return EventOut(event_id=await runtime.rooms.call(room.key, "append", event))
+    return EventOut(event_id=await runtime.rooms.append(room.key, event))
 
 
 @router.post("/incidents", status_code=201)
@@ -65,7 +65,7 @@ async def raise_incident(room: RoomScopeDep, body: IncidentIn, runtime: RuntimeD
         "note": body.note,
         "by": room.principal.name,
     }
-    return EventOut(event_id=await runtime.rooms.call(room.key, "append", event))
+    return EventOut(event_id=await runtime.rooms.append(room.key, event))
 
 
 @router.post("/incidents/{incident_id}/review", status_code=201)
@@ -84,7 +84,7 @@ async def review_incident(
         "decision": body.decision,
         "proctor": room.principal.name,
     }
-    return EventOut(event_id=await runtime.rooms.call(room.key, "append", event))
+    return EventOut(event_id=await runtime.rooms.append(room.key, event))
 
 
 @router.post("/presence", status_code=201)
@@ -95,7 +95,7 @@ async def proctor_presence(
         "type": "proctor_left" if leaving else "proctor_joined",
         "proctor": room.principal.name,
     }
-    return EventOut(event_id=await runtime.rooms.call(room.key, "append", event))
+    return EventOut(event_id=await runtime.rooms.append(room.key, event))
 
 
 @router.get("/candidates/{candidate_id}")
@@ -111,4 +111,4 @@ async def end_candidate(scope: CandidateScopeDep, runtime: RuntimeDep) -> EventO
     room, cid = scope.room, scope.candidate_id
     event = {"type": "ended", "cid": cid, "by": room.principal.name}
     await runtime.sessions.end_active("candidate", room.exam_id, cid)
-    return EventOut(event_id=await runtime.rooms.call(room.key, "append", event))
+    return EventOut(event_id=await runtime.rooms.append(room.key, event))

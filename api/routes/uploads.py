@@ -39,7 +39,7 @@ async def _upload(
     body = await request.body()
     entry = await runtime.privacy.store_upload(exam_id, room, principal.name, data_class, body)
     event = {"type": "upload", "cid": principal.name, "upload": entry["id"], "class": data_class}
-    await runtime.rooms.call(room_key(exam_id, room), "append", event)
+    await runtime.rooms.append(room_key(exam_id, room), event)
     return _public(entry)
 
 

@@ -63,7 +63,7 @@ async def test_a_room_shard_added_under_load_and_removed_after_loses_no_event(
         n = 0
         while not stop.is_set():
             for key in keys:
-                await runtime.rooms.call(key, "append", {"type": "note", "n": n})
+                await runtime.rooms.append(key, {"type": "note", "n": n})
                 acknowledged[key].append(n)
             n += 1
 
