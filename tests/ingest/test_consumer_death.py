@@ -108,50 +108,68 @@ async def test_killing_an_ingest_actor_mid_flush_loses_and_duplicates_nothing(
     await runtime.ingest.ensure_shards()
     victim_name = shard_name(0)
     stream = stream_key(victim_name)
-    # Devices whose batches go to the victim shard.
+    # Devices whose batches go to the victim shard: enough of them that steady traffic stays
+    # under each device's rate limit.
     devices: list[str] = []
-    while len(devices) < 4:
+    while len(devices) < 24:
         device = new_device()
         pseudonym = runtime.ingest.pseudonyms.device(device)
         if await runtime.ingest.directory.owner(pseudonym) == victim_name:
             devices.append(device)
     tag = secrets.token_hex(5)
     sent = 0
+    round_ = 0
 
-    async def send(round_: int) -> None:
-        nonlocal sent
+    async def send() -> None:
+        nonlocal sent, round_
         device = devices[round_ % len(devices)]
         batch = [
             record(device, rid=f"{tag}-{round_}-{i}", kind="crash" if i % 9 == 0 else "log")
-            for i in range(200)
+            for i in range(100)
         ]
-        response = await client.post(
-            "/v1/logs", content=ndjson(batch), headers={"content-type": "application/x-ndjson"}
-        )
+        round_ += 1
+        body = ndjson(batch)
+        for _ in range(50):  # the same ids again: a retry is stored once
+            response = await client.post(
+                "/v1/logs", content=body, headers={"content-type": "application/x-ndjson"}
+            )
+            if response.status_code != 503:
+                break
+            await asyncio.sleep(0.2)
         assert response.status_code == 202, response.text
         sent += len(batch)
 
-    # Keep the victim busy until it holds entries it read and did not acknowledge, then
-    # SIGKILL it; again if it happened to finish them before the signal landed.
+    async def traffic(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await send()
+            await asyncio.sleep(0.01)
+
+    # Steady traffic keeps the victim reading, writing and acknowledging; SIGKILL it as soon
+    # as it holds entries it read and did not acknowledge, again if it finished them before
+    # the signal landed.
     victim = await asyncio.to_thread(ray.get_actor, victim_name, namespace=settings.ray_namespace)
     orphaned: list[Any] = []
-    round_ = 0
-    for _ in range(5):
-        for _ in range(300):
-            await send(round_)
-            round_ += 1
-            if await runtime.redis.xpending_range(stream, GROUP, "-", "+", 1000):
+    await send()  # the stream and its group exist from here on
+    stop = asyncio.Event()
+    sender = asyncio.create_task(traffic(stop))
+    try:
+        for _ in range(10):
+            for _ in range(2000):
+                if await runtime.redis.xpending_range(stream, GROUP, "-", "+", 1000):
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.to_thread(ray.kill, victim, no_restart=False)
+            restarted = await runtime.ingest.call_shard(victim_name, "stats")  # waits it out
+            held: list[Any] = await runtime.redis.xpending_range(stream, GROUP, "-", "+", 1000)
+            orphaned = [p for p in held if text(p["consumer"]) != restarted["consumer"]]
+            if orphaned:
                 break
-        await asyncio.to_thread(ray.kill, victim, no_restart=False)
-        restarted = await runtime.ingest.call_shard(victim_name, "stats")  # waits out the restart
-        held: list[Any] = await runtime.redis.xpending_range(stream, GROUP, "-", "+", 1000)
-        orphaned = [p for p in held if text(p["consumer"]) != restarted["consumer"]]
-        if orphaned:
-            break
+    finally:
+        stop.set()
+        await sender
     assert orphaned, "no kill ever caught the victim mid-flush"
     for _ in range(5):
-        await send(round_)  # more traffic for the restarted shard
-        round_ += 1
+        await send()  # more traffic for the restarted shard
 
     drained = await runtime.ingest.drain(timeout_s=90)
     assert all(shard["drained"] for shard in drained), drained
