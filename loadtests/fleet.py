@@ -14,22 +14,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import random
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from loadtests import report as reports
-from loadtests.journey import Candidate, Proctor, Recorder
+from loadtests.journey import Proctor, Recorder
+from loadtests.parts import Plan, http_session, run_shares
 from loadtests.scenario import (
-    Assets,
     Scenario,
     build_assets,
     candidate_ids,
@@ -57,19 +53,12 @@ class FleetConfig:
     thresholds: tuple[str, ...] = ()
     ray_address: str | None = None
     workers: int = 2
+    processes: int = 1
     organiser: str = ""
     password: str = ""
     state_dir: Path | None = None
     heartbeat_every: float = HEARTBEAT_SECONDS
     setup_only: bool = False
-
-
-def _http(target: str, candidates: int) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        target,
-        connector=aiohttp.TCPConnector(limit=min(1000, candidates + 50)),
-        timeout=aiohttp.ClientTimeout(total=60),
-    )
 
 
 def _candidates(config: FleetConfig, scenario: Scenario) -> list[tuple[str, bool, bool]]:
@@ -88,31 +77,10 @@ def _candidates(config: FleetConfig, scenario: Scenario) -> list[tuple[str, bool
     return [(n, n in chosen, n in switching) for n in numbers]
 
 
-async def run_candidates(
-    config: FleetConfig, scenario: Scenario, assets: Assets, plan: list[tuple[int, str, bool, bool]]
-) -> Recorder:
-    """Run the given candidates ((arrival index, number, media, switch)) in this process."""
-    recorder = Recorder()
-    started = time.monotonic()
-    total = max(1, config.candidates)
-    async with _http(config.target, len(plan)) as http:
-
-        async def one(index: int, number: str, media: bool, switch: bool) -> None:
-            await asyncio.sleep(max(0.0, started + config.ramp * index / total - time.monotonic()))
-            candidate = Candidate(number, scenario, assets, recorder, media)
-            if switch:
-                candidate.switch_face_at = config.duration / 4
-                recorder.incidents_expected["identity_mismatch"] += 1
-            await candidate.run(http, config.duration, config.heartbeat_every)
-
-        await asyncio.gather(*(one(*item) for item in plan))
-    return recorder
-
-
 async def _proctors(
     config: FleetConfig,
     scenario: Scenario,
-    plan: list[tuple[int, str, bool, bool]],
+    plan: Plan,
     recorder: Recorder,
     cids: dict[str, str],
 ) -> list[Proctor]:
@@ -128,7 +96,7 @@ async def _proctors(
 
 async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
     assets = build_assets(liveness=config.media > 0)
-    async with _http(config.target, 20) as http:
+    async with http_session(config.target, 20) as http:
         organiser = await organiser_session(http, config.organiser, config.password)
         scenario = await create_exam(
             http, organiser, config.candidates, region=config.region, hosts=config.hosts
@@ -139,10 +107,10 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
     stop = asyncio.Event()
     sampler = ServerSampler(config.state_dir)
     sampling = asyncio.ensure_future(sampler.run(stop))
-    async with _http(config.target, config.proctors + 4) as http:
+    async with http_session(config.target, config.proctors + 4) as http:
         proctors = await _proctors(config, scenario, plan, recorder, cids)
         watching = [asyncio.ensure_future(p.run(http, config.duration, stop)) for p in proctors]
-        parts = await _run_parts(config, scenario, assets, plan)
+        parts = await run_shares(config, scenario, assets, plan)
         stop.set()
         await asyncio.gather(*watching)
     await sampling
@@ -151,33 +119,17 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
         recorder.online += part.online
         recorder.incidents_expected.update(part.incidents_expected)
         recorder.busy_retries.update(part.busy_retries)
+        recorder.loop_lag += part.loop_lag
     recorder.online.sort()
     expected_tracks = sum(len(p.watch) for p in proctors)
     summary = reports.summarise(recorder, expected_tracks, sampler.summary())
     summary["fleet"] = {
         "candidates": config.candidates, "media": config.media, "proctors": config.proctors,
         "ramp_s": config.ramp, "duration_s": config.duration, "exam": scenario.exam_id,
-        "ray": config.ray_address,
+        "ray": config.ray_address, "processes": config.processes,
     }  # fmt: skip
     reports.write(config.report, recorder, summary)
     return summary, reports.check(summary, list(config.thresholds))
-
-
-async def _run_parts(
-    config: FleetConfig, scenario: Scenario, assets: Assets, plan: list[tuple[int, str, bool, bool]]
-) -> list[Recorder]:
-    if config.ray_address is None:
-        return [await run_candidates(config, scenario, assets, plan)]
-    import ray
-
-    from loadtests.ray_workers import run_part
-
-    if not ray.is_initialized():
-        ray.init(address=config.ray_address, logging_level=logging.WARNING)
-    chunks = [plan[i :: config.workers] for i in range(config.workers)]
-    refs = [run_part.remote(config, scenario, assets, chunk) for chunk in chunks if chunk]
-    results: list[Recorder] = await asyncio.gather(*refs)
-    return results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--thresholds-file", type=Path, help="one threshold a line")
     parser.add_argument("--ray", dest="ray_address", help="spread candidates over this Ray cluster")
     parser.add_argument("--workers", type=int, default=2, help="Ray workers with --ray")
+    parser.add_argument(
+        "--processes", type=int, default=1,
+        help="local generator processes; from 2, media candidates get one of their own",
+    )  # fmt: skip
     parser.add_argument("--organiser", default=os.environ.get("EXAMDAY_LOADTEST_ORGANISER", ""))
     parser.add_argument(
         "--ice-host", action="append", default=[], help="local ICE address (loopback)"
@@ -219,8 +175,10 @@ def config_from_args(argv: Sequence[str] | None) -> FleetConfig:
     args = parser.parse_args(argv)
     if args.candidates < 1 or not 0 <= args.media <= args.candidates:
         parser.error("--candidates must be >= 1 and 0 <= --media <= --candidates")
-    if args.proctors < 0 or args.ramp < 0 or args.duration <= 0 or args.workers < 1:
-        parser.error("--proctors and --ramp must be >= 0, --duration > 0, --workers >= 1")
+    if args.proctors < 0 or args.ramp < 0 or args.duration <= 0:
+        parser.error("--proctors and --ramp must be >= 0, --duration > 0")
+    if not 1 <= args.workers <= 256 or not 1 <= args.processes <= 64:
+        parser.error("--workers must be 1..256 and --processes 1..64")
     if not 0 <= args.switch_faces <= args.media:
         parser.error("--switch-faces must be between 0 and --media")
     thresholds = list(args.threshold)
@@ -242,8 +200,8 @@ def config_from_args(argv: Sequence[str] | None) -> FleetConfig:
         ramp=args.ramp, duration=args.duration, report=args.report, region=args.region,
         hosts=tuple(args.ice_host or ["127.0.0.1"]), switch_faces=args.switch_faces,
         thresholds=tuple(thresholds), ray_address=args.ray_address, workers=args.workers,
-        organiser=args.organiser, password=password, state_dir=args.state_dir,
-        setup_only=args.setup_only,
+        processes=args.processes, organiser=args.organiser, password=password,
+        state_dir=args.state_dir, setup_only=args.setup_only,
     )  # fmt: skip
 
 
@@ -259,13 +217,19 @@ def print_summary(summary: dict[str, Any], broken: list[str], report: Path) -> N
     )
     print(f"incidents expected {incidents['expected']}, raised {incidents['raised']}")
     print(f"server: {summary['server'].get('note') or summary['server']}")
+    lag = summary["generator"]
+    print(
+        f"generator loop lag p50 {lag['loop_lag_p50'] * 1000:.1f} ms,"
+        f" p99 {lag['loop_lag_p99'] * 1000:.1f} ms, max {lag['loop_lag_max'] * 1000:.1f} ms"
+        + (f": {lag['warning']}" if lag["warning"] else "")
+    )
     print(f"report: {(report / 'report.html').resolve()}")
     for line in broken:
         print(f"THRESHOLD BROKEN: {line}")
 
 
 async def setup_only(config: FleetConfig) -> None:
-    async with _http(config.target, 20) as http:
+    async with http_session(config.target, 20) as http:
         organiser = await organiser_session(http, config.organiser, config.password)
         scenario = await create_exam(
             http, organiser, config.candidates, region=config.region, hosts=config.hosts

@@ -53,6 +53,7 @@ class Recorder:
     incidents_expected: Counter[str] = field(default_factory=Counter)
     online: list[tuple[float, int]] = field(default_factory=list)
     busy_retries: Counter[str] = field(default_factory=Counter)  # step -> 503s asked again
+    loop_lag: list[float] = field(default_factory=list)  # seconds the generator's loop was late
     _online_now: int = 0
 
     async def timed(self, actor: str, step: str, call: Awaitable[tuple[bool, str]]) -> bool:

@@ -83,6 +83,27 @@ def summarise(recorder: Recorder, expected_tracks: int, server: dict[str, Any]) 
         },
         "peak_online": max((n for _, n in recorder.online), default=0),
         "server": server,
+        "generator": _generator(recorder.loop_lag),
+    }
+
+
+# A generator whose loop is this late adds it to the latencies it measures.
+LAG_WARNING_S = 0.1
+
+
+def _generator(loop_lag: list[float]) -> dict[str, Any]:
+    p99 = _percentile(loop_lag, 99) or 0.0
+    return {
+        "samples": len(loop_lag),
+        "loop_lag_p50": _percentile(loop_lag, 50) or 0.0,
+        "loop_lag_p99": p99,
+        "loop_lag_max": max(loop_lag, default=0.0),
+        "warning": (
+            "the generator was short of CPU: latencies include its own delay"
+            " (try --processes, or --ray to spread it)"
+            if p99 > LAG_WARNING_S
+            else ""
+        ),
     }
 
 
@@ -186,6 +207,7 @@ Incidents expected {html.escape(json.dumps(incidents["expected"]))}, raised {htm
 {_svg_chart("Bitrate", bitrate, "kbps")}
 {_svg_chart("Errors over time", errors, "")}
 <h2>Server</h2><pre>{html.escape(json.dumps(summary["server"], indent=2))}</pre>
+<h2>Generator</h2><pre>{html.escape(json.dumps(summary["generator"], indent=2))}</pre>
 </body></html>
 """
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from infra.settings import Settings, settings_to_env
 from loadtests import fleet
+from loadtests.parts import LAG_TICK_S, split
 from loadtests.report import BadThreshold, parse_threshold
 from tests.test_login import runtime_of
 
@@ -67,6 +68,8 @@ async def test_small_fleet_walks_every_step(
         s["count"] for s in steps.values()
     ) + 1
     assert "<svg" in (tmp_path / "report" / "report.html").read_text()
+    # The generator watched its own loop all along (one sample per tick).
+    assert summary["generator"]["samples"] >= config.duration / LAG_TICK_S / 2
 
 
 async def test_a_threshold_that_cannot_hold_fails_the_run(
@@ -80,7 +83,7 @@ async def test_a_threshold_that_cannot_hold_fails_the_run(
     }
     argv = [
         sys.executable, "-m", "cluster.cli", "loadtest", "--candidates", "3", "--ramp", "1",
-        "--duration", "2", "--proctors", "0", "--target", settings.gateway_url,
+        "--duration", "2", "--proctors", "0", "--target", settings.gateway_url, "--processes", "2",
         "--report", str(tmp_path / "r"), "--threshold", "login.p99 < 0.0001s",
     ]  # fmt: skip
     process = await asyncio.create_subprocess_exec(
@@ -89,6 +92,11 @@ async def test_a_threshold_that_cannot_hold_fails_the_run(
     output, _ = await asyncio.wait_for(process.communicate(), 180)
     assert process.returncode == 1, output.decode()
     assert b"THRESHOLD BROKEN: login.p99 < 0.0001s" in output
+    # Two generator processes ran the three candidates between them.
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["fleet"]["processes"] == 2
+    assert summary["steps"]["login"]["count"] == 3
+    assert summary["generator"]["samples"] > 0
 
 
 def test_bad_flags_give_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -101,6 +109,18 @@ def test_bad_flags_give_a_usage_error(capsys: pytest.CaptureFixture[str]) -> Non
             fleet.config_from_args(argv)
         assert exit_info.value.code == 2
         assert "usage: examday loadtest" in capsys.readouterr().err
+
+
+def test_media_candidates_get_a_generator_process_of_their_own() -> None:
+    plan = [(i, f"n{i}", i % 5 == 0, False) for i in range(20)]
+    media, *http_only = split(plan, 3)
+    assert [item[0] for item in media] == [0, 5, 10, 15]
+    assert len(http_only) == 2
+    assert sorted(item[0] for part in http_only for item in part) == [i for i in range(20) if i % 5]
+    assert all(not item[2] for part in http_only for item in part)
+    # One process, or a fleet of one kind: everything is dealt round robin.
+    assert split(plan, 1) == [plan]
+    assert [len(part) for part in split(plan[1:5], 3)] == [2, 1, 1]
 
 
 def test_thresholds_parse() -> None:
