@@ -16,7 +16,9 @@ import argparse
 import asyncio
 import os
 import random
+import resource
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +108,7 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
     recorder = Recorder()
     stop = asyncio.Event()
     sampler = ServerSampler(config.state_dir)
+    began, cpu_before = time.monotonic(), _generator_cpu_s()
     sampling = asyncio.ensure_future(sampler.run(stop))
     async with http_session(config.target, config.proctors + 4) as http:
         proctors = await _proctors(config, scenario, plan, recorder, cids)
@@ -114,6 +117,8 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
         stop.set()
         await asyncio.gather(*watching)
     await sampling
+    generator_cpu_s = _generator_cpu_s() - cpu_before
+    wall_s = time.monotonic() - began
     for part in parts:
         recorder.steps += part.steps
         recorder.online += part.online
@@ -123,6 +128,10 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
     recorder.online.sort()
     expected_tracks = sum(len(p.watch) for p in proctors)
     summary = reports.summarise(recorder, expected_tracks, sampler.summary())
+    summary["generator"].update(
+        cpu_seconds=round(generator_cpu_s, 1),
+        cpu_percent_mean=round(100 * generator_cpu_s / max(wall_s, 1e-9), 1),
+    )
     summary["fleet"] = {
         "candidates": config.candidates, "media": config.media, "proctors": config.proctors,
         "ramp_s": config.ramp, "duration_s": config.duration, "exam": scenario.exam_id,
@@ -130,6 +139,13 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
     }  # fmt: skip
     reports.write(config.report, recorder, summary)
     return summary, reports.check(summary, list(config.thresholds))
+
+
+def _generator_cpu_s() -> float:
+    """CPU time of this process and of the generator processes it has waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,7 +236,8 @@ def print_summary(summary: dict[str, Any], broken: list[str], report: Path) -> N
     lag = summary["generator"]
     print(
         f"generator loop lag p50 {lag['loop_lag_p50'] * 1000:.1f} ms,"
-        f" p99 {lag['loop_lag_p99'] * 1000:.1f} ms, max {lag['loop_lag_max'] * 1000:.1f} ms"
+        f" p99 {lag['loop_lag_p99'] * 1000:.1f} ms, max {lag['loop_lag_max'] * 1000:.1f} ms;"
+        f" CPU {lag['cpu_percent_mean']:.0f} % of a core"
         + (f": {lag['warning']}" if lag["warning"] else "")
     )
     print(f"report: {(report / 'report.html').resolve()}")
