@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from infra.errors import ExamdayError
 
@@ -116,6 +117,16 @@ def install(app: FastAPI) -> None:
         return problem_response(
             503, "dependency_down", "A dependency is down", "hot state is unavailable",
             request.url.path, retry_after=1,
+        )  # fmt: skip
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # A client that hung up mid-body (its own timeout, a dropped link): nobody reads
+        # this answer, and it is nothing to page anyone about.
+        log.info("client disconnected during %s %s", request.method, _route(request))
+        return problem_response(
+            400, "client_disconnected", "Client disconnected", "the request body ended early",
+            request.url.path,
         )  # fmt: skip
 
     @app.exception_handler(Exception)
