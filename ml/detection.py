@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -23,6 +23,7 @@ import torch
 from facenet_pytorch import MTCNN
 from numpy.typing import NDArray
 
+from ml import mtcnn_batched
 from ml.config import FaceSettings
 from ml.images import RGBImage
 
@@ -64,7 +65,9 @@ class MTCNNDetector:
 
     The three nets run channels-last: the same boxes, and on CPU P-net's max-pooling, the
     biggest single cost in NCHW, gets about 3x cheaper (detection 25-45% cheaper per frame,
-    and more so in batches; see `loadtests.bench_face_model --stages`).
+    and more so in batches; see `loadtests.bench_face_model --stages`). R-net's and O-net's
+    inputs are cut out of the whole batch at once (`ml.mtcnn_batched`) rather than one
+    candidate box at a time, a per-box cost batching could not amortise.
     """
 
     def __init__(self, settings: FaceSettings, device: torch.device) -> None:
@@ -95,9 +98,8 @@ class MTCNNDetector:
             for start in range(0, len(indices), self._batch_size):
                 chunk = indices[start : start + self._batch_size]
                 batch = np.stack([shrunk[i][0] for i in chunk])
-                boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
-                for i, box, prob, point in zip(chunk, boxes, probs, points, strict=True):
-                    results[i] = self._faces(box, prob, point, shrunk[i][1])
+                for i, found in zip(chunk, mtcnn_batched.detect(self._mtcnn, batch), strict=True):
+                    results[i] = self._faces(found, shrunk[i][1])
         return results
 
     def _shrink(self, image: RGBImage) -> tuple[RGBImage, float]:
@@ -110,16 +112,9 @@ class MTCNNDetector:
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         return np.asarray(small, dtype=np.uint8), scale
 
-    def _faces(self, boxes: Any, probs: Any, points: Any, scale: float) -> list[DetectedFace]:
-        if boxes is None:
-            return []
+    def _faces(self, found: mtcnn_batched.FrameFaces, scale: float) -> list[DetectedFace]:
         faces = []
-        for box, prob, point in zip(
-            np.asarray(boxes, dtype=np.float32),
-            np.asarray(probs, dtype=np.float32),
-            np.asarray(points, dtype=np.float32),
-            strict=True,
-        ):
+        for box, prob, point in zip(found.boxes, found.probs, found.points, strict=True):
             if prob < self._min_prob:
                 continue
             x1, y1, x2, y2 = (float(v) / scale for v in box)
