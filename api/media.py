@@ -135,6 +135,7 @@ class MediaRouter:
     async def call(self, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call `method` on shard `name`, waiting out a restart; its own errors pass through."""
         delay = 0.1
+        timed_out = False
         for attempt in range(CALL_ATTEMPTS):
             try:
                 handle = await self.handle(name)
@@ -145,7 +146,10 @@ class MediaRouter:
                     raise exc.cause from None
                 raise
             except TimeoutError:
-                break  # a restart that takes this long: let the client come back later
+                # A restart that takes this long, or a shard too loaded to answer: either
+                # way the client should come back later.
+                timed_out = True
+                break
             except (RayActorError, ValueError):
                 # Dead or restarting (ValueError: not registered again yet).
                 self._actors.forget(name)
@@ -155,7 +159,8 @@ class MediaRouter:
         # Its last report no longer counts: the next request asks whether it is back.
         await self.redis.delete(load_key(name))
         raise Unavailable(
-            "the media shard is restarting; send the offer again",
+            f"the media shard {'did not answer in time' if timed_out else 'is restarting'};"
+            " send the offer again",
             reason="media_unavailable",
             retry_after=1,
         )
