@@ -22,11 +22,22 @@ from infra.stack import LocalStack, read_manifest
 CONTROLLER_START_TIMEOUT_S = 120.0
 
 
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM set `stop`. Not from the handler itself: `Event.set` takes a lock,
+    and a second signal landing while the first handler holds it deadlocks the main thread
+    (seen: `examday down` left `examday up --demo` hung with its children dead)."""
+
+    def handler(*_: object) -> None:
+        threading.Thread(target=stop.set, name="examday-stop", daemon=True).start()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
 def up(settings: Settings, *, nodes: int, demo: bool) -> int:
     stack = LocalStack(settings, nodes=nodes, appendonly=demo)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     print(f"examday: starting {nodes} Ray node(s), state in {settings.state_dir.resolve()}")
     stack.start()
     try:
