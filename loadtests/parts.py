@@ -94,12 +94,21 @@ def _run_in_process(
 async def run_shares(
     config: FleetConfig, scenario: Scenario, assets: Assets, plan: Plan
 ) -> list[Recorder]:
-    if config.ray_address is not None:
-        return await _run_on_ray(config, scenario, assets, plan)
-    if config.processes < 2:
+    if config.ray_address is None and config.processes < 2:
         return [await run_candidates(config, scenario, assets, plan, time.time())]
-    epoch = time.time() + 5.0  # processes start and import before the first arrival
-    shares = split(plan, config.processes)
+    on_ray = config.ray_address is not None
+    shares = split(plan, config.workers if on_ray else config.processes)
+    # Workers start and import before the first arrival.
+    epoch = time.time() + (10.0 if on_ray else 5.0)
+    if on_ray:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=config.ray_address, logging_level=logging.WARNING)
+        remote = ray.remote(num_cpus=1)(_run_in_process)
+        refs = [remote.remote(config, scenario, assets, share, epoch) for share in shares]
+        results: list[Recorder] = await asyncio.gather(*refs)
+        return results
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(len(shares), mp_context=context) as pool:
@@ -108,20 +117,3 @@ async def run_shares(
             for share in shares
         ]
         return list(await asyncio.gather(*runs))
-
-
-async def _run_on_ray(
-    config: FleetConfig, scenario: Scenario, assets: Assets, plan: Plan
-) -> list[Recorder]:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=config.ray_address, logging_level=logging.WARNING)
-    remote = ray.remote(num_cpus=1)(_run_in_process)
-    epoch = time.time() + 10.0  # workers start and import before the first arrival
-    refs = [
-        remote.remote(config, scenario, assets, share, epoch)
-        for share in split(plan, config.workers)
-    ]
-    results: list[Recorder] = await asyncio.gather(*refs)
-    return results
