@@ -30,8 +30,8 @@ from infra.telemetry import setup_tracing, traced
 
 SHARD_KIND = "room"
 SWEEP_SECONDS = 2.0
-# (room key, candidate id, network type, event id) of one heartbeat.
-Beat = tuple[str, str, str | None, str]
+# (room key, candidate id, network, event id, join): a join also admits a newcomer.
+Beat = tuple[str, str, str | None, str, bool]
 
 
 @ray.remote(num_cpus=0, resources={"room_shard": 1}, max_restarts=-1, max_task_retries=3)
@@ -148,10 +148,11 @@ class RoomShard:
 
     @traced
     async def heartbeats(self, beats: list[Beat]) -> list[dict[str, Any]]:
-        """Many candidates' heartbeats in one call (the gateway batches them per
-        shard): one journal round trip per room, not one actor call and one script
-        per beat. Each beat gets its own answer: the event, or `not_joined` /
-        `not_owner` (the gateway retries those one by one)."""
+        """Many candidates' heartbeats and joins in one call (the gateway batches
+        them per shard): one journal round trip per room, not one actor call and one
+        script per beat, so a room's candidates all joining at the start of the exam
+        do not queue behind each other's commits. Each beat gets its own answer: the
+        event, or `not_joined` / `not_owner` (the gateway retries those one by one)."""
         self.beat_calls += 1
         self.beats_received += len(beats)
         by_room: dict[str, list[int]] = {}
@@ -165,10 +166,10 @@ class RoomShard:
                 async with self.write_locks.setdefault(key, asyncio.Lock()):
                     events, committed = [], []
                     for index in indices:
-                        _, cid, network, eid = beats[index]
+                        _, cid, network, eid, join = beats[index]
                         presence = room.presence.get(cid)
                         state = presence.state if presence else "absent"
-                        if state not in ("joined", "disconnected"):
+                        if not join and state not in ("joined", "disconnected"):
                             answers[index] = {"error": "not_joined"}
                             continue
                         kind = "heartbeat" if state == "joined" else "joined"

@@ -2,74 +2,23 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi.telemetry import TelemetryConfig
 
 from api import problems, routes
 from api.limits import BodyLimitMiddleware
+from api.request_telemetry import RequestTelemetry
 from api.runtime import Runtime
 from infra.settings import Settings
 from infra.telemetry import setup_tracing
-
-request_log = logging.getLogger("examday.requests")
-# Probed every few seconds by every load balancer and kubelet: a line each says nothing.
-_PROBES = frozenset({"/healthz", "/readyz"})
-
-
-class RequestLog:
-    """One INFO line per request, inside its SERVER span (so it carries the trace id).
-
-    It names the route template, never the path: paths hold exam and candidate ids.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] in _PROBES
-            or not request_log.isEnabledFor(logging.INFO)
-        ):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # an exception escaping the app is answered 500 by Starlette
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            request_log.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "route": getattr(route, "path", "unmatched"),
-                    "status": status,
-                    "duration_ms": round(1000 * (time.perf_counter() - started), 2),
-                },
-            )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     provider = setup_tracing(settings, "gateway")
-    # The stable HTTP semantic conventions (http.request.method, http.route, ...);
-    # read once by the instrumentation, so it must be set before instrument_app.
-    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,7 +28,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.runtime.close()
 
-    app = FastAPI(title="examday", version="0.1.0", lifespan=lifespan)
+    # FastAPI's own telemetry would trace and meter every request a second time,
+    # recording its raw path; `RequestTelemetry` does it once, without personal data.
+    no_native_telemetry: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(
+        title="examday", version="0.1.0", lifespan=lifespan, telemetry=no_native_telemetry
+    )
     app.state.settings = settings
     problems.install(app)
     for router in routes.all_routers():
@@ -97,10 +51,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             r"/v1/me/liveness/challenges/[^/]+": settings.max_upload_bytes,
         },
     )
-    # Added last, so outermost of ours: its line times the whole request.
-    app.add_middleware(RequestLog)
-    # One SERVER span per request; per-message receive/send spans cost more than they tell.
-    FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=provider, excluded_urls="healthz", exclude_spans=["receive", "send"]
-    )
+    # Added last, so outermost: its span and log line time the whole request.
+    app.add_middleware(RequestTelemetry, tracer_provider=provider)
     return app

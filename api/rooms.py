@@ -77,14 +77,17 @@ class RoomRouter:
         retried on the new owner is then de-duplicated by the journal, not stored twice."""
         return await self.call(key, "append", {"eid": uuid.uuid4().hex, **event})
 
-    async def heartbeat(self, key: str, cid: str, network: str | None, eid: str) -> Any:
-        """A heartbeat, group-committed: while one call to the room's shard is in
-        flight, the heartbeats that arrive for that shard wait and go together in
-        the next call. So an idle gateway adds no delay, and a busy one makes one
-        actor call and one journal round trip per room for many candidates."""
+    async def heartbeat(
+        self, key: str, cid: str, network: str | None, eid: str, join: bool = False
+    ) -> Any:
+        """A heartbeat (or, `join=True`, a join), group-committed: while one call to
+        the room's shard is in flight, the beats that arrive for that shard wait and
+        go together in the next call. So an idle gateway adds no delay, and a busy
+        one makes one actor call and one journal round trip per room for many
+        candidates."""
         owner = await self.directory.owner(key)
         answer: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-        self._beats.setdefault(owner, []).append(((key, cid, network, eid), answer))
+        self._beats.setdefault(owner, []).append(((key, cid, network, eid, join), answer))
         if owner not in self._senders:
             # A fresh context: the batch's spans belong to no single request's trace.
             self._senders[owner] = asyncio.get_running_loop().create_task(
@@ -92,7 +95,7 @@ class RoomRouter:
             )
         result = await answer
         if result is None or result.get("error") == "not_owner":
-            return await self.call(key, "heartbeat", cid, network, eid)
+            return await self.call(key, "heartbeat", cid, network, eid, join)
         if result.get("error") == "not_joined":
             raise Forbidden("join the room first", reason="not_joined")
         return result

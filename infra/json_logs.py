@@ -24,8 +24,9 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 # uvicorn gives its loggers handlers of their own; in JSON mode they go through the root's.
 _UVICORN = ("uvicorn", "uvicorn.error")
 # uvicorn's access log names the raw path (exam and candidate ids) and the client's
-# address; `api.app.RequestLog` writes the route template instead. uvicorn writes
-# access lines only while this logger has a handler somewhere up its chain.
+# address; `api.request_telemetry.RequestTelemetry` writes the route template
+# instead. uvicorn writes access lines only while this logger has a handler
+# somewhere up its chain.
 _ACCESS = "uvicorn.access"
 # INFO of these names peer addresses and URLs (ICE pairs, presigned links): a
 # candidate's IP address is personal data, so they say only what goes wrong.

@@ -144,10 +144,14 @@ async def _phases(
         )
         _progress("join + heartbeat")
         joiners = tokens[:500]
-        join = Latencies()
-        for batch in range(0, len(joiners), concurrency):
-            chunk = joiners[batch : batch + concurrency]
-            await asyncio.gather(*(_timed(join, _join(http, t)) for t in chunk))
+
+        async def join_request(session: aiohttp.ClientSession, n: int) -> tuple[int, str]:
+            return await _join(session, joiners[n])
+
+        # Each candidate joins once: the phase ends when all have, or after `seconds`.
+        join = await run_closed_loop(
+            http, join_request, concurrency=concurrency, seconds=seconds, max_requests=len(joiners)
+        )
 
         async def heartbeat_request(session: aiohttp.ClientSession, n: int) -> tuple[int, str]:
             headers = {"Authorization": f"Bearer {joiners[n % len(joiners)]}"}

@@ -34,7 +34,7 @@ async def test_one_call_answers_each_beat_on_its_own(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     runtime = runtime_of(app)
-    world = await new_exam(client, runtime, {"b1": ["b1001", "b1002", "b1003"]})
+    world = await new_exam(client, runtime, {"b1": ["b1001", "b1002", "b1003", "b1004"]})
     for number in ("b1001", "b1002", "b1003"):
         await joined_candidate(client, world.exam_id, number)
     view = await runtime.rooms.call(room_key(world.exam_id, "b1"), "room_view")
@@ -43,22 +43,27 @@ async def test_one_call_answers_each_beat_on_its_own(
     key = room_key(world.exam_id, "b1")
     handle = await runtime.rooms.handle(await runtime.rooms.directory.owner(key))
     retried = uuid.uuid4().hex
+    newcomer = runtime.exams.candidate_id(world.exam_id, "b1004")
     beats = [
-        (key, cids[0], "wifi", retried),
-        (key, cids[1], "cellular", uuid.uuid4().hex),
-        (key, "not-in-this-room", "wifi", uuid.uuid4().hex),
-        (key, cids[0], "wifi", retried),  # the same beat sent again (a client retry)
+        (key, cids[0], "wifi", retried, False),
+        (key, cids[1], "cellular", uuid.uuid4().hex, False),
+        (key, "not-in-this-room", "wifi", uuid.uuid4().hex, False),
+        (key, cids[0], "wifi", retried, False),  # the same beat sent again (a client retry)
+        (key, newcomer, "ethernet", uuid.uuid4().hex, True),  # a join in the same call
     ]
     answers = await handle.heartbeats.remote(beats)
-    assert [a.get("error") for a in answers] == [None, None, "not_joined", None]
+    assert [a.get("error") for a in answers] == [None, None, "not_joined", None, None]
     assert answers[0]["event_id"] == answers[3]["event_id"]
     assert {a["state"] for i, a in enumerate(answers) if i != 2} == {"joined"}
     journal = await _journal(runtime, key)
     eids = Counter(event["eid"] for _, event in journal)
     assert eids[retried] == 1
     assert answers[1]["event_id"] in {event_id for event_id, _ in journal}
+    joined = [event for event_id, event in journal if event_id == answers[4]["event_id"]]
+    assert [(e["type"], e["cid"]) for e in joined] == [("joined", newcomer)]
     after = await runtime.rooms.call(key, "room_view")
     assert after["presence"][cids[1]]["network"] == "cellular"
+    assert after["presence"][newcomer]["state"] == "joined"
 
 
 async def test_concurrent_heartbeats_share_calls_and_each_is_journaled(
@@ -108,3 +113,29 @@ async def test_concurrent_heartbeats_share_calls_and_each_is_journaled(
     print(f"{beats} heartbeats in {calls} shard calls")
     assert beats >= len(acked)
     assert calls < beats
+
+
+async def test_a_room_joining_at_once_shares_shard_calls(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """The morning of the exam: a whole room joins within moments; every candidate is
+    admitted, each join journaled once, in fewer shard calls than joins."""
+    runtime = runtime_of(app)
+    numbers = [f"j{i:03d}" for i in range(40)]
+    world = await new_exam(client, runtime, {"jr": numbers}, room_capacity=40)
+    key = room_key(world.exam_id, "jr")
+    async with httpx.AsyncClient(
+        base_url=runtime.settings.gateway_url, limits=httpx.Limits(max_connections=100), timeout=60
+    ) as http:
+        before = await _shard_stats(runtime, key)
+        fleet = await asyncio.gather(*(joined_candidate(http, world.exam_id, n) for n in numbers))
+        after = await _shard_stats(runtime, key)
+    assert len(fleet) == len(numbers)
+    joins = [e for _, e in await _journal(runtime, key) if e["type"] == "joined"]
+    assert sorted(Counter(e["cid"] for e in joins).values()) == [1] * len(numbers)
+    view = await runtime.rooms.call(key, "room_view")
+    assert {p["state"] for p in view["presence"].values()} == {"joined"}
+    assert len(view["presence"]) == len(numbers)
+    calls = after["beat_calls"] - before["beat_calls"]
+    print(f"{len(numbers)} joins in {calls} shard calls")
+    assert 0 < calls < len(numbers)

@@ -55,3 +55,37 @@ async def test_gateway_trace_continues_inside_the_actor(
     assert len(inside) == 1, actor_spans[-5:]
     assert inside[0]["parent_span_id"] == f"{call.context.span_id:016x}"
     assert inside[0]["kind"] == "SERVER"
+
+
+async def test_gateway_span_continues_the_callers_trace_and_names_no_path(
+    client: httpx.AsyncClient,
+) -> None:
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+    response = await client.get(
+        "/v1/exams/secret-exam-id",  # an id-bearing path, asked without a session
+        headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+    )
+    assert response.status_code == 401
+
+    for _ in range(100):
+        servers = [
+            s
+            for s in memory.get_finished_spans()
+            if s.kind == trace.SpanKind.SERVER and s.context.trace_id == int(trace_id, 16)
+        ]
+        if servers:
+            break
+        await asyncio.sleep(0.02)
+    assert len(servers) == 1
+    server = servers[0]
+    assert server.parent is not None
+    assert server.parent.span_id == int(parent_id, 16)
+    assert server.name == "GET /v1/exams/{exam_id}"
+    attributes = dict(server.attributes or {})
+    assert attributes["http.response.status_code"] == 401
+    assert "secret-exam-id" not in json.dumps(attributes)

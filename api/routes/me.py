@@ -91,13 +91,12 @@ async def join(body: JoinIn, principal: CandidateDep, runtime: RuntimeDep) -> di
         raise Forbidden("a guardian's consent is needed first", reason="guardian_consent_required")
     if exam.require_face_verification:
         await runtime.face.require_verified(candidate.exam, candidate.cid)
-    result = await runtime.rooms.call(
+    result = await runtime.rooms.heartbeat(
         room_key(candidate.exam, candidate.room),
-        "heartbeat",
         candidate.cid,
         body.network,
         uuid.uuid4().hex,
-        True,
+        join=True,
     )
     return {**result, "room": candidate.room, "advice": NETWORK_ADVICE[body.network]}
 
