@@ -28,6 +28,7 @@ class BodyLimitMiddleware:
         self.overrides = [
             (re.compile(pattern), limit) for pattern, limit in (overrides or {}).items()
         ]
+        self._under_every_limit = min([default, *(limit for _, limit in self.overrides)])
 
     def limit_for(self, path: str) -> int:
         return next((limit for rx, limit in self.overrides if rx.fullmatch(path)), self.default)
@@ -36,8 +37,12 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) <= self._under_every_limit:
+            # The HTTP server delivers no more than a declared length: nothing to count.
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             drained = declared.isdigit() and int(declared) <= limit * _DRAIN_FACTOR
             if drained:

@@ -1,14 +1,19 @@
 """The shard directory in Redis, so that every gateway agrees on the shard set.
 
 A hash per shard kind holds the members; a version counter changes on every
-change, and readers keep a short cache keyed by that version. Pinned keys
-(a room in the middle of a move) override the hash ring until unpinned.
+change, and readers keep a short cache keyed by that version, so that finding
+a room's shard (on every heartbeat) costs no round trip while the cache is
+fresh. Pinned keys (a room in the middle of a move) override the hash ring
+until unpinned; pins are versioned and cached with the members. A reader may
+act on a directory up to `_CACHE_SECONDS` old: the journal's fences, not the
+directory, keep two shards from writing one room.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -25,7 +30,7 @@ class ShardDirectory:
         self._members_key = f"examday:shards:{kind}"
         self._version_key = f"examday:shards:{kind}:version"
         self._pins_key = f"examday:shards:{kind}:pins"
-        self._cache: tuple[float, int, list[str]] | None = None
+        self._cache: _Snapshot | None = None
 
     async def add(self, name: str, meta: dict[str, Any] | None = None) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -42,16 +47,28 @@ class ShardDirectory:
         self._cache = None
 
     async def members(self) -> list[str]:
+        return (await self._snapshot()).members
+
+    async def _snapshot(self) -> _Snapshot:
         now = time.monotonic()
-        if self._cache and now - self._cache[0] < _CACHE_SECONDS:
-            return self._cache[2]
+        cached = self._cache
+        if cached and now - cached.read_at < _CACHE_SECONDS:
+            return cached
         version = int(await self._redis.get(self._version_key) or 0)
-        if self._cache and self._cache[1] == version:
-            self._cache = (now, version, self._cache[2])
-            return self._cache[2]
-        names = sorted(_text(n) for n in await self._redis.hkeys(self._members_key))
-        self._cache = (now, version, names)
-        return names
+        if cached and cached.version == version:
+            cached.read_at = now
+            return cached
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hkeys(self._members_key)
+            pipe.hgetall(self._pins_key)
+            names, pins = await pipe.execute()
+        self._cache = _Snapshot(
+            read_at=now,
+            version=version,
+            members=sorted(_text(n) for n in names),
+            pins={_text(k): _text(v) for k, v in pins.items()},
+        )
+        return self._cache
 
     def forget_cache(self) -> None:
         self._cache = None
@@ -61,16 +78,35 @@ class ShardDirectory:
         return {_text(k): json.loads(v) for k, v in raw.items()}
 
     async def owner(self, key: str) -> str:
-        pinned = await self._redis.hget(self._pins_key, key)
-        if pinned is not None:
-            return _text(pinned)
-        return hashing.owner(key, await self.members())
+        snapshot = await self._snapshot()
+        owner = snapshot.pins.get(key) or snapshot.owners.get(key)
+        if owner is None:
+            owner = snapshot.owners[key] = hashing.owner(key, snapshot.members)
+        return owner
 
     async def pin(self, key: str, shard: str) -> None:
-        await self._redis.hset(self._pins_key, key, shard)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._pins_key, key, shard)
+            pipe.incr(self._version_key)
+            await pipe.execute()
+        self._cache = None
 
     async def unpin(self, key: str) -> None:
-        await self._redis.hdel(self._pins_key, key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self._pins_key, key)
+            pipe.incr(self._version_key)
+            await pipe.execute()
+        self._cache = None
+
+
+@dataclass
+class _Snapshot:
+    read_at: float
+    version: int
+    members: list[str]
+    pins: dict[str, str]
+    # Rendezvous answers for these members, memoised: rooms are asked for again and again.
+    owners: dict[str, str] = field(default_factory=dict)
 
 
 def _text(value: bytes | str) -> str:
