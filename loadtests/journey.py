@@ -27,8 +27,9 @@ from loadtests import webrtc
 from loadtests.scenario import Assets, Scenario
 
 MAX_EVENTS = 100_000
-# A face step refused with 503 (the verifier's bounded queue is full) is asked again
-# after a growing pause, as the candidate app does, this many times at most.
+# A face step refused with 503 (the verifier's bounded queue is full), or a WHIP/WHEP
+# offer refused with 503 (a loaded media shard), is asked again after a pause, as the
+# candidate app and the proctor console do, this many times at most.
 BUSY_ATTEMPTS = 6
 BUSY_PAUSE_S = 1.0
 WATCH_RETRY_S = 0.5
@@ -61,7 +62,7 @@ class Recorder:
         try:
             ok, reason = await call
         except webrtc.MediaRefused as exc:
-            ok, reason = False, f"http_{exc.status}"
+            ok, reason = False, f"http_{exc.status} {exc.reason}".strip()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             ok, reason = False, type(exc).__name__
         self.steps.append(Step(actor, step, began - self.epoch, time.time() - began, ok, reason))
@@ -70,6 +71,14 @@ class Recorder:
     def presence(self, delta: int) -> None:
         self._online_now += delta
         self.online.append((time.time() - self.epoch, self._online_now))
+
+
+def _busy_pause(refused: webrtc.MediaRefused, attempt: int) -> float:
+    """How long a WHIP/WHEP client waits after a 503: the server's Retry-After when it
+    sent one (RFC 9725 clients honour it), else a growing pause; jittered, so that
+    refused clients do not all come back at the same moment."""
+    base = refused.retry_after if refused.retry_after is not None else BUSY_PAUSE_S * attempt
+    return min(base, 10.0) * random.uniform(0.75, 1.5)
 
 
 async def _status(response: aiohttp.ClientResponse, expected: int) -> tuple[bool, str]:
@@ -223,16 +232,26 @@ class Candidate:
         published: list[webrtc.WhipSession] = []
 
         async def publish() -> tuple[bool, str]:
-            session = await webrtc.whip_publish(
-                http,
-                "/v1/whip/me/camera",
-                self.headers,
-                self.scenario.hosts,
-                self.assets.clips,
-                "a",
-            )
-            published.append(session)
-            return True, ""
+            busy = 0
+            while True:
+                try:
+                    session = await webrtc.whip_publish(
+                        http,
+                        "/v1/whip/me/camera",
+                        self.headers,
+                        self.scenario.hosts,
+                        self.assets.clips,
+                        "a",
+                    )
+                except webrtc.MediaRefused as exc:
+                    if exc.status != 503 or busy == BUSY_ATTEMPTS:
+                        raise
+                    busy += 1
+                    self.recorder.busy_retries["whip_publish"] += 1
+                    await asyncio.sleep(_busy_pause(exc, busy))
+                    continue
+                published.append(session)
+                return True, ""
 
         await self.recorder.timed(self.name, "whip_publish", publish())
         return published[0] if published else None
@@ -321,13 +340,19 @@ class Proctor:
         async def attach(cid: str) -> tuple[bool, str]:
             """Watch the camera (404 until the candidate has published it)."""
             url = f"/v1/whep/exams/{self.scenario.exam_id}/rooms/{self.room}/candidates/{cid}"
+            busy = 0
             while True:
                 try:
                     session = await webrtc.whep_watch(http, url, self.headers, self.scenario.hosts)
                 except webrtc.MediaRefused as exc:
-                    if exc.status != 404 or stop.is_set():
+                    if stop.is_set() or exc.status not in (404, 503) or busy == BUSY_ATTEMPTS:
                         raise
-                    await asyncio.sleep(WATCH_RETRY_S)
+                    if exc.status == 503:  # a loaded shard: wait as it asks, as players do
+                        busy += 1
+                        self.recorder.busy_retries["whep_watch"] += 1
+                        await asyncio.sleep(_busy_pause(exc, busy))
+                    else:
+                        await asyncio.sleep(WATCH_RETRY_S)
                     continue
                 sessions.append((cid, session))
                 return True, ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -189,7 +190,9 @@ async def _exchange(
         url, data=pc.localDescription.sdp, headers={**headers, "Content-Type": "application/sdp"}
     ) as response:
         if response.status != 201:
-            raise MediaRefused(response.status, await response.text())
+            raise MediaRefused(
+                response.status, await response.text(), response.headers.get("Retry-After")
+            )
         answer = await response.text()
         location = response.headers["Location"]
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
@@ -197,9 +200,21 @@ async def _exchange(
 
 
 class MediaRefused(Exception):
-    def __init__(self, status: int, body: str) -> None:
+    def __init__(self, status: int, body: str, retry_after: str | None = None) -> None:
         super().__init__(f"{status} {body[:200]}")
         self.status = status
+        self.reason = _problem_reason(body)
+        # Seconds the server asked us to wait (RFC 9110 Retry-After, the seconds form).
+        self.retry_after = float(retry_after) if retry_after and retry_after.isdigit() else None
+
+
+def _problem_reason(body: str) -> str:
+    """The machine-readable reason of a problem+json body, or "" for anything else."""
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        return ""
+    return str(problem.get("reason", "")) if isinstance(problem, dict) else ""
 
 
 async def whip_publish(
