@@ -5,6 +5,9 @@ and the gateway as its own uvicorn process) and a bare FastAPI "hello" app
 served the same way, the same closed-loop load generator measures:
 
 - bare hello req/s;
+- bare login-shaped req/s: a route with the login's body, answer and cookie and
+  nothing else, on the same bare app (`floor_ratio` = it / bare hello: the best
+  `ratio` a FastAPI login could have here);
 - candidate login req/s (each request a different candidate);
 - heartbeat req/s of joined candidates, through the gateway to the room shards;
 - and, with `--storm N`, N candidates arriving within `--storm-seconds` who
@@ -134,9 +137,19 @@ async def _phases(
                 tokens.append(token)
             return status, reason
 
+        async def shaped_request(session: aiohttp.ClientSession, n: int) -> tuple[int, str]:
+            body = {"exam_no": exam_id, "candidate_no": str(n)}
+            async with session.post("/sessions", json=body) as response:
+                await response.read()
+                return response.status, ""
+
         _progress("bare hello")
         bare = await run_closed_loop(
             bare_http, hello_request, concurrency=concurrency, seconds=seconds
+        )
+        _progress("bare login-shaped route")
+        shaped = await run_closed_loop(
+            bare_http, shaped_request, concurrency=concurrency, seconds=seconds
         )
         _progress("login")
         login = await run_closed_loop(
@@ -169,7 +182,11 @@ async def _phases(
             "concurrency": concurrency,
             "seconds_per_phase": seconds,
         }
-        report["ratio"] = round(report["login"]["req_per_s"] / report["bare_hello"]["req_per_s"], 3)
+        hello_rate = report["bare_hello"]["req_per_s"]
+        report["ratio"] = round(report["login"]["req_per_s"] / hello_rate, 3)
+        # FastAPI's own floor: the login's shape alone, served by the bare app.
+        report["bare_login_shaped"] = shaped.summary()
+        report["floor_ratio"] = round(shaped.summary()["req_per_s"] / hello_rate, 3)
         if storm:
             _progress(f"storm of {storm}")
             report["storm"] = await _storm(http, organiser, storm, storm_seconds)
@@ -266,13 +283,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        for name in ("bare_hello", "login", "join", "heartbeat"):
+        for name in ("bare_hello", "bare_login_shaped", "login", "join", "heartbeat"):
             s = report[name]
             print(
                 f"{name:<11} {s['req_per_s']:>8} req/s  p50 {s['p50_ms']} ms"
                 f"  p99 {s['p99_ms']} ms  errors {s['errors']}"
             )
-        print(f"ratio (login / bare) = {report['ratio']}")
+        print(f"ratio (login / bare) = {report['ratio']}, floor {report['floor_ratio']}")
         if "storm" in report:
             print(json.dumps(report["storm"], indent=2))
     return 0
