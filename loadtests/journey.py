@@ -33,6 +33,8 @@ MAX_EVENTS = 100_000
 BUSY_ATTEMPTS = 6
 BUSY_PAUSE_S = 1.0
 WATCH_RETRY_S = 0.5
+# A watched camera that shows no frame this long after its WHEP answer is asked again.
+FIRST_FRAME_S = 15.0
 
 
 @dataclass
@@ -71,6 +73,15 @@ class Recorder:
     def presence(self, delta: int) -> None:
         self._online_now += delta
         self.online.append((time.time() - self.epoch, self._online_now))
+
+
+async def _first_frame(session: webrtc.WhepSession, stop: asyncio.Event) -> bool:
+    """Whether a frame arrives within `FIRST_FRAME_S` (or before the run stops)."""
+    deadline = time.monotonic() + FIRST_FRAME_S
+    # Polled: frames are counted in aiortc's decoder thread, where no asyncio.Event may be set.
+    while not session.stats.frames and time.monotonic() < deadline and not stop.is_set():  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    return session.stats.frames > 0
 
 
 def _busy_pause(refused: webrtc.MediaRefused, attempt: int) -> float:
@@ -338,7 +349,9 @@ class Proctor:
         sessions: list[tuple[str, webrtc.WhepSession]] = []
 
         async def attach(cid: str) -> tuple[bool, str]:
-            """Watch the camera (404 until the candidate has published it)."""
+            """Watch the camera until its first frame (404 until the candidate has
+            published it). A session that shows nothing for `FIRST_FRAME_S` is dropped
+            and asked for again, as a player does when its connection never comes up."""
             url = f"/v1/whep/exams/{self.scenario.exam_id}/rooms/{self.room}/candidates/{cid}"
             busy = 0
             while True:
@@ -354,8 +367,12 @@ class Proctor:
                     else:
                         await asyncio.sleep(WATCH_RETRY_S)
                     continue
-                sessions.append((cid, session))
-                return True, ""
+                if await _first_frame(session, stop) or stop.is_set() or busy == BUSY_ATTEMPTS:
+                    sessions.append((cid, session))
+                    return True, ""
+                busy += 1
+                self.recorder.busy_retries["whep_watch"] += 1
+                await session.close(http, self.headers)
 
         async def watch(cid: str) -> None:
             """As a console tile: once the room's events show the candidate present,
