@@ -134,8 +134,13 @@ class Forwarder:
                 track.attach(pc.getTransceivers()[-1].sender)
             await self._apply(session, offer)
             answer = await self._answer(session)
-        except BaseException:
+        except BaseException as exc:
+            ended_meanwhile = session.closed
             await self.close_session(session.id)
+            if ended_meanwhile and isinstance(exc, Exception):
+                # Every watched source ended while the answer was made (its publisher
+                # left), and took this session with it.
+                raise NotFound("the watched session ended", reason="not_publishing") from exc
             raise
         return answer, session
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import statistics
 import time
@@ -14,8 +15,9 @@ from aiortc.codecs.opus import OpusDecoder, OpusEncoder
 from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
 
 from actors import rtc
+from infra.errors import NotFound
 from tests.media.conftest import Stage
-from tests.media.peers import until
+from tests.media.peers import LOOPBACK, local_offer, until
 
 
 def assert_in_order(indices: list[int]) -> None:
@@ -160,3 +162,27 @@ async def test_talkback_audio_reaches_the_candidate(stage: Stage) -> None:
     stats = await forwarder.stats()
     assert stats["encodes"] == 0
     assert stats["decodes"] == 0
+
+
+async def test_a_source_ending_while_a_viewer_is_answered_is_a_clean_404(stage: Stage) -> None:
+    """The publisher leaves while the SFU is still answering a viewer of it: the viewer
+    gets `not_publishing`, as if it had come a moment later, and nothing is left open."""
+    forwarder = stage.forwarder()
+    publisher = await stage.publish(forwarder)
+    pc = rtc.ScopedPeerConnection(LOOPBACK)
+    try:
+        for kind in ("audio", "video"):
+            pc.addTransceiver(kind, direction="recvonly")
+        offer = await local_offer(pc)
+        answering = asyncio.ensure_future(forwarder.subscribe(offer, [publisher.session.id]))
+        # Until the viewer's session exists (mid-answer); the SFU signals no such moment.
+        while len(forwarder._sessions) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        await forwarder.close_session(publisher.session.id)
+        with pytest.raises(NotFound) as refused:
+            await answering
+        assert refused.value.reason == "not_publishing"
+    finally:
+        await pc.close()
+    await until(lambda: forwarder.live_peer_connections == 0)
+    assert not forwarder._sessions
