@@ -19,6 +19,8 @@ process with torch's threads, and one process per replica side by side; `stages`
 its CPU time per stage.
 
     ratio                    best batched / max_batch 1, same replicas (batching alone)
+    model_ratio              the same for the bare model, one process per replica: what
+                             batching gains the model itself, before any serving cost
     ratio_vs_single_replica  best batched / one replica at max_batch 1
     overhead                 best bare model / best service
     capacity                 candidates one CPU core monitors at one sample per 10 s,
@@ -168,6 +170,15 @@ def summarise(report: dict[str, Any], concurrency: int) -> dict[str, Any]:
         # whatever else the machine was running.
         summary["cpu_ratio"] = round(cpu["1"] / min(v for k, v in cpu.items() if k != "1"), 3)
     summary["overhead"] = round(bare / max(best, 1e-9), 3)
+    parallel = report["bare_model_parallel"]["batch_sizes"]
+    if "1" in parallel and len(parallel) > 1:
+        # What batching gains the model itself, in the replicas' own layout (one process
+        # per replica): a service can pass it only by wasting time at batch 1.
+        summary["model_ratio"] = round(
+            max(r["faces_per_s"] for r in parallel.values())
+            / max(parallel["1"]["faces_per_s"], 1e-9),
+            3,
+        )
     summary["capacity"] = {
         "cpu_cores": cores,
         "service_faces_per_s_per_core": round(best / cores, 2),
@@ -211,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"by kind {result['by_kind']}")  # fmt: skip
     for kind in ("bare_model", "bare_model_parallel"):
         print(kind, {size: r["faces_per_s"] for size, r in report[kind]["batch_sizes"].items()})
-    keys = ("ratio", "cpu_ratio", "ratio_vs_single_replica", "overhead")
+    keys = ("ratio", "model_ratio", "cpu_ratio", "ratio_vs_single_replica", "overhead")
     print({key: report.get(key) for key in keys})
     print(report["capacity"])
     return 0
