@@ -186,7 +186,7 @@ async def _phases(
         report["ratio"] = round(report["login"]["req_per_s"] / hello_rate, 3)
         # FastAPI's own floor: the login's shape alone, served by the bare app.
         report["bare_login_shaped"] = shaped.summary()
-        report["floor_ratio"] = round(shaped.summary()["req_per_s"] / hello_rate, 3)
+        report["floor_ratio"] = round(report["bare_login_shaped"]["req_per_s"] / hello_rate, 3)
         if storm:
             _progress(f"storm of {storm}")
             report["storm"] = await _storm(http, organiser, storm, storm_seconds)

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -35,6 +35,7 @@ BUSY_PAUSE_S = 1.0
 WATCH_RETRY_S = 0.5
 # A watched camera that shows no frame this long after its WHEP answer is asked again.
 FIRST_FRAME_S = 15.0
+OfferedSession = TypeVar("OfferedSession", webrtc.WhipSession, webrtc.WhepSession)
 
 
 @dataclass
@@ -82,6 +83,23 @@ async def _first_frame(session: webrtc.WhepSession, stop: asyncio.Event) -> bool
     while not session.stats.frames and time.monotonic() < deadline and not stop.is_set():  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     return session.stats.frames > 0
+
+
+async def _offered(
+    recorder: Recorder, step: str, offer: Callable[[], Awaitable[OfferedSession]]
+) -> OfferedSession:
+    """`offer()` (a WHIP or WHEP offer), made again after a 503 from a loaded media
+    shard, as players do, up to `BUSY_ATTEMPTS` times; the report counts the retries."""
+    retries = 0
+    while True:
+        try:
+            return await offer()
+        except webrtc.MediaRefused as exc:
+            if exc.status != 503 or retries == BUSY_ATTEMPTS:
+                raise
+            retries += 1
+            recorder.busy_retries[step] += 1
+            await asyncio.sleep(_busy_pause(exc, retries))
 
 
 def _busy_pause(refused: webrtc.MediaRefused, attempt: int) -> float:
@@ -243,26 +261,20 @@ class Candidate:
         published: list[webrtc.WhipSession] = []
 
         async def publish() -> tuple[bool, str]:
-            busy = 0
-            while True:
-                try:
-                    session = await webrtc.whip_publish(
-                        http,
-                        "/v1/whip/me/camera",
-                        self.headers,
-                        self.scenario.hosts,
-                        self.assets.clips,
-                        "a",
-                    )
-                except webrtc.MediaRefused as exc:
-                    if exc.status != 503 or busy == BUSY_ATTEMPTS:
-                        raise
-                    busy += 1
-                    self.recorder.busy_retries["whip_publish"] += 1
-                    await asyncio.sleep(_busy_pause(exc, busy))
-                    continue
-                published.append(session)
-                return True, ""
+            session = await _offered(
+                self.recorder,
+                "whip_publish",
+                lambda: webrtc.whip_publish(
+                    http,
+                    "/v1/whip/me/camera",
+                    self.headers,
+                    self.scenario.hosts,
+                    self.assets.clips,
+                    "a",
+                ),
+            )
+            published.append(session)
+            return True, ""
 
         await self.recorder.timed(self.name, "whip_publish", publish())
         return published[0] if published else None
@@ -356,16 +368,15 @@ class Proctor:
             busy = 0
             while True:
                 try:
-                    session = await webrtc.whep_watch(http, url, self.headers, self.scenario.hosts)
+                    session = await _offered(
+                        self.recorder,
+                        "whep_watch",
+                        lambda: webrtc.whep_watch(http, url, self.headers, self.scenario.hosts),
+                    )
                 except webrtc.MediaRefused as exc:
-                    if stop.is_set() or exc.status not in (404, 503) or busy == BUSY_ATTEMPTS:
+                    if stop.is_set() or exc.status != 404:
                         raise
-                    if exc.status == 503:  # a loaded shard: wait as it asks, as players do
-                        busy += 1
-                        self.recorder.busy_retries["whep_watch"] += 1
-                        await asyncio.sleep(_busy_pause(exc, busy))
-                    else:
-                        await asyncio.sleep(WATCH_RETRY_S)
+                    await asyncio.sleep(WATCH_RETRY_S)
                     continue
                 if await _first_frame(session, stop) or stop.is_set() or busy == BUSY_ATTEMPTS:
                     sessions.append((cid, session))
