@@ -35,6 +35,9 @@ BUSY_PAUSE_S = 1.0
 WATCH_RETRY_S = 0.5
 # A watched camera that shows no frame this long after its WHEP answer is asked again.
 FIRST_FRAME_S = 15.0
+# A published camera whose connection is not up this long after its WHIP answer is
+# ended (DELETE) and published again, as WHIP clients do when ICE or DTLS fails.
+CONNECT_S = 10.0
 OfferedSession = TypeVar("OfferedSession", webrtc.WhipSession, webrtc.WhepSession)
 
 
@@ -56,7 +59,8 @@ class Recorder:
     incidents_raised: Counter[str] = field(default_factory=Counter)
     incidents_expected: Counter[str] = field(default_factory=Counter)
     online: list[tuple[float, int]] = field(default_factory=list)
-    busy_retries: Counter[str] = field(default_factory=Counter)  # step -> 503s asked again
+    # step -> offers made again: after a 503, or a session that never connected
+    busy_retries: Counter[str] = field(default_factory=Counter)
     loop_lag: list[float] = field(default_factory=list)  # seconds the generator's loop was late
     _online_now: int = 0
 
@@ -83,6 +87,17 @@ async def _first_frame(session: webrtc.WhepSession, stop: asyncio.Event) -> bool
     while not session.stats.frames and time.monotonic() < deadline and not stop.is_set():  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     return session.stats.frames > 0
+
+
+async def _connected(session: webrtc.WhipSession) -> bool:
+    """Whether the published session's connection comes up within `CONNECT_S`."""
+    deadline = time.monotonic() + CONNECT_S
+    # Polled, like `_first_frame`: bounded, and no handler left on the connection.
+    while session.pc.connectionState not in ("connected", "failed", "closed"):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return session.pc.connectionState == "connected"
 
 
 async def _offered(
@@ -261,20 +276,27 @@ class Candidate:
         published: list[webrtc.WhipSession] = []
 
         async def publish() -> tuple[bool, str]:
-            session = await _offered(
-                self.recorder,
-                "whip_publish",
-                lambda: webrtc.whip_publish(
-                    http,
-                    "/v1/whip/me/camera",
-                    self.headers,
-                    self.scenario.hosts,
-                    self.assets.clips,
-                    "a",
-                ),
-            )
-            published.append(session)
-            return True, ""
+            """Timed until the camera's connection is up, not just answered."""
+            for attempt in range(BUSY_ATTEMPTS + 1):
+                session = await _offered(
+                    self.recorder,
+                    "whip_publish",
+                    lambda: webrtc.whip_publish(
+                        http,
+                        "/v1/whip/me/camera",
+                        self.headers,
+                        self.scenario.hosts,
+                        self.assets.clips,
+                        "a",
+                    ),
+                )
+                if await _connected(session):
+                    published.append(session)
+                    return True, ""
+                await session.close(http, self.headers)
+                if attempt < BUSY_ATTEMPTS:
+                    self.recorder.busy_retries["whip_publish"] += 1
+            return False, "not_connected"
 
         await self.recorder.timed(self.name, "whip_publish", publish())
         return published[0] if published else None
