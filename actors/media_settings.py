@@ -58,6 +58,10 @@ class MediaSettings(BaseModel):
     pairing_ttl_s: int = Field(default=300, ge=10, le=3600)
     # A shard reports its load this often; no report for 3 intervals means "not live".
     load_report_interval_s: float = Field(default=2.0, gt=0, le=60)
+    # A shard that does not answer a ping is taken for gone (its rooms move) only when
+    # it has not reported for this long either; before that it is busy, not gone:
+    # moving a room off a shard that still carries its sessions would split the room.
+    gone_after_s: float = Field(default=30.0, gt=0, le=600)
     # Samples on their way to the face monitor at once; more are dropped and counted.
     monitor_in_flight: int = Field(default=4, ge=1, le=64)
     # Attempts at storing one recorded segment before it counts as failed.

@@ -57,6 +57,11 @@ def load_key(name: str) -> str:
     return f"examday:media:load:{name}"
 
 
+def seen_key(name: str) -> str:
+    """Set with every load report, kept `gone_after_s`: the shard was heard of lately."""
+    return f"examday:media:seen:{name}"
+
+
 @ray.remote(num_cpus=0, resources={"media": 1}, max_restarts=-1, max_task_retries=0)
 class MediaShard:
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
@@ -167,7 +172,7 @@ class MediaShard:
         await self.forwarder.close()
         await self.faces.close()
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.delete(load_key(self.name))
+            await self.redis.delete(load_key(self.name), seen_key(self.name))
 
     # -- load ----------------------------------------------------------------
 
@@ -197,8 +202,12 @@ class MediaShard:
             "pid": os.getpid(),
             "at": time.time(),
         }
-        interval = self.settings.media.load_report_interval_s
-        await self.redis.set(load_key(self.name), json.dumps(load), px=int(3000 * interval))
+        media = self.settings.media
+        async with self.redis.pipeline(transaction=False) as pipe:
+            load_ttl_ms = int(3000 * media.load_report_interval_s)
+            pipe.set(load_key(self.name), json.dumps(load), px=load_ttl_ms)
+            pipe.set(seen_key(self.name), b"1", px=int(1000 * media.gone_after_s))
+            await pipe.execute()
 
     def _forget_closed(self) -> None:
         # A session leaves the forwarder only after its recorder flushed: its tag is done.

@@ -6,13 +6,18 @@ room-to-shard map is a Redis hash (like LiveKit's room-to-node map): a room
 without an entry goes to the least loaded live shard, by the load reports the
 shards write every few seconds. A shard with no fresh report that does not
 answer a ping either is taken for gone, and its rooms move to a live one as
-they are next used. Calls to a shard that is restarting are retried for a
-few seconds; after that the client gets 503 with Retry-After and re-POSTs.
+they are next used, if Ray says it is dead or it has not reported for
+`gone_after_s`; a shard that is alive but too busy to answer keeps its rooms
+(its publishers are still connected to it) and the client gets 503. Calls to a
+shard that is restarting are retried for a few seconds; after that, or when
+the shard is too busy to answer, the client gets 503 with Retry-After and
+re-POSTs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +25,7 @@ from typing import Any
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from redis.asyncio import Redis
 
-from actors.media_shard import SHARD_KIND, MediaShard, load_key, shard_name
+from actors.media_shard import SHARD_KIND, MediaShard, load_key, seen_key, shard_name
 from actors.segment_store import RecordingIndex
 from api.media_sessions import MediaSessions
 from api.pairing import Pairing
@@ -110,8 +115,9 @@ class MediaRouter:
             return str(min(live, key=_score)["name"])
         # No fresh report (all just started, or Redis was slow): one that answers will do.
         for name in members:
-            if await self._answers(name):
-                return name
+            with contextlib.suppress(Unavailable):
+                if await self._answers(name):
+                    return name
         raise Unavailable("no media shard is live", reason="media_unavailable", retry_after=2)
 
     async def _live(self, name: str) -> bool:
@@ -121,13 +127,24 @@ class MediaRouter:
         return await self._answers(name)
 
     async def _answers(self, name: str) -> bool:
-        """Is shard `name` up and taking sessions, though it has not reported lately?"""
+        """Is shard `name` up and taking sessions, though it has not reported lately?
+
+        Raises `Unavailable` for a shard that is alive but too busy to answer.
+        """
         try:
             handle = await self.handle(name)
             pong = await asyncio.wait_for(actor_call(handle.ping), PING_TIMEOUT_S)
-        except (RayActorError, GetTimeoutError, TimeoutError, ValueError):
+        except (RayActorError, ValueError):
             self._actors.forget(name)
-            return False
+            return False  # dead, or not registered again after a restart
+        except (GetTimeoutError, TimeoutError):
+            if not await self.redis.exists(seen_key(name)):
+                return False  # silent for `gone_after_s`: hung, or on a lost node
+            raise Unavailable(
+                "the media shard is too busy to answer; send the offer again",
+                reason="media_busy",
+                retry_after=2,
+            ) from None
         return not pong["closing"]
 
     # -- calls -----------------------------------------------------------------
@@ -146,8 +163,9 @@ class MediaRouter:
                     raise exc.cause from None
                 raise
             except TimeoutError:
-                # A restart that takes this long, or a shard too loaded to answer: either
-                # way the client should come back later.
+                # A shard too loaded to answer (or a restart that takes this long):
+                # the client should come back later. Its report still counts: a busy
+                # shard keeps its rooms.
                 timed_out = True
                 break
             except (RayActorError, ValueError):
@@ -156,8 +174,10 @@ class MediaRouter:
                 if attempt + 1 < CALL_ATTEMPTS:
                     await asyncio.sleep(delay)
                     delay *= 2
-        # Its last report no longer counts: the next request asks whether it is back.
-        await self.redis.delete(load_key(name))
+        if not timed_out:
+            # Restarting: its last report no longer counts, the next request asks
+            # whether it is back.
+            await self.redis.delete(load_key(name))
         raise Unavailable(
             f"the media shard {'did not answer in time' if timed_out else 'is restarting'};"
             " send the offer again",

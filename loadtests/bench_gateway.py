@@ -7,7 +7,9 @@ served the same way, the same closed-loop load generator measures:
 - bare hello req/s;
 - bare login-shaped req/s: a route with the login's body, answer and cookie and
   nothing else, on the same bare app (`floor_ratio` = it / bare hello: the best
-  `ratio` a FastAPI login could have here);
+  `ratio` a FastAPI login could have here), and the same route with one Redis
+  script call added (`floor_redis_ratio`: the best a login that keeps its
+  sessions and attempt budgets in Redis could have here, before its own work);
 - candidate login req/s (each request a different candidate);
 - heartbeat req/s of joined candidates, through the gateway to the room shards;
 - and, with `--storm N`, N candidates arriving within `--storm-seconds` who
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 import tempfile
@@ -40,12 +43,13 @@ from infra.stack import LocalStack, isolated_settings
 from loadtests.httpload import Latencies, problem_reason, run_closed_loop
 
 
-def _hello_process(state: Path, port: int) -> ManagedProcess:
+def _hello_process(state: Path, port: int, settings: Settings) -> ManagedProcess:
     argv = [
         sys.executable, "-m", "uvicorn", "loadtests.hello:app",
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
-    return ManagedProcess("hello", argv, state / "logs" / "hello.log")
+    env = {**os.environ, "EXAMDAY_REDIS_URL": settings.redis_url}
+    return ManagedProcess("hello", argv, state / "logs" / "hello.log", env=env)
 
 
 async def bench_organiser(settings: Settings, http: aiohttp.ClientSession) -> dict[str, str]:
@@ -137,11 +141,14 @@ async def _phases(
                 tokens.append(token)
             return status, reason
 
-        async def shaped_request(session: aiohttp.ClientSession, n: int) -> tuple[int, str]:
-            body = {"exam_no": exam_id, "candidate_no": str(n)}
-            async with session.post("/sessions", json=body) as response:
-                await response.read()
-                return response.status, ""
+        def shaped_route(path: str) -> Any:
+            async def request(session: aiohttp.ClientSession, n: int) -> tuple[int, str]:
+                body = {"exam_no": exam_id, "candidate_no": str(n)}
+                async with session.post(path, json=body) as response:
+                    await response.read()
+                    return response.status, ""
+
+            return request
 
         _progress("bare hello")
         bare = await run_closed_loop(
@@ -149,7 +156,11 @@ async def _phases(
         )
         _progress("bare login-shaped route")
         shaped = await run_closed_loop(
-            bare_http, shaped_request, concurrency=concurrency, seconds=seconds
+            bare_http, shaped_route("/sessions"), concurrency=concurrency, seconds=seconds
+        )
+        _progress("bare login-shaped route with one Redis call")
+        shaped_redis = await run_closed_loop(
+            bare_http, shaped_route("/sessions-redis"), concurrency=concurrency, seconds=seconds
         )
         _progress("login")
         login = await run_closed_loop(
@@ -187,6 +198,10 @@ async def _phases(
         # FastAPI's own floor: the login's shape alone, served by the bare app.
         report["bare_login_shaped"] = shaped.summary()
         report["floor_ratio"] = round(report["bare_login_shaped"]["req_per_s"] / hello_rate, 3)
+        report["bare_login_shaped_redis"] = shaped_redis.summary()
+        report["floor_redis_ratio"] = round(
+            report["bare_login_shaped_redis"]["req_per_s"] / hello_rate, 3
+        )
         if storm:
             _progress(f"storm of {storm}")
             report["storm"] = await _storm(http, organiser, storm, storm_seconds)
@@ -262,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         stack = LocalStack(settings, nodes=1)
         hello_port = free_port()
-        hello = _hello_process(Path(state), hello_port)
+        hello = _hello_process(Path(state), hello_port, settings)
         stack.start()
         try:
             hello.start()
@@ -283,13 +298,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        for name in ("bare_hello", "bare_login_shaped", "login", "join", "heartbeat"):
+        names = ("bare_hello", "bare_login_shaped", "bare_login_shaped_redis", "login")
+        for name in (*names, "join", "heartbeat"):
             s = report[name]
             print(
                 f"{name:<11} {s['req_per_s']:>8} req/s  p50 {s['p50_ms']} ms"
                 f"  p99 {s['p99_ms']} ms  errors {s['errors']}"
             )
-        print(f"ratio (login / bare) = {report['ratio']}, floor {report['floor_ratio']}")
+        print(
+            f"ratio (login / bare) = {report['ratio']}, floor {report['floor_ratio']}, "
+            f"floor with one Redis call {report['floor_redis_ratio']}"
+        )
         if "storm" in report:
             print(json.dumps(report["storm"], indent=2))
     return 0

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import httpx
 from fastapi import FastAPI
 
-from actors.media_shard import shard_name
+from actors.media_shard import load_key, seen_key, shard_name
 from api.media import ROOMS_KEY, MediaPlane
 from api.media_sessions import publisher_key
 from api.rooms import room_key
@@ -106,6 +106,53 @@ async def test_a_killed_shard_restarts_and_clients_are_back_within_seconds(
         assert set(stored) <= set(await segment_names(client, recordings, proctor))
         keys = await list_keys(settings, world.region, f"{world.exam_id}/recordings/{cid}/")
         assert set(stored) <= {key.rsplit("/", 1)[1] for key in keys}
+
+
+async def test_a_shard_too_busy_to_answer_keeps_its_room_until_silent_for_long(
+    client: httpx.AsyncClient, app: FastAPI, media: MediaPlane, settings: Settings, peers: Peers
+) -> None:
+    """Moving a room off a shard that still carries its publishers would split the room
+    (viewers sent to the new shard find nobody publishing): a shard that is alive but
+    does not answer (here: SIGSTOP) keeps its room and callers get 503, until it has
+    not reported for `gone_after_s`."""
+    world = await new_exam(client, runtime_of(app), {"r1": ["6301"]})
+    cid = world.candidate_ids["6301"]
+    candidate = await joined_candidate(client, world.exam_id, "6301")
+    room = room_key(world.exam_id, "r1")
+    redis = runtime_of(app).redis
+    async with dedicated_shard(
+        media, settings, room, load_report_interval_s=0.5, gone_after_s=6.0
+    ) as shard:
+        pid = (await media.router.call(shard, "ping"))["pid"]
+
+        async def reported() -> bool:
+            return bool(await redis.exists(load_key(shard), seen_key(shard)) == 2)
+
+        await clients.eventually(reported, within=5)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+
+            async def report_lapsed() -> bool:
+                return not await redis.exists(load_key(shard))
+
+            await clients.eventually(report_lapsed, within=5)
+            busy = peers.keep(await clients.publish(client, "/v1/whip/me/camera", candidate))
+            assert busy.response.status_code == 503, busy.response.text
+            assert busy.response.json()["reason"] == "media_busy"
+            assert int(busy.response.headers["retry-after"]) >= 1
+            assert await redis.hget(ROOMS_KEY, room) == shard.encode()
+            camera = publisher_key(world.exam_id, cid, "camera")
+            assert await media.sessions.current(camera) is None
+
+            async def silent_for_long() -> bool:
+                return not await redis.exists(seen_key(shard))
+
+            await clients.eventually(silent_for_long, within=10)
+            moved = peers.keep(await clients.publish(client, "/v1/whip/me/camera", candidate))
+            assert moved.response.status_code == 201, moved.response.text
+            assert await redis.hget(ROOMS_KEY, room) == shard_name(0).encode()
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
 
 async def repost(
