@@ -147,6 +147,7 @@ class Candidate:
     switch_face_at: float | None = None
     token: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    publisher: webrtc.WhipSession | None = None
 
     @property
     def name(self) -> str:
@@ -166,16 +167,16 @@ class Candidate:
         ):
             return
         self.recorder.presence(+1)
-        publisher: webrtc.WhipSession | None = None
         try:
             if self.media:
-                publisher = await self._publish(http)
-            await self._heartbeats(http, duration, heartbeat_every, publisher)
+                await self._publish(http, "whip_publish", "a")
+            await self._heartbeats(http, duration, heartbeat_every)
             await step(self.name, "client_logs", self._logs(http))
             await step(self.name, "photo_upload", self._photo(http))
         finally:
-            if publisher is not None:
-                await publisher.close(http, self.headers)
+            if self.publisher is not None:
+                await self.publisher.close(http, self.headers)
+                self.publisher = None
             self.recorder.presence(-1)
         await step(self.name, "exit", self._exit(http))
 
@@ -272,8 +273,8 @@ class Candidate:
             result = await response.json()
         return bool(result.get("passed")), str(result.get("reason", ""))
 
-    async def _publish(self, http: aiohttp.ClientSession) -> webrtc.WhipSession | None:
-        published: list[webrtc.WhipSession] = []
+    async def _publish(self, http: aiohttp.ClientSession, step: str, showing: str | None) -> None:
+        """Publish the camera (showing face `showing`) as `self.publisher`, timed as `step`."""
 
         async def publish() -> tuple[bool, str]:
             """Timed until the camera's connection is up, not just answered."""
@@ -287,32 +288,43 @@ class Candidate:
                         self.headers,
                         self.scenario.hosts,
                         self.assets.clips,
-                        "a",
+                        showing,
                     ),
                 )
                 if await _connected(session):
-                    published.append(session)
+                    self.publisher = session
                     return True, ""
                 await session.close(http, self.headers)
                 if attempt < BUSY_ATTEMPTS:
-                    self.recorder.busy_retries["whip_publish"] += 1
+                    self.recorder.busy_retries[step] += 1
             return False, "not_connected"
 
-        await self.recorder.timed(self.name, "whip_publish", publish())
-        return published[0] if published else None
+        await self.recorder.timed(self.name, step, publish())
+
+    async def _keep_publishing(self, http: aiohttp.ClientSession) -> None:
+        """A camera whose connection failed, or was closed by the server, is ended and
+        published again, as the app does (and as a media shard's restart requires)."""
+        publisher = self.publisher
+        if publisher is None or publisher.pc.connectionState not in ("failed", "closed"):
+            return
+        self.publisher = None
+        showing = publisher.camera.showing if publisher.camera else "a"
+        await publisher.close(http, self.headers)
+        await self._publish(http, "whip_republish", showing)
 
     async def _heartbeats(
         self,
         http: aiohttp.ClientSession,
         duration: float,
         every: float,
-        publisher: webrtc.WhipSession | None,
     ) -> None:
         end = time.monotonic() + duration
         began = time.monotonic()
         for _ in range(int(duration / every) + 2):
             if time.monotonic() >= end:
                 return
+            await self._keep_publishing(http)
+            publisher = self.publisher
             switch = self.switch_face_at
             if (
                 publisher
