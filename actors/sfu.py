@@ -274,7 +274,10 @@ class Forwarder:
 
         @session.pc.on("connectionstatechange")
         def _state_changed() -> None:
-            if session.pc.connectionState in ("failed", "closed"):
+            state = session.pc.connectionState
+            if state in ("failed", "closed"):
+                if not session.closed:
+                    logger.info("media session %s connection %s", session.id, state)
                 self._spawn(session, self.close_session(session.id))
 
         self._spawn(session, self._expire(session))
