@@ -311,7 +311,15 @@ class Forwarder:
     async def _expire(self, session: Session) -> None:
         await asyncio.sleep(self.settings.connect_timeout_s)
         if session.pc.connectionState != "connected":
-            logger.info("media session %s never connected", session.id)
+            logger.info(
+                "media session %s never connected (connection %s, ICE %s, packets in %d)",
+                session.id,
+                session.pc.connectionState,
+                session.pc.iceConnectionState,
+                sum(t.packets_in for t in session.tracks.values())
+                if isinstance(session, PublishSession)
+                else 0,
+            )
             await self.close_session(session.id)
 
     def _spawn(self, session: Session, coro: Any) -> None:
