@@ -281,7 +281,7 @@ class Candidate:
             for attempt in range(BUSY_ATTEMPTS + 1):
                 session = await _offered(
                     self.recorder,
-                    "whip_publish",
+                    step,
                     lambda: webrtc.whip_publish(
                         http,
                         "/v1/whip/me/camera",
