@@ -124,6 +124,7 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
         recorder.online += part.online
         recorder.incidents_expected.update(part.incidents_expected)
         recorder.busy_retries.update(part.busy_retries)
+        recorder.connections_lost.update(part.connections_lost)
         recorder.loop_lag += part.loop_lag
     recorder.online.sort()
     expected_tracks = sum(len(p.watch) for p in proctors)
@@ -232,6 +233,8 @@ def print_summary(summary: dict[str, Any], broken: list[str], report: Path) -> N
         f" missing {tracks['missing']}"
     )
     print(f"incidents expected {incidents['expected']}, raised {incidents['raised']}")
+    if summary["media_connections_lost"]:
+        print(f"camera connections lost mid-exam: {summary['media_connections_lost']}")
     print(f"server: {summary['server'].get('note') or summary['server']}")
     lag = summary["generator"]
     print(

@@ -61,6 +61,8 @@ class Recorder:
     online: list[tuple[float, int]] = field(default_factory=list)
     # step -> offers made again: after a 503, or a session that never connected
     busy_retries: Counter[str] = field(default_factory=Counter)
+    # camera connections lost mid-exam (and published again), by the state they were in
+    connections_lost: Counter[str] = field(default_factory=Counter)
     loop_lag: list[float] = field(default_factory=list)  # seconds the generator's loop was late
     _online_now: int = 0
 
@@ -308,6 +310,7 @@ class Candidate:
         if publisher is None or publisher.pc.connectionState not in ("failed", "closed"):
             return
         self.publisher = None
+        self.recorder.connections_lost[publisher.pc.connectionState] += 1
         showing = publisher.camera.showing if publisher.camera else "a"
         await publisher.close(http, self.headers)
         await self._publish(http, "whip_republish", showing)

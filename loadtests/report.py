@@ -81,6 +81,9 @@ def summarise(recorder: Recorder, expected_tracks: int, server: dict[str, Any]) 
             "raised": dict(recorder.incidents_raised),
             "missing": missing_incidents,
         },
+        # Cameras that lost their connection mid-exam, by state ("failed", "closed"),
+        # each published again (`whip_republish`).
+        "media_connections_lost": dict(recorder.connections_lost),
         "peak_online": max((n for _, n in recorder.online), default=0),
         "server": server,
         "generator": _generator(recorder.loop_lag),

@@ -50,6 +50,7 @@ async def test_a_camera_ended_by_its_shard_is_published_again(
             assert second.pc.connectionState == "connected"
             assert second.camera is not None
             assert second.camera.showing == "b"
+            assert recorder.connections_lost == {"closed": 1}
             assert [(s.step, s.ok) for s in recorder.steps] == [
                 ("whip_publish", True),
                 ("whip_republish", True),
