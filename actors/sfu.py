@@ -277,7 +277,13 @@ class Forwarder:
             state = session.pc.connectionState
             if state in ("failed", "closed"):
                 if not session.closed:
-                    logger.info("media session %s connection %s", session.id, state)
+                    logger.info(
+                        "media %s session %s connection %s (ICE %s)",
+                        "publish" if isinstance(session, PublishSession) else "view",
+                        session.id,
+                        state,
+                        session.pc.iceConnectionState,
+                    )
                 self._spawn(session, self.close_session(session.id))
 
         self._spawn(session, self._expire(session))
