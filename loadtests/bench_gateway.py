@@ -40,7 +40,7 @@ from infra import redis as redis_conn
 from infra.processes import ManagedProcess, free_port, port_open
 from infra.settings import Settings
 from infra.stack import LocalStack, isolated_settings
-from loadtests.httpload import Latencies, problem_reason, run_closed_loop
+from loadtests.httpload import Latencies, Request, problem_reason, run_closed_loop
 
 
 def _hello_process(state: Path, port: int, settings: Settings) -> ManagedProcess:
@@ -141,7 +141,7 @@ async def _phases(
                 tokens.append(token)
             return status, reason
 
-        def shaped_route(path: str) -> Any:
+        def shaped_route(path: str) -> Request:
             async def request(session: aiohttp.ClientSession, n: int) -> tuple[int, str]:
                 body = {"exam_no": exam_id, "candidate_no": str(n)}
                 async with session.post(path, json=body) as response:

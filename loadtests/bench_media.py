@@ -280,14 +280,13 @@ def run(
 ) -> dict[str, Any]:
     """Measure both ways, `rounds` times in turn, with the same publisher and viewers."""
     clip = encode_clip()
-    measured: list[dict[str, Any]] = []
+    measured: list[tuple[float, dict[str, Any], dict[str, Any]]] = []  # (ratio, relay, forward)
     for _ in range(rounds):
         relay = asyncio.run(measure("relay", clip, viewers, seconds, warmup))
         forward = asyncio.run(measure("forward", clip, viewers, seconds, warmup))
         ratio = _ratio(relay["cpu_per_stream_second"], forward["cpu_per_stream_second"])
-        measured.append({"relay": relay, "forward": forward, "ratio": ratio})
-    median = sorted(measured, key=lambda r: float(r["ratio"]))[(rounds - 1) // 2]
-    relay, forward, ratio = median["relay"], median["forward"], float(median["ratio"])
+        measured.append((ratio, relay, forward))
+    ratio, relay, forward = sorted(measured, key=lambda r: r[0])[(rounds - 1) // 2]
     recorded = (
         asyncio.run(measure("forward-recording", clip, viewers, seconds, warmup))
         if recording
@@ -300,8 +299,9 @@ def run(
         extra["ratio_recording"] = round(
             _ratio(relay["cpu_per_stream_second"], recorded["cpu_per_stream_second"]), 1
         )
-    figures_per_round = [(r["relay"], r["forward"]) for r in measured]
-    for figures in (*(f for pair in figures_per_round for f in pair), *filter(None, [recorded])):
+    per_round = [(r, _ratio(1.0, f["cpu_per_stream_second"])) for r, _, f in measured]
+    rounded = [way for _, *ways in measured for way in ways]
+    for figures in rounded + ([recorded] if recorded else []):
         figures["cpu_per_stream_second"] = round(figures["cpu_per_stream_second"], 5)
     return {
         "stream": f"{WIDTH}x{HEIGHT}@{FPS}fps VP8 ~{BITRATE // 1000} kbps, one publisher",
@@ -311,7 +311,7 @@ def run(
         "relay_decode_reencode": relay,
         "forward_no_transcode": forward,
         "ratio": round(ratio, 1),
-        "ratio_per_round": [round(float(r["ratio"]), 1) for r in measured],
+        "ratio_per_round": [round(r, 1) for r, _ in per_round],
         "ratio_marginal": round(
             _ratio(
                 relay["marginal_cpu_per_stream_second"],
@@ -320,9 +320,7 @@ def run(
             1,
         ),
         "forwarded_streams_per_core": round(streams_per_core),
-        "streams_per_core_per_round": [
-            round(_ratio(1.0, r["forward"]["cpu_per_stream_second"])) for r in measured
-        ],
+        "streams_per_core_per_round": [round(streams) for _, streams in per_round],
         "goal_ratio_10": ratio >= 10,
         "goal_100_streams_per_core": streams_per_core >= 100,
         **extra,

@@ -82,24 +82,28 @@ class Recorder:
         self.online.append((time.time() - self.epoch, self._online_now))
 
 
+async def _within(seconds: float, done: Callable[[], bool], stop: asyncio.Event | None) -> bool:
+    """Poll `done` until it holds, `seconds` pass or `stop` is set; its last answer.
+
+    Polled: frames are counted in aiortc's decoder thread, where no asyncio.Event may
+    be set, and a poll leaves no handler behind on a peer connection.
+    """
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline and not (stop and stop.is_set()):  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    return done()
+
+
 async def _first_frame(session: webrtc.WhepSession, stop: asyncio.Event) -> bool:
     """Whether a frame arrives within `FIRST_FRAME_S` (or before the run stops)."""
-    deadline = time.monotonic() + FIRST_FRAME_S
-    # Polled: frames are counted in aiortc's decoder thread, where no asyncio.Event may be set.
-    while not session.stats.frames and time.monotonic() < deadline and not stop.is_set():  # noqa: ASYNC110
-        await asyncio.sleep(0.1)
-    return session.stats.frames > 0
+    return await _within(FIRST_FRAME_S, lambda: session.stats.frames > 0, stop)
 
 
 async def _connected(session: webrtc.WhipSession) -> bool:
     """Whether the published session's connection comes up within `CONNECT_S`."""
-    deadline = time.monotonic() + CONNECT_S
-    # Polled, like `_first_frame`: bounded, and no handler left on the connection.
-    while session.pc.connectionState not in ("connected", "failed", "closed"):
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.1)
-    return session.pc.connectionState == "connected"
+    pc = session.pc
+    await _within(CONNECT_S, lambda: pc.connectionState in ("connected", "failed", "closed"), None)
+    return pc.connectionState == "connected"
 
 
 async def _offered(
