@@ -2,7 +2,8 @@
 
 aiortc has no public way to forward encoded media, so the forwarder reaches
 into a few private parts. They are named once, in `PRIVATE_API`, used only in
-this module and in `actors.rtp_output` (the per-packet send path), and
+this module, in `actors.rtp_output` (the per-packet send path) and in
+`actors.ice_consent` (aioice's consent loop, replaced), and
 `missing_private_api()` (run by tests/media and at shard start) reports any an
 upgrade removed, so a broken upgrade fails a test rather than production.
 
@@ -36,6 +37,10 @@ upgrade removed, so a broken upgrade fails a test rather than production.
   on every interface. `ScopedPeerConnection` makes that function return its own
   address list while it gathers (a context variable, so other connections in
   the process are untouched); aiortc gathers in `setLocalDescription` only.
+- ICE consent: aioice's `Connection.query_consent` gives up on a connection
+  after six half-second checks in a row go unanswered; `actors.ice_consent`
+  puts RFC 7675's 30 s in its place when the first `ScopedPeerConnection` is
+  made.
 
 Names are checked by `missing_private_api`; the behaviour behind them (packets
 and frames reach the taps, viewers decode what is written for them, NACKs are
@@ -45,11 +50,12 @@ addresses) by the forwarding, RTP forwarding and ICE tests in tests/media.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -67,6 +73,7 @@ from aiortc import (
 from aiortc.codecs import get_encoder
 from aiortc.sdp import candidate_from_sdp
 
+from actors import ice_consent
 from infra.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -88,6 +95,7 @@ PRIVATE_API: Final[Mapping[str, str]] = MappingProxyType(
         "transport_send_rtp": "_send_rtp",  # on RTCDtlsTransport, a coroutine
         "decoder_worker": "decoder_worker",  # in aiortc.rtcrtpreceiver
         "host_addresses": "get_host_addresses",  # in aioice.ice
+        "consent_check": "query_consent",  # on aioice.ice.Connection, a coroutine
     }
 )
 DECODER_WORKER_PARAMS: Final = ("loop", "input_q", "output_q", "decode_error")
@@ -111,6 +119,9 @@ async def missing_private_api() -> list[str]:
         missing.append("decoder_worker")
     if not callable(getattr(aioice.ice, PRIVATE_API["host_addresses"], None)):
         missing.append("host_addresses")
+    consent_check = getattr(aioice.ice.Connection, PRIVATE_API["consent_check"], None)
+    if not inspect.iscoroutinefunction(consent_check):
+        missing.append("consent_check")
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         transceiver = pc.addTransceiver("video")
@@ -185,16 +196,24 @@ class ScopedPeerConnection(RTCPeerConnection):
 
     def __init__(self, host_addresses: Sequence[str]) -> None:
         _install_host_filter()
+        ice_consent.install(aioice.ice.Connection, PRIVATE_API["consent_check"])
         super().__init__(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._host_addresses = tuple(host_addresses)
 
     async def setLocalDescription(self, sessionDescription: Any = None) -> None:
-        # aiortc gathers candidates here and nowhere else.
-        token = _HOST_ADDRESSES.set(self._host_addresses)
-        try:
+        with gathering_on(self._host_addresses):  # aiortc gathers here and nowhere else
             await super().setLocalDescription(sessionDescription)
-        finally:
-            _HOST_ADDRESSES.reset(token)
+
+
+@contextlib.contextmanager
+def gathering_on(host_addresses: Sequence[str]) -> Iterator[None]:
+    """ICE gathering started in this context uses `host_addresses` only."""
+    _install_host_filter()
+    token = _HOST_ADDRESSES.set(tuple(host_addresses))
+    try:
+        yield
+    finally:
+        _HOST_ADDRESSES.reset(token)
 
 
 class EncodedFrameTap:

@@ -25,6 +25,7 @@ async def test_this_aiortc_has_every_private_detail_we_use() -> None:
         (RTCRtpReceiver, "_send_rtcp_pli", "receiver_send_pli"),
         (aiortc.rtcrtpreceiver, "decoder_worker", "decoder_worker"),
         (aioice.ice, "get_host_addresses", "host_addresses"),
+        (aioice.ice.Connection, "query_consent", "consent_check"),
         (RTCRtpSender, "_retransmit", "sender_retransmit"),
         (RTCDtlsTransport, "_send_rtp", "transport_send_rtp"),
     ],
