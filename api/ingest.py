@@ -3,7 +3,8 @@
 Shards are `LogIngest` actors named `log-ingest-{i}`, listed in the shard
 directory of kind `ingest`; a device's batches go to the shard rendezvous
 hashing gives its pseudonym, so one device's rate budget and de-duplication
-live in one place. The actors are created on first use, not at gateway start.
+live in one place. The gateway creates the actors when it starts (and again
+after one is gone).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class Runtime:
     media: MediaPlane
     # Face verification: the verifier pool and the face monitor, made at start-up.
     face: FaceService = field(init=False)
-    # Client logs (LogIngest shards, created on first use) and update manifests.
+    # Client logs (LogIngest shards) and update manifests.
     ingest: IngestClient = field(init=False)
     updates: UpdateClient = field(init=False)
     # Uploads, legal holds, exports, consents and retention runs (one actor per region).
@@ -70,8 +70,12 @@ class Runtime:
             media=MediaPlane.open(settings, redis),
         )
         await runtime.rooms.ensure_shards()
+        # Started now, not by the first candidate: on exam morning that is the login
+        # storm, when an actor's start-up (and its first Redis connections) would time out.
         runtime.ingest = IngestClient(settings, redis)
+        await runtime.ingest.ensure_shards()
         runtime.updates = UpdateClient(settings)
+        await runtime.updates.start()
         runtime.face = await FaceService.open(settings, redis, runtime.regional, runtime.rooms)
         await runtime.media.router.ensure_shards()
         runtime.privacy = PrivacyService(settings, redis, runtime.regional, runtime.exams)

@@ -1,4 +1,4 @@
-"""Gateway side of update manifests: the one UpdateManifest actor, created on first use."""
+"""Gateway side of update manifests: the one UpdateManifest actor, created at gateway start."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ class UpdateClient:
             get_if_exists=True,
             lifetime="detached",
         ).remote(self.settings)
+
+    async def start(self) -> None:
+        """Create the actor if need be, and wait until it answers."""
+        await self.call("public_key")
 
     async def call(self, method: str, *args: Any) -> Any:
         """Call the actor, waiting out a restart (bounded); its 4xx errors come back as ours."""
