@@ -33,6 +33,7 @@ from infra import redis as redis_conn
 from infra.crypto import DataKeys
 from infra.errors import ExamdayError, Unavailable
 from infra.objectstore import ObjectStores
+from infra.priority import Priority, adopt_priority
 from infra.regional import RegionalStore
 from infra.settings import Settings
 from infra.telemetry import setup_tracing, traced
@@ -60,6 +61,7 @@ class _Watch:
 class FaceMonitor:
     def __init__(self, settings: Settings) -> None:
         setup_tracing(settings, "face_monitor")
+        adopt_priority(Priority.VERIFY)
         self.settings = settings
         self.redis = redis_conn.connect(settings)
         self.regional = RegionalStore(

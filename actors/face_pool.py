@@ -26,6 +26,7 @@ import ray
 
 from actors.face_verifier import FaceVerifier
 from infra import redis as redis_conn
+from infra.priority import Priority, adopt_priority
 from infra.redis import text
 from infra.settings import Settings
 from infra.telemetry import actor_call, setup_tracing, traced
@@ -46,6 +47,7 @@ def pool_key(pool_name: str) -> str:
 class FaceVerifierPool:
     def __init__(self, settings: Settings) -> None:
         setup_tracing(settings, "face_pool")
+        adopt_priority(Priority.LIVE)
         self.settings = settings
         self.config = settings.verifier
         self.redis = redis_conn.connect(settings)

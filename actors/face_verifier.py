@@ -29,6 +29,7 @@ from actors.face_results import (
     summarise,
 )
 from infra.errors import InvalidInput
+from infra.priority import Priority, adopt_priority
 from infra.settings import Settings
 from infra.telemetry import setup_tracing, traced
 from ml.templates import FaceTemplate
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 class FaceVerifier:
     def __init__(self, settings: Settings, name: str) -> None:
         setup_tracing(settings, "face_verifier")
+        adopt_priority(Priority.VERIFY)
         import cv2
         import torch
 

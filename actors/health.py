@@ -8,6 +8,7 @@ from typing import Any
 
 import ray
 
+from infra.priority import Priority, adopt_priority
 from infra.settings import Settings
 from infra.telemetry import setup_tracing, traced
 
@@ -18,6 +19,7 @@ HEALTH_ACTOR_NAME = "examday-health"
 class HealthProbe:
     def __init__(self, settings: Settings) -> None:
         setup_tracing(settings, "health")
+        adopt_priority(Priority.LIVE)
 
     @traced
     def ping(self) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from cluster.directory import ShardDirectory
 from infra import redis as redis_conn
 from infra.crypto import DataKeys
 from infra.objectstore import ObjectStores
+from infra.priority import Priority, adopt_priority
 from infra.pseudonym import Pseudonyms
 from infra.redis import text
 from infra.regional import RegionalStore
@@ -45,6 +46,7 @@ class LogIngest:
     # Ray runs an async __init__ of an async actor on its loop; type checkers want None.
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
         setup_tracing(settings, "log_ingest")
+        adopt_priority(Priority.BACKGROUND)
         self.name = name
         self.settings = settings
         self.redis = redis_conn.connect(settings)

@@ -39,6 +39,7 @@ from actors.sfu import Forwarder
 from infra import redis as redis_conn
 from infra.crypto import DataKeys
 from infra.objectstore import ObjectStores
+from infra.priority import Priority, adopt_priority
 from infra.regional import RegionalStore
 from infra.settings import Settings
 from infra.telemetry import setup_tracing, traced
@@ -66,6 +67,7 @@ def seen_key(name: str) -> str:
 class MediaShard:
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
         setup_tracing(settings, "media_shard")
+        adopt_priority(Priority.LIVE)
         await rtc.check_private_api()
         self.name = name
         self.settings = settings

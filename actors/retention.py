@@ -23,6 +23,7 @@ from actors.retention_state import RunState
 from infra import redis as redis_conn
 from infra.keyring import RotatingDataKeys
 from infra.objectstore import ObjectStores
+from infra.priority import Priority, adopt_priority
 from infra.regional import RegionalStore
 from infra.settings import Settings
 from infra.telemetry import actor_call, setup_tracing, traced
@@ -38,6 +39,7 @@ def actor_name(region: str) -> str:
 class Retention:
     def __init__(self, settings: Settings, region: str, name: str | None = None) -> None:
         setup_tracing(settings, "retention")
+        adopt_priority(Priority.BULK)
         self.settings = settings
         self.region = region
         self.name = name or actor_name(region)

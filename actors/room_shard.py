@@ -24,6 +24,7 @@ from actors.room_state import RoomState
 from cluster.directory import ShardDirectory
 from infra import redis as redis_conn
 from infra.errors import Forbidden
+from infra.priority import Priority, adopt_priority
 from infra.redis import text
 from infra.settings import Settings
 from infra.telemetry import setup_tracing, traced
@@ -38,6 +39,7 @@ Beat = tuple[str, str, str | None, str, bool]
 class RoomShard:
     def __init__(self, settings: Settings, name: str) -> None:
         setup_tracing(settings, "room_shard")
+        adopt_priority(Priority.LIVE)
         self.name = name
         self.settings = settings
         self.redis = redis_conn.connect(settings)

@@ -38,6 +38,7 @@ from actors.update_state import UpdateState
 from infra import redis as redis_conn
 from infra.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from infra.objectstore import ObjectStores
+from infra.priority import Priority, adopt_priority
 from infra.settings import Settings
 from infra.telemetry import setup_tracing, traced
 
@@ -52,6 +53,7 @@ class UpdateManifest:
     # Ray runs an async __init__ of an async actor on its loop; type checkers want None.
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
         setup_tracing(settings, "update_manifest")
+        adopt_priority(Priority.LIVE)
         self.settings = settings
         self.redis = redis_conn.connect(settings)
         self.state = UpdateState(self.redis)

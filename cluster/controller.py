@@ -66,6 +66,7 @@ from cluster.scaling import (
 from infra import redis as redis_conn
 from infra.metrics import DECISIONS_KEY
 from infra.named_actors import NamedActors
+from infra.priority import Priority, adopt_priority
 from infra.settings import Settings
 from infra.telemetry import actor_call, setup_tracing, traced
 
@@ -80,6 +81,7 @@ INGEST_DRAIN_S = 30.0
 class ShardController:
     def __init__(self, settings: Settings, run: bool = False) -> None:
         setup_tracing(settings, "shard_controller")
+        adopt_priority(Priority.LIVE)
         self.settings = settings
         self.ops = settings.ops
         self.redis = redis_conn.connect(settings)

@@ -15,7 +15,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from infra import raycluster
+from infra import priority, raycluster
 from infra.errors import ConfigError
 from infra.processes import ManagedProcess, port_open
 from infra.settings import Settings
@@ -156,7 +156,7 @@ def ray_node_process(settings: Settings, *, head: bool, index: int = 0) -> Manag
     else:
         argv += [f"--address={settings.ray_head_address}"]
     name = "ray-head" if head else f"ray-worker-{index}"
-    env = {**os.environ, **raycluster.auth_mode_env()}
+    env = {**os.environ, **raycluster.auth_mode_env(), **priority.WORKER_NICENESS_ENV}
     return ManagedProcess(name, argv, settings.state_dir / "logs" / f"{name}.log", env=env)
 
 

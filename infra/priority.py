@@ -1,0 +1,64 @@
+"""CPU priority of our processes when a node is saturated: live media first, bulk work last.
+
+Ray starts every worker process at niceness 15 (`RAY_worker_niceness`) and
+drivers at 0, so on a saturated node the gateway (a driver, at 0) got about
+28 times the CPU of a media shard or a face verifier (CFS weights 1024 and
+36). In the capacity runs that starved the media shards' event loops, whose
+late answers to ICE consent checks closed candidates' cameras, and left face
+verification a minute behind. Our nodes start their workers at 0
+(`WORKER_NICENESS_ENV`), and each actor then takes the niceness of its
+`Priority`: live media and presence as the gateway, verification a little
+below, log ingest and retention (work that can wait) well below.
+
+A process may always raise its niceness; lowering it needs CAP_SYS_NICE, so
+on a node that still starts workers at 15 an unprivileged actor stays there,
+and says so once in its log.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from pathlib import Path
+from typing import Final
+
+logger = logging.getLogger(__name__)
+
+WORKER_NICENESS_ENV: Final = {"RAY_worker_niceness": "0"}
+
+
+class Priority(enum.IntEnum):
+    """Niceness by role (lower runs first)."""
+
+    LIVE = 0  # media shards, room shards, the verifier pool's router, update checks
+    VERIFY = 5  # face verifier replicas: CPU-heavy, queued, answer 503 when full
+    BACKGROUND = 10  # log ingestion, the face monitor's sampling, the shard controller
+    BULK = 15  # retention sweeps and exports
+
+
+def adopt_priority(priority: Priority) -> int:
+    """Move every thread of this process to `priority`'s niceness where allowed.
+
+    Linux keeps a niceness per thread, and Ray's threads (and an async actor's
+    event loop thread) exist before an actor's `__init__` runs, so each is set;
+    threads started later inherit it. Returns the niceness this thread has.
+    """
+    for thread_id in _threads():
+        try:
+            os.setpriority(os.PRIO_PROCESS, thread_id, int(priority))
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+        except PermissionError:
+            logger.warning(
+                "cannot lower niceness to %d (no CAP_SYS_NICE): start Ray workers with %s",
+                int(priority),
+                WORKER_NICENESS_ENV,
+            )
+            break
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def _threads(pid: int | None = None) -> list[int]:
+    task_dir = Path("/proc") / (str(pid) if pid is not None else "self") / "task"
+    return [int(entry.name) for entry in task_dir.iterdir()]
