@@ -61,7 +61,7 @@ class _Watch:
 class FaceMonitor:
     def __init__(self, settings: Settings) -> None:
         setup_tracing(settings, "face_monitor")
-        adopt_priority(Priority.VERIFY)
+        adopt_priority(Priority.QUEUED)
         self.settings = settings
         self.redis = redis_conn.connect(settings)
         self.regional = RegionalStore(

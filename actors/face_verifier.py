@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 class FaceVerifier:
     def __init__(self, settings: Settings, name: str) -> None:
         setup_tracing(settings, "face_verifier")
-        adopt_priority(Priority.VERIFY)
+        adopt_priority(Priority.QUEUED)
         import cv2
         import torch
 

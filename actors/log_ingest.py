@@ -46,7 +46,7 @@ class LogIngest:
     # Ray runs an async __init__ of an async actor on its loop; type checkers want None.
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
         setup_tracing(settings, "log_ingest")
-        adopt_priority(Priority.BACKGROUND)
+        adopt_priority(Priority.QUEUED)
         self.name = name
         self.settings = settings
         self.redis = redis_conn.connect(settings)

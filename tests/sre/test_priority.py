@@ -44,7 +44,7 @@ async def test_every_thread_of_each_actor_runs_at_its_roles_niceness(
         media_shard.shard_name(0): {Priority.LIVE},
         rooms.shard_name(0): {Priority.LIVE},
         UPDATE_MANIFEST: {Priority.LIVE},
-        ingest_keys.shard_name(0): {Priority.BACKGROUND},
+        ingest_keys.shard_name(0): {Priority.QUEUED},
     }
     found = {name: await niceness_of(name, namespace) for name in expected}
     # Ray's default would be 15 for every one of them; Linux keeps niceness per thread.
