@@ -8,9 +8,8 @@ late answers to ICE consent checks closed candidates' cameras, and left face
 verification a minute behind. Our nodes start their workers at 0
 (`WORKER_NICENESS_ENV`), and each actor then takes the niceness of its
 `Priority`: live media and presence as the gateway; face verification and
-log ingestion, which queue and push back, below; retention last. (Two
-capacity runs, verification at 5 then at 10: its p99 28 then 121 s, the
-login's 5.3 then 1.6 s; the login storm is what exam morning cannot queue.)
+log ingestion, which queue and push back, below; retention last:
+a login storm cannot queue the way verification can.
 
 A process may always raise its niceness; lowering it needs CAP_SYS_NICE, so
 on a node that still starts workers at 15 an unprivileged actor stays there,
