@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
@@ -15,6 +16,7 @@ from infra.settings import Settings
 from infra.telemetry import actor_call
 
 _ATTEMPTS = 6
+log = logging.getLogger(__name__)
 
 
 class UpdateClient:
@@ -32,8 +34,15 @@ class UpdateClient:
         ).remote(self.settings)
 
     async def start(self) -> None:
-        """Create the actor if need be, and wait until it answers."""
-        await self.call("public_key")
+        """Create the actor if need be, and wait until it answers (or retries run out).
+
+        A manifest service that cannot start must not keep the gateway from serving
+        logins: version checks then answer 503 until it comes up.
+        """
+        try:
+            await self.call("public_key")
+        except Unavailable:
+            log.warning("the update manifest actor did not answer at gateway start")
 
     async def call(self, method: str, *args: Any) -> Any:
         """Call the actor, waiting out a restart (bounded); its 4xx errors come back as ours."""
