@@ -75,7 +75,3 @@ def install(connection_class: type[Connection], method_name: str) -> None:
     """Make `connection_class.<method_name>` our consent loop (idempotent)."""
     if getattr(connection_class, method_name) is not _query_consent:
         setattr(connection_class, method_name, _query_consent)
-
-
-def installed(connection_class: type[Connection], method_name: str) -> bool:
-    return getattr(connection_class, method_name, None) is _query_consent

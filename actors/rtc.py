@@ -195,7 +195,6 @@ class ScopedPeerConnection(RTCPeerConnection):
     """A peer connection with no STUN/TURN that gathers on `host_addresses` only."""
 
     def __init__(self, host_addresses: Sequence[str]) -> None:
-        _install_host_filter()
         ice_consent.install(aioice.ice.Connection, PRIVATE_API["consent_check"])
         super().__init__(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._host_addresses = tuple(host_addresses)

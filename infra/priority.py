@@ -37,14 +37,15 @@ class Priority(enum.IntEnum):
     BULK = 15  # retention sweeps and exports
 
 
-def adopt_priority(priority: Priority) -> int:
+def adopt_priority(priority: Priority) -> None:
     """Move every thread of this process to `priority`'s niceness where allowed.
 
     Linux keeps a niceness per thread, and Ray's threads (and an async actor's
     event loop thread) exist before an actor's `__init__` runs, so each is set;
-    threads started later inherit it. Returns the niceness this thread has.
+    threads started later inherit it.
     """
-    for thread_id in _threads():
+    for entry in Path("/proc/self/task").iterdir():
+        thread_id = int(entry.name)
         try:
             os.setpriority(os.PRIO_PROCESS, thread_id, int(priority))
         except ProcessLookupError:  # the thread ended meanwhile
@@ -56,9 +57,3 @@ def adopt_priority(priority: Priority) -> int:
                 WORKER_NICENESS_ENV,
             )
             break
-    return os.getpriority(os.PRIO_PROCESS, 0)
-
-
-def _threads(pid: int | None = None) -> list[int]:
-    task_dir = Path("/proc") / (str(pid) if pid is not None else "self") / "task"
-    return [int(entry.name) for entry in task_dir.iterdir()]
