@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
 
 from api.runtime import Runtime
 from infra.objectstore import ObjectStores
 from infra.settings import Settings
 
 
-async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+async def get_runtime(connection: HTTPConnection) -> Runtime:
+    # HTTPConnection, not Request: WebSocket routes share these dependencies.
+    runtime: Runtime = connection.app.state.runtime
     return runtime
 
 

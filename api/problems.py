@@ -43,6 +43,23 @@ def problem_response(
     extra: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    body = problem_body(status, reason, title, detail, instance, extra)
+    all_headers = dict(headers or {})
+    if retry_after is not None:
+        all_headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return JSONResponse(
+        body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=all_headers
+    )
+
+
+def problem_body(
+    status: int,
+    reason: str,
+    title: str,
+    detail: str,
+    instance: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + reason,
         "title": title,
@@ -53,12 +70,16 @@ def problem_response(
     }
     if extra:
         body.update({k: v for k, v in extra.items() if k not in body})
-    all_headers = dict(headers or {})
-    if retry_after is not None:
-        all_headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return JSONResponse(
-        body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=all_headers
-    )
+    return body
+
+
+def error_body(error: ExamdayError, instance: str) -> dict[str, Any]:
+    """The problem details of `error`, for answers that are not HTTP responses."""
+    error_fields = (error.status, error.reason, error.title, error.detail, instance)
+    body = problem_body(*error_fields, error.extra)
+    if error.retry_after is not None:
+        body.setdefault("retry_after", max(1, math.ceil(error.retry_after)))
+    return body
 
 
 def error_response(error: ExamdayError, instance: str) -> JSONResponse:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from api.deps import RuntimeDep
 from api.models import Identifier
@@ -34,23 +35,23 @@ class Principal:
         return self.claims.sub
 
 
-def optional_token(request: Request) -> str | None:
+def optional_token(connection: HTTPConnection) -> str | None:
     """The caller's token: `Authorization: Bearer` (native clients) or the session cookie."""
-    header = request.headers.get("authorization", "")
+    header = connection.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip() or None
-    return request.cookies.get(COOKIE_NAME) or None
+    return connection.cookies.get(COOKIE_NAME) or None
 
 
-def request_token(request: Request) -> str:
-    token = optional_token(request)
+def request_token(connection: HTTPConnection) -> str:
+    token = optional_token(connection)
     if token is None:
         raise Unauthenticated("log in first", reason="no_session")
     return token
 
 
-async def current_principal(request: Request, runtime: RuntimeDep) -> Principal:
-    claims, record = await runtime.sessions.resolve(request_token(request))
+async def current_principal(connection: HTTPConnection, runtime: RuntimeDep) -> Principal:
+    claims, record = await runtime.sessions.resolve(request_token(connection))
     return Principal(claims, record.get("room"))
 
 

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     # Rooms and sessions.
     room_shards: int = Field(default=2, ge=1, le=256)
     heartbeat_timeout_seconds: float = Field(default=15.0, gt=0)
+    # The presence socket (`/v1/me/presence`) checks its session again this often:
+    # how long a logged-out or replaced session may go on beating there.
+    presence_recheck_seconds: float = Field(default=15.0, gt=0)
+    # Beats closer together than this on one socket are refused, not forwarded.
+    presence_min_interval_seconds: float = Field(default=1.0, ge=0)
     session_ttl_seconds: int = Field(default=6 * 3600, gt=0)
     login_failures_per_ip: int = Field(default=20, ge=1)
     login_failures_per_exam: int = Field(default=500, ge=1)

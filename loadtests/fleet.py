@@ -27,6 +27,7 @@ from typing import Any
 from loadtests import report as reports
 from loadtests.journey import Proctor, Recorder
 from loadtests.parts import Plan, http_session, run_shares
+from loadtests.presence import TRANSPORTS, Transport
 from loadtests.scenario import (
     Scenario,
     build_assets,
@@ -60,6 +61,7 @@ class FleetConfig:
     password: str = ""
     state_dir: Path | None = None
     heartbeat_every: float = HEARTBEAT_SECONDS
+    heartbeats: Transport = "socket"
     setup_only: bool = False
 
 
@@ -182,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", type=Path, help="a local stack's state dir, to sample its CPU/RSS"
     )
     parser.add_argument(
+        "--heartbeats", choices=TRANSPORTS, default="socket",
+        help="heartbeats over the presence socket, as the app sends them, or by HTTP POST",
+    )  # fmt: skip
+    parser.add_argument(
         "--setup-only", action="store_true", help="create the exam, print it, and stop (for Locust)"
     )
     return parser
@@ -218,7 +224,7 @@ def config_from_args(argv: Sequence[str] | None) -> FleetConfig:
         hosts=tuple(args.ice_host or ["127.0.0.1"]), switch_faces=args.switch_faces,
         thresholds=tuple(thresholds), ray_address=args.ray_address, workers=args.workers,
         processes=args.processes, organiser=args.organiser, password=password,
-        state_dir=args.state_dir, setup_only=args.setup_only,
+        state_dir=args.state_dir, heartbeats=args.heartbeats, setup_only=args.setup_only,
     )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from loadtests import webrtc
+from loadtests.presence import PresenceSocket
 from loadtests.scenario import Assets, Scenario
 
 MAX_EVENTS = 100_000
@@ -154,6 +155,7 @@ class Candidate:
     token: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     publisher: webrtc.WhipSession | None = None
+    presence: PresenceSocket | None = None  # heartbeats on it, else by HTTP POST
 
     @property
     def name(self) -> str:
@@ -177,9 +179,13 @@ class Candidate:
             if self.media:
                 await self._publish(http, "whip_publish", "a")
             await self._heartbeats(http, duration, heartbeat_every)
+            if self.presence is not None:
+                await self.presence.close()  # the app closes it as the candidate leaves
             await step(self.name, "client_logs", self._logs(http))
             await step(self.name, "photo_upload", self._photo(http))
         finally:
+            if self.presence is not None:
+                await self.presence.close()
             if self.publisher is not None:
                 await self.publisher.close(http, self.headers)
                 self.publisher = None
@@ -341,9 +347,12 @@ class Candidate:
             ):
                 publisher.camera.show("b")
                 self.switch_face_at = None
-            await self.recorder.timed(
-                self.name, "heartbeat", self._post(http, "/v1/me/heartbeat", {}, 200)
+            beat = (
+                self.presence.beat(self.headers)
+                if self.presence is not None
+                else self._post(http, "/v1/me/heartbeat", {}, 200)
             )
+            await self.recorder.timed(self.name, "heartbeat", beat)
             await asyncio.sleep(min(every, max(0.0, end - time.monotonic())))
 
     async def _logs(self, http: aiohttp.ClientSession) -> tuple[bool, str]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from loadtests.journey import Candidate, Recorder
+from loadtests.presence import PresenceSocket, sockets_session
 
 if TYPE_CHECKING:
     from loadtests.fleet import FleetConfig
@@ -67,11 +68,16 @@ async def run_candidates(
     total = max(1, config.candidates)
     stop = asyncio.Event()
     watching = asyncio.ensure_future(watch_loop(recorder, stop))
-    async with http_session(config.target, len(plan)) as http:
+    async with (
+        http_session(config.target, len(plan)) as http,
+        sockets_session(config.target) as sockets,
+    ):
 
         async def one(index: int, number: str, media: bool, switch: bool) -> None:
             await asyncio.sleep(max(0.0, epoch + config.ramp * index / total - time.time()))
             candidate = Candidate(number, scenario, assets, recorder, media)
+            if config.heartbeats == "socket":
+                candidate.presence = PresenceSocket(sockets)
             if switch:
                 candidate.switch_face_at = config.duration / 4
                 recorder.incidents_expected["identity_mismatch"] += 1

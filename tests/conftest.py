@@ -21,9 +21,12 @@ from infra.stack import LocalStack, isolated_settings
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    # Camera frames sampled every 2 s, so that face incidents show up within a test's time.
+    # Camera frames sampled every 2 s, so that face incidents show up within a test's time;
+    # presence sockets recheck their session every second, so that an ended one does too.
     media = MediaSettings(sample_interval_s=2.0)
-    return isolated_settings(tmp_path_factory.mktemp("state"), media=media)
+    return isolated_settings(
+        tmp_path_factory.mktemp("state"), media=media, presence_recheck_seconds=1.0
+    )
 
 
 @pytest.fixture(scope="session")
