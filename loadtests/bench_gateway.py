@@ -12,6 +12,8 @@ served the same way, the same closed-loop load generator measures:
   sessions and attempt budgets in Redis could have here, before its own work);
 - candidate login req/s (each request a different candidate);
 - heartbeat req/s of joined candidates, through the gateway to the room shards;
+- the same heartbeats as messages on presence sockets (`socket_ratio` = their
+  rate / the HTTP heartbeats' rate);
 - and, with `--storm N`, N candidates arriving within `--storm-seconds` who
   each log in, accept the policy and join their room.
 
@@ -35,6 +37,7 @@ from typing import Any
 
 import aiohttp
 
+from api.routes.presence import PATH as PRESENCE_PATH
 from api.staff import StaffRegistry
 from infra import redis as redis_conn
 from infra.processes import ManagedProcess, free_port, port_open
@@ -185,11 +188,14 @@ async def _phases(
         heartbeat = await run_closed_loop(
             http, heartbeat_request, concurrency=concurrency, seconds=seconds
         )
+        _progress("heartbeat over presence sockets")
+        heartbeat_socket = await _socket_beats(http, joiners[:concurrency], seconds)
         report: dict[str, Any] = {
             "bare_hello": bare.summary(),
             "login": login.summary(),
             "join": join.summary(),
             "heartbeat": heartbeat.summary(),
+            "heartbeat_socket": heartbeat_socket.summary(),
             "concurrency": concurrency,
             "seconds_per_phase": seconds,
         }
@@ -202,10 +208,43 @@ async def _phases(
         report["floor_redis_ratio"] = round(
             report["bare_login_shaped_redis"]["req_per_s"] / hello_rate, 3
         )
+        report["socket_ratio"] = round(
+            report["heartbeat_socket"]["req_per_s"] / max(report["heartbeat"]["req_per_s"], 1e-9), 2
+        )
         if storm:
             _progress(f"storm of {storm}")
             report["storm"] = await _storm(http, organiser, storm, storm_seconds)
         return report
+
+
+async def _socket_beats(
+    http: aiohttp.ClientSession, tokens: list[str], seconds: float
+) -> Latencies:
+    """Heartbeats on one presence socket per candidate, each beat sent as soon as the
+    socket's last one was answered (the stack allows that: no pacing here)."""
+    sockets = [
+        await http.ws_connect(PRESENCE_PATH, headers={"Authorization": f"Bearer {token}"})
+        for token in tokens
+    ]
+    idle: asyncio.Queue[aiohttp.ClientWebSocketResponse] = asyncio.Queue()
+    for ws in sockets:
+        idle.put_nowait(ws)
+
+    async def beat(session: aiohttp.ClientSession, n: int) -> tuple[int, str]:
+        ws = await idle.get()
+        try:
+            await ws.send_str("{}")
+            answer = json.loads(await ws.receive_str())
+        finally:
+            idle.put_nowait(ws)
+        error = answer.get("error")
+        return (int(error["status"]), str(error["reason"])) if error else (200, "")
+
+    try:
+        return await run_closed_loop(http, beat, concurrency=len(sockets), seconds=seconds)
+    finally:
+        for ws in sockets:
+            await ws.close()
 
 
 def _progress(phase: str) -> None:
@@ -272,8 +311,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("durations must be positive, concurrency >= 1, storm >= 0")
 
     with tempfile.TemporaryDirectory(prefix="examday-bench-") as state:
+        # Beats on a presence socket are not paced here: each is sent when the last
+        # was answered, so that the phase measures what a beat costs.
         settings = isolated_settings(
-            Path(state), env="development", cookie_secure=False, trace_file=None
+            Path(state),
+            env="development",
+            cookie_secure=False,
+            trace_file=None,
+            presence_min_interval_seconds=0.0,
         )
         stack = LocalStack(settings, nodes=1)
         hello_port = free_port()
@@ -299,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         names = ("bare_hello", "bare_login_shaped", "bare_login_shaped_redis", "login")
-        for name in (*names, "join", "heartbeat"):
+        for name in (*names, "join", "heartbeat", "heartbeat_socket"):
             s = report[name]
             print(
                 f"{name:<11} {s['req_per_s']:>8} req/s  p50 {s['p50_ms']} ms"
@@ -309,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"ratio (login / bare) = {report['ratio']}, floor {report['floor_ratio']}, "
             f"floor with one Redis call {report['floor_redis_ratio']}"
         )
+        print(f"heartbeats: socket / HTTP = {report['socket_ratio']}")
         if "storm" in report:
             print(json.dumps(report["storm"], indent=2))
     return 0
