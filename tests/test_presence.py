@@ -40,15 +40,21 @@ def _upgrade_headers() -> dict[str, str]:
     }
 
 
+async def _joined(client: httpx.AsyncClient, app: FastAPI, room: str) -> tuple[str, dict[str, str], str]:
+    """A fresh exam with one joined candidate in `room`: (exam id, their headers, room key)."""
+    number = f"{room}001"
+    world = await new_exam(client, runtime_of(app), {room: [number]})
+    headers = await joined_candidate(client, world.exam_id, number)
+    return world.exam_id, dict(headers), room_key(world.exam_id, room)
+
+
 async def test_beats_on_the_socket_are_journaled_once_each(
     client: httpx.AsyncClient, app: FastAPI, settings: Settings
 ) -> None:
-    world = await new_exam(client, runtime_of(app), {"p1": ["p1001"]})
-    headers = await joined_candidate(client, world.exam_id, "p1001")
-    key = room_key(world.exam_id, "p1")
+    _, headers, key = await _joined(client, app, "p1")
     async with (
         aiohttp.ClientSession(settings.gateway_url) as http,
-        http.ws_connect(PATH, headers=dict(headers)) as ws,
+        http.ws_connect(PATH, headers=headers) as ws,
     ):
         first = await _ask(ws, json.dumps({"id": "beat-1", "network": "cellular"}))
         assert first["id"] == "beat-1"
@@ -82,13 +88,11 @@ async def test_handshakes_without_a_joined_candidate_are_refused_with_a_problem(
 async def test_bad_messages_get_a_reason_and_are_not_journaled(
     client: httpx.AsyncClient, app: FastAPI, settings: Settings
 ) -> None:
-    world = await new_exam(client, runtime_of(app), {"p3": ["p3001"]})
-    headers = await joined_candidate(client, world.exam_id, "p3001")
-    key = room_key(world.exam_id, "p3")
+    _, headers, key = await _joined(client, app, "p3")
     before = len(await _journal(app, key))
     async with (
         aiohttp.ClientSession(settings.gateway_url) as http,
-        http.ws_connect(PATH, headers=dict(headers)) as ws,
+        http.ws_connect(PATH, headers=headers) as ws,
     ):
         refused = [
             await _ask(ws, "not json"),
@@ -116,15 +120,13 @@ async def test_bad_messages_get_a_reason_and_are_not_journaled(
 async def test_a_replaced_session_closes_its_socket(
     client: httpx.AsyncClient, app: FastAPI, settings: Settings
 ) -> None:
-    runtime = runtime_of(app)
-    world = await new_exam(client, runtime, {"p4": ["p4001"]})
-    headers = await joined_candidate(client, world.exam_id, "p4001")
+    exam_id, headers, key = await _joined(client, app, "p4")
     async with (
         aiohttp.ClientSession(settings.gateway_url) as http,
-        http.ws_connect(PATH, headers=dict(headers)) as ws,
+        http.ws_connect(PATH, headers=headers) as ws,
     ):
         assert (await _ask(ws, json.dumps({"id": "before"})))["state"] == "joined"
-        await candidate_login(client, world.exam_id, "p4001")  # a newer login wins
+        await candidate_login(client, exam_id, "p4001")  # a newer login wins
         await asyncio.sleep(
             max(settings.presence_min_interval_seconds, settings.presence_recheck_seconds)
         )
@@ -132,6 +134,6 @@ async def test_a_replaced_session_closes_its_socket(
         closing = await asyncio.wait_for(ws.receive(), 10)
         assert closing.type == aiohttp.WSMsgType.CLOSE
         assert closing.data == CLOSE_SESSION_ENDED
-    eids = [e.get("eid") for e in await _journal(app, room_key(world.exam_id, "p4"))]
+    eids = [e.get("eid") for e in await _journal(app, key)]
     assert "before" in eids
     assert "after" not in eids
