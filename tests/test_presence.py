@@ -40,7 +40,9 @@ def _upgrade_headers() -> dict[str, str]:
     }
 
 
-async def _joined(client: httpx.AsyncClient, app: FastAPI, room: str) -> tuple[str, dict[str, str], str]:
+async def _joined(
+    client: httpx.AsyncClient, app: FastAPI, room: str
+) -> tuple[str, dict[str, str], str]:
     """A fresh exam with one joined candidate in `room`: (exam id, their headers, room key)."""
     number = f"{room}001"
     world = await new_exam(client, runtime_of(app), {room: [number]})
