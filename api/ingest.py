@@ -175,7 +175,7 @@ class IngestClient:
             )
         except stores.client(region).exceptions.NoSuchKey:
             raise NotFound("no such object", reason="object_not_found") from None
-        body: bytes = await asyncio.to_thread(response["Body"].read)
+        body: bytes = await stores.run(response["Body"].read)
         return body
 
 

@@ -139,7 +139,7 @@ class AuditLog:
         response = await self.stores.call(
             self.region, "get_object", Bucket=self.bucket, Key=object_key(seq)
         )
-        raw: bytes = await asyncio.to_thread(response["Body"].read)
+        raw: bytes = await self.stores.run(response["Body"].read)
         entry: dict[str, Any] = json.loads(raw)
         return AuditEntry(int(entry["seq"]), str(entry.get("hash", "")), entry)
 

@@ -1,16 +1,23 @@
 """S3 clients, one per region, and the buckets behind them.
 
-boto3 is synchronous: every call from async code goes through `asyncio.to_thread`
-so that the event loop never waits on the network. Personal data reaches these
-buckets only through the regional store built on top of this module, which
-always names the exam's region.
+boto3 is synchronous: every call from async code runs on the stores' own threads
+(`object_store_threads`), so that the event loop never waits on the network and
+S3's waits never fill the default executor, which Ray handle lookups and CPU work
+off the loop share: a wave of photo uploads could hold all of its threads (six on
+two cores) while log uploads and handle lookups waited behind them. Personal data
+reaches these buckets only through the regional store built on top of this module,
+which always names the exam's region.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from botocore.client import Config
@@ -22,8 +29,10 @@ from infra.settings import RegionStore, Settings
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+T = TypeVar("T")
 
-def make_client(store: RegionStore) -> S3Client:
+
+def make_client(store: RegionStore, connections: int = 32) -> S3Client:
     return boto3.client(
         "s3",
         endpoint_url=store.endpoint,
@@ -35,7 +44,7 @@ def make_client(store: RegionStore) -> S3Client:
             retries={"max_attempts": 2, "mode": "standard"},
             connect_timeout=2,
             read_timeout=30,
-            max_pool_connections=32,
+            max_pool_connections=connections,
         ),
     )
 
@@ -52,7 +61,11 @@ class ObjectStores:
 
     def __init__(self, settings: Settings) -> None:
         self._stores = dict(settings.regions)
-        self._clients = {region: make_client(store) for region, store in self._stores.items()}
+        threads = settings.object_store_threads
+        self._clients = {
+            region: make_client(store, max(32, threads)) for region, store in self._stores.items()
+        }
+        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="object-store")
 
     @property
     def regions(self) -> list[str]:
@@ -89,16 +102,23 @@ class ObjectStores:
             self._clients[region].head_bucket(Bucket=self.bucket(region))
 
         try:
-            await asyncio.wait_for(asyncio.to_thread(probe), timeout=3)
+            await asyncio.wait_for(self.run(probe), timeout=3)
         except (ClientError, BotoCoreError, TimeoutError, OSError) as exc:
             return RegionHealth(region, False, type(exc).__name__)
         return RegionHealth(region, True, "ok")
+
+    async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`function(*args, **kwargs)`, blocking boto3 work (a call, a body's read), on the
+        stores' threads, in the caller's context (its trace) as `asyncio.to_thread` would."""
+        context = contextvars.copy_context()
+        call = functools.partial(context.run, function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     async def call(self, region: str, operation: str, **params: Any) -> Any:
         """Run one S3 operation off the event loop; store outages become DependencyDown."""
         method = getattr(self.client(region), operation)
         try:
-            return await asyncio.to_thread(method, **params)
+            return await self.run(method, **params)
         except BotoCoreError as exc:
             raise DependencyDown(
                 f"object store of {region} unreachable", reason="object_store_down"

@@ -14,7 +14,6 @@ or identity data are also sealed with the exam's data key (AES-GCM envelope).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -141,7 +140,7 @@ class RegionalStore:
             )
         except self.stores.client(region).exceptions.NoSuchKey:
             raise NotFound("no such object", reason="object_not_found") from None
-        body: bytes = await asyncio.to_thread(response["Body"].read)
+        body: bytes = await self.stores.run(response["Body"].read)
         if response.get("Metadata", {}).get("sealed") == "1":
             return await self.keys.open(exam_id, f"object:{key}", body)
         return body

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     gateway_workers: int = Field(default=1, ge=1, le=64)
     max_request_bytes: int = 1024 * 1024
     max_upload_bytes: int = 8 * 1024 * 1024
+    # Threads per process for blocking S3 calls (boto3), apart from the default executor.
+    object_store_threads: int = Field(default=16, ge=1, le=256)
 
     # Rooms and sessions.
     room_shards: int = Field(default=2, ge=1, le=256)
