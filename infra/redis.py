@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from importlib import metadata
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.driver_info import DriverInfo
 from redis.exceptions import RedisError
 
 from infra.settings import Settings
@@ -20,6 +22,10 @@ def connect(settings: Settings) -> Redis:
         health_check_interval=15,
         max_connections=512,
         timeout=5,
+        # Named once here: left unnamed, every new connection looks redis-py's version
+        # up in the installed packages' metadata (a scan of site-packages) on the event
+        # loop, and a pool grows by many connections at once in a burst.
+        driver_info=DriverInfo(name="redis-py", lib_version=metadata.version("redis")),
     )
     return Redis(connection_pool=pool)
 

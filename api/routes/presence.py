@@ -30,6 +30,9 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import Field, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.deps import RuntimeDep
 from api.models import NetworkType, Strict
@@ -38,6 +41,7 @@ from api.rooms import room_key
 from api.runtime import Runtime
 from api.security import Principal, current_candidate, current_principal, request_token
 from infra.errors import (
+    DependencyDown,
     ExamdayError,
     InvalidInput,
     PayloadTooLarge,
@@ -121,6 +125,9 @@ class _Channel:
             await self.runtime.sessions.resolve(request_token(self.websocket))
         except Unauthenticated:
             return False
+        except (RedisError, OSError):
+            # Redis too slow to say: keep the candidate, and ask again at the next beat.
+            return True
         self.checked_at = time.monotonic()
         return True
 
@@ -136,6 +143,9 @@ class _Channel:
             result = await self.runtime.rooms.heartbeat(
                 self.room_key, self.principal.name, beat.network, beat.id or uuid.uuid4().hex
             )
+        except (RedisConnectionError, RedisTimeoutError):
+            down = DependencyDown("hot state is unavailable", retry_after=1)
+            return {"id": beat_id, "error": error_body(down, PATH)}
         except ExamdayError as error:
             if error.status < 500:
                 self.bad += 1
