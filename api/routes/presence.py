@@ -67,7 +67,10 @@ class BeatIn(Strict):
 @router.websocket("/presence")
 async def presence(websocket: WebSocket, runtime: RuntimeDep) -> None:
     try:
-        principal = await current_candidate(await current_principal(websocket, runtime))
+        try:
+            principal = await current_candidate(await current_principal(websocket, runtime))
+        except (RedisConnectionError, RedisTimeoutError):
+            raise DependencyDown("hot state is unavailable", retry_after=1) from None
         if principal.room is None:
             raise InvalidInput("join the room first", reason="not_joined")
     except ExamdayError as error:
