@@ -14,7 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from infra.errors import ExamdayError
+from infra.errors import DependencyDown, ExamdayError
 
 PROBLEM_TYPE_BASE = "https://examday.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -30,6 +30,13 @@ _STATUS_REASONS = {
 }
 
 log = logging.getLogger("examday.api")
+
+# Overload or an outage of the hot store: the client should come back shortly.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+
+
+def hot_state_down() -> DependencyDown:
+    return DependencyDown("hot state is unavailable", retry_after=1)
 
 
 def problem_response(
@@ -133,12 +140,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
-        # Overload or an outage of the hot store: the client should come back shortly.
         log.warning("redis unavailable on %s %s: %s", request.method, _route(request), exc)
-        return problem_response(
-            503, "dependency_down", "A dependency is down", "hot state is unavailable",
-            request.url.path, retry_after=1,
-        )  # fmt: skip
+        return error_response(hot_state_down(), request.url.path)
 
     @app.exception_handler(ClientDisconnect)
     async def _client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:

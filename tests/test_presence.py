@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -23,6 +25,17 @@ from tests.test_login import runtime_of
 async def _journal(app: FastAPI, key: str) -> list[dict[str, Any]]:
     entries: Any = await runtime_of(app).redis.xrange(stream_key(key))
     return [json.loads(fields[b"e"]) for _, fields in entries]
+
+
+@asynccontextmanager
+async def _socket(
+    settings: Settings, headers: dict[str, str]
+) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    async with (
+        aiohttp.ClientSession(settings.gateway_url) as http,
+        http.ws_connect(PATH, headers=headers) as ws,
+    ):
+        yield ws
 
 
 async def _ask(ws: aiohttp.ClientWebSocketResponse, message: str | bytes) -> dict[str, Any]:
@@ -54,10 +67,7 @@ async def test_beats_on_the_socket_are_journaled_once_each(
     client: httpx.AsyncClient, app: FastAPI, settings: Settings
 ) -> None:
     _, headers, key = await _joined(client, app, "p1")
-    async with (
-        aiohttp.ClientSession(settings.gateway_url) as http,
-        http.ws_connect(PATH, headers=headers) as ws,
-    ):
+    async with _socket(settings, headers) as ws:
         first = await _ask(ws, json.dumps({"id": "beat-1", "network": "cellular"}))
         assert first["id"] == "beat-1"
         assert first["state"] == "joined"
@@ -92,10 +102,7 @@ async def test_bad_messages_get_a_reason_and_are_not_journaled(
 ) -> None:
     _, headers, key = await _joined(client, app, "p3")
     before = len(await _journal(app, key))
-    async with (
-        aiohttp.ClientSession(settings.gateway_url) as http,
-        http.ws_connect(PATH, headers=headers) as ws,
-    ):
+    async with _socket(settings, headers) as ws:
         refused = [
             await _ask(ws, "not json"),
             await _ask(ws, json.dumps({"network": "carrier-pigeon"})),
@@ -123,10 +130,7 @@ async def test_a_replaced_session_closes_its_socket(
     client: httpx.AsyncClient, app: FastAPI, settings: Settings
 ) -> None:
     exam_id, headers, key = await _joined(client, app, "p4")
-    async with (
-        aiohttp.ClientSession(settings.gateway_url) as http,
-        http.ws_connect(PATH, headers=headers) as ws,
-    ):
+    async with _socket(settings, headers) as ws:
         assert (await _ask(ws, json.dumps({"id": "before"})))["state"] == "joined"
         await candidate_login(client, exam_id, "p4001")  # a newer login wins
         await asyncio.sleep(

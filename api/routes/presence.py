@@ -30,18 +30,14 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import Field, ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.deps import RuntimeDep
 from api.models import NetworkType, Strict
-from api.problems import error_body, error_response
+from api.problems import REDIS_DOWN, error_body, error_response, hot_state_down
 from api.rooms import room_key
 from api.runtime import Runtime
 from api.security import Principal, current_candidate, current_principal, request_token
 from infra.errors import (
-    DependencyDown,
     ExamdayError,
     InvalidInput,
     PayloadTooLarge,
@@ -67,17 +63,22 @@ class BeatIn(Strict):
 @router.websocket("/presence")
 async def presence(websocket: WebSocket, runtime: RuntimeDep) -> None:
     try:
-        try:
-            principal = await current_candidate(await current_principal(websocket, runtime))
-        except (RedisConnectionError, RedisTimeoutError):
-            raise DependencyDown("hot state is unavailable", retry_after=1) from None
-        if principal.room is None:
-            raise InvalidInput("join the room first", reason="not_joined")
+        principal = await _joined_candidate(websocket, runtime)
     except ExamdayError as error:
         await websocket.send_denial_response(error_response(error, PATH))
         return
     await websocket.accept()
     await _Channel(websocket, runtime, principal).serve()
+
+
+async def _joined_candidate(websocket: WebSocket, runtime: Runtime) -> Principal:
+    try:
+        principal = await current_candidate(await current_principal(websocket, runtime))
+    except REDIS_DOWN:
+        raise hot_state_down() from None
+    if principal.room is None:
+        raise InvalidInput("join the room first", reason="not_joined")
+    return principal
 
 
 class _Channel:
@@ -128,7 +129,7 @@ class _Channel:
             await self.runtime.sessions.resolve(request_token(self.websocket))
         except Unauthenticated:
             return False
-        except (RedisError, OSError):
+        except REDIS_DOWN:
             # Redis too slow to say: keep the candidate, and ask again at the next beat.
             return True
         self.checked_at = time.monotonic()
@@ -146,14 +147,16 @@ class _Channel:
             result = await self.runtime.rooms.heartbeat(
                 self.room_key, self.principal.name, beat.network, beat.id or uuid.uuid4().hex
             )
-        except (RedisConnectionError, RedisTimeoutError):
-            down = DependencyDown("hot state is unavailable", retry_after=1)
-            return {"id": beat_id, "error": error_body(down, PATH)}
+        except REDIS_DOWN:
+            return self._refused(beat_id, hot_state_down())
         except ExamdayError as error:
-            if error.status < 500:
-                self.bad += 1
-            return {"id": beat_id, "error": error_body(error, PATH)}
+            return self._refused(beat_id, error)
         return {"id": beat_id, "event_id": result["event_id"], "state": result.get("state")}
+
+    def _refused(self, beat_id: str | None, error: ExamdayError) -> dict[str, Any]:
+        if error.status < 500:
+            self.bad += 1
+        return {"id": beat_id, "error": error_body(error, PATH)}
 
     def _parse(self, text: str) -> BeatIn:
         if len(text.encode()) > MAX_MESSAGE_BYTES:
