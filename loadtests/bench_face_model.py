@@ -2,6 +2,7 @@
 embedding) on camera frames, no Ray, no gateway, no network.
 
     python -m loadtests.bench_face_model [--seconds 5] [--batch-sizes 1,8,32] [--stages]
+                                         [--device auto|cpu|cuda]
 
 The frames are the load's mix (`FRAME_MIX`): at volume the verifier sees continuous
 monitoring, one sample of each candidate's 320x240 camera stream every few seconds for
@@ -169,9 +170,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--backend", choices=("sface", "facenet"), default="sface")
     parser.add_argument("--weights", type=Path, default=None, help="facenet state dict")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--stages", action="store_true", help="CPU time per stage instead")
     args = parser.parse_args(argv)
-    settings = FaceSettings(backend=args.backend, facenet_weights=args.weights)
+    settings = FaceSettings(backend=args.backend, facenet_weights=args.weights, device=args.device)
     sizes = [int(size) for size in args.batch_sizes.split(",")]
     figures = stages(sizes, settings) if args.stages else run(sizes, args.seconds, settings)
     print(json.dumps(figures, indent=2))

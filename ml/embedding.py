@@ -60,7 +60,7 @@ def load_embedder(settings: FaceSettings, device: torch.device) -> Embedder:
         return FacenetEmbedder(settings.facenet_weights, device, margin=settings.facenet_margin)
     from ml.sface import SFaceEmbedder
 
-    return SFaceEmbedder()
+    return SFaceEmbedder(device)
 
 
 def normalise(vectors: NDArray[np.floating], model: str) -> Vectors:

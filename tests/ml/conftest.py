@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Literal, cast
 
 import pytest
 
@@ -27,7 +29,10 @@ def photo_bytes(stem: str) -> bytes:
 
 @pytest.fixture(scope="session")
 def settings() -> FaceSettings:
-    return FaceSettings(device="cpu")
+    # CPU unless asked: the same tests check the models on a GPU machine
+    # (`loadtests/face_gpu_check.sh` runs them with EXAMDAY_FACE__DEVICE=cuda).
+    device = os.environ.get("EXAMDAY_FACE__DEVICE", "cpu")
+    return FaceSettings(device=cast(Literal["auto", "cpu", "cuda"], device))
 
 
 @pytest.fixture(scope="session")

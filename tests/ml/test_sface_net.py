@@ -7,7 +7,7 @@ import numpy as np
 from ml.embedding import AlignedFace
 from ml.images import RGBImage
 from ml.pipeline import FacePipeline
-from ml.sface import EMBED_CHUNK, MIN_AGREEMENT, SFaceEmbedder
+from ml.sface import CPU_EMBED_CHUNK, MIN_AGREEMENT, SFaceEmbedder
 
 
 def _aligned(pipeline: FacePipeline, photos: dict[str, RGBImage]) -> list[AlignedFace]:
@@ -28,7 +28,7 @@ def test_torch_vectors_match_opencv_on_real_faces_in_any_batch(
     assert embedder.agreement >= MIN_AGREEMENT
     faces = _aligned(pipeline, photos)
     # More faces than one chunk, so that chunking and the last short chunk are both used.
-    many = [faces[i % len(faces)] for i in range(EMBED_CHUNK + 3)]
+    many = [faces[i % len(faces)] for i in range(CPU_EMBED_CHUNK + 3)]
     reference = embedder.opencv_features(many)
     batched = embedder.embed(many)
     single = np.concatenate([embedder.embed([face]) for face in many])
