@@ -151,7 +151,8 @@ async def test_killing_an_ingest_actor_mid_flush_loses_and_duplicates_nothing(
 
     # Steady traffic keeps the victim reading, writing and acknowledging; SIGKILL it as soon
     # as it holds entries it read and did not acknowledge, again if it finished them before
-    # the signal landed.
+    # the signal landed (a flush is tens of milliseconds, about what a kill takes to land:
+    # ten tries were once not enough on a busy machine).
     victim = await asyncio.to_thread(ray.get_actor, victim_name, namespace=settings.ray_namespace)
     caught_mid_flush = False
     await send()  # the stream and its group exist from here on
@@ -159,7 +160,7 @@ async def test_killing_an_ingest_actor_mid_flush_loses_and_duplicates_nothing(
     stop = asyncio.Event()
     sender = asyncio.create_task(traffic(stop))
     try:
-        for _ in range(10):
+        for _ in range(40):
             for _ in range(2000):
                 if await runtime.redis.xpending_range(stream, GROUP, "-", "+", 1000):
                     break

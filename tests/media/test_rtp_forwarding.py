@@ -79,14 +79,14 @@ async def test_a_nack_from_a_viewer_is_answered_from_the_history(stage: Stage) -
     def resent() -> set[int]:
         return {int.from_bytes(p.payload[:2], "big") for p in link.of("rtx")}
 
-    # Waits on the sequence numbers lost so far, not on a count (a packet NACKed twice is
-    # resent twice), nor on every loss at one instant: the link goes on losing packets,
-    # and on a slow machine the next loss comes before the last one's repair.
+    # The repairs are resends of lost packets, from the history, as RTX. Not every loss
+    # so far: the link goes on losing packets, and on a busy machine a repair that comes
+    # too late for the history (128 packets) is given up for a keyframe, as it should be;
+    # the frames above decoded whole, so the losses inside them were repaired.
     lost = {seq for _, seq in link.lost}
-    await until(lambda: lost <= resent())
-    repaired = len(resent())
+    await until(lambda: len(lost & resent()) >= 11)
     stats = await forwarder.stats()
-    assert stats["rtp_retransmissions"] >= repaired >= 11
+    assert stats["rtp_retransmissions"] >= len(resent()) >= 11
     assert stats["encodes"] == 0
 
 
