@@ -12,6 +12,12 @@ beyond that `submit` raises `Unavailable(reason="verifier_busy")` at once, with 
 Retry-After from the measured time per frame. A job whose caller has given up
 (`deadline` passed, or its future cancelled) is dropped before it costs model time.
 
+Priority: a candidate waits on enrolment, verification and liveness; a monitoring
+sample (`background=True`) waits on nobody, and the next one comes a few seconds later.
+So candidates' jobs go first, background samples fill what room a batch has left, and
+a candidate's job that finds the queue full sheds the oldest waiting samples (each
+answered `verifier_busy`) before it is refused itself.
+
 Every answered job's latency, from `submit` to its result, is counted in fixed
 buckets (`LATENCY_BUCKETS_S`): cheap to keep, and summable across replicas and
 scrapes, which a moving average or a percentile is not.
@@ -51,6 +57,7 @@ class _Job:
     image: bytes | None = None  # a single-image job, merged into batches
     finish: Callable[[Any], Any] | None = None
     solo: Callable[[], Any] | None = None  # a job that runs alone
+    background: bool = False  # nobody waits on it: it goes after every candidate's job
 
 
 @dataclass
@@ -59,6 +66,7 @@ class BatchStats:
     frames: int = 0
     dropped: int = 0
     refused: int = 0
+    shed: int = 0  # background samples answered busy to make room for a candidate's job
     largest_batch: int = 0
     seconds_per_frame: float = 0.1  # moving average, seeded with a CPU-ish guess
     sizes: dict[int, int] = field(default_factory=dict)
@@ -101,7 +109,8 @@ class Batcher(Generic[F, A]):
         self._max_wait = max_wait_s
         self._max_queue = max_queue
         self._timeout = call_timeout_s
-        self._pending: deque[_Job] = deque()
+        self._pending: deque[_Job] = deque()  # candidates' jobs, in arrival order
+        self._background: deque[_Job] = deque()
         self._arrived = asyncio.Event()
         self._held = 0  # frames waiting or running
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-model")
@@ -116,9 +125,12 @@ class Batcher(Generic[F, A]):
     def max_batch(self) -> int:
         return self._max_batch
 
-    async def submit(self, image: bytes, finish: Callable[[A], Any]) -> Any:
+    async def submit(
+        self, image: bytes, finish: Callable[[A], Any], *, background: bool = False
+    ) -> Any:
         """Analyse one image in the next batch and return `finish(analysis)`."""
-        return await self._enqueue(_Job(1, 0.0, 0.0, self._future(), image=image, finish=finish))
+        job = _Job(1, 0.0, 0.0, self._future(), image=image, finish=finish, background=background)
+        return await self._enqueue(job)
 
     async def run_solo(self, job: Callable[[], Any], cost: int) -> Any:
         """Run `job` alone in the model thread; `cost` frames count against the queue."""
@@ -147,6 +159,8 @@ class Batcher(Generic[F, A]):
         return asyncio.get_running_loop().create_future()
 
     async def _enqueue(self, job: _Job) -> Any:
+        while not job.background and self._background and self._held + job.cost > self._max_queue:
+            self._shed(self._background.popleft())
         if self._held + job.cost > self._max_queue:
             self.stats.refused += 1
             raise Unavailable(
@@ -158,7 +172,7 @@ class Batcher(Generic[F, A]):
         job.enqueued = time.monotonic()
         job.deadline = job.enqueued + self._timeout
         self._held += job.cost
-        self._pending.append(job)
+        (self._background if job.background else self._pending).append(job)
         self._arrived.set()
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), self._timeout)
@@ -171,6 +185,18 @@ class Batcher(Generic[F, A]):
         finally:
             # Timed out or cancelled: the loop drops the job unless it already runs.
             job.future.cancel()
+
+    def _shed(self, job: _Job) -> None:
+        self._held -= job.cost
+        self.stats.shed += 1
+        if not job.future.done():
+            job.future.set_exception(
+                Unavailable(
+                    "The face verifier is busy with candidates; sample again later.",
+                    reason="verifier_busy",
+                    retry_after=self.retry_after(),
+                )
+            )
 
     def _ensure_loop(self) -> None:
         if self._loop_task is None or self._loop_task.done():
@@ -204,19 +230,20 @@ class Batcher(Generic[F, A]):
                 job.future.set_result(outcome)
 
     async def _next_batch(self) -> list[_Job]:
-        while not self._pending:
+        while not (self._pending or self._background):
             self._arrived.clear()
             await self._arrived.wait()
-        first = self._pending.popleft()
+        first = (self._pending or self._background).popleft()
         if first.solo is not None:
             return [first]
         batch = [first]
         deadline = time.monotonic() + self._max_wait
         while len(batch) < self._max_batch:
-            if self._pending:
-                if self._pending[0].solo is not None:
+            waiting = self._pending or self._background  # candidates' jobs first
+            if waiting:
+                if waiting[0].solo is not None:
                     break  # a solo job is next: run what we have first
-                batch.append(self._pending.popleft())
+                batch.append(waiting.popleft())
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -74,7 +74,7 @@ class FaceVerifier:
     @traced
     async def analyse(self, image: bytes) -> FrameSummary:
         """Every face of one frame (a monitoring sample)."""
-        summary: FrameSummary = await self.batcher.submit(image, summarise)
+        summary: FrameSummary = await self.batcher.submit(image, summarise, background=True)
         return summary
 
     @traced
@@ -147,6 +147,7 @@ class FaceVerifier:
             "frames": stats.frames,
             "dropped": stats.dropped,
             "refused": stats.refused,
+            "shed": stats.shed,
             "largest_batch": stats.largest_batch,
             "batch_sizes": dict(stats.sizes),
             "seconds_per_frame": round(stats.seconds_per_frame, 4),

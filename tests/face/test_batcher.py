@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -84,5 +85,54 @@ async def test_batching_is_tuned_without_a_restart(pipeline: FacePipeline) -> No
         with pytest.raises(ExamdayError) as refused:
             batches.configure(max_batch=9, max_wait_s=0.0)  # more than the queue holds
         assert refused.value.reason == "bad_batching"
+    finally:
+        batches.close()
+
+
+async def test_a_candidates_job_goes_before_monitoring_samples_and_sheds_them_when_full(
+    pipeline: FacePipeline,
+) -> None:
+    batches = batcher(pipeline, max_batch=2, max_queue=4)
+    try:
+        image = photo_bytes("person_a_1")
+        order: list[str] = []
+
+        def finish(name: str) -> Callable[[FrameAnalysis], str]:
+            def done(analysis: FrameAnalysis) -> str:
+                assert len(analysis.faces) == 1
+                order.append(name)
+                return name
+
+            return done
+
+        # Four samples fill the queue; the first batch (two of them) starts at once.
+        samples = [
+            asyncio.ensure_future(batches.submit(image, finish(f"sample-{i}"), background=True))
+            for i in range(4)
+        ]
+        await asyncio.sleep(0)
+        candidates = [
+            asyncio.ensure_future(batches.submit(image, finish(f"candidate-{i}"))) for i in range(2)
+        ]
+        results = await asyncio.gather(*samples, *candidates, return_exceptions=True)
+
+        # The candidates' jobs took the two waiting samples' places, oldest first, and
+        # ran in the very next batch, before anything that came before them.
+        assert results[4:] == ["candidate-0", "candidate-1"]
+        assert results[:2] == ["sample-0", "sample-1"]
+        shed = results[2:4]
+        assert all(isinstance(r, Unavailable) and r.reason == "verifier_busy" for r in shed)
+        assert order == ["sample-0", "sample-1", "candidate-0", "candidate-1"]
+        assert (batches.stats.shed, batches.stats.refused) == (2, 0)
+        assert batches.held == 0
+
+        # With room to spare nothing is shed: samples wait behind candidates and fill
+        # what room the candidates leave in a batch.
+        order.clear()
+        mixed = [batches.submit(image, finish("sample-x"), background=True)]
+        mixed += [batches.submit(image, finish(f"candidate-{i}")) for i in range(3)]
+        await asyncio.gather(*mixed)
+        assert order == ["candidate-0", "candidate-1", "candidate-2", "sample-x"]
+        assert batches.stats.shed == 2
     finally:
         batches.close()
