@@ -6,6 +6,8 @@ bounded by `min_replicas` and `max_replicas`: up at once (a new replica joins th
 when its models are loaded), down only after the load stayed low for
 `scale_down_after_s`, and then gracefully: the replica leaves the list first, so that
 clients stop choosing it, and is killed once it holds nothing (or after a bounded wait).
+Not up while the replicas holding frames are starved of CPU (`scale_up_min_cpu`): on a
+saturated node another CPU replica only adds a model load and takes CPU from the rest.
 
 Replica names are kept in Redis, so a restarted pool adopts its replicas instead of
 leaking them. Replicas ask for the `face` resource, fractional CPUs, and GPUs when the
@@ -24,6 +26,7 @@ from typing import Any
 
 import ray
 
+from actors.face_settings import VerifierSettings
 from actors.face_verifier import FaceVerifier
 from infra import redis as redis_conn
 from infra.priority import Priority, adopt_priority
@@ -54,6 +57,10 @@ class FaceVerifierPool:
         self.replicas: dict[str, Any] = {}  # name -> handle, ready and routable
         self.starting: dict[str, asyncio.Task[None]] = {}
         self.loads: dict[str, dict[str, Any]] = {}
+        self.cpu_rates: dict[str, float] = {}  # cores each replica used over the last round
+        self._cpu_marks: dict[str, tuple[float, float]] = {}  # name -> (monotonic, CPU s)
+        self._gpus = False
+        self.held_back = 0  # scale-ups not made because the replicas were starved
         self.low_since: float | None = None
         self.batching: tuple[int, float] | None = None  # set by `configure`
         self._scaler: asyncio.Task[None] | None = None
@@ -73,6 +80,8 @@ class FaceVerifierPool:
             "replicas": sorted(self.replicas),
             "starting": sorted(self.starting),
             "loads": self.loads,
+            "cpu_rates": {name: round(rate, 2) for name, rate in self.cpu_rates.items()},
+            "held_back": self.held_back,
             "min": self.config.min_replicas,
             "max": self.config.max_replicas,
         }
@@ -153,6 +162,7 @@ class FaceVerifierPool:
         cluster: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         if self.config.num_gpus > 0 and cluster.get("GPU", 0) > 0:
             options["num_gpus"] = self.config.num_gpus
+            self._gpus = True
         return options
 
     # -- autoscaling ----------------------------------------------------------------
@@ -169,12 +179,19 @@ class FaceVerifierPool:
         names = list(self.replicas)
         loads = await asyncio.gather(*(self._load(name) for name in names))
         self.loads = {name: load for name, load in zip(names, loads, strict=True) if load}
-        held = sum(load.get("held", 0) for load in self.loads.values())
+        self._measure_cpu()
         current = len(self.replicas) + len(self.starting)
-        wanted = min(
-            self.config.max_replicas,
-            max(self.config.min_replicas, math.ceil(held / self.config.target_queue)),
+        wanted = target_replicas(
+            self.config,
+            current,
+            [
+                (int(load.get("held", 0)), self.cpu_rates.get(name))
+                for name, load in self.loads.items()
+            ],
+            gpus=self._gpus,
         )
+        if wanted == current and self._wanted_more(current):
+            self.held_back += 1
         if wanted > current:
             self.low_since = None
             for _ in range(wanted - current):
@@ -187,6 +204,23 @@ class FaceVerifierPool:
                 await self._drain(names[-1])
         else:
             self.low_since = None
+
+    def _measure_cpu(self) -> None:
+        now = time.monotonic()
+        for name in list(self._cpu_marks):
+            if name not in self.loads:
+                self._cpu_marks.pop(name)
+                self.cpu_rates.pop(name, None)
+        for name, load in self.loads.items():
+            cpu = float(load.get("cpu_seconds", 0.0))
+            mark = self._cpu_marks.get(name)
+            if mark is not None and now > mark[0]:
+                self.cpu_rates[name] = max(0.0, cpu - mark[1]) / (now - mark[0])
+            self._cpu_marks[name] = (now, cpu)
+
+    def _wanted_more(self, current: int) -> bool:
+        held = sum(int(load.get("held", 0)) for load in self.loads.values())
+        return current < min(self.config.max_replicas, math.ceil(held / self.config.target_queue))
 
     async def _load(self, name: str) -> dict[str, Any]:
         handle = self.replicas.get(name)
@@ -224,3 +258,27 @@ def get_or_create(settings: Settings) -> Any:
         lifetime="detached",
         resources={"face": 1},
     ).remote(settings)
+
+
+def target_replicas(
+    config: VerifierSettings,
+    current: int,
+    replicas: list[tuple[int, float | None]],
+    *,
+    gpus: bool = False,
+) -> int:
+    """Replicas wanted, from each replica's (frames held, cores used last round or None).
+
+    `ceil(held / target_queue)` within the bounds; but never more than `current` while
+    the replicas that hold frames used, on average, less than `scale_up_min_cpu` of a
+    core: they are starved by their node, not short of replicas.
+    """
+    held = sum(frames for frames, _ in replicas)
+    wanted = min(
+        config.max_replicas, max(config.min_replicas, math.ceil(held / config.target_queue))
+    )
+    busy = [rate for frames, rate in replicas if frames and rate is not None]
+    starved = not gpus and busy and sum(busy) / len(busy) < config.scale_up_min_cpu
+    if wanted > current and starved:
+        return max(current, config.min_replicas)
+    return wanted

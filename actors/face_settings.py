@@ -22,6 +22,11 @@ class VerifierSettings(BaseModel):
     target_queue: int = Field(default=8, ge=1)
     scale_interval_s: float = Field(default=2.0, gt=0)
     scale_down_after_s: float = Field(default=30.0, ge=0)
+    # A CPU replica with a backlog runs flat out; one that gets less than this much of a
+    # core is starved by its node, where another replica would add no throughput and
+    # take CPU from everything else (the gateway first): no replica is added then.
+    # 0 scales on the queue alone. Replicas with GPUs are not held to it.
+    scale_up_min_cpu: float = Field(default=0.6, ge=0)
     # Fractions, so that replicas schedule next to everything else on a small node;
     # num_gpus is asked for only when the cluster has GPUs.
     num_cpus: float = Field(default=0.5, ge=0)

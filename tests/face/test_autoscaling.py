@@ -10,6 +10,7 @@ import pytest_asyncio
 import ray
 
 from actors.face_client import VerifierClient
+from actors.face_pool import target_replicas
 from actors.face_settings import VerifierSettings
 from infra.errors import Unavailable
 from infra.settings import Settings
@@ -80,3 +81,21 @@ async def test_the_pool_scales_up_under_load_and_down_when_idle(
         await asyncio.sleep(0.2)
     assert await replicas(client) == 1
     assert (await client.analyse(frame)).faces
+
+
+def test_no_replica_is_added_while_the_busy_ones_are_starved_of_cpu() -> None:
+    config = VerifierSettings(min_replicas=1, max_replicas=3, target_queue=8)
+    # 40 frames held by one replica that ran flat out: up to the maximum.
+    assert target_replicas(config, 1, [(40, 0.95)]) == 3
+    # The same backlog on a replica that got a fifth of a core: its node is saturated.
+    assert target_replicas(config, 1, [(40, 0.2)]) == 1
+    # Not measured yet (its first round), or idle ones with spare CPU: the queue decides.
+    assert target_replicas(config, 1, [(40, None)]) == 3
+    assert target_replicas(config, 2, [(20, 0.9), (0, 0.05)]) == 3
+    # Starved, but below the minimum (a replica died): the minimum comes back.
+    assert target_replicas(config.model_copy(update={"min_replicas": 2}), 1, [(40, 0.2)]) == 2
+    # Scaling down is never held back, nor are GPU replicas, nor with the check off.
+    assert target_replicas(config, 3, [(0, 0.1), (0, 0.1), (0, 0.1)]) == 1
+    assert target_replicas(config, 1, [(40, 0.2)], gpus=True) == 3
+    off = config.model_copy(update={"scale_up_min_cpu": 0.0})
+    assert target_replicas(off, 1, [(40, 0.2)]) == 3
