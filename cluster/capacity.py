@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cluster import validate
 
@@ -42,7 +42,10 @@ def _per_core(name: str, report: dict[str, Any], cores: int) -> dict[str, float]
     if name == "media":
         return {"media_streams_per_core": float(report["forwarded_streams_per_core"])}
     if name == "gateway":
-        return {"heartbeats_per_s_per_core": report["heartbeat"]["req_per_s"] / cores}
+        return {
+            "heartbeats_per_s_per_core": report["heartbeat"]["req_per_s"] / cores,
+            "presence_heartbeats_per_s_per_core": report["heartbeat_socket"]["req_per_s"] / cores,
+        }
     if name == "ingest":
         rate = report["gateway_acknowledged_records_per_s"]
         return {"log_records_per_s_per_core": rate / cores}
@@ -101,6 +104,8 @@ class Assumptions:
     media_share: float  # candidates publishing camera/mic
     sample_every_s: float  # one face check per publishing candidate this often
     heartbeat_every_s: float = 5.0  # the client's heartbeat (loadtests/fleet.py)
+    # How clients beat: the app on its presence socket, or by HTTP POST (4x the cost).
+    heartbeats: Literal["socket", "http"] = "socket"
     viewers_per_stream: float = 1.0  # proctor tiles watching each published stream
     log_records_per_candidate_s: float = 0.1
     utilisation: float = 0.6  # headroom: plan nodes to run at this share of their cores
@@ -130,8 +135,9 @@ def cores_needed(costs: dict[str, Any], a: Assumptions) -> dict[str, float]:
             raise CostsError(f"costs file lacks {key}: run `--write-costs`") from None
 
     publishing = a.candidates * a.media_share
+    beat = "presence_heartbeats" if a.heartbeats == "socket" else "heartbeats"
     return {
-        "gateway+rooms": a.candidates / a.heartbeat_every_s / cost("heartbeats_per_s_per_core"),
+        "gateway+rooms": a.candidates / a.heartbeat_every_s / cost(f"{beat}_per_s_per_core"),
         "media": publishing * (1 + a.viewers_per_stream) / cost("media_streams_per_core"),
         "ingest": a.candidates * a.log_records_per_candidate_s / cost("log_records_per_s_per_core"),
         "face": publishing / a.sample_every_s / cost("face_frames_per_s_per_core"),

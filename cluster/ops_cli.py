@@ -42,6 +42,12 @@ def add_commands(commands: Any) -> None:
     )
     plan.add_argument("--viewers-per-stream", type=_non_negative_float, default=1.0)
     plan.add_argument("--heartbeat-every", type=_positive_float, default=5.0)
+    plan.add_argument(
+        "--heartbeats",
+        choices=("socket", "http"),
+        default="socket",
+        help="how clients beat: the app's presence socket (default) or HTTP POST",
+    )
     plan.add_argument("--log-records-per-candidate-s", type=_non_negative_float, default=0.1)
     plan.add_argument(
         "--utilisation",
@@ -103,6 +109,7 @@ def _plan(args: argparse.Namespace) -> int:
         media_share=args.media_share,
         sample_every_s=args.sample_every,
         heartbeat_every_s=args.heartbeat_every,
+        heartbeats=args.heartbeats,
         viewers_per_stream=args.viewers_per_stream,
         log_records_per_candidate_s=args.log_records_per_candidate_s,
         utilisation=args.utilisation,

@@ -4,6 +4,7 @@ and the launcher manifest's node shapes, with the assumptions printed."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,18 @@ def test_work_scales_with_candidates_and_media_share(costs: dict[str, object]) -
     assert silent["media"] == 0
     assert silent["face"] == 0
     assert silent["gateway+rooms"] == small["gateway+rooms"]
+
+
+def test_socket_heartbeats_are_planned_at_their_own_measured_cost(
+    costs: dict[str, object],
+) -> None:
+    socket = capacity.cores_needed(costs, _assume(10_000))
+    http = capacity.cores_needed(costs, replace(_assume(10_000), heartbeats="http"))
+    # Both figures come from one `bench gateway` run; the socket's beats cost less.
+    assert socket["gateway+rooms"] < http["gateway+rooms"]
+    assert {k: v for k, v in socket.items() if k != "gateway+rooms"} == {
+        k: v for k, v in http.items() if k != "gateway+rooms"
+    }
 
 
 def test_planned_nodes_cover_the_work_within_the_manifest(costs: dict[str, object]) -> None:
