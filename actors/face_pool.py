@@ -181,16 +181,11 @@ class FaceVerifierPool:
         self.loads = {name: load for name, load in zip(names, loads, strict=True) if load}
         self._measure_cpu()
         current = len(self.replicas) + len(self.starting)
-        wanted = target_replicas(
-            self.config,
-            current,
-            [
-                (int(load.get("held", 0)), self.cpu_rates.get(name))
-                for name, load in self.loads.items()
-            ],
-            gpus=self._gpus,
-        )
-        if wanted == current and self._wanted_more(current):
+        replicas = [
+            (int(load["held"]), self.cpu_rates.get(name)) for name, load in self.loads.items()
+        ]
+        wanted = target_replicas(self.config, current, replicas, gpus=self._gpus)
+        if wanted < queue_target(self.config, sum(held for held, _ in replicas)):
             self.held_back += 1
         if wanted > current:
             self.low_since = None
@@ -217,10 +212,6 @@ class FaceVerifierPool:
             if mark is not None and now > mark[0]:
                 self.cpu_rates[name] = max(0.0, cpu - mark[1]) / (now - mark[0])
             self._cpu_marks[name] = (now, cpu)
-
-    def _wanted_more(self, current: int) -> bool:
-        held = sum(int(load.get("held", 0)) for load in self.loads.values())
-        return current < min(self.config.max_replicas, math.ceil(held / self.config.target_queue))
 
     async def _load(self, name: str) -> dict[str, Any]:
         handle = self.replicas.get(name)
@@ -273,12 +264,14 @@ def target_replicas(
     the replicas that hold frames used, on average, less than `scale_up_min_cpu` of a
     core: they are starved by their node, not short of replicas.
     """
-    held = sum(frames for frames, _ in replicas)
-    wanted = min(
-        config.max_replicas, max(config.min_replicas, math.ceil(held / config.target_queue))
-    )
+    wanted = queue_target(config, sum(frames for frames, _ in replicas))
     busy = [rate for frames, rate in replicas if frames and rate is not None]
     starved = not gpus and busy and sum(busy) / len(busy) < config.scale_up_min_cpu
     if wanted > current and starved:
         return max(current, config.min_replicas)
     return wanted
+
+
+def queue_target(config: VerifierSettings, held: int) -> int:
+    """`ceil(held / target_queue)` replicas, within the pool's bounds."""
+    return min(config.max_replicas, max(config.min_replicas, math.ceil(held / config.target_queue)))
