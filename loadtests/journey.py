@@ -121,15 +121,23 @@ async def _offered(
                 raise
             retries += 1
             recorder.busy_retries[step] += 1
-            await asyncio.sleep(_busy_pause(exc, retries))
+            await asyncio.sleep(_busy_pause(exc.retry_after, retries))
 
 
-def _busy_pause(refused: webrtc.MediaRefused, attempt: int) -> float:
-    """How long a WHIP/WHEP client waits after a 503: the server's Retry-After when it
-    sent one (RFC 9725 clients honour it), else a growing pause; jittered, so that
-    refused clients do not all come back at the same moment."""
-    base = refused.retry_after if refused.retry_after is not None else BUSY_PAUSE_S * attempt
+def _busy_pause(retry_after: float | None, attempt: int) -> float:
+    """How long a client waits after a 503: the server's Retry-After when it sent one
+    (RFC 9725 clients honour it, and so does the app), else a growing pause; jittered, so
+    that refused clients do not all come back at the same moment."""
+    base = retry_after if retry_after is not None else BUSY_PAUSE_S * attempt
     return min(base, 10.0) * random.uniform(0.75, 1.5)
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
+    """The Retry-After of a refusal, in seconds (the form our servers send), else None."""
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
 
 
 async def _status(response: aiohttp.ClientResponse, expected: int) -> tuple[bool, str]:
@@ -156,6 +164,7 @@ class Candidate:
     headers: dict[str, str] = field(default_factory=dict)
     publisher: webrtc.WhipSession | None = None
     presence: PresenceSocket | None = None  # heartbeats on it, else by HTTP POST
+    retry_after: float | None = None  # of the last face step refused
 
     @property
     def name(self) -> str:
@@ -224,9 +233,14 @@ class Candidate:
             if ok or not reason.startswith("503"):
                 break
             self.recorder.busy_retries[step] += 1
-            await asyncio.sleep(BUSY_PAUSE_S * attempt * random.uniform(0.5, 1.5))
+            await asyncio.sleep(_busy_pause(self.retry_after, attempt))
             ok, reason = await call()
         return ok, reason
+
+    async def _answer(self, response: aiohttp.ClientResponse, expected: int) -> tuple[bool, str]:
+        """`_status`, keeping a refusal's Retry-After for `_patiently`."""
+        self.retry_after = _retry_after(response)
+        return await _status(response, expected)
 
     async def _login(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
         body = {"exam_no": self.scenario.exam_id, "candidate_no": self.number}
@@ -252,7 +266,7 @@ class Candidate:
     ) -> tuple[bool, str]:
         headers = {**self.headers, "Content-Type": "image/jpeg"}
         async with http.request(method, path, data=image, headers=headers) as response:
-            return await _status(response, expected)
+            return await self._answer(response, expected)
 
     async def _version_check(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
         body = {"platform": "windows", "version": "1.0.0", "device_id": f"device-{self.number}"}
@@ -264,14 +278,14 @@ class Candidate:
             "/v1/me/verification", data=self.assets.live_jpeg, headers=headers
         ) as response:
             if response.status != 200:
-                return await _status(response, 200)
+                return await self._answer(response, 200)
             answer = await response.json()
         return bool(answer.get("match")), "" if answer.get("match") else "no_match"
 
     async def _liveness(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
         async with http.post("/v1/me/liveness/challenges", headers=self.headers) as response:
             if response.status != 201:
-                return await _status(response, 201)
+                return await self._answer(response, 201)
             challenge = await response.json()
         frames = self.assets.liveness.get(challenge["movement"])
         if frames is None:
@@ -281,7 +295,7 @@ class Candidate:
             f"/v1/me/liveness/challenges/{challenge['nonce']}", json=body, headers=self.headers
         ) as response:
             if response.status != 200:
-                return await _status(response, 200)
+                return await self._answer(response, 200)
             result = await response.json()
         return bool(result.get("passed")), str(result.get("reason", ""))
 
