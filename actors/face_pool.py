@@ -59,7 +59,6 @@ class FaceVerifierPool:
         self.loads: dict[str, dict[str, Any]] = {}
         self.cpu_rates: dict[str, float] = {}  # cores each replica used over the last round
         self._cpu_marks: dict[str, tuple[float, float]] = {}  # name -> (monotonic, CPU s)
-        self._gpus = False
         self.held_back = 0  # scale-ups not made because the replicas were starved
         self.low_since: float | None = None
         self.batching: tuple[int, float] | None = None  # set by `configure`
@@ -162,7 +161,6 @@ class FaceVerifierPool:
         cluster: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         if self.config.num_gpus > 0 and cluster.get("GPU", 0) > 0:
             options["num_gpus"] = self.config.num_gpus
-            self._gpus = True
         return options
 
     # -- autoscaling ----------------------------------------------------------------
@@ -184,7 +182,8 @@ class FaceVerifierPool:
         replicas = [
             (int(load["held"]), self.cpu_rates.get(name)) for name, load in self.loads.items()
         ]
-        wanted = target_replicas(self.config, current, replicas, gpus=self._gpus)
+        gpus = any(load.get("gpu") for load in self.loads.values())
+        wanted = target_replicas(self.config, current, replicas, gpus=gpus)
         if wanted < queue_target(self.config, sum(held for held, _ in replicas)):
             self.held_back += 1
         if wanted > current:

@@ -153,6 +153,7 @@ class FaceVerifier:
             "seconds_per_frame": round(stats.seconds_per_frame, 4),
             "latency": stats.latency(),
             "max_batch": self.batcher.max_batch,
+            "gpu": self.pipeline.device.type == "cuda",
             "pid": os.getpid(),
             # CPU time of this replica's process: the cost per frame, whatever else runs.
             "cpu_seconds": round(time.process_time(), 3),

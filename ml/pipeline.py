@@ -69,9 +69,9 @@ class FacePipeline:
         embedder: Embedder | None = None,
     ) -> None:
         self.settings = settings or FaceSettings()
-        device = resolve_device(self.settings.device)
-        self._detector = detector or MTCNNDetector(self.settings, device)
-        self._embedder = embedder or load_embedder(self.settings, device)
+        self.device = resolve_device(self.settings.device)
+        self._detector = detector or MTCNNDetector(self.settings, self.device)
+        self._embedder = embedder or load_embedder(self.settings, self.device)
         self.model = ModelId(self._embedder.name, self._embedder.version, self._embedder.dim)
         self.threshold = threshold_for(self.model.backend).value
         self._lock = threading.Lock()
