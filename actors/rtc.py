@@ -13,10 +13,14 @@ upgrade removed, so a broken upgrade fails a test rather than production.
   `RtpTap` in the buffer's place: packets go to a callback first, and to the
   real buffer only while someone wants whole frames.
 - RTP out (`actors.rtp_output`): a viewer's packets are written with the
-  sender's SSRC `_ssrc` through its transport's `_send_rtp` (SRTP), kept in
-  the sender's `__rtp_history`, which its NACK handler `_retransmit` reads,
-  and counted in the `__packet_count`, `__octet_count`, `__ntp_timestamp` and
-  `__rtp_timestamp` its RTCP loop puts into sender reports.
+  sender's SSRC `_ssrc`, kept in the sender's `__rtp_history`, which its NACK
+  handler `_retransmit` reads, and counted in the `__packet_count`,
+  `__octet_count`, `__ntp_timestamp` and `__rtp_timestamp` its RTCP loop puts
+  into sender reports. They go out as the DTLS transport's `_send_rtp` sends
+  them, without its coroutine layers: while its `_state` is CONNECTED,
+  protected by its SRTP session `_tx_srtp` and sent to the nominated pair of
+  its ICE transport's aioice connection (`_connection._nominated[1]`),
+  counted in its `__tx_packets` and `__tx_bytes`.
 - Frames (recording, sampling): `RTCRtpReceiver` hands each complete frame from its
   jitter buffer to `decoder_queue.put((codec, JitterFrame))`, and its decoder
   thread runs `decoder_worker`, which loops on `decoder_queue.get()` until it
@@ -71,6 +75,7 @@ from aiortc import (
     RTCRtpSender,
 )
 from aiortc.codecs import get_encoder
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.sdp import candidate_from_sdp
 
 from actors import ice_consent
@@ -92,7 +97,12 @@ PRIVATE_API: Final[Mapping[str, str]] = MappingProxyType(
         "sender_octet_count": "_RTCRtpSender__octet_count",
         "sender_ntp_timestamp": "_RTCRtpSender__ntp_timestamp",
         "sender_rtp_timestamp": "_RTCRtpSender__rtp_timestamp",
-        "transport_send_rtp": "_send_rtp",  # on RTCDtlsTransport, a coroutine
+        "transport_state": "_state",  # on RTCDtlsTransport, a State
+        "transport_tx_srtp": "_tx_srtp",  # a pylibsrtp Session once connected
+        "transport_tx_packets": "_RTCDtlsTransport__tx_packets",
+        "transport_tx_bytes": "_RTCDtlsTransport__tx_bytes",
+        "ice_connection": "_connection",  # on RTCIceTransport, an aioice Connection
+        "ice_nominated": "_nominated",  # on aioice's Connection: component -> CandidatePair
         "decoder_worker": "decoder_worker",  # in aiortc.rtcrtpreceiver
         "host_addresses": "get_host_addresses",  # in aioice.ice
         "consent_check": "query_consent",  # on aioice.ice.Connection, a coroutine
@@ -155,9 +165,23 @@ def _missing_rtp_api(receiver: RTCRtpReceiver, sender: RTCRtpSender) -> list[str
     for name in SENDER_COUNTERS:
         if not isinstance(getattr(sender, PRIVATE_API[name], None), int):
             missing.append(name)
-    send_rtp = getattr(RTCDtlsTransport, PRIVATE_API["transport_send_rtp"], None)
-    if not inspect.iscoroutinefunction(send_rtp):
-        missing.append("transport_send_rtp")
+    return missing + _missing_transport_api(sender.transport)
+
+
+def _missing_transport_api(dtls: RTCDtlsTransport) -> list[str]:
+    missing = []
+    if not isinstance(getattr(dtls, PRIVATE_API["transport_state"], None), DtlsState):
+        missing.append("transport_state")
+    if not hasattr(dtls, PRIVATE_API["transport_tx_srtp"]):
+        missing.append("transport_tx_srtp")
+    for name in ("transport_tx_packets", "transport_tx_bytes"):
+        if not isinstance(getattr(dtls, PRIVATE_API[name], None), int):
+            missing.append(name)
+    connection = getattr(dtls.transport, PRIVATE_API["ice_connection"], None)
+    if not isinstance(connection, aioice.ice.Connection):
+        missing.append("ice_connection")
+    elif not isinstance(getattr(connection, PRIVATE_API["ice_nominated"], None), dict):
+        missing.append("ice_nominated")
     return missing
 
 

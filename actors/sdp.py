@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 from infra.errors import InvalidInput, MalformedInput, PayloadTooLarge, UnsupportedMediaType
 
 SDP_TYPE = "application/sdp"
+# How a receiver reports the bandwidth it estimates: REMB (fed by the abs-send-time
+# extension) or transport-wide congestion control.
+BANDWIDTH_FEEDBACK = ("goog-remb", "transport-cc")
+BANDWIDTH_EXTENSIONS = (
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+)
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 MEDIA_KINDS = ("audio", "video")
 
@@ -256,3 +263,26 @@ def check_subscribe(offer: Offer, *, max_tracks: int) -> None:
     if len(offer.media) > max_tracks:
         raise InvalidInput(f"at most {max_tracks} tracks", reason="too_many_tracks")
     _check_common(offer, ("recvonly", "sendrecv"))
+
+
+def without_bandwidth_feedback(text: str) -> str:
+    """`text` (an offer) less the bandwidth feedback and the header extensions behind it.
+
+    For WHEP viewers: the forwarder sends each viewer the one encoding its
+    publisher sends and has nothing lighter to switch a slow viewer to, so a
+    viewer's estimate would be computed by the viewer, sent, decrypted and thrown
+    away here (a tenth of each viewer's cost on a media shard: `examday bench
+    media`). NACK, PLI and FIR stay: the forwarder answers those. A publisher's
+    offer keeps its feedback: the shard's estimate paces the publisher's encoder.
+    """
+    kept = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        name, _, value = line.partition(":")
+        words = value.split()  # rtcp-fb: <pt> <type>; extmap: <id>[/<direction>] <uri>
+        if len(words) >= 2 and (
+            (name == "a=rtcp-fb" and words[1] in BANDWIDTH_FEEDBACK)
+            or (name == "a=extmap" and words[1] in BANDWIDTH_EXTENSIONS)
+        ):
+            continue
+        kept.append(line)
+    return "\r\n".join(kept)

@@ -262,6 +262,8 @@ class Forwarder:
 
     async def _apply(self, session: Session, offer: sdp.Offer) -> None:
         text = trickle.drop_candidates(offer.text, self._allow)
+        if isinstance(session, ViewSession):
+            text = sdp.without_bandwidth_feedback(text)
         try:
             await session.pc.setRemoteDescription(RTCSessionDescription(sdp=text, type="offer"))
         except ExamdayError:

@@ -57,6 +57,13 @@ async def test_a_viewer_joining_mid_stream_starts_on_a_keyframe_with_no_gap(
     receiver = next(t.receiver for t in late.pc.getTransceivers() if t.kind == "video")
     inbound = [s for s in (await receiver.getStats()).values() if s.type == "inbound-rtp"]
     assert inbound[0].packetsLost == 0  # the viewer's own count agrees
+    # The shard's stats count what it wrote around aiortc's send path (RTCP on top).
+    sent = list((await late.session.pc.getStats()).values())
+    rtp_sent = sum(s.packetsSent for s in sent if s.type == "outbound-rtp")
+    transport = [s for s in sent if s.type == "transport"]
+    assert rtp_sent >= len(video)
+    assert transport[0].packetsSent >= rtp_sent
+    assert transport[0].bytesSent > sum(s.bytesSent for s in sent if s.type == "outbound-rtp")
 
 
 async def test_a_nack_from_a_viewer_is_answered_from_the_history(stage: Stage) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from aiortc import RTCRtpSender
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket
 
 from actors import codec_choice, rtc, sdp
 from actors.sfu import Forwarder
@@ -18,7 +20,7 @@ from infra.errors import (
     UnsupportedMediaType,
 )
 from tests.media.conftest import Stage
-from tests.media.peers import LOOPBACK, local_offer
+from tests.media.peers import LOOPBACK, local_offer, until
 
 FINGERPRINT = (
     "sha-256 6B:8B:5D:EA:59:04:20:23:29:C8:87:1C:CC:87:32:BE"
@@ -185,3 +187,60 @@ async def test_subscribe_refusals(stage: Stage) -> None:
         await forwarder.subscribe(await offer_of(["video"]), [publisher.session.id])
     assert caught.value.reason == "wrong_direction"
     assert forwarder.peer_connections_created == created
+
+
+def test_bandwidth_feedback_is_taken_out_of_a_viewer_offer() -> None:
+    offer = "\r\n".join(
+        [
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+            "a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+            "a=extmap:3/recvonly http://www.ietf.org/id/"
+            "draft-holmer-rmcat-transport-wide-cc-extensions-01",
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+            "a=rtcp-fb:96 goog-remb",
+            "a=rtcp-fb:* transport-cc",
+            "a=rtcp-fb:96 nack",
+            "a=rtcp-fb:96 nack pli",
+            "a=rtcp-fb:96 ccm fir",
+        ]
+    )
+    assert sdp.without_bandwidth_feedback(offer).split("\r\n") == [
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+        "a=rtcp-fb:96 nack",
+        "a=rtcp-fb:96 nack pli",
+        "a=rtcp-fb:96 ccm fir",
+    ]
+
+
+def remb_counter(pc: rtc.ScopedPeerConnection) -> list[int]:
+    """Counts the REMB packets the video receiver of `pc` sends from now on."""
+    receiver = next(t.receiver for t in pc.getTransceivers() if t.kind == "video")
+    send_rtcp, sent = receiver._send_rtcp, [0]
+
+    async def counting(packet: Any) -> None:
+        sent[0] += isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP
+        await send_rtcp(packet)
+
+    receiver._send_rtcp = counting  # type: ignore[method-assign]
+    return sent
+
+
+async def test_viewers_are_not_asked_for_bandwidth_estimates_publishers_are(
+    stage: Stage,
+) -> None:
+    forwarder = stage.forwarder()
+    publisher = await stage.publish(forwarder)
+    viewer = await stage.view(forwarder, [publisher.session.id])
+    # aiortc offers REMB and abs-send-time on both sides; the shard keeps them from its
+    # publisher (they pace its encoder) and drops them for a viewer (it would discard them).
+    published = str(publisher.pc.remoteDescription.sdp)
+    assert "goog-remb" in published
+    assert "abs-send-time" in published
+    watched = str(viewer.pc.remoteDescription.sdp)
+    assert "goog-remb" not in watched
+    assert "abs-send-time" not in watched
+    assert "nack pli" in watched
+    from_shard, from_viewer = remb_counter(publisher.session.pc), remb_counter(viewer.pc)
+    await until(lambda: from_shard[0] >= 2 and len(viewer.indices) >= 15)
+    assert from_viewer[0] == 0
