@@ -41,6 +41,10 @@ upgrade removed, so a broken upgrade fails a test rather than production.
   on every interface. `ScopedPeerConnection` makes that function return its own
   address list while it gathers (a context variable, so other connections in
   the process are untouched); aiortc gathers in `setLocalDescription` only.
+- RTCP timing: aiortc's sender and receiver loops wait
+  `asyncio.sleep(0.5 + random.random())` between reports, `random` being
+  their module's import; `actors.rtcp_ticks` puts a stand-in there that ends
+  each wait on a shared tick, when the first `ScopedPeerConnection` is made.
 - ICE consent: aioice's `Connection.query_consent` gives up on a connection
   after six half-second checks in a row go unanswered; `actors.ice_consent`
   puts RFC 7675's 30 s in its place when the first `ScopedPeerConnection` is
@@ -65,6 +69,7 @@ from typing import Any, Final
 
 import aioice.ice
 import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -78,7 +83,7 @@ from aiortc.codecs import get_encoder
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.sdp import candidate_from_sdp
 
-from actors import ice_consent
+from actors import ice_consent, rtcp_ticks
 from infra.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -106,9 +111,16 @@ PRIVATE_API: Final[Mapping[str, str]] = MappingProxyType(
         "decoder_worker": "decoder_worker",  # in aiortc.rtcrtpreceiver
         "host_addresses": "get_host_addresses",  # in aioice.ice
         "consent_check": "query_consent",  # on aioice.ice.Connection, a coroutine
+        "sender_rtcp_random": "random",  # in aiortc.rtcrtpsender, read by `_run_rtcp`
+        "receiver_rtcp_random": "random",  # in aiortc.rtcrtpreceiver, read by `_run_rtcp`
     }
 )
 DECODER_WORKER_PARAMS: Final = ("loop", "input_q", "output_q", "decode_error")
+RTCP_WAIT: Final = f"asyncio.sleep({rtcp_ticks.BASE_INTERVAL_S} + random.random())"
+RTCP_LOOPS: Final = (
+    ("sender_rtcp_random", aiortc.rtcrtpsender, RTCRtpSender),
+    ("receiver_rtcp_random", aiortc.rtcrtpreceiver, RTCRtpReceiver),
+)
 SENDER_COUNTERS: Final = (
     "sender_packet_count",
     "sender_octet_count",
@@ -132,6 +144,10 @@ async def missing_private_api() -> list[str]:
     consent_check = getattr(aioice.ice.Connection, PRIVATE_API["consent_check"], None)
     if not inspect.iscoroutinefunction(consent_check):
         missing.append("consent_check")
+    for name, module, owner in RTCP_LOOPS:
+        draw = getattr(getattr(module, PRIVATE_API[name], None), "random", None)
+        if not callable(draw) or RTCP_WAIT not in inspect.getsource(owner._run_rtcp):
+            missing.append(name)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         transceiver = pc.addTransceiver("video")
@@ -220,6 +236,8 @@ class ScopedPeerConnection(RTCPeerConnection):
 
     def __init__(self, host_addresses: Sequence[str]) -> None:
         ice_consent.install(aioice.ice.Connection, PRIVATE_API["consent_check"])
+        for name, module, _ in RTCP_LOOPS:
+            rtcp_ticks.install(module, PRIVATE_API[name])
         super().__init__(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._host_addresses = tuple(host_addresses)
 

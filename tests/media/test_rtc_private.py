@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from typing import Any
 
 import aioice.ice
 import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
 import pytest
 from aiortc import (
     RTCConfiguration,
@@ -33,6 +36,8 @@ async def test_this_aiortc_has_every_private_detail_we_use() -> None:
         (aioice.ice, "get_host_addresses", "host_addresses"),
         (aioice.ice.Connection, "query_consent", "consent_check"),
         (RTCRtpSender, "_retransmit", "sender_retransmit"),
+        (aiortc.rtcrtpsender, "random", "sender_rtcp_random"),
+        (aiortc.rtcrtpreceiver, "random", "receiver_rtcp_random"),
     ],
 )
 async def test_a_renamed_detail_is_reported(
@@ -108,3 +113,14 @@ async def test_a_changed_dtls_state_is_reported(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(RTCDtlsTransport, "__init__", with_string_state)
     assert await rtc.missing_private_api() == ["transport_state"]
+
+
+async def test_an_rtcp_loop_that_waits_otherwise_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # actors.rtcp_ticks relies on the loop's wait being `0.5 + random.random()`.
+    async def _run_rtcp(self: Any) -> None:
+        await asyncio.sleep(random.uniform(0.5, 1.5))
+
+    monkeypatch.setattr(RTCRtpReceiver, "_run_rtcp", _run_rtcp)
+    assert await rtc.missing_private_api() == ["receiver_rtcp_random"]
