@@ -44,7 +44,8 @@ upgrade removed, so a broken upgrade fails a test rather than production.
 - RTCP timing: aiortc's sender and receiver loops wait
   `asyncio.sleep(0.5 + random.random())` between reports, `random` being
   their module's import; `actors.rtcp_ticks` puts a stand-in there that ends
-  each wait on a shared tick, when the first `ScopedPeerConnection` is made.
+  each wait on a shared tick, when the process's first `Forwarder` is made
+  (clients, such as the load tester's, keep aiortc's timing, as browsers do).
 - ICE consent: aioice's `Connection.query_consent` gives up on a connection
   after six half-second checks in a row go unanswered; `actors.ice_consent`
   puts RFC 7675's 30 s in its place when the first `ScopedPeerConnection` is
@@ -211,6 +212,12 @@ async def check_private_api() -> None:
         )
 
 
+def install_rtcp_ticks() -> None:
+    """Send the RTCP reports of every peer connection in this process on shared ticks."""
+    for name, module, _ in RTCP_LOOPS:
+        rtcp_ticks.install(module, PRIVATE_API[name])
+
+
 def _install_host_filter() -> None:
     """Wrap aioice's address lookup, once per process.
 
@@ -236,8 +243,6 @@ class ScopedPeerConnection(RTCPeerConnection):
 
     def __init__(self, host_addresses: Sequence[str]) -> None:
         ice_consent.install(aioice.ice.Connection, PRIVATE_API["consent_check"])
-        for name, module, _ in RTCP_LOOPS:
-            rtcp_ticks.install(module, PRIVATE_API[name])
         super().__init__(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._host_addresses = tuple(host_addresses)
 

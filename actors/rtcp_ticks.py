@@ -1,14 +1,16 @@
-"""RTCP reports of all the peer connections of a process, sent on shared ticks.
+"""RTCP reports of a media shard's sessions, sent on shared ticks.
 
 aiortc's senders and receivers each send their RTCP report (SR or RR, with
 SDES) from their own loop, `asyncio.sleep(0.5 + random.random())` apart, so a
 media shard with N sessions wakes up N times a second for reports alone. A
 wakeup is what costs here: on the machines we measured, a timer that fires
 alone costs 85 us of CPU with `time.sleep` and 200 us with asyncio's loop
-(Firecracker VMs), more than the report it sends. `install` gives aiortc's
-sender and receiver modules a stand-in for `random` whose `random()` adds the
-time to the next `TICK_S` tick of the loop's clock: the reports of every
-session due in the same quarter second go out in one wakeup.
+(Firecracker VMs), more than the report it sends. `install` (called by
+`rtc.install_rtcp_ticks`, which every `Forwarder` calls) gives aiortc's sender
+and receiver modules a stand-in for `random` whose `random()` adds the time to
+the next `TICK_S` tick of the loop's clock: the reports of every session due
+in the same quarter second go out in one wakeup. It is process-wide: a shard's
+process serves media only. Clients keep aiortc's timing, as browsers do.
 
 A session still reports every 0.5 to 1.75 s, at a random point of that range
 (RFC 3550 section 6.2's randomisation keeps the participants of one session

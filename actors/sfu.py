@@ -62,6 +62,7 @@ class Forwarder:
         )
         self._closed = False
         self.peer_connections_created = 0
+        rtc.install_rtcp_ticks()  # this process serves media: one wakeup for many reports
 
     @property
     def live_peer_connections(self) -> int:
