@@ -147,7 +147,7 @@ async def missing_private_api() -> list[str]:
         missing.append("consent_check")
     for name, module, owner in RTCP_LOOPS:
         draw = getattr(getattr(module, PRIVATE_API[name], None), "random", None)
-        if not callable(draw) or RTCP_WAIT not in inspect.getsource(owner._run_rtcp):
+        if not callable(draw) or RTCP_WAIT not in _source(getattr(owner, "_run_rtcp", None)):
             missing.append(name)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
@@ -166,6 +166,13 @@ async def missing_private_api() -> list[str]:
     finally:
         await pc.close()
     return missing
+
+
+def _source(function: object) -> str:
+    try:
+        return inspect.getsource(function)  # type: ignore[arg-type]
+    except (OSError, TypeError):  # not a function, or installed without its source
+        return ""
 
 
 def _missing_rtp_api(receiver: RTCRtpReceiver, sender: RTCRtpSender) -> list[str]:

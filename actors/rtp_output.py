@@ -15,7 +15,6 @@ than those two (`examday bench media`).
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -25,8 +24,6 @@ from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensionsMap, RtpPacket, pack_header_extensions
 
 from actors.rtc import PRIVATE_API
-
-logger = logging.getLogger(__name__)
 
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"

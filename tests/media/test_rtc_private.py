@@ -124,3 +124,5 @@ async def test_an_rtcp_loop_that_waits_otherwise_is_reported(
 
     monkeypatch.setattr(RTCRtpReceiver, "_run_rtcp", _run_rtcp)
     assert await rtc.missing_private_api() == ["receiver_rtcp_random"]
+    monkeypatch.delattr(RTCRtpSender, "_run_rtcp")
+    assert "sender_rtcp_random" in await rtc.missing_private_api()
