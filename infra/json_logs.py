@@ -21,13 +21,17 @@ from infra.settings import Settings
 
 # Attributes every LogRecord has; anything else was passed in `extra=` and is kept.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_UVICORN_ERROR = "uvicorn.error"
 # uvicorn gives its loggers handlers of their own; in JSON mode they go through the root's.
-_UVICORN = ("uvicorn", "uvicorn.error")
+_UVICORN = ("uvicorn", _UVICORN_ERROR)
 # uvicorn's access log names the raw path (exam and candidate ids) and the client's
 # address; `api.request_telemetry.RequestTelemetry` writes the route template
 # instead. uvicorn writes access lines only while this logger has a handler
 # somewhere up its chain.
 _ACCESS = "uvicorn.access"
+# uvicorn's lines for each WebSocket (accepted, refused, opened, closed) are the access
+# log's for sockets: the client's address and the raw path, one pair per candidate.
+_CONNECTION_LINES = ("connection open", "connection closed")
 # INFO of these names peer addresses and URLs (ICE pairs, presigned links): a
 # candidate's IP address is personal data, so they say only what goes wrong.
 _QUIET = ("aioice", "aiortc", "httpx", "httpcore", "botocore", "aiobotocore", "urllib3")
@@ -81,10 +85,24 @@ def log_format(settings: Settings) -> str:
     return "text" if settings.env == "test" else "json"
 
 
+class WithoutConnectionLines(logging.Filter):
+    """Drops uvicorn's per-WebSocket lines, as `--no-access-log` drops its per-request ones."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg
+        return not isinstance(message, str) or not (
+            message.startswith('%s - "WebSocket ') or message in _CONNECTION_LINES
+        )
+
+
 def configure_logging(settings: Settings, component: str) -> bool:
     """In JSON mode, make this process's root logger write JSON lines to stderr at
     `EXAMDAY_OPS__LOG_LEVEL`; idempotent. Text mode leaves logging as the host
-    (uvicorn, Ray, pytest) set it. Returns whether JSON lines are on."""
+    (uvicorn, Ray, pytest) set it, less uvicorn's per-WebSocket lines, which name
+    clients' addresses. Returns whether JSON lines are on."""
+    uvicorn_error = logging.getLogger(_UVICORN_ERROR)
+    if not any(isinstance(f, WithoutConnectionLines) for f in uvicorn_error.filters):
+        uvicorn_error.addFilter(WithoutConnectionLines())
     if log_format(settings) != "json":
         return False
     root = logging.getLogger()

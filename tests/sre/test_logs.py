@@ -5,7 +5,9 @@ in the gateway's log, the Ray workers' logs or the exported spans."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import json
 import os
 import secrets
 import threading
@@ -16,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -24,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from api.routes.presence import PATH as PRESENCE_PATH
 from infra import services
 from infra.processes import free_port
 from infra.settings import Settings, settings_to_env
@@ -162,6 +166,21 @@ def _traceparent() -> tuple[str, str]:
     return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-01"
 
 
+async def _beat_on_presence_socket(gateway: ChildGateway, headers: dict[str, str]) -> int:
+    """One heartbeat on the presence socket; the client's port."""
+    async with (
+        aiohttp.ClientSession(gateway.settings.gateway_url) as http,
+        http.ws_connect(PRESENCE_PATH, headers=headers) as ws,
+    ):
+        await ws.send_str(json.dumps({"id": "beat-1", "network": "cellular"}))
+        # Answered (as a beat, or refused as one too soon after the POST just made).
+        answer = json.loads(await asyncio.wait_for(ws.receive_str(), 10))
+        assert answer.get("id") == "beat-1" or "error" in answer, answer
+        sockname = ws.get_extra_info("sockname")
+        assert sockname is not None
+        return int(sockname[1])
+
+
 def _number() -> str:
     # Letters no hex id, pid or timestamp has: a match in the logs is a real leak.
     return "K" + "".join(secrets.choice("GHJKLMNPQRSTUVWXYZ") for _ in range(9))
@@ -215,6 +234,7 @@ async def test_nothing_personal_in_the_real_logs_and_exported_spans(
 ) -> None:
     numbers = {"p1": [_number(), _number()], "p2": [_number()]}
     stranger = _number()  # a number not on the roster: a failed login
+    client_ports: list[int] = []
     async with httpx.AsyncClient(base_url=json_gateway.settings.gateway_url, timeout=30) as http:
         world = await new_exam(http, app.state.runtime, numbers)
         tokens = []
@@ -226,6 +246,7 @@ async def test_nothing_personal_in_the_real_logs_and_exported_spans(
                     "/v1/me/heartbeat", json={"network": "cellular"}, headers=headers
                 )
                 assert beat.status_code == 200, beat.text
+                client_ports.append(await _beat_on_presence_socket(json_gateway, dict(headers)))
                 cid = world.candidate_ids[number]
                 seen = await http.get(
                     f"/v1/exams/{world.exam_id}/rooms/{room}/candidates/{cid}",
@@ -267,3 +288,7 @@ async def test_nothing_personal_in_the_real_logs_and_exported_spans(
     for where, body in places.items():
         leaked = [s for s in secrets_ if s in body]
         assert leaked == [], f"personal data in {where}: {leaked}"
+    # Nor the candidates' addresses: uvicorn names them in a line for each WebSocket.
+    assert len(client_ports) == 3
+    assert [p for p in client_ports if f":{p}" in gateway_log or f", {p})" in gateway_log] == []
+    assert "WebSocket" not in gateway_log
