@@ -8,7 +8,7 @@ Trickle-ICE fragments and candidate filtering are in `actors.trickle`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from infra.errors import InvalidInput, MalformedInput, PayloadTooLarge, UnsupportedMediaType
@@ -275,14 +275,18 @@ def without_bandwidth_feedback(text: str) -> str:
     media`). NACK, PLI and FIR stay: the forwarder answers those. A publisher's
     offer keeps its feedback: the shard's estimate paces the publisher's encoder.
     """
-    kept = []
-    for line in text.replace("\r\n", "\n").split("\n"):
-        name, _, value = line.partition(":")
-        words = value.split()  # rtcp-fb: <pt> <type>; extmap: <id>[/<direction>] <uri>
-        if len(words) >= 2 and (
-            (name == "a=rtcp-fb" and words[1] in BANDWIDTH_FEEDBACK)
-            or (name == "a=extmap" and words[1] in BANDWIDTH_EXTENSIONS)
-        ):
-            continue
-        kept.append(line)
-    return "\r\n".join(kept)
+    return without_lines(text, _is_bandwidth_feedback)
+
+
+def _is_bandwidth_feedback(line: str) -> bool:
+    name, _, value = line.partition(":")
+    words = value.split()  # rtcp-fb: <pt> <type>; extmap: <id>[/<direction>] <uri>
+    return len(words) >= 2 and (
+        (name == "a=rtcp-fb" and words[1] in BANDWIDTH_FEEDBACK)
+        or (name == "a=extmap" and words[1] in BANDWIDTH_EXTENSIONS)
+    )
+
+
+def without_lines(text: str, drop: Callable[[str], bool]) -> str:
+    """`text` (SDP) less the lines `drop` picks, with CRLF line ends."""
+    return "\r\n".join(line for line in text.replace("\r\n", "\n").split("\n") if not drop(line))

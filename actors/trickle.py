@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from actors.sdp import attribute, lines, malformed
+from actors.sdp import attribute, lines, malformed, without_lines
 from infra.errors import PayloadTooLarge
 
 TRICKLE_TYPE = "application/trickle-ice-sdpfrag"
@@ -64,12 +64,10 @@ def address_filter(networks: Sequence[str]) -> Callable[[str], bool]:
 
 def drop_candidates(text: str, allow: Callable[[str], bool]) -> str:
     """Remove the candidate lines of `text` whose address `allow` refuses."""
-    kept = []
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if line.startswith("a=candidate:") and not allow(candidate_address(line[12:])):
-            continue
-        kept.append(line)
-    return "\r\n".join(kept)
+    return without_lines(
+        text,
+        lambda line: line.startswith("a=candidate:") and not allow(candidate_address(line[12:])),
+    )
 
 
 def parse_fragment(text: str, *, max_bytes: int = 64 * 1024) -> IceFragment:

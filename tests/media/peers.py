@@ -252,3 +252,16 @@ async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(0.05)
+
+
+def tap_rtcp(sender_or_receiver: Any, on_packet: Callable[[Any], None]) -> None:
+    """Show `on_packet` each RTCP packet an aiortc sender or receiver sends from now on."""
+    send_rtcp = sender_or_receiver._send_rtcp
+
+    async def tapped(packets: Any) -> None:
+        # A sender sends a list (its report and SDES), a receiver one packet at a time.
+        for packet in packets if isinstance(packets, list) else [packets]:
+            on_packet(packet)
+        await send_rtcp(packets)
+
+    sender_or_receiver._send_rtcp = tapped

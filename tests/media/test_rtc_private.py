@@ -92,7 +92,8 @@ async def test_a_renamed_transport_attribute_is_reported(reported: str) -> None:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     dtls = pc.addTransceiver("video").sender.transport
     ice = dtls.transport
-    owner = {"transport_state": dtls, "ice_connection": ice, "ice_nominated": ice._connection}
+    connection = getattr(ice, rtc.PRIVATE_API["ice_connection"])
+    owner = {"transport_state": dtls, "ice_connection": ice, "ice_nominated": connection}
     name = rtc.PRIVATE_API[reported]
     value = getattr(owner[reported], name)
     delattr(owner[reported], name)

@@ -12,7 +12,7 @@ from aiortc.rtp import RtcpRrPacket, RtcpSrPacket
 from actors import rtc
 from actors.rtcp_ticks import BASE_INTERVAL_S, TICK_S, TickedRandom
 from tests.media.conftest import Stage
-from tests.media.peers import until
+from tests.media.peers import tap_rtcp, until
 
 
 def on_tick(when: float, slack: float = 0.0) -> bool:
@@ -43,17 +43,14 @@ async def test_the_shards_sender_and_receiver_reports_go_out_on_shared_ticks(
     sent: dict[int, list[float]] = {}
 
     def record(report_loop: Any) -> None:
-        send_rtcp = report_loop._send_rtcp
         times = sent.setdefault(id(report_loop), [])
 
-        async def recording(packet: Any) -> None:
+        def on_packet(packet: Any) -> None:
             # The report loops' packets only (not NACK, PLI or REMB, sent when needed).
-            packets = packet if isinstance(packet, list) else [packet]
-            if isinstance(packets[0], RtcpSrPacket | RtcpRrPacket):
+            if isinstance(packet, RtcpSrPacket | RtcpRrPacket):
                 times.append(loop.time())
-            await send_rtcp(packet)
 
-        report_loop._send_rtcp = recording
+        tap_rtcp(report_loop, on_packet)
 
     # The shard's side: each viewer's video sender (SR) and the publisher's receiver (RR).
     for viewer in viewers:

@@ -20,7 +20,7 @@ from infra.errors import (
     UnsupportedMediaType,
 )
 from tests.media.conftest import Stage
-from tests.media.peers import LOOPBACK, local_offer, until
+from tests.media.peers import LOOPBACK, local_offer, tap_rtcp, until
 
 FINGERPRINT = (
     "sha-256 6B:8B:5D:EA:59:04:20:23:29:C8:87:1C:CC:87:32:BE"
@@ -216,13 +216,12 @@ def test_bandwidth_feedback_is_taken_out_of_a_viewer_offer() -> None:
 def remb_counter(pc: rtc.ScopedPeerConnection) -> list[int]:
     """Counts the REMB packets the video receiver of `pc` sends from now on."""
     receiver = next(t.receiver for t in pc.getTransceivers() if t.kind == "video")
-    send_rtcp, sent = receiver._send_rtcp, [0]
+    sent = [0]
 
-    async def counting(packet: Any) -> None:
+    def count(packet: Any) -> None:
         sent[0] += isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP
-        await send_rtcp(packet)
 
-    receiver._send_rtcp = counting  # type: ignore[method-assign]
+    tap_rtcp(receiver, count)
     return sent
 
 
