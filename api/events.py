@@ -15,7 +15,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from actors.journal import event_order, stream_key
+from actors.rooms.journal import event_order
+from core import keys
 from infra.redis import text
 
 _BLOCK_MS = 5000
@@ -34,7 +35,7 @@ async def room_events(
     is_disconnected: Callable[[], Awaitable[bool]],
     max_seconds: float,
 ) -> AsyncIterator[bytes]:
-    key = stream_key(room_key)
+    key = keys.room_events_key(room_key)
     cursor = last_event_id
     yield b"retry: 1000\n\n"
     if cursor != "0-0":

@@ -15,11 +15,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Response
 
-from actors import sdp, trickle
+from actors.media import sdp, trickle
+from actors.media.sessions import Kind, MediaSession
 from api.deps import RuntimeDep
-from api.exams import Candidate
-from api.media_sessions import Kind, MediaSession
 from api.security import request_token
+from core.exams import Candidate
 from infra.errors import (
     ExamdayError,
     Forbidden,

@@ -9,15 +9,15 @@ from typing import Any
 from redis.asyncio import Redis
 
 from actors import health
-from api.exams import ExamRegistry
-from api.face import FaceService
-from api.ingest import IngestClient
-from api.media import MediaPlane
-from api.privacy import PrivacyService
-from api.rooms import RoomRouter
-from api.sessions import Sessions
-from api.staff import StaffRegistry
-from api.updates import UpdateClient
+from actors.accounts.sessions import Sessions
+from actors.accounts.staff import StaffRegistry
+from actors.face.service import FaceService
+from actors.ingest.client import IngestClient
+from actors.media.client import MediaPlane
+from actors.privacy.service import PrivacyService
+from actors.rooms.client import RoomRouter
+from actors.updates.client import UpdateClient
+from core.exams import ExamRegistry
 from infra import raycluster
 from infra import redis as redis_conn
 from infra.crypto import DataKeys

@@ -14,7 +14,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from api.deps import RuntimeDep
-from api.models import Identifier
+from core.exam import Identifier
 from infra.errors import Forbidden, NotFound, Unauthenticated
 from infra.tokens import Claims
 

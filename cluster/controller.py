@@ -44,13 +44,12 @@ from typing import Any
 
 import ray
 
-from actors import ingest_keys
-from actors.log_ingest import LogIngest
-from actors.media_shard import shard_name as media_shard_name
-from api.media import MediaRouter
-from api.rooms import RoomRouter, shard_name
+from actors.ingest.shard import LogIngest
+from actors.media.client import MediaRouter
+from actors.media.shard import shard_name as media_shard_name
+from actors.rooms.client import RoomRouter, shard_name
+from api.metrics import DECISIONS_KEY
 from cluster import shards
-from cluster.directory import ShardDirectory
 from cluster.drain import retire_media_shard
 from cluster.scaling import (
     INGEST,
@@ -63,8 +62,9 @@ from cluster.scaling import (
     node_floor,
     room_bounds,
 )
+from core import keys as ingest_keys
+from core.directory import ShardDirectory
 from infra import redis as redis_conn
-from infra.metrics import DECISIONS_KEY
 from infra.named_actors import NamedActors
 from infra.priority import Priority, adopt_priority
 from infra.settings import Settings
@@ -87,7 +87,7 @@ class ShardController:
         self.redis = redis_conn.connect(settings)
         self.router = RoomRouter(settings, self.redis)
         self.media = MediaRouter(settings, self.redis)
-        self.ingest = ShardDirectory(self.redis, ingest_keys.SHARD_KIND)
+        self.ingest = ShardDirectory(self.redis, ingest_keys.INGEST_SHARD_KIND)
         self.ingest_actors = NamedActors(LogIngest, settings.ray_namespace)
         self.changed_at = {ROOMS: 0.0, MEDIA: 0.0, INGEST: 0.0}
         self.nodes: dict[str, int] = {}
@@ -175,11 +175,11 @@ class ShardController:
         since = time.monotonic() - self.changed_at[INGEST]
         decision = decide_load(list(backlogs.values()), bounds, since, INGEST)
         if decision.action == "grow":
-            name = _first_free(ingest_keys.shard_name, backlogs)
+            name = _first_free(ingest_keys.ingest_shard_name, backlogs)
             await asyncio.to_thread(self.ingest_actors.create, name, self.settings, name)
             await self.ingest.add(name, {})
         elif decision.action == "shrink":
-            ensured = {ingest_keys.shard_name(i) for i in range(self.settings.ingest.shards)}
+            ensured = {ingest_keys.ingest_shard_name(i) for i in range(self.settings.ingest.shards)}
             await self._retire_ingest(_lightest(backlogs, ensured))
         return await self._done(decision)
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import ray
 
-from actors.media_shard import load_key
-from actors.room_shard import RoomShard
-from api.media import ROOMS_KEY, MediaRouter
-from api.rooms import RoomRouter, shard_name
+from actors.media.client import ROOMS_KEY, MediaRouter
+from actors.media.shard import load_key
+from actors.rooms.client import RoomRouter, shard_name
+from actors.rooms.shard import RoomShard
 from cluster import ray_private, shards
 from infra import raycluster
 from infra import redis as redis_conn

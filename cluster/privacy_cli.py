@@ -20,7 +20,7 @@ import json
 import sys
 from typing import Any
 
-from actors import retention
+from actors.privacy import retention
 from infra import raycluster
 from infra import redis as redis_conn
 from infra.audit import AuditLog, ChainReport, verify_chain

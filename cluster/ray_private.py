@@ -9,7 +9,7 @@ the same unguaranteed call, so the call is made here, through the connected
 driver's GCS client, and nowhere else.
 
 The names are listed once in `PRIVATE_API`; `missing_private_api()` (run by
-tests/sre and before every drain) reports any that an upgrade removed, so a
+tests/cluster and before every drain) reports any that an upgrade removed, so a
 broken upgrade fails a test and `examday cluster drain` refuses to start rather
 than half-draining a node. Whether the call still works (the GCS accepts it and
 reports the node draining) is checked by the drain test with a real second node.

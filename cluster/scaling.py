@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.ops_settings import OpsSettings
+from infra.settings.ops import OpsSettings
 
 ROOMS = "rooms"
 MEDIA = "media"

@@ -8,8 +8,8 @@ import os
 
 import ray
 
-from api.rooms import RoomRouter
-from api.staff import StaffRegistry
+from actors.accounts.staff import StaffRegistry
+from actors.rooms.client import RoomRouter
 from infra import raycluster
 from infra import redis as redis_conn
 from infra.settings import Settings

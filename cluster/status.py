@@ -13,11 +13,11 @@ from typing import Any
 
 import ray
 
-from api.media import MediaRouter
-from api.rooms import RoomRouter
+from actors.media.client import MediaRouter
+from actors.rooms.client import RoomRouter
+from api.metrics import ClusterSample, ClusterSampler
 from infra import raycluster
 from infra import redis as redis_conn
-from infra.metrics import ClusterSample, ClusterSampler
 from infra.settings import Settings
 from infra.telemetry import actor_call
 

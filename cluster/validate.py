@@ -38,9 +38,9 @@ def load_all(path: Path) -> list[dict[str, Any]]:
 
 def actor_resources() -> set[str]:
     """The custom resources our actor classes ask for, read from their `@ray.remote` options."""
-    from actors.log_ingest import LogIngest
-    from actors.media_shard import MediaShard
-    from actors.room_shard import RoomShard
+    from actors.ingest.shard import LogIngest
+    from actors.media.shard import MediaShard
+    from actors.rooms.shard import RoomShard
     from infra.services import NODE_RESOURCES
 
     asked: set[str] = set(NODE_RESOURCES)

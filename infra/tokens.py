@@ -1,4 +1,4 @@
-"""Signed, expiring session tokens. Revocation lives in Redis (see api.sessions)."""
+"""Signed, expiring session tokens. Revocation lives in Redis (see actors.accounts.sessions)."""
 
 from __future__ import annotations
 

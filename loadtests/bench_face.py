@@ -42,11 +42,11 @@ from typing import Any
 
 import ray
 
-from actors.face_settings import VerifierSettings
+from infra.settings.face import VerifierSettings
+from infra.settings.ml import FaceSettings
 from infra.stack import LocalStack, isolated_settings
 from loadtests import bench_face_model
 from loadtests.bench_face_service import run_service
-from ml.config import FaceSettings
 
 
 def run_local(

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import torch
 
-from ml.config import FaceSettings
+from infra.settings.ml import FaceSettings
 from ml.images import RGBImage, decode_image
 from ml.pipeline import FacePipeline
 

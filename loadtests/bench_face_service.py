@@ -25,17 +25,17 @@ import psutil
 import ray
 from PIL import Image
 
-from actors.face_client import VerifierClient
-from actors.face_settings import VerifierSettings
+from actors.face.client import VerifierClient
 from infra import raycluster, services
 from infra.errors import DependencyDown, ExamdayError
 from infra.processes import free_port, port_open
 from infra.settings import Settings, settings_to_env
+from infra.settings.face import VerifierSettings
+from infra.settings.ml import FaceSettings
 from infra.telemetry import actor_call
 from loadtests import bench_face_model
 from loadtests.bench_gateway import bench_organiser
 from loadtests.httpload import Latencies, problem_reason, run_closed_loop
-from ml.config import FaceSettings
 
 CANDIDATES = 500  # one enrolment per candidate at a time: the service refuses overlaps
 WARMUP_S = 6.0

@@ -37,8 +37,8 @@ from typing import Any
 
 import aiohttp
 
+from actors.accounts.staff import StaffRegistry
 from api.routes.presence import PATH as PRESENCE_PATH
-from api.staff import StaffRegistry
 from infra import redis as redis_conn
 from infra.processes import ManagedProcess, free_port, port_open
 from infra.settings import Settings

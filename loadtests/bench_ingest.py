@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from actors.ingest_keys import STREAMS
+from core.keys import INGEST_STREAMS
 from infra import redis as redis_conn
 from infra.processes import free_port, free_port_block
 from infra.redis import text
@@ -145,7 +145,7 @@ async def flushed(settings: Settings, within: float = 120.0) -> float:
     started = time.perf_counter()
     try:
         while time.perf_counter() - started < within:
-            streams = [text(raw) for raw in await redis.smembers(STREAMS)]
+            streams = [text(raw) for raw in await redis.smembers(INGEST_STREAMS)]
             if sum([await redis.xlen(stream) for stream in streams]) == 0:
                 break
             await asyncio.sleep(0.2)

@@ -5,7 +5,7 @@ is measured; the synthetic publisher and viewers live in this process:
 
 - relay: aiortc's examples' way, `MediaRelay`: the publisher's track is
   decoded once and re-encoded for every viewer;
-- forward: `actors.sfu.Forwarder`, each RTP packet rewritten and sent on to
+- forward: `actors.media.sfu.Forwarder`, each RTP packet rewritten and sent on to
   every viewer (no recording, as in the figures before: frames are then not
   even assembled);
 - with `--recording`, also forward-recording: the same while the publisher is
@@ -44,9 +44,9 @@ from aiortc import RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from actors import rtc
-from actors.media_settings import MediaSettings
-from actors.sfu import Forwarder
+from actors.media.aiortc import rtc
+from actors.media.sfu import Forwarder
+from infra.settings.media import MediaSettings
 from loadtests.webrtc import FPS, HEIGHT, WIDTH, encode_vp8
 
 LOOPBACK = ("127.0.0.1",)

@@ -21,16 +21,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from actors.retention_run import Sweeper
-from actors.retention_settings import PrivacySettings
-from api.models import Exam, RetentionRule
+from actors.privacy.run import Sweeper
 from cluster.privacy_cli import verify_region
+from core.exam import Exam, RetentionRule
 from infra import redis as redis_conn
 from infra import services
 from infra.keyring import RotatingDataKeys
 from infra.objectstore import ObjectStores
 from infra.regional import RegionalStore
 from infra.settings import Settings
+from infra.settings.privacy import PrivacySettings
 from infra.stack import isolated_settings
 
 REGION = "cn-north"

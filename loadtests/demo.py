@@ -13,7 +13,7 @@ import secrets
 import threading
 from pathlib import Path
 
-from api.staff import StaffRegistry
+from actors.accounts.staff import StaffRegistry
 from infra import redis as redis_conn
 from infra.settings import Settings
 from loadtests import fleet

@@ -24,8 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from aiortc import MediaStreamTrack, RTCRtpSender, RTCSessionDescription
 
-from actors import rtc
-from actors.rtc import ScopedPeerConnection
+from actors.media.aiortc import rtc
+from actors.media.aiortc.rtc import ScopedPeerConnection
 
 FPS = 15
 WIDTH, HEIGHT = 320, 240

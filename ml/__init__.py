@@ -1,9 +1,9 @@
 """Face verification for examday: intake, detection, quality, embedding, liveness, monitoring.
 
 Public surface (import from the modules; this package imports nothing, so that
-`ml.config`, `ml.images`, `ml.templates` and `ml.monitor` stay free of torch and OpenCV):
+`infra.settings.ml`, `ml.images`, `ml.templates` and `ml.monitor` stay free of torch and OpenCV):
 
-    ml.config.FaceSettings                      every knob, nested as settings.face
+    infra.settings.ml.FaceSettings                      every knob, nested as settings.face
     ml.images.decode_image(data, settings)      untrusted bytes -> RGB uint8 array
     ml.pipeline.FacePipeline(settings)          models, loaded once per instance
         .analyse_batch(images) -> list[FrameAnalysis]

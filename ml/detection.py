@@ -23,8 +23,8 @@ import torch
 from facenet_pytorch import MTCNN
 from numpy.typing import NDArray
 
+from infra.settings.ml import FaceSettings
 from ml import mtcnn_batched
-from ml.config import FaceSettings
 from ml.images import RGBImage
 
 Landmarks = NDArray[np.float32]

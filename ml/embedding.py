@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from infra.errors import ExamdayError
-from ml.config import FaceSettings
+from infra.settings.ml import FaceSettings
 
 if TYPE_CHECKING:
     # Type names only: templates and monitoring import this module without loading torch.

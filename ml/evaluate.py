@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ml.config import FaceSettings
+from infra.settings.ml import FaceSettings
 from ml.pipeline import FacePipeline
 
 DEFAULT_FACES = Path("tests/fixtures/faces")

@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from infra.errors import InvalidInput, MalformedInput, PayloadTooLarge, UnsupportedMediaType
-from ml.config import FaceSettings
+from infra.settings.ml import FaceSettings
 
 RGBImage: TypeAlias = NDArray[np.uint8]
 

@@ -21,7 +21,7 @@ from typing import TypeAlias
 import numpy as np
 
 from infra.errors import InvalidInput, MalformedInput
-from ml.config import FaceSettings
+from infra.settings.ml import FaceSettings
 from ml.detection import DetectedFace, Detector, MTCNNDetector
 from ml.devices import resolve_device
 from ml.embedding import Embedder, ModelId, Vectors, load_embedder

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from infra.errors import InvalidInput
-from ml.config import FaceSettings
+from infra.settings.ml import FaceSettings
 from ml.detection import DetectedFace
 from ml.images import RGBImage
 from ml.pose import HeadPose, estimate_pose

@@ -12,10 +12,10 @@ import ray
 import uvicorn
 from fastapi import FastAPI
 
-from actors.media_settings import MediaSettings
 from api.app import create_app
 from infra import raycluster
 from infra.settings import Settings
+from infra.settings.media import MediaSettings
 from infra.stack import LocalStack, isolated_settings
 
 

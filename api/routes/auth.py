@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from actors.accounts.sessions import WRONG_CREDENTIALS, Session
 from api.deps import RuntimeDep
 from api.models import Login, SessionOut, StaffLogin
-from api.rooms import room_key
 from api.security import COOKIE_NAME, PrincipalDep
-from api.sessions import WRONG_CREDENTIALS, Session
+from core import keys
 from infra.errors import Unauthenticated
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
@@ -38,7 +38,7 @@ async def candidate_login(
     session, room = await runtime.sessions.candidate_login(_client_ip(request), body.exam_no, cid)
     if session.replaced is not None:
         await runtime.rooms.append(
-            room_key(body.exam_no, room),
+            keys.room_key(body.exam_no, room),
             {"type": "session_replaced", "cid": cid},
         )
     _issue(response, runtime, session)
@@ -73,7 +73,7 @@ async def logout(principal: PrincipalDep, response: Response, runtime: RuntimeDe
     await runtime.sessions.close(principal.claims)
     if principal.role == "candidate" and principal.claims.exam and principal.room:
         await runtime.rooms.append(
-            room_key(principal.claims.exam, principal.room),
+            keys.room_key(principal.claims.exam, principal.room),
             {"type": "left", "cid": principal.name},
         )
     response.delete_cookie(COOKIE_NAME, path="/")

@@ -6,10 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from api import roster
 from api.deps import RuntimeDep
-from api.models import Exam, ExamCreate, GuardianConsentIn, Identifier, RosterReport, Username
+from api.models import ExamCreate, GuardianConsentIn, Username
 from api.security import ExamScopeDep, OrganiserDep, OrganiserExamDep
+from core import roster
+from core.exam import Exam, Identifier, RosterReport
 from infra.errors import NotFound, UnsupportedMediaType
 
 router = APIRouter(prefix="/v1/exams", tags=["exams"])

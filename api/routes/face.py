@@ -16,8 +16,9 @@ from fastapi import APIRouter, Request
 from pydantic import Field, StringConstraints
 
 from api.deps import RuntimeDep
-from api.models import Identifier, Strict
+from api.models import Strict
 from api.security import CandidateDep, OrganiserExamDep, Principal
+from core.exam import Identifier
 from infra.errors import Forbidden, MalformedInput, NotFound, PayloadTooLarge
 
 router = APIRouter(tags=["face"])

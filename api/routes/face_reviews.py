@@ -1,6 +1,6 @@
 """Manual review of failed face verifications, by the proctors of the candidate's room.
 
-A review opens when a candidate used up `exam.face_attempts` (see `api.face`). The
+A review opens when a candidate used up `exam.face_attempts` (see `actors.face.service`). The
 proctor sees the enrolment photo (when the exam keeps it) next to the live frames of
 the failed attempts, and accepts or rejects; the decision is kept in Redis and
 journaled into the room as a `face_review` event, so the audit trail is the journal.
@@ -16,10 +16,10 @@ from fastapi import APIRouter, Path
 from fastapi.responses import Response
 from pydantic import StringConstraints
 
-from actors.face_records import record_key, reviews_key, room_reviews_key
 from api.deps import RuntimeDep
 from api.models import Strict
 from api.security import RoomScope, RoomScopeDep
+from core import keys
 from infra.errors import Conflict, Forbidden, NotFound
 from infra.redis import text
 
@@ -36,8 +36,10 @@ class DecisionIn(Strict):
 @router.get("")
 async def list_reviews(room: RoomScopeDep, runtime: RuntimeDep) -> dict[str, Any]:
     exam_id, room_id = room.exam_id, room.room_id
-    ids = sorted(text(m) for m in await runtime.redis.smembers(room_reviews_key(exam_id, room_id)))
-    raws = await runtime.redis.hmget(reviews_key(exam_id), ids) if ids else []
+    ids = sorted(
+        text(m) for m in await runtime.redis.smembers(keys.face_room_reviews_key(exam_id, room_id))
+    )
+    raws = await runtime.redis.hmget(keys.face_reviews_key(exam_id), ids) if ids else []
     reviews = [_public(exam_id, json.loads(raw)) for raw in raws if raw]
     return {"reviews": sorted(reviews, key=lambda review: review["created_at"])}
 
@@ -81,18 +83,18 @@ async def decide(
     review = await _review(runtime, room, review_id)
     redis = runtime.redis
     # One decision per review, even when two proctors click at once.
-    decided = f"{reviews_key(exam_id)}:{review_id}:decided"
+    decided = f"{keys.face_reviews_key(exam_id)}:{review_id}:decided"
     if review["status"] != "pending" or not await redis.set(decided, staff.name, nx=True):
         raise Conflict("This review is decided already.", reason="review_decided")
     status = "accepted" if body.decision == "accept" else "rejected"
     review.update(status=status, decided_by=staff.name, decided_at=time.time(), note=body.note)
     cid = review["cid"]
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(reviews_key(exam_id), review_id, json.dumps(review))
-        pipe.hget(record_key(exam_id, cid), "review")
+        pipe.hset(keys.face_reviews_key(exam_id), review_id, json.dumps(review))
+        pipe.hget(keys.face_record_key(exam_id, cid), "review")
         _, current = await pipe.execute()
     if current is not None and text(current) == review_id:  # not enrolled again since
-        await redis.hset(record_key(exam_id, cid), "status", status)
+        await redis.hset(keys.face_record_key(exam_id, cid), "status", status)
     event = {
         "type": "face_review",
         "cid": cid,
@@ -106,7 +108,7 @@ async def decide(
 
 
 async def _review(runtime: RuntimeDep, room: RoomScope, review_id: str) -> Any:
-    raw = await runtime.redis.hget(reviews_key(room.exam_id), review_id)
+    raw = await runtime.redis.hget(keys.face_reviews_key(room.exam_id), review_id)
     review = json.loads(raw) if raw else None
     if review is None or review["room"] != room.room_id:
         raise NotFound("no such review in this room", reason="review_not_found")

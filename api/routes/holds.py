@@ -12,11 +12,12 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from actors.retention_exports import EXAM_WIDE, exports_key
-from actors.retention_holds import Hold
+from actors.privacy.exports import EXAM_WIDE, exports_key
+from actors.privacy.holds import Hold
 from api.deps import RuntimeDep
-from api.models import ExportCreate, HoldCreate, Identifier
+from api.models import ExportCreate, HoldCreate
 from api.security import OrganiserExamDep
+from core.exam import Identifier
 from infra.errors import NotFound
 
 router = APIRouter(prefix="/v1/exams/{exam_id}", tags=["privacy"])

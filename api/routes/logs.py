@@ -6,12 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from actors import ingest_aggregates as aggregates
-from actors import ingest_keys as keys
+from actors.ingest.client import Origin
 from api.deps import RuntimeDep
-from api.ingest import Origin
 from api.models import LogSearch
 from api.security import StaffDep, check_exam, optional_token
+from core import aggregates, keys
 from infra.errors import Forbidden, NotFound
 
 router = APIRouter(prefix="/v1/logs", tags=["logs"])

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Header
 
 from api.deps import RuntimeDep
-from api.exams import Candidate
 from api.models import ConsentIn, EventOut, HeartbeatIn, JoinIn, NetworkType
-from api.rooms import room_key
 from api.security import CandidateDep, Principal
+from core import keys
+from core.exams import Candidate
 from infra.errors import Forbidden, InvalidInput, NotFound
 
 router = APIRouter(prefix="/v1/me", tags=["candidate"])
@@ -92,7 +92,7 @@ async def join(body: JoinIn, principal: CandidateDep, runtime: RuntimeDep) -> di
     if exam.require_face_verification:
         await runtime.face.require_verified(candidate.exam, candidate.cid)
     result = await runtime.rooms.heartbeat(
-        room_key(candidate.exam, candidate.room),
+        keys.room_key(candidate.exam, candidate.room),
         candidate.cid,
         body.network,
         uuid.uuid4().hex,
@@ -111,7 +111,7 @@ async def heartbeat(
     assert principal.claims.exam is not None
     assert principal.room is not None
     result = await runtime.rooms.heartbeat(
-        room_key(principal.claims.exam, principal.room),
+        keys.room_key(principal.claims.exam, principal.room),
         principal.name,
         body.network,
         idempotency_key or uuid.uuid4().hex,
@@ -124,6 +124,6 @@ async def my_room(principal: CandidateDep, runtime: RuntimeDep) -> dict[str, Any
     assert principal.claims.exam is not None
     assert principal.room is not None
     view: dict[str, Any] = await runtime.rooms.call(
-        room_key(principal.claims.exam, principal.room), "candidate_view", principal.name
+        keys.room_key(principal.claims.exam, principal.room), "candidate_view", principal.name
     )
     return view

@@ -1,4 +1,4 @@
-"""`GET /metrics`: the whole cluster in Prometheus text format (see infra/metrics.py)."""
+"""`GET /metrics`: the whole cluster in Prometheus text format (see api/metrics.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from fastapi import APIRouter, Header
 from fastapi.responses import Response
 
 from api.deps import RuntimeDep
+from api.metrics import CONTENT_TYPE, ClusterSampler, render
 from api.runtime import Runtime
 from infra.errors import Unauthenticated
-from infra.metrics import CONTENT_TYPE, ClusterSampler, render
-from infra.ops_settings import OpsSettings
+from infra.settings.ops import OpsSettings
 
 router = APIRouter(tags=["operations"])
 

@@ -34,9 +34,9 @@ from pydantic import Field, ValidationError
 from api.deps import RuntimeDep
 from api.models import NetworkType, Strict
 from api.problems import REDIS_DOWN, error_body, error_response, hot_state_down
-from api.rooms import room_key
 from api.runtime import Runtime
 from api.security import Principal, current_candidate, current_principal, request_token
+from core import keys
 from infra.errors import (
     ExamdayError,
     InvalidInput,
@@ -88,7 +88,7 @@ class _Channel:
         self.websocket = websocket
         self.runtime = runtime
         self.principal = principal
-        self.room_key = room_key(principal.claims.exam, principal.room)
+        self.room_key = keys.room_key(principal.claims.exam, principal.room)
         self.checked_at = time.monotonic()
         self.last_beat = float("-inf")
         self.bad = 0

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from api.deps import RuntimeDep
-from api.models import Identifier
 from api.security import StaffDep, check_candidate_in_room, check_room
+from core.exam import Identifier
 from infra.errors import InvalidInput, NotFound
 
 router = APIRouter(

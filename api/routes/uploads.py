@@ -13,9 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from api.deps import RuntimeDep
-from api.models import Identifier
-from api.rooms import room_key
 from api.security import CandidateDep, Principal, RoomScopeDep
+from core import keys
+from core.exam import Identifier
 from infra.errors import Forbidden, NotFound, UnsupportedMediaType
 
 router = APIRouter(tags=["uploads"])
@@ -39,7 +39,7 @@ async def _upload(
     body = await request.body()
     entry = await runtime.privacy.store_upload(exam_id, room, principal.name, data_class, body)
     event = {"type": "upload", "cid": principal.name, "upload": entry["id"], "class": data_class}
-    await runtime.rooms.append(room_key(exam_id, room), event)
+    await runtime.rooms.append(keys.room_key(exam_id, room), event)
     return _public(entry)
 
 

@@ -19,7 +19,14 @@ import dataclasses
 
 from fastapi import APIRouter, Query, Request, Response
 
-from actors.media_tag import CANDIDATE_SOURCES
+from actors.media.sessions import (
+    MediaSession,
+    new_etag,
+    new_session_id,
+    publisher_key,
+    talkback_key,
+)
+from actors.media.tag import CANDIDATE_SOURCES
 from api.deps import RuntimeDep
 from api.media_http import (
     MediaCallerDep,
@@ -29,15 +36,8 @@ from api.media_http import (
     patch_session,
     read_offer,
 )
-from api.media_sessions import (
-    MediaSession,
-    new_etag,
-    new_session_id,
-    publisher_key,
-    talkback_key,
-)
-from api.models import Identifier
 from api.security import CandidateDep, StaffDep, check_candidate_in_room, check_room
+from core.exam import Identifier
 from infra.errors import InvalidInput, NotFound
 
 router = APIRouter(prefix="/v1/whep", tags=["media"])

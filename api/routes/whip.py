@@ -23,7 +23,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from actors.media_tag import SessionTag, Source
+from actors.media.sessions import MediaSession, new_etag, new_session_id
+from actors.media.tag import SessionTag, Source
 from api.deps import RuntimeDep
 from api.media_http import (
     MediaCaller,
@@ -36,10 +37,9 @@ from api.media_http import (
     patch_session,
     read_offer,
 )
-from api.media_sessions import MediaSession, new_etag, new_session_id
-from api.models import Identifier
-from api.rooms import room_key
 from api.security import StaffDep, check_candidate_in_room, check_room
+from core import keys
+from core.exam import Identifier
 from infra.errors import Forbidden
 
 router = APIRouter(prefix="/v1/whip", tags=["media"])
@@ -130,7 +130,7 @@ async def _publish(
     request: Request, runtime: RuntimeDep, owner: str, tag: SessionTag, offer: str
 ) -> Response:
     plane = runtime.media
-    shard = await plane.router.shard_for(room_key(tag.exam, tag.room))
+    shard = await plane.router.shard_for(keys.room_key(tag.exam, tag.room))
     session = MediaSession(
         id=new_session_id(),
         kind="whip",

@@ -12,9 +12,9 @@ from fastapi import FastAPI
 from PIL import Image
 
 from api.runtime import Runtime
-from ml.config import FaceSettings
+from infra.settings.ml import FaceSettings
 from ml.images import RGBImage, decode_image
-from tests.factories import ExamWorld
+from tests.support.factories import ExamWorld
 
 FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
 

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 import ray
 
-from actors.face_client import VerifierClient
-from actors.face_pool import target_replicas
-from actors.face_settings import VerifierSettings
+from actors.face.client import VerifierClient
+from actors.face.pool import target_replicas
 from infra.errors import Unavailable
 from infra.settings import Settings
+from infra.settings.face import VerifierSettings
 from infra.stack import LocalStack
 from tests.face.conftest import jpeg, photo
 

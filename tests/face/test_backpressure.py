@@ -12,14 +12,14 @@ import ray
 import uvicorn
 from fastapi import FastAPI
 
-from actors.face_settings import VerifierSettings
 from api.app import create_app
 from infra.processes import free_port
 from infra.settings import Settings
+from infra.settings.face import VerifierSettings
 from infra.stack import LocalStack
 from tests.conftest import http_client
 from tests.face.conftest import image_headers, photo_bytes, runtime_of
-from tests.factories import new_exam
+from tests.support.factories import new_exam
 
 BURST = 12
 

@@ -10,10 +10,10 @@ import numpy as np
 from fastapi import FastAPI
 from PIL import Image
 
-from actors.face_records import record_key
+from core import keys
 from infra.settings import Settings
 from tests.face.conftest import image_headers, photo, photo_bytes, runtime_of
-from tests.factories import candidate_login, new_exam
+from tests.support.factories import candidate_login, new_exam
 
 
 def encoded(image: Image.Image, kind: str) -> bytes:
@@ -84,7 +84,7 @@ async def test_every_bad_upload_gets_its_reason_and_nothing_is_stored(
         assert (answer.status_code, answer.json()["reason"]) == (status, reason), name
     for number in bad_numbers:
         assert not await runtime.redis.exists(
-            record_key(world.exam_id, world.candidate_ids[number])
+            keys.face_record_key(world.exam_id, world.candidate_ids[number])
         )
     good_cid = world.candidate_ids[good_number]
     assert [o["Key"] for o in await runtime.regional.list(world.exam_id)] == [

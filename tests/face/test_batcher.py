@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from actors.face_batcher import Batcher
-from actors.face_results import FrameSummary, summarise
+from actors.face.batcher import Batcher
+from actors.face.results import FrameSummary, summarise
 from infra.errors import ExamdayError, Unavailable
-from ml.config import FaceSettings
+from infra.settings.ml import FaceSettings
 from ml.images import RGBImage
 from ml.pipeline import FacePipeline, FrameAnalysis
 from tests.face.conftest import photo_bytes

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.face.conftest import enrol, photo_bytes, runtime_of
-from tests.factories import new_exam
+from tests.support.factories import new_exam
 
 NAME = "examday_verifier_latency_seconds"
 NUMBERS = [f"53{n:02d}" for n in range(6)]

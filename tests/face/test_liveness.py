@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from api.face import MOVEMENTS
+from actors.face.service import MOVEMENTS
+from infra.settings.ml import FaceSettings
 from loadtests.synthetic import scaled, turn_head
-from ml.config import FaceSettings
 from ml.images import RGBImage
 from ml.liveness import Movement
 from ml.pipeline import FacePipeline
 from tests.face.conftest import enrol, image_headers, jpeg, photo, photo_bytes, runtime_of
-from tests.factories import candidate_login, new_exam
+from tests.support.factories import candidate_login, new_exam
 
 SWEEP = (0, 15, 30, 40, 30, 15, 0)  # degrees of the synthetic head movement, frame by frame
 # How each asked movement is synthesised: axis, and the sign of the angle.

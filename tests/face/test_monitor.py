@@ -10,13 +10,13 @@ import httpx
 import ray
 from fastapi import FastAPI
 
-from actors.face_monitor import MONITOR_NAME
-from actors.journal import stream_key
+from actors.face.monitor import MONITOR_NAME
+from core import keys
 from infra.settings import Settings
 from infra.telemetry import actor_call
 from loadtests.synthetic import faceless
 from tests.face.conftest import enrol, jpeg, photo_bytes, runtime_of
-from tests.factories import new_exam
+from tests.support.factories import new_exam
 
 
 async def test_a_to_b_to_nobody_raises_mismatch_then_absence_once_each(
@@ -39,7 +39,7 @@ async def test_a_to_b_to_nobody_raises_mismatch_then_absence_once_each(
         wall_time = started + 10.0 * index
         await actor_call(monitor.observe, world.exam_id, "r1", cid, frames[kind], wall_time)
 
-    entries: Any = await runtime.redis.xrange(stream_key(f"{world.exam_id}/r1"))
+    entries: Any = await runtime.redis.xrange(keys.room_events_key(f"{world.exam_id}/r1"))
     events = [json.loads(fields[b"e"]) for _, fields in entries]
     incidents = [e for e in events if e["type"] == "incident" and e.get("cid") == cid]
     for incident in incidents:

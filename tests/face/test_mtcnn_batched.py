@@ -11,8 +11,8 @@ from facenet_pytorch import MTCNN
 from facenet_pytorch.models.utils.detect_face import imresample, pad
 from numpy.typing import NDArray
 
+from infra.settings.ml import FaceSettings
 from ml import mtcnn_batched
-from ml.config import FaceSettings
 from ml.images import RGBImage
 from tests.face.conftest import FACES, photo
 

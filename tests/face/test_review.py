@@ -8,13 +8,13 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from actors.journal import stream_key
+from core import keys
 from tests.face.conftest import enrol, image_headers, photo_bytes, runtime_of
-from tests.factories import candidate_login, new_exam
+from tests.support.factories import candidate_login, new_exam
 
 
 async def journal(app: FastAPI, key: str) -> list[dict[str, Any]]:
-    entries: Any = await runtime_of(app).redis.xrange(stream_key(key))
+    entries: Any = await runtime_of(app).redis.xrange(keys.room_events_key(key))
     return [json.loads(fields[b"e"]) for _, fields in entries]
 
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from fastapi import FastAPI
 
-from actors.face_records import record_key
+from core import keys
 from loadtests.synthetic import faceless, side_by_side
 from tests.face.conftest import enrol, image_headers, jpeg, photo, photo_bytes, runtime_of
-from tests.factories import candidate_login, new_exam
+from tests.support.factories import candidate_login, new_exam
 
 
 async def test_enrol_then_the_same_person_matches_and_an_impostor_does_not(
@@ -49,11 +49,11 @@ async def test_enrol_then_the_same_person_matches_and_an_impostor_does_not(
     # The template and the live frame of the failed attempt are in the region; the
     # Redis record holds object keys and the model id, no vector and no picture.
     cid = world.candidate_ids["1002"]
-    keys = sorted(str(o["Key"]) for o in await runtime.regional.list(world.exam_id, "face/"))
-    assert f"{world.exam_id}/face/{cid}/template.bin" in keys
+    stored = sorted(str(o["Key"]) for o in await runtime.regional.list(world.exam_id, "face/"))
+    assert f"{world.exam_id}/face/{cid}/template.bin" in stored
     evidence = await runtime.regional.list(world.exam_id, f"evidence/{cid}/")
     assert len(evidence) == 1
-    record = await runtime.redis.hgetall(record_key(world.exam_id, cid))
+    record = await runtime.redis.hgetall(keys.face_record_key(world.exam_id, cid))
     assert set(record) >= {b"template", b"model", b"enrolled_at", b"status", b"attempts"}
     assert all(len(value) < 200 for value in record.values())
 

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from actors.ingest_keys import ANONYMOUS
 from api.runtime import Runtime
+from core.keys import ANONYMOUS
 
 
 def record(

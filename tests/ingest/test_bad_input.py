@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from actors.ingest_keys import rate_key
 from api.runtime import Runtime
+from core.keys import ingest_rate_key
 from infra.settings import Settings
 from tests.ingest.helpers import (
     anonymous_prefix,
@@ -35,7 +35,7 @@ def _problem(response: httpx.Response, status: int, reason: str) -> dict[str, An
 async def _nothing_stored(runtime: Runtime, device: str) -> None:
     """The append script never ran for the device: no budget spent, no record anywhere."""
     pseudonym = runtime.ingest.pseudonyms.device(device)
-    assert await runtime.redis.exists(rate_key(pseudonym)) == 0
+    assert await runtime.redis.exists(ingest_rate_key(pseudonym)) == 0
 
 
 async def test_malformed_lines_are_named_and_nothing_is_stored(

@@ -12,15 +12,14 @@ import pytest
 import ray
 from fastapi import FastAPI
 
-from actors.ingest_append import Appender, IngestBatch
-from actors.ingest_flush import LogFlusher
-from actors.ingest_keys import GROUP, marks_key, shard_name, stream_key
-from actors.ingest_sink import LogSink
+from actors.ingest.append import Appender, IngestBatch
+from actors.ingest.flush import LogFlusher
+from actors.ingest.sink import LogSink
 from api.runtime import Runtime
+from core.keys import INGEST_GROUP, ingest_marks_key, ingest_shard_name, ingest_stream_key
 from infra.pseudonym import Pseudonyms
 from infra.redis import text
 from infra.settings import Settings
-from tests.factories import new_exam
 from tests.ingest.helpers import (
     anonymous_prefix,
     ndjson,
@@ -29,6 +28,7 @@ from tests.ingest.helpers import (
     record,
     runtime_of,
 )
+from tests.support.factories import new_exam
 
 
 async def _stored_ids(runtime: Runtime, tag: str, exam: str) -> list[str]:
@@ -53,7 +53,7 @@ async def test_a_claimed_plan_is_redone_exactly(
     world = await new_exam(client, runtime, {"r1": ["8001"]}, region="cn-east", with_proctors=False)
     # A shard of this test's own: no actor reads or claims its stream.
     shard = f"test-{secrets.token_hex(4)}"
-    stream = stream_key(shard)
+    stream = ingest_stream_key(shard)
     pseudonyms = Pseudonyms(settings.pseudonym_key)
     appender = Appender(runtime.redis, settings.ingest, pseudonyms, shard)
     sink = LogSink(runtime.regional, runtime.stores)
@@ -94,9 +94,9 @@ async def test_a_claimed_plan_is_redone_exactly(
     assert len(ids) == sent
     assert len(set(ids)) == sent
     assert await runtime.redis.xlen(stream) == 0
-    pending: Any = await runtime.redis.xpending(stream, GROUP)
+    pending: Any = await runtime.redis.xpending(stream, INGEST_GROUP)
     assert pending["pending"] == 0
-    assert await runtime.redis.hlen(marks_key(stream)) == 0
+    assert await runtime.redis.hlen(ingest_marks_key(stream)) == 0
     # The dying consumer, were it to come back, finds nothing left to do.
     assert await dying.flush(stream, entries) == 0
 
@@ -106,8 +106,8 @@ async def test_killing_an_ingest_actor_mid_flush_loses_and_duplicates_nothing(
 ) -> None:
     runtime = runtime_of(app)
     await runtime.ingest.ensure_shards()
-    victim_name = shard_name(0)
-    stream = stream_key(victim_name)
+    victim_name = ingest_shard_name(0)
+    stream = ingest_stream_key(victim_name)
     # Devices whose batches go to the victim shard: enough of them that steady traffic stays
     # under each device's rate limit.
     devices: list[str] = []
@@ -145,7 +145,7 @@ async def test_killing_an_ingest_actor_mid_flush_loses_and_duplicates_nothing(
             await asyncio.sleep(0.01)
 
     async def claimed_by_others() -> int:
-        others = [shard_name(i) for i in range(1, settings.ingest.shards)]
+        others = [ingest_shard_name(i) for i in range(1, settings.ingest.shards)]
         stats = [await runtime.ingest.call_shard(name, "stats") for name in others]
         return sum(int(shard["entries_claimed"]) for shard in stats)
 
@@ -162,12 +162,14 @@ async def test_killing_an_ingest_actor_mid_flush_loses_and_duplicates_nothing(
     try:
         for _ in range(40):
             for _ in range(2000):
-                if await runtime.redis.xpending_range(stream, GROUP, "-", "+", 1000):
+                if await runtime.redis.xpending_range(stream, INGEST_GROUP, "-", "+", 1000):
                     break
                 await asyncio.sleep(0.005)
             await asyncio.to_thread(ray.kill, victim, no_restart=False)
             restarted = await runtime.ingest.call_shard(victim_name, "stats")  # waits it out
-            held: list[Any] = await runtime.redis.xpending_range(stream, GROUP, "-", "+", 1000)
+            held: list[Any] = await runtime.redis.xpending_range(
+                stream, INGEST_GROUP, "-", "+", 1000
+            )
             orphaned = [p for p in held if text(p["consumer"]) != restarted["consumer"]]
             # The dead incarnation's entries are either still held by it, or (a restart
             # slower than `claim_idle_seconds`) already claimed by a living consumer.

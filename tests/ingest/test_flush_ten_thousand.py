@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from actors import ingest_aggregates as aggregates
-from tests.factories import candidate_login, new_exam
+from core import aggregates
 from tests.ingest.helpers import (
     StoredObject,
     anonymous_prefix,
@@ -22,6 +21,7 @@ from tests.ingest.helpers import (
     record,
     runtime_of,
 )
+from tests.support.factories import candidate_login, new_exam
 
 DEVICES = 10
 BATCHES = 4

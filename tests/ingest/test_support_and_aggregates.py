@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from fastapi import FastAPI
 
-from tests.factories import candidate_login, new_exam
 from tests.ingest.helpers import ndjson, new_device, record, runtime_of
+from tests.support.factories import candidate_login, new_exam
 
 NDJSON = {"content-type": "application/x-ndjson"}
 

@@ -7,8 +7,8 @@ from typing import Any, Protocol
 
 import pytest_asyncio
 
-from actors.media_settings import MediaSettings
-from actors.sfu import Forwarder
+from actors.media.sfu import Forwarder
+from infra.settings.media import MediaSettings
 from tests.media import peers
 
 

@@ -24,9 +24,9 @@ from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
-from actors import rtc
-from actors.media_session import PublishSession, ViewSession
-from actors.sfu import Forwarder
+from actors.media.aiortc import rtc
+from actors.media.session import PublishSession, ViewSession
+from actors.media.sfu import Forwarder
 
 LOOPBACK = ("127.0.0.1",)
 WIDTH, HEIGHT, FPS = 320, 240, 15

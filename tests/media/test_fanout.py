@@ -20,8 +20,8 @@ from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 
-from actors.fanout import EncodedFrame, ForwardTrack, PublishedTrack, is_keyframe
-from actors.rtp_forward import keyframe_start
+from actors.media.fanout import EncodedFrame, ForwardTrack, PublishedTrack, is_keyframe
+from actors.media.rtp_forward import keyframe_start
 from tests.media.peers import draw_index
 
 

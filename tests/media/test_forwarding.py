@@ -14,7 +14,7 @@ import pytest
 from aiortc.codecs.opus import OpusDecoder, OpusEncoder
 from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
 
-from actors import rtc
+from actors.media.aiortc import rtc
 from infra.errors import NotFound
 from tests.media.conftest import Stage
 from tests.media.peers import LOOPBACK, local_offer, until

@@ -7,7 +7,8 @@ import re
 import pytest
 from aiortc import RTCSessionDescription
 
-from actors import rtc, trickle
+from actors.media import trickle
+from actors.media.aiortc import rtc
 from infra.errors import InvalidInput, UnsupportedMediaType
 from tests.media.conftest import Stage
 from tests.media.peers import LOOPBACK, IndexedVideoTrack, ToneAudioTrack, local_offer, until

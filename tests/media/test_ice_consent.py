@@ -10,7 +10,7 @@ import pytest
 from aioice import stun
 from aioice.ice import Connection
 
-from actors import ice_consent, rtc
+from actors.media.aiortc import ice_consent, rtc
 from tests.media.peers import LOOPBACK
 
 QUICK = ice_consent.ConsentPolicy(interval_s=0.3, timeout_s=2.0, retransmissions=2)

@@ -7,8 +7,8 @@ import io
 
 import av
 
-from actors.recording import SegmentIndex
-from actors.sfu import Forwarder
+from actors.media.recording import SegmentIndex
+from actors.media.sfu import Forwarder
 from tests.media.conftest import Stage
 from tests.media.peers import FPS, read_index, until
 

@@ -18,7 +18,7 @@ from aiortc import (
     RTCRtpSender,
 )
 
-from actors import rtc
+from actors.media.aiortc import rtc
 from infra.errors import ConfigError
 
 
@@ -119,7 +119,7 @@ async def test_a_changed_dtls_state_is_reported(monkeypatch: pytest.MonkeyPatch)
 async def test_an_rtcp_loop_that_waits_otherwise_is_reported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # actors.rtcp_ticks relies on the loop's wait being `0.5 + random.random()`.
+    # actors.media.aiortc.rtcp_ticks relies on the loop's wait being `0.5 + random.random()`.
     async def _run_rtcp(self: Any) -> None:
         await asyncio.sleep(random.uniform(0.5, 1.5))
 

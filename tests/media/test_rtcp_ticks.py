@@ -9,8 +9,8 @@ from typing import Any
 
 from aiortc.rtp import RtcpRrPacket, RtcpSrPacket
 
-from actors import rtc
-from actors.rtcp_ticks import BASE_INTERVAL_S, TICK_S, TickedRandom
+from actors.media.aiortc import rtc
+from actors.media.aiortc.rtcp_ticks import BASE_INTERVAL_S, TICK_S, TickedRandom
 from tests.media.conftest import Stage
 from tests.media.peers import tap_rtcp, until
 

@@ -14,8 +14,8 @@ from aiortc.rtcrtpparameters import (
 )
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
-from actors.fanout import ForwardTrack
-from actors.rtp_output import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, RtpOutput
+from actors.media.aiortc.rtp_output import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, RtpOutput
+from actors.media.fanout import ForwardTrack
 from tests.media.conftest import Stage
 from tests.media.peers import RtpLink, until
 from tests.media.test_forwarding import assert_in_order

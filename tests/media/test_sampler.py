@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.frame_sampler import Sample
+from actors.media.frame_sampler import Sample
 from tests.media.conftest import Stage
 from tests.media.peers import HEIGHT, WIDTH, read_index, until
 

@@ -9,8 +9,9 @@ import pytest
 from aiortc import RTCRtpSender
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket
 
-from actors import codec_choice, rtc, sdp
-from actors.sfu import Forwarder
+from actors.media import codec_choice, sdp
+from actors.media.aiortc import rtc
+from actors.media.sfu import Forwarder
 from infra.errors import (
     ExamdayError,
     InvalidInput,

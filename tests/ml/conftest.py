@@ -9,7 +9,7 @@ from typing import Literal, cast
 
 import pytest
 
-from ml.config import FaceSettings
+from infra.settings.ml import FaceSettings
 from ml.images import RGBImage, decode_image
 from ml.pipeline import FacePipeline
 from ml.templates import FaceTemplate

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ml.config import FaceSettings
+from infra.settings.ml import FaceSettings
 
 
 class ProjectLike(BaseSettings):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from infra.settings.ml import FaceSettings
 from loadtests.synthetic import faceless, scaled
-from ml.config import FaceSettings
 from ml.detection import MTCNNDetector
 from ml.devices import resolve_device
 from ml.images import RGBImage

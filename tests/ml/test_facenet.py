@@ -10,7 +10,7 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 
 from infra.errors import ConfigError, Conflict
-from ml.config import FaceSettings
+from infra.settings.ml import FaceSettings
 from ml.facenet import FacenetEmbedder
 from ml.images import RGBImage
 from ml.pipeline import FacePipeline

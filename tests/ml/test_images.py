@@ -18,7 +18,7 @@ from infra.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from ml.config import FaceSettings
+from infra.settings.ml import FaceSettings
 from ml.images import decode_image, sniff_type
 from tests.ml.conftest import photo_bytes
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from infra.errors import InvalidInput
+from infra.settings.ml import FaceSettings
 from loadtests.synthetic import scaled, turn_head
-from ml.config import FaceSettings
 from ml.images import RGBImage
 from ml.liveness import Challenge, LivenessChecker, Movement, new_challenge
 from ml.pipeline import FacePipeline

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from infra.errors import InvalidInput
+from infra.settings.ml import FaceSettings
 from loadtests.synthetic import blurred, lit, scaled
-from ml.config import FaceSettings
 from ml.images import RGBImage
 from ml.pipeline import FacePipeline
 from ml.pose import estimate_pose

@@ -13,7 +13,7 @@ from PIL import Image
 
 from api.runtime import Runtime
 from infra.objectstore import ObjectStores
-from tests.factories import ExamWorld, new_exam
+from tests.support.factories import ExamWorld, new_exam
 
 
 def runtime_of(app: FastAPI) -> Runtime:

@@ -16,8 +16,8 @@ from infra.keyring import RotatingDataKeys, rotate_all
 from infra.redis import text
 from infra.regional import RegionalStore
 from infra.settings import Settings
-from tests.factories import new_exam
 from tests.privacy.conftest import raw_object, runtime_of
+from tests.support.factories import new_exam
 
 TEMPLATE = bytes(range(256)) * 2
 

@@ -11,9 +11,9 @@ import httpx
 from fastapi import FastAPI
 
 from cluster.privacy_cli import purge
-from tests.factories import candidate_login, joined_candidate
 from tests.privacy.conftest import ended_exam, image_bytes, image_headers, runtime_of
 from tests.privacy.helpers import platform_data, versions
+from tests.support.factories import candidate_login, joined_candidate
 
 
 async def test_held_data_survives_the_sweep_and_goes_after_release(

@@ -13,7 +13,6 @@ from fastapi import FastAPI
 
 from cluster.privacy_cli import purge, verify_regions
 from infra.errors import ResidencyViolation
-from tests.factories import joined_candidate
 from tests.privacy.conftest import (
     bucket_versions,
     ended_exam,
@@ -23,11 +22,12 @@ from tests.privacy.conftest import (
     runtime_of,
 )
 from tests.privacy.helpers import platform_data, versions
+from tests.support.factories import joined_candidate
 
 ROOT = Path(__file__).resolve().parents[2]
 # Region-level writers that name their region explicitly and hold no exam's data:
 # anonymous client logs (sent before login) and update installers; and the audit chain.
-REGION_LEVEL_WRITERS = {"infra/regional.py", "infra/audit.py", "actors/ingest_sink.py"}
+REGION_LEVEL_WRITERS = {"infra/regional.py", "infra/audit.py", "actors/ingest/sink.py"}
 
 
 async def test_every_class_of_an_exam_lands_in_its_region_only(
@@ -121,4 +121,4 @@ def test_no_code_outside_the_regional_store_writes_objects() -> None:
         if re.search(r"[\"']put_object[\"']|\.put_object\(|generate_presigned_url", source):
             writers.add(str(path.relative_to(ROOT)))
     # Update installers are uploaded by a presigned URL to the configured installer region.
-    assert writers == REGION_LEVEL_WRITERS | {"actors/update_installers.py"}
+    assert writers == REGION_LEVEL_WRITERS | {"actors/updates/installers.py"}

@@ -10,11 +10,10 @@ import sys
 import httpx
 from fastapi import FastAPI
 
-from actors.journal import stream_key
 from cluster.privacy_cli import verify_regions
+from core import keys
 from infra.audit import object_key
 from infra.settings import Settings, settings_to_env
-from tests.factories import joined_candidate, new_exam
 from tests.privacy.conftest import (
     ended_exam,
     image_bytes,
@@ -24,6 +23,7 @@ from tests.privacy.conftest import (
     short_policy,
 )
 from tests.privacy.helpers import delete_marker, platform_data, receipted, versions
+from tests.support.factories import joined_candidate, new_exam
 
 
 async def test_due_data_goes_with_every_version_and_a_receipt(
@@ -41,14 +41,14 @@ async def test_due_data_goes_with_every_version_and_a_receipt(
     await delete_marker(runtime, exam, stored[0].key)
     before = await versions(runtime, "cn-north", f"{exam}/")
     assert len(before) == 7  # 2 recordings + a delete marker, template, evidence, log, photo
-    assert await runtime.redis.exists(stream_key(f"{exam}/r1"))
+    assert await runtime.redis.exists(keys.room_events_key(f"{exam}/r1"))
 
     run = await client.post(f"/v1/exams/{exam}/retention/runs", headers=world.organiser)
     assert run.status_code == 200, run.text
     assert run.json()["failed_groups"] == []
     assert run.json()["kept"] == 0
     assert await versions(runtime, "cn-north", f"{exam}/") == set()
-    assert not await runtime.redis.exists(stream_key(f"{exam}/r1"))
+    assert not await runtime.redis.exists(keys.room_events_key(f"{exam}/r1"))
     # The candidate's Redis records of deleted classes went too.
     listed = await client.get(f"/v1/exams/{exam}/rooms/r1/uploads", headers=world.proctors["r1"])
     assert listed.json()["uploads"] == []
@@ -63,7 +63,7 @@ async def test_due_data_goes_with_every_version_and_a_receipt(
     assert receipt["body"]["verified_gone"] is True
     assert {o["size"] for o in receipt["body"]["objects"]} >= {len(b"second take")}
     timeline = next(e for e in entries if e["body"]["data_class"] == "timelines")
-    assert stream_key(f"{exam}/r1") in timeline["body"]["redis_keys"]
+    assert keys.room_events_key(f"{exam}/r1") in timeline["body"]["redis_keys"]
 
     # A second run finds nothing more and receipts nothing twice.
     again = await client.post(f"/v1/exams/{exam}/retention/runs", headers=world.organiser)
@@ -132,7 +132,7 @@ async def test_candidate_exit_starts_the_clock_for_that_candidate_only(
     assert len(await versions(runtime, "cn-north", f"{exam}/recordings/{staying}/")) == 2
     assert len(await versions(runtime, "cn-north", f"{exam}/face/{gone}/")) == 1
     # The room's timeline waits for the room: one candidate is still in it.
-    assert await runtime.redis.exists(stream_key(f"{exam}/r1"))
+    assert await runtime.redis.exists(keys.room_events_key(f"{exam}/r1"))
 
 
 async def test_policies_without_a_duration_or_with_a_negative_one_are_refused(

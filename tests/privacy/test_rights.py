@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
-from tests.factories import joined_candidate, new_exam
 from tests.privacy.conftest import ended_exam, image_bytes, image_headers, runtime_of
 from tests.privacy.helpers import platform_data, versions
+from tests.support.factories import joined_candidate, new_exam
 
 
 async def test_a_candidate_downloads_a_copy_of_their_own_data(

@@ -14,11 +14,11 @@ import ray
 from fastapi import FastAPI
 from ray.exceptions import RayActorError
 
-from actors import retention
-from actors.retention_settings import PrivacySettings
-from actors.retention_state import RunState
+from actors.privacy import retention
+from actors.privacy.state import RunState
 from cluster.privacy_cli import verify_regions
 from infra.audit import AuditLog
+from infra.settings.privacy import PrivacySettings
 from infra.telemetry import actor_call
 from tests.privacy.conftest import ended_exam, runtime_of
 from tests.privacy.helpers import receipted, versions

@@ -10,8 +10,7 @@ import httpx
 from fastapi import FastAPI
 from PIL import Image
 
-from actors.retention_plan import uploads_key
-from tests.factories import candidate_login, joined_candidate, new_exam
+from actors.privacy.plan import uploads_key
 from tests.privacy.conftest import (
     bucket_versions,
     image_bytes,
@@ -19,6 +18,7 @@ from tests.privacy.conftest import (
     raw_object,
     runtime_of,
 )
+from tests.support.factories import candidate_login, joined_candidate, new_exam
 
 
 def _png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:

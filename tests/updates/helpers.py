@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from actors.update_rollout import Gate, Rollout, RolloutState
-from actors.update_state import UpdateState
+from actors.updates.rollout import Gate, Rollout, RolloutState
+from actors.updates.state import UpdateState
 from api.runtime import Runtime
 
 

@@ -9,10 +9,10 @@ import secrets
 import httpx
 from fastapi import FastAPI
 
-from actors.update_installers import InstallerStore, installer_key
-from actors.update_signing import verify
-from tests.factories import new_exam, new_organiser
+from actors.updates.installers import InstallerStore, installer_key
+from actors.updates.signing import verify
 from tests.ingest.helpers import runtime_of
+from tests.support.factories import new_exam, new_organiser
 from tests.updates.helpers import channel, publish
 
 

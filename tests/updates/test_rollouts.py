@@ -11,11 +11,11 @@ from urllib.parse import urlparse
 import httpx
 from fastapi import FastAPI
 
-from actors.update_rollout import Gate, Rollout, bucket
-from actors.update_state import OPS_EVENTS
+from actors.updates.rollout import Gate, Rollout, bucket
+from actors.updates.state import OPS_EVENTS
 from api.runtime import Runtime
-from tests.factories import new_exam, new_organiser
 from tests.ingest.helpers import ndjson, new_device, record, runtime_of
+from tests.support.factories import new_exam, new_organiser
 from tests.updates.helpers import channel, publish, seed_rollout
 
 

@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from infra.settings.ml import FaceSettings
 from loadtests.synthetic import turn_head
-from ml.config import FaceSettings
 from ml.detection import DetectedFace
 from ml.images import RGBImage
 from ml.pipeline import FacePipeline

@@ -12,7 +12,7 @@ import pytest_asyncio
 from fastapi import FastAPI
 from playwright.async_api import Browser, async_playwright
 
-from tests.media_plane.conftest import media  # noqa: F401  (the playback test's shard)
+from tests.media.gateway.conftest import media  # noqa: F401  (the playback test's shard)
 from tests.web.camera import FakeCamera
 
 CHROMIUM = "/usr/bin/chromium"

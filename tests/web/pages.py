@@ -11,7 +11,7 @@ from playwright.async_api import Browser, Page, expect
 
 from api.runtime import Runtime
 from infra.settings import Settings
-from tests.factories import PASSWORD
+from tests.support.factories import PASSWORD
 
 SECONDS = 1000  # Playwright counts milliseconds
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"

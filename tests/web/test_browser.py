@@ -21,7 +21,7 @@ from PIL import Image
 from playwright.async_api import Browser, FilePayload, Page, expect
 
 from infra.settings import Settings
-from tests.factories import new_exam
+from tests.support.factories import new_exam
 from tests.web.pages import (
     SECONDS,
     SELECTED_PAIRS,

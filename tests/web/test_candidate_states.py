@@ -7,10 +7,10 @@ import httpx
 from fastapi import FastAPI
 from playwright.async_api import Browser, expect
 
+from actors.media.sessions import publisher_key
 from api.media_http import close_quietly
-from api.media_sessions import publisher_key
 from infra.settings import Settings
-from tests.factories import new_exam
+from tests.support.factories import new_exam
 from tests.web.pages import SECONDS, log_in_candidate, open_candidate, pass_checks, runtime_of
 
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from playwright.async_api import Browser, expect
 
 from infra.settings import Settings
-from tests.factories import new_exam
+from tests.support.factories import new_exam
 from tests.web.pages import SECONDS, open_candidate, open_console, pass_checks, runtime_of
 
 

@@ -14,10 +14,9 @@ import httpx
 from fastapi import FastAPI
 from playwright.async_api import Browser, Page, expect
 
-from actors.face_records import record_key
-from actors.journal import stream_key
+from core import keys
 from infra.settings import Settings
-from tests.factories import ExamWorld, new_exam
+from tests.support.factories import ExamWorld, new_exam
 from tests.web.camera import FACES, FakeCamera
 from tests.web.pages import (
     SECONDS,
@@ -66,7 +65,7 @@ async def settled(page: Page, *states: str) -> str:
 
 
 async def journal(app: FastAPI, key: str) -> list[dict[str, Any]]:
-    entries: Any = await runtime_of(app).redis.xrange(stream_key(key))
+    entries: Any = await runtime_of(app).redis.xrange(keys.room_events_key(key))
     return [json.loads(fields[b"e"]) for _, fields in entries]
 
 
@@ -115,7 +114,7 @@ async def test_the_candidate_verifies_passes_liveness_and_joins(
             "data-state", "live", timeout=30 * SECONDS
         )
         cid = world.candidate_ids["7001"]
-        record = await runtime_of(app).redis.hgetall(record_key(world.exam_id, cid))
+        record = await runtime_of(app).redis.hgetall(keys.face_record_key(world.exam_id, cid))
         assert record[b"status"] == b"verified"
         assert record[b"liveness"] == b"passed"
         events = [

@@ -8,12 +8,12 @@ import httpx
 from fastapi import FastAPI
 from playwright.async_api import Browser, expect
 
-from api.media import MediaPlane
-from api.rooms import room_key
+from actors.media.client import MediaPlane
+from core import keys
 from infra.settings import Settings
-from tests.factories import new_exam
-from tests.media_plane.clients import eventually
-from tests.media_plane.conftest import dedicated_shard
+from tests.media.gateway.clients import eventually
+from tests.media.gateway.conftest import dedicated_shard
+from tests.support.factories import new_exam
 from tests.web.pages import (
     SECONDS,
     open_candidate,
@@ -38,7 +38,7 @@ async def test_the_console_plays_the_recording_around_an_incident(
     proctor = world.proctors["r1"]
     username = (await client.get("/v1/staff/me", headers=proctor)).json()["username"]
     recordings = f"/v1/exams/{world.exam_id}/rooms/r1/candidates/{cid}/recordings"
-    room = room_key(world.exam_id, "r1")
+    room = keys.room_key(world.exam_id, "r1")
     errors: list[str] = []
     async with dedicated_shard(media, settings, room, segment_seconds=SEGMENT_SECONDS):
         console = await open_console(browser, settings, username, f"{world.exam_id}/r1", errors)

@@ -1,0 +1,196 @@
+"""FaceMonitor: continuous face monitoring of candidates during the exam.
+
+The media shard samples each candidate's camera every few seconds and calls
+`observe(exam_id, room_id, candidate_id, jpeg, wall_time)` on the one detached actor
+`examday-face-monitor`. The monitor keeps an `ml.monitor.CandidateMonitor` per candidate
+(template loaded from the exam's region once, reloaded when the candidate is enrolled
+again), has the frame analysed by the verifier service and, when the library's
+hysteresis raises `face_absent`, `multiple_faces` or `identity_mismatch`, stores the
+frame that confirmed it as evidence in the exam's region (class `evidence`) and
+journals an incident into the candidate's room.
+
+Monitoring is best effort and bounded: a sample is dropped (and counted) when the
+verifier is busy, when the candidate has no enrolment, or when it is older than one
+already seen; candidates not seen for `monitor_idle_s` are forgotten, and at most
+`monitor_max_candidates` are kept (least recently seen go first). No torch here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import ray
+
+from actors.face.client import VerifierClient
+from actors.face.records import FaceRecord
+from actors.rooms.client import RoomRouter
+from core import keys
+from infra import redis as redis_conn
+from infra.crypto import DataKeys
+from infra.errors import ExamdayError, Unavailable
+from infra.objectstore import ObjectStores
+from infra.priority import Priority, adopt_priority
+from infra.regional import RegionalStore
+from infra.settings import Settings
+from infra.telemetry import setup_tracing, traced
+from ml.monitor import CandidateMonitor, Incident
+from ml.templates import FaceTemplate
+
+if TYPE_CHECKING:
+    from ml.pipeline import FrameAnalysis
+
+MONITOR_NAME = "examday-face-monitor"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Watch:
+    monitor: CandidateMonitor
+    enrolled_at: float
+    samples: int = 0
+    last_wall_time: float = float("-inf")
+    last_seen: float = field(default_factory=time.monotonic)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@ray.remote(num_cpus=0, resources={"face": 1}, max_restarts=-1, max_task_retries=0)
+class FaceMonitor:
+    def __init__(self, settings: Settings) -> None:
+        setup_tracing(settings, "face_monitor")
+        adopt_priority(Priority.QUEUED)
+        self.settings = settings
+        self.redis = redis_conn.connect(settings)
+        self.regional = RegionalStore(
+            ObjectStores(settings), DataKeys(self.redis, settings.master_key_bytes()), self.redis
+        )
+        self.rooms = RoomRouter(settings, self.redis)
+        self.verifier = VerifierClient(settings)
+        self.watches: OrderedDict[tuple[str, str], _Watch] = OrderedDict()
+        self.counts: Counter[str] = Counter()
+
+    @traced
+    async def observe(
+        self, exam_id: str, room_id: str, candidate_id: str, jpeg: bytes, wall_time: float
+    ) -> None:
+        """One camera sample of one candidate; raises incidents into the room when due."""
+        self.counts["samples"] += 1
+        watch = await self._watch(exam_id, candidate_id)
+        if watch is None:
+            self.counts["not_enrolled"] += 1
+            return
+        async with watch.lock:
+            if wall_time <= watch.last_wall_time:
+                self.counts["stale"] += 1
+                return
+            incidents = await self._analyse(watch, jpeg, wall_time)
+        for incident in incidents:
+            await self._raise(exam_id, room_id, candidate_id, incident, jpeg, wall_time)
+
+    @traced
+    async def stats(self) -> dict[str, Any]:
+        return {"candidates": len(self.watches), **self.counts}
+
+    # -- internals -----------------------------------------------------------------
+
+    async def _analyse(self, watch: _Watch, jpeg: bytes, wall_time: float) -> list[Incident]:
+        try:
+            frame = await self.verifier.analyse(jpeg)
+        except Unavailable:
+            self.counts["dropped_busy"] += 1
+            return []
+        except ExamdayError as exc:
+            self.counts[f"bad_frame:{exc.reason}"] += 1
+            return []
+        index = watch.samples
+        watch.samples += 1
+        watch.last_wall_time = wall_time
+        try:
+            # A FrameSummary has every attribute observe() reads, without torch behind it.
+            return watch.monitor.observe(wall_time, index, cast("FrameAnalysis", frame))
+        except ExamdayError as exc:  # a template of another model: enrol again
+            self.counts[f"monitor:{exc.reason}"] += 1
+            return []
+
+    async def _watch(self, exam_id: str, cid: str) -> _Watch | None:
+        self._evict()
+        record = FaceRecord.parse(await self.redis.hgetall(keys.face_record_key(exam_id, cid)))
+        if record is None:
+            self.watches.pop((exam_id, cid), None)
+            return None
+        watch = self.watches.get((exam_id, cid))
+        if watch is None or watch.enrolled_at != record.enrolled_at:
+            try:
+                template = FaceTemplate.from_bytes(
+                    await self.regional.get(exam_id, record.template)
+                )
+            except ExamdayError as exc:
+                self.counts[f"template:{exc.reason}"] += 1
+                return None
+            monitor = CandidateMonitor(
+                template, persist_samples=self.settings.face.monitor_persist_samples
+            )
+            watch = _Watch(monitor, record.enrolled_at)
+            self.watches[(exam_id, cid)] = watch
+        watch.last_seen = time.monotonic()
+        self.watches.move_to_end((exam_id, cid))
+        return watch
+
+    def _evict(self) -> None:
+        config = self.settings.verifier
+        idle_before = time.monotonic() - config.monitor_idle_s
+        while self.watches:
+            key, oldest = next(iter(self.watches.items()))
+            if len(self.watches) < config.monitor_max_candidates and (
+                oldest.last_seen >= idle_before
+            ):
+                return
+            del self.watches[key]
+            self.counts["evicted"] += 1
+
+    async def _raise(
+        self,
+        exam_id: str,
+        room_id: str,
+        cid: str,
+        incident: Incident,
+        jpeg: bytes,
+        wall_time: float,
+    ) -> None:
+        kind = str(incident.type)
+        stored = await self.regional.put(
+            exam_id,
+            "evidence",
+            cid,
+            f"monitor-{kind}-{int(wall_time * 1000)}.jpg",
+            jpeg,
+            content_type="image/jpeg",
+        )
+        event = {
+            "type": "incident",
+            "cid": cid,
+            "incident": kind,
+            "severity": incident.severity,
+            "evidence": stored.key,
+            "by": "face-monitor",
+            "first_seen": incident.first_seen,
+            "score": incident.score,
+            # Idempotent: a retried append of the same incident journals it once.
+            "eid": f"face-{cid}-{kind}-{int(incident.first_seen * 1000)}",
+        }
+        await self.rooms.append(keys.room_key(exam_id, room_id), event)
+        self.counts[f"incident:{kind}"] += 1
+
+
+def get_or_create(settings: Settings) -> Any:
+    """The monitor actor (blocking: call it in a thread)."""
+    return FaceMonitor.options(  # type: ignore[attr-defined]
+        name=MONITOR_NAME,
+        namespace=settings.ray_namespace,
+        get_if_exists=True,
+        lifetime="detached",
+    ).remote(settings)

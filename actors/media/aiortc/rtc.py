@@ -1,0 +1,389 @@
+"""Every aiortc/aioice detail beyond the public API that examday relies on.
+
+aiortc has no public way to forward encoded media, so the forwarder reaches
+into a few private parts. They are named once, in `PRIVATE_API`, used only in
+this module, in `actors.media.aiortc.rtp_output` (the per-packet send path) and in
+`actors.media.aiortc.ice_consent` (aioice's consent loop, replaced), and
+`missing_private_api()` (run by tests/media and at shard start) reports any an
+upgrade removed, so a broken upgrade fails a test rather than production.
+
+- RTP in: `RTCRtpReceiver._handle_rtp_packet` passes every packet it accepts
+  (SRTP unprotected, RTX unwrapped, NACKs for gaps already sent upstream) to
+  its jitter buffer's `add(packet) -> (pli, frame)`. `tap_rtp` puts an
+  `RtpTap` in the buffer's place: packets go to a callback first, and to the
+  real buffer only while someone wants whole frames.
+- RTP out (`actors.media.aiortc.rtp_output`): a viewer's packets are written with the
+  sender's SSRC `_ssrc`, kept in the sender's `__rtp_history`, which its NACK
+  handler `_retransmit` reads, and counted in the `__packet_count`,
+  `__octet_count`, `__ntp_timestamp` and `__rtp_timestamp` its RTCP loop puts
+  into sender reports. They go out as the DTLS transport's `_send_rtp` sends
+  them, without its coroutine layers: while its `_state` is CONNECTED,
+  protected by its SRTP session `_tx_srtp` and sent to the nominated pair of
+  its ICE transport's aioice connection (`_connection._nominated[1]`),
+  counted in its `__tx_packets` and `__tx_bytes`.
+- Frames (recording, sampling): `RTCRtpReceiver` hands each complete frame from its
+  jitter buffer to `decoder_queue.put((codec, JitterFrame))`, and its decoder
+  thread runs `decoder_worker`, which loops on `decoder_queue.get()` until it
+  reads `None`. `tap_receiver` swaps that queue for an `EncodedFrameTap` before
+  the receiver starts: frames go to a callback on the event loop and the
+  decoder thread idles, never decoding, until the receiver stops.
+- Keyframes: `_send_rtcp_pli(ssrc)` sends a PLI to the publisher; a sender
+  answers PLI/FIR from its viewer by calling its own `_send_keyframe()`, which
+  `on_keyframe_request` replaces with a relay callback.
+- No encoding: a viewer's sender never gets a frame (its track idles while
+  `actors.media.aiortc.rtp_output` writes for it), and the encoder slot it keeps in
+  `__encoder` is preset to a `PackOnlyEncoder` that counts any encode, so "no
+  encode" is measured rather than assumed.
+- Signalling helpers that aiortc has but does not document (`aiortc.sdp.
+  candidate_from_sdp`, `aiortc.codecs.get_encoder`) are imported here only, so
+  a rename fails at import, in every test.
+- ICE: aioice gathers host candidates from `aioice.ice.get_host_addresses()`,
+  on every interface. `ScopedPeerConnection` makes that function return its own
+  address list while it gathers (a context variable, so other connections in
+  the process are untouched); aiortc gathers in `setLocalDescription` only.
+- RTCP timing: aiortc's sender and receiver loops wait
+  `asyncio.sleep(0.5 + random.random())` between reports, `random` being
+  their module's import; `actors.media.aiortc.rtcp_ticks` puts a stand-in there that ends
+  each wait on a shared tick, when the process's first `Forwarder` is made
+  (clients, such as the load tester's, keep aiortc's timing, as browsers do).
+- ICE consent: aioice's `Connection.query_consent` gives up on a connection
+  after six half-second checks in a row go unanswered; `actors.media.aiortc.ice_consent`
+  puts RFC 7675's 30 s in its place when the first `ScopedPeerConnection` is
+  made.
+
+Names are checked by `missing_private_api`; the behaviour behind them (packets
+and frames reach the taps, viewers decode what is written for them, NACKs are
+answered from the history, PLI reaches the hook, answers carry only allowed
+addresses) by the forwarding, RTP forwarding and ICE tests in tests/media.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final
+
+import aioice.ice
+import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCDtlsTransport,
+    RTCIceCandidate,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+)
+from aiortc.codecs import get_encoder
+from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.sdp import candidate_from_sdp
+
+from actors.media.aiortc import ice_consent, rtcp_ticks
+from infra.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+PRIVATE_API: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "receiver_decoder_queue": "_RTCRtpReceiver__decoder_queue",
+        "receiver_send_pli": "_send_rtcp_pli",
+        "sender_keyframe_hook": "_send_keyframe",
+        "sender_encoder": "_RTCRtpSender__encoder",
+        "receiver_jitter_buffer": "_RTCRtpReceiver__jitter_buffer",
+        "sender_ssrc": "_ssrc",
+        "sender_rtp_history": "_RTCRtpSender__rtp_history",
+        "sender_retransmit": "_retransmit",
+        "sender_packet_count": "_RTCRtpSender__packet_count",
+        "sender_octet_count": "_RTCRtpSender__octet_count",
+        "sender_ntp_timestamp": "_RTCRtpSender__ntp_timestamp",
+        "sender_rtp_timestamp": "_RTCRtpSender__rtp_timestamp",
+        "transport_state": "_state",  # on RTCDtlsTransport, a State
+        "transport_tx_srtp": "_tx_srtp",  # a pylibsrtp Session once connected
+        "transport_tx_packets": "_RTCDtlsTransport__tx_packets",
+        "transport_tx_bytes": "_RTCDtlsTransport__tx_bytes",
+        "ice_connection": "_connection",  # on RTCIceTransport, an aioice Connection
+        "ice_nominated": "_nominated",  # on aioice's Connection: component -> CandidatePair
+        "decoder_worker": "decoder_worker",  # in aiortc.rtcrtpreceiver
+        "host_addresses": "get_host_addresses",  # in aioice.ice
+        "consent_check": "query_consent",  # on aioice.ice.Connection, a coroutine
+        "sender_rtcp_random": "random",  # in aiortc.rtcrtpsender, read by `_run_rtcp`
+        "receiver_rtcp_random": "random",  # in aiortc.rtcrtpreceiver, read by `_run_rtcp`
+    }
+)
+DECODER_WORKER_PARAMS: Final = ("loop", "input_q", "output_q", "decode_error")
+RTCP_WAIT: Final = f"asyncio.sleep({rtcp_ticks.BASE_INTERVAL_S} + random.random())"
+RTCP_LOOPS: Final = (
+    ("sender_rtcp_random", aiortc.rtcrtpsender, RTCRtpSender),
+    ("receiver_rtcp_random", aiortc.rtcrtpreceiver, RTCRtpReceiver),
+)
+SENDER_COUNTERS: Final = (
+    "sender_packet_count",
+    "sender_octet_count",
+    "sender_ntp_timestamp",
+    "sender_rtp_timestamp",
+)
+
+_HOST_ADDRESSES: Final[contextvars.ContextVar[tuple[str, ...] | None]] = contextvars.ContextVar(
+    "examday_ice_host_addresses", default=None
+)
+
+
+async def missing_private_api() -> list[str]:
+    """Names in `PRIVATE_API` this aiortc/aioice no longer has (empty when all is well)."""
+    missing = []
+    worker = getattr(aiortc.rtcrtpreceiver, PRIVATE_API["decoder_worker"], None)
+    if worker is None or tuple(inspect.signature(worker).parameters) != DECODER_WORKER_PARAMS:
+        missing.append("decoder_worker")
+    if not callable(getattr(aioice.ice, PRIVATE_API["host_addresses"], None)):
+        missing.append("host_addresses")
+    consent_check = getattr(aioice.ice.Connection, PRIVATE_API["consent_check"], None)
+    if not inspect.iscoroutinefunction(consent_check):
+        missing.append("consent_check")
+    for name, module, owner in RTCP_LOOPS:
+        draw = getattr(getattr(module, PRIVATE_API[name], None), "random", None)
+        if not callable(draw) or RTCP_WAIT not in _source(getattr(owner, "_run_rtcp", None)):
+            missing.append(name)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        transceiver = pc.addTransceiver("video")
+        receiver, sender = transceiver.receiver, transceiver.sender
+        queue = getattr(receiver, PRIVATE_API["receiver_decoder_queue"], None)
+        if not (hasattr(queue, "put") and hasattr(queue, "get")):
+            missing.append("receiver_decoder_queue")
+        if not callable(getattr(receiver, PRIVATE_API["receiver_send_pli"], None)):
+            missing.append("receiver_send_pli")
+        if not callable(getattr(sender, PRIVATE_API["sender_keyframe_hook"], None)):
+            missing.append("sender_keyframe_hook")
+        if not hasattr(sender, PRIVATE_API["sender_encoder"]):
+            missing.append("sender_encoder")
+        missing += _missing_rtp_api(receiver, sender)
+    finally:
+        await pc.close()
+    return missing
+
+
+def _source(function: object) -> str:
+    try:
+        return inspect.getsource(function)  # type: ignore[arg-type]
+    except (OSError, TypeError):  # not a function, or installed without its source
+        return ""
+
+
+def _missing_rtp_api(receiver: RTCRtpReceiver, sender: RTCRtpSender) -> list[str]:
+    missing = []
+    buffer = getattr(receiver, PRIVATE_API["receiver_jitter_buffer"], None)
+    if not callable(getattr(buffer, "add", None)):
+        missing.append("receiver_jitter_buffer")
+    if not isinstance(getattr(sender, PRIVATE_API["sender_ssrc"], None), int):
+        missing.append("sender_ssrc")
+    if not isinstance(getattr(sender, PRIVATE_API["sender_rtp_history"], None), dict):
+        missing.append("sender_rtp_history")
+    if not callable(getattr(sender, PRIVATE_API["sender_retransmit"], None)):
+        missing.append("sender_retransmit")
+    for name in SENDER_COUNTERS:
+        if not isinstance(getattr(sender, PRIVATE_API[name], None), int):
+            missing.append(name)
+    return missing + _missing_transport_api(sender.transport)
+
+
+def _missing_transport_api(dtls: RTCDtlsTransport) -> list[str]:
+    missing = []
+    if not isinstance(getattr(dtls, PRIVATE_API["transport_state"], None), DtlsState):
+        missing.append("transport_state")
+    if not hasattr(dtls, PRIVATE_API["transport_tx_srtp"]):
+        missing.append("transport_tx_srtp")
+    for name in ("transport_tx_packets", "transport_tx_bytes"):
+        if not isinstance(getattr(dtls, PRIVATE_API[name], None), int):
+            missing.append(name)
+    connection = getattr(dtls.transport, PRIVATE_API["ice_connection"], None)
+    if not isinstance(connection, aioice.ice.Connection):
+        missing.append("ice_connection")
+    elif not isinstance(getattr(connection, PRIVATE_API["ice_nominated"], None), dict):
+        missing.append("ice_nominated")
+    return missing
+
+
+async def check_private_api() -> None:
+    """Refuse to start (ConfigError) on an aiortc/aioice without what `PRIVATE_API` names."""
+    missing = await missing_private_api()
+    if missing:
+        raise ConfigError(
+            f"this aiortc/aioice lacks {missing}: media forwarding would break",
+            reason="aiortc_incompatible",
+        )
+
+
+def install_rtcp_ticks() -> None:
+    """Send the RTCP reports of every peer connection in this process on shared ticks."""
+    for name, module, _ in RTCP_LOOPS:
+        rtcp_ticks.install(module, PRIVATE_API[name])
+
+
+def _install_host_filter() -> None:
+    """Wrap aioice's address lookup, once per process.
+
+    Outside a `ScopedPeerConnection` gathering the wrapper calls the original,
+    so any other peer connection in the process behaves as before.
+    """
+    current = getattr(aioice.ice, PRIVATE_API["host_addresses"])
+    if getattr(current, "examday_scoped", False):
+        return
+
+    def scoped(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        allowed = _HOST_ADDRESSES.get()
+        if allowed is None:
+            return list(current(use_ipv4, use_ipv6))
+        return list(allowed)
+
+    scoped.examday_scoped = True  # type: ignore[attr-defined]
+    setattr(aioice.ice, PRIVATE_API["host_addresses"], scoped)
+
+
+class ScopedPeerConnection(RTCPeerConnection):
+    """A peer connection with no STUN/TURN that gathers on `host_addresses` only."""
+
+    def __init__(self, host_addresses: Sequence[str]) -> None:
+        ice_consent.install(aioice.ice.Connection, PRIVATE_API["consent_check"])
+        super().__init__(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self._host_addresses = tuple(host_addresses)
+
+    async def setLocalDescription(self, sessionDescription: Any = None) -> None:
+        with gathering_on(self._host_addresses):  # aiortc gathers here and nowhere else
+            await super().setLocalDescription(sessionDescription)
+
+
+@contextlib.contextmanager
+def gathering_on(host_addresses: Sequence[str]) -> Iterator[None]:
+    """ICE gathering started in this context uses `host_addresses` only."""
+    _install_host_filter()
+    token = _HOST_ADDRESSES.set(tuple(host_addresses))
+    try:
+        yield
+    finally:
+        _HOST_ADDRESSES.reset(token)
+
+
+class EncodedFrameTap:
+    """Stands in for an `RTCRtpReceiver`'s decoder queue.
+
+    `put` is called on the event loop by the receiver; `get` by its decoder
+    thread, which is thereby parked until the receiver stops.
+    """
+
+    def __init__(self, on_frame: Callable[[Any, Any], None], on_end: Callable[[], None]) -> None:
+        self._on_frame = on_frame
+        self._on_end = on_end
+        self._ended = threading.Event()
+        self.frames = 0
+
+    def put(self, item: tuple[Any, Any] | None) -> None:
+        if item is None:
+            if not self._ended.is_set():
+                self._ended.set()
+                self._on_end()
+            return
+        self.frames += 1
+        codec, frame = item
+        try:
+            self._on_frame(codec, frame)
+        except Exception:  # raising here would end aiortc's receive loop, and the session
+            logger.exception("forwarding a received frame failed")
+
+    def get(self) -> None:
+        self._ended.wait()
+
+
+def tap_receiver(
+    receiver: RTCRtpReceiver,
+    on_frame: Callable[[Any, Any], None],
+    on_end: Callable[[], None],
+) -> EncodedFrameTap:
+    """Send `receiver`'s encoded frames to `on_frame(codec, JitterFrame)` instead of a decoder.
+
+    Must run before the receiver starts (before the answer is applied).
+    `on_end` runs once when the receiver stops: BYE, DTLS closed or `stop()`.
+    """
+    tap = EncodedFrameTap(on_frame, on_end)
+    setattr(receiver, PRIVATE_API["receiver_decoder_queue"], tap)
+    return tap
+
+
+class RtpTap:
+    """Stands in for an `RTCRtpReceiver`'s jitter buffer; sees every accepted packet first."""
+
+    def __init__(self, inner: Any, on_packet: Callable[[Any], bool]) -> None:
+        self._inner = inner
+        self._on_packet = on_packet
+
+    def add(self, packet: Any) -> tuple[bool, Any]:
+        try:
+            frames_wanted = self._on_packet(packet)
+        except Exception:  # raising here would end aiortc's receive loop, and the session
+            logger.exception("forwarding a received RTP packet failed")
+            frames_wanted = True
+        if frames_wanted:
+            return self._inner.add(packet)  # type: ignore[no-any-return]
+        return False, None
+
+
+def tap_rtp(receiver: RTCRtpReceiver, on_packet: Callable[[Any], bool]) -> RtpTap:
+    """Send each RTP packet `receiver` accepts to `on_packet(RtpPacket)` first.
+
+    `on_packet` returns whether the receiver should still assemble frames
+    (for `tap_receiver`); while it returns False the jitter buffer is skipped.
+    """
+    tap = RtpTap(getattr(receiver, PRIVATE_API["receiver_jitter_buffer"]), on_packet)
+    setattr(receiver, PRIVATE_API["receiver_jitter_buffer"], tap)
+    return tap
+
+
+async def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
+    """Send a PLI for `media_ssrc` to the peer that sends to `receiver`."""
+    await getattr(receiver, PRIVATE_API["receiver_send_pli"])(media_ssrc)
+
+
+def remote_candidate(candidate: str, mid: str | None) -> RTCIceCandidate:
+    """An `a=candidate` value (trickled by PATCH) as aiortc's `addIceCandidate` wants it."""
+    parsed: RTCIceCandidate = candidate_from_sdp(candidate)
+    parsed.sdpMid = mid
+    return parsed
+
+
+def receiving_ssrc(receiver: RTCRtpReceiver) -> int | None:
+    sources = receiver.getSynchronizationSources()
+    return int(sources[0].source) if sources else None
+
+
+def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """Call `callback` when `sender`'s viewer asks for a keyframe (PLI or FIR)."""
+    setattr(sender, PRIVATE_API["sender_keyframe_hook"], callback)
+
+
+class PackOnlyEncoder:
+    """Packetizes pre-encoded packets; counts encodes, which forwarding never asks for."""
+
+    def __init__(self, codec: Any) -> None:
+        self._inner = get_encoder(codec)
+        self.encodes = 0
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        payloads, timestamp = self._inner.pack(packet)
+        return list(payloads), int(timestamp)
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        self.encodes += 1
+        logger.warning("forwarding sender asked to encode a %s", type(frame).__name__)
+        payloads, timestamp = self._inner.encode(frame, force_keyframe)
+        return list(payloads), int(timestamp)
+
+
+def install_pack_only_encoder(sender: RTCRtpSender, codec: Any) -> PackOnlyEncoder:
+    encoder = PackOnlyEncoder(codec)
+    setattr(sender, PRIVATE_API["sender_encoder"], encoder)
+    return encoder

@@ -1,0 +1,165 @@
+"""From due groups to the exact things a run deletes: object versions and Redis keys.
+
+A group's objects are every version and delete marker under its prefix
+(`{exam}/{class}/` or `{exam}/{class}/{subject}/`) except those of subjects
+under a legal hold; an exam-wide hold keeps the whole exam. Alongside the
+objects go the Redis records that describe them (recording index, face
+records, the uploads index) and, for timelines, the room's journal stream,
+snapshot and owner keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from actors.privacy.policy import ALL_SUBJECTS, Due
+from core import keys
+from infra.redis import text
+from infra.regional import RegionalStore, held_subjects_key
+
+EXAM_WIDE = "*"
+_SCAN_ROUNDS = 100_000
+
+
+def uploads_key(exam_id: str, cid: str) -> str:
+    """Redis hash of one candidate's shared photos and whiteboards (upload id -> entry)."""
+    return f"examday:uploads:{exam_id}:{cid}"
+
+
+def timeline_keys(exam_id: str, room: str) -> list[str]:
+    base = f"examday:{{{exam_id}/{room}}}"
+    return [
+        keys.room_events_key(f"{exam_id}/{room}"),
+        f"{base}:snapshot",
+        f"{base}:owner",
+        f"{base}:owner:epoch",
+    ]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing a run deletes: an object version (`s3`) or a Redis key (`redis`)."""
+
+    group: str
+    kind: str
+    key: str
+    version_id: str = ""
+    size: int = 0
+    etag: str = ""
+    delete_marker: bool = False
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(f"{self.kind}\0{self.key}\0{self.version_id}".encode()).hexdigest()[
+            :24
+        ]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Item:
+        values: dict[str, Any] = json.loads(raw)
+        return cls(**values)
+
+
+async def held_subjects(redis: Redis, exam_id: str) -> set[str]:
+    return {text(m) for m in await redis.smembers(held_subjects_key(exam_id))}
+
+
+def group_held(due: Due, held: set[str], rooms: dict[str, list[str]]) -> bool:
+    if EXAM_WIDE in held or due.subject in held:
+        return True
+    if due.storage_class == "timelines":
+        return any(cid in held for cid in rooms.get(due.subject, []))
+    return False
+
+
+def held_item(item: Item, due: Due, held: set[str]) -> bool:
+    """Whether a hold now covers a planned item (holds can arrive after the plan)."""
+    if EXAM_WIDE in held or due.subject in held:
+        return True
+    parts = item.key.split("/")
+    return item.kind == "s3" and len(parts) > 3 and parts[2] in held
+
+
+class Planner:
+    def __init__(self, redis: Redis, regional: RegionalStore, region: str) -> None:
+        self.redis = redis
+        self.regional = regional
+        self.region = region
+
+    async def items(
+        self, due: Due, held: set[str], rooms: dict[str, list[str]], limit: int
+    ) -> list[Item]:
+        if group_held(due, held, rooms) or limit <= 0:
+            return []
+        if due.storage_class == "timelines":
+            return await self._existing(due, timeline_keys(due.exam, due.subject))
+        if due.storage_class == "records":
+            # An exam's Redis records go only when nothing of it is held: holds need them.
+            return [] if held else await self._existing(due, await self._exam_keys(due.exam))
+        prefix = f"{due.exam}/{due.storage_class}/"
+        if due.subject != ALL_SUBJECTS:
+            prefix += f"{due.subject}/"
+        found = await self.regional.list_region(self.region, prefix, limit=limit)
+        items = [
+            Item(
+                group=due.group_id,
+                kind="s3",
+                key=str(v["Key"]),
+                version_id=str(v["VersionId"]),
+                size=int(v.get("Size", 0)),
+                etag=str(v.get("ETag", "")).strip('"'),
+                delete_marker=bool(v["DeleteMarker"]),
+            )
+            for v in found
+            if str(v["Key"]).split("/")[2] not in held
+        ]
+        subjects = (
+            [c for cids in rooms.values() for c in cids]
+            if due.subject == ALL_SUBJECTS
+            else [due.subject]
+        )
+        records = [k for c in subjects if c not in held for k in self._records(due, c)]
+        return items + await self._existing(due, records)
+
+    async def _exam_keys(self, exam_id: str) -> list[str]:
+        keys = [f"examday:exports:{exam_id}", f"examday:privacy:{exam_id}:erasures"]
+        cursor: int = 0
+        for _ in range(_SCAN_ROUNDS):
+            cursor, found = await self.redis.scan(
+                cursor, match=f"examday:exam:{exam_id}:*", count=1000
+            )
+            keys += [text(k) for k in found]
+            if cursor == 0:
+                break
+        return sorted(set(keys))
+
+    @staticmethod
+    def _records(due: Due, cid: str) -> list[str]:
+        if due.storage_class == "recordings":
+            return list(keys.recording_keys(due.exam, cid))
+        if due.storage_class == "face":
+            return [keys.face_record_key(due.exam, cid), keys.face_evidence_key(due.exam, cid)]
+        if due.storage_class == "photos":
+            return [uploads_key(due.exam, cid)]
+        return []
+
+    async def _existing(self, due: Due, keys: list[str]) -> list[Item]:
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            present = await pipe.execute()
+        return [
+            Item(group=due.group_id, kind="redis", key=k)
+            for k, n in zip(keys, present, strict=True)
+            if n
+        ]

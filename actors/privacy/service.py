@@ -1,0 +1,209 @@
+"""The gateway's side of privacy: uploads, legal holds, exports, consents, data-subject rights.
+
+Everything personal goes through `RegionalStore` (the exam decides the region);
+retention runs happen in the region's `Retention` actor; every hold, export,
+download and deletion request is an entry of the region's audit chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from actors.privacy import retention
+from actors.privacy.exports import EXAM_WIDE, ExportBuilder, exports_key, stream_records
+from actors.privacy.holds import Holds
+from actors.privacy.plan import uploads_key
+from actors.privacy.policy import erasures_key
+from core.exam import Exam
+from core.exams import ExamRegistry
+from infra.audit import AuditLog
+from infra.errors import Conflict, NotFound, RateLimited
+from infra.regional import RegionalStore
+from infra.settings import Settings
+from infra.telemetry import actor_call
+from ml.images import decode_image, sniff_type
+
+UPLOAD_CLASSES = ("photos", "whiteboards")
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
+
+
+class PrivacyService:
+    def __init__(
+        self, settings: Settings, redis: Redis, regional: RegionalStore, exams: ExamRegistry
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.regional = regional
+        self.exams = exams
+        self.holds = Holds(redis, regional, settings.privacy.max_held_objects)
+        self.exports = ExportBuilder(redis, regional, settings.privacy)
+        self._actors: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        self._actors = await retention.ensure_all(self.settings)
+
+    def audit(self, region: str) -> AuditLog:
+        return AuditLog(self.regional.stores, self.redis, region)
+
+    async def run_retention(self, exam_id: str, mode: str = "sweep") -> dict[str, Any]:
+        region = await self.regional.region_of(exam_id)
+        handle: Any = self._actors.get(region)
+        if handle is None:
+            handle = await asyncio.to_thread(retention.get_or_create, self.settings, region)
+            self._actors[region] = handle
+        summary: dict[str, Any] = await actor_call(handle.run, [exam_id], mode)
+        return summary
+
+    async def receipts(self, exam_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        region = await self.regional.region_of(exam_id)
+        return [e.entry for e in await self.audit(region).exam_entries(exam_id, limit)]
+
+    # -- uploads: photos (an answer sheet) and whiteboard snapshots ----------------------
+
+    async def store_upload(
+        self, exam_id: str, room: str, cid: str, data_class: str, body: bytes
+    ) -> dict[str, Any]:
+        """Validate the image (type, size, pixel bombs), store it sealed, index it for proctors."""
+        shared = await self.redis.hlen(uploads_key(exam_id, cid))
+        if shared >= self.settings.privacy.max_uploads_per_candidate:
+            raise RateLimited("you have shared the most uploads allowed", reason="upload_limit")
+        await asyncio.to_thread(decode_image, body, self.settings.face)
+        kind = sniff_type(body) or "jpeg"
+        upload_id = f"u{secrets.token_hex(8)}"
+        stored = await self.regional.put(
+            exam_id,
+            data_class,  # type: ignore[arg-type]
+            cid,
+            f"{upload_id}.{EXTENSIONS[kind]}",
+            body,
+            content_type=f"image/{kind}",
+        )
+        entry = {
+            "id": upload_id,
+            "candidate": cid,
+            "room": room,
+            "data_class": data_class,
+            "key": stored.key,
+            "version_id": stored.version_id,
+            "media_type": f"image/{kind}",
+            "bytes": len(body),
+            "at": time.time(),
+        }
+        await self.redis.hset(uploads_key(exam_id, cid), upload_id, json.dumps(entry))
+        return entry
+
+    async def candidate_uploads(self, exam_id: str, cid: str) -> list[dict[str, Any]]:
+        raw = await self.redis.hvals(uploads_key(exam_id, cid))
+        return sorted((json.loads(r) for r in raw), key=lambda e: float(e["at"]))
+
+    async def room_uploads(self, exam_id: str, room: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for cid in await self.exams.room_candidates(exam_id, room):
+            found += [e for e in await self.candidate_uploads(exam_id, cid) if e["room"] == room]
+        return sorted(found, key=lambda e: float(e["at"]))
+
+    async def upload_bytes(self, exam_id: str, room: str, upload_id: str) -> tuple[bytes, str]:
+        for entry in await self.room_uploads(exam_id, room):
+            if entry["id"] == upload_id:
+                return await self.regional.get(exam_id, entry["key"]), str(entry["media_type"])
+        raise NotFound("no such upload", reason="upload_not_found")
+
+    # -- legal holds and exports ------------------------------------------------------------
+
+    async def rooms(self, exam_id: str) -> dict[str, list[str]]:
+        return {
+            room: await self.exams.room_candidates(exam_id, room)
+            for room in await self.exams.rooms(exam_id)
+        }
+
+    async def export(
+        self, exam_id: str, subject: str, reference: str, reason: str, by: str
+    ) -> dict[str, Any]:
+        header = {"reference": reference, "reason": reason, "requested_by": by}
+        archive, manifest = await self.exports.build(
+            exam_id, subject, await self.rooms(exam_id), header
+        )
+        export_id = f"x{secrets.token_hex(8)}"
+        stored = await self.regional.put(
+            exam_id, "exports", "_", f"{export_id}.zip", archive, content_type="application/zip"
+        )
+        record = {
+            "id": export_id,
+            "key": stored.key,
+            "version_id": stored.version_id,
+            "subject": subject,
+            "reference": reference,
+            "reason": reason,
+            "requested_by": by,
+            "files": len(manifest["files"]),
+            "bytes": len(archive),
+            "at": time.time(),
+        }
+        await self.redis.hset(exports_key(exam_id), export_id, json.dumps(record))
+        audit = {**record, "manifest": manifest["files"]}
+        await self.audit(stored.region).append("export", audit, exam=exam_id)
+        return {**record, "manifest": manifest}
+
+    async def export_archive(self, exam_id: str, export_id: str, by: str) -> bytes:
+        raw = await self.redis.hget(exports_key(exam_id), export_id)
+        if raw is None:
+            raise NotFound("no such export", reason="export_not_found")
+        record = json.loads(raw)
+        body = await self.regional.get(exam_id, record["key"])
+        region = await self.regional.region_of(exam_id)
+        download = {"export": export_id, "downloaded_by": by}
+        await self.audit(region).append("export_downloaded", download, exam=exam_id)
+        return body
+
+    # -- consents and data-subject rights ---------------------------------------------------
+
+    async def consents(self, exam_id: str, cid: str | None = None) -> list[dict[str, Any]]:
+        key = f"examday:exam:{exam_id}:consents"
+        found = await stream_records(
+            self.redis, key, b"r", self.settings.privacy.max_stream_entries
+        )
+        return [r for r in found if cid is None or r.get("cid") == cid]
+
+    async def third_party(self, exam_id: str, cid: str) -> bool:
+        latest = [r for r in await self.consents(exam_id, cid) if r.get("kind") == "third_party"]
+        return bool(latest) and str(latest[-1]["value"]).startswith("granted")
+
+    async def subject_copy(self, exam: Exam, cid: str, room: str) -> dict[str, Any]:
+        timeline = await self.exports.records(exam.id, cid, await self.rooms(exam.id))
+        return {
+            "candidate": cid,
+            "exam": {"id": exam.id, "title": exam.title, "region": exam.region},
+            "room": room,
+            "consents": timeline.pop("consents.jsonl", []),
+            "timeline": [e for events in timeline.values() for e in events],
+            "uploads": await self.candidate_uploads(exam.id, cid),
+            "third_party_sharing": await self.third_party(exam.id, cid),
+            "holds": len(await self.holds.covering(exam.id, cid)),
+        }
+
+    async def request_deletion(self, exam: Exam, cid: str) -> dict[str, Any]:
+        holds = await self.holds.covering(exam.id, cid)
+        if holds:
+            raise Conflict(
+                "your data is under a legal hold and cannot be deleted now",
+                reason="legal_hold",
+                holds=[{"reference": h.reference, "reason": h.reason} for h in holds],
+            )
+        request = {"id": f"d{secrets.token_hex(6)}", "at": time.time(), "status": "accepted"}
+        await self.redis.hset(erasures_key(exam.id), cid, json.dumps(request))
+        await self.audit(exam.region).append(
+            "deletion_request", {"candidate": cid, **request}, exam=exam.id
+        )
+        if time.time() < exam.ends_at.timestamp():
+            return {**request, "status": "scheduled", "after": exam.ends_at.isoformat()}
+        summary = await self.run_retention(exam.id)
+        return {**request, "status": "done", "receipts": summary["receipts"]}
+
+
+__all__ = ["EXAM_WIDE", "UPLOAD_CLASSES", "PrivacyService"]

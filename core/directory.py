@@ -1,0 +1,113 @@
+"""The shard directory in Redis, so that every gateway agrees on the shard set.
+
+A hash per shard kind holds the members; a version counter changes on every
+change, and readers keep a short cache keyed by that version, so that finding
+a room's shard (on every heartbeat) costs no round trip while the cache is
+fresh. Pinned keys (a room in the middle of a move) override the hash ring
+until unpinned; pins are versioned and cached with the members. A reader may
+act on a directory up to `_CACHE_SECONDS` old: the journal's fences, not the
+directory, keep two shards from writing one room.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from core import hashing
+
+_CACHE_SECONDS = 0.5
+
+
+class ShardDirectory:
+    def __init__(self, redis: Redis, kind: str) -> None:
+        self._redis = redis
+        self.kind = kind
+        self._members_key = f"examday:shards:{kind}"
+        self._version_key = f"examday:shards:{kind}:version"
+        self._pins_key = f"examday:shards:{kind}:pins"
+        self._cache: _Snapshot | None = None
+
+    async def add(self, name: str, meta: dict[str, Any] | None = None) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._members_key, name, json.dumps(meta or {}))
+            pipe.incr(self._version_key)
+            await pipe.execute()
+        self._cache = None
+
+    async def remove(self, name: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self._members_key, name)
+            pipe.incr(self._version_key)
+            await pipe.execute()
+        self._cache = None
+
+    async def members(self) -> list[str]:
+        return (await self._snapshot()).members
+
+    async def _snapshot(self) -> _Snapshot:
+        now = time.monotonic()
+        cached = self._cache
+        if cached and now - cached.read_at < _CACHE_SECONDS:
+            return cached
+        version = int(await self._redis.get(self._version_key) or 0)
+        if cached and cached.version == version:
+            cached.read_at = now
+            return cached
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hkeys(self._members_key)
+            pipe.hgetall(self._pins_key)
+            names, pins = await pipe.execute()
+        self._cache = _Snapshot(
+            read_at=now,
+            version=version,
+            members=sorted(_text(n) for n in names),
+            pins={_text(k): _text(v) for k, v in pins.items()},
+        )
+        return self._cache
+
+    def forget_cache(self) -> None:
+        self._cache = None
+
+    async def meta(self) -> dict[str, dict[str, Any]]:
+        raw = await self._redis.hgetall(self._members_key)
+        return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    async def owner(self, key: str) -> str:
+        snapshot = await self._snapshot()
+        owner = snapshot.pins.get(key) or snapshot.owners.get(key)
+        if owner is None:
+            owner = snapshot.owners[key] = hashing.owner(key, snapshot.members)
+        return owner
+
+    async def pin(self, key: str, shard: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._pins_key, key, shard)
+            pipe.incr(self._version_key)
+            await pipe.execute()
+        self._cache = None
+
+    async def unpin(self, key: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self._pins_key, key)
+            pipe.incr(self._version_key)
+            await pipe.execute()
+        self._cache = None
+
+
+@dataclass
+class _Snapshot:
+    read_at: float
+    version: int
+    members: list[str]
+    pins: dict[str, str]
+    # Rendezvous answers for these members, memoised: rooms are asked for again and again.
+    owners: dict[str, str] = field(default_factory=dict)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from redis.asyncio import Redis
+
+from core import hashing
+from core.directory import ShardDirectory
+from infra import redis as redis_conn
+from infra.errors import Unavailable
+from infra.settings import Settings
+from infra.stack import LocalStack
+
+KEYS = [f"room-{i}" for i in range(10_000)]
+SHARDS = [f"room-shard-{i}" for i in range(8)]
+
+
+def test_owner_is_stable_and_independent_of_order() -> None:
+    first = [hashing.owner(k, SHARDS) for k in KEYS[:500]]
+    again = [hashing.owner(k, list(reversed(SHARDS))) for k in KEYS[:500]]
+    assert first == again
+
+
+def test_balanced_within_ten_percent_over_eight_shards() -> None:
+    counts = Counter(hashing.owner(k, SHARDS) for k in KEYS)
+    expected = len(KEYS) / len(SHARDS)
+    worst = max(abs(c - expected) / expected for c in counts.values())
+    print(f"per-shard counts {sorted(counts.values())}, worst deviation {worst:.1%}")
+    assert set(counts) == set(SHARDS)
+    assert worst < 0.10
+
+
+def test_adding_a_shard_moves_about_one_ninth() -> None:
+    before = {k: hashing.owner(k, SHARDS) for k in KEYS}
+    grown = [*SHARDS, "room-shard-8"]
+    after = {k: hashing.owner(k, grown) for k in KEYS}
+    moved = [k for k in KEYS if before[k] != after[k]]
+    print(f"moved {len(moved)} of {len(KEYS)} ({len(moved) / len(KEYS):.1%}), ideal 1/9 = 11.1%")
+    assert all(after[k] == "room-shard-8" for k in moved)
+    assert 0.08 < len(moved) / len(KEYS) < 0.14
+
+
+def test_removing_a_shard_moves_only_its_keys() -> None:
+    before = {k: hashing.owner(k, SHARDS) for k in KEYS}
+    shrunk = [s for s in SHARDS if s != "room-shard-3"]
+    after = {k: hashing.owner(k, shrunk) for k in KEYS}
+    moved = {k for k in KEYS if before[k] != after[k]}
+    assert moved == {k for k in KEYS if before[k] == "room-shard-3"}
+    assert 0.09 < len(moved) / len(KEYS) < 0.16
+
+
+def test_ranked_puts_the_owner_first() -> None:
+    for key in KEYS[:100]:
+        assert hashing.ranked(key, SHARDS)[0] == hashing.owner(key, SHARDS)
+
+
+def test_no_shards_is_unavailable() -> None:
+    with pytest.raises(Unavailable) as caught:
+        hashing.owner("room-1", [])
+    assert caught.value.reason == "no_shards"
+
+
+async def test_directory_in_redis_is_shared_by_every_reader(stack: LocalStack) -> None:
+    settings: Settings = stack.settings
+    writer_redis: Redis = redis_conn.connect(settings)
+    reader_redis: Redis = redis_conn.connect(settings)
+    try:
+        writer = ShardDirectory(writer_redis, "test-kind")
+        reader = ShardDirectory(reader_redis, "test-kind")
+        for shard in SHARDS:
+            await writer.add(shard, {"node": "127.0.0.2"})
+        assert await reader.members() == sorted(SHARDS)
+        assert await reader.owner("room-42") == hashing.owner("room-42", SHARDS)
+        await writer.pin("room-42", "elsewhere")
+        reader.forget_cache()  # readers may act on a directory up to half a second old
+        assert await reader.owner("room-42") == "elsewhere"
+        await writer.unpin("room-42")
+        await writer.remove("room-shard-0")
+        fresh = ShardDirectory(reader_redis, "test-kind")
+        assert "room-shard-0" not in await fresh.members()
+        assert (await fresh.meta())["room-shard-1"] == {"node": "127.0.0.2"}
+    finally:
+        await writer_redis.delete("examday:shards:test-kind", "examday:shards:test-kind:version")
+        await writer_redis.aclose()
+        await reader_redis.aclose()

@@ -1,0 +1,123 @@
+"""Local services start, answer, stop, and leave no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from infra import services
+from infra.processes import pid_alive
+from infra.settings import Settings, settings_to_env
+from infra.stack import isolated_settings as make_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_redis_starts_answers_and_stops(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    redis = services.redis_process(settings, appendonly=True)
+    redis.start()
+    try:
+        redis.wait_healthy(lambda: services.redis_healthy(settings), 20)
+        pid = redis.pid
+        assert pid is not None
+        assert pid_alive(pid)
+    finally:
+        redis.stop()
+    assert not pid_alive(pid)
+    assert (tmp_path / "redis").is_dir()
+
+
+def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    """SIGKILL the parent: PR_SET_PDEATHSIG still takes Redis and SeaweedFS down."""
+    settings = make_settings(tmp_path)
+    script = (
+        "import sys, time\n"
+        "from infra import services\n"
+        "from infra.settings import Settings\n"
+        "s = Settings()\n"
+        "r = services.redis_process(s, appendonly=False); r.start()\n"
+        "w = services.seaweed_process(s); w.start()\n"
+        "r.wait_healthy(lambda: services.redis_healthy(s), 20)\n"
+        "w.wait_healthy(lambda: services.seaweed_healthy(s), 60)\n"
+        "print(r.pid, w.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {**os.environ, **settings_to_env(settings), "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    redis_pid, weed_pid = (int(x) for x in parent.stdout.readline().split())
+    assert pid_alive(redis_pid)
+    assert pid_alive(weed_pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while (pid_alive(redis_pid) or pid_alive(weed_pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not pid_alive(redis_pid)
+    assert not pid_alive(weed_pid)
+
+
+def _readyz(settings: Settings) -> int:
+    try:
+        with urllib.request.urlopen(f"{settings.gateway_url}/readyz", timeout=5) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def test_examday_up_then_down_leaves_nothing(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    env = {**os.environ, **settings_to_env(settings)}
+    examday = str(Path(sys.executable).parent / "examday")
+    up = subprocess.Popen(
+        [examday, "up", "--nodes", "2"], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        manifest_path = tmp_path / "stack.json"
+        while _readyz(settings) != 200 or not manifest_path.exists():
+            assert up.poll() is None, up.stdout.read() if up.stdout else ""
+            assert time.monotonic() < deadline, "not ready within 120 s"
+            time.sleep(0.5)
+        manifest = json.loads(manifest_path.read_text())
+        pids = [int(p) for p in manifest["services"].values()]
+        family = pids + [d for p in pids for d in _descendants(p)]
+        assert set(manifest["services"]) == {
+            "redis", "seaweedfs", "ray-head", "ray-worker-1", "gateway",
+        }  # fmt: skip
+        status = subprocess.run(
+            [examday, "status"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert '"status": "ready"' in status.stdout
+    finally:
+        down = subprocess.run(
+            [examday, "down"], env=env, capture_output=True, text=True, timeout=120
+        )
+        up.wait(60)
+    assert down.returncode == 0, down.stderr
+    time.sleep(1)
+    alive = [pid for pid in family if pid_alive(pid)]
+    assert alive == [], [psutil.Process(p).cmdline() for p in alive if pid_alive(p)]
+    assert not (tmp_path / "stack.json").exists()
