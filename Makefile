@@ -17,9 +17,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/examday up --demo
 
+# lint-imports: the layers and package rules of docs/architecture.md ([tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -8,9 +8,10 @@ from typing import Any
 
 import ray
 
-from infra.priority import Priority, adopt_priority
+from core.process_services import open_process
+from infra.priority import Priority
 from infra.settings import Settings
-from infra.telemetry import setup_tracing, traced
+from infra.telemetry import traced
 
 HEALTH_ACTOR_NAME = "examday-health"
 
@@ -18,8 +19,7 @@ HEALTH_ACTOR_NAME = "examday-health"
 @ray.remote(num_cpus=0, max_restarts=-1)
 class HealthProbe:
     def __init__(self, settings: Settings) -> None:
-        setup_tracing(settings, "health")
-        adopt_priority(Priority.LIVE)
+        open_process(settings, "health", priority=Priority.LIVE)
 
     @traced
     def ping(self) -> dict[str, Any]:

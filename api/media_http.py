@@ -18,11 +18,10 @@ from fastapi import Depends, Request, Response
 from actors.media import sdp, trickle
 from actors.media.sessions import Kind, MediaSession
 from api.deps import RuntimeDep
-from api.security import request_token
+from api.security import request_token, require_consent
 from core.exams import Candidate
 from infra.errors import (
     ExamdayError,
-    Forbidden,
     NotFound,
     PreconditionFailed,
     PreconditionRequired,
@@ -73,10 +72,7 @@ async def may_publish(runtime: RuntimeDep, exam_id: str, cid: str) -> Candidate:
     if candidate is None:
         raise NotFound("no such candidate", reason="candidate_not_found")
     exam = await runtime.exams.get(exam_id)
-    if candidate.consent_version != exam.policy_version:
-        raise Forbidden("accept the current privacy policy first", reason="consent_required")
-    if candidate.minor and not candidate.has_guardian_consent:
-        raise Forbidden("a guardian's consent is needed first", reason="guardian_consent_required")
+    require_consent(candidate, exam)
     return candidate
 
 
@@ -134,12 +130,8 @@ async def patch_session(
     session = await runtime.media.sessions.owned(session_id, kind, caller.owner)
     check_if_match(request, session.etag)
     fragment = await read_text(request)
-    await runtime.media.router.call(
-        session.shard,
-        "patch",
-        session.id,
-        fragment,
-        content_type=request.headers.get("content-type"),
+    await runtime.media.router.patch(
+        session.shard, session.id, fragment, content_type=request.headers.get("content-type")
     )
     return Response(status_code=204, headers={**CORS_HEADERS, "ETag": session.etag})
 
@@ -156,4 +148,4 @@ async def end_session(
 async def close_quietly(runtime: RuntimeDep, session: MediaSession) -> None:
     """Close a session on its shard; one the shard lost already (a restart) is closed enough."""
     with contextlib.suppress(ExamdayError):
-        await runtime.media.router.call(session.shard, "close_session", session.id)
+        await runtime.media.router.close_session(session.shard, session.id)

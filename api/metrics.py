@@ -22,13 +22,13 @@ from redis.asyncio import Redis
 from actors.media.client import MediaRouter
 from actors.privacy.state import RunState
 from actors.rooms.client import RoomRouter
+from core import keys
 from infra.settings.ops import OpsSettings
 from infra.telemetry import actor_call
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-DECISIONS_KEY = "examday:controller:decisions"
 MEDIA_FIELDS = ("sessions", "publishers", "viewers", "streams", "bitrate_bps", "cpu_percent")
 
 
@@ -90,7 +90,7 @@ class ClusterSampler:
         owned = await asyncio.gather(*(h.owned_rooms.remote() for h in handles))
         out.room_shards = dict(zip(names, stats, strict=True))
         budget = asyncio.Semaphore(self.ops.metrics_concurrency)
-        pairs = [(h, k) for h, keys in zip(handles, owned, strict=True) for k in keys]
+        pairs = [(h, k) for h, rooms in zip(handles, owned, strict=True) for k in rooms]
 
         async def count(handle: Any, key: str) -> None:
             async with budget:
@@ -123,7 +123,7 @@ class ClusterSampler:
             out.retention[region] = await RunState(self.redis, region).progress()
 
     async def _decisions(self, out: ClusterSample) -> None:
-        raw = await self.redis.hgetall(DECISIONS_KEY)
+        raw = await self.redis.hgetall(keys.CONTROLLER_DECISIONS)
         for key, value in raw.items():
             text = key.decode() if isinstance(key, bytes) else key
             action, _, reason = text.partition(":")

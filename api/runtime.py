@@ -18,9 +18,8 @@ from actors.privacy.service import PrivacyService
 from actors.rooms.client import RoomRouter
 from actors.updates.client import UpdateClient
 from core.exams import ExamRegistry
+from core.process_services import ProcessServices, open_process
 from infra import raycluster
-from infra import redis as redis_conn
-from infra.crypto import DataKeys
 from infra.keyring import RotatingDataKeys
 from infra.objectstore import ObjectStores
 from infra.regional import RegionalStore
@@ -30,10 +29,12 @@ from infra.settings import Settings
 @dataclass
 class Runtime:
     settings: Settings
+    # What every process opens the same way; the fields below name its parts.
+    process: ProcessServices
     redis: Redis
     stores: ObjectStores
     health_probe: Any
-    keys: DataKeys
+    keys: RotatingDataKeys
     exams: ExamRegistry
     staff: StaffRegistry
     sessions: Sessions
@@ -52,21 +53,20 @@ class Runtime:
     async def open(cls, settings: Settings) -> Runtime:
         await asyncio.to_thread(raycluster.connect, settings)
         probe = await asyncio.to_thread(health.get_or_create, settings)
-        redis = redis_conn.connect(settings)
-        # Opens data keys wrapped by a previous master key too (after a rotation).
-        keys = RotatingDataKeys.from_settings(redis, settings)
-        stores = ObjectStores(settings)
+        process = open_process(settings, "gateway")
+        redis, keys = process.redis, process.keys
         runtime = cls(
             settings=settings,
+            process=process,
             redis=redis,
-            stores=stores,
+            stores=process.stores,
             health_probe=probe,
             keys=keys,
             exams=ExamRegistry(settings, redis, keys),
             staff=StaffRegistry(redis),
             sessions=Sessions(settings, redis),
             rooms=RoomRouter(settings, redis),
-            regional=RegionalStore(stores, keys, redis),
+            regional=process.regional,
             media=MediaPlane.open(settings, redis),
         )
         await runtime.rooms.ensure_shards()
@@ -83,4 +83,4 @@ class Runtime:
         return runtime
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.process.close()

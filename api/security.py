@@ -14,7 +14,8 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from api.deps import RuntimeDep
-from core.exam import Identifier
+from core.exam import Exam, Identifier
+from core.exams import Candidate
 from infra.errors import Forbidden, NotFound, Unauthenticated
 from infra.tokens import Claims
 
@@ -115,6 +116,15 @@ async def check_candidate_in_room(
     candidate = await runtime.exams.candidate(exam_id, cid)
     if candidate is None or candidate.room != room_id:
         raise NotFound("no such candidate in this room", reason="candidate_not_found")
+
+
+def require_consent(candidate: Candidate, exam: Exam) -> None:
+    """A candidate joins a room and sends audio and video only with the current consent to
+    the exam's privacy policy (and a guardian's, for a minor)."""
+    if candidate.consent_version != exam.policy_version:
+        raise Forbidden("accept the current privacy policy first", reason="consent_required")
+    if candidate.minor and not candidate.has_guardian_consent:
+        raise Forbidden("a guardian's consent is needed first", reason="guardian_consent_required")
 
 
 # -- Scopes as dependencies: checked before the body is even parsed, so a caller

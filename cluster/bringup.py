@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from cluster import commands
 from infra.processes import pid_alive
 from infra.settings import Settings, settings_to_env
 from infra.stack import LocalStack, read_manifest
@@ -53,9 +54,7 @@ def up(settings: Settings, *, nodes: int, demo: bool) -> int:
         if settings.ops.controller_autostart:
             start_controller(settings, stop)
         if demo:
-            from loadtests.demo import run_demo
-
-            run_demo(settings, stop)
+            commands.run_demo(settings, stop)
         print("examday: running; Ctrl-C (or `examday down`) stops everything")
         while not stop.wait(1.0):
             pass

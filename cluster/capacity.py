@@ -55,7 +55,7 @@ def _per_core(name: str, report: dict[str, Any], cores: int) -> dict[str, float]
 
 
 def run_benchmark(name: str, timeout_s: float = 900) -> dict[str, Any]:
-    argv = [sys.executable, "-m", f"loadtests.bench_{name}", "--json", *BENCHMARKS[name]]
+    argv = [sys.executable, "-m", "cluster.cli", "bench", name, "--json", *BENCHMARKS[name]]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     if done.returncode != 0:
         raise CostsError(f"bench {name} failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -103,7 +103,7 @@ class Assumptions:
     candidates: int
     media_share: float  # candidates publishing camera/mic
     sample_every_s: float  # one face check per publishing candidate this often
-    heartbeat_every_s: float = 5.0  # the client's heartbeat (loadtests/fleet.py)
+    heartbeat_every_s: float = 5.0  # the client's heartbeat (loadtests/config.py)
     # How clients beat: the app on its presence socket, or by HTTP POST (4x the cost).
     heartbeats: Literal["socket", "http"] = "socket"
     viewers_per_stream: float = 1.0  # proctor tiles watching each published stream

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from cluster import commands as cli_commands
 from infra.settings import Settings
 
 
@@ -17,10 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, choices=(1, 2), default=1, help="local Ray nodes")
     up.add_argument("--demo", action="store_true", help="then run a short simulated exam")
 
+    names = ", ".join(cli_commands.benchmarks())
     bench = commands.add_parser(
-        "bench", help="run a benchmark: gateway, media, face, ingest (see `examday bench NAME -h`)"
+        "bench",
+        help=f"run a benchmark: {names} (see `examday bench NAME -h`)",
+        description=f"benchmarks: {names}",
     )
-    bench.add_argument("name", help="the benchmark: loadtests/bench_<name>.py")
+    bench.add_argument("name", help=f"the benchmark, one of: {names}")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
 
     loadtest = commands.add_parser(
@@ -58,9 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # These pass every flag through to their own parser (argparse's REMAINDER would
     # stop at the first option).
     if words[:1] == ["loadtest"]:
-        from loadtests import fleet
-
-        return fleet.main(words[1:])
+        return cli_commands.run_loadtest(words[1:])
     if words[:1] == ["bench"] and len(words) > 1 and not words[1].startswith("-"):
         return _bench(words[1], words[2:])
     args = build_parser().parse_args(words)
@@ -95,19 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _bench(name: str, args: list[str]) -> int:
-    """Each benchmark is a module `loadtests.bench_<name>` with `main(argv) -> int`."""
-    import importlib
-
-    if not name.isidentifier():
-        print(f"examday bench: no benchmark {name!r}", file=sys.stderr)
-        return 2
     try:
-        module = importlib.import_module(f"loadtests.bench_{name}")
-    except ModuleNotFoundError:
+        return cli_commands.run_benchmark(name, args)
+    except cli_commands.NotRegistered:
         print(f"examday bench: no benchmark {name!r}", file=sys.stderr)
         return 2
-    code: int = module.main(args)
-    return code
 
 
 if __name__ == "__main__":

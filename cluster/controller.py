@@ -48,7 +48,6 @@ from actors.ingest.shard import LogIngest
 from actors.media.client import MediaRouter
 from actors.media.shard import shard_name as media_shard_name
 from actors.rooms.client import RoomRouter, shard_name
-from api.metrics import DECISIONS_KEY
 from cluster import shards
 from cluster.drain import retire_media_shard
 from cluster.scaling import (
@@ -62,17 +61,16 @@ from cluster.scaling import (
     node_floor,
     room_bounds,
 )
-from core import keys as ingest_keys
+from core import keys
 from core.directory import ShardDirectory
-from infra import redis as redis_conn
-from infra.named_actors import NamedActors
-from infra.priority import Priority, adopt_priority
+from core.process_services import open_process
+from infra.actor_calls import NamedActors
+from infra.priority import Priority
 from infra.settings import Settings
-from infra.telemetry import actor_call, setup_tracing, traced
+from infra.telemetry import actor_call, traced
 
 log = logging.getLogger(__name__)
 CONTROLLER_NAME = "room-shard-controller"
-HISTORY_KEY = "examday:controller:history"
 HISTORY_LENGTH = 100
 INGEST_DRAIN_S = 30.0
 
@@ -80,14 +78,13 @@ INGEST_DRAIN_S = 30.0
 @ray.remote(num_cpus=0, resources={"room_shard": 1}, max_restarts=-1, max_task_retries=0)
 class ShardController:
     def __init__(self, settings: Settings, run: bool = False) -> None:
-        setup_tracing(settings, "shard_controller")
-        adopt_priority(Priority.LIVE)
+        self.process = open_process(settings, "shard_controller", priority=Priority.LIVE)
         self.settings = settings
         self.ops = settings.ops
-        self.redis = redis_conn.connect(settings)
+        self.redis = self.process.redis
         self.router = RoomRouter(settings, self.redis)
         self.media = MediaRouter(settings, self.redis)
-        self.ingest = ShardDirectory(self.redis, ingest_keys.INGEST_SHARD_KIND)
+        self.ingest = ShardDirectory(self.redis, keys.INGEST_SHARD_KIND)
         self.ingest_actors = NamedActors(LogIngest, settings.ray_namespace)
         self.changed_at = {ROOMS: 0.0, MEDIA: 0.0, INGEST: 0.0}
         self.nodes: dict[str, int] = {}
@@ -175,11 +172,11 @@ class ShardController:
         since = time.monotonic() - self.changed_at[INGEST]
         decision = decide_load(list(backlogs.values()), bounds, since, INGEST)
         if decision.action == "grow":
-            name = _first_free(ingest_keys.ingest_shard_name, backlogs)
+            name = _first_free(keys.ingest_shard_name, backlogs)
             await asyncio.to_thread(self.ingest_actors.create, name, self.settings, name)
             await self.ingest.add(name, {})
         elif decision.action == "shrink":
-            ensured = {ingest_keys.ingest_shard_name(i) for i in range(self.settings.ingest.shards)}
+            ensured = {keys.ingest_shard_name(i) for i in range(self.settings.ingest.shards)}
             await self._retire_ingest(_lightest(backlogs, ensured))
         return await self._done(decision)
 
@@ -218,9 +215,9 @@ class ShardController:
         )
         entry = json.dumps({**asdict(decision), "at": time.time()})
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(DECISIONS_KEY, f"{decision.action}:{decision.reason}", 1)
-            pipe.lpush(HISTORY_KEY, entry)
-            pipe.ltrim(HISTORY_KEY, 0, HISTORY_LENGTH - 1)
+            pipe.hincrby(keys.CONTROLLER_DECISIONS, f"{decision.action}:{decision.reason}", 1)
+            pipe.lpush(keys.CONTROLLER_HISTORY, entry)
+            pipe.ltrim(keys.CONTROLLER_HISTORY, 0, HISTORY_LENGTH - 1)
             await pipe.execute()
 
     async def _run_forever(self) -> None:
@@ -274,7 +271,7 @@ def get_or_create(settings: Settings, name: str = CONTROLLER_NAME, *, run: bool 
 
 async def history(redis: Any, limit: int = 20) -> list[dict[str, Any]]:
     """The controller's latest decisions, newest first."""
-    return [json.loads(raw) for raw in await redis.lrange(HISTORY_KEY, 0, limit - 1)]
+    return [json.loads(raw) for raw in await redis.lrange(keys.CONTROLLER_HISTORY, 0, limit - 1)]
 
 
 def _first_free(name: Callable[[int], str], taken: Container[str]) -> str:

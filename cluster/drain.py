@@ -23,11 +23,11 @@ from typing import Any
 
 import ray
 
-from actors.media.client import ROOMS_KEY, MediaRouter
-from actors.media.shard import load_key
+from actors.media.client import MediaRouter
 from actors.rooms.client import RoomRouter, shard_name
 from actors.rooms.shard import RoomShard
 from cluster import ray_private, shards
+from core import keys
 from infra import raycluster
 from infra import redis as redis_conn
 from infra.errors import ConfigError, Conflict, NotFound
@@ -108,11 +108,11 @@ async def retire_media_shard(
     in the event); wait, until the monotonic `deadline`, for its sessions to leave; then
     drain it (recordings flush) and stop it. Returns the rooms told."""
     await media.directory.remove(name)
-    assigned = {text(k): text(v) for k, v in (await media.redis.hgetall(ROOMS_KEY)).items()}
+    assigned = {text(k): text(v) for k, v in (await media.redis.hgetall(keys.MEDIA_ROOMS)).items()}
     told = sorted(room for room, shard in assigned.items() if shard == name)
     for room in told:
         # Forget the assignment first: the clients' new offers go to a live shard.
-        await media.redis.hdel(ROOMS_KEY, room)
+        await media.redis.hdel(keys.MEDIA_ROOMS, room)
         event = {"type": RECONNECT, "plane": "media", "reason": reason, "retry_after": 1}
         await rooms.append(room, event)
     while time.monotonic() < deadline:
@@ -124,7 +124,7 @@ async def retire_media_shard(
         handle = await media.handle(name)
         await asyncio.wait_for(actor_call(handle.drain), max(deadline - time.monotonic(), 1))
         ray.kill(handle, no_restart=True)
-    await media.redis.delete(load_key(name))
+    await media.redis.delete(keys.media_load_key(name))
     return len(told)
 
 

@@ -21,13 +21,12 @@ import sys
 from typing import Any
 
 from actors.privacy import retention
+from actors.privacy.audit import verify_region
+from core.process_services import open_process
 from infra import raycluster
-from infra import redis as redis_conn
-from infra.audit import AuditLog, ChainReport, verify_chain
+from infra.audit import ChainReport
 from infra.errors import ExamdayError
-from infra.keyring import RotatingDataKeys, rotate_all
-from infra.objectstore import ObjectStores
-from infra.regional import RegionalStore
+from infra.keyring import rotate_all
 from infra.settings import Settings
 from infra.telemetry import actor_call
 
@@ -79,57 +78,34 @@ async def verify_regions(settings: Settings, region: str | None = None) -> list[
     if region is not None and region not in settings.regions:
         print(f"examday audit verify: unknown region {region!r}", file=sys.stderr)
         return [ChainReport(region, 0, [], [f"unknown region {region!r}"])]
-    redis = redis_conn.connect(settings)
+    process = open_process(settings, None)
     try:
-        regional = RegionalStore(
-            ObjectStores(settings), RotatingDataKeys.from_settings(redis, settings), redis
-        )
         return [
-            await verify_region(regional, name)
+            await verify_region(process.regional, name)
             for name in ([region] if region else list(settings.regions))
         ]
     finally:
-        await redis.aclose()
-
-
-async def verify_region(regional: RegionalStore, region: str) -> ChainReport:
-    report = await verify_chain(AuditLog(regional.stores, regional.redis, region))
-    receipted: dict[str, set[tuple[str, str]]] = {}
-    for entry in report.entries:
-        if entry.get("kind") != "deletion":
-            continue
-        for obj in entry.get("body", {}).get("objects", []):
-            exam = str(obj["key"]).split("/", 1)[0]
-            receipted.setdefault(exam, set()).add((str(obj["key"]), str(obj["version_id"])))
-    for exam, gone in sorted(receipted.items()):
-        listed = await regional.list_region(region, f"{exam}/")
-        present = {(str(v["Key"]), str(v["VersionId"])) for v in listed}
-        for key, version in sorted(gone & present):
-            report.problems.append(f"receipted object {key} version {version} is still stored")
-    return report
+        await process.close()
 
 
 async def purge(settings: Settings, *, exam: str | None, region: str | None) -> dict[str, Any]:
-    redis = redis_conn.connect(settings)
+    process = open_process(settings, None)
     try:
         if exam is not None:
-            regional = RegionalStore(
-                ObjectStores(settings), RotatingDataKeys.from_settings(redis, settings), redis
-            )
-            region = await regional.region_of(exam)
+            region = await process.regional.region_of(exam)
         if region is None or region not in settings.regions:
             return {"error": f"unknown region {region!r}", "failed_groups": ["-"]}
         handle = await asyncio.to_thread(retention.get_or_create, settings, region)
         summary: dict[str, Any] = await actor_call(handle.run, [exam] if exam else None, "purge")
         return summary
     finally:
-        await redis.aclose()
+        await process.close()
 
 
 async def rotate_keys(settings: Settings) -> dict[str, int]:
-    redis = redis_conn.connect(settings)
+    process = open_process(settings, None)
     try:
-        report = await rotate_all(RotatingDataKeys.from_settings(redis, settings), redis)
+        report = await rotate_all(process.keys, process.redis)
         return {"exams": report.exams, "data_keys": report.data_keys}
     finally:
-        await redis.aclose()
+        await process.close()

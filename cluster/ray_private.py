@@ -1,4 +1,5 @@
-"""Every Ray detail beyond the public API that examday relies on: draining a node.
+"""Every Ray detail beyond the public API that examday relies on: draining a node,
+and checking a cluster's configuration before it is launched.
 
 Ray (2.60 here) has no public call that marks a node draining. `ray drain-node`
 is a hidden CLI whose docstring says it "is not covered by Ray's public API
@@ -13,6 +14,12 @@ tests/cluster and before every drain) reports any that an upgrade removed, so a
 broken upgrade fails a test and `examday cluster drain` refuses to start rather
 than half-draining a node. Whether the call still works (the GCS accepts it and
 reports the node draining) is checked by the drain test with a real second node.
+
+`examday cluster validate` (`cluster.validate`) needs two more: the custom
+resources an actor class asks for, which Ray keeps only in the class's
+`_default_options`, and the launcher's own config checks (`ray up` runs them;
+Ray exports them from `ray.autoscaler._private.util` only). Both are read here,
+so no other module names a private part of Ray; the validate tests run them.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ PRIVATE_API: Final[Mapping[str, str]] = MappingProxyType(
         "drain_reason": "ray.core.generated.autoscaler_pb2.DrainNodeReason",
         # node id hex -> deadline ms, for nodes being drained
         "draining_nodes": "ray._private.state.state.get_draining_nodes",
+        # the options of `@ray.remote(...)` on an actor class, "resources" among them
+        "actor_class_options": "ActorClass._default_options",
+        # what `ray up` runs on a cluster launcher config: fill in defaults, then check
+        "launcher_config_checks": "ray.autoscaler._private.util.prepare_config, validate_config",
     }
 )
 # Preemption rather than idle termination: the node goes away whether or not it is busy.
@@ -94,3 +105,18 @@ def draining_nodes() -> dict[str, int]:
     """Node id -> drain deadline (ms since the epoch), for the nodes being drained."""
     found: dict[str, int] = ray._private.state.state.get_draining_nodes()
     return {str(node): int(deadline) for node, deadline in found.items()}
+
+
+def actor_class_resources(actor_class: object) -> set[str]:
+    """The custom resources `@ray.remote(resources=...)` asks for on `actor_class`."""
+    options = getattr(actor_class, "_default_options", None) or {}
+    return set(options.get("resources") or {})
+
+
+def validate_launcher_config(config: dict[str, Any]) -> None:
+    """Run the checks `ray up` runs on a cluster launcher config (raises when it is wrong).
+
+    Ray fills in its defaults first; `config` is changed in place."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(config))

@@ -51,7 +51,7 @@ async def _remove(router: RoomRouter, name: str, members: list[str]) -> None:
     rooms = await handle.owned_rooms.remote()
     for key in rooms:
         # The new owner takes the room over (fenced) and rebuilds it from the journal.
-        await router.call(key, "ensure_loaded")
+        await router.ensure_loaded(key)
     await handle.release_lost_rooms.remote()
     ray.kill(handle)
     print(f"removed {name}; moved {len(rooms)} rooms")

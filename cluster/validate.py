@@ -16,6 +16,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from cluster import ray_private
+
 MANIFESTS = Path(__file__).parent / "manifests"
 LAUNCHER = MANIFESTS / "ray-cluster.yaml"
 RAYCLUSTER = MANIFESTS / "kuberay" / "raycluster.yaml"
@@ -45,7 +47,7 @@ def actor_resources() -> set[str]:
 
     asked: set[str] = set(NODE_RESOURCES)
     for cls in (RoomShard, MediaShard, LogIngest):
-        asked |= set(getattr(cls, "_default_options", {}).get("resources") or {})
+        asked |= ray_private.actor_class_resources(cls)
     return asked
 
 
@@ -54,11 +56,9 @@ def actor_resources() -> set[str]:
 
 def check_launcher(config: Mapping[str, Any], required: Iterable[str]) -> list[str]:
     """Ray's `prepare_config` + `validate_config` (what `ray up` runs), then ours."""
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
     problems: list[str] = []
     try:
-        validate_config(prepare_config(copy.deepcopy(dict(config))))
+        ray_private.validate_launcher_config(copy.deepcopy(dict(config)))
     except (ValueError, RuntimeError, KeyError, jsonschema.ValidationError) as exc:
         problems.append(f"ray: {getattr(exc, 'message', exc)}")
     types = config.get("available_node_types") or {}

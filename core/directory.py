@@ -18,7 +18,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from core import hashing
+from core import hashing, keys
 
 _CACHE_SECONDS = 0.5
 
@@ -27,9 +27,9 @@ class ShardDirectory:
     def __init__(self, redis: Redis, kind: str) -> None:
         self._redis = redis
         self.kind = kind
-        self._members_key = f"examday:shards:{kind}"
-        self._version_key = f"examday:shards:{kind}:version"
-        self._pins_key = f"examday:shards:{kind}:pins"
+        self._members_key = keys.shards_key(kind)
+        self._version_key = keys.shards_version_key(kind)
+        self._pins_key = keys.shards_pins_key(kind)
         self._cache: _Snapshot | None = None
 
     async def add(self, name: str, meta: dict[str, Any] | None = None) -> None:

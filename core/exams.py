@@ -17,24 +17,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from core import keys
 from core.exam import Exam, ExamSpec, RosterReport, RosterRow
 from core.roster import ParsedRoster
 from infra.crypto import DataKeys
 from infra.errors import Conflict, InvalidInput, NotFound
 from infra.redis import blob, text
 from infra.settings import Settings
-
-
-def exam_key(exam_id: str) -> str:
-    return f"examday:exam:{exam_id}"
-
-
-def candidate_key(exam_id: str, cid: str) -> str:
-    return f"examday:exam:{exam_id}:cand:{cid}"
-
-
-def room_roster_key(exam_id: str, room: str) -> str:
-    return f"examday:exam:{exam_id}:room:{room}:roster"
 
 
 @dataclass(frozen=True)
@@ -68,27 +57,25 @@ class ExamRegistry:
         if spec.region not in self.settings.regions:
             raise InvalidInput(f"unknown region {spec.region!r}", reason="unknown_region")
         exam = Exam(**spec.model_dump(), organiser=organiser)
-        created = await self.redis.set(exam_key(exam.id), exam.model_dump_json(), nx=True)
+        created = await self.redis.set(keys.exam_key(exam.id), exam.model_dump_json(), nx=True)
         if not created:
             raise Conflict(f"exam {exam.id} exists", reason="exam_exists")
-        await self.redis.sadd(f"examday:staff:{organiser}:exams", exam.id)
+        await self.redis.sadd(keys.staff_exams_key(organiser), exam.id)
         return exam
 
     async def get(self, exam_id: str) -> Exam:
-        raw = await self.redis.get(exam_key(exam_id))
+        raw = await self.redis.get(keys.exam_key(exam_id))
         if raw is None:
             raise NotFound("no such exam", reason="exam_not_found")
         return Exam.model_validate_json(raw)
 
     async def organiser_exams(self, organiser: str) -> list[str]:
-        return sorted(
-            text(m) for m in await self.redis.smembers(f"examday:staff:{organiser}:exams")
-        )
+        return sorted(text(m) for m in await self.redis.smembers(keys.staff_exams_key(organiser)))
 
     # -- candidates ------------------------------------------------------------
 
     async def candidate(self, exam_id: str, cid: str) -> Candidate | None:
-        raw = await self.redis.hgetall(candidate_key(exam_id, cid))
+        raw = await self.redis.hgetall(keys.candidate_key(exam_id, cid))
         if not raw:
             return None
         fields = {text(k): v for k, v in raw.items()}
@@ -105,7 +92,7 @@ class ExamRegistry:
 
     async def identity(self, exam_id: str, cid: str) -> dict[str, str]:
         """The clear identity of a candidate, for the staff allowed to see it."""
-        raw = await self.redis.hgetall(candidate_key(exam_id, cid))
+        raw = await self.redis.hgetall(keys.candidate_key(exam_id, cid))
         if not raw:
             raise NotFound("no such candidate", reason="candidate_not_found")
         opened = {}
@@ -116,10 +103,12 @@ class ExamRegistry:
         return opened
 
     async def room_candidates(self, exam_id: str, room: str) -> list[str]:
-        return sorted(text(m) for m in await self.redis.smembers(room_roster_key(exam_id, room)))
+        return sorted(
+            text(m) for m in await self.redis.smembers(keys.room_roster_key(exam_id, room))
+        )
 
     async def rooms(self, exam_id: str) -> dict[str, int]:
-        raw = await self.redis.hgetall(f"examday:exam:{exam_id}:rooms")
+        raw = await self.redis.hgetall(keys.exam_rooms_key(exam_id))
         return {text(k): int(v) for k, v in raw.items()}
 
     # -- roster import -----------------------------------------------------------
@@ -131,7 +120,7 @@ class ExamRegistry:
         ]
         async with self.redis.pipeline(transaction=False) as pipe:
             for _, _, cid in rows:
-                pipe.hmget(candidate_key(exam.id, cid), ["fp", "room"])
+                pipe.hmget(keys.candidate_key(exam.id, cid), ["fp", "room"])
             existing = await pipe.execute()
         members = {
             room: set(await self.room_candidates(exam.id, room))
@@ -160,14 +149,14 @@ class ExamRegistry:
                 created += fp is None
                 updated += fp is not None
                 pipe.hset(
-                    candidate_key(exam.id, cid),
+                    keys.candidate_key(exam.id, cid),
                     mapping=await self._sealed(exam, row, cid, fingerprint),
                 )
                 if old_room is not None and text(old_room) != row.room:
-                    pipe.srem(room_roster_key(exam.id, text(old_room)), cid)
-                pipe.sadd(room_roster_key(exam.id, row.room), cid)
+                    pipe.srem(keys.room_roster_key(exam.id, text(old_room)), cid)
+                pipe.sadd(keys.room_roster_key(exam.id, row.room), cid)
             for room, cids in members.items():
-                pipe.hset(f"examday:exam:{exam.id}:rooms", room, len(cids))
+                pipe.hset(keys.exam_rooms_key(exam.id), room, len(cids))
             await pipe.execute()
         return RosterReport(
             rows=len(rows),
@@ -212,24 +201,24 @@ class ExamRegistry:
         logged = "recorded" if kind == "guardian" else value
         record = json.dumps({"cid": cid, "kind": kind, "value": logged, "at": at})
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(f"examday:exam:{exam_id}:consents", {"r": record})
+            pipe.xadd(keys.consents_key(exam_id), {"r": record})
             if kind == "policy":
                 pipe.hset(
-                    candidate_key(exam_id, cid),
+                    keys.candidate_key(exam_id, cid),
                     mapping={"consent_version": value, "consented_at": at},
                 )
             elif kind == "guardian":
                 sealed = await self.keys.seal(exam_id, "identity:guardian", value.encode())
-                pipe.hset(candidate_key(exam_id, cid), "guardian", sealed)
+                pipe.hset(keys.candidate_key(exam_id, cid), "guardian", sealed)
             await pipe.execute()
 
     # -- proctors ------------------------------------------------------------------
 
     async def assign_proctor(self, exam_id: str, room: str, username: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.sadd(f"examday:exam:{exam_id}:room:{room}:proctors", username)
-            pipe.sadd(f"examday:staff:{username}:rooms", f"{exam_id}/{room}")
+            pipe.sadd(keys.room_proctors_key(exam_id, room), username)
+            pipe.sadd(keys.staff_rooms_key(username), f"{exam_id}/{room}")
             await pipe.execute()
 
     async def proctor_rooms(self, username: str) -> list[str]:
-        return sorted(text(m) for m in await self.redis.smembers(f"examday:staff:{username}:rooms"))
+        return sorted(text(m) for m in await self.redis.smembers(keys.staff_rooms_key(username)))

@@ -8,6 +8,8 @@ what they store belong to none of them. Each section names its writer; a key's h
 
 from __future__ import annotations
 
+from infra.names import StateNames
+
 INGEST_SHARD_KIND = "ingest"
 INGEST_GROUP = "flush"
 INGEST_STREAMS = "examday:ingest:streams"
@@ -71,6 +73,93 @@ def session_key(sid: str) -> str:
     return f"examday:session:{sid}"
 
 
+def active_session_key(role: str, exam: str | None, sub: str) -> str:
+    """The one open session of a person, which a second login replaces."""
+    return f"examday:active-session:{role}:{exam or '-'}:{sub}"
+
+
+def login_failures_ip_key(ip: str) -> str:
+    return f"examday:login-fail:ip:{ip}"
+
+
+def login_failures_exam_key(exam: str) -> str:
+    return f"examday:login-fail:exam:{exam}"
+
+
+def login_failures_pair_key(pair: str) -> str:
+    return f"examday:login-fail:pair:{pair}"
+
+
+def staff_key(username: str) -> str:
+    return f"examday:staff:{username}"
+
+
+# -- the exam registry (core.exams) -----------------------------------------------
+
+# Scan patterns: every key of every exam (the records are those of three parts), and
+# the organisers' exam sets.
+EXAMS = "examday:exam:*"
+STAFF_EXAMS = "examday:staff:*:exams"
+
+
+def exam_key(exam_id: str) -> str:
+    return f"examday:exam:{exam_id}"
+
+
+def exam_keys_pattern(exam_id: str) -> str:
+    """Scan pattern of the keys under an exam's record (its data key among them)."""
+    return f"examday:exam:{exam_id}:*"
+
+
+def candidate_key(exam_id: str, cid: str) -> str:
+    return f"examday:exam:{exam_id}:cand:{cid}"
+
+
+def exam_rooms_key(exam_id: str) -> str:
+    return f"examday:exam:{exam_id}:rooms"
+
+
+def room_roster_key(exam_id: str, room: str) -> str:
+    return f"examday:exam:{exam_id}:room:{room}:roster"
+
+
+def room_proctors_key(exam_id: str, room: str) -> str:
+    return f"examday:exam:{exam_id}:room:{room}:proctors"
+
+
+def consents_key(exam_id: str) -> str:
+    return f"examday:exam:{exam_id}:consents"
+
+
+def staff_exams_key(username: str) -> str:
+    return f"examday:staff:{username}:exams"
+
+
+def staff_rooms_key(username: str) -> str:
+    return f"examday:staff:{username}:rooms"
+
+
+# -- shard directories (core.directory), written by the controller -----------------
+
+
+def shards_key(kind: str) -> str:
+    return f"examday:shards:{kind}"
+
+
+def shards_version_key(kind: str) -> str:
+    return f"examday:shards:{kind}:version"
+
+
+def shards_pins_key(kind: str) -> str:
+    return f"examday:shards:{kind}:pins"
+
+
+# -- the controller (cluster.controller) ------------------------------------------
+
+CONTROLLER_DECISIONS = "examday:controller:decisions"
+CONTROLLER_HISTORY = "examday:controller:history"
+
+
 # -- rooms (actors.rooms): journals, written by the room shards -------------------
 
 
@@ -85,6 +174,24 @@ def room_events_key(room: str) -> str:
 
 def room_owner_key(room: str) -> str:
     return f"examday:{{{room}}}:owner"
+
+
+def room_owner_epoch_key(room: str) -> str:
+    return f"examday:{{{room}}}:owner:epoch"
+
+
+def room_snapshot_key(room: str) -> str:
+    return f"examday:{{{room}}}:snapshot"
+
+
+def room_event_id_key(room: str, eid: str) -> str:
+    """An event id already journaled (a retried append gets the stored entry back)."""
+    return f"examday:{{{room}}}:eid:{eid}"
+
+
+def room_shard_rooms_key(shard: str) -> str:
+    """The rooms a shard holds, which it reloads after a restart."""
+    return f"examday:shard:{shard}:rooms"
 
 
 # -- face checks (actors.face) ----------------------------------------------------
@@ -116,10 +223,138 @@ def face_room_reviews_key(exam_id: str, room: str) -> str:
     return f"examday:exam:{exam_id}:room:{room}:face-reviews"
 
 
-# -- media (actors.media): the recordings index -----------------------------------
+def face_pool_replicas_key(pool_name: str) -> str:
+    return f"examday:face-pool:{pool_name}:replicas"
+
+
+# -- media (actors.media) ---------------------------------------------------------
+
+MEDIA_ROOMS = "examday:media:rooms"
+# Scan patterns: every media key, and both pairing keys.
+MEDIA_ALL = "examday:media:*"
+MEDIA_PAIRINGS = "examday:media:pairing*"
+
+
+def media_publisher_key(exam_id: str, cid: str, source: str) -> str:
+    return f"examday:media:publisher:{exam_id}:{cid}:{source}"
+
+
+def media_talkback_key(exam_id: str, room: str, cid: str | None) -> str:
+    """The talkback slot to one candidate, or to the whole room (`*`) when `cid` is None."""
+    return f"examday:media:talkback:{exam_id}:{room}:{cid or '*'}"
+
+
+def media_session_key(session_id: str) -> str:
+    return f"examday:media:session:{session_id}"
+
+
+def media_pairing_key(digest: str) -> str:
+    return f"examday:media:pairing:{digest}"
+
+
+def media_pairing_of_key(exam_id: str, cid: str) -> str:
+    return f"examday:media:pairing-of:{exam_id}:{cid}"
+
+
+def media_load_key(shard: str) -> str:
+    return f"examday:media:load:{shard}"
+
+
+def media_seen_key(shard: str) -> str:
+    """Set with every load report, kept `gone_after_s`: the shard was heard of lately."""
+    return f"examday:media:seen:{shard}"
 
 
 def recording_keys(exam_id: str, cid: str) -> tuple[str, str]:
     """A candidate's segments by start time (sorted set), and their entries (hash)."""
     base = f"examday:media:recordings:{exam_id}:{cid}"
     return base, f"{base}:entries"
+
+
+# -- updates (actors.updates) -----------------------------------------------------
+
+OPS_EVENTS = "examday:ops:events"
+UPDATE_ROLLOUTS = "examday:updates:rollouts"
+
+
+def update_release_key(platform: str, channel: str, version: str) -> str:
+    return f"examday:updates:release:{platform}:{channel}:{version}"
+
+
+def update_releases_key(platform: str, channel: str) -> str:
+    return f"examday:updates:releases:{platform}:{channel}"
+
+
+def update_rollout_key(platform: str, channel: str) -> str:
+    return f"examday:updates:rollout:{platform}:{channel}"
+
+
+def update_stable_key(platform: str, channel: str) -> str:
+    return f"examday:updates:stable:{platform}:{channel}"
+
+
+# -- privacy (actors.privacy) -----------------------------------------------------
+
+
+def privacy_exports_key(exam_id: str) -> str:
+    """An exam's export packages (export id -> record)."""
+    return f"examday:exports:{exam_id}"
+
+
+def privacy_holds_key(exam_id: str) -> str:
+    return f"examday:holds:{exam_id}"
+
+
+def privacy_held_subjects_key(exam_id: str) -> str:
+    """The subjects of an exam under a legal hold (`*`: the whole exam)."""
+    return f"examday:holds:{exam_id}:subjects"
+
+
+def privacy_uploads_key(exam_id: str, cid: str) -> str:
+    """One candidate's shared photos and whiteboards (upload id -> entry)."""
+    return f"examday:uploads:{exam_id}:{cid}"
+
+
+def privacy_erasures_key(exam_id: str) -> str:
+    return f"examday:privacy:{exam_id}:erasures"
+
+
+def privacy_retention_key(region: str) -> str:
+    """The prefix of a region's retention runs and of its sweeper lock."""
+    return f"examday:retention:{region}"
+
+
+# -- infra's mechanisms: data keys, residency audit, the deletion-receipt chain ----
+
+
+def data_key_key(exam_id: str) -> str:
+    """An exam's data keys, wrapped by the master key (version -> wrapped key)."""
+    return f"examday:exam:{exam_id}:dek"
+
+
+DATA_KEYS = "examday:exam:*:dek"
+
+
+def exam_of_data_key(key: str) -> str:
+    return key.split(":")[2]
+
+
+def audit_events_key(region: str) -> str:
+    """Residency audit events of a region (a stream: refused writes, reads across regions)."""
+    return f"examday:audit:{region}"
+
+
+def audit_log_key(region: str) -> str:
+    """The prefix of a region's deletion-receipt chain: its head, entry ids, lock, exam index."""
+    return f"examday:auditlog:{region}"
+
+
+STATE_NAMES = StateNames(
+    data_key=data_key_key,
+    data_keys_pattern=DATA_KEYS,
+    exam_of_data_key=exam_of_data_key,
+    exam_record=exam_key,
+    held_subjects=privacy_held_subjects_key,
+    audit_events=audit_events_key,
+    audit_log=audit_log_key,
+)

@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 from redis.asyncio import Redis
 
 from infra.errors import Unavailable
+from infra.names import StateNames
 from infra.objectstore import ObjectStores
 from infra.redis import text
 
@@ -70,18 +71,18 @@ class AuditEntry:
 
 
 class AuditLog:
-    def __init__(self, stores: ObjectStores, redis: Redis, region: str) -> None:
+    def __init__(self, stores: ObjectStores, redis: Redis, region: str, names: StateNames) -> None:
         self.stores = stores
         self.redis = redis
         self.region = region
         self.bucket = stores.bucket(region)  # unknown region: NotFound now, not later
-        base = f"examday:auditlog:{region}"
+        self.base = base = names.audit_log(region)
         self.head_key, self.ids_key, self.lock_key = f"{base}:head", f"{base}:ids", f"{base}:lock"
         self._advance = redis.register_script(_ADVANCE)
         self._release = redis.register_script(_RELEASE)
 
     def exam_index(self, exam_id: str) -> str:
-        return f"examday:auditlog:{self.region}:exam:{exam_id}"
+        return f"{self.base}:exam:{exam_id}"
 
     async def head(self) -> tuple[int, str]:
         raw = await self.redis.hgetall(self.head_key)

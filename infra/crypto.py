@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.asyncio import Redis
 
 from infra.errors import ConfigError, Forbidden
+from infra.names import StateNames
 from infra.redis import blob
 
 MAGIC = b"ed1"
@@ -47,16 +48,17 @@ def _unwrap(master: bytes, exam_id: str, version: int, wrapped: bytes) -> bytes:
 class DataKeys:
     """Per-exam data keys in Redis, wrapped by the master key; an in-process cache of open keys."""
 
-    def __init__(self, redis: Redis, master_key: bytes) -> None:
+    def __init__(self, redis: Redis, master_key: bytes, names: StateNames) -> None:
         if len(master_key) != 32:
             raise ConfigError("the master key must be 32 bytes", reason="bad_master_key")
         self._redis = redis
         self._master = master_key
+        self.names = names
         self._open: dict[tuple[str, int], bytes] = {}
         self._current: dict[str, int] = {}
 
     def _key(self, exam_id: str) -> str:
-        return f"examday:exam:{exam_id}:dek"
+        return self.names.data_key(exam_id)
 
     async def current(self, exam_id: str) -> tuple[int, bytes]:
         version = self._current.get(exam_id)

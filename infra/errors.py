@@ -20,7 +20,8 @@ machine-readable code a client branches on.
     ├── PreconditionRequired          428 precondition_required
     ├── RateLimited                   429 rate_limited           (Retry-After)
     └── Unavailable                   503 unavailable            (Retry-After)
-        └── DependencyDown            503 dependency_down
+        ├── DependencyDown            503 dependency_down
+        └── ActorRestarting           503 (the caller's reason: room_unavailable, ...)
 
 Raise the most specific class and pass a `reason` of your own when a client
 needs to tell two failures of the same class apart (`wrong_credentials` vs
@@ -156,3 +157,10 @@ class Unavailable(ExamdayError):
 class DependencyDown(Unavailable):
     default_reason = "dependency_down"
     title = "A dependency is down"
+
+
+class ActorRestarting(Unavailable):
+    """An actor stayed restarting, moving or gone for all of a call's attempts
+    (`infra.actor_calls`); the caller may drop what it knew about the actor's health."""
+
+    default_reason = "actor_unavailable"

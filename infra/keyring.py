@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from infra.crypto import DataKeys, _unwrap, _wrap
 from infra.errors import ConfigError, Forbidden
+from infra.names import StateNames
 from infra.redis import blob, text
 from infra.settings import Settings
 
@@ -25,13 +26,15 @@ _MAX_SCAN_ROUNDS = 100_000
 class RotatingDataKeys(DataKeys):
     """`DataKeys` that also opens data keys wrapped by a previous master key."""
 
-    def __init__(self, redis: Redis, master_key: bytes, previous: list[bytes]) -> None:
-        super().__init__(redis, master_key)
+    def __init__(
+        self, redis: Redis, master_key: bytes, previous: list[bytes], names: StateNames
+    ) -> None:
+        super().__init__(redis, master_key, names)
         self._previous = list(previous)
 
     @classmethod
-    def from_settings(cls, redis: Redis, settings: Settings) -> RotatingDataKeys:
-        return cls(redis, settings.master_key_bytes(), settings.previous_master_keys())
+    def from_settings(cls, redis: Redis, settings: Settings, names: StateNames) -> RotatingDataKeys:
+        return cls(redis, settings.master_key_bytes(), settings.previous_master_keys(), names)
 
     async def get(self, exam_id: str, version: int, wrapped: bytes | None = None) -> bytes:
         cached = self._open.get((exam_id, version))
@@ -81,9 +84,11 @@ async def rotate_all(keys: RotatingDataKeys, redis: Redis) -> RotationReport:
     exams = data_keys = 0
     cursor: int = 0
     for _ in range(_MAX_SCAN_ROUNDS):
-        cursor, found = await redis.scan(cursor, match="examday:exam:*:dek", count=_SCAN_COUNT)
+        cursor, found = await redis.scan(
+            cursor, match=keys.names.data_keys_pattern, count=_SCAN_COUNT
+        )
         for key in found:
-            exam_id = text(key).split(":")[2]
+            exam_id = keys.names.exam_of_data_key(text(key))
             data_keys += await keys.rewrap_current(exam_id)
             exams += 1
         if cursor == 0:

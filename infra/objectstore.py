@@ -71,6 +71,10 @@ class ObjectStores:
     def regions(self) -> list[str]:
         return list(self._stores)
 
+    def close(self) -> None:
+        """Let the stores' threads end once their calls in flight have; no new calls."""
+        self._threads.shutdown(wait=False)
+
     def bucket(self, region: str) -> str:
         return self._store(region).bucket
 

@@ -39,11 +39,6 @@ Names = list[str]
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-def held_subjects_key(exam_id: str) -> str:
-    """Redis set of the subjects of an exam under a legal hold (`*`: the whole exam)."""
-    return f"examday:holds:{exam_id}:subjects"
-
-
 @dataclass(frozen=True)
 class StoredObject:
     region: str
@@ -64,7 +59,7 @@ class RegionalStore:
     async def region_of(self, exam_id: str) -> str:
         region = self._regions.get(exam_id)
         if region is None:
-            raw = await self.redis.get(f"examday:exam:{exam_id}")
+            raw = await self.redis.get(self.keys.names.exam_record(exam_id))
             if raw is None:
                 raise NotFound("no such exam", reason="exam_not_found")
             region = str(json.loads(raw)["region"])
@@ -206,7 +201,7 @@ class RegionalStore:
 
     async def held(self, exam_id: str, subject: str) -> bool:
         """Whether a legal hold covers the whole exam or this subject of it."""
-        flags = await self.redis.smismember(held_subjects_key(exam_id), ["*", subject])
+        flags = await self.redis.smismember(self.keys.names.held_subjects(exam_id), ["*", subject])
         return any(flags)
 
     @staticmethod
@@ -219,5 +214,5 @@ class RegionalStore:
 
     async def _audit(self, region: str, event: dict[str, Any]) -> None:
         await self.redis.xadd(
-            f"examday:audit:{region}", {"e": json.dumps({**event, "at": time.time()})}
+            self.keys.names.audit_events(region), {"e": json.dumps({**event, "at": time.time()})}
         )

@@ -21,12 +21,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from actors.privacy.audit import verify_region
 from actors.privacy.run import Sweeper
-from cluster.privacy_cli import verify_region
+from core import keys
 from core.exam import Exam, RetentionRule
-from infra import redis as redis_conn
+from core.process_services import open_process
 from infra import services
-from infra.keyring import RotatingDataKeys
 from infra.objectstore import ObjectStores
 from infra.regional import RegionalStore
 from infra.settings import Settings
@@ -47,7 +47,7 @@ async def _exam(regional: RegionalStore, objects: int) -> str:
         organiser="bench",
         retention=[RetentionRule(data_class="recordings", trigger="exam_end", after_seconds=0)],
     )
-    await regional.redis.set(f"examday:exam:{exam.id}", exam.model_dump_json())
+    await regional.redis.set(keys.exam_key(exam.id), exam.model_dump_json())
     gate = asyncio.Semaphore(16)
 
     async def one(index: int) -> None:
@@ -75,10 +75,9 @@ async def _sweep(regional: RegionalStore, exam_id: str, concurrency: int) -> dic
 
 
 async def _measure(settings: Settings, objects: int, concurrency: int) -> dict[str, Any]:
-    redis = redis_conn.connect(settings)
+    process = open_process(settings, None)
     try:
-        keys = RotatingDataKeys.from_settings(redis, settings)
-        regional = RegionalStore(ObjectStores(settings), keys, redis)
+        regional = process.regional
         started = time.perf_counter()
         exams = [await _exam(regional, objects), await _exam(regional, objects)]
         written = 2 * objects / (time.perf_counter() - started)
@@ -88,7 +87,7 @@ async def _measure(settings: Settings, objects: int, concurrency: int) -> dict[s
         report = await verify_region(regional, REGION)
         verify_seconds = time.perf_counter() - started
     finally:
-        await redis.aclose()
+        await process.close()
     return {
         "objects_per_exam": objects,
         "written_per_s": round(written, 1),

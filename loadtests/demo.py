@@ -14,9 +14,11 @@ import threading
 from pathlib import Path
 
 from actors.accounts.staff import StaffRegistry
+from core import keys
 from infra import redis as redis_conn
 from infra.settings import Settings
 from loadtests import fleet
+from loadtests.config import FleetConfig
 
 DEMO_ORGANISER = "demo-organiser"
 
@@ -25,7 +27,7 @@ async def _organiser(settings: Settings) -> str:
     redis = redis_conn.connect(settings)
     password = secrets.token_urlsafe(12)
     try:
-        await redis.delete(f"examday:staff:{DEMO_ORGANISER}")
+        await redis.delete(keys.staff_key(DEMO_ORGANISER))
         await StaffRegistry(redis).create(DEMO_ORGANISER, password, "organiser", None)
     finally:
         await redis.aclose()
@@ -36,7 +38,7 @@ def run_demo(settings: Settings, stop: threading.Event) -> None:
     password = asyncio.run(_organiser(settings))
     print(f"demo: organiser {DEMO_ORGANISER!r}, password {password!r} (for the API and /docs)")
     report = (settings.state_dir / "demo-report").resolve()
-    config = fleet.FleetConfig(
+    config = FleetConfig(
         target=settings.gateway_url,
         candidates=30,
         media=4,

@@ -20,14 +20,14 @@ import resource
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loadtests import report as reports
+from loadtests.config import FleetConfig
 from loadtests.journey import Proctor, Recorder
 from loadtests.parts import Plan, http_session, run_shares
-from loadtests.presence import TRANSPORTS, Transport
+from loadtests.presence import TRANSPORTS
 from loadtests.scenario import (
     Scenario,
     build_assets,
@@ -37,32 +37,7 @@ from loadtests.scenario import (
 )
 from loadtests.server_stats import ServerSampler
 
-HEARTBEAT_SECONDS = 5.0
 ARRIVAL_SEED = 2026
-
-
-@dataclass(frozen=True)
-class FleetConfig:
-    target: str
-    candidates: int
-    media: int
-    proctors: int
-    ramp: float
-    duration: float
-    report: Path
-    region: str = "cn-north"
-    hosts: tuple[str, ...] = ("127.0.0.1",)
-    switch_faces: int = 0
-    thresholds: tuple[str, ...] = ()
-    ray_address: str | None = None
-    workers: int = 2
-    processes: int = 1
-    organiser: str = ""
-    password: str = ""
-    state_dir: Path | None = None
-    heartbeat_every: float = HEARTBEAT_SECONDS
-    heartbeats: Transport = "socket"
-    setup_only: bool = False
 
 
 def _candidates(config: FleetConfig, scenario: Scenario) -> list[tuple[str, bool, bool]]:

@@ -23,7 +23,7 @@ from loadtests.journey import Candidate, Recorder
 from loadtests.presence import PresenceSocket, sockets_session
 
 if TYPE_CHECKING:
-    from loadtests.fleet import FleetConfig
+    from loadtests.config import FleetConfig
     from loadtests.scenario import Assets, Scenario
 
 Plan = list[tuple[int, str, bool, bool]]  # (arrival index, number, media, switches face)

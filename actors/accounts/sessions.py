@@ -80,7 +80,7 @@ class Sessions:
             exp=time.time() + ttl,
         )
         budget_keys = [key for key, _ in self._budget_keys(ip, exam, cid)]
-        budget_keys += [f"examday:exam:{exam}:cand:{cid}", keys.session_key(claims.sid)]
+        budget_keys += [keys.candidate_key(exam, cid), keys.session_key(claims.sid)]
         budget_keys += [self._owner_key("candidate", exam, cid)]
         limits = [
             s.login_failures_per_ip,
@@ -137,7 +137,7 @@ class Sessions:
             await self.redis.delete(keys.session_key(text(sid)))
 
     def _owner_key(self, role: str, exam: str | None, sub: str) -> str:
-        return f"examday:active-session:{role}:{exam or '-'}:{sub}"
+        return keys.active_session_key(role, exam, sub)
 
     async def close(self, claims: Claims) -> None:
         await self.redis.delete(keys.session_key(claims.sid))
@@ -147,9 +147,9 @@ class Sessions:
     def _budget_keys(self, ip: str, exam: str, pair: str) -> list[tuple[str, int]]:
         s = self.settings
         return [
-            (f"examday:login-fail:ip:{ip}", s.login_failures_per_ip),
-            (f"examday:login-fail:exam:{exam}", s.login_failures_per_exam),
-            (f"examday:login-fail:pair:{pair}", s.login_failures_per_candidate),
+            (keys.login_failures_ip_key(ip), s.login_failures_per_ip),
+            (keys.login_failures_exam_key(exam), s.login_failures_per_exam),
+            (keys.login_failures_pair_key(pair), s.login_failures_per_candidate),
         ]
 
     async def check_budget(self, ip: str, exam: str, pair: str) -> bool:
@@ -181,4 +181,4 @@ class Sessions:
             await pipe.execute()
 
     async def clear_pair(self, pair: str) -> None:
-        await self.redis.delete(f"examday:login-fail:pair:{pair}")
+        await self.redis.delete(keys.login_failures_pair_key(pair))

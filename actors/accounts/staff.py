@@ -9,16 +9,13 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from redis.asyncio import Redis
 
+from core import keys
 from infra.errors import Conflict
 
 # Verifying against this when the user does not exist keeps the timing of a
 # wrong username and a wrong password alike.
 _HASHER = PasswordHasher()
 _DUMMY_HASH = _HASHER.hash("examday-no-such-user")
-
-
-def staff_key(username: str) -> str:
-    return f"examday:staff:{username}"
 
 
 class StaffRegistry:
@@ -28,16 +25,16 @@ class StaffRegistry:
     async def create(self, username: str, password: str, role: str, created_by: str | None) -> None:
         hashed = await asyncio.to_thread(_HASHER.hash, password)
         record = json.dumps({"role": role, "hash": hashed, "created_by": created_by})
-        if not await self.redis.set(staff_key(username), record, nx=True):
+        if not await self.redis.set(keys.staff_key(username), record, nx=True):
             raise Conflict("that username is taken", reason="username_taken")
 
     async def role(self, username: str) -> str | None:
-        raw = await self.redis.get(staff_key(username))
+        raw = await self.redis.get(keys.staff_key(username))
         return str(json.loads(raw)["role"]) if raw else None
 
     async def authenticate(self, username: str, password: str) -> str | None:
         """The role of a staff member whose password matches, else None."""
-        raw = await self.redis.get(staff_key(username))
+        raw = await self.redis.get(keys.staff_key(username))
         record = json.loads(raw) if raw else {"hash": _DUMMY_HASH, "role": None}
         try:
             await asyncio.to_thread(_HASHER.verify, str(record["hash"]), password)

@@ -17,12 +17,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors.face import pool as face_pool
 from actors.face.pool import CLIENT_REFRESH_S
 from actors.face.results import EnrolOutcome, FrameSummary, LivenessOutcome, VerifyOutcome
-from infra.errors import ExamdayError, Unavailable
+from infra.actor_calls import call_once
+from infra.errors import Unavailable
 from infra.settings import Settings
 from infra.telemetry import actor_call
 
@@ -75,19 +76,18 @@ class VerifierClient:
         for name, handle in self._by_load(await self._members()):
             self._in_flight[name] = self._in_flight.get(name, 0) + cost
             try:
-                return await asyncio.wait_for(
-                    actor_call(getattr(handle, method), *args),
-                    self.settings.verifier.call_timeout_s + _SLACK_S,
+                return await call_once(
+                    handle,
+                    method,
+                    *args,
+                    timeout_s=self.settings.verifier.call_timeout_s + _SLACK_S,
                 )
-            except RayTaskError as exc:
-                cause = exc.cause
-                if isinstance(cause, Unavailable) and cause.reason == "verifier_busy":
-                    busy.append(cause)
-                    continue
-                if isinstance(cause, ExamdayError):
-                    raise cause from None
-                raise
-            except (RayActorError, ActorUnavailableError):
+            except Unavailable as exc:
+                if exc.reason != "verifier_busy":
+                    raise
+                busy.append(exc)
+                continue
+            except RayActorError:
                 self._fetched = 0.0  # gone or restarting: ask the pool again next time
             except TimeoutError:
                 raise Unavailable(

@@ -28,16 +28,13 @@ import ray
 
 from actors.face.client import VerifierClient
 from actors.face.records import FaceRecord
-from actors.rooms.client import RoomRouter
 from core import keys
-from infra import redis as redis_conn
-from infra.crypto import DataKeys
+from core.process_services import open_process
+from core.rooms import RoomCalls
 from infra.errors import ExamdayError, Unavailable
-from infra.objectstore import ObjectStores
-from infra.priority import Priority, adopt_priority
-from infra.regional import RegionalStore
+from infra.priority import Priority
 from infra.settings import Settings
-from infra.telemetry import setup_tracing, traced
+from infra.telemetry import traced
 from ml.monitor import CandidateMonitor, Incident
 from ml.templates import FaceTemplate
 
@@ -61,14 +58,11 @@ class _Watch:
 @ray.remote(num_cpus=0, resources={"face": 1}, max_restarts=-1, max_task_retries=0)
 class FaceMonitor:
     def __init__(self, settings: Settings) -> None:
-        setup_tracing(settings, "face_monitor")
-        adopt_priority(Priority.QUEUED)
+        self.process = open_process(settings, "face_monitor", priority=Priority.QUEUED)
         self.settings = settings
-        self.redis = redis_conn.connect(settings)
-        self.regional = RegionalStore(
-            ObjectStores(settings), DataKeys(self.redis, settings.master_key_bytes()), self.redis
-        )
-        self.rooms = RoomRouter(settings, self.redis)
+        self.redis = self.process.redis
+        self.regional = self.process.regional
+        self.rooms = RoomCalls(settings, self.redis)
         self.verifier = VerifierClient(settings)
         self.watches: OrderedDict[tuple[str, str], _Watch] = OrderedDict()
         self.counts: Counter[str] = Counter()

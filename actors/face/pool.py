@@ -27,12 +27,13 @@ from typing import Any
 import ray
 
 from actors.face.verifier import FaceVerifier
-from infra import redis as redis_conn
-from infra.priority import Priority, adopt_priority
+from core import keys
+from core.process_services import open_process
+from infra.priority import Priority
 from infra.redis import text
 from infra.settings import Settings
 from infra.settings.face import VerifierSettings
-from infra.telemetry import actor_call, setup_tracing, traced
+from infra.telemetry import actor_call, traced
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +43,13 @@ LOAD_TIMEOUT_S = 2.0
 START_TIMEOUT_S = 180.0
 
 
-def pool_key(pool_name: str) -> str:
-    return f"examday:face-pool:{pool_name}:replicas"
-
-
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class FaceVerifierPool:
     def __init__(self, settings: Settings) -> None:
-        setup_tracing(settings, "face_pool")
-        adopt_priority(Priority.LIVE)
+        self.process = open_process(settings, "face_pool", priority=Priority.LIVE)
         self.settings = settings
         self.config = settings.verifier
-        self.redis = redis_conn.connect(settings)
+        self.redis = self.process.redis
         self.replicas: dict[str, Any] = {}  # name -> handle, ready and routable
         self.starting: dict[str, asyncio.Task[None]] = {}
         self.loads: dict[str, dict[str, Any]] = {}
@@ -115,14 +111,14 @@ class FaceVerifierPool:
 
     async def _adopt(self) -> None:
         """After a restart of the pool: take back the replicas it had."""
-        for raw in await self.redis.smembers(pool_key(self.config.pool_name)):
+        for raw in await self.redis.smembers(keys.face_pool_replicas_key(self.config.pool_name)):
             name = text(raw)
             try:
                 handle = await asyncio.to_thread(
                     ray.get_actor, name, namespace=self.settings.ray_namespace
                 )
             except ValueError:
-                await self.redis.srem(pool_key(self.config.pool_name), name)
+                await self.redis.srem(keys.face_pool_replicas_key(self.config.pool_name), name)
                 continue
             self.replicas[name] = handle
 
@@ -132,7 +128,7 @@ class FaceVerifierPool:
 
     async def _create(self, name: str) -> None:
         try:
-            await self.redis.sadd(pool_key(self.config.pool_name), name)
+            await self.redis.sadd(keys.face_pool_replicas_key(self.config.pool_name), name)
             options = await asyncio.to_thread(self._options, name)
             handle = FaceVerifier.options(**options).remote(  # type: ignore[attr-defined]
                 self.settings, name
@@ -144,7 +140,7 @@ class FaceVerifierPool:
             self.replicas[name] = handle
         except Exception:
             log.exception("verifier replica %s did not start", name)
-            await self.redis.srem(pool_key(self.config.pool_name), name)
+            await self.redis.srem(keys.face_pool_replicas_key(self.config.pool_name), name)
             with contextlib.suppress(Exception):
                 ray.kill(ray.get_actor(name, namespace=self.settings.ray_namespace))
         finally:
@@ -234,7 +230,7 @@ class FaceVerifierPool:
                 if not load["held"]:
                     break
             await asyncio.sleep(0.5)
-        await self.redis.srem(pool_key(self.config.pool_name), name)
+        await self.redis.srem(keys.face_pool_replicas_key(self.config.pool_name), name)
         with contextlib.suppress(Exception):
             ray.kill(handle, no_restart=True)
 

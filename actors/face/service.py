@@ -25,10 +25,10 @@ from actors.face import monitor as face_monitor
 from actors.face.client import VerifierClient
 from actors.face.records import CLEARED, FaceRecord
 from actors.face.results import EnrolOutcome
-from actors.rooms.client import RoomRouter
 from core import keys
 from core.exam import Exam
 from core.exams import Candidate
+from core.rooms import RoomCalls
 from infra.errors import Conflict, Forbidden, NotFound, RateLimited, UnsupportedMediaType
 from infra.regional import RegionalStore
 from infra.settings import Settings
@@ -56,7 +56,7 @@ class FaceService:
         settings: Settings,
         redis: Redis,
         regional: RegionalStore,
-        rooms: RoomRouter,
+        rooms: RoomCalls,
         verifier: VerifierClient,
     ) -> None:
         self.settings = settings
@@ -67,7 +67,7 @@ class FaceService:
 
     @classmethod
     async def open(
-        cls, settings: Settings, redis: Redis, regional: RegionalStore, rooms: RoomRouter
+        cls, settings: Settings, redis: Redis, regional: RegionalStore, rooms: RoomCalls
     ) -> FaceService:
         """Start-up: the verifier pool and the monitor actor exist once this returns."""
         verifier = VerifierClient(settings)

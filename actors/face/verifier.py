@@ -28,10 +28,11 @@ from actors.face.results import (
     liveness_outcome,
     summarise,
 )
+from core.process_services import open_process
 from infra.errors import InvalidInput
-from infra.priority import Priority, adopt_priority
+from infra.priority import Priority
 from infra.settings import Settings
-from infra.telemetry import setup_tracing, traced
+from infra.telemetry import traced
 from ml.templates import FaceTemplate
 
 if TYPE_CHECKING:
@@ -41,8 +42,7 @@ if TYPE_CHECKING:
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class FaceVerifier:
     def __init__(self, settings: Settings, name: str) -> None:
-        setup_tracing(settings, "face_verifier")
-        adopt_priority(Priority.QUEUED)
+        open_process(settings, "face_verifier", priority=Priority.QUEUED)
         import cv2
         import torch
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from redis.asyncio import Redis
 
 from actors.ingest.append import IngestBatch
@@ -24,15 +23,14 @@ from actors.ingest.batch import coding_of, media_kind, pack, route_device
 from actors.ingest.shard import LogIngest
 from core import hashing, keys
 from core.directory import ShardDirectory
-from infra.errors import ExamdayError, NotFound, Unavailable
-from infra.named_actors import NamedActors
+from infra.actor_calls import ActorCalls, Retries
+from infra.errors import NotFound
 from infra.pseudonym import Pseudonyms
 from infra.redis import text
 from infra.regional import RegionalStore
 from infra.settings import Settings
-from infra.telemetry import actor_call
 
-_ATTEMPTS = 6
+_RETRIES = Retries(attempts=6, reason="ingest_unavailable", detail="log ingestion is restarting")
 # Objects one support query reads at most (narrow the time range to see further).
 _SUPPORT_OBJECTS = 50
 
@@ -48,19 +46,15 @@ class Origin:
     numbers: tuple[str, ...] = field(default_factory=tuple)
 
 
-def unwrap(exc: RayTaskError) -> BaseException:
-    """Our own error raised inside an actor, without Ray's wrapper (it maps to a 4xx)."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, ExamdayError) else exc
-
-
 class IngestClient:
     def __init__(self, settings: Settings, redis: Redis) -> None:
         self.settings = settings
         self.redis = redis
         self.directory = ShardDirectory(redis, keys.INGEST_SHARD_KIND)
         self.pseudonyms = Pseudonyms(settings.pseudonym_key)
-        self._actors = NamedActors(LogIngest, settings.ray_namespace)
+        self.shards = ActorCalls(
+            settings.ray_namespace, _RETRIES, LogIngest, rerouted=self.directory.forget_cache
+        )
         self._lock = asyncio.Lock()
         self._ensured = False
 
@@ -73,26 +67,19 @@ class IngestClient:
             members = await self.directory.members()
             for index in range(self.settings.ingest.shards):
                 name = keys.ingest_shard_name(index)
-                await asyncio.to_thread(self._actors.create, name, self.settings, name)
+                await asyncio.to_thread(self.shards.create, name, self.settings, name)
                 if name not in members:
                     await self.directory.add(name, {})
             self._ensured = True
 
-    async def call_shard(self, name: str, method: str, *args: Any) -> Any:
+    async def _call(self, name: str, method: str, *args: Any) -> Any:
         """Call one shard, waiting out a restart (bounded)."""
-        delay = 0.05
-        for _ in range(_ATTEMPTS):
-            try:
-                handle = await self._actors.get(name)
-                return await actor_call(getattr(handle, method), *args)
-            except RayTaskError as exc:
-                raise unwrap(exc) from None
-            except (RayActorError, ActorUnavailableError, ValueError):
-                self._actors.forget(name)
-                self.directory.forget_cache()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        raise Unavailable("log ingestion is restarting", reason="ingest_unavailable", retry_after=1)
+        return await self.shards.call(name, method, *args)
+
+    async def shard_stats(self, name: str) -> dict[str, Any]:
+        """Shard `name`'s counters: its stream's backlog, appends, flushes."""
+        stats: dict[str, Any] = await self._call(name, "stats")
+        return stats
 
     async def submit(
         self, body: bytes, content_type: str, encoding: str, origin: Origin
@@ -114,7 +101,7 @@ class IngestClient:
         # Ingest shards are never pinned: the hash ring alone decides (no Redis round trip).
         route = self.pseudonyms.device(device_id)
         owner = hashing.owner(route, await self.directory.members())
-        result: dict[str, Any] = await self.call_shard(owner, "append", batch)
+        result: dict[str, Any] = await self._call(owner, "append", batch)
         return result
 
     @staticmethod
@@ -125,14 +112,12 @@ class IngestClient:
         """Have every shard flush its stream to the object store (tests, operations)."""
         await self.ensure_shards()
         names = await self.directory.members()
-        return list(
-            await asyncio.gather(*(self.call_shard(name, "drain", timeout_s) for name in names))
-        )
+        return list(await asyncio.gather(*(self._call(name, "drain", timeout_s) for name in names)))
 
     async def stats(self) -> list[dict[str, Any]]:
         await self.ensure_shards()
         names = await self.directory.members()
-        return list(await asyncio.gather(*(self.call_shard(name, "stats") for name in names)))
+        return list(await asyncio.gather(*(self.shard_stats(name) for name in names)))
 
     async def support(
         self,

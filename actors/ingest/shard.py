@@ -25,15 +25,12 @@ from actors.ingest.flush import LogFlusher
 from actors.ingest.sink import LogSink
 from core import keys
 from core.directory import ShardDirectory
-from infra import redis as redis_conn
-from infra.crypto import DataKeys
-from infra.objectstore import ObjectStores
-from infra.priority import Priority, adopt_priority
+from core.process_services import open_process
+from infra.priority import Priority
 from infra.pseudonym import Pseudonyms
 from infra.redis import text
-from infra.regional import RegionalStore
 from infra.settings import Settings
-from infra.telemetry import setup_tracing, traced
+from infra.telemetry import traced
 
 log = logging.getLogger("examday.ingest")
 _MAX_BACKOFF_S = 5.0
@@ -45,21 +42,21 @@ _FORGET_AFTER = 30
 class LogIngest:
     # Ray runs an async __init__ of an async actor on its loop; type checkers want None.
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
-        setup_tracing(settings, "log_ingest")
-        adopt_priority(Priority.QUEUED)
+        self.process = open_process(settings, "log_ingest", priority=Priority.QUEUED)
         self.name = name
         self.settings = settings
-        self.redis = redis_conn.connect(settings)
-        stores = ObjectStores(settings)
-        regional = RegionalStore(
-            stores, DataKeys(self.redis, settings.master_key_bytes()), self.redis
-        )
+        self.redis = self.process.redis
         self.stream = keys.ingest_stream_key(name)
         self.appender = Appender(
             self.redis, settings.ingest, Pseudonyms(settings.pseudonym_key), name
         )
         consumer = f"{name}:{uuid.uuid4().hex[:8]}"
-        self.flusher = LogFlusher(self.redis, LogSink(regional, stores), settings.ingest, consumer)
+        self.flusher = LogFlusher(
+            self.redis,
+            LogSink(self.process.regional, self.process.stores),
+            settings.ingest,
+            consumer,
+        )
         await self.flusher.ensure_group(self.stream)
         await self.redis.sadd(keys.INGEST_STREAMS, self.stream)
         self.started = time.time()

@@ -19,28 +19,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError
 from redis.asyncio import Redis
 
 from actors.media.pairing import Pairing
 from actors.media.segment_store import RecordingIndex
 from actors.media.sessions import MediaSessions
-from actors.media.shard import SHARD_KIND, MediaShard, load_key, seen_key, shard_name
+from actors.media.shard import SHARD_KIND, MediaShard, shard_name
+from actors.media.tag import SessionTag
+from core import keys
 from core.directory import ShardDirectory
-from infra.errors import ExamdayError, Unavailable
-from infra.named_actors import NamedActors
+from infra.actor_calls import ActorCalls, Retries, call_once
+from infra.errors import ActorRestarting, Unavailable
 from infra.redis import text
 from infra.settings import Settings
-from infra.telemetry import actor_call
 
-ROOMS_KEY = "examday:media:rooms"
 PING_TIMEOUT_S = 3.0
-CALL_ATTEMPTS = 6  # 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s of waiting for a restart, at most
+CALL_ATTEMPTS = 6  # 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s of waiting for a restart (and jitter)
 # A call to a shard Ray is restarting waits for the restart; not longer than this.
 CALL_TIMEOUT_S = 8.0
+CALL_RETRIES = Retries(
+    attempts=CALL_ATTEMPTS,
+    reason="media_unavailable",
+    detail="the media shard is restarting; send the offer again",
+    first_pause_s=0.1,
+    max_pause_s=1.6,
+    timeout_s=CALL_TIMEOUT_S,
+    timeout_detail="the media shard did not answer in time; send the offer again",
+)
 # Reassign a room only if it still points at the shard we found gone.
 _MOVE_ROOM = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
@@ -61,7 +71,7 @@ class MediaRouter:
         self.settings = settings
         self.redis = redis
         self.directory = ShardDirectory(redis, SHARD_KIND)
-        self._actors = NamedActors(MediaShard, settings.ray_namespace)
+        self.shards = ActorCalls(settings.ray_namespace, CALL_RETRIES, MediaShard)
 
     # -- shards ----------------------------------------------------------------
 
@@ -74,37 +84,37 @@ class MediaRouter:
         self, name: str, settings: Settings | None = None, *, pool: bool = True
     ) -> None:
         """Start (or find) shard `name`; outside the pool it gets rooms only by `assign`."""
-        await asyncio.to_thread(self._actors.create, name, settings or self.settings, name)
+        await asyncio.to_thread(self.shards.create, name, settings or self.settings, name)
         if pool:
             await self.directory.add(name, {})
 
     async def handle(self, name: str) -> Any:
-        return await self._actors.get(name)
+        return await self.shards.handle(name)
 
     async def loads(self, names: list[str]) -> dict[str, dict[str, Any]]:
         """The fresh load reports of `names`; a shard without one is not live."""
         if not names:
             return {}
-        raw = await self.redis.mget([load_key(name) for name in names])
+        raw = await self.redis.mget([keys.media_load_key(name) for name in names])
         return {name: json.loads(r) for name, r in zip(names, raw, strict=True) if r is not None}
 
     # -- rooms -----------------------------------------------------------------
 
     async def assign(self, room: str, name: str) -> None:
         """Put room `room` (exam/room) on shard `name`, whatever the load says."""
-        await self.redis.hset(ROOMS_KEY, room, name)
+        await self.redis.hset(keys.MEDIA_ROOMS, room, name)
 
     async def shard_for(self, room: str) -> str:
         """The shard holding `room`'s media: its assigned one if live, else the least loaded."""
-        raw = await self.redis.hget(ROOMS_KEY, room)
+        raw = await self.redis.hget(keys.MEDIA_ROOMS, room)
         assigned = text(raw) if raw is not None else None
         if assigned is not None and await self._live(assigned):
             return assigned
         chosen = await self._least_loaded(exclude=assigned)
         if assigned is None:
-            await self.redis.hsetnx(ROOMS_KEY, room, chosen)
-            return text(await self.redis.hget(ROOMS_KEY, room))
-        moved = await self.redis.eval(_MOVE_ROOM, 1, ROOMS_KEY, room, assigned, chosen)
+            await self.redis.hsetnx(keys.MEDIA_ROOMS, room, chosen)
+            return text(await self.redis.hget(keys.MEDIA_ROOMS, room))
+        moved = await self.redis.eval(_MOVE_ROOM, 1, keys.MEDIA_ROOMS, room, assigned, chosen)
         return text(moved)
 
     async def _least_loaded(self, exclude: str | None) -> str:
@@ -133,12 +143,12 @@ class MediaRouter:
         """
         try:
             handle = await self.handle(name)
-            pong = await asyncio.wait_for(actor_call(handle.ping), PING_TIMEOUT_S)
+            pong = await call_once(handle, "ping", timeout_s=PING_TIMEOUT_S)
         except (RayActorError, ValueError):
-            self._actors.forget(name)
+            self.shards.forget(name)
             return False  # dead, or not registered again after a restart
         except (GetTimeoutError, TimeoutError):
-            if not await self.redis.exists(seen_key(name)):
+            if not await self.redis.exists(keys.media_seen_key(name)):
                 return False  # silent for `gone_after_s`: hung, or on a lost node
             raise Unavailable(
                 "the media shard is too busy to answer; send the offer again",
@@ -149,41 +159,72 @@ class MediaRouter:
 
     # -- calls -----------------------------------------------------------------
 
-    async def call(self, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call `method` on shard `name`, waiting out a restart; its own errors pass through."""
-        delay = 0.1
-        timed_out = False
-        for attempt in range(CALL_ATTEMPTS):
-            try:
-                handle = await self.handle(name)
-                call = actor_call(getattr(handle, method), *args, **kwargs)
-                return await asyncio.wait_for(call, CALL_TIMEOUT_S)
-            except RayTaskError as exc:
-                if isinstance(exc.cause, ExamdayError):
-                    raise exc.cause from None
-                raise
-            except TimeoutError:
-                # A shard too loaded to answer (or a restart that takes this long):
-                # the client should come back later. Its report still counts: a busy
-                # shard keeps its rooms.
-                timed_out = True
-                break
-            except (RayActorError, ValueError):
-                # Dead or restarting (ValueError: not registered again yet).
-                self._actors.forget(name)
-                if attempt + 1 < CALL_ATTEMPTS:
-                    await asyncio.sleep(delay)
-                    delay *= 2
-        if not timed_out:
-            # Restarting: its last report no longer counts, the next request asks
-            # whether it is back.
-            await self.redis.delete(load_key(name))
-        raise Unavailable(
-            f"the media shard {'did not answer in time' if timed_out else 'is restarting'};"
-            " send the offer again",
-            reason="media_unavailable",
-            retry_after=1,
+    async def _call(self, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call `method` on shard `name`, waiting out a restart; its own errors pass through.
+
+        A shard too loaded to answer in `CALL_TIMEOUT_S` (or a restart that takes that
+        long) is not asked again: the client should come back later, and its report
+        still counts (a busy shard keeps its rooms). One still restarting after the
+        last attempt loses its report: the next request asks whether it is back.
+        """
+        try:
+            return await self.shards.call(name, method, *args, **kwargs)
+        except ActorRestarting:
+            await self.redis.delete(keys.media_load_key(name))
+            raise
+
+    async def publish(
+        self, name: str, offer: str, tag: SessionTag, *, content_type: str | None, session_id: str
+    ) -> str:
+        """Shard `name`'s answer to a WHIP offer for `tag`, as session `session_id`."""
+        answer: str = await self._call(
+            name, "publish", offer, tag, content_type=content_type, session_id=session_id
         )
+        return answer
+
+    async def subscribe(
+        self,
+        name: str,
+        offer: str,
+        sources: Sequence[str],
+        *,
+        content_type: str | None,
+        session_id: str,
+    ) -> str:
+        """Shard `name`'s answer to a WHEP offer watching the publisher sessions `sources`."""
+        answer: str = await self._call(
+            name,
+            "subscribe",
+            offer,
+            list(sources),
+            content_type=content_type,
+            session_id=session_id,
+        )
+        return answer
+
+    async def patch(
+        self, name: str, session_id: str, fragment: str, *, content_type: str | None
+    ) -> None:
+        """Trickle ICE `fragment` into session `session_id` on shard `name`."""
+        await self._call(name, "patch", session_id, fragment, content_type=content_type)
+
+    async def close_session(self, name: str, session_id: str) -> None:
+        await self._call(name, "close_session", session_id)
+
+    async def ping(self, name: str) -> dict[str, Any]:
+        """Shard `name`'s name, pid and whether it is closing."""
+        pong: dict[str, Any] = await self._call(name, "ping")
+        return pong
+
+    async def stats(self, name: str) -> dict[str, Any]:
+        """Shard `name`'s forwarder, face feed and recording counters and its load."""
+        stats: dict[str, Any] = await self._call(name, "stats")
+        return stats
+
+    async def drain(self, name: str) -> dict[str, Any]:
+        """Have shard `name` refuse new sessions and close its own (recordings flush)."""
+        counters: dict[str, Any] = await self._call(name, "drain")
+        return counters
 
 
 @dataclass

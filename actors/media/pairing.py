@@ -27,14 +27,6 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _token_key(digest: str) -> str:
-    return f"examday:media:pairing:{digest}"
-
-
-def _latest_key(exam_id: str, cid: str) -> str:
-    return f"examday:media:pairing-of:{exam_id}:{cid}"
-
-
 @dataclass(frozen=True, slots=True)
 class SideDevice:
     exam: str
@@ -55,16 +47,16 @@ class Pairing:
         digest = _digest(token)
         record = {"exam": exam_id, "room": room, "cid": cid, "sid": candidate_sid, "paired": False}
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(_token_key(digest), json.dumps(record), ex=self.pairing_ttl)
-            pipe.set(_latest_key(exam_id, cid), digest, ex=self.session_ttl, get=True)
+            pipe.set(keys.media_pairing_key(digest), json.dumps(record), ex=self.pairing_ttl)
+            pipe.set(keys.media_pairing_of_key(exam_id, cid), digest, ex=self.session_ttl, get=True)
             _, previous = await pipe.execute()
         if previous is not None:
-            await self.redis.delete(_token_key(text(previous)))
+            await self.redis.delete(keys.media_pairing_key(text(previous)))
         return token
 
     async def resolve(self, token: str) -> SideDevice:
         """The side device `token` stands for; 401 if unknown, expired, revoked or orphaned."""
-        raw = await self.redis.get(_token_key(_digest(token)))
+        raw = await self.redis.get(keys.media_pairing_key(_digest(token)))
         if raw is None:
             raise Unauthenticated("unknown or expired pairing token", reason="invalid_pairing")
         record = json.loads(raw)
@@ -74,7 +66,7 @@ class Pairing:
 
     async def pair(self, token: str) -> None:
         """The first publish with `token`: it lives on as the device's credential."""
-        key = _token_key(_digest(token))
+        key = keys.media_pairing_key(_digest(token))
         raw = await self.redis.get(key)
         if raw is None:
             raise Unauthenticated("unknown or expired pairing token", reason="invalid_pairing")

@@ -24,7 +24,7 @@ import random
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -32,10 +32,28 @@ from aiortc.rtp import RtpPacket
 
 from actors.media.aiortc.rtp_output import RtpOutput
 
-if TYPE_CHECKING:
-    from actors.media.fanout import PublishedTrack
-
 logger = logging.getLogger(__name__)
+
+
+class ForwardedTrack(Protocol):
+    """What a `ForwardTrack` needs of the published track it forwards.
+
+    `actors.media.fanout.PublishedTrack` is the one implementation; naming it
+    here instead would make the two modules import each other.
+    """
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def ended(self) -> bool: ...
+
+    def add_viewer(self, viewer: ForwardTrack) -> None: ...
+
+    def remove_viewer(self, viewer: ForwardTrack) -> None: ...
+
+    def request_keyframe(self) -> bool: ...
+
 
 NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
 _HEADER = struct.Struct("!BBHLL")
@@ -86,7 +104,7 @@ class ForwardTrack(MediaStreamTrack):
 
     def __init__(
         self,
-        source: PublishedTrack,
+        source: ForwardedTrack,
         *,
         on_source_end: Callable[[ForwardTrack], None] | None = None,
     ) -> None:
@@ -196,7 +214,7 @@ class ForwardTrack(MediaStreamTrack):
         self._floor = seq
         self._need_start = False
 
-    def on_end(self, track: PublishedTrack) -> None:
+    def on_end(self, track: ForwardedTrack) -> None:
         self._finish()
         if self._on_source_end is not None:
             self._on_source_end(self)

@@ -16,11 +16,11 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
+from core import keys
 from infra.errors import NotFound
 from infra.redis import text
 
 Kind = Literal["whip", "whep"]
-ROOM_WIDE = "*"
 # Delete a pointer only if it still names the session being removed.
 _UNPOINT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -54,20 +54,8 @@ class MediaSession:
         if self.kind != "whip":
             return None
         if self.source == "talkback":
-            return talkback_key(self.exam, self.room, self.cid)
-        return publisher_key(self.exam, self.cid or "", self.source)
-
-
-def publisher_key(exam_id: str, cid: str, source: str) -> str:
-    return f"examday:media:publisher:{exam_id}:{cid}:{source}"
-
-
-def talkback_key(exam_id: str, room: str, cid: str | None) -> str:
-    return f"examday:media:talkback:{exam_id}:{room}:{cid or ROOM_WIDE}"
-
-
-def _record_key(session_id: str) -> str:
-    return f"examday:media:session:{session_id}"
+            return keys.media_talkback_key(self.exam, self.room, self.cid)
+        return keys.media_publisher_key(self.exam, self.cid or "", self.source)
 
 
 class MediaSessions:
@@ -78,7 +66,7 @@ class MediaSessions:
     async def save(self, session: MediaSession) -> str | None:
         """Keep `session`; returns the id of the session it replaces in its slot, if any."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(_record_key(session.id), json.dumps(asdict(session)), ex=self.ttl)
+            pipe.set(keys.media_session_key(session.id), json.dumps(asdict(session)), ex=self.ttl)
             if session.pointer is not None:
                 pipe.set(session.pointer, session.id, ex=self.ttl, get=True)
             replies = await pipe.execute()
@@ -86,7 +74,7 @@ class MediaSessions:
         return text(previous) if previous is not None else None
 
     async def get(self, session_id: str) -> MediaSession | None:
-        raw = await self.redis.get(_record_key(session_id))
+        raw = await self.redis.get(keys.media_session_key(session_id))
         return MediaSession(**json.loads(raw)) if raw is not None else None
 
     async def owned(self, session_id: str, kind: Kind, owner: str) -> MediaSession:
@@ -97,7 +85,7 @@ class MediaSessions:
         return session
 
     async def remove(self, session: MediaSession) -> None:
-        await self.redis.delete(_record_key(session.id))
+        await self.redis.delete(keys.media_session_key(session.id))
         if session.pointer is not None:
             await self.redis.eval(_UNPOINT, 1, session.pointer, session.id)
 

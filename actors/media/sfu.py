@@ -63,7 +63,7 @@ class Forwarder:
         )
         self._closed = False
         self.peer_connections_created = 0
-        rtc.install_rtcp_ticks()  # this process serves media: one wakeup for many reports
+        rtc.install(shared_rtcp_ticks=True)  # this process serves media: one wakeup, many reports
 
     @property
     def live_peer_connections(self) -> int:

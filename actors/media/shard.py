@@ -36,13 +36,11 @@ from actors.media.segment_store import RecordingIndex, SegmentStore
 from actors.media.session import PublishSession, ViewSession
 from actors.media.sfu import Forwarder
 from actors.media.tag import SessionTag
-from infra import redis as redis_conn
-from infra.crypto import DataKeys
-from infra.objectstore import ObjectStores
-from infra.priority import Priority, adopt_priority
-from infra.regional import RegionalStore
+from core import keys
+from core.process_services import open_process
+from infra.priority import Priority
 from infra.settings import Settings
-from infra.telemetry import setup_tracing, traced
+from infra.telemetry import traced
 
 logger = logging.getLogger(__name__)
 
@@ -54,29 +52,20 @@ def shard_name(index: int) -> str:
     return f"media-shard-{index}"
 
 
-def load_key(name: str) -> str:
-    return f"examday:media:load:{name}"
-
-
-def seen_key(name: str) -> str:
-    """Set with every load report, kept `gone_after_s`: the shard was heard of lately."""
-    return f"examday:media:seen:{name}"
-
-
 @ray.remote(num_cpus=0, resources={"media": 1}, max_restarts=-1, max_task_retries=0)
 class MediaShard:
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
-        setup_tracing(settings, "media_shard")
-        adopt_priority(Priority.LIVE)
+        self.process = open_process(settings, "media_shard", priority=Priority.LIVE)
         await rtc.check_private_api()
         self.name = name
         self.settings = settings
-        self.redis = redis_conn.connect(settings)
+        self.redis = self.process.redis
         self.tags: dict[str, SessionTag] = {}
-        keys = DataKeys(self.redis, settings.master_key_bytes())
-        regional = RegionalStore(ObjectStores(settings), keys, self.redis)
         self.segments = SegmentStore(
-            regional, RecordingIndex(self.redis), self.tags, attempts=settings.media.store_attempts
+            self.process.regional,
+            RecordingIndex(self.redis),
+            self.tags,
+            attempts=settings.media.store_attempts,
         )
         self.faces = FaceFeed(
             settings.ray_namespace, self.tags, in_flight=settings.media.monitor_in_flight
@@ -174,7 +163,7 @@ class MediaShard:
         await self.forwarder.close()
         await self.faces.close()
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.delete(load_key(self.name), seen_key(self.name))
+            await self.redis.delete(keys.media_load_key(self.name), keys.media_seen_key(self.name))
 
     # -- load ----------------------------------------------------------------
 
@@ -207,8 +196,8 @@ class MediaShard:
         media = self.settings.media
         async with self.redis.pipeline(transaction=False) as pipe:
             load_ttl_ms = int(3000 * media.load_report_interval_s)
-            pipe.set(load_key(self.name), json.dumps(load), px=load_ttl_ms)
-            pipe.set(seen_key(self.name), b"1", px=int(1000 * media.gone_after_s))
+            pipe.set(keys.media_load_key(self.name), json.dumps(load), px=load_ttl_ms)
+            pipe.set(keys.media_seen_key(self.name), b"1", px=int(1000 * media.gone_after_s))
             await pipe.execute()
 
     def _forget_closed(self) -> None:

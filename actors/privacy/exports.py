@@ -28,11 +28,6 @@ from infra.settings.privacy import PrivacySettings
 EXAM_WIDE = "*"
 
 
-def exports_key(exam_id: str) -> str:
-    """Redis hash of an exam's export packages (export id -> record)."""
-    return f"examday:exports:{exam_id}"
-
-
 async def stream_records(
     redis: Redis, key: str, field: bytes, limit: int, page: int = 1000
 ) -> list[dict[str, Any]]:
@@ -124,7 +119,7 @@ class ExportBuilder:
             if subject != EXAM_WIDE:
                 events = [e for e in events if e.get("cid") == subject]
             records[f"timelines/{room}.jsonl"] = events
-        consents = await stream_records(self.redis, f"examday:exam:{exam_id}:consents", b"r", limit)
+        consents = await stream_records(self.redis, keys.consents_key(exam_id), b"r", limit)
         records["consents.jsonl"] = [c for c in consents if subject in (EXAM_WIDE, c.get("cid"))]
         return records
 

@@ -2,7 +2,7 @@
 
 A hold covers a whole exam or one candidate of it. While it stands:
 
-  * its subjects are in the Redis set `held_subjects_key(exam)`, which the
+  * its subjects are in the Redis set `keys.privacy_held_subjects_key(exam)`, which the
     retention sweeper reads before planning and `RegionalStore.put` reads to
     lock new objects on arrival;
   * every existing object version of its subjects carries an S3 Object Lock
@@ -23,16 +23,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from core import keys
 from infra.audit import AuditLog
 from infra.errors import NotFound
-from infra.regional import RegionalStore, held_subjects_key
+from infra.regional import RegionalStore
 
 EXAM_WIDE = "*"
 _PIN_CONCURRENCY = 8
-
-
-def holds_key(exam_id: str) -> str:
-    return f"examday:holds:{exam_id}"
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,7 @@ class Holds:
         self.max_objects = max_objects
 
     async def all(self, exam_id: str) -> list[Hold]:
-        raw = await self.redis.hvals(holds_key(exam_id))
+        raw = await self.redis.hvals(keys.privacy_holds_key(exam_id))
         return sorted((Hold(**json.loads(r)) for r in raw), key=lambda h: h.placed_at)
 
     async def covering(self, exam_id: str, cid: str) -> list[Hold]:
@@ -69,26 +66,26 @@ class Holds:
         )
         # The set first: from here on the sweeper keeps these subjects and new objects are locked.
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(holds_key(exam_id), hold.id, hold.to_json())
-            pipe.sadd(held_subjects_key(exam_id), subject)
+            pipe.hset(keys.privacy_holds_key(exam_id), hold.id, hold.to_json())
+            pipe.sadd(keys.privacy_held_subjects_key(exam_id), subject)
             await pipe.execute()
         pinned = await self._pin(exam_id, subject, on=True)
         hold = Hold(**{**asdict(hold), "pinned": pinned})
-        await self.redis.hset(holds_key(exam_id), hold.id, hold.to_json())
+        await self.redis.hset(keys.privacy_holds_key(exam_id), hold.id, hold.to_json())
         await self._audit(exam_id, "legal_hold_placed", hold)
         return hold
 
     async def release(self, exam_id: str, hold_id: str, by: str) -> Hold:
-        raw = await self.redis.hget(holds_key(exam_id), hold_id)
+        raw = await self.redis.hget(keys.privacy_holds_key(exam_id), hold_id)
         if raw is None:
             raise NotFound("no such hold", reason="hold_not_found")
         hold = Hold(**json.loads(raw))
-        await self.redis.hdel(holds_key(exam_id), hold_id)
+        await self.redis.hdel(keys.privacy_holds_key(exam_id), hold_id)
         remaining = {h.subject for h in await self.all(exam_id)}
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(held_subjects_key(exam_id))
+            pipe.delete(keys.privacy_held_subjects_key(exam_id))
             if remaining:
-                pipe.sadd(held_subjects_key(exam_id), *remaining)
+                pipe.sadd(keys.privacy_held_subjects_key(exam_id), *remaining)
             await pipe.execute()
         if EXAM_WIDE not in remaining:
             await self._unpin(exam_id, hold.subject, remaining)
@@ -127,7 +124,7 @@ class Holds:
 
     async def _audit(self, exam_id: str, kind: str, hold: Hold, **extra: Any) -> None:
         region = await self.regional.region_of(exam_id)
-        log = AuditLog(self.regional.stores, self.redis, region)
+        log = AuditLog(self.regional.stores, self.redis, region, keys.STATE_NAMES)
         await log.append(kind, {**asdict(hold), **extra}, exam=exam_id)
 
 

@@ -20,24 +20,19 @@ from redis.asyncio import Redis
 from actors.privacy.policy import ALL_SUBJECTS, Due
 from core import keys
 from infra.redis import text
-from infra.regional import RegionalStore, held_subjects_key
+from infra.regional import RegionalStore
 
 EXAM_WIDE = "*"
 _SCAN_ROUNDS = 100_000
 
 
-def uploads_key(exam_id: str, cid: str) -> str:
-    """Redis hash of one candidate's shared photos and whiteboards (upload id -> entry)."""
-    return f"examday:uploads:{exam_id}:{cid}"
-
-
 def timeline_keys(exam_id: str, room: str) -> list[str]:
-    base = f"examday:{{{exam_id}/{room}}}"
+    journal = keys.room_key(exam_id, room)
     return [
-        keys.room_events_key(f"{exam_id}/{room}"),
-        f"{base}:snapshot",
-        f"{base}:owner",
-        f"{base}:owner:epoch",
+        keys.room_events_key(journal),
+        keys.room_snapshot_key(journal),
+        keys.room_owner_key(journal),
+        keys.room_owner_epoch_key(journal),
     ]
 
 
@@ -69,7 +64,7 @@ class Item:
 
 
 async def held_subjects(redis: Redis, exam_id: str) -> set[str]:
-    return {text(m) for m in await redis.smembers(held_subjects_key(exam_id))}
+    return {text(m) for m in await redis.smembers(keys.privacy_held_subjects_key(exam_id))}
 
 
 def group_held(due: Due, held: set[str], rooms: dict[str, list[str]]) -> bool:
@@ -130,16 +125,16 @@ class Planner:
         return items + await self._existing(due, records)
 
     async def _exam_keys(self, exam_id: str) -> list[str]:
-        keys = [f"examday:exports:{exam_id}", f"examday:privacy:{exam_id}:erasures"]
+        names = [keys.privacy_exports_key(exam_id), keys.privacy_erasures_key(exam_id)]
         cursor: int = 0
         for _ in range(_SCAN_ROUNDS):
             cursor, found = await self.redis.scan(
-                cursor, match=f"examday:exam:{exam_id}:*", count=1000
+                cursor, match=keys.exam_keys_pattern(exam_id), count=1000
             )
-            keys += [text(k) for k in found]
+            names += [text(k) for k in found]
             if cursor == 0:
                 break
-        return sorted(set(keys))
+        return sorted(set(names))
 
     @staticmethod
     def _records(due: Due, cid: str) -> list[str]:
@@ -148,18 +143,18 @@ class Planner:
         if due.storage_class == "face":
             return [keys.face_record_key(due.exam, cid), keys.face_evidence_key(due.exam, cid)]
         if due.storage_class == "photos":
-            return [uploads_key(due.exam, cid)]
+            return [keys.privacy_uploads_key(due.exam, cid)]
         return []
 
-    async def _existing(self, due: Due, keys: list[str]) -> list[Item]:
-        if not keys:
+    async def _existing(self, due: Due, names: list[str]) -> list[Item]:
+        if not names:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
+            for key in names:
                 pipe.exists(key)
             present = await pipe.execute()
         return [
             Item(group=due.group_id, kind="redis", key=k)
-            for k, n in zip(keys, present, strict=True)
+            for k, n in zip(names, present, strict=True)
             if n
         ]

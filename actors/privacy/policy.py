@@ -70,10 +70,6 @@ class Due:
         return cls(**values)
 
 
-def erasures_key(exam_id: str) -> str:
-    return f"examday:privacy:{exam_id}:erasures"
-
-
 def _ts(moment: datetime) -> float:
     return moment.timestamp()
 
@@ -114,11 +110,11 @@ class ExamFacts:
 async def exam_facts(redis: Redis, exam: Exam) -> ExamFacts:
     rooms: dict[str, list[str]] = {}
     exits: dict[str, float] = {}
-    for room in sorted(text(r) for r in await redis.hkeys(f"examday:exam:{exam.id}:rooms")):
-        members = await redis.smembers(f"examday:exam:{exam.id}:room:{room}:roster")
+    for room in sorted(text(r) for r in await redis.hkeys(keys.exam_rooms_key(exam.id))):
+        members = await redis.smembers(keys.room_roster_key(exam.id, room))
         rooms[room] = sorted(text(m) for m in members)
         exits.update(await room_exits(redis, exam.id, room))
-    raw = await redis.hgetall(erasures_key(exam.id))
+    raw = await redis.hgetall(keys.privacy_erasures_key(exam.id))
     erasures = {
         text(cid): str(json.loads(value)["id"])
         for cid, value in raw.items()
@@ -176,8 +172,8 @@ async def region_exams(redis: Redis, regional: RegionalStore, region: str) -> li
     found = set(await regional.exams_in(region))
     cursor: int = 0
     for _ in range(_SCAN_ROUNDS):
-        cursor, keys = await redis.scan(cursor, match="examday:exam:*", count=1000)
-        found.update(parts[2] for k in keys if len(parts := text(k).split(":")) == 3)
+        cursor, batch = await redis.scan(cursor, match=keys.EXAMS, count=1000)
+        found.update(parts[2] for k in batch if len(parts := text(k).split(":")) == 3)
         if cursor == 0:
             break
     return sorted(found)

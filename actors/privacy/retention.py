@@ -20,13 +20,10 @@ import ray
 
 from actors.privacy.run import Sweeper
 from actors.privacy.state import RunState
-from infra import redis as redis_conn
-from infra.keyring import RotatingDataKeys
-from infra.objectstore import ObjectStores
-from infra.priority import Priority, adopt_priority
-from infra.regional import RegionalStore
+from core.process_services import open_process
+from infra.priority import Priority
 from infra.settings import Settings
-from infra.telemetry import actor_call, setup_tracing, traced
+from infra.telemetry import actor_call, traced
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +35,13 @@ def actor_name(region: str) -> str:
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)
 class Retention:
     def __init__(self, settings: Settings, region: str, name: str | None = None) -> None:
-        setup_tracing(settings, "retention")
-        adopt_priority(Priority.BULK)
+        self.process = open_process(settings, "retention", priority=Priority.BULK)
         self.settings = settings
         self.region = region
         self.name = name or actor_name(region)
-        self.redis = redis_conn.connect(settings)
-        stores = ObjectStores(settings)
-        stores.bucket(region)  # an unknown region fails here, at creation
-        keys = RotatingDataKeys.from_settings(self.redis, settings)
-        self.regional = RegionalStore(stores, keys, self.redis)
+        self.redis = self.process.redis
+        self.process.stores.bucket(region)  # an unknown region fails here, at creation
+        self.regional = self.process.regional
         self.sweeper = Sweeper(settings.privacy, self.redis, self.regional, region, self.name)
         self.lock = asyncio.Lock()
         self.started = time.time()

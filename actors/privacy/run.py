@@ -28,11 +28,11 @@ from actors.privacy.policy import (
     ALL_SUBJECTS,
     Due,
     due_groups,
-    erasures_key,
     exam_facts,
     region_exams,
 )
 from actors.privacy.state import RunState
+from core import keys
 from core.exam import Exam
 from core.keys import ANONYMOUS
 from infra.audit import AuditLog
@@ -57,7 +57,7 @@ class Sweeper:
         self.regional = regional
         self.region = region
         self.owner = owner
-        self.audit = AuditLog(regional.stores, redis, region)
+        self.audit = AuditLog(regional.stores, redis, region, keys.STATE_NAMES)
         self.state = RunState(redis, region)
         self.planner = Planner(redis, regional, region)
 
@@ -115,7 +115,7 @@ class Sweeper:
     async def _due(
         self, exam_id: str, mode: str, now: float
     ) -> tuple[list[Due], dict[str, list[str]]]:
-        raw = await self.redis.get(f"examday:exam:{exam_id}")
+        raw = await self.redis.get(keys.exam_key(exam_id))
         exam = Exam.model_validate_json(raw) if raw is not None else None
         if exam is not None and exam.region != self.region:
             return [], {}
@@ -267,10 +267,12 @@ class Sweeper:
         for due in groups.values():
             if due.policy_class != "erasure" or due.group_id in failed:
                 continue
-            raw = await self.redis.hget(erasures_key(due.exam), due.subject)
+            raw = await self.redis.hget(keys.privacy_erasures_key(due.exam), due.subject)
             if raw is not None:
                 request = {**json.loads(raw), "status": "done", "done_at": time.time()}
-                await self.redis.hset(erasures_key(due.exam), due.subject, json.dumps(request))
+                await self.redis.hset(
+                    keys.privacy_erasures_key(due.exam), due.subject, json.dumps(request)
+                )
 
 
 def receipt_body(run_id: str, due: Due, items: list[Item], verified: bool) -> dict[str, Any]:

@@ -16,10 +16,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from actors.privacy import retention
-from actors.privacy.exports import EXAM_WIDE, ExportBuilder, exports_key, stream_records
+from actors.privacy.exports import EXAM_WIDE, ExportBuilder, stream_records
 from actors.privacy.holds import Holds
-from actors.privacy.plan import uploads_key
-from actors.privacy.policy import erasures_key
+from core import keys
 from core.exam import Exam
 from core.exams import ExamRegistry
 from infra.audit import AuditLog
@@ -49,7 +48,7 @@ class PrivacyService:
         self._actors = await retention.ensure_all(self.settings)
 
     def audit(self, region: str) -> AuditLog:
-        return AuditLog(self.regional.stores, self.redis, region)
+        return AuditLog(self.regional.stores, self.redis, region, keys.STATE_NAMES)
 
     async def run_retention(self, exam_id: str, mode: str = "sweep") -> dict[str, Any]:
         region = await self.regional.region_of(exam_id)
@@ -70,7 +69,7 @@ class PrivacyService:
         self, exam_id: str, room: str, cid: str, data_class: str, body: bytes
     ) -> dict[str, Any]:
         """Validate the image (type, size, pixel bombs), store it sealed, index it for proctors."""
-        shared = await self.redis.hlen(uploads_key(exam_id, cid))
+        shared = await self.redis.hlen(keys.privacy_uploads_key(exam_id, cid))
         if shared >= self.settings.privacy.max_uploads_per_candidate:
             raise RateLimited("you have shared the most uploads allowed", reason="upload_limit")
         await asyncio.to_thread(decode_image, body, self.settings.face)
@@ -95,11 +94,11 @@ class PrivacyService:
             "bytes": len(body),
             "at": time.time(),
         }
-        await self.redis.hset(uploads_key(exam_id, cid), upload_id, json.dumps(entry))
+        await self.redis.hset(keys.privacy_uploads_key(exam_id, cid), upload_id, json.dumps(entry))
         return entry
 
     async def candidate_uploads(self, exam_id: str, cid: str) -> list[dict[str, Any]]:
-        raw = await self.redis.hvals(uploads_key(exam_id, cid))
+        raw = await self.redis.hvals(keys.privacy_uploads_key(exam_id, cid))
         return sorted((json.loads(r) for r in raw), key=lambda e: float(e["at"]))
 
     async def room_uploads(self, exam_id: str, room: str) -> list[dict[str, Any]]:
@@ -145,13 +144,13 @@ class PrivacyService:
             "bytes": len(archive),
             "at": time.time(),
         }
-        await self.redis.hset(exports_key(exam_id), export_id, json.dumps(record))
+        await self.redis.hset(keys.privacy_exports_key(exam_id), export_id, json.dumps(record))
         audit = {**record, "manifest": manifest["files"]}
         await self.audit(stored.region).append("export", audit, exam=exam_id)
         return {**record, "manifest": manifest}
 
     async def export_archive(self, exam_id: str, export_id: str, by: str) -> bytes:
-        raw = await self.redis.hget(exports_key(exam_id), export_id)
+        raw = await self.redis.hget(keys.privacy_exports_key(exam_id), export_id)
         if raw is None:
             raise NotFound("no such export", reason="export_not_found")
         record = json.loads(raw)
@@ -164,7 +163,7 @@ class PrivacyService:
     # -- consents and data-subject rights ---------------------------------------------------
 
     async def consents(self, exam_id: str, cid: str | None = None) -> list[dict[str, Any]]:
-        key = f"examday:exam:{exam_id}:consents"
+        key = keys.consents_key(exam_id)
         found = await stream_records(
             self.redis, key, b"r", self.settings.privacy.max_stream_entries
         )
@@ -196,7 +195,7 @@ class PrivacyService:
                 holds=[{"reference": h.reference, "reason": h.reason} for h in holds],
             )
         request = {"id": f"d{secrets.token_hex(6)}", "at": time.time(), "status": "accepted"}
-        await self.redis.hset(erasures_key(exam.id), cid, json.dumps(request))
+        await self.redis.hset(keys.privacy_erasures_key(exam.id), cid, json.dumps(request))
         await self.audit(exam.region).append(
             "deletion_request", {"candidate": cid, **request}, exam=exam.id
         )

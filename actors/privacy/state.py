@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from actors.privacy.plan import Item
 from actors.privacy.policy import Due
+from core import keys
 from infra.errors import Conflict
 from infra.redis import text
 
@@ -50,7 +51,7 @@ class RunState:
     def __init__(self, redis: Redis, region: str) -> None:
         self.redis = redis
         self.region = region
-        self.base = f"examday:retention:{region}"
+        self.base = keys.privacy_retention_key(region)
         self._take = redis.register_script(_TAKE)
 
     def key(self, run_id: str, part: str = "") -> str:

@@ -1,37 +1,34 @@
-"""Routing room calls from the gateway to the room shard that owns the room."""
+"""Routing room calls from the gateway to the room shard that owns the room.
+
+`core.rooms.RoomCalls` finds the owner and follows moves (any subsystem may
+journal into a room through it); `RoomRouter` adds what the gateway and the
+cluster tools need on top: starting shards, the views, and group-committed
+heartbeats.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import uuid
 from typing import Any
 
-from ray.exceptions import ActorUnavailableError, RayActorError
 from redis.asyncio import Redis
 
-from actors.rooms.journal import NotOwner
-from actors.rooms.shard import SHARD_KIND, Beat, RoomShard
-from core.directory import ShardDirectory
-from infra.errors import Forbidden, Unavailable
-from infra.named_actors import NamedActors
+from actors.rooms.shard import Beat, RoomShard
+from core.rooms import RoomCalls, room_shard_name
+from infra.actor_calls import call_once
+from infra.errors import Forbidden
 from infra.settings import Settings
-from infra.telemetry import actor_call
 
-_ATTEMPTS = 8
 # Beats sent to one shard in one call at most; more wait for the next call.
 MAX_BEATS_PER_CALL = 256
 
-
-def shard_name(index: int) -> str:
-    return f"room-shard-{index}"
+shard_name = room_shard_name
 
 
-class RoomRouter:
+class RoomRouter(RoomCalls):
     def __init__(self, settings: Settings, redis: Redis) -> None:
-        self.settings = settings
-        self.directory = ShardDirectory(redis, SHARD_KIND)
-        self._actors = NamedActors(RoomShard, settings.ray_namespace)
+        super().__init__(settings, redis, RoomShard)
         self._beats: dict[str, list[tuple[Beat, asyncio.Future[dict[str, Any] | None]]]] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
 
@@ -43,35 +40,25 @@ class RoomRouter:
             await self.add_shard(shard_name(index))
 
     async def add_shard(self, name: str) -> None:
-        await asyncio.to_thread(self._actors.create, name, self.settings, name)
+        await asyncio.to_thread(self.shards.create, name, self.settings, name)
         await self.directory.add(name, {})
 
-    async def handle(self, name: str) -> Any:
-        return await self._actors.get(name)
+    # -- rooms -----------------------------------------------------------------
 
-    async def call(self, key: str, method: str, *args: Any) -> Any:
-        """Call `method` on the owner of room `key`, following moves and waiting out restarts."""
-        delay = 0.05
-        for _ in range(_ATTEMPTS):
-            owner = await self.directory.owner(key)
-            try:
-                handle = await self.handle(owner)
-                return await actor_call(getattr(handle, method), key, *args)
-            except NotOwner:
-                self.directory.forget_cache()
-            except (RayActorError, ActorUnavailableError, ValueError):
-                # Restarting (or just removed) shard: look it up again after a pause.
-                self._actors.forget(owner)
-                self.directory.forget_cache()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        raise Unavailable("the room is moving; try again", reason="room_unavailable", retry_after=1)
+    async def room_view(self, key: str) -> dict[str, Any]:
+        """The proctor's view of room `key`: presence, incidents, last event id."""
+        view: dict[str, Any] = await self._call(key, "room_view")
+        return view
 
-    async def append(self, key: str, event: dict[str, Any]) -> Any:
-        """Journal `event` in room `key`. Its id is fixed here, before the first attempt:
-        an append whose answer was lost (its shard killed or moved mid-call) and that is
-        retried on the new owner is then de-duplicated by the journal, not stored twice."""
-        return await self.call(key, "append", {"eid": uuid.uuid4().hex, **event})
+    async def candidate_view(self, key: str, cid: str) -> dict[str, Any]:
+        """What candidate `cid` may see of room `key`."""
+        view: dict[str, Any] = await self._call(key, "candidate_view", cid)
+        return view
+
+    async def ensure_loaded(self, key: str) -> str:
+        """Have room `key` loaded on its owner (taking it over if it moved); its last event id."""
+        last_event_id: str = await self._call(key, "ensure_loaded")
+        return last_event_id
 
     async def heartbeat(
         self, key: str, cid: str, network: str | None, eid: str, join: bool = False
@@ -91,7 +78,7 @@ class RoomRouter:
             )
         result = await answer
         if result is None or result.get("error") == "not_owner":
-            return await self.call(key, "heartbeat", cid, network, eid, join)
+            return await self._call(key, "heartbeat", cid, network, eid, join)
         if result.get("error") == "not_joined":
             raise Forbidden("join the room first", reason="not_joined")
         return result
@@ -104,11 +91,11 @@ class RoomRouter:
                 results: list[dict[str, Any] | None] = [None] * len(batch)
                 try:
                     handle = await self.handle(owner)
-                    results = await actor_call(handle.heartbeats, [beat for beat, _ in batch])
+                    results = await call_once(handle, "heartbeats", [beat for beat, _ in batch])
                 except Exception:
-                    # Unanswered beats fall back to `call`, which waits out a restart
+                    # Unanswered beats fall back to `_call`, which waits out a restart
                     # or a move and reports any other failure to its own caller.
-                    self._actors.forget(owner)
+                    self.shards.forget(owner)
                     self.directory.forget_cache()
                 for (_, answer), result in zip(batch, results, strict=True):
                     if not answer.done():

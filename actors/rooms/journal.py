@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from core import keys
-from infra.errors import Conflict
+from core.rooms import NotOwner
 from infra.redis import text
 
 DEDUPE_SECONDS = 600
@@ -51,11 +51,6 @@ return epoch
 """
 
 
-class NotOwner(Conflict):
-    default_reason = "not_owner"
-    title = "This shard no longer owns the room"
-
-
 def event_order(event_id: str) -> tuple[int, int]:
     """Stream ids compare as (milliseconds, sequence), never as strings."""
     ms, _, seq = event_id.partition("-")
@@ -70,7 +65,7 @@ class Journal:
 
     async def take_over(self, room_key: str, shard: str) -> str:
         epoch = await self._take_over(
-            keys=[keys.room_owner_key(room_key), keys.room_owner_key(room_key) + ":epoch"],
+            keys=[keys.room_owner_key(room_key), keys.room_owner_epoch_key(room_key)],
             args=[shard],
         )
         return f"{shard}#{int(epoch)}"
@@ -84,7 +79,7 @@ class Journal:
     ) -> list[str]:
         """Append `events` in order in one round trip; an event whose id was already
         journaled (a retried call) gets its stored id back instead of a second entry."""
-        dedupes = [f"examday:{{{room_key}}}:eid:{event['eid']}" for event in events]
+        dedupes = [keys.room_event_id_key(room_key, event["eid"]) for event in events]
         try:
             raw = await self._append(
                 keys=[keys.room_owner_key(room_key), keys.room_events_key(room_key), *dedupes],
@@ -97,10 +92,10 @@ class Journal:
         return [text(event_id) for event_id in raw]
 
     async def save_snapshot(self, room_key: str, snapshot: dict[str, Any]) -> None:
-        await self._redis.set(f"examday:{{{room_key}}}:snapshot", json.dumps(snapshot))
+        await self._redis.set(keys.room_snapshot_key(room_key), json.dumps(snapshot))
 
     async def load_snapshot(self, room_key: str) -> dict[str, Any] | None:
-        raw = await self._redis.get(f"examday:{{{room_key}}}:snapshot")
+        raw = await self._redis.get(keys.room_snapshot_key(room_key))
         return json.loads(raw) if raw else None
 
     async def replay(

@@ -19,30 +19,42 @@ from typing import Any
 
 import ray
 
-from actors.rooms.journal import SNAPSHOT_EVERY, Journal, NotOwner, event_order
+from actors.rooms.journal import SNAPSHOT_EVERY, Journal, event_order
 from actors.rooms.state import RoomState
+from core import keys
 from core.directory import ShardDirectory
-from infra import redis as redis_conn
+from core.process_services import open_process
+from core.rooms import ROOM_SHARD_KIND, NotOwner
 from infra.errors import Forbidden
-from infra.priority import Priority, adopt_priority
+from infra.priority import Priority
 from infra.redis import text
 from infra.settings import Settings
-from infra.telemetry import setup_tracing, traced
+from infra.telemetry import traced
 
-SHARD_KIND = "room"
+SHARD_KIND = ROOM_SHARD_KIND
 SWEEP_SECONDS = 2.0
 # (room key, candidate id, network, event id, join): a join also admits a newcomer.
 Beat = tuple[str, str, str | None, str, bool]
 
 
+def beat_kind(room: RoomState, cid: str, join: bool) -> str | None:
+    """The room's join rule, for single and batched beats alike: a join, or a heartbeat of a
+    candidate the sweeper marked disconnected, is `joined`; a heartbeat of a joined one is
+    `heartbeat`; a heartbeat of anyone else (absent, left, ended) is refused (None)."""
+    presence = room.presence.get(cid)
+    state = presence.state if presence else "absent"
+    if not join and state not in ("joined", "disconnected"):
+        return None
+    return "heartbeat" if state == "joined" else "joined"
+
+
 @ray.remote(num_cpus=0, resources={"room_shard": 1}, max_restarts=-1, max_task_retries=3)
 class RoomShard:
     def __init__(self, settings: Settings, name: str) -> None:
-        setup_tracing(settings, "room_shard")
-        adopt_priority(Priority.LIVE)
+        self.process = open_process(settings, "room_shard", priority=Priority.LIVE)
         self.name = name
         self.settings = settings
-        self.redis = redis_conn.connect(settings)
+        self.redis = self.process.redis
         self.journal = Journal(self.redis)
         self.directory = ShardDirectory(self.redis, SHARD_KIND)
         self.rooms: dict[str, RoomState] = {}
@@ -73,7 +85,7 @@ class RoomShard:
             room = await self._rebuild(key)
             self.fences[key] = fence
             self.rooms[key] = room
-            await self.redis.sadd(f"examday:shard:{self.name}:rooms", key)
+            await self.redis.sadd(keys.room_shard_rooms_key(self.name), key)
             return room
 
     async def _rebuild(self, key: str) -> RoomState:
@@ -112,7 +124,7 @@ class RoomShard:
             event_ids = await self.journal.append(key, self.fences[key], events)
         except NotOwner:
             self._drop(key)
-            await self.redis.srem(f"examday:shard:{self.name}:rooms", key)
+            await self.redis.srem(keys.room_shard_rooms_key(self.name), key)
             raise
         before = room.event_count
         for event_id, event in zip(event_ids, events, strict=True):
@@ -138,11 +150,10 @@ class RoomShard:
         """A join (`join=True`) or a heartbeat; a heartbeat after a timeout rejoins."""
 
         def prepare(room: RoomState, event: dict[str, Any]) -> None:
-            presence = room.presence.get(cid)
-            state = presence.state if presence else "absent"
-            if not join and state not in ("joined", "disconnected"):
+            kind = beat_kind(room, cid, join)
+            if kind is None:
                 raise Forbidden("join the room first", reason="not_joined")
-            event["type"] = "heartbeat" if state == "joined" else "joined"
+            event["type"] = kind
 
         event = {"type": "heartbeat", "cid": cid, "network": network, "eid": eid}
         event_id = await self._append(key, event, prepare)
@@ -169,12 +180,10 @@ class RoomShard:
                     events, committed = [], []
                     for index in indices:
                         _, cid, network, eid, join = beats[index]
-                        presence = room.presence.get(cid)
-                        state = presence.state if presence else "absent"
-                        if not join and state not in ("joined", "disconnected"):
+                        kind = beat_kind(room, cid, join)
+                        if kind is None:
                             answers[index] = {"error": "not_joined"}
                             continue
-                        kind = "heartbeat" if state == "joined" else "joined"
                         events.append({"type": kind, "cid": cid, "network": network, "eid": eid})
                         committed.append(index)
                     event_ids = await self._commit(key, room, events) if events else []
@@ -222,14 +231,14 @@ class RoomShard:
         lost = [key for key in list(self.rooms) if await self.directory.owner(key) != self.name]
         for key in lost:
             self._drop(key)
-            await self.redis.srem(f"examday:shard:{self.name}:rooms", key)
+            await self.redis.srem(keys.room_shard_rooms_key(self.name), key)
         return lost
 
     async def reload_owned(self) -> int:
         """After a restart: bring back every room this shard held, before anyone calls."""
-        keys = [text(k) for k in await self.redis.smembers(f"examday:shard:{self.name}:rooms")]
+        held = [text(k) for k in await self.redis.smembers(keys.room_shard_rooms_key(self.name))]
         loaded = 0
-        for key in keys:
+        for key in held:
             with contextlib.suppress(NotOwner):
                 await self._room(key)
                 loaded += 1

@@ -18,6 +18,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from core import keys
 from infra.redis import text
 
 _SCAN_ROUNDS = 10_000
@@ -36,7 +37,7 @@ async def exam_ids(redis: Redis) -> set[str]:
     ids: set[str] = set()
     cursor: Any = 0
     for _ in range(_SCAN_ROUNDS):
-        cursor, found = await redis.scan(cursor, match="examday:staff:*:exams", count=_CHUNK)
+        cursor, found = await redis.scan(cursor, match=keys.STAFF_EXAMS, count=_CHUNK)
         for key in found:
             ids |= {text(member) for member in await redis.smembers(text(key))}
         if int(cursor) == 0:
@@ -49,7 +50,7 @@ async def exam_windows(redis: Redis) -> list[ExamWindow]:
     ordered = sorted(await exam_ids(redis))
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
-        raw: list[Any] = await redis.mget([f"examday:exam:{exam}" for exam in chunk])
+        raw: list[Any] = await redis.mget([keys.exam_key(exam) for exam in chunk])
         for exam, value in zip(chunk, raw, strict=True):
             if value is not None:
                 windows.append(_window(exam, json.loads(value)))

@@ -35,12 +35,11 @@ from actors.updates.rollout import (
 )
 from actors.updates.signing import ManifestSigner
 from actors.updates.state import UpdateState
-from infra import redis as redis_conn
+from core.process_services import open_process
 from infra.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
-from infra.objectstore import ObjectStores
-from infra.priority import Priority, adopt_priority
+from infra.priority import Priority
 from infra.settings import Settings
-from infra.telemetry import setup_tracing, traced
+from infra.telemetry import traced
 
 ACTOR_NAME = "update-manifest"
 log = logging.getLogger("examday.updates")
@@ -52,13 +51,12 @@ _MAX_BACKOFF_S = 60.0
 class UpdateManifest:
     # Ray runs an async __init__ of an async actor on its loop; type checkers want None.
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
-        setup_tracing(settings, "update_manifest")
-        adopt_priority(Priority.LIVE)
+        self.process = open_process(settings, "update_manifest", priority=Priority.LIVE)
         self.settings = settings
-        self.redis = redis_conn.connect(settings)
+        self.redis = self.process.redis
         self.state = UpdateState(self.redis)
         self.signer = ManifestSigner.from_settings(settings)
-        self.installers = InstallerStore(ObjectStores(settings), settings.updates.installer_region)
+        self.installers = InstallerStore(self.process.stores, settings.updates.installer_region)
         self._lock = asyncio.Lock()  # mutations are rare: one at a time
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._gate = asyncio.get_running_loop().create_task(self._gate_forever())

@@ -12,11 +12,12 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from actors.privacy.exports import EXAM_WIDE, exports_key
+from actors.privacy.exports import EXAM_WIDE
 from actors.privacy.holds import Hold
 from api.deps import RuntimeDep
 from api.models import ExportCreate, HoldCreate
 from api.security import OrganiserExamDep
+from core import keys
 from core.exam import Identifier
 from infra.errors import NotFound
 
@@ -81,7 +82,7 @@ async def create_export(
 
 @router.get("/exports")
 async def list_exports(scope: OrganiserExamDep, runtime: RuntimeDep) -> dict[str, Any]:
-    raw = await runtime.redis.hvals(exports_key(scope.exam_id))
+    raw = await runtime.redis.hvals(keys.privacy_exports_key(scope.exam_id))
     records = sorted((json.loads(r) for r in raw), key=lambda r: float(r["at"]))
     return {"exports": [{k: v for k, v in r.items() if k != "key"} for r in records]}
 

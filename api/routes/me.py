@@ -9,10 +9,10 @@ from fastapi import APIRouter, Header
 
 from api.deps import RuntimeDep
 from api.models import ConsentIn, EventOut, HeartbeatIn, JoinIn, NetworkType
-from api.security import CandidateDep, Principal
+from api.security import CandidateDep, Principal, require_consent
 from core import keys
 from core.exams import Candidate
-from infra.errors import Forbidden, InvalidInput, NotFound
+from infra.errors import InvalidInput, NotFound
 
 router = APIRouter(prefix="/v1/me", tags=["candidate"])
 
@@ -85,10 +85,7 @@ async def network_advice(network: NetworkType, principal: CandidateDep) -> dict[
 async def join(body: JoinIn, principal: CandidateDep, runtime: RuntimeDep) -> dict[str, Any]:
     candidate = await _candidate(runtime, principal)
     exam = await runtime.exams.get(candidate.exam)
-    if candidate.consent_version != exam.policy_version:
-        raise Forbidden("accept the current privacy policy first", reason="consent_required")
-    if candidate.minor and not candidate.has_guardian_consent:
-        raise Forbidden("a guardian's consent is needed first", reason="guardian_consent_required")
+    require_consent(candidate, exam)
     if exam.require_face_verification:
         await runtime.face.require_verified(candidate.exam, candidate.cid)
     result = await runtime.rooms.heartbeat(
@@ -123,7 +120,6 @@ async def heartbeat(
 async def my_room(principal: CandidateDep, runtime: RuntimeDep) -> dict[str, Any]:
     assert principal.claims.exam is not None
     assert principal.room is not None
-    view: dict[str, Any] = await runtime.rooms.call(
-        keys.room_key(principal.claims.exam, principal.room), "candidate_view", principal.name
+    return await runtime.rooms.candidate_view(
+        keys.room_key(principal.claims.exam, principal.room), principal.name
     )
-    return view

@@ -20,7 +20,7 @@ MAX_STREAM_SECONDS = 900.0
 
 @router.get("")
 async def room_state(room: RoomScopeDep, runtime: RuntimeDep) -> dict[str, Any]:
-    view: dict[str, Any] = await runtime.rooms.call(room.key, "room_view")
+    view: dict[str, Any] = await runtime.rooms.room_view(room.key)
     view["roster"] = await runtime.exams.room_candidates(room.exam_id, room.room_id)
     return view
 
@@ -75,7 +75,7 @@ async def review_incident(
     body: ReviewIn,
     runtime: RuntimeDep,
 ) -> EventOut:
-    view = await runtime.rooms.call(room.key, "room_view")
+    view = await runtime.rooms.room_view(room.key)
     if incident_id not in view["incidents"]:
         raise NotFound("no such incident", reason="incident_not_found")
     event = {
@@ -102,7 +102,7 @@ async def proctor_presence(
 async def candidate_detail(scope: CandidateScopeDep, runtime: RuntimeDep) -> dict[str, Any]:
     room, cid = scope.room, scope.candidate_id
     identity = await runtime.exams.identity(room.exam_id, cid)
-    view = await runtime.rooms.call(room.key, "candidate_view", cid)
+    view = await runtime.rooms.candidate_view(room.key, cid)
     return {"candidate": cid, **identity, "presence": view["presence"]}
 
 

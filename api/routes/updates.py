@@ -23,8 +23,7 @@ ChannelQuery = Annotated[Channel, Query()]
 @router.get("/.well-known/examday-update-key")
 async def update_key(runtime: RuntimeDep) -> dict[str, str]:
     """The Ed25519 public key that update manifests are signed with."""
-    key: dict[str, str] = await runtime.updates.call("public_key")
-    return key
+    return await runtime.updates.public_key()
 
 
 @router.post("/v1/updates/check")
@@ -50,10 +49,7 @@ async def create_release(
     body: ReleaseCreate, organiser: OrganiserDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """A draft release; PUT the installer to the returned URL, then verify it."""
-    release: dict[str, Any] = await runtime.updates.call(
-        "create_release", body.model_dump(), organiser.name
-    )
-    return release
+    return await runtime.updates.create_release(body.model_dump(), organiser.name)
 
 
 @router.post("/v1/updates/releases/verify")
@@ -61,10 +57,7 @@ async def verify_installer(
     body: ReleaseRef, organiser: OrganiserDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Check the uploaded installer's size and sha256; sign and publish the manifest."""
-    release: dict[str, Any] = await runtime.updates.call(
-        "verify_installer", body.platform, body.channel, body.version
-    )
-    return release
+    return await runtime.updates.verify_installer(body.platform, body.channel, body.version)
 
 
 @router.get("/v1/updates/releases")
@@ -72,7 +65,7 @@ async def list_releases(
     platform: PlatformQuery, organiser: OrganiserDep, runtime: RuntimeDep,
     channel: ChannelQuery = "stable",
 ) -> dict[str, Any]:  # fmt: skip
-    return {"releases": await runtime.updates.call("releases", platform, channel)}
+    return {"releases": await runtime.updates.releases(platform, channel)}
 
 
 @router.post("/v1/updates/rollouts", status_code=201)
@@ -81,10 +74,9 @@ async def start_rollout(
 ) -> dict[str, Any]:
     """Start at the first step in every region where no exam is on (409 if none)."""
     gate = body.gate.model_dump() if body.gate else None
-    rollout: dict[str, Any] = await runtime.updates.call(
-        "start_rollout", body.platform, body.channel, body.version, gate, organiser.name
+    return await runtime.updates.start_rollout(
+        body.platform, body.channel, body.version, gate, organiser.name
     )
-    return rollout
 
 
 @router.get("/v1/updates/rollouts")
@@ -92,15 +84,11 @@ async def rollout_state(
     platform: PlatformQuery, organiser: OrganiserDep, runtime: RuntimeDep,
     channel: ChannelQuery = "stable",
 ) -> dict[str, Any]:  # fmt: skip
-    rollout: dict[str, Any] = await runtime.updates.call("rollout", platform, channel)
-    return rollout
+    return await runtime.updates.rollout(platform, channel)
 
 
 async def _act(body: RolloutRef, action: str, by: str, runtime: RuntimeDep) -> dict[str, Any]:
-    rollout: dict[str, Any] = await runtime.updates.call(
-        "act", body.platform, body.channel, action, by
-    )
-    return rollout
+    return await runtime.updates.act(body.platform, body.channel, action, by)
 
 
 @router.post("/v1/updates/rollouts/advance")

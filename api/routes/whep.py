@@ -23,8 +23,6 @@ from actors.media.sessions import (
     MediaSession,
     new_etag,
     new_session_id,
-    publisher_key,
-    talkback_key,
 )
 from actors.media.tag import CANDIDATE_SOURCES
 from api.deps import RuntimeDep
@@ -37,6 +35,7 @@ from api.media_http import (
     read_offer,
 )
 from api.security import CandidateDep, StaffDep, check_candidate_in_room, check_room
+from core import keys
 from core.exam import Identifier
 from infra.errors import InvalidInput, NotFound
 
@@ -83,7 +82,7 @@ async def watch(
     await check_candidate_in_room(runtime, exam_id, room_id, candidate_id)
     wanted = parse_sources(sources)
     offer = await read_offer(request, runtime.settings, publish=False)
-    pointers = [publisher_key(exam_id, candidate_id, source) for source in wanted]
+    pointers = [keys.media_publisher_key(exam_id, candidate_id, source) for source in wanted]
     viewer = MediaSession(
         new_session_id(), "whep", f"staff:{staff.name}", exam_id, room_id, candidate_id,
         ",".join(wanted), "", new_etag(),
@@ -99,8 +98,8 @@ async def hear_talkback(request: Request, candidate: CandidateDep, runtime: Runt
     assert room_id is not None
     offer = await read_offer(request, runtime.settings, publish=False)
     pointers = [
-        talkback_key(exam_id, room_id, candidate.name),
-        talkback_key(exam_id, room_id, None),
+        keys.media_talkback_key(exam_id, room_id, candidate.name),
+        keys.media_talkback_key(exam_id, room_id, None),
     ]
     listener = MediaSession(
         new_session_id(), "whep", f"candidate:{exam_id}:{candidate.name}", exam_id, room_id,
@@ -131,9 +130,8 @@ async def _subscribe(
         raise NotFound("nothing is published to watch here", reason="not_publishing")
     shard = found[0].shard
     session = dataclasses.replace(viewer, shard=shard)
-    answer = await plane.router.call(
+    answer = await plane.router.subscribe(
         shard,
-        "subscribe",
         offer,
         [s.id for s in found if s.shard == shard],
         content_type=request.headers.get("content-type"),

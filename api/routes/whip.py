@@ -142,9 +142,8 @@ async def _publish(
         shard=shard,
         etag=new_etag(),
     )
-    answer = await plane.router.call(
+    answer = await plane.router.publish(
         shard,
-        "publish",
         offer,
         tag,
         content_type=request.headers.get("content-type"),

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from cluster.controller import HISTORY_KEY
+from core import keys
 from infra.settings import settings_to_env
 from infra.settings.ops import OpsSettings
 from infra.stack import isolated_settings
@@ -41,7 +41,7 @@ def test_examday_up_starts_the_shard_controller(tmp_path: Path) -> None:
             if (settings.state_dir / "stack.json").exists():
                 client = redis.Redis.from_url(settings.redis_url)
                 try:
-                    history = client.lrange(HISTORY_KEY, 0, -1)
+                    history = client.lrange(keys.CONTROLLER_HISTORY, 0, -1)
                 except redis.ConnectionError:
                     history = []
                 finally:

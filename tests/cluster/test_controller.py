@@ -18,7 +18,6 @@ import pytest
 import ray
 from fastapi import FastAPI
 
-from api.metrics import DECISIONS_KEY
 from api.runtime import Runtime
 from cluster import controller, status
 from core import keys
@@ -29,7 +28,7 @@ from tests.cluster.pinning import pinned, plane
 
 
 async def _counts(runtime: Runtime) -> dict[str, int]:
-    raw = await runtime.redis.hgetall(DECISIONS_KEY)
+    raw = await runtime.redis.hgetall(keys.CONTROLLER_DECISIONS)
     return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
 
 
@@ -139,9 +138,7 @@ async def test_controller_grows_and_retires_a_media_shard(app: FastAPI, settings
                 [added] = sorted(set(await media.directory.members()) - set(before))
                 # A live room whose media is on the new shard.
                 key = keys.room_key(f"scale{secrets.token_hex(3)}", "r1")
-                await runtime.rooms.call(
-                    key, "heartbeat", "c-scale", "wifi", uuid.uuid4().hex, True
-                )
+                await runtime.rooms.heartbeat(key, "c-scale", "wifi", uuid.uuid4().hex, join=True)
                 await media.assign(key, added)
             else:
                 decided.append(plane(await actor_call(handle.step), "media"))

@@ -59,7 +59,7 @@ async def test_controller_grows_and_retires_an_ingest_shard_losing_nothing(
         "/v1/logs", content=batch, headers={"content-type": "application/x-ndjson"}
     )
     assert sent.status_code == 202, sent.text
-    stats = await runtime.ingest.call_shard(added, "stats")
+    stats = await runtime.ingest.shard_stats(added)
     assert stats["appended"] == RECORDS  # acknowledged by the shard about to go
 
     retired = await _step(runtime, settings, len(before))

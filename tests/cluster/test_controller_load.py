@@ -54,7 +54,7 @@ async def test_a_room_shard_added_under_load_and_removed_after_loses_no_event(
     exam = f"load{secrets.token_hex(3)}"
     rooms = [keys.room_key(exam, f"r{i}") for i in range(ROOMS)]
     for key in rooms:
-        await runtime.rooms.call(key, "heartbeat", "c-load", "wifi", uuid.uuid4().hex, True)
+        await runtime.rooms.heartbeat(key, "c-load", "wifi", uuid.uuid4().hex, join=True)
     acknowledged: dict[str, list[int]] = {key: [] for key in rooms}
     stop = asyncio.Event()
 
@@ -104,7 +104,7 @@ async def test_a_room_shard_added_under_load_and_removed_after_loses_no_event(
         ]
         assert notes == acknowledged[key], key
         assert len(notes) > 0
-        view = await runtime.rooms.call(key, "room_view")
+        view = await runtime.rooms.room_view(key)
         assert view["presence"]["c-load"]["state"] == "joined"
 
 

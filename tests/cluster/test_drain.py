@@ -17,7 +17,6 @@ import ray
 from fastapi import FastAPI
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.media.client import ROOMS_KEY
 from actors.media.shard import MediaShard
 from actors.rooms.shard import RoomShard
 from api.runtime import Runtime
@@ -91,7 +90,7 @@ async def test_drain_hands_rooms_over_and_leaves_the_node_empty(
     candidates = (keys.room_key(exam, f"r{i}") for i in range(500))
     drilled = [k for k in candidates if hashing.owner(k, members) == shard][:3]
     for key in drilled:
-        await rooms.call(key, "heartbeat", "c-drill", "wifi", uuid.uuid4().hex, True)
+        await rooms.heartbeat(key, "c-drill", "wifi", uuid.uuid4().hex, join=True)
     assert sorted(await handle.owned_rooms.remote()) == sorted(drilled)
     await media.assign(drilled[0], media_shard)
 
@@ -108,12 +107,12 @@ async def test_drain_hands_rooms_over_and_leaves_the_node_empty(
     assert shard not in await rooms.directory.members()
     assert media_shard not in await media.directory.members()
     for key in drilled:
-        view = await rooms.call(key, "room_view")
+        view = await rooms.room_view(key)
         assert view["presence"]["c-drill"]["state"] == "joined"
     journal: Any = await runtime.redis.xrange(keys.room_events_key(drilled[0]))
     kinds = [json.loads(fields[b"e"])["type"] for _, fields in journal]
     assert kinds[-1] == "reconnect"
-    assert await runtime.redis.hget(ROOMS_KEY, drilled[0]) is None
+    assert await runtime.redis.hget(keys.MEDIA_ROOMS, drilled[0]) is None
     placed = await drain.placements(settings.ray_namespace)
     assert extra_node not in placed.values()
     assert placed  # the other nodes' actors still answer

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from actors.media import shard as media_shard
 from actors.rooms import client as rooms
 from actors.updates.manifest import ACTOR_NAME as UPDATE_MANIFEST
-from core import keys as ingest_keys
+from core import keys
 from infra.priority import Priority
 from infra.settings import Settings
 
@@ -45,7 +45,7 @@ async def test_every_thread_of_each_actor_runs_at_its_roles_niceness(
         media_shard.shard_name(0): {Priority.LIVE},
         rooms.shard_name(0): {Priority.LIVE},
         UPDATE_MANIFEST: {Priority.LIVE},
-        ingest_keys.ingest_shard_name(0): {Priority.QUEUED},
+        keys.ingest_shard_name(0): {Priority.QUEUED},
     }
     found = {name: await niceness_of(name, namespace) for name in expected}
     # Ray's default would be 15 for every one of them; Linux keeps niceness per thread.

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 from redis.asyncio import Redis
 
-from core import hashing
+from core import hashing, keys
 from core.directory import ShardDirectory
 from infra import redis as redis_conn
 from infra.errors import Unavailable
@@ -81,6 +81,8 @@ async def test_directory_in_redis_is_shared_by_every_reader(stack: LocalStack) -
         assert "room-shard-0" not in await fresh.members()
         assert (await fresh.meta())["room-shard-1"] == {"node": "127.0.0.2"}
     finally:
-        await writer_redis.delete("examday:shards:test-kind", "examday:shards:test-kind:version")
+        await writer_redis.delete(
+            keys.shards_key("test-kind"), keys.shards_version_key("test-kind")
+        )
         await writer_redis.aclose()
         await reader_redis.aclose()

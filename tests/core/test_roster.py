@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
-from core.exams import candidate_key
+from core import keys
 from tests.accounts.test_login import runtime_of
 from tests.support.factories import new_exam, roster_csv
 
@@ -42,7 +42,9 @@ async def test_reimport_is_idempotent_and_identity_is_encrypted(
     )
     assert moved.json()["updated"] == 1
     assert moved.json()["rooms"] == {"r1": 1, "r2": 2}
-    raw = await runtime.redis.hgetall(candidate_key(world.exam_id, world.candidate_ids["1001"]))
+    raw = await runtime.redis.hgetall(
+        keys.candidate_key(world.exam_id, world.candidate_ids["1001"])
+    )
     stored = b"".join(v for v in raw.values() if isinstance(v, bytes))
     assert b"Candidate 1001" not in stored
     assert b"2000-01-01" not in stored

@@ -146,7 +146,7 @@ async def test_killing_an_ingest_actor_mid_flush_loses_and_duplicates_nothing(
 
     async def claimed_by_others() -> int:
         others = [ingest_shard_name(i) for i in range(1, settings.ingest.shards)]
-        stats = [await runtime.ingest.call_shard(name, "stats") for name in others]
+        stats = [await runtime.ingest.shard_stats(name) for name in others]
         return sum(int(shard["entries_claimed"]) for shard in stats)
 
     # Steady traffic keeps the victim reading, writing and acknowledging; SIGKILL it as soon
@@ -166,7 +166,7 @@ async def test_killing_an_ingest_actor_mid_flush_loses_and_duplicates_nothing(
                     break
                 await asyncio.sleep(0.005)
             await asyncio.to_thread(ray.kill, victim, no_restart=False)
-            restarted = await runtime.ingest.call_shard(victim_name, "stats")  # waits it out
+            restarted = await runtime.ingest.shard_stats(victim_name)  # waits it out
             held: list[Any] = await runtime.redis.xpending_range(
                 stream, INGEST_GROUP, "-", "+", 1000
             )

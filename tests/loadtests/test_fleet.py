@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from infra.settings import Settings, settings_to_env
 from loadtests import fleet
+from loadtests.config import FleetConfig
 from loadtests.parts import LAG_TICK_S, split
 from loadtests.report import BadThreshold, parse_threshold
 from tests.accounts.test_login import runtime_of
@@ -30,7 +31,7 @@ async def _organiser(app: FastAPI) -> str:
 async def test_small_fleet_walks_every_step(
     app: FastAPI, settings: Settings, tmp_path: Path
 ) -> None:
-    config = fleet.FleetConfig(
+    config = FleetConfig(
         target=settings.gateway_url,
         candidates=10,
         media=2,

@@ -11,7 +11,7 @@ from loadtests.journey import Candidate, Recorder
 from loadtests.scenario import build_assets, create_exam, organiser_session
 from tests.accounts.test_login import runtime_of
 from tests.loadtests.test_fleet import PASSWORD, _organiser
-from tests.media.peers import until
+from tests.support.wait import until
 
 
 async def test_a_camera_ended_by_its_shard_is_published_again(
@@ -39,7 +39,7 @@ async def test_a_camera_ended_by_its_shard_is_published_again(
         assert candidate.publisher is first
         record = await media.sessions.get(first.location.rsplit("/", 1)[1])
         assert record is not None
-        await media.router.call(record.shard, "close_session", record.id)
+        await media.router.close_session(record.shard, record.id)
         await until(lambda: first.pc.connectionState in ("failed", "closed"), within=10)
 
         await candidate._keep_publishing(http)

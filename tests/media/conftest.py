@@ -9,7 +9,7 @@ import pytest_asyncio
 
 from actors.media.sfu import Forwarder
 from infra.settings.media import MediaSettings
-from tests.media import peers
+from tests.support import webrtc
 
 
 class Closeable(Protocol):
@@ -32,15 +32,15 @@ class Stage:
         self.forwarders.append(forwarder)
         return forwarder
 
-    async def publish(self, forwarder: Forwarder, **kwargs: Any) -> peers.Publisher:
-        publisher = await peers.publish(forwarder, **kwargs)
+    async def publish(self, forwarder: Forwarder, **kwargs: Any) -> webrtc.Publisher:
+        publisher = await webrtc.publish(forwarder, **kwargs)
         self.peers.append(publisher)
         return publisher
 
     async def view(
         self, forwarder: Forwarder, sources: Sequence[str], **kwargs: Any
-    ) -> peers.Viewer:
-        viewer = await peers.view(forwarder, sources, **kwargs)
+    ) -> webrtc.Viewer:
+        viewer = await webrtc.view(forwarder, sources, **kwargs)
         self.peers.append(viewer)
         return viewer
 

@@ -22,7 +22,7 @@ from aiortc.rtp import RtpPacket
 
 from actors.media.fanout import EncodedFrame, ForwardTrack, PublishedTrack, is_keyframe
 from actors.media.rtp_forward import keyframe_start
-from tests.media.peers import draw_index
+from tests.support.webrtc import draw_index
 
 
 def encode_flagged(

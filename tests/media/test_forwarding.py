@@ -17,7 +17,8 @@ from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
 from actors.media.aiortc import rtc
 from infra.errors import NotFound
 from tests.media.conftest import Stage
-from tests.media.peers import LOOPBACK, local_offer, until
+from tests.support.wait import until
+from tests.support.webrtc import LOOPBACK, local_offer
 
 
 def assert_in_order(indices: list[int]) -> None:

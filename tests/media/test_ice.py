@@ -11,8 +11,9 @@ from actors.media import trickle
 from actors.media.aiortc import rtc
 from infra.errors import InvalidInput, UnsupportedMediaType
 from tests.media.conftest import Stage
-from tests.media.peers import LOOPBACK, IndexedVideoTrack, ToneAudioTrack, local_offer, until
 from tests.media.test_sdp import BROWSER_OFFER, offer_of
+from tests.support.wait import until
+from tests.support.webrtc import LOOPBACK, IndexedVideoTrack, ToneAudioTrack, local_offer
 
 FRAGMENT = """a=ice-ufrag:EsAw
 a=ice-pwd:P2uYro0UCOQ4zxjKXaWCBui1

@@ -11,7 +11,7 @@ from aioice import stun
 from aioice.ice import Connection
 
 from actors.media.aiortc import ice_consent, rtc
-from tests.media.peers import LOOPBACK
+from tests.support.webrtc import LOOPBACK
 
 QUICK = ice_consent.ConsentPolicy(interval_s=0.3, timeout_s=2.0, retransmissions=2)
 # aioice's own rule at the same pace: one try, no retransmission.
@@ -19,7 +19,7 @@ AIOICE_LIKE = ice_consent.ConsentPolicy(interval_s=0.3, timeout_s=2.0, retransmi
 
 
 async def connected_pair(policy: ice_consent.ConsentPolicy) -> tuple[Connection, Connection]:
-    ice_consent.install(aioice.ice.Connection, rtc.PRIVATE_API["consent_check"])
+    rtc.install()
     checker, answerer = Connection(ice_controlling=True), Connection(ice_controlling=False)
     setattr(checker, ice_consent.POLICY_ATTRIBUTE, policy)
     # The answerer's own checks must not be what ends the connection here.
@@ -38,7 +38,7 @@ async def connected_pair(policy: ice_consent.ConsentPolicy) -> tuple[Connection,
 def answer_late(connection: Connection, delay_s: float | None) -> None:
     """Fake a busy (or, with None, silent) peer: its STUN answers leave late, or never."""
     loop = asyncio.get_running_loop()
-    for protocol in connection._protocols:
+    for protocol in rtc.stun_protocols(connection):
         send = protocol.send_stun
 
         def late(message: stun.Message, addr: Any, send: Any = send) -> None:

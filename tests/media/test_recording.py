@@ -10,7 +10,8 @@ import av
 from actors.media.recording import SegmentIndex
 from actors.media.sfu import Forwarder
 from tests.media.conftest import Stage
-from tests.media.peers import FPS, read_index, until
+from tests.support.wait import until
+from tests.support.webrtc import FPS, read_index
 
 
 class Segments:

@@ -12,7 +12,7 @@ from aiortc.rtp import RtcpRrPacket, RtcpSrPacket
 from actors.media.aiortc import rtc
 from actors.media.aiortc.rtcp_ticks import BASE_INTERVAL_S, TICK_S, TickedRandom
 from tests.media.conftest import Stage
-from tests.media.peers import tap_rtcp, until
+from tests.support.wait import until
 
 
 def on_tick(when: float, slack: float = 0.0) -> bool:
@@ -50,7 +50,7 @@ async def test_the_shards_sender_and_receiver_reports_go_out_on_shared_ticks(
             if isinstance(packet, RtcpSrPacket | RtcpRrPacket):
                 times.append(loop.time())
 
-        tap_rtcp(report_loop, on_packet)
+        rtc.tap_rtcp(report_loop, on_packet)
 
     # The shard's side: each viewer's video sender (SR) and the publisher's receiver (RR).
     for viewer in viewers:

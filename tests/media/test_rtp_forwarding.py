@@ -14,11 +14,13 @@ from aiortc.rtcrtpparameters import (
 )
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
+from actors.media.aiortc import rtc
 from actors.media.aiortc.rtp_output import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, RtpOutput
 from actors.media.fanout import ForwardTrack
 from tests.media.conftest import Stage
-from tests.media.peers import RtpLink, until
 from tests.media.test_forwarding import assert_in_order
+from tests.support.wait import until
+from tests.support.webrtc import RtpLink
 
 
 def assert_continuous(packets: list[RtpPacket]) -> None:
@@ -111,10 +113,10 @@ async def test_a_resynchronised_viewer_continues_its_sequence(stage: Stage) -> N
     # As when the publisher restarts its stream: wait for a keyframe, then go on.
     # The publisher answers no keyframe request for a while, so frames are skipped.
     sender = next(s for s in publisher.pc.getSenders() if s.kind == "video")
-    sender._send_keyframe = lambda: None  # type: ignore[method-assign]
-    track.resync()
-    await until(lambda: track.dropped >= 5)
-    del sender._send_keyframe  # aiortc's own again: the next relayed request is answered
+    with rtc.keyframe_requests_ignored(sender):
+        track.resync()
+        await until(lambda: track.dropped >= 5)
+    # aiortc's own again: the next relayed request is answered
     await until(lambda: video.keyframes_in > keyframes and len(viewer.indices) >= seen + 15)
 
     assert video.keyframe_requests_sent >= 2  # the waiting viewer asked again

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from actors.media.frame_sampler import Sample
 from tests.media.conftest import Stage
-from tests.media.peers import HEIGHT, WIDTH, read_index, until
+from tests.support.wait import until
+from tests.support.webrtc import HEIGHT, WIDTH, read_index
 
 
 async def test_sampler_decodes_one_requested_keyframe_per_interval(stage: Stage) -> None:

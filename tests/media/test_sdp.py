@@ -21,7 +21,8 @@ from infra.errors import (
     UnsupportedMediaType,
 )
 from tests.media.conftest import Stage
-from tests.media.peers import LOOPBACK, local_offer, tap_rtcp, until
+from tests.support.wait import until
+from tests.support.webrtc import LOOPBACK, local_offer
 
 FINGERPRINT = (
     "sha-256 6B:8B:5D:EA:59:04:20:23:29:C8:87:1C:CC:87:32:BE"
@@ -222,7 +223,7 @@ def remb_counter(pc: rtc.ScopedPeerConnection) -> list[int]:
     def count(packet: Any) -> None:
         sent[0] += isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP
 
-    tap_rtcp(receiver, count)
+    rtc.tap_rtcp(receiver, count)
     return sent
 
 

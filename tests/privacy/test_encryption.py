@@ -10,6 +10,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from core import keys
+from core.keys import STATE_NAMES as NAMES
 from infra.crypto import DataKeys
 from infra.errors import ConfigError
 from infra.keyring import RotatingDataKeys, rotate_all
@@ -25,7 +27,7 @@ TEMPLATE = bytes(range(256)) * 2
 async def _redis_values(runtime: Any, exam_id: str) -> list[bytes]:
     """Every value Redis holds under the exam's keys, whatever the type."""
     values: list[bytes] = []
-    async for key in runtime.redis.scan_iter(match=f"examday:exam:{exam_id}*", count=500):
+    async for key in runtime.redis.scan_iter(match=keys.exam_key(exam_id) + "*", count=500):
         kind = text(await runtime.redis.type(key))
         if kind == "string":
             values.append(await runtime.redis.get(key))
@@ -68,27 +70,31 @@ async def test_rotating_the_master_key_keeps_old_data_readable(
         return RegionalStore(runtime.stores, keys, runtime.redis)
 
     with pytest.raises(ConfigError, match="master key"):
-        await store(DataKeys(runtime.redis, new)).get(world.exam_id, stored.key)
+        await store(DataKeys(runtime.redis, new, NAMES)).get(world.exam_id, stored.key)
     # Deployed with the new key and the old one as previous: old data reads before rotation.
-    rotated = RotatingDataKeys(runtime.redis, new, [old])
+    rotated = RotatingDataKeys(runtime.redis, new, [old], NAMES)
     assert await store(rotated).get(world.exam_id, stored.key) == b"answers"
     report = await rotate_all(rotated, runtime.redis)
     try:
         assert report.exams >= 1
         # After the rotation the new key alone opens everything, the old one nothing.
         assert (
-            await store(DataKeys(runtime.redis, new)).get(world.exam_id, stored.key) == b"answers"
+            await store(DataKeys(runtime.redis, new, NAMES)).get(world.exam_id, stored.key)
+            == b"answers"
         )
         with pytest.raises(ConfigError):
-            await store(DataKeys(runtime.redis, old)).get(world.exam_id, stored.key)
-        written = await store(RotatingDataKeys(runtime.redis, new, [])).put(
+            await store(DataKeys(runtime.redis, old, NAMES)).get(world.exam_id, stored.key)
+        written = await store(RotatingDataKeys(runtime.redis, new, [], NAMES)).put(
             world.exam_id, "photos", cid, "later.png", b"later"
         )
         assert await store(rotated).get(world.exam_id, written.key) == b"later"
     finally:
         # Give the session's gateway its key back: rotate every data key to the old one.
-        await rotate_all(RotatingDataKeys(runtime.redis, old, [new]), runtime.redis)
-    assert await store(DataKeys(runtime.redis, old)).get(world.exam_id, stored.key) == b"answers"
+        await rotate_all(RotatingDataKeys(runtime.redis, old, [new], NAMES), runtime.redis)
+    assert (
+        await store(DataKeys(runtime.redis, old, NAMES)).get(world.exam_id, stored.key)
+        == b"answers"
+    )
 
 
 def test_previous_master_keys_come_from_settings() -> None:

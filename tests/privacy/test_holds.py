@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from cluster.privacy_cli import purge
+from core import keys
 from tests.privacy.conftest import ended_exam, image_bytes, image_headers, runtime_of
 from tests.privacy.helpers import platform_data, versions
 from tests.support.factories import candidate_login, joined_candidate
@@ -106,7 +107,7 @@ async def test_an_exam_wide_hold_keeps_everything_even_from_a_purge(
     summary = await purge(runtime.settings, exam=world.exam_id, region=None)
     assert summary["failed_groups"] == []
     assert await versions(runtime, "cn-north", f"{world.exam_id}/") == set()
-    assert await runtime.redis.exists(f"examday:exam:{world.exam_id}:dek") == 0
+    assert await runtime.redis.exists(keys.data_key_key(world.exam_id)) == 0
 
 
 async def test_export_for_an_authority_has_a_manifest_and_is_audited(

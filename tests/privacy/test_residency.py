@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from cluster.privacy_cli import purge, verify_regions
+from core import keys
 from infra.errors import ResidencyViolation
 from tests.privacy.conftest import (
     bucket_versions,
@@ -81,14 +82,16 @@ async def test_a_forced_cross_region_write_fails_and_nothing_lands(
     runtime = runtime_of(app)
     world = await ended_exam(client, runtime, {"r1": ["1001"]}, region="cn-north")
     cid = world.candidate_ids["1001"]
-    audit_before = await runtime.redis.xlen("examday:audit:cn-north")
+    audit_before = await runtime.redis.xlen(keys.audit_events_key("cn-north"))
     with pytest.raises(ResidencyViolation):
         await runtime.regional.put(
             world.exam_id, "photos", cid, "forced.png", image_bytes(), target_region="cn-east"
         )
     for region in ("cn-north", "cn-east"):
         assert await versions(runtime, region, f"{world.exam_id}/") == set()
-    events: Any = await runtime.redis.xrange("examday:audit:cn-north", count=audit_before + 10)
+    events: Any = await runtime.redis.xrange(
+        keys.audit_events_key("cn-north"), count=audit_before + 10
+    )
     audited = [json.loads(fields[b"e"]) for _, fields in events]
     assert {"event": "residency_violation", "exam": world.exam_id, "target": "cn-east"} in [
         {k: v for k, v in e.items() if k != "at"} for e in audited
@@ -107,7 +110,7 @@ async def test_unknown_regions_are_refused(client: httpx.AsyncClient, app: FastA
     }
     refused = await client.post("/v1/exams", json=body, headers=world.organiser)
     assert (refused.status_code, refused.json()["reason"]) == (422, "unknown_region")
-    assert await runtime.redis.get("examday:exam:exmars") is None
+    assert await runtime.redis.get(keys.exam_key("exmars")) is None
     [report] = await verify_regions(runtime.settings, "mars-1")
     assert not report.ok
     assert (await purge(runtime.settings, exam=None, region="mars-1"))["error"]
@@ -116,7 +119,8 @@ async def test_unknown_regions_are_refused(client: httpx.AsyncClient, app: FastA
 def test_no_code_outside_the_regional_store_writes_objects() -> None:
     """Personal data reaches a bucket only through `RegionalStore`, which takes the exam."""
     writers = set()
-    for path in [*ROOT.glob("actors/*.py"), *ROOT.glob("api/**/*.py"), *ROOT.glob("infra/*.py")]:
+    sources = ("actors/**/*.py", "api/**/*.py", "core/**/*.py", "infra/**/*.py")
+    for path in [p for pattern in sources for p in ROOT.glob(pattern)]:
         source = path.read_text()
         if re.search(r"[\"']put_object[\"']|\.put_object\(|generate_presigned_url", source):
             writers.add(str(path.relative_to(ROOT)))

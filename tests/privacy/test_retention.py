@@ -156,4 +156,4 @@ async def test_policies_without_a_duration_or_with_a_negative_one_are_refused(
         response = await client.post("/v1/exams", json=body, headers=world.organiser)
         assert response.status_code == 422
         assert response.json()["reason"] == "invalid_input"
-    assert await runtime.redis.get("examday:exam:exbadpolicy") is None
+    assert await runtime.redis.get(keys.exam_key("exbadpolicy")) is None

@@ -17,6 +17,7 @@ from ray.exceptions import RayActorError
 from actors.privacy import retention
 from actors.privacy.state import RunState
 from cluster.privacy_cli import verify_regions
+from core import keys
 from infra.audit import AuditLog
 from infra.settings.privacy import PrivacySettings
 from infra.telemetry import actor_call
@@ -90,4 +91,6 @@ async def test_a_killed_sweeper_resumes_and_receipts_each_object_once(
 
 
 async def _entries(runtime: Any, exam_id: str) -> list[Any]:
-    return await AuditLog(runtime.stores, runtime.redis, "cn-east").exam_entries(exam_id)
+    return await AuditLog(runtime.stores, runtime.redis, "cn-east", keys.STATE_NAMES).exam_entries(
+        exam_id
+    )

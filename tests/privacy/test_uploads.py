@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 from PIL import Image
 
-from actors.privacy.plan import uploads_key
+from core import keys
 from tests.privacy.conftest import (
     bucket_versions,
     image_bytes,
@@ -115,7 +115,7 @@ async def test_bad_uploads_are_refused_and_nothing_is_stored(
     assert refused.json()["reason"] == "consent_required"
     # A candidate who has shared the most uploads allowed gets 429 and nothing is stored.
     most = runtime.settings.privacy.max_uploads_per_candidate
-    full = uploads_key(world.exam_id, world.candidate_ids["1001"])
+    full = keys.privacy_uploads_key(world.exam_id, world.candidate_ids["1001"])
     await runtime.redis.hset(full, mapping={f"u{i}": "{}" for i in range(most)})
     limited = await client.post(
         "/v1/uploads/photos", content=image_bytes(), headers=image_headers(me)

@@ -36,7 +36,7 @@ async def test_one_call_answers_each_beat_on_its_own(
     world = await new_exam(client, runtime, {"b1": ["b1001", "b1002", "b1003", "b1004"]})
     for number in ("b1001", "b1002", "b1003"):
         await joined_candidate(client, world.exam_id, number)
-    view = await runtime.rooms.call(keys.room_key(world.exam_id, "b1"), "room_view")
+    view = await runtime.rooms.room_view(keys.room_key(world.exam_id, "b1"))
     cids = sorted(view["presence"])
     assert len(cids) == 3
     key = keys.room_key(world.exam_id, "b1")
@@ -60,7 +60,7 @@ async def test_one_call_answers_each_beat_on_its_own(
     assert answers[1]["event_id"] in {event_id for event_id, _ in journal}
     joined = [event for event_id, event in journal if event_id == answers[4]["event_id"]]
     assert [(e["type"], e["cid"]) for e in joined] == [("joined", newcomer)]
-    after = await runtime.rooms.call(key, "room_view")
+    after = await runtime.rooms.room_view(key)
     assert after["presence"][cids[1]]["network"] == "cellular"
     assert after["presence"][newcomer]["state"] == "joined"
 
@@ -77,8 +77,8 @@ async def test_concurrent_heartbeats_share_calls_and_each_is_journaled(
     ) as http:
         fleet = await asyncio.gather(*(joined_candidate(http, world.exam_id, n) for n in numbers))
         room_of = [keys.room_key(world.exam_id, room) for room, ns in rooms.items() for _ in ns]
-        keys = [keys.room_key(world.exam_id, r) for r in rooms]
-        before = {key: await _shard_stats(runtime, key) for key in keys}
+        room_keys = [keys.room_key(world.exam_id, r) for r in rooms]
+        before = {key: await _shard_stats(runtime, key) for key in room_keys}
 
         async def beat(key: str, headers: httpx.Headers) -> list[tuple[str, str]]:
             acked = []
@@ -91,13 +91,13 @@ async def test_concurrent_heartbeats_share_calls_and_each_is_journaled(
 
         beaten = await asyncio.gather(*map(beat, room_of, fleet))
         acked = [acknowledged for each in beaten for acknowledged in each]
-        after = {key: await _shard_stats(runtime, key) for key in keys}
+        after = {key: await _shard_stats(runtime, key) for key in room_keys}
 
     assert len(acked) == len(set(acked)) == 3 * len(numbers)
     # Event ids are unique within one room's journal.
     journaled = {
         (key, i)
-        for key in keys
+        for key in room_keys
         for i, e in await _journal(runtime, key)
         if e["type"] == "heartbeat"
     }
@@ -132,7 +132,7 @@ async def test_a_room_joining_at_once_shares_shard_calls(
     assert len(fleet) == len(numbers)
     joins = [e for _, e in await _journal(runtime, key) if e["type"] == "joined"]
     assert sorted(Counter(e["cid"] for e in joins).values()) == [1] * len(numbers)
-    view = await runtime.rooms.call(key, "room_view")
+    view = await runtime.rooms.room_view(key)
     assert {p["state"] for p in view["presence"].values()} == {"joined"}
     assert len(view["presence"]) == len(numbers)
     calls = after["beat_calls"] - before["beat_calls"]

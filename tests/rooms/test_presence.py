@@ -75,7 +75,7 @@ async def test_beats_on_the_socket_are_journaled_once_each(
         assert again["event_id"] == first["event_id"]  # a retried beat, not a second one
     beats = [e for e in await _journal(app, key) if e["type"] == "heartbeat"]
     assert [(e["eid"], e["network"]) for e in beats] == [("beat-1", "cellular")]
-    view = await runtime_of(app).rooms.call(key, "room_view")
+    view = await runtime_of(app).rooms.room_view(key)
     (presence,) = view["presence"].values()
     assert presence["network"] == "cellular"
 

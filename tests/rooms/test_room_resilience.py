@@ -125,7 +125,7 @@ async def test_killed_room_shard_comes_back_with_every_acknowledged_event(
 
     # Every room is rebuilt from its journal: the presence the shard holds is what the journal says.
     for key, entries in journals.items():
-        view = await runtime.rooms.call(key, "room_view")
+        view = await runtime.rooms.room_view(key)
         beats = Counter(e["cid"] for _, e in entries if e["type"] == "heartbeat")
         assert {cid: p["heartbeats"] for cid, p in view["presence"].items()} == {
             cid: beats.get(cid, 0) for cid in view["presence"]

@@ -12,8 +12,8 @@ import httpx
 from fastapi import FastAPI
 
 from actors.updates.rollout import Gate, Rollout, bucket
-from actors.updates.state import OPS_EVENTS
 from api.runtime import Runtime
+from core import keys
 from tests.ingest.helpers import ndjson, new_device, record, runtime_of
 from tests.support.factories import new_exam, new_organiser
 from tests.updates.helpers import channel, publish, seed_rollout
@@ -132,13 +132,13 @@ async def test_the_crash_gate_halts_a_rollout_and_checks_stop_offering_it(
     # Crashing, but not enough sessions yet to judge.
     await _sessions(client, "ios", old, sessions=12, crashed=0)
     await _sessions(client, "ios", new, sessions=5, crashed=5)
-    await runtime.updates.call("evaluate_gates")
+    await runtime.updates.evaluate_gates()
     ref = {"platform": "ios", "channel": chan}
     state = await client.get("/v1/updates/rollouts", params=ref, headers=organiser)
     assert state.json()["state"] == "active"
 
     await _sessions(client, "ios", new, sessions=8, crashed=2)  # 13 sessions, 7 crashed
-    await runtime.updates.call("evaluate_gates")
+    await runtime.updates.evaluate_gates()
     state = await client.get("/v1/updates/rollouts", params=ref, headers=organiser)
     halted = state.json()
     assert halted["state"] == "halted"
@@ -146,7 +146,7 @@ async def test_the_crash_gate_halts_a_rollout_and_checks_stop_offering_it(
     assert halted["halted"]["crash_rate"] > halted["halted"]["previous_crash_rate"] + 0.1
     assert (await _check(client, "ios", chan, old, device))["status"] == "up_to_date"
 
-    events: Any = await runtime.redis.xrevrange(OPS_EVENTS, count=100)
+    events: Any = await runtime.redis.xrevrange(keys.OPS_EVENTS, count=100)
     ours = [json.loads(f[b"e"]) for _, f in events if json.loads(f[b"e"]).get("version") == new]
     assert [e["kind"] for e in ours] == ["rollout_halted"]
     assert device not in json.dumps(ours)

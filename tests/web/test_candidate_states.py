@@ -7,8 +7,8 @@ import httpx
 from fastapi import FastAPI
 from playwright.async_api import Browser, expect
 
-from actors.media.sessions import publisher_key
 from api.media_http import close_quietly
+from core import keys
 from infra.settings import Settings
 from tests.support.factories import new_exam
 from tests.web.pages import SECONDS, log_in_candidate, open_candidate, pass_checks, runtime_of
@@ -75,7 +75,7 @@ async def test_a_dropped_media_link_is_published_again(
 ) -> None:
     world = await new_exam(client, runtime_of(app), {"r1": ["4001"]}, with_proctors=False)
     runtime = runtime_of(app)
-    pointer = publisher_key(world.exam_id, world.candidate_ids["4001"], "camera")
+    pointer = keys.media_publisher_key(world.exam_id, world.candidate_ids["4001"], "camera")
     page = await open_candidate(browser, settings, world.exam_id, "4001")
     try:
         await pass_checks(page)

@@ -11,9 +11,9 @@ from playwright.async_api import Browser, expect
 from actors.media.client import MediaPlane
 from core import keys
 from infra.settings import Settings
-from tests.media.gateway.clients import eventually
 from tests.media.gateway.conftest import dedicated_shard
 from tests.support.factories import new_exam
+from tests.support.wait import until
 from tests.web.pages import (
     SECONDS,
     open_candidate,
@@ -50,7 +50,7 @@ async def test_the_console_plays_the_recording_around_an_incident(
                 listed = await client.get(recordings, headers=proctor)
                 return len(listed.json()["segments"]) >= 2
 
-            await eventually(two_segments, within=60)
+            await until(two_segments, within=60, every=0.1)
             raised = await client.post(
                 f"/v1/exams/{world.exam_id}/rooms/r1/incidents",
                 json={"candidate": cid, "type": "looked_away", "severity": "medium"},

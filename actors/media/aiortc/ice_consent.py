@@ -9,10 +9,11 @@ thereby closed healthy candidates' cameras in the capacity runs, while the
 candidates went on answering. RFC 7675 section 5.1 lets consent expire only
 when no answer has come for 30 s.
 
-`install` swaps aioice's consent loop (`PRIVATE_API["consent_check"]` in
-`actors.media.aiortc.rtc`) for `_query_consent`: each check is retransmitted with STUN's
-backoff (0.5, 1, 2 s: over before the next check is due), any answer renews
-consent, and the connection closes once none has come for `timeout_s`. A
+`install` (called by `actors.media.aiortc.rtc.install`) swaps aioice's
+consent loop (`PRIVATE_API["consent_check"]`) for `_query_consent`: each
+check is retransmitted with STUN's backoff (0.5, 1, 2 s: over before the next
+check is due), any answer renews consent, and the connection closes once none
+has come for `timeout_s`. A
 test may give one connection a quicker `ConsentPolicy` through
 `POLICY_ATTRIBUTE`.
 """
@@ -27,6 +28,8 @@ from typing import Final
 
 from aioice import stun
 from aioice.ice import Connection
+
+from actors.media.aiortc.private_api import PRIVATE_API
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +54,8 @@ async def _query_consent(self: Connection) -> None:
             last_answer = loop.time()
         elif loop.time() - last_answer >= policy.timeout_s:
             logger.info("ICE consent expired: no answer for %.1f s", loop.time() - last_answer)
-            self._query_consent_task = None  # close() would otherwise cancel this very task
+            # close() would otherwise cancel this very task
+            setattr(self, PRIVATE_API["ice_consent_task"], None)
             await self.close()
             return
 
@@ -60,7 +64,7 @@ async def _answered(connection: Connection, retransmissions: int) -> bool:
     """Whether every nominated pair answered one consent check."""
     assert connection.remote_password is not None  # connect() has it before checks start
     key = connection.remote_password.encode("utf8")
-    for pair in list(connection._nominated.values()):
+    for pair in list(getattr(connection, PRIVATE_API["ice_nominated"]).values()):
         request = connection.build_request(pair, nominate=False)
         try:
             await pair.protocol.request(

@@ -1,11 +1,13 @@
 """Every aiortc/aioice detail beyond the public API that examday relies on.
 
 aiortc has no public way to forward encoded media, so the forwarder reaches
-into a few private parts. They are named once, in `PRIVATE_API`, used only in
-this module, in `actors.media.aiortc.rtp_output` (the per-packet send path) and in
+into a few private parts. They are named once, in `PRIVATE_API`
+(`actors.media.aiortc.private_api`), used only in this package: this module,
+`actors.media.aiortc.rtp_output` (the per-packet send path) and
 `actors.media.aiortc.ice_consent` (aioice's consent loop, replaced), and
 `missing_private_api()` (run by tests/media and at shard start) reports any an
 upgrade removed, so a broken upgrade fails a test rather than production.
+What is swapped process-wide is swapped by one call, `install`.
 
 - RTP in: `RTCRtpReceiver._handle_rtp_packet` passes every packet it accepts
   (SRTP unprotected, RTX unwrapped, NACKs for gaps already sent upstream) to
@@ -44,12 +46,19 @@ upgrade removed, so a broken upgrade fails a test rather than production.
 - RTCP timing: aiortc's sender and receiver loops wait
   `asyncio.sleep(0.5 + random.random())` between reports, `random` being
   their module's import; `actors.media.aiortc.rtcp_ticks` puts a stand-in there that ends
-  each wait on a shared tick, when the process's first `Forwarder` is made
-  (clients, such as the load tester's, keep aiortc's timing, as browsers do).
+  each wait on a shared tick, once a `Forwarder` has called
+  `install(shared_rtcp_ticks=True)` (clients, such as the load tester's, keep
+  aiortc's timing, as browsers do).
 - ICE consent: aioice's `Connection.query_consent` gives up on a connection
   after six half-second checks in a row go unanswered; `actors.media.aiortc.ice_consent`
-  puts RFC 7675's 30 s in its place when the first `ScopedPeerConnection` is
-  made.
+  puts RFC 7675's 30 s in its place (`install`, which every
+  `ScopedPeerConnection` calls).
+- Tests watch and disturb real peers only through the hooks here:
+  `tap_rtcp` (the RTCP a sender or receiver sends, `_send_rtcp`),
+  `filter_incoming_rtp` (a lossy link: the DTLS transport's
+  `_handle_rtp_data`), `keyframe_requests_ignored` (a publisher that answers
+  no PLI for a while) and `stun_protocols` (an ICE peer's STUN transports,
+  aioice's `_protocols`).
 
 Names are checked by `missing_private_api`; the behaviour behind them (packets
 and frames reach the taps, viewers decode what is written for them, NACKs are
@@ -64,8 +73,7 @@ import contextvars
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from types import MappingProxyType
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Final
 
 import aioice.ice
@@ -85,37 +93,11 @@ from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.sdp import candidate_from_sdp
 
 from actors.media.aiortc import ice_consent, rtcp_ticks
+from actors.media.aiortc.private_api import PRIVATE_API as PRIVATE_API
 from infra.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-PRIVATE_API: Final[Mapping[str, str]] = MappingProxyType(
-    {
-        "receiver_decoder_queue": "_RTCRtpReceiver__decoder_queue",
-        "receiver_send_pli": "_send_rtcp_pli",
-        "sender_keyframe_hook": "_send_keyframe",
-        "sender_encoder": "_RTCRtpSender__encoder",
-        "receiver_jitter_buffer": "_RTCRtpReceiver__jitter_buffer",
-        "sender_ssrc": "_ssrc",
-        "sender_rtp_history": "_RTCRtpSender__rtp_history",
-        "sender_retransmit": "_retransmit",
-        "sender_packet_count": "_RTCRtpSender__packet_count",
-        "sender_octet_count": "_RTCRtpSender__octet_count",
-        "sender_ntp_timestamp": "_RTCRtpSender__ntp_timestamp",
-        "sender_rtp_timestamp": "_RTCRtpSender__rtp_timestamp",
-        "transport_state": "_state",  # on RTCDtlsTransport, a State
-        "transport_tx_srtp": "_tx_srtp",  # a pylibsrtp Session once connected
-        "transport_tx_packets": "_RTCDtlsTransport__tx_packets",
-        "transport_tx_bytes": "_RTCDtlsTransport__tx_bytes",
-        "ice_connection": "_connection",  # on RTCIceTransport, an aioice Connection
-        "ice_nominated": "_nominated",  # on aioice's Connection: component -> CandidatePair
-        "decoder_worker": "decoder_worker",  # in aiortc.rtcrtpreceiver
-        "host_addresses": "get_host_addresses",  # in aioice.ice
-        "consent_check": "query_consent",  # on aioice.ice.Connection, a coroutine
-        "sender_rtcp_random": "random",  # in aiortc.rtcrtpsender, read by `_run_rtcp`
-        "receiver_rtcp_random": "random",  # in aiortc.rtcrtpreceiver, read by `_run_rtcp`
-    }
-)
 DECODER_WORKER_PARAMS: Final = ("loop", "input_q", "output_q", "decode_error")
 RTCP_WAIT: Final = f"asyncio.sleep({rtcp_ticks.BASE_INTERVAL_S} + random.random())"
 RTCP_LOOPS: Final = (
@@ -137,9 +119,9 @@ _HOST_ADDRESSES: Final[contextvars.ContextVar[tuple[str, ...] | None]] = context
 async def missing_private_api() -> list[str]:
     """Names in `PRIVATE_API` this aiortc/aioice no longer has (empty when all is well)."""
     missing = []
-    worker = getattr(aiortc.rtcrtpreceiver, PRIVATE_API["decoder_worker"], None)
+    worker = getattr(aiortc.rtcrtpreceiver, PRIVATE_API["receiver_decoder_worker"], None)
     if worker is None or tuple(inspect.signature(worker).parameters) != DECODER_WORKER_PARAMS:
-        missing.append("decoder_worker")
+        missing.append("receiver_decoder_worker")
     if not callable(getattr(aioice.ice, PRIVATE_API["host_addresses"], None)):
         missing.append("host_addresses")
     consent_check = getattr(aioice.ice.Connection, PRIVATE_API["consent_check"], None)
@@ -147,7 +129,8 @@ async def missing_private_api() -> list[str]:
         missing.append("consent_check")
     for name, module, owner in RTCP_LOOPS:
         draw = getattr(getattr(module, PRIVATE_API[name], None), "random", None)
-        if not callable(draw) or RTCP_WAIT not in _source(getattr(owner, "_run_rtcp", None)):
+        loop = getattr(owner, PRIVATE_API["rtcp_loop"], None)
+        if not callable(draw) or RTCP_WAIT not in _source(loop):
             missing.append(name)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
@@ -162,6 +145,10 @@ async def missing_private_api() -> list[str]:
             missing.append("sender_keyframe_hook")
         if not hasattr(sender, PRIVATE_API["sender_encoder"]):
             missing.append("sender_encoder")
+        if not all(
+            callable(getattr(o, PRIVATE_API["rtcp_send"], None)) for o in (receiver, sender)
+        ):
+            missing.append("rtcp_send")
         missing += _missing_rtp_api(receiver, sender)
     finally:
         await pc.close()
@@ -201,11 +188,17 @@ def _missing_transport_api(dtls: RTCDtlsTransport) -> list[str]:
     for name in ("transport_tx_packets", "transport_tx_bytes"):
         if not isinstance(getattr(dtls, PRIVATE_API[name], None), int):
             missing.append(name)
+    if not callable(getattr(dtls, PRIVATE_API["transport_rtp_in"], None)):
+        missing.append("transport_rtp_in")
     connection = getattr(dtls.transport, PRIVATE_API["ice_connection"], None)
     if not isinstance(connection, aioice.ice.Connection):
-        missing.append("ice_connection")
-    elif not isinstance(getattr(connection, PRIVATE_API["ice_nominated"], None), dict):
+        return [*missing, "ice_connection"]
+    if not isinstance(getattr(connection, PRIVATE_API["ice_nominated"], None), dict):
         missing.append("ice_nominated")
+    if not isinstance(getattr(connection, PRIVATE_API["ice_protocols"], None), list):
+        missing.append("ice_protocols")
+    if not hasattr(connection, PRIVATE_API["ice_consent_task"]):
+        missing.append("ice_consent_task")
     return missing
 
 
@@ -219,10 +212,21 @@ async def check_private_api() -> None:
         )
 
 
-def install_rtcp_ticks() -> None:
-    """Send the RTCP reports of every peer connection in this process on shared ticks."""
-    for name, module, _ in RTCP_LOOPS:
-        rtcp_ticks.install(module, PRIVATE_API[name])
+def install(*, shared_rtcp_ticks: bool = False) -> None:
+    """Put examday's stand-ins into aiortc and aioice, for this whole process (idempotent).
+
+    Every `ScopedPeerConnection` needs two, and installs them when made: the
+    address filter its gathering goes through, and RFC 7675's consent rule.
+    A media shard's `Forwarder` (made as the shard starts) also asks for
+    `shared_rtcp_ticks`: the RTCP reports of every peer connection in the
+    process then go out on shared ticks (`rtcp_ticks`); clients, such as the
+    load tester's, keep aiortc's timing, as browsers do.
+    """
+    _install_host_filter()
+    ice_consent.install(aioice.ice.Connection, PRIVATE_API["consent_check"])
+    if shared_rtcp_ticks:
+        for name, module, _ in RTCP_LOOPS:
+            rtcp_ticks.install(module, PRIVATE_API[name])
 
 
 def _install_host_filter() -> None:
@@ -249,7 +253,7 @@ class ScopedPeerConnection(RTCPeerConnection):
     """A peer connection with no STUN/TURN that gathers on `host_addresses` only."""
 
     def __init__(self, host_addresses: Sequence[str]) -> None:
-        ice_consent.install(aioice.ice.Connection, PRIVATE_API["consent_check"])
+        install()
         super().__init__(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._host_addresses = tuple(host_addresses)
 
@@ -261,7 +265,7 @@ class ScopedPeerConnection(RTCPeerConnection):
 @contextlib.contextmanager
 def gathering_on(host_addresses: Sequence[str]) -> Iterator[None]:
     """ICE gathering started in this context uses `host_addresses` only."""
-    _install_host_filter()
+    install()
     token = _HOST_ADDRESSES.set(tuple(host_addresses))
     try:
         yield
@@ -387,3 +391,54 @@ def install_pack_only_encoder(sender: RTCRtpSender, codec: Any) -> PackOnlyEncod
     encoder = PackOnlyEncoder(codec)
     setattr(sender, PRIVATE_API["sender_encoder"], encoder)
     return encoder
+
+
+def tap_rtcp(
+    sender_or_receiver: RTCRtpSender | RTCRtpReceiver, on_packet: Callable[[Any], None]
+) -> None:
+    """Show `on_packet` each RTCP packet an aiortc sender or receiver sends from now on."""
+    name = PRIVATE_API["rtcp_send"]
+    send_rtcp = getattr(sender_or_receiver, name)
+
+    async def tapped(packets: Any) -> None:
+        # A sender sends a list (its report and SDES), a receiver one packet at a time.
+        for packet in packets if isinstance(packets, list) else [packets]:
+            on_packet(packet)
+        await send_rtcp(packets)
+
+    setattr(sender_or_receiver, name, tapped)
+
+
+def filter_incoming_rtp(transport: RTCDtlsTransport, keep: Callable[[bytes], bool]) -> None:
+    """Show `keep` each RTP packet `transport` receives (SRTP removed), before its receivers.
+
+    A packet for which `keep` returns False is dropped, as if lost on the way.
+    """
+    name = PRIVATE_API["transport_rtp_in"]
+    handle_rtp: Callable[[bytes, int], Awaitable[None]] = getattr(transport, name)
+
+    async def filtered(data: bytes, arrival_time_ms: int) -> None:
+        if keep(data):
+            await handle_rtp(data, arrival_time_ms)
+
+    setattr(transport, name, filtered)
+
+
+@contextlib.contextmanager
+def keyframe_requests_ignored(sender: RTCRtpSender) -> Iterator[None]:
+    """While in this context, `sender` ignores the keyframe requests (PLI/FIR) it gets."""
+    name = PRIVATE_API["sender_keyframe_hook"]
+    own = vars(sender).get(name)  # a hook set by `on_keyframe_request`, if any
+    setattr(sender, name, lambda: None)
+    try:
+        yield
+    finally:
+        if own is None:
+            delattr(sender, name)  # the class's method again
+        else:
+            setattr(sender, name, own)
+
+
+def stun_protocols(connection: aioice.ice.Connection) -> list[aioice.ice.StunProtocol]:
+    """An aioice connection's STUN transports, one per local candidate (after gathering)."""
+    return list(getattr(connection, PRIVATE_API["ice_protocols"]))

@@ -6,8 +6,8 @@ media shard with N sessions wakes up N times a second for reports alone. A
 wakeup is what costs here: on the machines we measured, a timer that fires
 alone costs 84 us of CPU with `time.sleep` and 200 us with asyncio's loop
 (Firecracker VMs), more than the report it sends. `install` (called by
-`rtc.install_rtcp_ticks`, which every `Forwarder` calls) gives aiortc's sender
-and receiver modules a stand-in for `random` whose `random()` adds the time to
+`rtc.install(shared_rtcp_ticks=True)`, which every `Forwarder` calls) gives
+aiortc's sender and receiver modules a stand-in for `random` whose `random()` adds the time to
 the next `TICK_S` tick of the loop's clock: the reports of every session due
 in the same quarter second go out in one wakeup. It is process-wide: a shard's
 process serves media only. Clients keep aiortc's timing, as browsers do.

@@ -16,7 +16,7 @@ from actors.media.client import MediaPlane
 from actors.media.shard import shard_name
 from api.runtime import Runtime
 from infra.settings import Settings
-from tests.media.gateway.clients import eventually
+from tests.support.wait import until
 
 
 class Closeable(Protocol):
@@ -37,7 +37,7 @@ async def media(app: FastAPI) -> MediaPlane:
     async def reporting() -> bool:
         return bool(await plane.router.loads([pool]))
 
-    await eventually(reporting, within=60)
+    await until(reporting, within=60, every=0.1)
     return plane
 
 
@@ -75,10 +75,10 @@ async def dedicated_shard(
     await media.router.add_shard(name, own, pool=False)
     await media.router.assign(room, name)
     try:
-        await media.router.call(name, "ping")
+        await media.router.ping(name)
         yield name
     finally:
         with contextlib.suppress(Exception):  # it may be gone already
             handle = await media.router.handle(name)
-            await asyncio.wait_for(media.router.call(name, "drain"), 30)
+            await asyncio.wait_for(media.router.drain(name), 30)
             await asyncio.to_thread(ray.kill, handle, no_restart=True)

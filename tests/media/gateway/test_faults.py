@@ -11,16 +11,15 @@ from collections.abc import Mapping
 import httpx
 from fastapi import FastAPI
 
-from actors.media.client import ROOMS_KEY, MediaPlane
-from actors.media.sessions import publisher_key
-from actors.media.shard import load_key, seen_key, shard_name
+from actors.media.client import MediaPlane
+from actors.media.shard import shard_name
 from core import keys
 from infra.settings import Settings
-from tests.media.gateway import clients
 from tests.media.gateway.conftest import Peers, dedicated_shard, runtime_of
 from tests.media.gateway.test_recordings import list_keys
-from tests.media.peers import until
+from tests.support import webrtc
 from tests.support.factories import joined_candidate, new_exam
+from tests.support.wait import until
 
 RECOVERY_S = 10.0
 
@@ -42,26 +41,29 @@ async def test_a_full_shard_answers_503_and_a_drained_one_gives_its_room_away(
     second = await joined_candidate(client, world.exam_id, "6002")
     room = keys.room_key(world.exam_id, "r1")
     async with dedicated_shard(media, settings, room, max_sessions=1) as shard:
-        admitted = peers.keep(await clients.publish(client, "/v1/whip/me/camera", first))
+        admitted = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/camera", first))
         assert admitted.response.status_code == 201, admitted.response.text
-        refused = peers.keep(await clients.publish(client, "/v1/whip/me/camera", second))
+        refused = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/camera", second))
         assert refused.response.status_code == 503
         assert refused.response.json()["reason"] == "shard_full"
         assert int(refused.response.headers["retry-after"]) >= 1
-        stats = await media.router.call(shard, "stats")
+        stats = await media.router.stats(shard)
         assert (stats["live_sessions"], stats["peer_connections_created"]) == (1, 1)
         cid = world.candidate_ids["6002"]
-        assert await media.sessions.current(publisher_key(world.exam_id, cid, "camera")) is None
+        assert (
+            await media.sessions.current(keys.media_publisher_key(world.exam_id, cid, "camera"))
+            is None
+        )
 
         # Drained, the shard takes no more sessions: its room moves to a live shard.
-        drained = await media.router.call(shard, "drain")
+        drained = await media.router.drain(shard)
         assert drained["live_sessions"] == 0
-        moved = peers.keep(await clients.publish(client, "/v1/whip/me/camera", second))
+        moved = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/camera", second))
         assert moved.response.status_code == 201, moved.response.text
         record = await media.sessions.get(moved.session_id)
         assert record is not None
         assert record.shard == shard_name(0)
-        assert await runtime.redis.hget(ROOMS_KEY, room) == shard_name(0).encode()
+        assert await runtime.redis.hget(keys.MEDIA_ROOMS, room) == shard_name(0).encode()
 
 
 async def test_a_killed_shard_restarts_and_clients_are_back_within_seconds(
@@ -77,17 +79,17 @@ async def test_a_killed_shard_restarts_and_clients_are_back_within_seconds(
     async with dedicated_shard(
         media, settings, room, segment_seconds=1.0, load_report_interval_s=0.5
     ) as shard:
-        publisher = peers.keep(await clients.publish(client, "/v1/whip/me/camera", candidate))
-        viewer = peers.keep(await clients.watch(client, watch_url, proctor))
+        publisher = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/camera", candidate))
+        viewer = peers.keep(await webrtc.whep_watch(client, watch_url, proctor))
         assert viewer.response.status_code == 201, viewer.response.text
         await until(lambda: len(viewer.indices) >= 15, within=20)
 
         async def two_segments() -> bool:
             return len(await segment_names(client, recordings, proctor)) >= 2
 
-        await clients.eventually(two_segments, within=20)
+        await until(two_segments, within=20, every=0.1)
         stored = await segment_names(client, recordings, proctor)
-        pid = (await media.router.call(shard, "stats"))["pid"]
+        pid = (await media.router.stats(shard))["pid"]
 
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
@@ -100,7 +102,7 @@ async def test_a_killed_shard_restarts_and_clients_are_back_within_seconds(
         assert watching.response.status_code == 201, watching.response.text
         await until(lambda: len(watching.indices) >= 10, within=RECOVERY_S)
         print(f"\nmedia flowing again {time.monotonic() - killed:.1f} s after kill -9")
-        assert (await media.router.call(shard, "ping"))["pid"] != pid
+        assert (await media.router.ping(shard))["pid"] != pid
 
         # Segments stored before the crash are still listed and in the exam's bucket.
         assert set(stored) <= set(await segment_names(client, recordings, proctor))
@@ -123,43 +125,45 @@ async def test_a_shard_too_busy_to_answer_keeps_its_room_until_silent_for_long(
     async with dedicated_shard(
         media, settings, room, load_report_interval_s=0.5, gone_after_s=6.0
     ) as shard:
-        pid = (await media.router.call(shard, "ping"))["pid"]
+        pid = (await media.router.ping(shard))["pid"]
 
         async def reported() -> bool:
-            return bool(await redis.exists(load_key(shard), seen_key(shard)) == 2)
+            return bool(
+                await redis.exists(keys.media_load_key(shard), keys.media_seen_key(shard)) == 2
+            )
 
-        await clients.eventually(reported, within=5)
+        await until(reported, within=5, every=0.1)
         os.kill(pid, signal.SIGSTOP)
         try:
 
             async def report_lapsed() -> bool:
-                return not await redis.exists(load_key(shard))
+                return not await redis.exists(keys.media_load_key(shard))
 
-            await clients.eventually(report_lapsed, within=5)
-            busy = peers.keep(await clients.publish(client, "/v1/whip/me/camera", candidate))
+            await until(report_lapsed, within=5, every=0.1)
+            busy = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/camera", candidate))
             assert busy.response.status_code == 503, busy.response.text
             assert busy.response.json()["reason"] == "media_busy"
             assert int(busy.response.headers["retry-after"]) >= 1
-            assert await redis.hget(ROOMS_KEY, room) == shard.encode()
-            camera = publisher_key(world.exam_id, cid, "camera")
+            assert await redis.hget(keys.MEDIA_ROOMS, room) == shard.encode()
+            camera = keys.media_publisher_key(world.exam_id, cid, "camera")
             assert await media.sessions.current(camera) is None
 
             async def silent_for_long() -> bool:
-                return not await redis.exists(seen_key(shard))
+                return not await redis.exists(keys.media_seen_key(shard))
 
-            await clients.eventually(silent_for_long, within=10)
-            moved = peers.keep(await clients.publish(client, "/v1/whip/me/camera", candidate))
+            await until(silent_for_long, within=10, every=0.1)
+            moved = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/camera", candidate))
             assert moved.response.status_code == 201, moved.response.text
-            assert await redis.hget(ROOMS_KEY, room) == shard_name(0).encode()
+            assert await redis.hget(keys.MEDIA_ROOMS, room) == shard_name(0).encode()
         finally:
             os.kill(pid, signal.SIGCONT)
 
 
 async def repost(
     client: httpx.AsyncClient, url: str, headers: Mapping[str, str], since: float
-) -> clients.Publisher:
+) -> webrtc.WhipPublisher:
     while True:
-        publisher = await clients.publish(client, url, headers)
+        publisher = await webrtc.whip_publish(client, url, headers)
         if publisher.response.status_code != 503 or time.monotonic() - since > RECOVERY_S:
             return publisher
         await publisher.close()
@@ -168,9 +172,9 @@ async def repost(
 
 async def rewatch(
     client: httpx.AsyncClient, url: str, headers: Mapping[str, str], since: float
-) -> clients.Viewer:
+) -> webrtc.WhepViewer:
     while True:
-        viewer = await clients.watch(client, url, headers)
+        viewer = await webrtc.whep_watch(client, url, headers)
         if viewer.response.status_code != 503 or time.monotonic() - since > RECOVERY_S:
             return viewer
         await viewer.close()
@@ -187,13 +191,13 @@ async def test_a_stopped_shard_flushes_its_recordings(
     proctor = world.proctors["r1"]
     room = keys.room_key(world.exam_id, "r1")
     async with dedicated_shard(media, settings, room) as shard:  # 30 s segments
-        publisher = peers.keep(await clients.publish(client, "/v1/whip/me/camera", candidate))
+        publisher = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/camera", candidate))
         assert publisher.response.status_code == 201, publisher.response.text
 
         async def receiving() -> bool:
-            return bool((await media.router.call(shard, "stats"))["frames_received"] >= 100)
+            return bool((await media.router.stats(shard))["frames_received"] >= 100)
 
-        await clients.eventually(receiving, within=20)
+        await until(receiving, within=20, every=0.1)
         assert await segment_names(client, recordings, proctor) == []
         # Ray's graceful exit, as when a node is drained: the partial segment is flushed.
         (await media.router.handle(shard)).__ray_terminate__.remote()
@@ -201,4 +205,4 @@ async def test_a_stopped_shard_flushes_its_recordings(
         async def flushed() -> bool:
             return len(await segment_names(client, recordings, proctor)) == 1
 
-        await clients.eventually(flushed, within=30)
+        await until(flushed, within=30, every=0.1)

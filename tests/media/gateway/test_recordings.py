@@ -13,10 +13,11 @@ from fastapi import FastAPI
 from actors.media.client import MediaPlane
 from infra.objectstore import ObjectStores
 from infra.settings import Settings
-from tests.media.gateway import clients
 from tests.media.gateway.conftest import Peers, runtime_of
-from tests.media.peers import FPS, read_index, until
+from tests.support import webrtc
 from tests.support.factories import joined_candidate, new_exam
+from tests.support.wait import until
+from tests.support.webrtc import FPS, read_index
 
 
 def open_segment(data: bytes) -> tuple[list[int], int, float]:
@@ -54,19 +55,19 @@ async def test_segments_land_in_the_exams_region_only_and_play_back(
     )
     cid = world.candidate_ids["4001"]
     candidate = await joined_candidate(client, world.exam_id, "4001")
-    publisher = peers.keep(await clients.publish(client, "/v1/whip/me/camera", candidate))
+    publisher = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/camera", candidate))
     assert publisher.response.status_code == 201, publisher.response.text
     record = await media.sessions.get(publisher.session_id)
     assert record is not None
     # The shard's counters include what earlier publishers sent it (other tests).
-    baseline = (await media.router.call(record.shard, "stats"))["frames_received"]
+    baseline = (await media.router.stats(record.shard))["frames_received"]
 
     async def received() -> bool:
-        stats = await media.router.call(record.shard, "stats")
+        stats = await media.router.stats(record.shard)
         # About 4 s of this publisher: audio (50/s) and video (15/s).
         return bool(stats["frames_received"] - baseline >= 250)
 
-    await clients.eventually(received, within=20)
+    await until(received, within=20, every=0.1)
     # Ending the session flushes the partial segment before DELETE answers.
     assert (await client.delete(publisher.location, headers=candidate)).status_code == 200
 
@@ -74,7 +75,7 @@ async def test_segments_land_in_the_exams_region_only_and_play_back(
     listed = await client.get(base, headers=world.proctors["r1"])
     assert listed.status_code == 200, listed.text
     segments = listed.json()["segments"]
-    assert segments, json.dumps(await media.router.call(record.shard, "stats"))
+    assert segments, json.dumps(await media.router.stats(record.shard))
     assert {s["source"] for s in segments} == {"camera"}
     assert all(s["session"] == publisher.session_id for s in segments)
 
@@ -121,10 +122,10 @@ async def test_talkback_is_not_recorded(
     world = await new_exam(client, runtime_of(app), {"r1": ["4101"]})
     cid = world.candidate_ids["4101"]
     url = f"/v1/whip/exams/{world.exam_id}/rooms/r1/talkback?to={cid}"
-    proctor = peers.keep(await clients.publish(client, url, world.proctors["r1"], video=False))
+    proctor = peers.keep(await webrtc.whip_publish(client, url, world.proctors["r1"], video=False))
     assert proctor.response.status_code == 201, proctor.response.text
     candidate = await joined_candidate(client, world.exam_id, "4101")
-    hearing = peers.keep(await clients.watch(client, "/v1/whep/me/talkback", candidate))
+    hearing = peers.keep(await webrtc.whep_watch(client, "/v1/whep/me/talkback", candidate))
     await until(lambda: hearing.audio_frames >= 20, within=20)
     assert (await client.delete(proctor.location, headers=world.proctors["r1"])).status_code == 200
     # Had it been recorded, ending it would have stored a segment under the candidate.

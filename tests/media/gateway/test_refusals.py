@@ -9,13 +9,13 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from actors.media.aiortc import rtc
-from actors.media.client import ROOMS_KEY, MediaPlane
+from actors.media.client import MediaPlane
 from actors.media.shard import shard_name
 from core import keys
-from tests.media.gateway import clients
 from tests.media.gateway.conftest import Peers, runtime_of
-from tests.media.peers import LOOPBACK, local_offer
+from tests.support import webrtc
 from tests.support.factories import joined_candidate, new_exam
+from tests.support.webrtc import LOOPBACK, local_offer
 
 TRICKLE = {"content-type": "application/trickle-ice-sdpfrag"}
 
@@ -36,8 +36,8 @@ def without(offer: str, prefix: str) -> str:
 
 async def media_keys(redis: Redis, exam_id: str) -> tuple[list[Any], int]:
     """Media keys naming the exam, and how many session records exist at all."""
-    found = [k async for k in redis.scan_iter(match="examday:media:*", count=1000)]
-    sessions = sum(1 for k in found if k.startswith(b"examday:media:session:"))
+    found = [k async for k in redis.scan_iter(match=keys.MEDIA_ALL, count=1000)]
+    sessions = sum(1 for k in found if k.startswith(keys.media_session_key("").encode()))
     return [k for k in found if exam_id.encode() in k], sessions
 
 
@@ -47,13 +47,13 @@ async def test_bad_offers_are_refused_before_anything_is_allocated(
     runtime = runtime_of(app)
     world = await new_exam(client, runtime, {"r1": ["5001"]})
     candidate = await joined_candidate(client, world.exam_id, "5001")
-    before = await media.router.call(shard_name(0), "stats")
+    before = await media.router.stats(shard_name(0))
     _, records = await media_keys(runtime.redis, world.exam_id)
     good = await offer_of("audio", "video")
     url = "/v1/whip/me/camera"
 
     async def post(body: str, headers: dict[str, str] | None = None) -> httpx.Response:
-        return await client.post(url, content=body, headers=headers or {**candidate, **clients.SDP})
+        return await client.post(url, content=body, headers=headers or {**candidate, **webrtc.SDP})
 
     refusals = {
         "no_session": await post(good, {"content-type": "application/sdp"}),
@@ -77,7 +77,7 @@ async def test_bad_offers_are_refused_before_anything_is_allocated(
     assert all(r.headers["content-type"] == "application/problem+json" for r in refusals.values())
     cid = world.candidate_ids["5001"]
     watch = f"/v1/whep/exams/{world.exam_id}/rooms/r1/candidates/{cid}"
-    proctor = {**world.proctors["r1"], **clients.SDP}
+    proctor = {**world.proctors["r1"], **webrtc.SDP}
     viewer_offer = good.replace("a=sendonly", "a=recvonly")
     bad_sources = await client.post(
         f"{watch}?sources=camera,mic", content=viewer_offer, headers=proctor
@@ -86,9 +86,9 @@ async def test_bad_offers_are_refused_before_anything_is_allocated(
     nothing = await client.post(watch, content=viewer_offer, headers=proctor)
     assert (nothing.status_code, nothing.json()["reason"]) == (404, "not_publishing")
 
-    after = await media.router.call(shard_name(0), "stats")
+    after = await media.router.stats(shard_name(0))
     assert after["peer_connections_created"] == before["peer_connections_created"]
-    assert await runtime.redis.hget(ROOMS_KEY, keys.room_key(world.exam_id, "r1")) is None
+    assert await runtime.redis.hget(keys.MEDIA_ROOMS, keys.room_key(world.exam_id, "r1")) is None
     assert await media_keys(runtime.redis, world.exam_id) == ([], records)
 
 
@@ -98,7 +98,7 @@ async def test_session_urls_check_the_caller_and_the_etag(
     world = await new_exam(client, runtime_of(app), {"r1": ["5101", "5102"]})
     owner = await joined_candidate(client, world.exam_id, "5101")
     other = await joined_candidate(client, world.exam_id, "5102")
-    publisher = peers.keep(await clients.publish(client, "/v1/whip/me/camera", owner))
+    publisher = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/camera", owner))
     assert publisher.response.status_code == 201, publisher.response.text
     etag = publisher.response.headers["etag"]
     location = publisher.location

@@ -14,12 +14,13 @@ from fastapi import FastAPI
 from actors.media.client import MediaPlane
 from actors.media.face_feed import MONITOR_NAME
 from actors.media.shard import shard_name
+from core import keys
 from infra.settings import Settings
 from infra.telemetry import actor_call
-from tests.media.gateway import clients
 from tests.media.gateway.conftest import Peers, runtime_of
-from tests.media.peers import until
+from tests.support import webrtc
 from tests.support.factories import auth, joined_candidate, new_exam
+from tests.support.wait import until
 
 
 def assert_in_order(indices: list[int]) -> None:
@@ -32,7 +33,7 @@ def assert_in_order(indices: list[int]) -> None:
 async def shard_stats(media: MediaPlane, session_id: str) -> dict[str, Any]:
     record = await media.sessions.get(session_id)
     assert record is not None
-    stats: dict[str, Any] = await media.router.call(record.shard, "stats")
+    stats: dict[str, Any] = await media.router.stats(record.shard)
     return stats
 
 
@@ -44,8 +45,8 @@ async def test_camera_reaches_the_proctor_in_order_without_transcoding(
     candidate = await joined_candidate(client, world.exam_id, "1001")
     monitor = await asyncio.to_thread(ray.get_actor, MONITOR_NAME, namespace=settings.ray_namespace)
     monitored = (await actor_call(monitor.stats)).get("not_enrolled", 0)
-    before = await media.router.call(shard_name(0), "stats")
-    publisher = peers.keep(await clients.publish(client, "/v1/whip/me/camera", candidate))
+    before = await media.router.stats(shard_name(0))
+    publisher = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/camera", candidate))
     response = publisher.response
     assert response.status_code == 201, response.text
     assert response.headers["content-type"] == "application/sdp"
@@ -57,7 +58,7 @@ async def test_camera_reaches_the_proctor_in_order_without_transcoding(
     assert (await shard_stats(media, publisher.session_id))["name"] == shard_name(0)
 
     url = f"/v1/whep/exams/{world.exam_id}/rooms/r1/candidates/{cid}"
-    viewer = peers.keep(await clients.watch(client, url, world.proctors["r1"]))
+    viewer = peers.keep(await webrtc.whep_watch(client, url, world.proctors["r1"]))
     assert viewer.response.status_code == 201, viewer.response.text
     assert viewer.location.startswith("/v1/whep/sessions/")
     await until(lambda: len(viewer.indices) >= 45 and viewer.audio_frames >= 50, within=30)
@@ -76,7 +77,7 @@ async def test_camera_reaches_the_proctor_in_order_without_transcoding(
         stats = await shard_stats(media, publisher.session_id)
         return bool(stats.get("face_delivered", 0) > before.get("face_delivered", 0))
 
-    await clients.eventually(delivered, within=20)
+    await until(delivered, within=20, every=0.1)
     assert (await actor_call(monitor.stats))["not_enrolled"] > monitored
 
     after = await shard_stats(media, publisher.session_id)
@@ -103,16 +104,16 @@ async def test_talkback_reaches_the_addressed_candidate_only(
     other = await joined_candidate(client, world.exam_id, "2002")
     cid = world.candidate_ids["2001"]
     url = f"/v1/whip/exams/{world.exam_id}/rooms/r1/talkback?to={cid}"
-    proctor = peers.keep(await clients.publish(client, url, world.proctors["r1"], video=False))
+    proctor = peers.keep(await webrtc.whip_publish(client, url, world.proctors["r1"], video=False))
     assert proctor.response.status_code == 201, proctor.response.text
 
     # A WHEP client offering audio and video: video is answered inactive.
-    hearing = peers.keep(await clients.watch(client, "/v1/whep/me/talkback", addressed))
+    hearing = peers.keep(await webrtc.whep_watch(client, "/v1/whep/me/talkback", addressed))
     assert hearing.response.status_code == 201, hearing.response.text
     await until(lambda: hearing.audio_frames >= 50, within=20)
     assert hearing.audio_peak > 1000
 
-    refused = await clients.watch(client, "/v1/whep/me/talkback", other)
+    refused = await webrtc.whep_watch(client, "/v1/whep/me/talkback", other)
     await refused.close()
     assert refused.response.status_code == 404
     assert refused.response.json()["reason"] == "not_publishing"
@@ -131,18 +132,20 @@ async def test_side_device_publishes_with_a_pairing_token(
     assert pairing.status_code == 201, pairing.text
     token = pairing.json()["token"]
     side = auth(token)
-    keys = [k async for k in runtime.redis.scan_iter(match="examday:media:pairing*")]
-    values = [await runtime.redis.get(k) for k in keys]
-    assert not any(token.encode() in (k + (v or b"")) for k, v in zip(keys, values, strict=True))
+    found = [k async for k in runtime.redis.scan_iter(match=keys.MEDIA_PAIRINGS)]
+    values = [await runtime.redis.get(k) for k in found]
+    assert not any(token.encode() in (k + (v or b"")) for k, v in zip(found, values, strict=True))
 
-    wrong = await clients.publish(client, "/v1/whip/me/side", candidate, audio=False)
+    wrong = await webrtc.whip_publish(client, "/v1/whip/me/side", candidate, audio=False)
     await wrong.close()
     assert wrong.response.json()["reason"] == "wrong_device"
-    phone = peers.keep(await clients.publish(client, "/v1/whip/me/side", side, audio=False))
+    phone = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/side", side, audio=False))
     assert phone.response.status_code == 201, phone.response.text
 
     url = f"/v1/whep/exams/{world.exam_id}/rooms/r1/candidates/{cid}?sources=side"
-    viewer = peers.keep(await clients.watch(client, url, world.proctors["r1"], kinds=("video",)))
+    viewer = peers.keep(
+        await webrtc.whep_watch(client, url, world.proctors["r1"], kinds=("video",))
+    )
     assert viewer.response.status_code == 201, viewer.response.text
     await until(lambda: len(viewer.indices) >= 15, within=20)
     assert_in_order([index for index, _ in viewer.indices])

@@ -1,8 +1,12 @@
-"""Real aiortc peers for the media tests: a publisher and a viewer, on loopback.
+"""The tests' WebRTC client: real aiortc publishers and viewers, on loopback.
 
 The publisher's video frames carry their own index as a 4x4 grid of black or
 white blocks (16 bits), which survives VP8 compression, so a viewer can tell
-which frame it decoded and when it was sent.
+which frame it decoded and when it was sent. Peers are built and connected as
+the load tester's are (`loadtests.webrtc`); what the tests add is the indexed
+video, the decoding viewer and two ways to reach a forwarder: `publish` and
+`view` call one in the test's process, `whip_publish` and `whep_watch` go
+through the gateway's WHIP and WHEP endpoints (HTTP, httpx).
 """
 
 from __future__ import annotations
@@ -13,20 +17,22 @@ import math
 import re
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import av
+import httpx
 import numpy as np
 import numpy.typing as npt
-from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
 from actors.media.aiortc import rtc
 from actors.media.session import PublishSession, ViewSession
 from actors.media.sfu import Forwarder
+from loadtests.webrtc import accept_answer, receiving_peer, sending_peer
+from loadtests.webrtc import local_offer as local_offer  # for the tests that offer by hand
 
 LOOPBACK = ("127.0.0.1",)
 WIDTH, HEIGHT, FPS = 320, 240, 15
@@ -107,15 +113,11 @@ class ToneAudioTrack(MediaStreamTrack):
         return frame
 
 
-async def local_offer(pc: rtc.ScopedPeerConnection) -> str:
-    await pc.setLocalDescription(await pc.createOffer())
-    return str(pc.localDescription.sdp)
-
-
 @dataclass
-class Publisher:
+class Sender:
+    """A peer sending the indexed video and a tone (either may be left out)."""
+
     pc: rtc.ScopedPeerConnection
-    session: PublishSession
     video: IndexedVideoTrack | None
     audio: ToneAudioTrack | None
 
@@ -123,40 +125,31 @@ class Publisher:
         await self.pc.close()
 
 
-async def publish(
-    forwarder: Forwarder,
-    *,
-    video: bool = True,
-    audio: bool = True,
-    source: Any = "camera",
-    fps: int = FPS,
-    video_codec: str | None = None,
-) -> Publisher:
-    pc = rtc.ScopedPeerConnection(LOOPBACK)
+def sender(
+    *, video: bool = True, audio: bool = True, fps: int = FPS, video_codec: str | None = None
+) -> Sender:
     video_track = IndexedVideoTrack(fps) if video else None
     audio_track = ToneAudioTrack() if audio else None
-    for track in (audio_track, video_track):
-        if track is not None:
-            transceiver = pc.addTransceiver(track, direction="sendonly")
-            if track.kind == "video" and video_codec:
-                capabilities = RTCRtpSender.getCapabilities("video").codecs
-                transceiver.setCodecPreferences(
-                    [c for c in capabilities if c.mimeType in (video_codec, "video/rtx")]
-                )
-    answer, session = await forwarder.publish(await local_offer(pc), source=source)
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-    return Publisher(pc, session, video_track, audio_track)
+    mime_types = (video_codec, "video/rtx") if video_codec else ()
+    pc = sending_peer(LOOPBACK, (audio_track, video_track), video_mime_types=mime_types)
+    return Sender(pc, video_track, audio_track)
 
 
 @dataclass
-class Viewer:
+class Receiver:
+    """A peer that decodes what it receives: the indices of the video frames, the audio level."""
+
     pc: rtc.ScopedPeerConnection
-    session: ViewSession
     indices: list[tuple[int, float]] = field(default_factory=list)  # (index, arrival)
     audio_frames: int = 0
     audio_peak: float = 0.0
     ended: set[str] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self.tasks.append(asyncio.ensure_future(self._consume(track)))
 
     async def close(self) -> None:
         await self.pc.close()
@@ -177,6 +170,34 @@ class Viewer:
             self.ended.add(track.kind)
 
 
+# -- a forwarder in the test's process -------------------------------------------------
+
+
+@dataclass
+class Publisher(Sender):
+    session: PublishSession = field(kw_only=True)
+
+
+async def publish(
+    forwarder: Forwarder,
+    *,
+    video: bool = True,
+    audio: bool = True,
+    source: Any = "camera",
+    fps: int = FPS,
+    video_codec: str | None = None,
+) -> Publisher:
+    peer = sender(video=video, audio=audio, fps=fps, video_codec=video_codec)
+    answer, session = await forwarder.publish(await local_offer(peer.pc), source=source)
+    await accept_answer(peer.pc, answer)
+    return Publisher(peer.pc, peer.video, peer.audio, session=session)
+
+
+@dataclass
+class Viewer(Receiver):
+    session: ViewSession = field(kw_only=True)
+
+
 class RtpLink:
     """The viewer's end of its link from the SFU: sees every RTP packet it gets.
 
@@ -195,22 +216,17 @@ class RtpLink:
         for transport in {
             id(t.receiver.transport): t.receiver.transport for t in pc.getTransceivers()
         }.values():
-            self._wrap(transport)
+            rtc.filter_incoming_rtp(transport, self._arrive)
 
-    def _wrap(self, transport: Any) -> None:
-        original = transport._handle_rtp_data
-
-        async def handle(data: bytes, arrival_time_ms: int) -> None:
-            payload_type = data[1] & 0x7F
-            seq, ssrc = struct.unpack_from("!H", data, 2)[0], struct.unpack_from("!L", data, 8)[0]
-            lossy = self._lose is not None and (ssrc, seq) not in self.lost
-            if lossy and self._lose is not None and self._lose(payload_type, seq):
-                self.lost.add((ssrc, seq))
-                return
-            self.packets.append(RtpPacket.parse(data))
-            await original(data, arrival_time_ms)
-
-        transport._handle_rtp_data = handle
+    def _arrive(self, data: bytes) -> bool:
+        payload_type = data[1] & 0x7F
+        seq, ssrc = struct.unpack_from("!H", data, 2)[0], struct.unpack_from("!L", data, 8)[0]
+        lossy = self._lose is not None and (ssrc, seq) not in self.lost
+        if lossy and self._lose is not None and self._lose(payload_type, seq):
+            self.lost.add((ssrc, seq))
+            return False
+        self.packets.append(RtpPacket.parse(data))
+        return True
 
     def learn(self, answer: str) -> None:
         for pt, name in re.findall(r"a=rtpmap:(\d+) ([\w-]+)/", answer):
@@ -228,40 +244,74 @@ async def view(
     kinds: Sequence[str] = ("audio", "video"),
     link: RtpLink | None = None,
 ) -> Viewer:
-    pc = rtc.ScopedPeerConnection(LOOPBACK)
-    for kind in kinds:
-        pc.addTransceiver(kind, direction="recvonly")
+    pc = receiving_peer(LOOPBACK, kinds)
     answer, session = await forwarder.subscribe(await local_offer(pc), sources)
-    viewer = Viewer(pc, session)
+    viewer = Viewer(pc, session=session)
     if link is not None:
         link.learn(answer)
         link.install(pc)
-
-    @pc.on("track")
-    def on_track(track: MediaStreamTrack) -> None:
-        viewer.tasks.append(asyncio.ensure_future(viewer._consume(track)))
-
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    await accept_answer(pc, answer)
     return viewer
 
 
-async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Wait for `condition`; fail if it does not hold within `within` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(0.05)
+# -- the gateway's WHIP and WHEP endpoints ----------------------------------------------
+
+SDP = {"content-type": "application/sdp"}
 
 
-def tap_rtcp(sender_or_receiver: Any, on_packet: Callable[[Any], None]) -> None:
-    """Show `on_packet` each RTCP packet an aiortc sender or receiver sends from now on."""
-    send_rtcp = sender_or_receiver._send_rtcp
+async def post_offer(
+    http: httpx.AsyncClient, url: str, headers: Mapping[str, str], offer: str
+) -> httpx.Response:
+    return await http.post(url, content=offer, headers={**headers, **SDP})
 
-    async def tapped(packets: Any) -> None:
-        # A sender sends a list (its report and SDES), a receiver one packet at a time.
-        for packet in packets if isinstance(packets, list) else [packets]:
-            on_packet(packet)
-        await send_rtcp(packets)
 
-    sender_or_receiver._send_rtcp = tapped
+@dataclass
+class WhipPublisher(Sender):
+    response: httpx.Response = field(kw_only=True)
+
+    @property
+    def location(self) -> str:
+        return self.response.headers["location"]
+
+    @property
+    def session_id(self) -> str:
+        return self.location.rsplit("/", 1)[1]
+
+
+async def whip_publish(
+    http: httpx.AsyncClient,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    video: bool = True,
+    audio: bool = True,
+) -> WhipPublisher:
+    """POST an offer; on 201 apply the answer. The response is kept whatever its status."""
+    peer = sender(video=video, audio=audio)
+    response = await post_offer(http, url, headers, await local_offer(peer.pc))
+    if response.status_code == 201:
+        await accept_answer(peer.pc, response.text)
+    return WhipPublisher(peer.pc, peer.video, peer.audio, response=response)
+
+
+@dataclass
+class WhepViewer(Receiver):
+    response: httpx.Response = field(kw_only=True)
+
+    @property
+    def location(self) -> str:
+        return self.response.headers["location"]
+
+
+async def whep_watch(
+    http: httpx.AsyncClient,
+    url: str,
+    headers: Mapping[str, str],
+    kinds: Sequence[str] = ("audio", "video"),
+) -> WhepViewer:
+    """POST an offer; on 201 apply the answer. The response is kept whatever its status."""
+    pc = receiving_peer(LOOPBACK, kinds)
+    viewer = WhepViewer(pc, response=await post_offer(http, url, headers, await local_offer(pc)))
+    if viewer.response.status_code == 201:
+        await accept_answer(pc, viewer.response.text)
+    return viewer

@@ -1,0 +1,47 @@
+"""The names of every aiortc/aioice part beyond the public API that examday touches.
+
+They live apart from `actors.media.aiortc.rtc` (which says what each is for
+and checks them all in `missing_private_api`) so that every module of this
+package, `ice_consent` included, which `rtc` itself imports, reads a private
+name from this one table rather than spelling it out. Outside this package
+no module names any of them: tests/test_private_api.py fails when one does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+PRIVATE_API: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "receiver_decoder_queue": "_RTCRtpReceiver__decoder_queue",
+        "receiver_send_pli": "_send_rtcp_pli",
+        "sender_keyframe_hook": "_send_keyframe",
+        "sender_encoder": "_RTCRtpSender__encoder",
+        "receiver_jitter_buffer": "_RTCRtpReceiver__jitter_buffer",
+        "sender_ssrc": "_ssrc",
+        "sender_rtp_history": "_RTCRtpSender__rtp_history",
+        "sender_retransmit": "_retransmit",
+        "sender_packet_count": "_RTCRtpSender__packet_count",
+        "sender_octet_count": "_RTCRtpSender__octet_count",
+        "sender_ntp_timestamp": "_RTCRtpSender__ntp_timestamp",
+        "sender_rtp_timestamp": "_RTCRtpSender__rtp_timestamp",
+        "transport_state": "_state",  # on RTCDtlsTransport, a State
+        "transport_tx_srtp": "_tx_srtp",  # a pylibsrtp Session once connected
+        "transport_tx_packets": "_RTCDtlsTransport__tx_packets",
+        "transport_tx_bytes": "_RTCDtlsTransport__tx_bytes",
+        "transport_rtp_in": "_handle_rtp_data",  # on RTCDtlsTransport: each SRTP packet, decrypted
+        "ice_connection": "_connection",  # on RTCIceTransport, an aioice Connection
+        "ice_nominated": "_nominated",  # on aioice's Connection: component -> CandidatePair
+        "ice_protocols": "_protocols",  # on aioice's Connection: one STUN transport a candidate
+        "ice_consent_task": "_query_consent_task",  # on aioice's Connection, cancelled by close()
+        "receiver_decoder_worker": "decoder_worker",  # in aiortc.rtcrtpreceiver
+        "host_addresses": "get_host_addresses",  # in aioice.ice
+        "consent_check": "query_consent",  # on aioice.ice.Connection, a coroutine
+        "rtcp_loop": "_run_rtcp",  # on RTCRtpSender and RTCRtpReceiver, a coroutine
+        "rtcp_send": "_send_rtcp",  # on RTCRtpSender and RTCRtpReceiver, a coroutine
+        "sender_rtcp_random": "random",  # in aiortc.rtcrtpsender, read by `_run_rtcp`
+        "receiver_rtcp_random": "random",  # in aiortc.rtcrtpreceiver, read by `_run_rtcp`
+    }
+)
