@@ -201,6 +201,11 @@ def face_record_key(exam_id: str, cid: str) -> str:
     return f"examday:exam:{exam_id}:face:{cid}"
 
 
+def face_enrolling_key(exam_id: str, cid: str) -> str:
+    """Held while one enrolment of the candidate runs, so that two cannot race."""
+    return f"examday:exam:{exam_id}:face:{cid}:enrolling"
+
+
 def face_evidence_key(exam_id: str, cid: str) -> str:
     """Object keys of the live frames of failed verifications (for the manual review)."""
     return f"examday:exam:{exam_id}:face:{cid}:evidence"

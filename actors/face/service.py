@@ -84,7 +84,7 @@ class FaceService:
         self, exam: Exam, cid: str, image: bytes, content_type: str | None, by: str
     ) -> dict[str, Any]:
         kind = image_type(content_type)
-        guard = f"{keys.face_record_key(exam.id, cid)}:enrolling"
+        guard = keys.face_enrolling_key(exam.id, cid)
         ttl = int(self.settings.verifier.call_timeout_s) + 30  # outlives a stuck call
         if not await self.redis.set(guard, by, nx=True, ex=ttl):
             raise Conflict("An enrolment of this candidate is running.", reason="enrolment_busy")
