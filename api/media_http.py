@@ -80,7 +80,11 @@ async def read_offer(request: Request, settings: Settings, *, publish: bool) -> 
     """The SDP offer of a WHIP/WHEP POST, refused (415/400/413/422) before any shard sees it."""
     sdp.check_content_type(request.headers.get("content-type"), sdp.SDP_TYPE)
     body = await read_text(request)
-    offer = sdp.parse_offer(body, max_bytes=settings.media.max_sdp_bytes)
+    offer = sdp.parse_offer(
+        body,
+        max_bytes=settings.media.max_sdp_bytes,
+        max_candidates=settings.media.max_offer_candidates,
+    )
     if publish:
         sdp.check_publish(offer)
     else:
@@ -126,13 +130,21 @@ def options(*, post: bool) -> Response:
 async def patch_session(
     request: Request, runtime: RuntimeDep, caller: MediaCaller, kind: Kind, session_id: str
 ) -> Response:
-    """Trickle ICE into a session: 204; ICE restarts are refused (422) by the forwarder."""
+    """Trickle ICE into a session: 204; ICE restarts are refused (422) by the forwarder.
+
+    Fragments are refused (415/400/413) here before any shard sees them.
+    """
     session = await runtime.media.sessions.owned(session_id, kind, caller.owner)
     check_if_match(request, session.etag)
+    content_type = request.headers.get("content-type")
+    sdp.check_content_type(content_type, trickle.TRICKLE_TYPE)
     fragment = await read_text(request)
-    await runtime.media.router.patch(
-        session.shard, session.id, fragment, content_type=request.headers.get("content-type")
+    trickle.parse_fragment(
+        fragment,
+        max_bytes=runtime.settings.media.max_sdp_bytes,
+        max_candidates=runtime.settings.media.max_patch_candidates,
     )
+    await runtime.media.router.patch(session.shard, session.id, fragment, content_type=content_type)
     return Response(status_code=204, headers={**CORS_HEADERS, "ETag": session.etag})
 
 

@@ -10,11 +10,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from infra.errors import DependencyDown, ExamdayError
+from infra.errors import ExamdayError
+from infra.redis import REDIS_DOWN, hot_state_down
 
 PROBLEM_TYPE_BASE = "https://examday.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -31,12 +33,9 @@ _STATUS_REASONS = {
 
 log = logging.getLogger("examday.api")
 
-# Overload or an outage of the hot store: the client should come back shortly.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
-
-
-def hot_state_down() -> DependencyDown:
-    return DependencyDown("hot state is unavailable", retry_after=1)
+# Overload or an outage of the hot store (`infra.redis.REDIS_DOWN`, re-exported here for
+# the routes): the client should come back shortly.
+__all__ = ["REDIS_DOWN", "hot_state_down"]
 
 
 def problem_response(
@@ -139,6 +138,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
+    @app.exception_handler(ReadOnlyError)
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("redis unavailable on %s %s: %s", request.method, _route(request), exc)
         return error_response(hot_state_down(), request.url.path)

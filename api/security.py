@@ -17,9 +17,11 @@ from api.deps import RuntimeDep
 from core.exam import Exam, Identifier
 from core.exams import Candidate
 from infra.errors import Forbidden, NotFound, Unauthenticated
+from infra.settings import Settings
 from infra.tokens import Claims
 
 COOKIE_NAME = "examday_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,40 @@ class Principal:
 
 
 def optional_token(connection: HTTPConnection) -> str | None:
-    """The caller's token: `Authorization: Bearer` (native clients) or the session cookie."""
+    """The caller's token: `Authorization: Bearer` (native clients) or the session cookie.
+
+    A bearer token wins: a page cannot make a browser send one by itself, so such a
+    request is not forgeable across origins and needs no `Origin`. The cookie is
+    checked against `Origin` wherever it is the credential (see `check_origin`).
+    """
     header = connection.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip() or None
-    return connection.cookies.get(COOKIE_NAME) or None
+    cookie = connection.cookies.get(COOKIE_NAME) or None
+    if cookie is not None:
+        check_origin(connection)
+    return cookie
+
+
+def check_origin(connection: HTTPConnection) -> None:
+    """Refuse a cookie-authenticated request that changes state, or opens a WebSocket,
+    from a page of another origin.
+
+    The browser attaches the cookie whoever's page sends the request. `SameSite=Strict`
+    stops other *sites*, but a sibling subdomain or another port of the same host is the
+    same site; and a WebSocket handshake is a GET that no CORS preflight guards. Browsers
+    send `Origin` on every WebSocket handshake and every non-GET fetch or form post, so a
+    missing one is refused too. Safe methods change nothing and pass.
+    """
+    if connection.scope["type"] == "http" and connection.scope["method"] in SAFE_METHODS:
+        return
+    settings: Settings = connection.app.state.settings
+    origin = connection.headers.get("origin")
+    if origin is None or origin.lower() not in settings.allowed_origins:
+        raise Forbidden(
+            "requests with the session cookie must come from this site's own pages",
+            reason="bad_origin",
+        )
 
 
 def request_token(connection: HTTPConnection) -> str:

@@ -36,7 +36,7 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 
 def up(settings: Settings, *, nodes: int, demo: bool) -> int:
-    stack = LocalStack(settings, nodes=nodes, appendonly=demo)
+    stack = LocalStack(settings, nodes=nodes)
     stop = threading.Event()
     stop_on_signals(stop)
     print(f"examday: starting {nodes} Ray node(s), state in {settings.state_dir.resolve()}")
@@ -134,7 +134,11 @@ def status(settings: Settings) -> int:
         print(f"  {name:<12} pid {pid:<8} {'up' if alive else 'DOWN':<5} rss {rss:7.1f} MiB")
     ready = _readyz(manifest.get("gateway_url"))
     print(json.dumps(ready, indent=2))
-    return 0 if ready.get("status") == "ready" else 1
+    kept = ready.get("checks", {}).get("redis_persistence", {})
+    if kept.get("verdict") in ("degraded", "unknown"):
+        print(f"examday: {kept['verdict'].upper()} redis persistence: {kept.get('detail')}")
+    # Degraded still serves: the exit status says whether it does.
+    return 0 if ready.get("status") in ("ready", "degraded") else 1
 
 
 def _rss_mib(pid: int) -> float:

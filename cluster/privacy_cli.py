@@ -1,9 +1,11 @@
 """`examday audit verify`, `examday purge` and `examday keys rotate`.
 
 examday audit verify [--region R]    every entry of the region's audit chain hashes to
-                                     itself and names its predecessor, the last one is
-                                     the recorded head, and every object version a
-                                     receipt names is really gone from the bucket
+                                     itself, carries a valid Ed25519 signature, names its
+                                     predecessor and is the only, COMPLIANCE-locked
+                                     version of its key; the last one is the signed head;
+                                     every object version a receipt names is really gone
+                                     from the bucket. Each failure is printed by kind.
 examday purge --exam ID | --region R delete everything of an exam (or of every exam of
                                      a region, and its anonymous logs) that no legal
                                      hold protects, with receipts
@@ -24,7 +26,7 @@ from actors.privacy import retention
 from actors.privacy.audit import verify_region
 from core.process_services import open_process
 from infra import raycluster
-from infra.audit import ChainReport
+from infra.audit import ChainReport, Failure
 from infra.errors import ExamdayError
 from infra.keyring import rotate_all
 from infra.settings import Settings
@@ -55,8 +57,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         for report in reports:
             state = "ok" if report.ok else "FAILED"
             print(f"{report.region}: {state}, {report.head} entries")
-            for problem in report.problems:
-                print(f"  {problem}")
+            for failure in report.failures:
+                print(f"  {failure.kind}: {failure.detail}")
         return 0 if all(r.ok for r in reports) else 1
     if args.command == "purge":
         raycluster.connect(settings)
@@ -77,7 +79,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 async def verify_regions(settings: Settings, region: str | None = None) -> list[ChainReport]:
     if region is not None and region not in settings.regions:
         print(f"examday audit verify: unknown region {region!r}", file=sys.stderr)
-        return [ChainReport(region, 0, [], [f"unknown region {region!r}"])]
+        return [
+            ChainReport(region, 0, [], [Failure("unknown_region", f"unknown region {region!r}")])
+        ]
     process = open_process(settings, None)
     try:
         return [

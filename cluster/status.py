@@ -18,6 +18,7 @@ from actors.rooms.client import RoomRouter
 from api.metrics import ClusterSample, ClusterSampler
 from infra import raycluster
 from infra import redis as redis_conn
+from infra.redis_persistence import Persistence, persistence
 from infra.settings import Settings
 from infra.telemetry import actor_call
 
@@ -145,8 +146,18 @@ def render(
     return "\n".join(lines)
 
 
+async def redis_persistence(settings: Settings) -> Persistence:
+    redis = redis_conn.connect(settings)
+    try:
+        return await persistence(redis)
+    finally:
+        await redis.aclose()
+
+
 def status(settings: Settings) -> int:
     raycluster.connect(settings)
     nodes, sample, shard_controller = asyncio.run(collect(settings))
     print(render(nodes, sample, shard_controller))
+    kept = asyncio.run(redis_persistence(settings))
+    print(f"redis persistence: {kept.verdict} ({kept.reason}): {kept.detail}")
     return 1 if sample.errors else 0

@@ -78,16 +78,41 @@ def active_session_key(role: str, exam: str | None, sub: str) -> str:
     return f"examday:active-session:{role}:{exam or '-'}:{sub}"
 
 
-def login_failures_ip_key(ip: str) -> str:
-    return f"examday:login-fail:ip:{ip}"
+# Login budgets (actors.accounts.sessions). `source` is a source group (an IPv4 address or
+# an IPv6 /64) and always comes last, since IPv6 groups hold ':'; a scope is an exam or
+# "-staff-", a pair a candidate id or a staff username (neither may hold ':').
 
 
-def login_failures_exam_key(exam: str) -> str:
-    return f"examday:login-fail:exam:{exam}"
+def login_failures_ip_key(source: str) -> str:
+    return f"examday:login-fail:ip:{source}"
+
+
+def login_failures_exam_key(scope: str) -> str:
+    return f"examday:login-fail:exam:{scope}"
+
+
+def login_failures_scope_source_key(scope: str, source: str) -> str:
+    return f"examday:login-fail:scope-src:{scope}:{source}"
 
 
 def login_failures_pair_key(pair: str) -> str:
     return f"examday:login-fail:pair:{pair}"
+
+
+def login_failures_pair_source_key(pair: str, source: str) -> str:
+    return f"examday:login-fail:pair-src:{pair}:{source}"
+
+
+def login_hold_key(failures_key: str) -> str:
+    """The progressive delay that a failures counter has earned (a key with a TTL).
+
+    Under its own prefix: a username like `bob:hold` must never name bob's hold."""
+    return failures_key.replace("examday:login-fail:", "examday:login-hold:", 1)
+
+
+def login_known_sources_key(username: str) -> str:
+    """Source groups a staff member logged in from: spared the account-wide delay."""
+    return f"examday:login-known:{username}"
 
 
 def staff_key(username: str) -> str:
@@ -169,7 +194,16 @@ def room_key(exam_id: str, room_id: str) -> str:
 
 
 def room_events_key(room: str) -> str:
+    """A room's evidence stream: every event but heartbeats (joins, leaves, incidents,
+    messages, reviews, ends, ...), never trimmed by length, so no traffic can evict it;
+    it goes with the room's timeline under the retention rules."""
     return f"examday:{{{room}}}:events"
+
+
+def room_presence_key(room: str) -> str:
+    """A room's heartbeats: a stream capped by length, sharing one id sequence with the
+    evidence stream (so the two merge into one ordered history)."""
+    return f"examday:{{{room}}}:presence"
 
 
 def room_owner_key(room: str) -> str:
@@ -187,6 +221,11 @@ def room_snapshot_key(room: str) -> str:
 def room_event_id_key(room: str, eid: str) -> str:
     """An event id already journaled (a retried append gets the stored entry back)."""
     return f"examday:{{{room}}}:eid:{eid}"
+
+
+def heartbeat_rate_key(room: str, cid: str) -> str:
+    """A candidate's HTTP heartbeats in the current minute (a counter with a TTL)."""
+    return f"examday:{{{room}}}:beats:{cid}"
 
 
 def room_shard_rooms_key(shard: str) -> str:

@@ -13,8 +13,10 @@ actor the same way and none lets Ray's wrapper reach its caller:
   with jitter, up to `Retries.attempts` attempts; then the caller gets
   `ActorRestarting` with the facade's problem `reason` and Retry-After;
 - an `ExamdayError` the actor raised comes back as itself (our errors pickle
-  across Ray, see `infra.errors`), unwrapped from Ray's `RayTaskError`; any
-  other failure inside the actor is not retried;
+  across Ray, see `infra.errors`), unwrapped from Ray's `RayTaskError`, and so
+  does Redis being down inside the actor, as `hot_state_down()` (a 503 with
+  Retry-After, like the same outage met in the gateway); any other failure
+  inside the actor is not retried;
 - every call carries the trace context (`infra.telemetry.actor_call`).
 """
 
@@ -30,6 +32,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from infra.errors import ActorRestarting, ExamdayError, Unavailable
+from infra.redis import REDIS_DOWN, hot_state_down
 from infra.telemetry import actor_call
 
 # Where a routed call goes on this attempt: asked again before each one, because a
@@ -65,8 +68,11 @@ class Retries:
 
 
 def unwrap(exc: RayTaskError) -> BaseException:
-    """Our own error raised inside an actor, without Ray's wrapper (it maps to its problem)."""
+    """Our own error raised inside an actor, without Ray's wrapper (it maps to its problem);
+    Redis down inside the actor is `hot_state_down()`, not an internal error."""
     cause = getattr(exc, "cause", None)
+    if isinstance(cause, REDIS_DOWN):
+        return hot_state_down()
     return cause if isinstance(cause, ExamdayError) else exc
 
 

@@ -60,6 +60,9 @@ class ObjectStores:
     """The per-region S3 clients of one process."""
 
     def __init__(self, settings: Settings) -> None:
+        # Kept for what writes into these buckets under the process's own policy (the
+        # audit log's signing key and Object Lock period), so callers need not pass them.
+        self.settings = settings
         self._stores = dict(settings.regions)
         threads = settings.object_store_threads
         self._clients = {

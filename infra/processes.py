@@ -81,6 +81,11 @@ class ManagedProcess:
         return self._popen.pid if self._popen else None
 
     @property
+    def returncode(self) -> int | None:
+        """The exit status once the child has ended (negative: the signal that ended it)."""
+        return self._popen.poll() if self._popen else None
+
+    @property
     def running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
 
@@ -130,6 +135,12 @@ class ManagedProcess:
             popen.wait(5)
         # The leader is gone; anything left in its group is ours to end.
         self._signal_group(popen.pid, signal.SIGKILL)
+
+    def kill_leftovers(self) -> None:
+        """After the leader died on its own: end what it left in its group (a Redis
+        rewrite child, a server's helper) so that a restart finds its ports free."""
+        if self._popen is not None and self._popen.poll() is not None:
+            self._signal_group(self._popen.pid, signal.SIGKILL)
 
     @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:

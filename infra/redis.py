@@ -7,9 +7,27 @@ from importlib import metadata
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.driver_info import DriverInfo
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from infra.errors import DependencyDown
 from infra.settings import Settings
+
+# What Redis raises while it is down, restarting or not writable: refused or dropped
+# connections, a full pool, a timeout, `LOADING` while it replays its AOF
+# (BusyLoadingError, a ConnectionError), a replica's READONLY. The client should come
+# back shortly: callers answer `hot_state_down()`, wherever the error was raised
+# (in the gateway, or inside an actor: `infra.actor_calls.unwrap`).
+REDIS_DOWN: tuple[type[RedisError], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+)
+
+
+def hot_state_down() -> DependencyDown:
+    return DependencyDown("hot state is unavailable", reason="hot_state_down", retry_after=1)
 
 
 def connect(settings: Settings) -> Redis:

@@ -48,7 +48,11 @@ def weed_binary() -> Path:
     return found
 
 
-def redis_process(settings: Settings, *, appendonly: bool) -> ManagedProcess:
+def redis_process(settings: Settings) -> ManagedProcess:
+    """The embedded Redis, always with its append-only file in the state directory:
+    staff, exams, rosters, consents, room journals and audit heads live only here, so
+    `examday down`, a crash or a kill -9 must not take them along. No RDB snapshots:
+    the AOF alone is the record (Redis rewrites it in the background as it grows)."""
     data = settings.state_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -56,7 +60,8 @@ def redis_process(settings: Settings, *, appendonly: bool) -> ManagedProcess:
         "--bind", settings.redis_host,
         "--port", str(settings.redis_port),
         "--dir", str(data.resolve()),
-        "--appendonly", "yes" if appendonly else "no",
+        "--appendonly", "yes",
+        "--appendfsync", settings.redis_fsync,
         "--save", "",
         "--protected-mode", "yes",
         "--daemonize", "no",
@@ -173,6 +178,9 @@ def gateway_process(settings: Settings, env: dict[str, str]) -> ManagedProcess:
         "--port", str(settings.gateway_port),
         "--workers", str(settings.gateway_workers),
         "--no-access-log",
+        # The client address is api/client_address.py's to decide (EXAMDAY_TRUSTED_PROXIES);
+        # uvicorn's own X-Forwarded-For handling would believe any 127.0.0.1 peer.
+        "--no-proxy-headers",
         # Longer than the idle timeout of the clients and load balancers in front,
         # so that the server never closes a connection a client is about to reuse.
         "--timeout-keep-alive", "75",

@@ -4,16 +4,29 @@
 Ray node), then the gateway, each checked healthy before the next depends on
 it; `stop()` ends them in reverse order. A manifest in the state directory
 lets `examday status` and `examday down` find a running stack.
+
+Once up, a `Supervisor` thread restarts the stateful services (Redis, SeaweedFS)
+that die, with bounded exponential back-off, on the same port and data directory:
+their data is on disk (Redis's AOF, SeaweedFS's volumes), so a restart loses
+nothing, and the platform's clients reconnect by themselves. `stop()` halts it
+first, so that nothing `examday down` ends is brought back.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 from infra import services
 from infra.objectstore import ObjectStores
@@ -21,6 +34,95 @@ from infra.processes import ManagedProcess, free_port, free_port_block, port_ope
 from infra.settings import RegionStore, Settings, settings_to_env
 
 MANIFEST_NAME = "stack.json"
+# The services a supervisor brings back: the ones whose state is on disk. Ray nodes
+# keep theirs in memory (a new head is a new cluster) and the gateway is stateless.
+SUPERVISED = ("redis", "seaweedfs")
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Back-off of a supervisor: first_delay_s doubling up to max_delay_s per restart of
+    a service within window_s; after max_restarts there it gives that service up (a
+    crash loop wants an operator, not a hotter loop)."""
+
+    first_delay_s: float = 0.5
+    max_delay_s: float = 10.0
+    max_restarts: int = 8
+    window_s: float = 300.0
+    poll_s: float = 0.2
+
+    def delay(self, recent: int) -> float:
+        return float(min(self.first_delay_s * 2**recent, self.max_delay_s))
+
+
+class Supervisor(threading.Thread):
+    """Restarts the stack's supervised services that exit, each line logged.
+
+    The thread itself starts the new children, and PR_SET_PDEATHSIG fires when the
+    *thread* that forked a child ends: so it stays alive (idle) after giving a
+    service up, and `LocalStack.stop()` halts it, stops the services, then joins it.
+    """
+
+    def __init__(
+        self,
+        stack: LocalStack,
+        policy: RestartPolicy,
+        log: Callable[[str], None],
+    ) -> None:
+        super().__init__(name="examday-supervisor", daemon=True)
+        self.stack = stack
+        self.policy = policy
+        self.log = log
+        self.given_up: set[str] = set()
+        self.restarts: dict[str, deque[float]] = {}
+        self._halted = threading.Event()
+        # Held while a child is started, so that halt() returns only when none will be.
+        self._lock = threading.Lock()
+
+    def halt(self) -> None:
+        with self._lock:
+            self._halted.set()
+
+    def run(self) -> None:
+        while not self._halted.wait(self.policy.poll_s):
+            for process in self.stack.processes:
+                if process.name not in SUPERVISED or process.running:
+                    continue
+                if process.name in self.given_up:
+                    continue
+                try:
+                    self._revive(process)
+                except Exception as exc:  # a failed start is retried, never fatal here
+                    self.log(f"examday: restarting {process.name} failed: {exc!r}")
+
+    def _revive(self, process: ManagedProcess) -> None:
+        now = time.monotonic()
+        times = self.restarts.setdefault(process.name, deque())
+        while times and now - times[0] > self.policy.window_s:
+            times.popleft()
+        if len(times) >= self.policy.max_restarts:
+            self.given_up.add(process.name)
+            self.log(
+                f"examday: ERROR {process.name} died {len(times)} times within"
+                f" {self.policy.window_s:.0f}s; giving up, see {process.log_path}"
+            )
+            return
+        delay = self.policy.delay(len(times))
+        self.log(
+            f"examday: {process.name} (pid {process.pid}) exited with {process.returncode};"
+            f" restarting in {delay:g}s (restart {len(times) + 1} of at most"
+            f" {self.policy.max_restarts} within {self.policy.window_s:.0f}s)"
+        )
+        process.kill_leftovers()
+        if self._halted.wait(delay):
+            return
+        with self._lock:
+            if self._halted.is_set():
+                return
+            times.append(time.monotonic())
+            process.start()
+            self.stack.write_manifest()
+        self.log(f"examday: {process.name} restarted, pid {process.pid}")
 
 
 @dataclass
@@ -28,15 +130,17 @@ class LocalStack:
     settings: Settings
     nodes: int = 1
     with_gateway: bool = True
-    appendonly: bool = False
+    # Restart Redis and SeaweedFS when they die (see Supervisor); None: never.
+    restart: RestartPolicy | None = field(default_factory=RestartPolicy)
     processes: list[ManagedProcess] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    supervisor: Supervisor | None = None
 
     def start(self) -> None:
         started = time.monotonic()
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         try:
-            redis = self._launch(services.redis_process(self.settings, appendonly=self.appendonly))
+            redis = self._launch(services.redis_process(self.settings))
             weed = self._launch(services.seaweed_process(self.settings))
             head = self._launch(services.ray_node_process(self.settings, head=True))
             self._wait(redis, lambda: services.redis_healthy(self.settings), 20, started)
@@ -57,10 +161,26 @@ class LocalStack:
             raise
         self.timings["total"] = time.monotonic() - started
         self.write_manifest()
+        if self.restart is not None:
+            self.supervise(self.restart)
+
+    def supervise(
+        self, policy: RestartPolicy | None = None, log: Callable[[str], None] | None = None
+    ) -> Supervisor:
+        """Start the supervisor thread (once; `start()` does it unless restart is None)."""
+        if self.supervisor is None:
+            self.supervisor = Supervisor(self, policy or RestartPolicy(), log or _print)
+            self.supervisor.start()
+        return self.supervisor
 
     def stop(self) -> None:
+        supervisor, self.supervisor = self.supervisor, None
+        if supervisor is not None:
+            supervisor.halt()
         for process in reversed(self.processes):
             process.stop()
+        if supervisor is not None:
+            supervisor.join(timeout=5)
         self.manifest_path.unlink(missing_ok=True)
 
     def _launch(self, process: ManagedProcess) -> ManagedProcess:
@@ -94,7 +214,14 @@ class LocalStack:
             "services": {p.name: p.pid for p in self.processes},
             "started_at": time.time(),
         }
-        self.manifest_path.write_text(json.dumps(manifest, indent=2))
+        # Replaced whole: `examday status` and `down` may read it while a restart rewrites it.
+        partial = self.manifest_path.with_suffix(".json.tmp")
+        partial.write_text(json.dumps(manifest, indent=2))
+        partial.replace(self.manifest_path)
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
 
 
 def read_manifest(state_dir: Path) -> dict[str, Any] | None:
@@ -105,6 +232,22 @@ def read_manifest(state_dir: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def random_secrets() -> dict[str, Any]:
+    """Fresh keys for a `test` stack: outside development the published dev keys are
+    refused, and a test stack runs with real ones rather than being exempted."""
+
+    def key() -> str:
+        return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+    return {
+        "token_signing_key": key(),
+        "data_master_key": key(),
+        "pseudonym_key": key(),
+        "update_signing_key": key(),
+        "audit_signing_key": key(),
+    }
+
+
 def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
     """Settings for a private stack on random loopback ports (tests, benchmarks, fleets).
 
@@ -113,11 +256,18 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
     """
     s3_port = free_port_block(8, 20000, 22700, also_offset=10000)
     redis_port = free_port()
+    access_key, secret_key = secrets.token_hex(10), secrets.token_urlsafe(30)
     regions = {
-        name: RegionStore(endpoint=f"http://127.0.0.1:{s3_port}", bucket=f"examday-{name}")
+        name: RegionStore(
+            endpoint=f"http://127.0.0.1:{s3_port}",
+            bucket=f"examday-{name}",
+            access_key=SecretStr(access_key),
+            secret_key=SecretStr(secret_key),
+        )
         for name in ("cn-north", "cn-east")
     }
     values: dict[str, object] = {
+        **random_secrets(),
         "env": "test",
         "state_dir": state_dir,
         "redis_url": f"redis://127.0.0.1:{redis_port}/0",

@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from core.keys import INGEST_STREAMS
 from infra import redis as redis_conn
 from infra.processes import free_port, free_port_block
 from infra.redis import text
 from infra.settings import RegionStore, Settings
-from infra.stack import LocalStack
+from infra.stack import LocalStack, random_secrets
 
 DEVICES = 2000
 _CRASH_STACK = ',"stack":"java.lang.IllegalStateException\\n at app.Main.run(Main.kt:42)"'
@@ -46,11 +47,19 @@ _CRASH_STACK = ',"stack":"java.lang.IllegalStateException\\n at app.Main.run(Mai
 def bench_settings(state_dir: Path) -> Settings:
     """A stack of its own on free loopback ports, like the tests'."""
     s3_port = free_port_block(8, 20000, 29000, also_offset=10000)
+    # `test` refuses the dev placeholders: S3 credentials and keys of its own.
+    access_key, secret_key = SecretStr(secrets.token_hex(10)), SecretStr(secrets.token_hex(20))
     regions = {
-        name: RegionStore(endpoint=f"http://127.0.0.1:{s3_port}", bucket=f"examday-{name}")
+        name: RegionStore(
+            endpoint=f"http://127.0.0.1:{s3_port}",
+            bucket=f"examday-{name}",
+            access_key=access_key,
+            secret_key=secret_key,
+        )
         for name in ("cn-north", "cn-east")
     }
     return Settings(
+        **random_secrets(),
         env="test",
         state_dir=state_dir,
         redis_url=f"redis://127.0.0.1:{free_port()}/0",

@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--objects 1-100000, --concurrency 1-64")
     with tempfile.TemporaryDirectory(prefix="examday-bench-retention-") as state:
         settings = isolated_settings(Path(state))
-        redis = services.redis_process(settings, appendonly=False)
+        redis = services.redis_process(settings)
         weed = services.seaweed_process(settings)
         try:
             redis.start()

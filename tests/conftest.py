@@ -22,10 +22,14 @@ from infra.stack import LocalStack, isolated_settings
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     # Camera frames sampled every 2 s, so that face incidents show up within a test's time;
-    # presence sockets recheck their session every second, so that an ended one does too.
+    # presence sockets recheck their session every second, so that an ended one does too;
+    # HTTP heartbeats up to 400 a minute, since some tests beat every 0.2 s (clients: 5 s).
     media = MediaSettings(sample_interval_s=2.0)
     return isolated_settings(
-        tmp_path_factory.mktemp("state"), media=media, presence_recheck_seconds=1.0
+        tmp_path_factory.mktemp("state"),
+        media=media,
+        presence_recheck_seconds=1.0,
+        heartbeats_per_minute=400,
     )
 
 
@@ -52,6 +56,7 @@ async def gateway(stack: LocalStack) -> AsyncIterator[FastAPI]:
         log_level="warning",
         lifespan="on",
         timeout_keep_alive=75,
+        proxy_headers=False,  # as infra/services.py starts it: the app judges X-Forwarded-For
     )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())

@@ -2,20 +2,28 @@
 
 A session exists while `examday:session:{sid}` does: logout, a second login of
 the same candidate, or expiry removes it, and the token stops working at once.
-Failed logins are counted per IP, per exam and per exam/candidate pair; the
-first two answer 429 with Retry-After when spent, while a locked pair answers
-exactly like a wrong pair, so that nobody learns which candidate numbers exist.
+Failed logins are counted per source group (an IPv4 address or an IPv6 /64, see
+`sources.py`), per exam and source, per exam, and per candidate pair; staff logins
+per source, per (account, source) and per account. A spent budget earns its source
+a delay (429 with Retry-After, doubling with each further failure, capped) rather
+than a lockout, so that nobody can keep another person from logging in: an exam's
+budget only tightens what each failing source may do there, and a staff account's
+ceiling spares the sources its owner logged in from. Only a candidate pair is
+locked, from every source, and it answers exactly like a wrong pair, so that nobody
+learns which candidate numbers exist.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from actors.accounts.sources import source_group
 from core import keys
 from infra import tokens
 from infra.errors import RateLimited, Unauthenticated
@@ -33,32 +41,104 @@ class Session:
     replaced: str | None  # the sid this login ended, if any
 
 
-# The whole candidate login in one round trip: budgets, lookup, session, and
-# the end of the candidate's previous session. KEYS: ip budget, exam budget,
-# pair budget, candidate hash, new session, active-session pointer.
-_CANDIDATE_LOGIN = """
-for i = 1, 2 do
-  local spent = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if spent >= tonumber(ARGV[i]) then return {'rate_limited', redis.call('TTL', KEYS[i])} end
+STAFF_SCOPE = "-staff-"
+# How long a staff member's source stays known (spared the account-wide delay) after
+# their last login from it.
+_KNOWN_SOURCE_SECONDS = 30 * 86400
+
+# Shared by the budget scripts. KEYS[1..5]: source failures, its hold, (scope, source)
+# failures, its hold, scope failures. ARGV[1..5]: per source, per scope, window (s),
+# base and cap of the delays (ms). A hold is a key whose TTL is the delay it imposes.
+_BUDGETS = """
+local per_source, per_scope, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local base, cap = tonumber(ARGV[4]), tonumber(ARGV[5])
+local function bump(key)
+  local n = redis.call('INCR', key)
+  redis.call('EXPIRE', key, window)
+  return n
 end
+local function unbump(key)
+  local n = redis.call('DECR', key)
+  if n <= 0 then redis.call('DEL', key) end
+  return n
+end
+-- The failure that reaches `free`, and each after it, doubles the delay.
+local function hold(key, n, free)
+  if n >= free then
+    local ms = math.min(cap, base * 2 ^ math.min(n - free, 40))
+    redis.call('SET', key, '1', 'PX', math.floor(ms))
+  end
+end
+local function wait(...)
+  local longest = 0
+  for _, key in ipairs({...}) do longest = math.max(longest, redis.call('PTTL', key)) end
+  return longest
+end
+-- Once a scope (an exam, all staff) has had its failures, every source gets just one
+-- there before its delays start; a source without failures is never held by it.
+local function fail_source()
+  hold(KEYS[2], bump(KEYS[1]), per_source)
+  local in_scope = bump(KEYS[3])
+  if bump(KEYS[5]) >= per_scope then hold(KEYS[4], in_scope, 1) end
+end
+"""
+
+
+def _with_budgets(script: str) -> str:
+    return _BUDGETS + script
+
+
+# The whole candidate login in one round trip: budgets, lookup, session, and the end
+# of the candidate's previous session. KEYS[6..9]: pair failures, candidate hash, new
+# session, active-session pointer. ARGV[6..11]: per pair, cid, exam, ttl, sid, prefix.
+_CANDIDATE_LOGIN = _with_budgets("""
+local held = wait(KEYS[2], KEYS[4])
+if held > 0 then return {'rate_limited', held} end
 local room = false
-if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[3]) then
-  room = redis.call('HGET', KEYS[4], 'room')
+if tonumber(redis.call('GET', KEYS[6]) or '0') < tonumber(ARGV[6]) then
+  room = redis.call('HGET', KEYS[7], 'room')
 end
 if not room then
-  for i = 1, 3 do
-    redis.call('SET', KEYS[i], 0, 'EX', ARGV[4], 'NX')
-    redis.call('INCR', KEYS[i])
-  end
+  fail_source()
+  bump(KEYS[6])
   return {'wrong'}
 end
-local record = cjson.encode({sub = ARGV[5], role = 'candidate', exam = ARGV[6], room = room})
-redis.call('SET', KEYS[5], record, 'EX', ARGV[7])
-local previous = redis.call('GET', KEYS[6])
-redis.call('SET', KEYS[6], ARGV[8], 'EX', ARGV[7])
-if previous then redis.call('DEL', ARGV[9] .. previous) end
+local record = cjson.encode({sub = ARGV[7], role = 'candidate', exam = ARGV[8], room = room})
+redis.call('SET', KEYS[8], record, 'EX', ARGV[9])
+local previous = redis.call('GET', KEYS[9])
+redis.call('SET', KEYS[9], ARGV[10], 'EX', ARGV[9])
+if previous then redis.call('DEL', ARGV[11] .. previous) end
 return {'ok', room, previous or ''}
-"""
+""")
+
+_CANDIDATE_FAILURE = _with_budgets("""
+fail_source()
+bump(KEYS[6])
+""")
+
+# A staff attempt is counted as a failure before the password is checked (and given
+# back on success), so that concurrent guesses cannot all pass one check. KEYS[6..10]:
+# (account, source) failures, its hold, account failures, its hold, known sources.
+# ARGV[6..9]: per (account, source), per account, the source group, known-source TTL.
+_STAFF_ATTEMPT = _with_budgets("""
+local held = wait(KEYS[2], KEYS[4], KEYS[7])
+if redis.call('SISMEMBER', KEYS[10], ARGV[8]) == 0 then held = math.max(held, wait(KEYS[9])) end
+if held > 0 then return {'rate_limited', held} end
+fail_source()
+hold(KEYS[7], bump(KEYS[6]), tonumber(ARGV[6]))
+hold(KEYS[9], bump(KEYS[8]), tonumber(ARGV[7]))
+return {'ok'}
+""")
+
+_STAFF_SUCCESS = _with_budgets("""
+if unbump(KEYS[1]) < per_source then redis.call('DEL', KEYS[2]) end
+local in_scope = unbump(KEYS[3])
+if unbump(KEYS[5]) < per_scope or in_scope < 1 then redis.call('DEL', KEYS[4]) end
+redis.call('DEL', KEYS[6], KEYS[7])
+if unbump(KEYS[8]) < tonumber(ARGV[7]) then redis.call('DEL', KEYS[9]) end
+redis.call('SADD', KEYS[10], ARGV[8])
+redis.call('EXPIRE', KEYS[10], ARGV[9])
+""")
 
 
 class Sessions:
@@ -67,8 +147,11 @@ class Sessions:
         self.redis = redis
         self._key = settings.token_signing_key.get_secret_value().encode()
         self._candidate_login = redis.register_script(_CANDIDATE_LOGIN)
+        self._candidate_failure = redis.register_script(_CANDIDATE_FAILURE)
+        self._staff_attempt = redis.register_script(_STAFF_ATTEMPT)
+        self._staff_success = redis.register_script(_STAFF_SUCCESS)
 
-    async def candidate_login(self, ip: str, exam: str, cid: str) -> tuple[Session, str]:
+    async def candidate_login(self, source: str, exam: str, cid: str) -> tuple[Session, str]:
         """Open a candidate's session, or raise exactly as a wrong pair would. Returns the room."""
         s = self.settings
         ttl = s.session_ttl_seconds
@@ -79,24 +162,15 @@ class Sessions:
             exam=exam,
             exp=time.time() + ttl,
         )
-        budget_keys = [key for key, _ in self._budget_keys(ip, exam, cid)]
+        budget_keys = [*self._source_keys(source, exam), keys.login_failures_pair_key(cid)]
         budget_keys += [keys.candidate_key(exam, cid), keys.session_key(claims.sid)]
         budget_keys += [self._owner_key("candidate", exam, cid)]
-        limits = [
-            s.login_failures_per_ip,
-            s.login_failures_per_exam,
-            s.login_failures_per_candidate,
-        ]
-        args: list[str | int] = [*limits, s.login_window_seconds, cid, exam, ttl]
+        args = [*self._budget_args(), s.login_failures_per_candidate, cid, exam, ttl]
         args += [claims.sid, keys.session_key("")]
         result = await self._candidate_login(keys=budget_keys, args=args)
         outcome = text(result[0])
         if outcome == "rate_limited":
-            raise RateLimited(
-                "too many failed logins; wait before trying again",
-                reason="login_rate_limited",
-                retry_after=max(int(result[1]), 1),
-            )
+            raise _delayed(int(result[1]))
         if outcome != "ok":
             raise Unauthenticated(
                 "exam number or candidate number is wrong", reason=WRONG_CREDENTIALS
@@ -128,6 +202,15 @@ class Sessions:
         if raw is None:
             raise Unauthenticated("the session has ended", reason="session_ended")
         record: dict[str, str | None] = json.loads(raw)
+        # The record, not the token, says who the session belongs to: whoever holds the
+        # signing key (a leak, an insider) could otherwise re-sign a candidate's session
+        # id as an organiser. Same GET as the liveness check, so no extra round trip.
+        if (record.get("sub"), record.get("role"), record.get("exam")) != (
+            claims.sub,
+            claims.role,
+            claims.exam,
+        ):
+            raise Unauthenticated("the token does not match its session", reason="session_mismatch")
         return claims, record
 
     async def end_active(self, role: Role, exam: str | None, sub: str) -> None:
@@ -144,41 +227,69 @@ class Sessions:
 
     # -- login budgets -------------------------------------------------------------
 
-    def _budget_keys(self, ip: str, exam: str, pair: str) -> list[tuple[str, int]]:
-        s = self.settings
+    def _source_keys(self, source: str, scope: str) -> list[str]:
+        group = source_group(source)
+        counters = [keys.login_failures_ip_key(group)]
+        counters.append(keys.login_failures_scope_source_key(scope, group))
         return [
-            (keys.login_failures_ip_key(ip), s.login_failures_per_ip),
-            (keys.login_failures_exam_key(exam), s.login_failures_per_exam),
-            (keys.login_failures_pair_key(pair), s.login_failures_per_candidate),
+            counters[0],
+            keys.login_hold_key(counters[0]),
+            counters[1],
+            keys.login_hold_key(counters[1]),
+            keys.login_failures_exam_key(scope),
         ]
 
-    async def check_budget(self, ip: str, exam: str, pair: str) -> bool:
-        """Raise 429 when the IP or exam budget is spent; False when the pair is locked."""
-        budgets = self._budget_keys(ip, exam, pair)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key, _ in budgets:
-                pipe.get(key)
-                pipe.ttl(key)
-            values = await pipe.execute()
-        for index, (_key, limit) in enumerate(budgets[:2]):
-            count, ttl = values[2 * index], values[2 * index + 1]
-            if count is not None and int(count) >= limit:
-                raise RateLimited(
-                    "too many failed logins; wait before trying again",
-                    reason="login_rate_limited",
-                    retry_after=max(int(ttl), 1),
-                )
-        pair_count = values[4]
-        return pair_count is None or int(pair_count) < budgets[2][1]
+    def _budget_args(self) -> list[str | int]:
+        s = self.settings
+        return [
+            s.login_failures_per_ip,
+            s.login_failures_per_exam,
+            s.login_window_seconds,
+            max(1, round(s.login_delay_base_seconds * 1000)),
+            max(1, round(s.login_delay_max_seconds * 1000)),
+        ]
 
-    async def record_failure(self, ip: str, exam: str, pair: str) -> None:
-        window = self.settings.login_window_seconds
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key, _ in self._budget_keys(ip, exam, pair):
-                # SET NX EX starts the window once; INCR keeps the TTL (Redis 6.2 has no EXPIRE NX).
-                pipe.set(key, 0, ex=window, nx=True)
-                pipe.incr(key)
-            await pipe.execute()
+    async def record_failure(self, source: str, exam: str, cid: str) -> None:
+        """Count a failed candidate login, as a wrong pair from `source` would."""
+        budget_keys = [*self._source_keys(source, exam), keys.login_failures_pair_key(cid)]
+        args = [*self._budget_args(), self.settings.login_failures_per_candidate]
+        await self._candidate_failure(keys=budget_keys, args=args)
 
-    async def clear_pair(self, pair: str) -> None:
-        await self.redis.delete(keys.login_failures_pair_key(pair))
+    def _staff_keys(self, source: str, username: str) -> list[str]:
+        pair_source = keys.login_failures_pair_source_key(username, source_group(source))
+        account = keys.login_failures_pair_key(username)
+        return [
+            *self._source_keys(source, STAFF_SCOPE),
+            pair_source,
+            keys.login_hold_key(pair_source),
+            account,
+            keys.login_hold_key(account),
+            keys.login_known_sources_key(username),
+        ]
+
+    def _staff_args(self, source: str) -> list[str | int]:
+        s = self.settings
+        args = [*self._budget_args(), s.login_failures_per_candidate, s.login_failures_per_account]
+        return [*args, source_group(source), _KNOWN_SOURCE_SECONDS]
+
+    async def staff_attempt(self, source: str, username: str) -> None:
+        """Raise 429 while a budget holds this attempt; else count it as a failure
+        until `staff_succeeded` gives it back."""
+        result = await self._staff_attempt(
+            keys=self._staff_keys(source, username), args=self._staff_args(source)
+        )
+        if text(result[0]) == "rate_limited":
+            raise _delayed(int(result[1]))
+
+    async def staff_succeeded(self, source: str, username: str) -> None:
+        await self._staff_success(
+            keys=self._staff_keys(source, username), args=self._staff_args(source)
+        )
+
+
+def _delayed(milliseconds: int) -> RateLimited:
+    return RateLimited(
+        "too many failed logins; wait before trying again",
+        reason="login_rate_limited",
+        retry_after=max(math.ceil(milliseconds / 1000), 1),
+    )

@@ -8,10 +8,17 @@ Trickle-ICE fragments and candidate filtering are in `actors.media.trickle`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from infra.errors import InvalidInput, MalformedInput, PayloadTooLarge, UnsupportedMediaType
+from infra.errors import (
+    BadRequest,
+    InvalidInput,
+    MalformedInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 
 SDP_TYPE = "application/sdp"
 # How a receiver reports the bandwidth it estimates: REMB (fed by the abs-send-time
@@ -23,6 +30,12 @@ BANDWIDTH_EXTENSIONS = (
 )
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 MEDIA_KINDS = ("audio", "video")
+# What no SDP line holds (RFC 8866 section 9: no NUL, CR or LF in a value) and where
+# aiortc, which splits with `str.splitlines`, would see a line break that our
+# CRLF/LF splitter does not: a bare CR, VT, FF, FS/GS/RS, NEL, U+2028/U+2029, and
+# every other C0/C1 control but tab. Refused rather than cleaned: a body that splits
+# two ways hides lines (a candidate) from our checks.
+_FORBIDDEN = re.compile(r"\r(?!\n)|[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +87,24 @@ def malformed(detail: str) -> MalformedInput:
     return MalformedInput(f"malformed SDP: {detail}", reason="malformed_sdp")
 
 
+def split_lines(text: str) -> list[str]:
+    """The lines of `text` (SDP or a trickle fragment), ended by CRLF or LF.
+
+    The one splitter of this package: anything aiortc would split elsewhere is
+    refused (400 `bad_sdp`), so every check sees the lines aiortc will.
+    """
+    bad = _FORBIDDEN.search(text)
+    if bad is not None:
+        line = text.count("\n", 0, bad.start()) + 1
+        raise MalformedInput(
+            f"SDP line {line} holds the control character {bad[0]!r}", reason="bad_sdp"
+        )
+    return text.replace("\r\n", "\n").split("\n")
+
+
 def lines(text: str) -> list[tuple[str, str]]:
     lines = []
-    for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
+    for number, raw in enumerate(split_lines(text), 1):
         line = raw.strip()
         if not line:
             continue
@@ -185,8 +213,20 @@ def _section(draft: _SectionDraft, session_direction: str) -> MediaSection:
     )
 
 
-def parse_offer(text: str, *, max_bytes: int = 64 * 1024) -> Offer:
-    """Parse an SDP offer; `MalformedInput(malformed_sdp)` if it is not one."""
+def check_candidate_count(count: int, limit: int, where: str) -> None:
+    """Each remote candidate kept costs connectivity checks: at most `limit` per body."""
+    if count > limit:
+        raise BadRequest(
+            f"{count} ICE candidates in {where}; at most {limit}", reason="too_many_candidates"
+        )
+
+
+def parse_offer(text: str, *, max_bytes: int = 64 * 1024, max_candidates: int = 64) -> Offer:
+    """Parse an SDP offer; `MalformedInput(malformed_sdp)` if it is not one.
+
+    `bad_sdp` (400) if aiortc would read other lines than ours, `too_many_candidates`
+    (400) past `max_candidates` a=candidate lines in all.
+    """
     if len(text.encode("utf-8", "replace")) > max_bytes:
         raise PayloadTooLarge(f"SDP larger than {max_bytes} bytes", reason="sdp_too_large")
     parsed = lines(text)
@@ -221,6 +261,7 @@ def parse_offer(text: str, *, max_bytes: int = 64 * 1024) -> Offer:
             raise malformed("ICE password missing")
         if not (draft.fingerprint or session_fingerprint):
             raise malformed("DTLS fingerprint missing")
+    check_candidate_count(sum(len(d.candidates) for d in drafts), max_candidates, "the offer")
     direction = next((d for d in DIRECTIONS if d in session), "sendrecv")
     first = drafts[0] if drafts else _SectionDraft(kind="", fmts=[])
     return Offer(
@@ -289,4 +330,4 @@ def _is_bandwidth_feedback(line: str) -> bool:
 
 def without_lines(text: str, drop: Callable[[str], bool]) -> str:
     """`text` (SDP) less the lines `drop` picks, with CRLF line ends."""
-    return "\r\n".join(line for line in text.replace("\r\n", "\n").split("\n") if not drop(line))
+    return "\r\n".join(line for line in split_lines(text) if not drop(line))

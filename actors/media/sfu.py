@@ -152,7 +152,11 @@ class Forwarder:
         """Trickle ICE (WHIP/WHEP PATCH): add the remote candidates of `fragment`."""
         session = self.session(session_id)
         sdp.check_content_type(content_type, trickle.TRICKLE_TYPE)
-        frag = trickle.parse_fragment(fragment, max_bytes=self.settings.max_sdp_bytes)
+        frag = trickle.parse_fragment(
+            fragment,
+            max_bytes=self.settings.max_sdp_bytes,
+            max_candidates=self.settings.max_patch_candidates,
+        )
         if frag.is_restart(session.remote_ufrag, session.remote_pwd):
             raise InvalidInput("ICE restarts are not supported", reason="ice_restart_unsupported")
         for item in frag.candidates:
@@ -211,7 +215,11 @@ class Forwarder:
         if self._closed:
             raise Unavailable("the media shard is closing", reason="shard_closing", retry_after=1)
         sdp.check_content_type(content_type, sdp.SDP_TYPE)
-        return sdp.parse_offer(offer_sdp, max_bytes=self.settings.max_sdp_bytes)
+        return sdp.parse_offer(
+            offer_sdp,
+            max_bytes=self.settings.max_sdp_bytes,
+            max_candidates=self.settings.max_offer_candidates,
+        )
 
     def _preferences(self, media: sdp.MediaSection) -> list[Any]:
         video = media.kind == "video"

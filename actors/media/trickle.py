@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from actors.media.sdp import attribute, lines, malformed, without_lines
+from actors.media.sdp import attribute, check_candidate_count, lines, malformed, without_lines
 from infra.errors import PayloadTooLarge
 
 TRICKLE_TYPE = "application/trickle-ice-sdpfrag"
@@ -70,8 +70,14 @@ def drop_candidates(text: str, allow: Callable[[str], bool]) -> str:
     )
 
 
-def parse_fragment(text: str, *, max_bytes: int = 64 * 1024) -> IceFragment:
-    """Parse a trickle-ICE PATCH body; `MalformedInput(malformed_sdp)` if it is not one."""
+def parse_fragment(
+    text: str, *, max_bytes: int = 64 * 1024, max_candidates: int = 32
+) -> IceFragment:
+    """Parse a trickle-ICE PATCH body; `MalformedInput(malformed_sdp)` if it is not one.
+
+    As offers: `bad_sdp` (400) for line breaks aiortc reads otherwise, and
+    `too_many_candidates` (400) past `max_candidates`.
+    """
     if len(text.encode("utf-8", "replace")) > max_bytes:
         raise PayloadTooLarge(f"fragment larger than {max_bytes} bytes", reason="sdp_too_large")
     ufrag = pwd = mid = None
@@ -97,4 +103,5 @@ def parse_fragment(text: str, *, max_bytes: int = 64 * 1024) -> IceFragment:
             candidates.append(TrickleCandidate(mid, max(mline_index, 0), rest.strip()))
         elif name == "end-of-candidates":
             end = True
+    check_candidate_count(len(candidates), max_candidates, "the fragment")
     return IceFragment(ufrag, pwd, tuple(candidates), end)

@@ -25,5 +25,5 @@ async def verify_region(regional: RegionalStore, region: str) -> ChainReport:
         listed = await regional.list_region(region, f"{exam}/")
         present = {(str(v["Key"]), str(v["VersionId"])) for v in listed}
         for key, version in sorted(gone & present):
-            report.problems.append(f"receipted object {key} version {version} is still stored")
+            report.fail("not_deleted", f"receipted object {key} version {version} is still stored")
     return report

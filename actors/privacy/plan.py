@@ -4,8 +4,8 @@ A group's objects are every version and delete marker under its prefix
 (`{exam}/{class}/` or `{exam}/{class}/{subject}/`) except those of subjects
 under a legal hold; an exam-wide hold keeps the whole exam. Alongside the
 objects go the Redis records that describe them (recording index, face
-records, the uploads index) and, for timelines, the room's journal stream,
-snapshot and owner keys.
+records, the uploads index) and, for timelines, the room's journal streams
+(evidence and heartbeats), snapshot and owner keys.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def timeline_keys(exam_id: str, room: str) -> list[str]:
     journal = keys.room_key(exam_id, room)
     return [
         keys.room_events_key(journal),
+        keys.room_presence_key(journal),
         keys.room_snapshot_key(journal),
         keys.room_owner_key(journal),
         keys.room_owner_epoch_key(journal),

@@ -33,8 +33,14 @@ class RoomRouter(RoomCalls):
         self._senders: dict[str, asyncio.Task[None]] = {}
 
     async def ensure_shards(self) -> None:
-        """Create the configured room shards if missing and list them in the directory."""
-        if await self.directory.members():
+        """Create the configured room shards if missing and list them in the directory.
+        The directory lives in Redis, which outlives a Ray cluster (`examday down`, then
+        `up`): the shards it lists are started again where the new cluster lacks them,
+        or every room would wait for an owner that never comes."""
+        members = await self.directory.members()
+        if members:
+            for name in members:
+                await asyncio.to_thread(self.shards.create, name, self.settings, name)
             return
         for index in range(self.settings.room_shards):
             await self.add_shard(shard_name(index))

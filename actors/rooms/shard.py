@@ -27,7 +27,7 @@ from core.process_services import open_process
 from core.rooms import ROOM_SHARD_KIND, NotOwner
 from infra.errors import Forbidden
 from infra.priority import Priority
-from infra.redis import text
+from infra.redis import REDIS_DOWN, text
 from infra.settings import Settings
 from infra.telemetry import traced
 
@@ -59,6 +59,10 @@ class RoomShard:
         self.directory = ShardDirectory(self.redis, SHARD_KIND)
         self.rooms: dict[str, RoomState] = {}
         self.fences: dict[str, str] = {}
+        # Per room, the journal's last event id as this shard knows it: each append
+        # expects it, so a journal that changed underneath (see `Journal.append`)
+        # makes the shard rebuild the room instead of writing on after a gap.
+        self.tails: dict[str, str] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.write_locks: dict[str, asyncio.Lock] = {}
         self.started = time.time()
@@ -83,6 +87,8 @@ class RoomShard:
                 raise NotOwner(f"{key} belongs to {owner}", room=key, owner=owner)
             fence = await self.journal.take_over(key, self.name)
             room = await self._rebuild(key)
+            # Read under the new fence: no other shard can append after it.
+            self.tails[key] = await self.journal.tail(key)
             self.fences[key] = fence
             self.rooms[key] = room
             await self.redis.sadd(keys.room_shard_rooms_key(self.name), key)
@@ -98,6 +104,7 @@ class RoomShard:
     def _drop(self, key: str) -> None:
         self.rooms.pop(key, None)
         self.fences.pop(key, None)
+        self.tails.pop(key, None)
 
     async def _append(
         self,
@@ -121,11 +128,13 @@ class RoomShard:
             event.setdefault("at", now)
             event.setdefault("eid", uuid.uuid4().hex)
         try:
-            event_ids = await self.journal.append(key, self.fences[key], events)
+            event_ids = await self.journal.append(key, self.fences[key], events, self.tails[key])
         except NotOwner:
             self._drop(key)
             await self.redis.srem(keys.room_shard_rooms_key(self.name), key)
             raise
+        # New entries come after the old tail; a de-duplicated one is at or before it.
+        self.tails[key] = max([self.tails[key], *event_ids], key=event_order)
         before = room.event_count
         for event_id, event in zip(event_ids, events, strict=True):
             # A retried append returns the id stored before a crash: already applied.
@@ -257,7 +266,9 @@ class RoomShard:
             now = time.time()
             for key, room in list(self.rooms.items()):
                 for cid in room.overdue(now, timeout):
-                    with contextlib.suppress(NotOwner):
+                    # Redis down: the next round tries again (an error would end the sweeper
+                    # until the room's next call restarts it).
+                    with contextlib.suppress(NotOwner, *REDIS_DOWN):
                         await self._append(key, {"type": "disconnected", "cid": cid})
             if rounds % 5 == 0:
                 with contextlib.suppress(Exception):

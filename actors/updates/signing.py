@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from infra.errors import ConfigError, Unavailable
 from infra.settings import Settings
 
-# Outside production, with no key configured: a fixed, public, development-only key.
+# In development, with no key configured: a fixed, public key. Anywhere else it would
+# let anyone who read this file sign an installer that clients trust.
 DEV_SEED = b"examday-dev-update-signing-seed!"
 
 
@@ -45,9 +46,10 @@ class ManifestSigner:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ManifestSigner:
+        development = settings.env == "development"
         configured = settings.update_signing_key
         if configured is None:
-            return cls(None if settings.env == "production" else DEV_SEED)
+            return cls(DEV_SEED if development else None)
         raw = configured.get_secret_value()
         raw = raw.removeprefix("dev-")
         try:
@@ -56,6 +58,10 @@ class ManifestSigner:
             raise ConfigError(
                 "EXAMDAY_UPDATE_SIGNING_KEY is not urlsafe base64", reason="bad_signing_key"
             ) from None
+        if seed == DEV_SEED and not development:
+            raise ConfigError(
+                "the public dev update key signs in development only", reason="dev_signing_key"
+            )
         return cls(seed)
 
     def _private(self) -> Ed25519PrivateKey:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from actors.accounts.sessions import WRONG_CREDENTIALS, Session
+from api.client_address import client_address
 from api.deps import RuntimeDep
 from api.models import Login, SessionOut, StaffLogin
 from api.security import COOKIE_NAME, PrincipalDep
@@ -14,8 +15,8 @@ from infra.errors import Unauthenticated
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
 
-def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def _client_ip(request: Request, runtime: RuntimeDep) -> str:
+    return client_address(request, runtime.settings.trusted_proxies)
 
 
 def _issue(response: Response, runtime: RuntimeDep, session: Session) -> None:
@@ -35,7 +36,9 @@ async def candidate_login(
     body: Login, request: Request, response: Response, runtime: RuntimeDep
 ) -> SessionOut:
     cid = runtime.exams.candidate_id(body.exam_no, body.candidate_no)
-    session, room = await runtime.sessions.candidate_login(_client_ip(request), body.exam_no, cid)
+    session, room = await runtime.sessions.candidate_login(
+        _client_ip(request, runtime), body.exam_no, cid
+    )
     if session.replaced is not None:
         await runtime.rooms.append(
             keys.room_key(body.exam_no, room),
@@ -57,12 +60,12 @@ async def staff_login(
     body: StaffLogin, request: Request, response: Response, runtime: RuntimeDep
 ) -> SessionOut:
     sessions = runtime.sessions
-    ip = _client_ip(request)
-    unlocked = await sessions.check_budget(ip, "-staff-", body.username)
-    role = await runtime.staff.authenticate(body.username, body.password) if unlocked else None
+    source = _client_ip(request, runtime)
+    await sessions.staff_attempt(source, body.username)
+    role = await runtime.staff.authenticate(body.username, body.password)
     if role is None:
-        await sessions.record_failure(ip, "-staff-", body.username)
         raise Unauthenticated("username or password is wrong", reason=WRONG_CREDENTIALS)
+    await sessions.staff_succeeded(source, body.username)
     session = await sessions.open(body.username, role, None, None)  # type: ignore[arg-type]
     _issue(response, runtime, session)
     return SessionOut(token=session.token, role=role, expires_at=session.claims.exp)

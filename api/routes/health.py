@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import RuntimeDep
 from infra import redis as redis_conn
+from infra.redis_persistence import persistence
 from infra.telemetry import actor_call
 
 router = APIRouter(tags=["health"])
@@ -32,10 +34,16 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     for region, check in zip(runtime.stores.regions, store_checks, strict=True):
         checks[f"store:{region}"] = check
     ready = all(check["ok"] for check in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unready", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+    body: dict[str, Any] = {"status": "ready" if ready else "unready", "checks": checks}
+    if redis_check["ok"]:
+        # Only asked of a Redis that answers; a verdict never makes the gateway unready
+        # (every gateway would leave the load balancer at once): it says `degraded`.
+        kept = await persistence(runtime.redis)
+        checks["redis_persistence"] = {"ok": True, **asdict(kept)}
+        if ready and kept.verdict == "degraded":
+            body["status"] = "degraded"
+            body["reasons"] = [kept.reason]
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 async def _timed(probe: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from api.models import ConsentIn, EventOut, HeartbeatIn, JoinIn, NetworkType
 from api.security import CandidateDep, Principal, require_consent
 from core import keys
 from core.exams import Candidate
-from infra.errors import InvalidInput, NotFound
+from infra.errors import InvalidInput, NotFound, RateLimited
 
 router = APIRouter(prefix="/v1/me", tags=["candidate"])
 
@@ -107,13 +107,30 @@ async def heartbeat(
 ) -> EventOut:
     assert principal.claims.exam is not None
     assert principal.room is not None
+    room = keys.room_key(principal.claims.exam, principal.room)
+    await _heartbeat_budget(runtime, room, principal.name)
     result = await runtime.rooms.heartbeat(
-        keys.room_key(principal.claims.exam, principal.room),
-        principal.name,
-        body.network,
-        idempotency_key or uuid.uuid4().hex,
+        room, principal.name, body.network, idempotency_key or uuid.uuid4().hex
     )
     return EventOut(**result)
+
+
+async def _heartbeat_budget(runtime: RuntimeDep, room: str, cid: str) -> None:
+    """Count the beat in the candidate's minute (in Redis, so across gateways); refuse
+    it over `heartbeats_per_minute`. Each beat is journaled and keeps a dedupe key, so
+    a flood would cost the room's shard and Redis what no client needs."""
+    key = keys.heartbeat_rate_key(room, cid)
+    async with runtime.redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, 0, ex=60, nx=True)
+        pipe.incr(key)
+        pipe.ttl(key)
+        _, count, ttl = await pipe.execute()
+    if int(count) > runtime.settings.heartbeats_per_minute:
+        raise RateLimited(
+            "too many heartbeats: one every few seconds is enough",
+            reason="too_many_heartbeats",
+            retry_after=max(1, int(ttl)),
+        )
 
 
 @router.get("/room")

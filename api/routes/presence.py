@@ -17,7 +17,9 @@ this candidate), 4408 after `2 x heartbeat_timeout_seconds` without a message,
 1008 after too many bad messages, 1012 when the gateway restarts: clients open a
 new socket (after logging in again for 4401), or fall back to
 `POST /v1/me/heartbeat`. Cookies are `SameSite=Strict`, so another site's page
-cannot open this socket with a candidate's cookie.
+cannot open this socket with a candidate's cookie; a handshake carrying the cookie
+must also come from one of `public_origins` (`Origin`, checked in `api.security`),
+since a sibling subdomain or another port is the same site.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ map as JSON in `EXAMDAY_REGIONS`.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,9 @@ from infra.settings.updates import UpdateSettings
 # Secrets in these forms are for a laptop only; anything else refuses to start with them.
 PLACEHOLDER_PREFIXES = ("dev-", "change-me", "placeholder")
 DEV_MASTER_KEY = "dev-" + base64.urlsafe_b64encode(b"examday-dev-master-key-32-bytes!").decode()
+# Outside development every key is at least this long: 256 bits, what HMAC-SHA256,
+# AES-256 and an Ed25519 seed take.
+MIN_KEY_BYTES = 32
 
 
 class RegionStore(BaseModel):
@@ -62,6 +66,8 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         frozen=True,
+        # A refused setting's error would otherwise quote the whole input, secrets included.
+        hide_input_in_errors=True,
     )
 
     env: Literal["development", "test", "production"] = "development"
@@ -69,6 +75,10 @@ class Settings(BaseSettings):
 
     # Hot state and journals.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # How often the embedded Redis fsyncs its append-only file: `everysec` loses at
+    # most about a second of writes to a machine crash, `always` none (each write
+    # waits for the disk), `no` leaves it to the kernel (up to ~30 s).
+    redis_fsync: Literal["everysec", "always", "no"] = "everysec"
     # Object stores, one per region.
     regions: dict[str, RegionStore] = Field(default_factory=_default_regions)
     s3_port: int = 8333
@@ -103,13 +113,43 @@ class Settings(BaseSettings):
     presence_recheck_seconds: float = Field(default=15.0, gt=0)
     # Beats closer together than this on one socket are refused, not forwarded.
     presence_min_interval_seconds: float = Field(default=1.0, ge=0)
+    # `POST /v1/me/heartbeat` per candidate per minute; over it, 429 with Retry-After.
+    # Clients beat every 5 s (12 a minute, a few more while retrying): this only stops
+    # floods, which would fill the room's journal and its dedupe keys.
+    heartbeats_per_minute: int = Field(default=60, ge=1)
     session_ttl_seconds: int = Field(default=6 * 3600, gt=0)
+    # Login budgets (actors/accounts/sessions.py). A source is an IPv4 address or an IPv6
+    # /64. Failures past a budget earn a delay (429 + Retry-After), doubling from
+    # `login_delay_base_seconds` up to `login_delay_max_seconds`, for that source only;
+    # only a candidate pair is locked outright. Per source, over all logins:
     login_failures_per_ip: int = Field(default=20, ge=1)
+    # Failures of all sources against one exam (or all staff logins) after which each
+    # source gets one failure there before its delays start: a spread-out guesser is
+    # slowed, while a source that has not failed is never refused.
     login_failures_per_exam: int = Field(default=500, ge=1)
+    # Per candidate pair from any source (a lock, answered like a wrong pair); for staff,
+    # per (account, source): a stranger's guesses do not delay the owner elsewhere.
     login_failures_per_candidate: int = Field(default=5, ge=1)
+    # Per staff account from all sources: the slow ceiling on guessing one password. Its
+    # delay spares sources the account has logged in from before.
+    login_failures_per_account: int = Field(default=50, ge=1)
+    login_delay_base_seconds: float = Field(default=5.0, gt=0)
+    login_delay_max_seconds: float = Field(default=300.0, gt=0)
+    # Counters are forgotten this long after a source's last failure.
     login_window_seconds: int = Field(default=300, ge=1)
+    # Reverse proxies / load balancers in front of the gateway (IP networks, as a JSON
+    # list: '["10.0.0.0/8"]'). Only a peer in one of them is believed about
+    # X-Forwarded-For, whose rightmost address outside them is then the client. Empty:
+    # trust none, the peer is the client (behind a proxy, all clients would share one
+    # budget: set this there).
+    trusted_proxies: list[str] = Field(default_factory=list)
     max_roster_rows: int = Field(default=100_000, ge=1)
     cookie_secure: bool = True
+    # Origins (scheme://host[:port]) the web pages are served from. A request that
+    # authenticates by the session cookie and changes state, or opens a WebSocket, must
+    # come from one of them (`Origin`). Unset: the gateway's own URL (and `localhost`
+    # for a loopback gateway); production must set them.
+    public_origins: tuple[str, ...] = ()
 
     # Media plane (WebRTC forwarding, recording, frame sampling), including the
     # only addresses ICE host candidates are gathered on: EXAMDAY_MEDIA__HOST_ADDRESSES.
@@ -136,6 +176,10 @@ class Settings(BaseSettings):
     # Ed25519 seed (32 bytes, urlsafe base64) that signs update manifests; unset
     # outside production means a fixed dev key, unset in production means no signing.
     update_signing_key: SecretStr | None = None
+    # Ed25519 seed (32 bytes, urlsafe base64) that signs audit entries and chain heads;
+    # same rules as the update key (production requires it: a deletion needs a receipt).
+    # Its public half: /.well-known/examday-audit-keys.
+    audit_signing_key: SecretStr | None = None
     # Master keys replaced by a rotation (comma-separated, urlsafe base64, 32 bytes each):
     # data keys still wrapped by one of them open until `examday keys rotate` re-wraps them.
     data_master_keys_previous: SecretStr | None = None
@@ -145,25 +189,42 @@ class Settings(BaseSettings):
     service_name: str = "examday"
     trace_file: Path | None = None
 
+    @field_validator("public_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_origin_of(origin) for origin in value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        # strict: "10.0.0.1/8" is a typo for a host or a network, and trusting the wrong
+        # one lets clients pick their own address.
+        return [str(ipaddress.ip_network(item.strip(), strict=True)) for item in value]
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
-        if self.env == "production":
-            weak = [
-                name
-                for name in ("token_signing_key", "data_master_key", "pseudonym_key")
-                if getattr(self, name).get_secret_value().startswith(PLACEHOLDER_PREFIXES)
-            ]
-            weak += [
-                f"regions.{region}.{part}"
-                for region, store in self.regions.items()
-                for part in ("access_key", "secret_key")
-                if getattr(store, part).get_secret_value().startswith(PLACEHOLDER_PREFIXES)
-            ]
-            signing = self.update_signing_key
-            if signing is not None and signing.get_secret_value().startswith(PLACEHOLDER_PREFIXES):
-                weak.append("update_signing_key")
+        # Only a laptop may run on the published dev keys: a test or staging stack with
+        # them is one copied config away from production.
+        if self.env != "development":
+            weak = self._weak_secrets()
             if weak:
-                raise ValueError(f"placeholder secrets outside development: {', '.join(weak)}")
+                raise ValueError(
+                    "placeholder secrets or keys under 32 bytes outside development: "
+                    + ", ".join(weak)
+                )
+        if self.env == "production":
+            missing = [
+                name
+                for name, value in (
+                    ("ops.metrics_token", self.ops.metrics_token),
+                    ("update_signing_key", self.update_signing_key),
+                    ("audit_signing_key", self.audit_signing_key),
+                    ("public_origins", self.public_origins),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(f"production requires {', '.join(missing)}")
         if not self.regions:
             raise ValueError("at least one region is required")
         for name, region in (
@@ -174,7 +235,44 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name} {region!r} is not a configured region")
         return self
 
+    def _weak_secrets(self) -> list[str]:
+        """Names (never values) of the secrets that are placeholders or too short."""
+        weak = []
+        for name, secret, decoded in (
+            ("token_signing_key", self.token_signing_key, False),
+            ("pseudonym_key", self.pseudonym_key, False),
+            ("data_master_key", self.data_master_key, True),
+            ("update_signing_key", self.update_signing_key, True),
+            ("audit_signing_key", self.audit_signing_key, True),
+            ("ops.metrics_token", self.ops.metrics_token, False),
+        ):
+            if secret is not None and not _strong(secret.get_secret_value(), decoded):
+                weak.append(name)
+        previous = self.data_master_keys_previous
+        if previous is not None and not all(
+            _strong(part.strip(), True) for part in previous.get_secret_value().split(",")
+        ):
+            weak.append("data_master_keys_previous")
+        # S3 credentials are as short as the store makes them: only placeholders are refused.
+        weak += [
+            f"regions.{region}.{part}"
+            for region, store in self.regions.items()
+            for part in ("access_key", "secret_key")
+            if getattr(store, part).get_secret_value().startswith(PLACEHOLDER_PREFIXES)
+        ]
+        return weak
+
     # Derived values: computed, never configured twice.
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        """The origins whose pages may use the session cookie to change state."""
+        if self.public_origins:
+            return frozenset(self.public_origins)
+        origins = {_origin_of(self.gateway_url)}
+        if self.gateway_host in ("127.0.0.1", "::1"):
+            origins.add(f"http://localhost:{self.gateway_port}")
+        return frozenset(origins)
+
     @property
     def redis_port(self) -> int:
         return urlparse(self.redis_url).port or 6379
@@ -212,6 +310,33 @@ class Settings(BaseSettings):
                 raise ValueError("EXAMDAY_DATA_MASTER_KEYS_PREVIOUS: 32-byte urlsafe base64 keys")
             keys.append(key)
         return keys
+
+
+def _strong(value: str, decoded: bool) -> bool:
+    """Not a placeholder, and at least 32 bytes (of key material, for base64 keys)."""
+    if value.startswith(PLACEHOLDER_PREFIXES):
+        return False
+    if not decoded:
+        return len(value.encode()) >= MIN_KEY_BYTES
+    try:
+        key = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError:
+        return False
+    return len(key) >= MIN_KEY_BYTES
+
+
+def _origin_of(url: str) -> str:
+    """`url` as a browser's `Origin` header spells it: scheme://host[:port], lowercase,
+    the scheme's default port left out."""
+    parsed = urlparse(url.strip().lower().rstrip("/"))
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"an origin is http(s)://host[:port], not {url!r}")
+    if parsed.path or parsed.query or parsed.fragment or parsed.username or parsed.password:
+        raise ValueError(f"an origin has no path, query or credentials: {url!r}")
+    port = parsed.port
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    default = {"http": 80, "https": 443}[parsed.scheme]
+    return f"{parsed.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 def _revealed(value: Any) -> Any:

@@ -28,6 +28,11 @@ class MediaSettings(BaseModel):
     max_sdp_bytes: int = Field(default=64 * 1024, ge=1024)
     # m-lines a WHEP offer may carry (a proctor watching camera+screen+side).
     max_subscribe_tracks: int = Field(default=6, ge=1)
+    # Remote ICE candidates one offer (all m-lines together), or one trickle PATCH,
+    # may carry; more are refused (400 too_many_candidates). A browser sends a few
+    # per network interface; every one kept costs the shard connectivity checks.
+    max_offer_candidates: int = Field(default=64, ge=1, le=1000)
+    max_patch_candidates: int = Field(default=32, ge=1, le=1000)
 
     # Codecs forwarded, in order of preference when an offer has several.
     video_codecs: tuple[str, ...] = ("VP8", "H264")

@@ -29,3 +29,7 @@ class PrivacySettings(BaseModel):
     max_uploads_per_candidate: int = Field(default=50, ge=1, le=10_000)
     # Entries a data-subject copy or a consent export reads from one stream at most.
     max_stream_entries: int = Field(default=100_000, ge=100)
+    # Days each audit entry (deletion receipts included) is kept under S3 Object Lock in
+    # COMPLIANCE mode: no one, the bucket's owner included, can delete or shorten it before.
+    # Receipts are the evidence that data went, so they outlive it by years (about seven).
+    audit_retention_days: int = Field(default=2557, ge=1, le=36_500)

@@ -30,7 +30,7 @@ def _descendants(pid: int) -> list[int]:
 
 def test_redis_starts_answers_and_stops(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    redis = services.redis_process(settings, appendonly=True)
+    redis = services.redis_process(settings)
     redis.start()
     try:
         redis.wait_healthy(lambda: services.redis_healthy(settings), 20)
@@ -51,7 +51,7 @@ def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
         "from infra import services\n"
         "from infra.settings import Settings\n"
         "s = Settings()\n"
-        "r = services.redis_process(s, appendonly=False); r.start()\n"
+        "r = services.redis_process(s); r.start()\n"
         "w = services.seaweed_process(s); w.start()\n"
         "r.wait_healthy(lambda: services.redis_healthy(s), 20)\n"
         "w.wait_healthy(lambda: services.seaweed_healthy(s), 60)\n"

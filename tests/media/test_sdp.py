@@ -9,10 +9,11 @@ import pytest
 from aiortc import RTCRtpSender
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket
 
-from actors.media import codec_choice, sdp
+from actors.media import codec_choice, sdp, trickle
 from actors.media.aiortc import rtc
 from actors.media.sfu import Forwarder
 from infra.errors import (
+    BadRequest,
     ExamdayError,
     InvalidInput,
     MalformedInput,
@@ -245,3 +246,66 @@ async def test_viewers_are_not_asked_for_bandwidth_estimates_publishers_are(
     from_shard, from_viewer = remb_counter(publisher.session.pc), remb_counter(viewer.pc)
     await until(lambda: from_shard[0] >= 2 and len(viewer.indices) >= 15)
     assert from_viewer[0] == 0
+
+
+# -- line breaks and candidates aiortc would see but our checks would not ---------------
+
+# An address outside the networks the tests below allow (127.0.0.1/32): loopback all the same.
+HIDDEN_CANDIDATE = "a=candidate:9 1 udp 2130706431 127.0.0.9 9 typ host"
+# Where `str.splitlines` (aiortc's line splitter) breaks a line besides LF and CRLF.
+LINE_BREAKS = ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+def hide(text: str, separator: str = "\r") -> str:
+    """`text` with a candidate line after `separator` in a line of its own (after a=mid:0)."""
+    note = f"a=x-note{separator}{HIDDEN_CANDIDATE}"
+    return re.sub(r"(a=mid:0\r?\n)", lambda m: f"{m[1]}{note}\r\n", text, count=1)
+
+
+def with_candidates(text: str, count: int) -> str:
+    """`text` (SDP) with exactly `count` candidates on 127.0.0.1, all after its a=mid:0."""
+    lines = [
+        f"a=candidate:{n} 1 udp 2130706431 127.0.0.1 {40000 + n} typ host" for n in range(count)
+    ]
+    bare = without(text, r"a=candidate:")
+    return re.sub(r"a=mid:0(?=\r?\n|$)", lambda m: "\r\n".join([m[0], *lines]), bare, count=1)
+
+
+@pytest.mark.parametrize("separator", [*LINE_BREAKS, "\x00", "\x07", "\x1b", "\x7f"])
+def test_line_breaks_but_lf_and_crlf_and_control_characters_are_refused(separator: str) -> None:
+    crlf = BROWSER_OFFER.replace("\n", "\r\n")  # LF and CRLF line ends read alike
+    assert sdp.parse_offer(crlf).media == sdp.parse_offer(BROWSER_OFFER).media
+    assert sdp.without_lines(BROWSER_OFFER, lambda line: False) == crlf
+    offer = hide(BROWSER_OFFER, separator)
+    assert separator not in LINE_BREAKS or HIDDEN_CANDIDATE in offer.splitlines()
+    with pytest.raises(MalformedInput) as caught:
+        sdp.parse_offer(offer)
+    assert (caught.value.reason, caught.value.status) == ("bad_sdp", 400)
+    with pytest.raises(MalformedInput) as caught:
+        trickle.parse_fragment(hide("a=mid:0\r\na=end-of-candidates\r\n", separator))
+    assert caught.value.reason == "bad_sdp"
+    with pytest.raises(MalformedInput):  # and whatever rewrites lines refuses them too
+        sdp.without_lines(offer, lambda line: False)
+
+
+async def test_a_candidate_hidden_behind_a_bare_cr_never_reaches_ice(stage: Stage) -> None:
+    # Only 127.0.0.1 may be dialled; before this was refused aiortc got 127.0.0.9 9.
+    forwarder = stage.forwarder(allowed_remote_networks=("127.0.0.1/32",))
+    error = await refused(forwarder, hide(await offer_of(["audio", "video"])))
+    assert (error.reason, error.status) == ("bad_sdp", 400)
+    _, session = await forwarder.publish(await offer_of(["audio", "video"]))
+    with pytest.raises(MalformedInput) as caught:
+        await forwarder.patch(session.id, hide("a=mid:0\r\na=end-of-candidates\r\n"))
+    assert caught.value.reason == "bad_sdp"
+
+
+async def test_offers_and_fragments_with_too_many_candidates_are_refused(stage: Stage) -> None:
+    forwarder = stage.forwarder(max_offer_candidates=3, max_patch_candidates=2)
+    offer = await offer_of(["audio", "video"])
+    error = await refused(forwarder, with_candidates(offer, 4))
+    assert (error.reason, error.status) == ("too_many_candidates", 400)
+    _, session = await forwarder.publish(with_candidates(offer, 3))
+    with pytest.raises(BadRequest) as caught:
+        await forwarder.patch(session.id, with_candidates("a=mid:0\r\n", 3))
+    assert (caught.value.reason, caught.value.status) == ("too_many_candidates", 400)
+    await forwarder.patch(session.id, with_candidates("a=mid:0\r\n", 2))

@@ -4,7 +4,6 @@ journal round trip per room, each beat still journaled once before its answer.""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections import Counter
 from typing import Any
@@ -16,11 +15,11 @@ from api.runtime import Runtime
 from core import keys
 from tests.accounts.test_login import runtime_of
 from tests.support.factories import joined_candidate, new_exam
+from tests.support.journal import room_journal
 
 
 async def _journal(runtime: Runtime, key: str) -> list[tuple[str, dict[str, Any]]]:
-    entries: Any = await runtime.redis.xrange(keys.room_events_key(key))
-    return [(raw_id.decode(), json.loads(fields[b"e"])) for raw_id, fields in entries]
+    return await room_journal(runtime.redis, key)  # evidence and heartbeats
 
 
 async def _shard_stats(runtime: Runtime, key: str) -> dict[str, Any]:

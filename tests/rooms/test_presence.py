@@ -19,11 +19,11 @@ from core import keys
 from infra.settings import Settings
 from tests.accounts.test_login import runtime_of
 from tests.support.factories import candidate_login, joined_candidate, new_exam
+from tests.support.journal import room_journal
 
 
 async def _journal(app: FastAPI, key: str) -> list[dict[str, Any]]:
-    entries: Any = await runtime_of(app).redis.xrange(keys.room_events_key(key))
-    return [json.loads(fields[b"e"]) for _, fields in entries]
+    return [event for _, event in await room_journal(runtime_of(app).redis, key)]
 
 
 @asynccontextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 from collections import Counter, defaultdict
@@ -19,6 +18,7 @@ from api.runtime import Runtime
 from core import hashing, keys
 from tests.accounts.test_login import runtime_of
 from tests.support.factories import ExamWorld, candidate_login, new_exam
+from tests.support.journal import room_journal
 from tests.support.sse import Event, read_events
 
 ROOMS = 4
@@ -64,8 +64,7 @@ async def _heartbeat(
 
 
 async def _journal(runtime: Runtime, key: str) -> list[tuple[str, dict[str, Any]]]:
-    entries: Any = await runtime.redis.xrange(keys.room_events_key(key))
-    return [(raw_id.decode(), json.loads(fields[b"e"])) for raw_id, fields in entries]
+    return await room_journal(runtime.redis, key)  # evidence and heartbeats
 
 
 async def _owner_pid(runtime: Runtime, key: str) -> tuple[str, int]:

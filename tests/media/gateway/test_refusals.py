@@ -13,6 +13,7 @@ from actors.media.client import MediaPlane
 from actors.media.shard import shard_name
 from core import keys
 from tests.media.gateway.conftest import Peers, runtime_of
+from tests.media.test_sdp import hide, with_candidates
 from tests.support import webrtc
 from tests.support.factories import joined_candidate, new_exam
 from tests.support.webrtc import LOOPBACK, local_offer
@@ -90,6 +91,48 @@ async def test_bad_offers_are_refused_before_anything_is_allocated(
     assert after["peer_connections_created"] == before["peer_connections_created"]
     assert await runtime.redis.hget(keys.MEDIA_ROOMS, keys.room_key(world.exam_id, "r1")) is None
     assert await media_keys(runtime.redis, world.exam_id) == ([], records)
+
+
+async def test_hidden_or_too_many_candidates_are_refused_before_any_shard(
+    client: httpx.AsyncClient, app: FastAPI, media: MediaPlane, peers: Peers
+) -> None:
+    runtime = runtime_of(app)
+    world = await new_exam(client, runtime, {"r1": ["5201"]})
+    candidate = await joined_candidate(client, world.exam_id, "5201")
+    before = await media.router.stats(shard_name(0))
+    _, records = await media_keys(runtime.redis, world.exam_id)
+    good = await offer_of("audio", "video")
+    limits = runtime.settings.media
+    headers = {**candidate, **webrtc.SDP}
+
+    async def post(body: str) -> tuple[int, str]:
+        response = await client.post("/v1/whip/me/camera", content=body, headers=headers)
+        assert response.headers["content-type"] == "application/problem+json", (
+            response.status_code,
+            response.text[:80],
+        )
+        return response.status_code, response.json()["reason"]
+
+    # A candidate line after a bare CR: aiortc reads it, a check splitting at LF would not.
+    assert await post(hide(good)) == (400, "bad_sdp")
+    crowded = with_candidates(good, limits.max_offer_candidates + 1)
+    assert await post(crowded) == (400, "too_many_candidates")
+    after = await media.router.stats(shard_name(0))
+    assert after["peer_connections_created"] == before["peer_connections_created"]
+    assert await runtime.redis.hget(keys.MEDIA_ROOMS, keys.room_key(world.exam_id, "r1")) is None
+    assert await media_keys(runtime.redis, world.exam_id) == ([], records)
+
+    publisher = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/camera", candidate))
+    assert publisher.response.status_code == 201, publisher.response.text
+    patch_headers = {**candidate, **TRICKLE, "if-match": publisher.response.headers["etag"]}
+
+    async def patch(body: str) -> tuple[int, str]:
+        response = await client.patch(publisher.location, content=body, headers=patch_headers)
+        return response.status_code, response.json()["reason"]
+
+    assert await patch(hide("a=mid:0\r\na=end-of-candidates\r\n")) == (400, "bad_sdp")
+    crowded = with_candidates("a=mid:0\r\n", limits.max_patch_candidates + 1)
+    assert await patch(crowded) == (400, "too_many_candidates")
 
 
 async def test_session_urls_check_the_caller_and_the_etag(
