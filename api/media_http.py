@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 
 from actors.media import sdp, trickle
+from actors.media.pairing import DEVICE_HEADER
 from actors.media.sessions import Kind, MediaSession
 from api.deps import RuntimeDep
 from api.security import request_token, require_consent
@@ -31,7 +32,7 @@ from infra.settings import Settings
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Allow-Headers": f"Authorization, Content-Type, If-Match, {DEVICE_HEADER}",
     "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch, Retry-After",
     "Access-Control-Max-Age": "600",
 }
@@ -57,7 +58,7 @@ class MediaCaller:
 async def media_caller(request: Request, runtime: RuntimeDep) -> MediaCaller:
     token = request_token(request)
     if "." not in token:  # session tokens are signed (payload.mac); pairing tokens are not
-        device = await runtime.media.pairing.resolve(token)
+        device = await runtime.media.pairing.resolve(token, request.headers.get(DEVICE_HEADER))
         return MediaCaller("side", device.cid, device.exam, device.room, token)
     claims, record = await runtime.sessions.resolve(token)
     return MediaCaller(claims.role, claims.sub, claims.exam, record.get("room"), token)

@@ -1,9 +1,11 @@
 """Scrubbing personal data out of free text (log messages, stacks, breadcrumbs).
 
 Two kinds of rules. Patterns that find personal data by its shape anywhere:
-e-mail addresses, phone numbers, bearer tokens, JWTs and examday session
-tokens, and values behind a telling label (`token=`, `password:`,
-`candidate no 1234`, `name: ...`). And literals a batch knows it carries: the
+IP addresses (IPv4 dotted quads, IPv6 in every textual form: full, compressed,
+IPv4-mapped, with a zone, in brackets; a port after one stays), e-mail
+addresses, phone numbers, bearer tokens, JWTs and examday session tokens, and
+values behind a telling label (`token=`, `password:`, `candidate no 1234`,
+`name: ...`). And literals a batch knows it carries: the
 device id in clear, the caller's token, the candidate's name (and each part of
 it), candidate and exam numbers; those are replaced wherever they appear as
 whole words, in any case.
@@ -14,8 +16,9 @@ A name that appears unlabelled in a batch without a token cannot be found
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 # (guard, pattern, replacement), applied in order; labelled rules keep their label.
 # A rule runs only when one of its guard words is in the lowercased text (a
@@ -34,7 +37,49 @@ _NUMBER_WORDS: tuple[str, ...] = (
     "examid",
 )
 _NUMBER_WORDS += ("cand", "student", "admission", "ticket")
-_RULES: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
+# IPv6: a run of hex groups with at least two colons (and maybe a dotted IPv4 tail, a
+# zone, brackets), kept only if `ipaddress` agrees it is an address: clock times,
+# C++ scopes and MAC addresses are not.
+_IPV6 = re.compile(
+    r"(?<![\w:.\[])(\[)?([0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,8}(?:(?:\.\d{1,3}){3})?)"
+    r"(%[A-Za-z0-9_.-]+)?(\])?"
+)
+_OCTET = r"(?:25[0-5]|2[0-4]\d|[01]?\d?\d)"
+# A dotted quad (leading zeros too), not part of a longer dotted number.
+_IPV4 = re.compile(rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\d|\.\d)")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _ipv6(match: re.Match[str]) -> str:
+    opened, candidate, zone, closed = match.groups()
+    core = candidate
+    tail = ""
+    while core and not _is_ipv6(core):
+        if core[-1] not in ".:":
+            return match.group(0)
+        core, tail = core[:-1], core[-1] + tail
+    if not core or _HEX.isdisjoint(core):  # "::" alone names no one
+        return match.group(0)
+    if tail:  # punctuation after the address: the zone and bracket were not the address's
+        return f"{opened or ''}[ip]{tail}{zone or ''}{closed or ''}"
+    if opened and closed:
+        return "[ip]"
+    return f"{opened or ''}[ip]{closed or ''}"
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+_Replacement = str | Callable[[re.Match[str]], str]
+_RULES: tuple[tuple[tuple[str, ...], re.Pattern[str], _Replacement], ...] = (
+    # Addresses first: IPv6 (whose IPv4-mapped form ends in a dotted quad), then IPv4.
+    ((":",), _IPV6, _ipv6),
+    ((".",), _IPV4, "[ip]"),
     (("bearer",), re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"), "Bearer [token]"),
     (("eyj",), re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "[token]"),
     ((_LONG,), re.compile(r"\b[A-Za-z0-9_-]{32,}\.[A-Za-z0-9_-]{20,}"), "[token]"),

@@ -21,6 +21,13 @@ Transparency is refused rather than flattened: what lies "behind" a transparent 
 undefined, and flattening on a colour of our choosing would change what the face models
 see. A fully opaque alpha channel (browsers' canvas PNGs have one) is simply dropped.
 EXIF orientation is applied, so phone photos arrive upright.
+
+`clean_image` is what is stored of an upload: the same checks, then the upright
+pixels re-encoded in the sender's format, with no metadata but the ICC colour
+profile. EXIF (GPS position, camera serial, time), XMP, IPTC and comments are gone,
+since a fresh image carries nothing over: PNG and WebP losslessly (the same
+pixels), JPEG at quality 95 without chroma subsampling (the same pixels, up to
+JPEG's rounding).
 """
 
 from __future__ import annotations
@@ -75,6 +82,25 @@ def sniff_type(data: bytes) -> str | None:
 
 def decode_image(data: bytes, settings: FaceSettings) -> RGBImage:
     """Validate and decode an uploaded image; see the module docstring for the errors."""
+    return _decode(data, settings)[0]
+
+
+def clean_image(data: bytes, settings: FaceSettings) -> tuple[bytes, str]:
+    """(the image without metadata, its type): what may be stored of an upload."""
+    pixels, kind, icc = _decode(data, settings)
+    out = io.BytesIO()
+    fresh = Image.fromarray(pixels, "RGB")  # a new image: no EXIF, XMP or comment to carry
+    extra: dict[str, object] = {"icc_profile": icc} if icc else {}
+    if kind == "jpeg":
+        fresh.save(out, "JPEG", quality=95, subsampling=0, **extra)
+    elif kind == "webp":
+        fresh.save(out, "WEBP", lossless=True, **extra)
+    else:
+        fresh.save(out, _PIL_FORMATS[kind], **extra)
+    return out.getvalue(), kind
+
+
+def _decode(data: bytes, settings: FaceSettings) -> tuple[RGBImage, str, bytes | None]:
     if not data:
         raise MalformedInput("The image is empty (0 bytes).", reason="empty_image")
     if len(data) > settings.max_image_bytes:
@@ -94,7 +120,8 @@ def decode_image(data: bytes, settings: FaceSettings) -> RGBImage:
     with _opened(data, _PIL_FORMATS[kind]) as image:
         _check_pixels(image.size, settings.max_image_megapixels)
         _load(image)
-        return _to_rgb(_upright(image))
+        icc = image.info.get("icc_profile")
+        return _to_rgb(_upright(image)), kind, icc if isinstance(icc, bytes) else None
 
 
 @contextmanager

@@ -7,7 +7,8 @@
         enrolled_at  epoch seconds; a new enrolment gives a new value
         enrolled_by  "organiser" or "candidate"
         status       enrolled | verified | review | accepted | rejected
-        attempts     1:1 verifications that reached a decision
+        attempts     1:1 verifications that reached a decision or are running (reserved)
+        failures     of those, the ones that decided no match (the last one opens a review)
         review       id of the manual review, once there is one
         liveness     passed reason of the last liveness check, and liveness_at
 

@@ -8,6 +8,11 @@ Nothing is stored for an upload the verifier refused.
 
 A candidate gets `exam.face_attempts` verifications that reach a decision; the last
 failed one opens a manual review for the proctors of their room (`api.routes.face_reviews`).
+Each verification reserves its attempt atomically before the model runs (`_RESERVE`), so
+parallel requests cannot spend more than the limit; a request that ends without a decision
+(an upload the verifier refused, a busy or failed verifier: 4xx or 503) gives its attempt
+back. Candidates learn match or no match, never the score, threshold or margin (a
+proctor's review shows the scores).
 """
 
 from __future__ import annotations
@@ -29,14 +34,41 @@ from core import keys
 from core.exam import Exam
 from core.exams import Candidate
 from core.rooms import RoomCalls
-from infra.errors import Conflict, Forbidden, NotFound, RateLimited, UnsupportedMediaType
+from infra.errors import (
+    Conflict,
+    ExamdayError,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    UnsupportedMediaType,
+)
+from infra.redis import text
 from infra.regional import RegionalStore
 from infra.settings import Settings
+from ml.images import clean_image
 
 IMAGE_TYPES = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 # The movements of `ml.liveness.Movement`, repeated here so that the gateway does not
 # import the models (tests check that both lists agree).
 MOVEMENTS = ("turn_left", "turn_right", "nod")
+
+# Reserve one verification attempt on the face record: -1 if there is no enrolment, 0 if
+# none is left, else the attempt's number; with the record's `enrolled_at`, so that the
+# attempt is given back only to the enrolment that lent it.
+_RESERVE = """
+if redis.call('HEXISTS', KEYS[1], 'template') == 0 then return {-1, ''} end
+local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if n > tonumber(ARGV[1]) then
+  redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+  return {0, ''}
+end
+return {n, redis.call('HGET', KEYS[1], 'enrolled_at') or ''}
+"""
+_GIVE_BACK = """
+if redis.call('HGET', KEYS[1], 'enrolled_at') ~= ARGV[1] then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') <= 0 then return 0 end
+return redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+"""
 
 
 def image_type(content_type: str | None) -> str:
@@ -64,6 +96,8 @@ class FaceService:
         self.regional = regional
         self.rooms = rooms
         self.verifier = verifier
+        self._reserve = redis.register_script(_RESERVE)
+        self._give_back = redis.register_script(_GIVE_BACK)
 
     @classmethod
     async def open(
@@ -102,12 +136,18 @@ class FaceService:
     async def _store_enrolment(
         self, exam: Exam, cid: str, outcome: EnrolOutcome, image: bytes, kind: str, by: str
     ) -> dict[str, Any]:
+        clean = b""
+        if exam.keep_enrolment_photo:
+            # The verifier accepted the bytes; what is kept is their pixels without
+            # metadata (EXIF GPS, XMP, comments), in the type the bytes really are.
+            clean, sniffed = await asyncio.to_thread(clean_image, image, self.settings.face)
+            kind = f"image/{sniffed}"
         template = await self.regional.put(exam.id, "face", cid, "template.bin", outcome.template)
         photo = ""
-        if exam.keep_enrolment_photo:
+        if clean:
             name = f"enrolment.{IMAGE_TYPES[kind]}"
             photo = (
-                await self.regional.put(exam.id, "face", cid, name, image, content_type=kind)
+                await self.regional.put(exam.id, "face", cid, name, clean, content_type=kind)
             ).key
         model = f"{outcome.model.backend}/{outcome.model.version}/{outcome.model.dim}"
         fields = {
@@ -133,41 +173,53 @@ class FaceService:
         kind = image_type(content_type)
         record = await self._verifiable(exam.id, candidate.cid)
         await self._spend_request(exam.id, candidate.cid)
-        template = await self.regional.get(exam.id, record.template)
-        outcome = await self.verifier.verify(template, image)
+        key = keys.face_record_key(exam.id, candidate.cid)
+        attempt, enrolled_at = await self._reserve_attempt(key, exam.face_attempts)
+        try:
+            template = await self.regional.get(exam.id, record.template)
+            outcome = await self.verifier.verify(template, image)
+        except ExamdayError:  # no decision (refused upload, busy verifier): no attempt
+            await self._give_back(keys=[key], args=[enrolled_at])
+            raise
         review = None
         if outcome.match:
-            key = keys.face_record_key(exam.id, candidate.cid)
-            attempt = await self.redis.hincrby(key, "attempts", 1)
             await self.redis.hset(key, mapping={"status": "verified", "verified_at": time.time()})
         else:
-            attempt = await self._record_failure(exam, candidate.cid, image, kind, outcome.score)
-            if attempt == exam.face_attempts:
+            failures = await self._record_failure(exam, candidate.cid, image, kind, outcome.score)
+            if failures == exam.face_attempts:  # the last decided one, whatever the order
                 review = await self._open_review(exam, candidate, record)
         return {
             "match": outcome.match,
-            "score": round(outcome.score, 4),
-            "threshold": outcome.threshold,
-            "margin": round(outcome.score - outcome.threshold, 4),
             "attempt": attempt,
             "attempts_left": max(0, exam.face_attempts - attempt),
             "status": "verified" if outcome.match else ("review" if review else "enrolled"),
             "review": review,
         }
 
+    async def _reserve_attempt(self, key: str, limit: int) -> tuple[int, str]:
+        """One attempt of `limit`, taken before the model runs; refused when none is left."""
+        raw = await self._reserve(keys=[key], args=[limit])
+        attempt, enrolled_at = int(raw[0]), text(raw[1])
+        if attempt < 0:
+            raise Conflict("You have no face enrolment for this exam.", reason="not_enrolled")
+        if attempt == 0:
+            raise Conflict("You have no verification attempts left.", reason="no_attempts_left")
+        return attempt, enrolled_at
+
     async def _record_failure(
         self, exam: Exam, cid: str, image: bytes, kind: str, score: float
     ) -> int:
-        """Keep the live frame for a proctor's review and count the attempt."""
+        """Keep the live frame (and its score) for a proctor's review; the decided failures
+        so far (the attempt itself was counted when it was reserved)."""
         name = f"verify-{secrets.token_hex(6)}.{IMAGE_TYPES[kind]}"
         stored = await self.regional.put(exam.id, "evidence", cid, name, image, content_type=kind)
         entry = json.dumps({"key": stored.key, "score": score, "at": time.time()})
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(keys.face_record_key(exam.id, cid), "attempts", 1)
             pipe.rpush(keys.face_evidence_key(exam.id, cid), entry)
             pipe.ltrim(keys.face_evidence_key(exam.id, cid), -exam.face_attempts, -1)
-            attempt, *_ = await pipe.execute()
-        return int(attempt)
+            pipe.hincrby(keys.face_record_key(exam.id, cid), "failures", 1)
+            *_, failures = await pipe.execute()
+        return int(failures)
 
     async def status(self, exam: Exam, cid: str) -> dict[str, Any]:
         record = await self.record(exam.id, cid)
@@ -294,9 +346,4 @@ class FaceService:
             keys.face_record_key(exam_id, cid),
             mapping={"liveness": outcome.reason, "liveness_at": time.time()},
         )
-        return {
-            "passed": outcome.passed,
-            "reason": outcome.reason,
-            "movement": outcome.movement,
-            "excursion": round(outcome.excursion, 2),
-        }
+        return {"passed": outcome.passed, "reason": outcome.reason, "movement": outcome.movement}

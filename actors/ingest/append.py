@@ -7,6 +7,13 @@ usage counters) and one XADD holding the accepted records as NDJSON, with
 what the flush needs to know without parsing them (kinds, ids, device,
 sessions, latest time). A record is acknowledged only once that XADD has
 happened; a refused batch (rate, backlog) changes nothing.
+
+Only a batch bound to a candidate's session (a valid token, so an exam) feeds the
+aggregates the crash gate and the usage report read: an anonymous batch is stored
+and searchable, but counts nowhere, so made-up sessions, crashes or versions cannot
+move the gate. And the distinct dimensions (platform x version x model) are capped
+at `max_dimensions`, version totals admitted before models: past the cap a new
+dimension is not counted at all (nor is a new usage field of the day).
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ from infra.settings.ingest import IngestSettings
 
 # ARGV: 1 limit, 2 window, 3 seen ttl, 4 max backlog, 5 n, 6 exam, 7 region, 8 received,
 # 9 #hll, 10 #dims, 11 #ops, 12 usage ttl, 13 lines, 14 kinds, 15 ids, 16 device,
-# 17 sessions, 18 latest time, 19 dedupe digests (24 hex characters a record); then hll
-# members, dims, ops (index, op, f1, f2). Records travel joined in a few arguments, and
+# 17 sessions, 18 latest time, 19 dedupe digests (24 hex characters a record), 20 the most
+# dimensions (and usage fields a day); then dims, hll (dimension, member) pairs, ops
+# (index, op, f1, f2). Records travel joined in a few arguments, and
 # the sets are asked in bulk: one argument or one call per record costs more than the rest.
 _APPEND = """
 local n = tonumber(ARGV[5])
@@ -49,9 +57,27 @@ else
   redis.call('INCRBY', KEYS[2], n)
 end
 local nh, nd, nops = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local base = 19
-for i = 1, nh do redis.call('PFADD', KEYS[7 + i], ARGV[base + i]) end
-for i = 1, nd do redis.call('SADD', KEYS[7], ARGV[base + nh + i]) end
+local cap, base = tonumber(ARGV[20]), 20
+local admitted = {}
+if nd > 0 then
+  local wanted = {}
+  for i = 1, nd do wanted[i] = ARGV[base + i] end
+  local known = redis.call('SMISMEMBER', KEYS[7], unpack(wanted))
+  local size = redis.call('SCARD', KEYS[7])
+  for i = 1, nd do
+    if known[i] == 1 then
+      admitted[wanted[i]] = true
+    elseif size < cap then
+      redis.call('SADD', KEYS[7], wanted[i])
+      size = size + 1
+      admitted[wanted[i]] = true
+    end
+  end
+end
+for i = 1, nh do
+  local at = base + nd + 2 * i
+  if admitted[ARGV[at - 1]] then redis.call('PFADD', KEYS[7 + i], ARGV[at]) end
+end
 if #ARGV[19] ~= 24 * n then return redis.error_reply('digests do not match records') end
 local members = {}
 for i = 1, n do members[i] = string.sub(ARGV[19], 24 * i - 23, 24 * i) end
@@ -71,14 +97,15 @@ for i = 1, n do
 end
 if #fresh > 0 then redis.call('SADD', KEYS[3], unpack(fresh)) end
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-local ops = base + nh + nd
+local ops = base + nd + 2 * nh
 for j = 0, nops - 1 do
   local at = ops + 4 * j
   if flags[tonumber(ARGV[at + 1])] == '1' then
     if ARGV[at + 2] == 'c' then
-      redis.call('HINCRBY', KEYS[5], ARGV[at + 3], 1)
-      redis.call('HINCRBY', KEYS[5], ARGV[at + 4], 1)
-    else
+      if admitted[ARGV[at + 3]] then redis.call('HINCRBY', KEYS[5], ARGV[at + 3], 1) end
+      if admitted[ARGV[at + 4]] then redis.call('HINCRBY', KEYS[5], ARGV[at + 4], 1) end
+    elseif redis.call('HEXISTS', KEYS[6], ARGV[at + 3]) == 1
+        or redis.call('HLEN', KEYS[6]) < 2 * cap then
       redis.call('HINCRBY', KEYS[6], ARGV[at + 3], 1)
       if ARGV[at + 4] ~= '' then
         redis.call('HINCRBYFLOAT', KEYS[6], ARGV[at + 3] .. '|sum', ARGV[at + 4])
@@ -175,7 +202,11 @@ class Appender:
         device = self.pseudonyms.device(device_id)
         scrubber = Scrubber.for_batch(device_id=device_id, **batch.secrets)
         day = datetime.fromtimestamp(received, UTC).strftime("%Y-%m-%d")
+        # Aggregates only for records tied to a real session: a candidate's token.
+        counted = batch.exam is not None
         sessions: dict[tuple[str, str], bool] = {}
+        crash_dims: set[str] = set()
+        batch_sessions: set[str] = set()
         lines, kinds, ids, ops = [], [], [], []
         latest = 0.0
         for index, record in enumerate(records, 1):
@@ -185,10 +216,15 @@ class Appender:
             kinds.append(_KIND_CODES[record.kind])
             ids.append(rid)
             latest = max(latest, moment)
+            if session:
+                batch_sessions.add(session)
+            if not counted:
+                continue
             platform, version, model = record.os, record.app_version, record.model
             if record.kind == "crash":
-                ops += [str(index), "c", keys.dim(platform, version, model)]
-                ops.append(keys.dim(platform, version))
+                pair = [keys.dim(platform, version, model), keys.dim(platform, version)]
+                ops += [str(index), "c", *pair]
+                crash_dims.update(pair)
             elif record.kind == "metric":
                 ops += [str(index), "m", f"{record.name}|{platform}|{version}"]
                 ops.append("" if record.value is None else repr(record.value))
@@ -199,11 +235,13 @@ class Appender:
         hll_keys, hll_args = [], []
         for (dimension, session), crashed in sessions.items():
             hll_keys.append(keys.ingest_sessions_key(dimension))
-            hll_args.append(session)
+            hll_args += [dimension, session]
             if crashed:
                 hll_keys.append(keys.ingest_crashed_key(dimension))
-                hll_args.append(session)
-        dims = sorted({dimension for dimension, _ in sessions})
+                hll_args += [dimension, session]
+        # Version totals (model '*', what the gate reads) first, should the cap be near.
+        wanted = {dimension for dimension, _ in sessions} | crash_dims
+        dims = sorted(wanted, key=lambda d: (not d.endswith("|*"), d))
         bucket = int(received // self.settings.dedupe_seconds)
         s = self.settings
         script_keys = [
@@ -233,11 +271,12 @@ class Appender:
             "".join(kinds),
             "\n".join(ids),
             device,
-            " ".join(sorted({session for _, session in sessions})),
+            " ".join(sorted(batch_sessions)),
             repr(latest),
             "".join(_digest(device, rid) for rid in ids),
+            s.max_dimensions,
         ]
-        args = [str(v) for v in header] + hll_args + dims + ops
+        args = [str(v) for v in header] + dims + hll_args + ops
         return Prepared(device, len(records), script_keys, args)
 
     async def append(self, batch: IngestBatch, received: float) -> AppendResult:

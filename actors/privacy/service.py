@@ -26,7 +26,7 @@ from infra.errors import Conflict, NotFound, RateLimited
 from infra.regional import RegionalStore
 from infra.settings import Settings
 from infra.telemetry import actor_call
-from ml.images import decode_image, sniff_type
+from ml.images import clean_image
 
 UPLOAD_CLASSES = ("photos", "whiteboards")
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
@@ -68,12 +68,12 @@ class PrivacyService:
     async def store_upload(
         self, exam_id: str, room: str, cid: str, data_class: str, body: bytes
     ) -> dict[str, Any]:
-        """Validate the image (type, size, pixel bombs), store it sealed, index it for proctors."""
+        """Validate the image (type, size, pixel bombs), strip its metadata, store it sealed."""
         shared = await self.redis.hlen(keys.privacy_uploads_key(exam_id, cid))
         if shared >= self.settings.privacy.max_uploads_per_candidate:
             raise RateLimited("you have shared the most uploads allowed", reason="upload_limit")
-        await asyncio.to_thread(decode_image, body, self.settings.face)
-        kind = sniff_type(body) or "jpeg"
+        # What is stored is the pixels alone: EXIF (GPS), XMP and comments do not survive.
+        body, kind = await asyncio.to_thread(clean_image, body, self.settings.face)
         upload_id = f"u{secrets.token_hex(8)}"
         stored = await self.regional.put(
             exam_id,

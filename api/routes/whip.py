@@ -12,7 +12,8 @@ Retry-After means "again after that many seconds". A new session of the same
 slot (a candidate's camera, say) replaces the old one.
 
     POST /v1/whip/me/camera, /v1/whip/me/screen     the candidate's session token
-    POST /v1/whip/me/side                           the side device's pairing token
+    POST /v1/whip/me/side                           the side device's pairing token, and
+                                                    its Examday-Device id (see actors.media.pairing)
     POST /v1/whip/exams/{exam}/rooms/{room}/talkback[?to=cid]   a proctor: audio to one or all
     PATCH, DELETE /v1/whip/sessions/{id}
 """
@@ -23,6 +24,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from actors.media.pairing import DEVICE_HEADER
 from actors.media.sessions import MediaSession, new_etag, new_session_id
 from actors.media.tag import SessionTag, Source
 from api.deps import RuntimeDep
@@ -107,6 +109,8 @@ async def _publish_own(
     assert caller.room is not None
     await may_publish(runtime, caller.exam, caller.name)
     offer = await read_offer(request, runtime.settings, publish=True)
+    if caller.role == "side":  # a refused offer binds nothing
+        await runtime.media.pairing.bind(caller.token, request.headers.get(DEVICE_HEADER))
     tag = SessionTag(caller.exam, caller.room, caller.name, source)
     response = await _publish(request, runtime, caller.owner, tag, offer)
     if caller.role == "side":

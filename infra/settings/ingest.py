@@ -37,6 +37,11 @@ class IngestSettings(BaseModel):
     flush_block_ms: int = Field(default=500, ge=10, le=5000)
     claim_idle_seconds: float = Field(default=10.0, gt=0)
 
+    # Distinct aggregate dimensions (platform x app version x device model, and each
+    # version over all models) counted at most; usage fields of one day likewise.
+    # Only batches with a candidate's token count at all.
+    max_dimensions: int = Field(default=5000, ge=10)
+
     # Support index: the latest objects holding a pseudonymised device's or session's
     # records (the records themselves stay in the regional store), kept this long.
     support_objects: int = Field(default=500, ge=10)

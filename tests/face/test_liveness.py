@@ -91,7 +91,7 @@ async def test_a_still_photo_fails_and_the_asked_movement_passes(
     assert passed.status_code == 200, passed.text
     print(challenge["movement"], passed.json())
     assert passed.json()["passed"] is True
-    assert passed.json()["excursion"] > 15
+    assert "excursion" not in passed.json()  # candidates get passed or why not, no measure
 
 
 async def test_the_wrong_movement_or_another_person_fails(

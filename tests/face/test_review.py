@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from core import keys
 from tests.face.conftest import enrol, image_headers, photo_bytes, runtime_of
+from tests.support.exif import pixel_gap
 from tests.support.factories import candidate_login, new_exam
 
 
@@ -66,7 +67,7 @@ async def test_failed_attempts_go_to_a_proctor_who_accepts(
     assert len(review["live"]) == 2
     enrolled = await client.get(review["enrolled_photo"], headers=proctor)
     assert enrolled.status_code == 200
-    assert enrolled.content == photo_bytes("person_b_1")
+    assert pixel_gap(enrolled.content, photo_bytes("person_b_1")) < 3  # without its metadata
     live = await client.get(review["live"][1]["url"], headers=proctor)
     assert live.headers["content-type"] == "image/jpeg"
     assert live.content == photo_bytes("impostor_2")

@@ -18,6 +18,7 @@ from tests.privacy.conftest import (
     raw_object,
     runtime_of,
 )
+from tests.support.exif import assert_no_metadata, pixel_gap, with_gps
 from tests.support.factories import candidate_login, joined_candidate, new_exam
 
 
@@ -64,7 +65,7 @@ async def test_photo_and_whiteboard_reach_the_rooms_proctor_sealed(
     ]
     got = await client.get(listed[0]["url"], headers=world.proctors["r1"])
     assert got.status_code == 200
-    assert got.content == photo
+    assert pixel_gap(got.content, photo) == 0  # PNG: re-encoded losslessly
     assert got.headers["content-type"] == "image/png"
     # The proctor of the other room sees neither the list nor the bytes.
     assert (await client.get(base, headers=world.proctors["r2"])).status_code == 404
@@ -128,3 +129,24 @@ async def test_bad_uploads_are_refused_and_nothing_is_stored(
         f"/v1/exams/{world.exam_id}/rooms/r1/uploads", headers=world.proctors["r1"]
     )
     assert listed.json()["uploads"] == []
+
+
+async def test_a_photo_loses_its_exif_gps_xmp_and_comment_before_storage(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    runtime = runtime_of(app)
+    world = await new_exam(client, runtime, {"r1": ["1051"]})
+    me = await joined_candidate(client, world.exam_id, "1051")
+    sent = with_gps(image_bytes("PNG", size=(96, 64), seed=5))
+    shared = await client.post(
+        "/v1/uploads/photos", content=sent, headers=image_headers(me, "image/jpeg")
+    )
+    assert shared.status_code == 201, shared.text
+    base = f"/v1/exams/{world.exam_id}/rooms/r1/uploads"
+    (listed,) = (await client.get(base, headers=world.proctors["r1"])).json()["uploads"]
+    got = await client.get(listed["url"], headers=world.proctors["r1"])
+    assert got.status_code == 200
+    assert got.headers["content-type"] == "image/jpeg"
+    assert_no_metadata(got.content)
+    assert pixel_gap(got.content, sent) < 3  # the same picture, up to JPEG rounding
+    assert listed["bytes"] == len(got.content)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -15,7 +16,7 @@ from actors.updates.rollout import Gate, Rollout, bucket
 from api.runtime import Runtime
 from core import keys
 from tests.ingest.helpers import ndjson, new_device, record, runtime_of
-from tests.support.factories import new_exam, new_organiser
+from tests.support.factories import candidate_login, new_exam, new_organiser
 from tests.updates.helpers import channel, publish, seed_rollout
 
 
@@ -96,8 +97,14 @@ async def test_version_check_answers_every_case(client: httpx.AsyncClient, app: 
 
 
 async def _sessions(
-    client: httpx.AsyncClient, platform: str, version: str, sessions: int, crashed: int
+    client: httpx.AsyncClient,
+    token: httpx.Headers,
+    platform: str,
+    version: str,
+    sessions: int,
+    crashed: int,
 ) -> None:
+    """Sessions of a candidate's app: only batches with a candidate's token count."""
     device = new_device()
     batch = []
     for s in range(sessions):
@@ -107,9 +114,8 @@ async def _sessions(
             batch.append(
                 record(device, os=platform, app_version=version, session=session, kind="crash")
             )
-    response = await client.post(
-        "/v1/logs", content=ndjson(batch), headers={"content-type": "application/x-ndjson"}
-    )
+    headers = {**token, "content-type": "application/x-ndjson"}
+    response = await client.post("/v1/logs", content=ndjson(batch), headers=headers)
     assert response.status_code == 202, response.text
 
 
@@ -128,16 +134,27 @@ async def test_the_crash_gate_halts_a_rollout_and_checks_stop_offering_it(
     await seed_rollout(runtime, "ios", chan, new, previous=old, step=4, gate=gate)  # 100%, active
     device = new_device()
     assert (await _check(client, "ios", chan, old, device))["status"] == "optional_update"
+    # Reports come from candidates' apps (a later exam: no freeze window now).
+    later = datetime.now(UTC) + timedelta(days=2)
+    world = await new_exam(
+        client,
+        runtime,
+        {"r1": ["6101"]},
+        with_proctors=False,
+        starts_at=later.isoformat(),
+        ends_at=(later + timedelta(hours=2)).isoformat(),
+    )
+    token = await candidate_login(client, world.exam_id, "6101")
 
     # Crashing, but not enough sessions yet to judge.
-    await _sessions(client, "ios", old, sessions=12, crashed=0)
-    await _sessions(client, "ios", new, sessions=5, crashed=5)
+    await _sessions(client, token, "ios", old, sessions=12, crashed=0)
+    await _sessions(client, token, "ios", new, sessions=5, crashed=5)
     await runtime.updates.evaluate_gates()
     ref = {"platform": "ios", "channel": chan}
     state = await client.get("/v1/updates/rollouts", params=ref, headers=organiser)
     assert state.json()["state"] == "active"
 
-    await _sessions(client, "ios", new, sessions=8, crashed=2)  # 13 sessions, 7 crashed
+    await _sessions(client, token, "ios", new, sessions=8, crashed=2)  # 13 sessions, 7 crashed
     await runtime.updates.evaluate_gates()
     state = await client.get("/v1/updates/rollouts", params=ref, headers=organiser)
     halted = state.json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import statistics
 from typing import Any
 
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 
 from actors.media.client import MediaPlane
 from actors.media.face_feed import MONITOR_NAME
+from actors.media.pairing import DEVICE_HEADER
 from actors.media.shard import shard_name
 from core import keys
 from infra.settings import Settings
@@ -131,7 +133,7 @@ async def test_side_device_publishes_with_a_pairing_token(
     pairing = await client.post("/v1/me/pairing", headers=candidate)
     assert pairing.status_code == 201, pairing.text
     token = pairing.json()["token"]
-    side = auth(token)
+    side = httpx.Headers({**auth(token), DEVICE_HEADER: secrets.token_urlsafe(16)})
     found = [k async for k in runtime.redis.scan_iter(match=keys.MEDIA_PAIRINGS)]
     values = [await runtime.redis.get(k) for k in found]
     assert not any(token.encode() in (k + (v or b"")) for k, v in zip(found, values, strict=True))
@@ -155,3 +157,34 @@ async def test_side_device_publishes_with_a_pairing_token(
     revoked = await client.delete(phone.location, headers=side)
     assert revoked.status_code == 401
     assert revoked.json()["reason"] == "invalid_pairing"
+
+
+async def test_a_pairing_token_is_bound_to_the_first_device_that_publishes_with_it(
+    client: httpx.AsyncClient, app: FastAPI, media: MediaPlane, peers: Peers
+) -> None:
+    world = await new_exam(client, runtime_of(app), {"r1": ["3101"]})
+    candidate = await joined_candidate(client, world.exam_id, "3101")
+    token = (await client.post("/v1/me/pairing", headers=candidate)).json()["token"]
+    phone = httpx.Headers({**auth(token), DEVICE_HEADER: secrets.token_urlsafe(16)})
+    thief = httpx.Headers({**auth(token), DEVICE_HEADER: secrets.token_urlsafe(16)})
+
+    unnamed = await webrtc.whip_publish(client, "/v1/whip/me/side", auth(token), audio=False)
+    await unnamed.close()
+    assert unnamed.response.status_code == 400, unnamed.response.text
+    assert unnamed.response.json()["reason"] == "device_id_required"
+    first = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/side", phone, audio=False))
+    assert first.response.status_code == 201, first.response.text
+
+    # Another device with the same token, with its own id or none: refused, nothing touched.
+    for headers in (thief, auth(token)):
+        second = await webrtc.whip_publish(client, "/v1/whip/me/side", headers, audio=False)
+        await second.close()
+        assert second.response.status_code == 403, second.response.text
+        assert second.response.json()["reason"] == "pairing_bound"
+        ended = await client.delete(first.location, headers=headers)
+        assert (ended.status_code, ended.json()["reason"]) == (403, "pairing_bound")
+
+    # The phone itself reconnects (a new offer after a failure) and ends its session.
+    again = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/side", phone, audio=False))
+    assert again.response.status_code == 201, again.response.text
+    assert (await client.delete(again.location, headers=phone)).status_code == 200
