@@ -83,11 +83,15 @@ async def _wait_ping(redis: Redis, deadline: float) -> None:
     raise AssertionError("redis did not come back")
 
 
-async def _watch(http: httpx.AsyncClient, url: str, proctor: httpx.Headers) -> str:
-    """Read a room's event stream until it ends; its last line."""
+async def _watch(
+    http: httpx.AsyncClient, url: str, proctor: httpx.Headers, opened: asyncio.Event
+) -> str:
+    """Read a room's event stream until it ends; its last line. `opened` is set once the
+    stream's answer has begun."""
     last = ""
     async with http.stream("GET", url, headers=proctor, timeout=None) as response:
         assert response.status_code == 200, await response.aread()
+        opened.set()
         async for line in response.aiter_lines():
             last = line or last
     return last
@@ -146,11 +150,16 @@ async def test_acknowledged_beats_survive_a_redis_kill(
                 bad.append(f"{number}: {response.status_code} {response.text[:300]}")
                 await asyncio.sleep(0.2)
 
-        beating = asyncio.gather(*(beat(n, h) for n, h in zip(numbers, fleet, strict=True)))
         # A proctor's event stream open across the kill: it must end cleanly (its answer
-        # has begun, it cannot become a 503), not be cut off mid-frame.
+        # has begun, it cannot become a 503), not be cut off mid-frame. Opened first, on
+        # a client of its own: behind 200 beating candidates in one connection pool it
+        # could otherwise begin only after the kill.
         url = f"/v1/exams/{world.exam_id}/rooms/ro0/events"
-        watching = asyncio.create_task(_watch(http, url, world.proctors["ro0"]))
+        opened = asyncio.Event()
+        watcher = httpx.AsyncClient(base_url=runtime.settings.gateway_url, timeout=60)
+        watching = asyncio.create_task(_watch(watcher, url, world.proctors["ro0"], opened))
+        await asyncio.wait_for(opened.wait(), 30)
+        beating = asyncio.gather(*(beat(n, h) for n, h in zip(numbers, fleet, strict=True)))
         await asyncio.sleep(3)
         acked_before_kill = len(acked)
         killed = _redis_process(stack)
@@ -164,6 +173,7 @@ async def test_acknowledged_beats_survive_a_redis_kill(
         phase["back"] = True
         await beating
         stream_end = await asyncio.wait_for(watching, 30)
+        await watcher.aclose()
 
     reasons = Counter(r.split(":", 1)[1][:60] for r in bad)
     print(
