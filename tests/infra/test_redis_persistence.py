@@ -5,12 +5,12 @@ its AOF."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 import redis
 from redis.asyncio import Redis
 
@@ -20,16 +20,14 @@ from infra.redis_persistence import persistence
 from infra.settings import Settings
 
 
-@pytest.fixture
-def bare_redis(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def _redis_by_hand(tmp_path: Path, *extra: str) -> Iterator[str]:
     """A redis-server as an operator might run it by hand: nothing kept on disk."""
     port = free_port()
     argv = [
         str(services.redis_server_binary()),
         "--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp_path),
-        "--appendonly", "no", "--save", "",
-        # CONFIG renamed away, as on managed Redis, for the `unknown` case.
-        "--rename-command", "CONFIG", "CONFIG-x",
+        "--appendonly", "no", "--save", "", *extra,
     ]  # fmt: skip
     process = ManagedProcess("bare-redis", argv, tmp_path / "redis.log")
     process.start()
@@ -72,29 +70,19 @@ async def _verdict(url: str) -> tuple[str, str]:
     return kept.verdict, kept.reason
 
 
-async def test_a_redis_that_refuses_config_is_unknown(bare_redis: str) -> None:
-    assert await _verdict(bare_redis) == ("unknown", "redis_config_refused")
+async def test_a_redis_that_refuses_config_is_unknown(tmp_path: Path) -> None:
+    # CONFIG renamed away, as on managed Redis.
+    with _redis_by_hand(tmp_path, "--rename-command", "CONFIG", "CONFIG-x") as url:
+        assert await _verdict(url) == ("unknown", "redis_config_refused")
 
 
 async def test_a_bare_redis_is_degraded_then_ok_with_an_aof(tmp_path: Path) -> None:
-    port = free_port()
-    argv = [
-        str(services.redis_server_binary()),
-        "--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp_path),
-        "--appendonly", "no", "--save", "",
-    ]  # fmt: skip
-    process = ManagedProcess("bare-redis", argv, tmp_path / "redis.log")
-    process.start()
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        process.wait_healthy(lambda: _pings(url), 20)
+    with _redis_by_hand(tmp_path) as url:
         assert await _verdict(url) == ("degraded", "redis_not_persistent")
         _config_set(url, "save", "3600 1")
         assert await _verdict(url) == ("degraded", "redis_snapshots_only")
         _config_set(url, "appendonly", "yes")
         assert await _verdict(url) == ("ok", "redis_aof")
-    finally:
-        process.stop()
     # A Redis that is gone: unknown, and quickly (the probe has its own deadline).
     assert await _verdict(url) == ("unknown", "redis_unreachable")
 
