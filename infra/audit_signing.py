@@ -14,16 +14,13 @@ the update signer, because the audit log itself (infra/audit.py) signs.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from infra.errors import ConfigError, Unavailable
+from infra.ed25519_signer import SeedSigner, unb64
 from infra.settings import Settings
 
 # In development, with no key configured: a fixed, public key; refused anywhere else.
@@ -40,58 +37,18 @@ def head_message(region: str, seq: int, entry_hash: str) -> bytes:
     return f"examday-audit-head\n{region}\n{seq}\n{entry_hash}".encode()
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def key_id(raw_public_key: bytes) -> str:
-    return hashlib.sha256(raw_public_key).hexdigest()[:16]
-
-
-class AuditSigner:
-    def __init__(self, seed: bytes | None) -> None:
-        if seed is not None and len(seed) != 32:
-            raise ConfigError("the audit signing key must be 32 bytes", reason="bad_signing_key")
-        self._key = Ed25519PrivateKey.from_private_bytes(seed) if seed is not None else None
+class AuditSigner(SeedSigner):
+    what = "audit"
+    setting = "EXAMDAY_AUDIT_SIGNING_KEY"
+    dev_seed = DEV_SEED
+    disabled_reason = "audit_signing_disabled"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuditSigner:
-        development = settings.env == "development"
-        configured = settings.audit_signing_key
-        if configured is None:
-            return cls(DEV_SEED if development else None)
-        raw = configured.get_secret_value().removeprefix("dev-")
-        try:
-            seed = _unb64(raw)
-        except ValueError:
-            raise ConfigError(
-                "EXAMDAY_AUDIT_SIGNING_KEY is not urlsafe base64", reason="bad_signing_key"
-            ) from None
-        if seed == DEV_SEED and not development:
-            raise ConfigError(
-                "the public dev audit key signs in development only", reason="dev_signing_key"
-            )
-        return cls(seed)
-
-    def _private(self) -> Ed25519PrivateKey:
-        if self._key is None:
-            raise Unavailable("no audit signing key is configured", reason="audit_signing_disabled")
-        return self._key
-
-    def public_key(self) -> dict[str, str]:
-        raw = self._private().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return {"alg": ALG, "key_id": key_id(raw), "public_key": _b64(raw)}
-
-    @property
-    def key_id(self) -> str:
-        return self.public_key()["key_id"]
+        return cls.from_secret(settings.audit_signing_key, settings.env)
 
     def sign(self, message: bytes) -> str:
-        return _b64(self._private().sign(message))
+        return self.sign_bytes(message)
 
 
 class AuditVerifier:
@@ -99,7 +56,7 @@ class AuditVerifier:
 
     def __init__(self, public_keys: list[dict[str, str]]) -> None:
         self._keys = {
-            k["key_id"]: Ed25519PublicKey.from_public_bytes(_unb64(k["public_key"]))
+            k["key_id"]: Ed25519PublicKey.from_public_bytes(unb64(k["public_key"]))
             for k in public_keys
         }
 
@@ -108,7 +65,7 @@ class AuditVerifier:
         if public is None:
             return False
         try:
-            public.verify(_unb64(signature), message)
+            public.verify(unb64(signature), message)
         except (InvalidSignature, ValueError):
             return False
         return True
