@@ -56,6 +56,18 @@ async def ping(redis: Redis, within: float = 2.0) -> tuple[bool, str]:
     return True, "ok"
 
 
+async def over_limit(redis: Redis, key: str, window_s: int, limit: int) -> int | None:
+    """Count one more use in `key`'s fixed window of `window_s` seconds; when the count
+    is over `limit`, the seconds until the window ends (a Retry-After), else None.
+    In Redis, so the limit holds across gateways."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, 0, ex=window_s, nx=True)
+        pipe.incr(key)
+        pipe.ttl(key)
+        _, count, ttl = await pipe.execute()
+    return max(int(ttl), 1) if int(count) > limit else None
+
+
 def text(value: bytes | str | None) -> str:
     """A Redis reply as text (the client is typed bytes | str; ours returns bytes)."""
     if value is None:

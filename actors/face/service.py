@@ -42,7 +42,7 @@ from infra.errors import (
     RateLimited,
     UnsupportedMediaType,
 )
-from infra.redis import text
+from infra.redis import over_limit, text
 from infra.regional import RegionalStore
 from infra.settings import Settings
 from ml.images import clean_image
@@ -268,17 +268,17 @@ class FaceService:
     async def _spend_request(self, exam_id: str, cid: str) -> None:
         """Every request that costs model time counts, whatever its outcome."""
         config = self.settings.verifier
-        key = keys.face_requests_key(exam_id, cid)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(key, 0, ex=config.verify_window_s, nx=True)
-            pipe.incr(key)
-            pipe.ttl(key)
-            _, count, ttl = await pipe.execute()
-        if count > config.verify_requests_per_window:
+        wait = await over_limit(
+            self.redis,
+            keys.face_requests_key(exam_id, cid),
+            config.verify_window_s,
+            config.verify_requests_per_window,
+        )
+        if wait is not None:
             raise RateLimited(
                 "Too many face checks; wait before trying again.",
                 reason="face_checks_rate_limited",
-                retry_after=max(int(ttl), 1),
+                retry_after=wait,
             )
 
     async def _open_review(self, exam: Exam, candidate: Candidate, record: FaceRecord) -> str:

@@ -13,6 +13,7 @@ from api.security import CandidateDep, Principal, require_consent
 from core import keys
 from core.exams import Candidate
 from infra.errors import InvalidInput, NotFound, RateLimited
+from infra.redis import over_limit
 
 router = APIRouter(prefix="/v1/me", tags=["candidate"])
 
@@ -120,16 +121,12 @@ async def _heartbeat_budget(runtime: RuntimeDep, room: str, cid: str) -> None:
     it over `heartbeats_per_minute`. Each beat is journaled and keeps a dedupe key, so
     a flood would cost the room's shard and Redis what no client needs."""
     key = keys.heartbeat_rate_key(room, cid)
-    async with runtime.redis.pipeline(transaction=True) as pipe:
-        pipe.set(key, 0, ex=60, nx=True)
-        pipe.incr(key)
-        pipe.ttl(key)
-        _, count, ttl = await pipe.execute()
-    if int(count) > runtime.settings.heartbeats_per_minute:
+    wait = await over_limit(runtime.redis, key, 60, runtime.settings.heartbeats_per_minute)
+    if wait is not None:
         raise RateLimited(
             "too many heartbeats: one every few seconds is enough",
             reason="too_many_heartbeats",
-            retry_after=max(1, int(ttl)),
+            retry_after=wait,
         )
 
 
