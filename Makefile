@@ -37,7 +37,12 @@ chromium:
 	  $(SUDO) apt-get install -y --no-install-recommends fonts-wqy-zenhei >/dev/null 2>&1 || \
 	  echo "fonts-wqy-zenhei not installed: Chinese text may show as boxes in screenshots"
 
-pytest: $(STAMP) chromium
+# The TURN tests and `examday up`'s relay run Debian's coturn.
+.PHONY: coturn
+coturn:
+	command -v turnserver >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y coturn)
+
+pytest: $(STAMP) chromium coturn
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

@@ -15,7 +15,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from infra import priority, raycluster
+from infra import priority, raycluster, turn
 from infra.errors import ConfigError
 from infra.processes import ManagedProcess, port_open
 from infra.settings import Settings
@@ -195,3 +195,29 @@ def gateway_healthy(settings: Settings) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def turnserver_binary() -> Path | None:
+    """Debian's coturn (`make coturn`); None when it is not installed."""
+    found = shutil.which("turnserver")
+    return Path(found) if found else None
+
+
+def turn_process(settings: Settings) -> ManagedProcess:
+    """The embedded coturn, configured from `settings.turn` (see infra.turn)."""
+    binary = turnserver_binary()
+    if binary is None:
+        raise ConfigError("no turnserver binary: run `make coturn` (Debian's coturn)")
+    data = settings.state_dir / "turn"
+    data.mkdir(parents=True, exist_ok=True)
+    config = data / "turnserver.conf"
+    # The file holds the shared secret: created private, never on a command line (ps).
+    config.touch(mode=0o600)
+    config.chmod(0o600)
+    config.write_text(turn.coturn_config(settings.turn, settings.state_dir))
+    argv = [str(binary), "-c", str(config.resolve())]
+    return ManagedProcess("turn", argv, settings.state_dir / "logs" / "turn.log")
+
+
+def turn_healthy(settings: Settings) -> bool:
+    return port_open(settings.turn.listen_address, settings.turn.port)

@@ -1,14 +1,14 @@
 """An embedded examday: every service as a supervised child of one process.
 
-`LocalStack.start()` brings up Redis, SeaweedFS, the Ray head (and a second
-Ray node), then the gateway, each checked healthy before the next depends on
-it; `stop()` ends them in reverse order. A manifest in the state directory
-lets `examday status` and `examday down` find a running stack.
+`LocalStack.start()` brings up Redis, SeaweedFS, the Ray head, the TURN relay
+(coturn, where installed), more Ray nodes, then the gateway, each checked healthy
+before the next depends on it; `stop()` ends them in reverse order. A manifest in
+the state directory lets `examday status` and `examday down` find a running stack.
 
 Once up, a `Supervisor` thread restarts the stateful services (Redis, SeaweedFS)
-that die, with bounded exponential back-off, on the same port and data directory:
-their data is on disk (Redis's AOF, SeaweedFS's volumes), so a restart loses
-nothing, and the platform's clients reconnect by themselves. `stop()` halts it
+and the TURN relay when they die, with bounded exponential back-off, on the same
+port and data directory: their data is on disk (Redis's AOF, SeaweedFS's volumes),
+so a restart loses nothing, and the platform's clients reconnect by themselves. `stop()` halts it
 first, so that nothing `examday down` ends is brought back.
 """
 
@@ -34,9 +34,11 @@ from infra.processes import ManagedProcess, free_port, free_port_block, port_ope
 from infra.settings import RegionStore, Settings, settings_to_env
 
 MANIFEST_NAME = "stack.json"
-# The services a supervisor brings back: the ones whose state is on disk. Ray nodes
-# keep theirs in memory (a new head is a new cluster) and the gateway is stateless.
-SUPERVISED = ("redis", "seaweedfs")
+# The services a supervisor brings back: the ones whose state is on disk, and the TURN
+# relay (stateless, but nothing else brings it back and a candidate behind a strict NAT
+# has no other way in). Ray nodes keep their state in memory (a new head is a new
+# cluster) and the gateway is stateless.
+SUPERVISED = ("redis", "seaweedfs", "turn")
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class LocalStack:
             self._wait(weed, lambda: services.seaweed_healthy(self.settings), 60, started)
             ObjectStores(self.settings).ensure_buckets()
             self._wait(head, self._head_healthy, 60, started)
+            self._start_turn(started)
             for index in range(1, self.nodes):
                 worker = self._launch(
                     services.ray_node_process(self.settings, head=False, index=index)
@@ -163,6 +166,17 @@ class LocalStack:
         self.write_manifest()
         if self.restart is not None:
             self.supervise(self.restart)
+
+    def _start_turn(self, since: float) -> None:
+        if not self.settings.turn.embedded:
+            return
+        if services.turnserver_binary() is None:
+            # Loopback clients need no relay: the stack is complete without one, but the
+            # Link headers then name a server that is not there.
+            _print("no turnserver installed (make coturn): starting without TURN")
+            return
+        relay = self._launch(services.turn_process(self.settings))
+        self._wait(relay, lambda: services.turn_healthy(self.settings), 20, since)
 
     def supervise(
         self, policy: RestartPolicy | None = None, log: Callable[[str], None] | None = None
@@ -245,6 +259,7 @@ def random_secrets() -> dict[str, Any]:
         "pseudonym_key": key(),
         "update_signing_key": key(),
         "audit_signing_key": key(),
+        "turn": {"shared_secret": key()},
     }
 
 
@@ -279,6 +294,13 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
         "ray_object_store_bytes": 256 * 1024**2,
         "gateway_port": free_port(),
         "trace_file": state_dir / "spans.jsonl",
+    }
+    relay = free_port_block(32, 22700, 23900)
+    values["turn"] = {
+        **values["turn"],  # type: ignore[dict-item]
+        "port": free_port(),
+        "relay_min_port": relay,
+        "relay_max_port": relay + 31,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from infra.settings.media import MediaSettings
 from infra.settings.ml import FaceSettings
 from infra.settings.ops import OpsSettings
 from infra.settings.privacy import PrivacySettings
+from infra.settings.turn import TurnSettings
 from infra.settings.updates import UpdateSettings
 
 # Secrets in these forms are for a laptop only; anything else refuses to start with them.
@@ -154,6 +155,9 @@ class Settings(BaseSettings):
     # Media plane (WebRTC forwarding, recording, frame sampling), including the
     # only addresses ICE host candidates are gathered on: EXAMDAY_MEDIA__HOST_ADDRESSES.
     media: MediaSettings = Field(default_factory=MediaSettings)
+    # TURN relays for candidates behind strict NATs or UDP-blocking networks: the
+    # embedded coturn of `examday up`, or an external cluster (EXAMDAY_TURN__URLS).
+    turn: TurnSettings = Field(default_factory=TurnSettings)
     # MediaShard actors (one Forwarder each) the gateway makes sure exist at start-up.
     media_shards: int = Field(default=1, ge=1, le=256)
     # Face detection, embedding, quality gates, liveness and monitoring.
@@ -225,6 +229,11 @@ class Settings(BaseSettings):
             ]
             if missing:
                 raise ValueError(f"production requires {', '.join(missing)}")
+            if self.turn.embedded and not self.turn.urls:
+                # The embedded relay listens on loopback: no candidate at home reaches it.
+                raise ValueError(
+                    "production requires turn.urls (a TURN cluster) or turn.embedded=false"
+                )
         if not self.regions:
             raise ValueError("at least one region is required")
         for name, region in (
@@ -245,6 +254,7 @@ class Settings(BaseSettings):
             ("update_signing_key", self.update_signing_key, True),
             ("audit_signing_key", self.audit_signing_key, True),
             ("ops.metrics_token", self.ops.metrics_token, False),
+            ("turn.shared_secret", self.turn.shared_secret, False),
         ):
             if secret is not None and not _strong(secret.get_secret_value(), decoded):
                 weak.append(name)

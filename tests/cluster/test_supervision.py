@@ -44,7 +44,7 @@ def _restarted(up: examday_up.Up, name: str, old_pid: int) -> int:
         time.sleep(0.2)
 
 
-def test_killed_redis_and_seaweedfs_come_back_with_their_data(tmp_path: Path) -> None:
+def test_killed_redis_seaweedfs_and_turn_come_back_with_their_data(tmp_path: Path) -> None:
     settings = isolated_settings(tmp_path / "state", ops=OpsSettings(controller_autostart=False))
     # fsync always: every acknowledged write is on disk before a kill -9 can land.
     up = examday_up.start(settings, tmp_path / "up.log", EXAMDAY_REDIS_FSYNC="always")
@@ -87,6 +87,15 @@ def test_killed_redis_and_seaweedfs_come_back_with_their_data(tmp_path: Path) ->
             assert time.monotonic() < deadline, f"not ready again: {examday_up.readyz(settings)}"
             time.sleep(0.5)
         assert services.seaweed_healthy(settings)
+
+        # The TURN relay keeps no state, but nothing else would bring it back.
+        turn_pid = int(up.manifest()["services"]["turn"])
+        os.kill(turn_pid, signal.SIGKILL)
+        _restarted(up, "turn", turn_pid)
+        deadline = time.monotonic() + BACK_WITHIN_S
+        while not services.turn_healthy(settings):
+            assert time.monotonic() < deadline, up.log()
+            time.sleep(0.2)
         log = up.log()
         assert f"examday: redis (pid {redis_pid}) exited with -9; restarting" in log
         assert f"examday: redis restarted, pid {new_redis}" in log

@@ -104,7 +104,7 @@ def test_examday_up_then_down_leaves_nothing(tmp_path: Path) -> None:
         pids = [int(p) for p in manifest["services"].values()]
         family = pids + [d for p in pids for d in _descendants(p)]
         assert set(manifest["services"]) == {
-            "redis", "seaweedfs", "ray-head", "ray-worker-1", "gateway",
+            "redis", "seaweedfs", "ray-head", "turn", "ray-worker-1", "gateway",
         }  # fmt: skip
         status = subprocess.run(
             [examday, "status"], env=env, capture_output=True, text=True, timeout=60

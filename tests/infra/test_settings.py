@@ -27,6 +27,7 @@ REAL: dict[str, Any] = {
     "pseudonym_key": "real-pseudonym-key-of-32-bytes!!",
     "update_signing_key": KEY,
     "audit_signing_key": KEY,
+    "turn": {"shared_secret": "real-turn-shared-secret-32-bytes!"},
     "regions": {
         "cn-north": {
             "endpoint": "http://127.0.0.1:9000",
@@ -41,6 +42,10 @@ PRODUCTION: dict[str, Any] = {
     "env": "production",
     "ops": {"metrics_token": "m" * 32},
     "public_origins": ["https://Exam.example.cn:443/"],
+    "turn": {
+        "shared_secret": "real-turn-shared-secret-32-bytes!",
+        "urls": ["turn:turn.example.cn:3478?transport=udp"],
+    },
 }
 
 
@@ -62,17 +67,22 @@ def test_production_refuses_placeholder_secrets() -> None:
         ("update_signing_key", "dev-" + KEY),
         ("update_signing_key", "c2hvcnQ="),
         ("data_master_keys_previous", f"{KEY},{DEV_MASTER_KEY}"),
+        ("turn", {"shared_secret": "dev-turn-shared-secret-not-for-production"}),
     ],
 )
 def test_outside_development_placeholder_and_short_keys_refuse_to_load(
-    env: str, name: str, value: str
+    env: str, name: str, value: str | dict[str, str]
 ) -> None:
     values = {**PRODUCTION, "env": env, name: value}
+    if isinstance(value, dict):
+        values["turn"] = {**PRODUCTION["turn"], **value}
     with pytest.raises(ValidationError, match="placeholder secrets") as refused:
         Settings(**values)
     message = str(refused.value)
-    assert f"development: {name}" in message  # only the weak one is named...
-    assert value not in message  # ...and never its value
+    secret = value["shared_secret"] if isinstance(value, dict) else value
+    weak = "turn.shared_secret" if name == "turn" else name
+    assert f"development: {weak}" in message  # only the weak one is named...
+    assert secret not in message  # ...and never its value
 
 
 def test_development_keeps_its_placeholders() -> None:
@@ -90,6 +100,16 @@ def test_production_requires_metrics_token_update_key_and_origins(missing: str) 
     values = {name: value for name, value in PRODUCTION.items() if name != missing}
     with pytest.raises(ValidationError, match="production requires"):
         Settings(**values)
+
+
+def test_production_refuses_the_loopback_turn_relay() -> None:
+    # A candidate at home reaches no 127.0.0.1: production names its TURN servers, or
+    # says that it runs none.
+    values = {**PRODUCTION, "turn": {"shared_secret": "real-turn-shared-secret-32-bytes!"}}
+    with pytest.raises(ValidationError, match=r"production requires turn\.urls"):
+        Settings(**values)
+    no_turn = {**values["turn"], "embedded": False}
+    assert Settings(**{**values, "turn": no_turn}).turn.client_urls == ()
 
 
 def test_production_accepts_real_secrets() -> None:
