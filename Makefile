@@ -42,7 +42,13 @@ chromium:
 coturn:
 	command -v turnserver >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y coturn)
 
-pytest: $(STAMP) chromium coturn
+# The TURN network tests build home networks of namespaces (ip from iproute2, nft).
+.PHONY: netns-tools
+netns-tools:
+	command -v nft >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y nftables)
+	command -v ip >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y iproute2)
+
+pytest: $(STAMP) chromium coturn netns-tools
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

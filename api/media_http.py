@@ -21,12 +21,14 @@ from actors.media.sessions import Kind, MediaSession
 from api.deps import RuntimeDep
 from api.security import request_token, require_consent
 from core.exams import Candidate
+from infra import turn
 from infra.errors import (
     ExamdayError,
     NotFound,
     PreconditionFailed,
     PreconditionRequired,
 )
+from infra.pseudonym import Pseudonyms
 from infra.settings import Settings
 
 CORS_HEADERS = {
@@ -109,13 +111,49 @@ def check_if_match(request: Request, etag: str) -> None:
         raise PreconditionFailed("the ETag does not match this session", reason="stale_etag")
 
 
+def ice_server_links(settings: Settings, owner: str) -> str | None:
+    """The `Link` header naming the ICE servers (RFC 9725 section 4.6): the configured
+    STUN/TURN URLs, then the TURN servers with a credential minted for `owner`.
+
+    The TURN username carries a pseudonym of the owner, never the owner: TURN servers
+    log usernames, and a candidate id must not reach their logs.
+    """
+    links = [f'<{url}>; rel="ice-server"' for url in settings.media.ice_servers]
+    subject = Pseudonyms(settings.pseudonym_key).of("turn", owner)
+    for server in turn.ice_servers(settings.turn, subject):
+        links.append(
+            f'<{server.url}>; rel="ice-server"; username="{server.username}";'
+            f' credential="{server.credential}"; credential-type="password"'
+        )
+    return ", ".join(links) or None
+
+
 def created(answer: str, session: MediaSession, base: str, settings: Settings) -> Response:
     """201 with the SDP answer, the session URL, its ETag and the ICE servers (RFC 9725 4.2)."""
     headers = {**CORS_HEADERS, "Location": f"{base}/{session.id}", "ETag": session.etag}
-    links = [f'<{url}>; rel="ice-server"' for url in settings.media.ice_servers]
+    links = ice_server_links(settings, session.owner)
     if links:
-        headers["Link"] = ", ".join(links)
+        headers["Link"] = links
     return Response(answer, status_code=201, media_type=sdp.SDP_TYPE, headers=headers)
+
+
+async def linked_options(request: Request, runtime: RuntimeDep) -> Response:
+    """OPTIONS on a WHIP/WHEP endpoint: to a logged-in caller, the ICE servers too.
+
+    The 201's `Link`s come after the offer, too late for its candidates: a candidate
+    whose network blocks UDP would offer no relay candidate and never connect. So a
+    client asks first (as RFC 9725's drafts let OPTIONS do) and gathers with the relays
+    from the start. A CORS preflight carries no credential and gets no `Link`.
+    """
+    response = options(post=True)
+    try:
+        caller = await media_caller(request, runtime)
+    except ExamdayError:
+        return response
+    links = ice_server_links(runtime.settings, caller.owner)
+    if links:
+        response.headers["Link"] = links
+    return response
 
 
 def options(*, post: bool) -> Response:

@@ -30,6 +30,7 @@ from api.media_http import (
     MediaCallerDep,
     created,
     end_session,
+    linked_options,
     options,
     patch_session,
     read_offer,
@@ -59,8 +60,8 @@ def parse_sources(value: str) -> list[str]:
 
 @router.options("/exams/{exam_id}/rooms/{room_id}/candidates/{candidate_id}")
 @router.options("/me/talkback")
-async def endpoint_options() -> Response:
-    return options(post=True)
+async def endpoint_options(request: Request, runtime: RuntimeDep) -> Response:
+    return await linked_options(request, runtime)
 
 
 @router.options("/sessions/{session_id}")

@@ -34,6 +34,7 @@ from api.media_http import (
     close_quietly,
     created,
     end_session,
+    linked_options,
     may_publish,
     options,
     patch_session,
@@ -52,8 +53,8 @@ SESSIONS = "/v1/whip/sessions"
 @router.options("/me/screen")
 @router.options("/me/side")
 @router.options("/exams/{exam_id}/rooms/{room_id}/talkback")
-async def endpoint_options() -> Response:
-    return options(post=True)
+async def endpoint_options(request: Request, runtime: RuntimeDep) -> Response:
+    return await linked_options(request, runtime)
 
 
 @router.options("/sessions/{session_id}")

@@ -34,11 +34,14 @@ ARGS = [
 
 
 @contextlib.asynccontextmanager
-async def chromium(*extra: str) -> AsyncIterator[Browser]:
+async def chromium(*extra: str, executable: str = CHROMIUM) -> AsyncIterator[Browser]:
+    """Debian's Chromium; `executable` may be a wrapper that runs it elsewhere (a namespace)."""
     if shutil.which("chromium") is None:
         pytest.fail("Debian's chromium is missing: `make test` installs it")
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, *extra])
+        launched = await playwright.chromium.launch(
+            executable_path=executable, args=[*ARGS, *extra]
+        )
         try:
             yield launched
         finally:
