@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,ml,loadtest]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ml,loadtest,embedded,validate]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,3 +55,26 @@ test: lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache
+
+# The node images (deploy/docker/): CPU (gateway, Ray head, cpu and media workers) and GPU
+# (face workers), each installing this project's wheel on the pinned rayproject/ray base.
+IMAGE ?= ghcr.io/examday/examday
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+.PHONY: image image-cpu image-gpu
+image: image-cpu image-gpu
+
+image-cpu:
+	DOCKER_BUILDKIT=1 docker build -f deploy/docker/Dockerfile.cpu \
+	  --build-arg EXAMDAY_VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
+
+image-gpu:
+	DOCKER_BUILDKIT=1 docker build -f deploy/docker/Dockerfile.gpu \
+	  --build-arg EXAMDAY_VERSION=$(VERSION) -t $(IMAGE)-gpu:$(VERSION) .
+
+# The per-region Kubernetes manifests (cluster/regions.py), into build/manifests/REGION.yaml.
+.PHONY: manifests
+manifests: $(STAMP)
+	mkdir -p build/manifests
+	for region in $$($(BIN)/python -m cluster.regions list); do \
+	  $(BIN)/python -m cluster.regions render --region $$region > build/manifests/$$region.yaml || exit 1; \
+	done

@@ -10,19 +10,33 @@ reconnect, as EventSource does), and when the client goes away; and when Redis
 goes away: the answer has begun, so it cannot turn into a 503 any more, and an
 error would cut the connection mid-frame; an ended stream is reconnected to
 (after `retry`), with `Last-Event-ID`, and that request gets the 503.
+
+Each stream holds a lease in its staff member's set (`StreamLeases`): at most
+`sse_streams_per_staff` at once, over all their sessions and gateways (429
+`too_many_streams` beyond), renewed while the stream lives, so that one a crashed
+gateway left behind lapses by itself. Every `sse_recheck_seconds` the stream asks
+whether its session still exists and ends when it does not: a logout closes it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import math
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from starlette.requests import Request
 
 from actors.rooms.journal import PRESENCE_MAXLEN, event_order
+from api.runtime import Runtime
+from api.security import request_token
 from core import keys
+from infra.errors import RateLimited, Unauthenticated
 from infra.redis import REDIS_DOWN, text
 
 _BLOCK_MS = 5000
@@ -34,19 +48,79 @@ def _frame(event_id: str, kind: str, data: str) -> bytes:
     return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n".encode()
 
 
+# KEYS[1]: the member's streams (stream id -> lease end). ARGV: now, lease end, cap, id.
+# One script, so that concurrent opens cannot both take the last place.
+_OPEN_STREAM = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) - tonumber(ARGV[1])) + 1)
+return 1
+"""
+
+
+class StreamLeases:
+    """The open event streams of one staff member, across sessions and gateways."""
+
+    def __init__(self, redis: Redis, username: str, cap: int, recheck_seconds: float) -> None:
+        self.redis = redis
+        self.key = keys.staff_streams_key(username)
+        self.cap = cap
+        # Outlives two missed renewals (each after a recheck, which may follow a full
+        # blocking read): only a stream that is really gone lapses.
+        self.lease_seconds = 2 * recheck_seconds + 2 * _BLOCK_MS / 1000
+        self.stream_id = secrets.token_hex(8)
+
+    async def open(self) -> None:
+        now = time.time()
+        args: list[float | int | str] = [now, now + self.lease_seconds, self.cap, self.stream_id]
+        taken = await self.redis.register_script(_OPEN_STREAM)(keys=[self.key], args=args)
+        if not int(taken):
+            raise RateLimited(
+                f"at most {self.cap} room event streams may be open at once",
+                reason="too_many_streams",
+                retry_after=math.ceil(self.lease_seconds),
+            )
+
+    async def renew(self) -> None:
+        await self.redis.zadd(self.key, {self.stream_id: time.time() + self.lease_seconds}, xx=True)
+
+    async def close(self) -> None:
+        await self.redis.zrem(self.key, self.stream_id)
+
+
 async def room_events(
     redis: Redis,
     room_key: str,
     last_event_id: str,
     is_disconnected: Callable[[], Awaitable[bool]],
     max_seconds: float,
+    *,
+    session_alive: Callable[[], Awaitable[bool]],
+    recheck_seconds: float,
+    lease: StreamLeases,
 ) -> AsyncIterator[bytes]:
-    yield b"retry: 1000\n\n"
+    """The stream's frames; `lease` has been opened and is closed when the stream ends."""
     try:
-        async for frame in _frames(redis, room_key, last_event_id, is_disconnected, max_seconds):
-            yield frame
-    except REDIS_DOWN:
-        yield b": hot state unavailable; reconnect\n\n"
+        yield b"retry: 1000\n\n"
+        try:
+            frames = _frames(
+                redis, room_key, last_event_id, is_disconnected, max_seconds,
+                session_alive=session_alive, recheck_seconds=recheck_seconds, lease=lease,
+            )  # fmt: skip
+            async for frame in frames:
+                yield frame
+        except REDIS_DOWN:
+            yield b": hot state unavailable; reconnect\n\n"
+    finally:
+        # When the client goes, the response's task is cancelled inside this generator,
+        # and any await here would be cancelled too: shielded, the place is given back.
+        await asyncio.shield(_give_back(lease))
+
+
+async def _give_back(lease: StreamLeases) -> None:
+    with contextlib.suppress(*REDIS_DOWN):
+        await lease.close()
 
 
 async def _frames(
@@ -55,6 +129,10 @@ async def _frames(
     last_event_id: str,
     is_disconnected: Callable[[], Awaitable[bool]],
     max_seconds: float,
+    *,
+    session_alive: Callable[[], Awaitable[bool]],
+    recheck_seconds: float,
+    lease: StreamLeases,
 ) -> AsyncIterator[bytes]:
     evidence, presence = keys.room_events_key(room_key), keys.room_presence_key(room_key)
     cursor = last_event_id
@@ -65,12 +143,22 @@ async def _frames(
         if oldest and _older(cursor, text(oldest[0][0])):
             yield _frame(cursor, "reset", json.dumps({"reason": "history_trimmed"}))
     deadline = time.monotonic() + max_seconds
+    # A blocking read no longer than the recheck interval, so that it bounds how late
+    # a logout is noticed.
+    block_ms = max(1, min(_BLOCK_MS, int(recheck_seconds * 1000)))
+    next_check = time.monotonic() + recheck_seconds
     while time.monotonic() < deadline:
         if await is_disconnected():
             return
+        if time.monotonic() >= next_check:
+            if not await session_alive():
+                yield _frame(cursor, "end", json.dumps({"reason": "session_ended"}))
+                return
+            await lease.renew()
+            next_check = time.monotonic() + recheck_seconds
         # One cursor for both streams: their ids are one sequence (`actors.rooms.journal`).
         batches: Any = await redis.xread(
-            {evidence: cursor, presence: cursor}, count=_BATCH, block=_BLOCK_MS
+            {evidence: cursor, presence: cursor}, count=_BATCH, block=block_ms
         )
         if not batches:
             yield b": keep-alive\n\n"
@@ -95,3 +183,32 @@ async def _frames(
 
 def _older(a: str, b: str) -> bool:
     return event_order(a) < event_order(b)
+
+
+async def room_stream(
+    runtime: Runtime,
+    request: Request,
+    username: str,
+    room_key: str,
+    cursor: str,
+    max_seconds: float,
+) -> AsyncIterator[bytes]:
+    """A staff member's event stream of a room: its lease taken (or 429) before any byte."""
+    settings = runtime.settings
+    token = request_token(request)
+    lease = StreamLeases(
+        runtime.redis, username, settings.sse_streams_per_staff, settings.sse_recheck_seconds
+    )
+    await lease.open()
+
+    async def session_alive() -> bool:
+        try:
+            await runtime.sessions.resolve(token)
+        except Unauthenticated:
+            return False
+        return True
+
+    return room_events(
+        runtime.redis, room_key, cursor, request.is_disconnected, max_seconds,
+        session_alive=session_alive, recheck_seconds=settings.sse_recheck_seconds, lease=lease,
+    )  # fmt: skip

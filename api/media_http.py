@@ -20,6 +20,7 @@ from actors.media.pairing import DEVICE_HEADER
 from actors.media.sessions import Kind, MediaSession
 from api.deps import RuntimeDep
 from api.security import request_token, require_consent
+from core import keys
 from core.exams import Candidate
 from infra import turn
 from infra.errors import (
@@ -29,6 +30,7 @@ from infra.errors import (
     PreconditionRequired,
 )
 from infra.pseudonym import Pseudonyms
+from infra.redis import text
 from infra.settings import Settings
 
 CORS_HEADERS = {
@@ -194,6 +196,22 @@ async def end_session(
     await close_quietly(runtime, session)
     await runtime.media.sessions.remove(session)
     return Response(status_code=200, headers=CORS_HEADERS)
+
+
+async def end_staff_sessions(runtime: RuntimeDep, sid: str, owner: str) -> None:
+    """End on their shards the WHEP sessions a staff login session opened (at logout)."""
+    key = keys.session_whep_key(sid)
+    async with runtime.redis.pipeline(transaction=True) as pipe:
+        pipe.smembers(key)
+        pipe.delete(key)
+        opened, _ = await pipe.execute()
+    for session_id in sorted(text(m) for m in opened):
+        session = await runtime.media.sessions.get(session_id)
+        # Only the viewer sessions this login owns (ids are also remembered before the
+        # session exists, and a session record may have expired since).
+        if session is not None and session.kind == "whep" and session.owner == owner:
+            await close_quietly(runtime, session)
+            await runtime.media.sessions.remove(session)
 
 
 async def close_quietly(runtime: RuntimeDep, session: MediaSession) -> None:

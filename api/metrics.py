@@ -1,10 +1,27 @@
-"""Cluster metrics: one sample of the actors' own stats and Redis, as Prometheus text.
+"""Prometheus metrics: the gateway's own per pod, the cluster's once.
 
-Why a gateway endpoint rather than `ray.util.metrics`: everything here already
-exists as actor stats and Redis load reports, read on demand at scrape time, so
-no actor needs changing and a scrape of any gateway sees the whole cluster.
-Labels carry exam, room, shard, replica, region and node ids only: never a
-candidate id, number, name, token or device id (counts are summed per state).
+Two expositions, so that no figure is counted once per gateway replica:
+
+- `GET /metrics` (`pod_exposition`): what this gateway process measures itself, the
+  `http.server.request.duration` histogram (`http_server_request_duration_seconds`,
+  labelled by method, route template and status code, never the raw path) and the
+  standard `process_*` / `python_*` collectors. Scraped on every pod (ServiceMonitor).
+- `GET /metrics/cluster` (`ClusterSampler`, `render`): the whole cluster, one sample of
+  the actors' own stats and Redis read on demand at scrape time. Any gateway can answer
+  it and every gateway would answer the same, so it is scraped as ONE target, through
+  the gateway's Service (`cluster/manifests/monitoring/`): `sum by (exam)` then adds
+  each room once, whatever the replica count.
+
+Why the cluster figures stay on the gateway rather than in the shard controller: the
+controller is a Ray actor with no address Prometheus can follow (Ray restarts it on any
+`room_shard` node), and everything here already exists as actor stats and Redis load
+reports, so no actor needs changing; what the controller contributes (its decisions) it
+counts in Redis, exported here as `examday_controller_decisions_total`.
+
+Names follow Prometheus conventions: base units (`_seconds`, `_bytes`, ratios 0-1),
+counters as counters with `_total`. Labels carry exam, room, shard, replica, region and
+node ids only: never a candidate id, number, name, token or device id (counts are summed
+per state). Every exported family is listed in `CLUSTER_FAMILIES` / `POD_FAMILIES`.
 """
 
 from __future__ import annotations
@@ -15,21 +32,113 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from redis.asyncio import Redis
 
 from actors.media.client import MediaRouter
 from actors.privacy.state import RunState
 from actors.rooms.client import RoomRouter
 from core import keys
+from infra.objectstore import RegionHealth
+from infra.redis_persistence import persistence
 from infra.settings.ops import OpsSettings
 from infra.telemetry import actor_call
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-MEDIA_FIELDS = ("sessions", "publishers", "viewers", "streams", "bitrate_bps", "cpu_percent")
+
+# The media shards' load report (actors/media/shard.py) as exported: report key, family
+# name, how the reported value becomes the base unit.
+MEDIA_FIELDS: dict[str, tuple[str, float]] = {
+    "sessions": ("examday_media_shard_sessions", 1.0),
+    "publishers": ("examday_media_shard_publishers", 1.0),
+    "viewers": ("examday_media_shard_viewers", 1.0),
+    "streams": ("examday_media_shard_streams", 1.0),
+    # Reported in bits per second: bytes per second here.
+    "bitrate_bps": ("examday_media_shard_forwarded_bytes_per_second", 1 / 8),
+    # Reported as psutil's percent of one core: CPU seconds per second (1 = one core busy).
+    "cpu_percent": ("examday_media_shard_cpu_usage_ratio", 1 / 100),
+}
+
+# Every family each exposition carries: name -> Prometheus type. The sample names a query
+# may use follow from the type (`_total`; `_bucket`, `_sum`, `_count`).
+CLUSTER_FAMILIES: dict[str, str] = {
+    "examday_candidates": "gauge",
+    "examday_candidate_cameras": "gauge",
+    "examday_room_shard_rooms": "gauge",
+    "examday_room_shard_candidates_joined": "gauge",
+    "examday_room_shard_events_appended": "counter",
+    "examday_room_shard_uptime_seconds": "gauge",
+    **{name: "gauge" for name, _ in MEDIA_FIELDS.values()},
+    "examday_media_shard_closing": "gauge",
+    "examday_verifier_replicas": "gauge",
+    "examday_verifier_queue_depth": "gauge",
+    "examday_verifier_queue_limit": "gauge",
+    "examday_verifier_seconds_per_frame": "gauge",
+    "examday_verifier_frames": "counter",
+    "examday_verifier_frames_refused": "counter",
+    "examday_verifier_batch_size": "histogram",
+    "examday_verifier_latency_seconds": "histogram",
+    "examday_ingest_backlog": "gauge",
+    "examday_ingest_records_written": "counter",
+    "examday_ingest_shard_uptime_seconds": "gauge",
+    "examday_retention_run_active": "gauge",
+    "examday_retention_backlog": "gauge",
+    "examday_region_store_up": "gauge",
+    "examday_redis_persistence_info": "gauge",
+    "examday_controller_decisions": "counter",
+    "examday_scrape_error": "gauge",
+}
+# The parts of one cluster sample, each reported in `examday_scrape_error{part}`.
+PARTS = ("rooms", "media", "retention", "controller", "redis", "stores", "verifier", "ingest")
+
+# `http.server.request.duration` (OpenTelemetry HTTP semantic conventions): its
+# Prometheus name, attribute names as labels (dots become underscores) and the
+# bucket bounds the conventions advise.
+HTTP_DURATION = "http_server_request_duration_seconds"
+HTTP_LABELS = ("http_request_method", "http_route", "http_response_status_code")
+HTTP_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+POD_FAMILIES: dict[str, str] = {HTTP_DURATION: "histogram"}
+
+
+class PodMetrics:
+    """What one gateway process measures itself; `/metrics` exposes it."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        self.request_duration = Histogram(
+            HTTP_DURATION,
+            "Duration of HTTP server requests (OpenTelemetry http.server.request.duration)",
+            HTTP_LABELS,
+            buckets=HTTP_BUCKETS_S,
+            registry=self.registry,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.request_duration.labels(method, route, str(status)).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+# One per process, as Prometheus' own default registry: a pod's gateway is one process.
+POD_METRICS = PodMetrics()
 
 
 @dataclass
@@ -37,11 +146,18 @@ class ClusterSample:
     room_shards: dict[str, dict[str, Any]] = field(default_factory=dict)
     # (exam id, room id) -> presence state -> candidates in it
     rooms: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    # (exam id, room id) -> joined candidates with / without a camera on record
+    cameras: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     media: dict[str, dict[str, Any]] = field(default_factory=dict)
     verifier: dict[str, Any] = field(default_factory=dict)
+    verifier_queue_limit: int | None = None
     ingest: list[dict[str, Any]] = field(default_factory=list)
     retention: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stores: dict[str, bool] = field(default_factory=dict)
+    # (verdict, reason) of infra.redis_persistence
+    redis_persistence: tuple[str, str] | None = None
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)
+    parts: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -57,19 +173,26 @@ class ClusterSampler:
     verifier: Callable[[], Awaitable[dict[str, Any]]] | None
     ingest: Callable[[], Awaitable[list[dict[str, Any]]]] | None
     regions: list[str]
+    # The regional object stores' health check (None: not sampled).
+    stores: Callable[[str], Awaitable[RegionHealth]] | None = None
+    verifier_queue_limit: int | None = None
 
     async def sample(self) -> ClusterSample:
-        out = ClusterSample()
+        out = ClusterSample(verifier_queue_limit=self.verifier_queue_limit)
         parts: dict[str, Awaitable[None]] = {
             "rooms": self._rooms(out),
             "media": self._media(out),
             "retention": self._retention(out),
             "controller": self._decisions(out),
+            "redis": self._persistence(out),
         }
+        if self.stores is not None:
+            parts["stores"] = self._stores(out)
         if self.verifier is not None:
             parts["verifier"] = self._verifier(out)
         if self.ingest is not None:
             parts["ingest"] = self._ingest(out)
+        out.parts = list(parts)
         results = await asyncio.gather(
             *(self._bounded(part) for part in parts.values()), return_exceptions=True
         )
@@ -95,16 +218,31 @@ class ClusterSampler:
         async def count(handle: Any, key: str) -> None:
             async with budget:
                 view = await actor_call(handle.room_view, key)
-            exam, _, room = key.partition("/")
-            states: dict[str, int] = {}
-            for presence in view["presence"].values():
-                states[presence["state"]] = states.get(presence["state"], 0) + 1
-            out.rooms[(exam, room)] = states
+                exam, _, room = key.partition("/")
+                states: dict[str, int] = {}
+                joined: list[str] = []
+                for cid, presence in view["presence"].items():
+                    states[presence["state"]] = states.get(presence["state"], 0) + 1
+                    if presence["state"] == "joined":
+                        joined.append(cid)
+                out.rooms[(exam, room)] = states
+                out.cameras[(exam, room)] = await self._cameras(exam, joined)
 
         await asyncio.gather(
             *(count(h, k) for h, k in pairs[: self.ops.metrics_max_rooms]),
             return_exceptions=True,  # a room moving away meanwhile is counted next time
         )
+
+    async def _cameras(self, exam: str, joined: list[str]) -> tuple[int, int]:
+        """Of these joined candidates, how many have a camera WHIP session on record."""
+        if not joined:
+            return 0, 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in joined:
+                pipe.exists(keys.media_publisher_key(exam, cid, "camera"))
+            found = await pipe.execute()
+        publishing = sum(1 for n in found if n)
+        return publishing, len(joined) - publishing
 
     async def _media(self, out: ClusterSample) -> None:
         names = await self.media.directory.members()
@@ -122,6 +260,15 @@ class ClusterSampler:
         for region in self.regions:
             out.retention[region] = await RunState(self.redis, region).progress()
 
+    async def _stores(self, out: ClusterSample) -> None:
+        assert self.stores is not None
+        checks = await asyncio.gather(*(self.stores(region) for region in self.regions))
+        out.stores = {health.region: health.ok for health in checks}
+
+    async def _persistence(self, out: ClusterSample) -> None:
+        kept = await persistence(self.redis)
+        out.redis_persistence = (kept.verdict, kept.reason)
+
     async def _decisions(self, out: ClusterSample) -> None:
         raw = await self.redis.hgetall(keys.CONTROLLER_DECISIONS)
         for key, value in raw.items():
@@ -131,7 +278,7 @@ class ClusterSampler:
 
 
 def render(sample: ClusterSample) -> bytes:
-    """The Prometheus text exposition of one sample."""
+    """The Prometheus text exposition of one cluster sample."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_SampleCollector(sample))
     return generate_latest(registry)
@@ -144,77 +291,130 @@ class _SampleCollector:
     def collect(self) -> Iterator[Metric]:
         yield from _room_metrics(self.sample)
         yield from _media_metrics(self.sample)
-        yield from _verifier_metrics(self.sample.verifier)
+        yield from _verifier_metrics(self.sample)
         yield from _ingest_metrics(self.sample)
         yield from _retention_metrics(self.sample)
-        decisions = GaugeMetricFamily(
-            "examday_controller_decisions",
-            "Room shard controller decisions since the cluster started, by action and reason",
-            labels=["action", "reason"],
+        yield from _dependency_metrics(self.sample)
+        decisions = _counter(
+            "examday_controller_decisions_total",
+            "Shard controller decisions since the cluster started, by action and reason",
+            ["action", "reason"],
         )
         for (action, reason), count in sorted(self.sample.decisions.items()):
             decisions.add_metric([action, reason], count)
         yield decisions
-        errors = GaugeMetricFamily(
-            "examday_scrape_error", "1 when a part of the cluster did not answer", labels=["part"]
+        errors = _gauge(
+            "examday_scrape_error",
+            "1 when a part of the cluster did not answer this scrape, else 0",
+            ["part"],
         )
-        for part in self.sample.errors:
-            errors.add_metric([part], 1)
+        for part in self.sample.parts:
+            errors.add_metric([part], 1 if part in self.sample.errors else 0)
         yield errors
 
 
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"examday_{name}", doc, labels=labels)
+    assert CLUSTER_FAMILIES[name] == "gauge", name
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)  # named without its `_total`
+    assert CLUSTER_FAMILIES[family.name] == "counter", name
+    return family
+
+
+def _histogram(name: str, doc: str, labels: list[str]) -> HistogramMetricFamily:
+    assert CLUSTER_FAMILIES[name] == "histogram", name
+    return HistogramMetricFamily(name, doc, labels=labels)
 
 
 def _room_metrics(sample: ClusterSample) -> Iterator[Metric]:
-    rooms = _gauge("room_shard_rooms", "Rooms a room shard holds", ["shard", "node"])
-    joined = _gauge("room_shard_candidates_joined", "Joined candidates per shard", ["shard"])
-    events = _gauge("room_shard_events_appended", "Events journaled since start", ["shard"])
+    rooms = _gauge("examday_room_shard_rooms", "Rooms a room shard holds", ["shard", "node"])
+    joined = _gauge(
+        "examday_room_shard_candidates_joined", "Joined candidates per room shard", ["shard"]
+    )
+    events = _counter(
+        "examday_room_shard_events_appended_total",
+        "Events a room shard journaled since it started",
+        ["shard"],
+    )
+    uptime = _gauge(
+        "examday_room_shard_uptime_seconds",
+        "Seconds since the room shard's process started (falls on a restart)",
+        ["shard"],
+    )
     for name, stats in sorted(sample.room_shards.items()):
         rooms.add_metric([name, str(stats.get("node", ""))], stats["rooms"])
         joined.add_metric([name], stats["candidates_joined"])
         events.add_metric([name], stats["events_appended"])
+        uptime.add_metric([name], float(stats.get("uptime", 0.0)))
     candidates = _gauge(
-        "candidates", "Candidates per exam, room and presence state", ["exam", "room", "state"]
+        "examday_candidates",
+        "Candidates per exam, room and presence state",
+        ["exam", "room", "state"],
     )
     for (exam, room), states in sorted(sample.rooms.items()):
         for state, count in sorted(states.items()):
             candidates.add_metric([exam, room, state], count)
-    yield from (rooms, joined, events, candidates)
+    cameras = _gauge(
+        "examday_candidate_cameras",
+        "Joined candidates per exam and room whose camera is publishing (a WHIP session on"
+        " record) or missing",
+        ["exam", "room", "state"],
+    )
+    for (exam, room), (publishing, missing) in sorted(sample.cameras.items()):
+        cameras.add_metric([exam, room, "publishing"], publishing)
+        cameras.add_metric([exam, room, "missing"], missing)
+    yield from (rooms, joined, events, uptime, candidates, cameras)
 
 
 def _media_metrics(sample: ClusterSample) -> Iterator[Metric]:
     families = {
-        key: _gauge(f"media_shard_{key}", f"Media shard load report: {key}", ["shard"])
-        for key in MEDIA_FIELDS
+        key: (_gauge(name, f"Media shard load report: {key}, in base units", ["shard"]), scale)
+        for key, (name, scale) in MEDIA_FIELDS.items()
     }
-    draining = _gauge("media_shard_closing", "1 while a media shard drains", ["shard"])
+    draining = _gauge("examday_media_shard_closing", "1 while a media shard drains", ["shard"])
     for name, load in sorted(sample.media.items()):
-        for key, family in families.items():
-            family.add_metric([name], float(load.get(key, 0)))
+        for key, (family, scale) in families.items():
+            family.add_metric([name], scale * float(load.get(key, 0)))
         draining.add_metric([name], 1 if load.get("closing") else 0)
-    yield from families.values()
+    yield from (family for family, _ in families.values())
     yield draining
 
 
-def _verifier_metrics(status: dict[str, Any]) -> Iterator[Metric]:
-    replicas = _gauge("verifier_replicas", "Face verifier replicas by state", ["state"])
-    replicas.add_metric(["ready"], len(status.get("replicas", [])))
-    replicas.add_metric(["starting"], len(status.get("starting", [])))
-    queue = _gauge("verifier_queue_depth", "Frames a verifier replica holds", ["replica"])
+def _verifier_metrics(sample: ClusterSample) -> Iterator[Metric]:
+    status = sample.verifier
+    replicas = _gauge("examday_verifier_replicas", "Face verifier replicas by state", ["state"])
+    if status:
+        replicas.add_metric(["ready"], len(status.get("replicas", [])))
+        replicas.add_metric(["starting"], len(status.get("starting", [])))
+    queue = _gauge("examday_verifier_queue_depth", "Frames a verifier replica holds", ["replica"])
+    limit = _gauge(
+        "examday_verifier_queue_limit",
+        "Frames a verifier replica may hold before it refuses more (EXAMDAY_VERIFIER__MAX_QUEUE)",
+        [],
+    )
+    if sample.verifier_queue_limit is not None:
+        limit.add_metric([], sample.verifier_queue_limit)
     per_frame = _gauge(
-        "verifier_seconds_per_frame", "Moving average of model time per frame", ["replica"]
+        "examday_verifier_seconds_per_frame",
+        "Moving average of model time per frame",
+        ["replica"],
     )
-    frames = _gauge("verifier_frames", "Frames processed since start", ["replica"])
-    refused = _gauge("verifier_refused", "Frames refused (queue full)", ["replica"])
-    batches = HistogramMetricFamily(
-        "examday_verifier_batch_size", "Frames per model batch", labels=["replica"]
+    frames = _counter(
+        "examday_verifier_frames_total", "Frames processed since the replica started", ["replica"]
     )
-    latency = HistogramMetricFamily(
+    refused = _counter(
+        "examday_verifier_frames_refused_total",
+        "Frames refused since the replica started (its queue was full)",
+        ["replica"],
+    )
+    batches = _histogram("examday_verifier_batch_size", "Frames per model batch", ["replica"])
+    latency = _histogram(
         "examday_verifier_latency_seconds",
         "Time a verifier replica took to answer a request, from its queue to its result",
-        labels=["replica"],
+        ["replica"],
     )
     for name, load in sorted((status.get("loads") or {}).items()):
         queue.add_metric([name], load.get("held", 0))
@@ -234,25 +434,59 @@ def _verifier_metrics(status: dict[str, Any]) -> Iterator[Metric]:
                 [(str(bound), int(count)) for bound, count in answered["buckets"]],
                 sum_value=float(answered["sum"]),
             )
-    yield from (replicas, queue, per_frame, frames, refused, batches, latency)
+    yield from (replicas, queue, limit, per_frame, frames, refused, batches, latency)
 
 
 def _ingest_metrics(sample: ClusterSample) -> Iterator[Metric]:
-    backlog = _gauge("ingest_backlog", "Log records in a shard's stream not yet flushed", ["shard"])
-    written = _gauge("ingest_records_written", "Records written to the store", ["shard"])
+    backlog = _gauge(
+        "examday_ingest_backlog", "Log records in a shard's stream not yet flushed", ["shard"]
+    )
+    written = _counter(
+        "examday_ingest_records_written_total",
+        "Records a log ingest shard wrote to the store since it started",
+        ["shard"],
+    )
+    uptime = _gauge(
+        "examday_ingest_shard_uptime_seconds",
+        "Seconds since the log ingest shard's process started (falls on a restart)",
+        ["shard"],
+    )
     for stats in sample.ingest:
         backlog.add_metric([str(stats["name"])], stats.get("backlog", 0))
         written.add_metric([str(stats["name"])], stats.get("written", 0))
-    yield from (backlog, written)
+        uptime.add_metric([str(stats["name"])], float(stats.get("uptime", 0.0)))
+    yield from (backlog, written, uptime)
 
 
 def _retention_metrics(sample: ClusterSample) -> Iterator[Metric]:
-    active = _gauge("retention_run_active", "1 while a retention run is unfinished", ["region"])
+    active = _gauge(
+        "examday_retention_run_active", "1 while a retention run is unfinished", ["region"]
+    )
     backlog = _gauge(
-        "retention_backlog", "Objects planned for deletion and not yet deleted", ["region"]
+        "examday_retention_backlog",
+        "Objects planned for deletion and not yet deleted",
+        ["region"],
     )
     for region, progress in sorted(sample.retention.items()):
         active.add_metric([region], 0 if progress.get("run") is None else 1)
         planned = int(progress.get("planned", 0) or 0)
         backlog.add_metric([region], max(planned - int(progress.get("deleted", 0) or 0), 0))
     yield from (active, backlog)
+
+
+def _dependency_metrics(sample: ClusterSample) -> Iterator[Metric]:
+    stores = _gauge(
+        "examday_region_store_up",
+        "1 when the region's object store answered a bucket check, else 0",
+        ["region"],
+    )
+    for region, ok in sorted(sample.stores.items()):
+        stores.add_metric([region], 1 if ok else 0)
+    kept = _gauge(
+        "examday_redis_persistence_info",
+        "1, labelled with the verdict on Redis persistence (ok, degraded, unknown) and why",
+        ["verdict", "reason"],
+    )
+    if sample.redis_persistence is not None:
+        kept.add_metric(list(sample.redis_persistence), 1)
+    yield from (stores, kept)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from core.exam import ExamSpec, Identifier
+from infra.tokens import StaffRole
 
 CandidateNo = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{1,24}$")]
 Username = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{2,31}$")]
@@ -35,7 +36,7 @@ class StaffLogin(Strict):
 class StaffCreate(Strict):
     username: Username
     password: Annotated[str, StringConstraints(min_length=12, max_length=256)]
-    role: Literal["proctor", "organiser"] = "proctor"
+    role: StaffRole = "proctor"
 
 
 class SessionOut(BaseModel):

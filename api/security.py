@@ -18,7 +18,7 @@ from core.exam import Exam, Identifier
 from core.exams import Candidate
 from infra.errors import Forbidden, NotFound, Unauthenticated
 from infra.settings import Settings
-from infra.tokens import Claims
+from infra.tokens import STAFF_ROLES, Claims, StaffRole
 
 COOKIE_NAME = "examday_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -97,7 +97,19 @@ async def current_candidate(principal: PrincipalDep) -> Principal:
 
 
 async def current_staff(principal: PrincipalDep) -> Principal:
+    """Exam staff: proctors and organisers, who work on exams and rooms.
+
+    Admins and release managers are staff too, but their work touches no exam's
+    rooms, media or logs, so they are refused here (see `current_staff_member`).
+    """
     if principal.role not in ("proctor", "organiser"):
+        raise Forbidden("staff only", reason="staff_only")
+    return principal
+
+
+async def current_staff_member(principal: PrincipalDep) -> Principal:
+    """Any staff role, for what every staff member does alike (who am I)."""
+    if principal.role not in STAFF_ROLES:
         raise Forbidden("staff only", reason="staff_only")
     return principal
 
@@ -108,9 +120,40 @@ async def current_organiser(principal: PrincipalDep) -> Principal:
     return principal
 
 
+async def current_account_maker(principal: PrincipalDep) -> Principal:
+    """Who may create staff accounts at all: admins (any role), organisers (proctors only,
+    checked against the body by `check_may_create`)."""
+    if principal.role not in ("admin", "organiser"):
+        raise Forbidden("admins and organisers only", reason="admins_only")
+    return principal
+
+
+async def current_release_manager(principal: PrincipalDep) -> Principal:
+    """Release managers only: an installer they publish runs on every device of every exam.
+
+    Admins are refused too. They could make themselves a release manager's account, but
+    that takes a second, named account whose creator is recorded; keeping the signing
+    of installers to one role keeps a stolen admin session from pushing one directly, and
+    keeps every release and rollout step under the name of someone chosen for it.
+    """
+    if principal.role != "release-manager":
+        raise Forbidden("release managers only", reason="release_managers_only")
+    return principal
+
+
 CandidateDep = Annotated[Principal, Depends(current_candidate)]
 StaffDep = Annotated[Principal, Depends(current_staff)]
+StaffMemberDep = Annotated[Principal, Depends(current_staff_member)]
 OrganiserDep = Annotated[Principal, Depends(current_organiser)]
+AccountMakerDep = Annotated[Principal, Depends(current_account_maker)]
+ReleaseManagerDep = Annotated[Principal, Depends(current_release_manager)]
+
+
+def check_may_create(maker: Principal, role: StaffRole) -> None:
+    """Organisers make the proctors of their rooms; every role with more power than a
+    proctor's (organisers, admins, release managers) is made by an admin only."""
+    if role != "proctor" and maker.role != "admin":
+        raise Forbidden(f"only an admin creates a {role}'s account", reason="admins_only")
 
 
 async def check_exam(runtime: RuntimeDep, principal: Principal, exam_id: str) -> None:
@@ -197,6 +240,21 @@ async def organiser_exam_scope(
     return ExamScope(organiser, exam_id)
 
 
+async def hold_release_scope(
+    exam_id: Identifier, principal: PrincipalDep, runtime: RuntimeDep
+) -> ExamScope:
+    """The exam's organisers, or an admin on any exam that exists: who may list and release
+    legal holds. Which hold a caller may release is the hold's own rule (its placer, or an
+    admin: `Holds.release`); an admin reaches no other route of an exam through this."""
+    if principal.role == "admin":
+        await runtime.exams.get(exam_id)  # 404 `exam_not_found` for an exam that is not
+        return ExamScope(principal, exam_id)
+    if principal.role != "organiser":
+        raise Forbidden("organisers and admins only", reason="organisers_or_admins_only")
+    await check_exam(runtime, principal, exam_id)
+    return ExamScope(principal, exam_id)
+
+
 async def room_scope(
     exam_id: Identifier, room_id: Identifier, staff: StaffDep, runtime: RuntimeDep
 ) -> RoomScope:
@@ -216,4 +274,5 @@ async def candidate_scope(
 
 ExamScopeDep = Annotated[ExamScope, Depends(exam_scope)]
 OrganiserExamDep = Annotated[ExamScope, Depends(organiser_exam_scope)]
+HoldReleaseDep = Annotated[ExamScope, Depends(hold_release_scope)]
 CandidateScopeDep = Annotated[CandidateScope, Depends(candidate_scope)]

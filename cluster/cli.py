@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from cluster import commands as cli_commands
 from infra.settings import Settings
+from infra.tokens import STAFF_ROLES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,9 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     staff = commands.add_parser("staff", help="staff accounts")
     staff_commands = staff.add_subparsers(dest="staff_command", required=True)
-    staff_add = staff_commands.add_parser("add", help="create an organiser or proctor")
+    # The operator's way in: it makes the first admin, who then makes the other accounts
+    # through the API (where only an admin makes organisers, admins and release managers).
+    staff_add = staff_commands.add_parser(
+        "add", help="create a staff account (the first admin, or any other)"
+    )
     staff_add.add_argument("--username", required=True)
-    staff_add.add_argument("--role", choices=("organiser", "proctor"), default="organiser")
+    staff_add.add_argument("--role", choices=STAFF_ROLES, default="organiser")
 
     commands.add_parser("down", help="stop a running `examday up`")
     commands.add_parser("status", help="what runs, with health and memory")

@@ -24,7 +24,8 @@ plane's resource, so that the planes follow the cluster's size.
 
 Every decision is logged with its reason (a JSON line with `plane`, `action`,
 `reason`, `shards`, `load` when logs are JSON) and counted in Redis, which
-`GET /metrics` exports as `examday_controller_decisions{action, reason}`.
+`GET /metrics/cluster` exports once for the cluster as the Prometheus counter
+`examday_controller_decisions_total{action, reason}` (`api/metrics.py`).
 
 `examday up` starts it (`start_controller`, unless `EXAMDAY_OPS__CONTROLLER_AUTOSTART`
 is false) as `run=True`: a restart by Ray after a node loss runs `__init__` with the

@@ -1,4 +1,5 @@
-"""`examday cluster status|validate|plan|drain`: the operator's commands (docs/operations.md)."""
+"""`examday cluster status|validate|render|plan|drain|autoscale`: the operator's commands
+(docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ def add_commands(commands: Any) -> None:
     commands.add_parser("status", help="nodes, shards, rooms, media, verifiers on one screen")
     validate = commands.add_parser("validate", help="check cluster/manifests (Ray, KubeRay CRD)")
     validate.add_argument("--crd", type=Path, default=DEFAULT_CRD, help="RayCluster CRD YAML")
+    render = commands.add_parser("render", help="one region's Kubernetes manifests, to stdout")
+    render.add_argument("--region", required=True, help="cn-north, cn-east, ...")
+    render.add_argument("--image-tag", default=None, help="image tag (the project's version)")
     drain = commands.add_parser("drain", help="move everything off a node (id prefix or IP)")
     drain.add_argument("node", help="node id (or a unique prefix) or node IP")
     drain.add_argument("--timeout", type=_positive_float, default=120.0, help="seconds (120)")
@@ -72,6 +76,11 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return status.status(settings)
     if args.cluster_command == "validate":
         return _validate(args.crd)
+    if args.cluster_command == "render":
+        from cluster import regions
+
+        argv = ["render", "--region", args.region]
+        return regions.main(argv + (["--image-tag", args.image_tag] if args.image_tag else []))
     if args.cluster_command == "drain":
         from cluster import drain
 

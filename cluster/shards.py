@@ -13,6 +13,7 @@ from actors.rooms.client import RoomRouter
 from infra import raycluster
 from infra import redis as redis_conn
 from infra.settings import Settings
+from infra.tokens import StaffRole
 
 
 async def _shards(settings: Settings, add: int, remove: str | None) -> int:
@@ -62,7 +63,7 @@ def shards(settings: Settings, add: int, remove: str | None) -> int:
     return asyncio.run(_shards(settings, add, remove))
 
 
-def add_staff(settings: Settings, username: str, role: str) -> int:
+def add_staff(settings: Settings, username: str, role: StaffRole) -> int:
     """Create a staff account; the password comes from EXAMDAY_NEW_PASSWORD or a prompt."""
     password = os.environ.get("EXAMDAY_NEW_PASSWORD") or getpass.getpass(
         f"password for {username}: "

@@ -402,3 +402,41 @@ STATE_NAMES = StateNames(
     audit_events=audit_events_key,
     audit_log=audit_log_key,
 )
+
+
+# -- resource bounds (issue #22, finding 5) ------------------------------------------------
+
+
+def upload_attempts_key(exam_id: str, cid: str) -> str:
+    """A candidate's upload attempts in the current window, refused ones included."""
+    return f"examday:exam:{exam_id}:upload-attempts:{cid}"
+
+
+def subject_requests_key(exam_id: str, cid: str) -> str:
+    """A candidate's data-copy and deletion requests in the current window."""
+    return f"examday:exam:{exam_id}:subject-requests:{cid}"
+
+
+def talkback_listeners_key(exam_id: str, cid: str) -> str:
+    """The WHEP session ids a candidate listens to talk-back with (id -> time taken)."""
+    return f"examday:exam:{exam_id}:talkback-listeners:{cid}"
+
+
+def staff_streams_key(username: str) -> str:
+    """A staff member's open room event streams (stream id -> lease end, a sorted set)."""
+    return f"examday:staff-streams:{username}"
+
+
+def session_whep_key(sid: str) -> str:
+    """The WHEP session ids a staff session opened (a set), ended with it at logout."""
+    return f"examday:session-whep:{sid}"
+
+
+# -- roles (issue #22, finding 4) ----------------------------------------------------------
+
+
+def ended_candidates_key(exam_id: str) -> str:
+    """Candidates a proctor ended and nobody readmitted yet (a hash: cid -> who, when).
+
+    Under the exam's prefix, so that it goes with the exam's other keys."""
+    return f"examday:exam:{exam_id}:ended"

@@ -16,7 +16,7 @@ import inspect
 import json
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import Token
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -135,9 +135,41 @@ def _span_record(span: ReadableSpan) -> dict[str, Any]:
         "span_id": f"{ctx.span_id:016x}",
         "parent_span_id": f"{span.parent.span_id:016x}" if span.parent else None,
         "kind": span.kind.name,
+        "service": span.resource.attributes.get("service.name"),
         "attributes": dict(span.attributes or {}),
         "pid": os.getpid(),
     }
+
+
+def service_name(settings: Settings, component: str) -> str:
+    """This process's default `service.name`: one per component (`examday-gateway`,
+    `examday-room-shard`, ...), prefixed by `EXAMDAY_SERVICE_NAME` (default `examday`)."""
+    return f"{settings.service_name}-{component.replace('_', '-')}"
+
+
+def process_resource(
+    settings: Settings, component: str, environ: Mapping[str, str] | None = None
+) -> Resource:
+    """The OpenTelemetry resource of this process.
+
+    The standard variables win: `OTEL_SERVICE_NAME`, or a `service.name` in
+    `OTEL_RESOURCE_ATTRIBUTES`, names the service as the OpenTelemetry SDK reads them
+    (from this process's own environment: a Ray worker's, not the gateway's). Without
+    them each component is its own service (`service_name`), all in the service
+    namespace `EXAMDAY_SERVICE_NAME`.
+    """
+    env = os.environ if environ is None else environ
+    given = {
+        part.split("=", 1)[0].strip() for part in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",")
+    }
+    if env.get("OTEL_SERVICE_NAME"):
+        given.add("service.name")
+    ours = {
+        "service.name": service_name(settings, component),
+        "service.namespace": settings.service_name,
+        "examday.component": component,
+    }
+    return Resource.create({k: v for k, v in ours.items() if k not in given})
 
 
 def setup_tracing(settings: Settings, component: str) -> TracerProvider:
@@ -151,11 +183,7 @@ def setup_tracing(settings: Settings, component: str) -> TracerProvider:
         current = trace.get_tracer_provider()
         if isinstance(current, TracerProvider):
             return current
-        provider = TracerProvider(
-            resource=Resource.create(
-                {"service.name": settings.service_name, "examday.component": component}
-            )
-        )
+        provider = TracerProvider(resource=process_resource(settings, component))
         if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -12,7 +12,13 @@ from typing import Literal
 
 from infra.errors import Unauthenticated
 
-Role = Literal["candidate", "proctor", "organiser"]
+# Staff roles, each with the least it needs: proctors their rooms, organisers their own
+# exams (and the proctors they create), release managers the device updates, admins the
+# staff accounts (and the release of any legal hold). The first admin comes from the
+# operator's `examday staff add`.
+StaffRole = Literal["proctor", "organiser", "admin", "release-manager"]
+STAFF_ROLES: tuple[StaffRole, ...] = ("proctor", "organiser", "admin", "release-manager")
+Role = Literal["candidate", StaffRole]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ Errors (class, reason):
                                                   `max_image_megapixels` (pixel bomb)
     MalformedInput        truncated_image         pixel data ends early or is corrupt
     InvalidInput          alpha_channel           at least one transparent pixel
+    Unavailable           busy                    every decode slot of the process stayed
+                                                  taken for `decode_wait_seconds`
 
 Transparency is refused rather than flattened: what lies "behind" a transparent pixel is
 undefined, and flattening on a colour of our choosing would change what the face models
@@ -33,6 +35,7 @@ JPEG's rounding).
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TypeAlias
@@ -41,7 +44,13 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from infra.errors import InvalidInput, MalformedInput, PayloadTooLarge, UnsupportedMediaType
+from infra.errors import (
+    InvalidInput,
+    MalformedInput,
+    PayloadTooLarge,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from infra.settings.ml import FaceSettings
 
 RGBImage: TypeAlias = NDArray[np.uint8]
@@ -80,14 +89,52 @@ def sniff_type(data: bytes) -> str | None:
     return None
 
 
+# Decode slots of this process, one semaphore per configured size. Threads, not asyncio:
+# decodes run in worker threads (`asyncio.to_thread`) and in verifier replicas.
+_slots: dict[int, threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
+
+@contextmanager
+def decode_slot(settings: FaceSettings) -> Iterator[None]:
+    """Hold one of the process's `max_concurrent_decodes` slots while decoding.
+
+    Blocks (a worker thread, never the event loop) for at most `decode_wait_seconds`:
+    a burst of large images would otherwise hold that many bitmaps in memory at once.
+    """
+    with _slots_lock:
+        gate = _slots.setdefault(
+            settings.max_concurrent_decodes,
+            threading.BoundedSemaphore(settings.max_concurrent_decodes),
+        )
+    if not gate.acquire(timeout=settings.decode_wait_seconds):
+        raise Unavailable(
+            "Too many images are being decoded; try again shortly.",
+            reason="busy",
+            retry_after=1,
+        )
+    try:
+        yield
+    finally:
+        gate.release()
+
+
 def decode_image(data: bytes, settings: FaceSettings) -> RGBImage:
     """Validate and decode an uploaded image; see the module docstring for the errors."""
-    return _decode(data, settings)[0]
+    kind = _check_bytes(data, settings)
+    with decode_slot(settings):
+        return _decode(data, kind, settings)[0]
 
 
 def clean_image(data: bytes, settings: FaceSettings) -> tuple[bytes, str]:
     """(the image without metadata, its type): what may be stored of an upload."""
-    pixels, kind, icc = _decode(data, settings)
+    kind = _check_bytes(data, settings)
+    # The re-encode holds the bitmap too: the slot covers it.
+    with decode_slot(settings):
+        return _reencode(*_decode(data, kind, settings))
+
+
+def _reencode(pixels: RGBImage, kind: str, icc: bytes | None) -> tuple[bytes, str]:
     out = io.BytesIO()
     fresh = Image.fromarray(pixels, "RGB")  # a new image: no EXIF, XMP or comment to carry
     extra: dict[str, object] = {"icc_profile": icc} if icc else {}
@@ -100,7 +147,8 @@ def clean_image(data: bytes, settings: FaceSettings) -> tuple[bytes, str]:
     return out.getvalue(), kind
 
 
-def _decode(data: bytes, settings: FaceSettings) -> tuple[RGBImage, str, bytes | None]:
+def _check_bytes(data: bytes, settings: FaceSettings) -> str:
+    """The checks that need no decoding (and so no slot); the image's type."""
     if not data:
         raise MalformedInput("The image is empty (0 bytes).", reason="empty_image")
     if len(data) > settings.max_image_bytes:
@@ -117,6 +165,10 @@ def _decode(data: bytes, settings: FaceSettings) -> tuple[RGBImage, str, bytes |
             f"{kind.upper()} images are not accepted; send one of: {allowed}.",
             reason="unsupported_image_type",
         )
+    return kind
+
+
+def _decode(data: bytes, kind: str, settings: FaceSettings) -> tuple[RGBImage, str, bytes | None]:
     with _opened(data, _PIL_FORMATS[kind]) as image:
         _check_pixels(image.size, settings.max_image_megapixels)
         _load(image)

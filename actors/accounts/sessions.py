@@ -1,7 +1,8 @@
 """Sessions: signed tokens whose validity lives in Redis, and the login budgets.
 
 A session exists while `examday:session:{sid}` does: logout, a second login of
-the same candidate, or expiry removes it, and the token stops working at once.
+the same candidate, a proctor's end, or expiry removes it, and the token stops
+working at once. A candidate a proctor ended cannot log in until readmitted.
 Failed logins are counted per source group (an IPv4 address or an IPv6 /64, see
 `sources.py`), per exam and source, per exam, and per candidate pair; staff logins
 per source, per (account, source) and per account. A spent budget earns its source
@@ -26,7 +27,7 @@ from redis.asyncio import Redis
 from actors.accounts.sources import source_group
 from core import keys
 from infra import tokens
-from infra.errors import RateLimited, Unauthenticated
+from infra.errors import Conflict, Forbidden, RateLimited, Unauthenticated
 from infra.redis import text
 from infra.settings import Settings
 from infra.tokens import Claims, Role
@@ -89,8 +90,11 @@ def _with_budgets(script: str) -> str:
 
 
 # The whole candidate login in one round trip: budgets, lookup, session, and the end
-# of the candidate's previous session. KEYS[6..9]: pair failures, candidate hash, new
-# session, active-session pointer. ARGV[6..11]: per pair, cid, exam, ttl, sid, prefix.
+# of the candidate's previous session. KEYS[6..10]: pair failures, candidate hash, new
+# session, active-session pointer, the exam's ended candidates. ARGV[6..11]: per pair,
+# cid, exam, ttl, sid, prefix. An ended candidate is told so only once the pair is
+# right, so the answer names no candidate number to a stranger; and in the script that
+# opens the session, so that no login checks before the mark and opens after the end.
 _CANDIDATE_LOGIN = _with_budgets("""
 local held = wait(KEYS[2], KEYS[4])
 if held > 0 then return {'rate_limited', held} end
@@ -103,6 +107,7 @@ if not room then
   bump(KEYS[6])
   return {'wrong'}
 end
+if redis.call('HEXISTS', KEYS[10], ARGV[7]) == 1 then return {'ended'} end
 local record = cjson.encode({sub = ARGV[7], role = 'candidate', exam = ARGV[8], room = room})
 redis.call('SET', KEYS[8], record, 'EX', ARGV[9])
 local previous = redis.call('GET', KEYS[9])
@@ -164,13 +169,17 @@ class Sessions:
         )
         budget_keys = [*self._source_keys(source, exam), keys.login_failures_pair_key(cid)]
         budget_keys += [keys.candidate_key(exam, cid), keys.session_key(claims.sid)]
-        budget_keys += [self._owner_key("candidate", exam, cid)]
+        budget_keys += [self._owner_key("candidate", exam, cid), keys.ended_candidates_key(exam)]
         args = [*self._budget_args(), s.login_failures_per_candidate, cid, exam, ttl]
         args += [claims.sid, keys.session_key("")]
         result = await self._candidate_login(keys=budget_keys, args=args)
         outcome = text(result[0])
         if outcome == "rate_limited":
             raise _delayed(int(result[1]))
+        if outcome == "ended":
+            raise Forbidden(
+                "a proctor ended your exam; ask them to readmit you", reason="ended_by_proctor"
+            )
         if outcome != "ok":
             raise Unauthenticated(
                 "exam number or candidate number is wrong", reason=WRONG_CREDENTIALS
@@ -218,6 +227,21 @@ class Sessions:
         sid = await self.redis.getdel(self._owner_key(role, exam, sub))
         if sid is not None:
             await self.redis.delete(keys.session_key(text(sid)))
+
+    async def end_candidate(self, exam: str, cid: str, by: str) -> None:
+        """A proctor ended the candidate's exam: their session ends now and their logins
+        are refused (403 `ended_by_proctor`) until `readmit`.
+
+        The mark comes first: a login that ran before it has already set the pointer that
+        `end_active` then follows, and one that runs after it is refused."""
+        mark = json.dumps({"by": by, "at": time.time()})
+        await self.redis.hset(keys.ended_candidates_key(exam), cid, mark)
+        await self.end_active("candidate", exam, cid)
+
+    async def readmit(self, exam: str, cid: str) -> None:
+        """Let an ended candidate log in again; 409 `not_ended` if nobody ended them."""
+        if not await self.redis.hdel(keys.ended_candidates_key(exam), cid):
+            raise Conflict("this candidate's exam was not ended", reason="not_ended")
 
     def _owner_key(self, role: str, exam: str | None, sub: str) -> str:
         return keys.active_session_key(role, exam, sub)

@@ -1,4 +1,8 @@
-"""Staff accounts (organisers, proctors) with argon2id password hashes."""
+"""Staff accounts (proctors, organisers, admins, release managers) with argon2id password hashes.
+
+Each record keeps who created it (`created_by`, none for the operator's `examday staff add`),
+so that an account with power can be traced to the admin who made it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from redis.asyncio import Redis
 
 from core import keys
 from infra.errors import Conflict
+from infra.tokens import StaffRole
 
 # Verifying against this when the user does not exist keeps the timing of a
 # wrong username and a wrong password alike.
@@ -22,7 +27,9 @@ class StaffRegistry:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    async def create(self, username: str, password: str, role: str, created_by: str | None) -> None:
+    async def create(
+        self, username: str, password: str, role: StaffRole, created_by: str | None
+    ) -> None:
         hashed = await asyncio.to_thread(_HASHER.hash, password)
         record = json.dumps({"role": role, "hash": hashed, "created_by": created_by})
         if not await self.redis.set(keys.staff_key(username), record, nx=True):

@@ -8,8 +8,9 @@ A hold covers a whole exam or one candidate of it. While it stands:
   * every existing object version of its subjects carries an S3 Object Lock
     legal hold, so the store itself refuses to delete them.
 
-Releasing a hold lifts the Object Lock only from versions no other hold covers.
-Placing and releasing are audit entries in the exam's region.
+Releasing a hold lifts the Object Lock only from versions no other hold covers. Only its
+placer (kept in the record as `placed_by`) or an admin releases it. Placing and
+releasing are audit entries in the exam's region.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from redis.asyncio import Redis
 
 from core import keys
 from infra.audit import AuditLog
-from infra.errors import NotFound
+from infra.errors import Forbidden, NotFound
 from infra.regional import RegionalStore
 
 EXAM_WIDE = "*"
@@ -75,11 +76,20 @@ class Holds:
         await self._audit(exam_id, "legal_hold_placed", hold)
         return hold
 
-    async def release(self, exam_id: str, hold_id: str, by: str) -> Hold:
+    async def release(self, exam_id: str, hold_id: str, by: str, *, any_placer: bool) -> Hold:
+        """Release a hold placed by `by`, or, with `any_placer` (an admin), anyone's.
+
+        403 `not_hold_placer` otherwise, before anything changes.
+        """
         raw = await self.redis.hget(keys.privacy_holds_key(exam_id), hold_id)
         if raw is None:
             raise NotFound("no such hold", reason="hold_not_found")
         hold = Hold(**json.loads(raw))
+        if not any_placer and hold.placed_by != by:
+            raise Forbidden(
+                f"only {hold.placed_by}, who placed this hold, or an admin may release it",
+                reason="not_hold_placer",
+            )
         await self.redis.hdel(keys.privacy_holds_key(exam_id), hold_id)
         remaining = {h.subject for h in await self.all(exam_id)}
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -133,11 +133,17 @@ def due_groups(facts: ExamFacts, now: float) -> list[Due]:
             found += _rule_groups(facts, rule, storage, clause, now, end)
     if now >= end:
         for cid, request in sorted(facts.erasures.items()):
-            found += [
-                Due(exam.id, "erasure", storage, cid, f"deletion request {request}", end)
-                for storage in SUBJECT_CLASSES
-            ]
+            found += erasure_groups(exam, cid, request)
     return found
+
+
+def erasure_groups(exam: Exam, cid: str, request: str) -> list[Due]:
+    """The groups one candidate's deletion request makes due (once the exam has ended)."""
+    end = _ts(exam.ends_at)
+    return [
+        Due(exam.id, "erasure", storage, cid, f"deletion request {request}", end)
+        for storage in SUBJECT_CLASSES
+    ]
 
 
 def _rule_groups(

@@ -28,6 +28,7 @@ from actors.privacy.policy import (
     ALL_SUBJECTS,
     Due,
     due_groups,
+    erasure_groups,
     exam_facts,
     region_exams,
 )
@@ -41,6 +42,14 @@ from infra.settings.privacy import PrivacySettings
 
 RECEIPT_OBJECTS = 5000
 VERIFY_ROUNDS = 3
+# A run's mode for one candidate's deletion request: it plans that request's groups
+# alone, from the candidate's own prefixes and records, and reads nothing else of the
+# exam (no rosters, no journals): a data subject's call costs their data, not the exam's.
+ERASURE = "erasure:"
+
+
+def erasure_mode(cid: str) -> str:
+    return f"{ERASURE}{cid}"
 
 
 class Sweeper:
@@ -119,12 +128,23 @@ class Sweeper:
         exam = Exam.model_validate_json(raw) if raw is not None else None
         if exam is not None and exam.region != self.region:
             return [], {}
+        if mode.startswith(ERASURE):
+            return await self._erasure_groups(exam, mode.removeprefix(ERASURE), now), {}
         facts = await exam_facts(self.redis, exam) if exam is not None else None
         rooms = facts.rooms if facts is not None else {}
         if mode == "purge":
             # Objects of an exam whose record is gone are in this region's bucket: purged too.
             return await self._purge_groups(exam_id, rooms, now), rooms
         return (due_groups(facts, now) if facts is not None else []), rooms
+
+    async def _erasure_groups(self, exam: Exam | None, cid: str, now: float) -> list[Due]:
+        if exam is None or now < exam.ends_at.timestamp():
+            return []
+        raw = await self.redis.hget(keys.privacy_erasures_key(exam.id), cid)
+        request = json.loads(raw) if raw is not None else None
+        if request is None or request.get("status") == "done":
+            return []
+        return erasure_groups(exam, cid, str(request["id"]))
 
     async def _purge_groups(
         self, exam_id: str, rooms: dict[str, list[str]], now: float

@@ -17,12 +17,14 @@ from redis.asyncio import Redis
 
 from actors.privacy import retention
 from actors.privacy.exports import EXAM_WIDE, ExportBuilder, stream_records
-from actors.privacy.holds import Holds
+from actors.privacy.holds import Hold, Holds
+from actors.privacy.run import erasure_mode
 from core import keys
 from core.exam import Exam
 from core.exams import ExamRegistry
 from infra.audit import AuditLog
 from infra.errors import Conflict, NotFound, RateLimited
+from infra.redis import over_limit
 from infra.regional import RegionalStore
 from infra.settings import Settings
 from infra.telemetry import actor_call
@@ -64,6 +66,20 @@ class PrivacyService:
         return [e.entry for e in await self.audit(region).exam_entries(exam_id, limit)]
 
     # -- uploads: photos (an answer sheet) and whiteboard snapshots ----------------------
+
+    async def spend_upload_attempt(self, exam_id: str, cid: str) -> None:
+        """Count one upload attempt, whatever its outcome; 429 once the window's are spent."""
+        p = self.settings.privacy
+        key = keys.upload_attempts_key(exam_id, cid)
+        wait = await over_limit(
+            self.redis, key, p.upload_window_seconds, p.upload_attempts_per_window
+        )
+        if wait is not None:
+            raise RateLimited(
+                "too many uploads; wait before sending another",
+                reason="upload_limit",
+                retry_after=wait,
+            )
 
     async def store_upload(
         self, exam_id: str, room: str, cid: str, data_class: str, body: bytes
@@ -170,24 +186,50 @@ class PrivacyService:
         return [r for r in found if cid is None or r.get("cid") == cid]
 
     async def third_party(self, exam_id: str, cid: str) -> bool:
-        latest = [r for r in await self.consents(exam_id, cid) if r.get("kind") == "third_party"]
-        return bool(latest) and str(latest[-1]["value"]).startswith("granted")
+        return _sharing(await self.consents(exam_id, cid))
+
+    async def spend_subject_request(self, exam_id: str, cid: str) -> None:
+        """Count a data-copy or deletion request; 429 once the window's are spent."""
+        p = self.settings.privacy
+        wait = await over_limit(
+            self.redis,
+            keys.subject_requests_key(exam_id, cid),
+            p.subject_request_window_seconds,
+            p.subject_requests_per_window,
+        )
+        if wait is not None:
+            raise RateLimited(
+                "too many data requests; wait before asking again",
+                reason="subject_request_limit",
+                retry_after=wait,
+            )
 
     async def subject_copy(self, exam: Exam, cid: str, room: str) -> dict[str, Any]:
-        timeline = await self.exports.records(exam.id, cid, await self.rooms(exam.id))
+        # The caller's own room only, not every room of the exam: what one call reads is
+        # bounded by the caller's data (and that room's journal, capped by
+        # `max_stream_entries`), not by the size of the exam.
+        timeline = await self.exports.records(exam.id, cid, {room: [cid]})
+        consents = timeline.pop("consents.jsonl", [])
         return {
             "candidate": cid,
             "exam": {"id": exam.id, "title": exam.title, "region": exam.region},
             "room": room,
-            "consents": timeline.pop("consents.jsonl", []),
+            "consents": consents,
             "timeline": [e for events in timeline.values() for e in events],
             "uploads": await self.candidate_uploads(exam.id, cid),
-            "third_party_sharing": await self.third_party(exam.id, cid),
-            "holds": len(await self.holds.covering(exam.id, cid)),
+            "third_party_sharing": _sharing(consents),
+            "holds": len(await self._holds_covering(exam.id, cid)),
         }
 
+    async def _holds_covering(self, exam_id: str, cid: str) -> list[Hold]:
+        # The held-subjects set first: the exam's holds are read only when one applies.
+        flags = await self.redis.smismember(
+            keys.privacy_held_subjects_key(exam_id), [cid, EXAM_WIDE]
+        )
+        return await self.holds.covering(exam_id, cid) if any(flags) else []
+
     async def request_deletion(self, exam: Exam, cid: str) -> dict[str, Any]:
-        holds = await self.holds.covering(exam.id, cid)
+        holds = await self._holds_covering(exam.id, cid)
         if holds:
             raise Conflict(
                 "your data is under a legal hold and cannot be deleted now",
@@ -201,8 +243,15 @@ class PrivacyService:
         )
         if time.time() < exam.ends_at.timestamp():
             return {**request, "status": "scheduled", "after": exam.ends_at.isoformat()}
-        summary = await self.run_retention(exam.id)
+        # This request's groups alone: never an exam-wide sweep on a candidate's call.
+        summary = await self.run_retention(exam.id, erasure_mode(cid))
         return {**request, "status": "done", "receipts": summary["receipts"]}
+
+
+def _sharing(consents: list[dict[str, Any]]) -> bool:
+    """Whether the latest third-party consent among `consents` grants sharing."""
+    latest = [r for r in consents if r.get("kind") == "third_party"]
+    return bool(latest) and str(latest[-1]["value"]).startswith("granted")
 
 
 __all__ = ["EXAM_WIDE", "UPLOAD_CLASSES", "PrivacyService"]

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from actors.accounts.sessions import WRONG_CREDENTIALS, Session
 from api.client_address import client_address
 from api.deps import RuntimeDep
+from api.media_http import end_staff_sessions
 from api.models import Login, SessionOut, StaffLogin
 from api.security import COOKIE_NAME, PrincipalDep
 from core import keys
@@ -74,6 +75,10 @@ async def staff_login(
 @router.delete("/sessions/current", status_code=204)
 async def logout(principal: PrincipalDep, response: Response, runtime: RuntimeDep) -> None:
     await runtime.sessions.close(principal.claims)
+    if principal.role != "candidate":
+        # After the close: a watch being set up meanwhile either is in the set read here
+        # or finds the session gone once it has subscribed, and ends itself (`whep.watch`).
+        await end_staff_sessions(runtime, principal.claims.sid, f"staff:{principal.name}")
     if principal.role == "candidate" and principal.claims.exam and principal.room:
         await runtime.rooms.append(
             keys.room_key(principal.claims.exam, principal.room),

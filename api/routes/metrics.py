@@ -1,4 +1,9 @@
-"""`GET /metrics`: the whole cluster in Prometheus text format (see api/metrics.py)."""
+"""`GET /metrics` (this gateway process) and `GET /metrics/cluster` (the whole cluster).
+
+Prometheus text format, see api/metrics.py: scrape `/metrics` on every pod and
+`/metrics/cluster` as one target (through the Service), so that cluster figures are
+stored once whatever the number of gateways.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import Response
 
 from api.deps import RuntimeDep
-from api.metrics import CONTENT_TYPE, ClusterSampler, render
+from api.metrics import CONTENT_TYPE, POD_METRICS, ClusterSampler, render
 from api.runtime import Runtime
 from infra.errors import Unauthenticated
 from infra.settings.ops import OpsSettings
@@ -25,6 +30,8 @@ def sampler_of(runtime: Runtime) -> ClusterSampler:
         verifier=runtime.face.verifier.status,
         ingest=runtime.ingest.stats,
         regions=sorted(runtime.settings.regions),
+        stores=runtime.stores.check,
+        verifier_queue_limit=runtime.settings.verifier.max_queue,
     )
 
 
@@ -39,6 +46,16 @@ def check_token(ops: OpsSettings, authorization: str | None) -> None:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(runtime: RuntimeDep, authorization: str | None = Header(None)) -> Response:
+    """This gateway process: request durations, process and runtime figures."""
+    check_token(runtime.settings.ops, authorization)
+    return Response(POD_METRICS.exposition(), media_type=CONTENT_TYPE)
+
+
+@router.get("/metrics/cluster", response_class=Response)
+async def cluster_metrics(
+    runtime: RuntimeDep, authorization: str | None = Header(None)
+) -> Response:
+    """The whole cluster, read from the actors and Redis at scrape time."""
     check_token(runtime.settings.ops, authorization)
     sample = await sampler_of(runtime).sample()
     return Response(render(sample), media_type=CONTENT_TYPE)

@@ -3,7 +3,9 @@
 A candidate downloads a copy of their data and asks for its deletion (refused
 while a legal hold applies, with the hold's reference and reason); they give
 or withdraw consent to sharing with third parties (off until given). Every
-route under `/v1/me` acts on the caller only. Organisers export the consent
+route under `/v1/me` acts on the caller only, and a copy or a deletion request costs
+work bounded by the caller's own data, at most `subject_requests_per_window` of them
+per window (429 `subject_request_limit`). Organisers export the consent
 records of their exam, run retention on it now, and read its deletion receipts.
 """
 
@@ -38,6 +40,7 @@ async def _exam_of(runtime: RuntimeDep, principal: Principal) -> tuple[Any, str]
 async def my_data(principal: CandidateDep, runtime: RuntimeDep) -> dict[str, Any]:
     """A copy of the caller's data: consents, timeline events, uploads, recordings index."""
     exam, room = await _exam_of(runtime, principal)
+    await runtime.privacy.spend_subject_request(exam.id, principal.name)
     copy = await runtime.privacy.subject_copy(exam, principal.name, room)
     segments = await runtime.media.recordings.between(
         exam.id, principal.name, 0.0, time.time(), lookback=0.0, limit=MAX_SEGMENTS
@@ -60,6 +63,7 @@ async def my_data(principal: CandidateDep, runtime: RuntimeDep) -> dict[str, Any
 async def deletion_request(principal: CandidateDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Delete the caller's data: now if the exam is over, else scheduled for its end."""
     exam, _room = await _exam_of(runtime, principal)
+    await runtime.privacy.spend_subject_request(exam.id, principal.name)
     return await runtime.privacy.request_deletion(exam, principal.name)
 
 

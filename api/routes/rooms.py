@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import RuntimeDep
-from api.events import STREAM_ID, room_events
+from api.events import STREAM_ID, room_stream
 from api.models import EventOut, IncidentIn, MessageIn, ReviewIn
 from api.security import CandidateScopeDep, RoomScopeDep, check_candidate_in_room
 from infra.errors import NotFound
@@ -35,8 +35,8 @@ async def room_event_stream(
 ) -> StreamingResponse:
     """SSE of the room's journal; resume with `Last-Event-ID` (or `?after=`)."""
     cursor = after or last_event_id or "0-0"
-    stream = room_events(
-        runtime.redis, room.key, cursor, request.is_disconnected, MAX_STREAM_SECONDS
+    stream = await room_stream(
+        runtime, request, room.principal.name, room.key, cursor, MAX_STREAM_SECONDS
     )
     return StreamingResponse(
         stream,
@@ -108,7 +108,18 @@ async def candidate_detail(scope: CandidateScopeDep, runtime: RuntimeDep) -> dic
 
 @router.post("/candidates/{candidate_id}/end", status_code=201)
 async def end_candidate(scope: CandidateScopeDep, runtime: RuntimeDep) -> EventOut:
+    """End the candidate's exam: their session ends now, and it sticks (logins answer 403
+    `ended_by_proctor`) until a proctor of the room or the organiser readmits them."""
     room, cid = scope.room, scope.candidate_id
     event = {"type": "ended", "cid": cid, "by": room.principal.name}
-    await runtime.sessions.end_active("candidate", room.exam_id, cid)
+    await runtime.sessions.end_candidate(room.exam_id, cid, room.principal.name)
+    return EventOut(event_id=await runtime.rooms.append(room.key, event))
+
+
+@router.post("/candidates/{candidate_id}/readmit", status_code=201)
+async def readmit_candidate(scope: CandidateScopeDep, runtime: RuntimeDep) -> EventOut:
+    """Let an ended candidate log in and join again (409 `not_ended` if nobody ended them)."""
+    room, cid = scope.room, scope.candidate_id
+    await runtime.sessions.readmit(room.exam_id, cid)
+    event = {"type": "readmitted", "cid": cid, "by": room.principal.name}
     return EventOut(event_id=await runtime.rooms.append(room.key, event))

@@ -1,4 +1,9 @@
-"""Staff accounts: organisers create proctors (and fellow organisers)."""
+"""Staff accounts: admins create every role, organisers the proctors of their rooms.
+
+An organiser who could create organisers or admins could hand out more power than
+they hold themselves (any exam's organiser, the release of any hold); so only an
+admin does, and the first admin comes from the operator's `examday staff add`.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,22 @@ from fastapi import APIRouter
 
 from api.deps import RuntimeDep
 from api.models import StaffCreate
-from api.security import OrganiserDep, StaffDep
+from api.security import AccountMakerDep, StaffMemberDep, check_may_create
 
 router = APIRouter(prefix="/v1/staff", tags=["staff"])
 
 
 @router.post("", status_code=201)
 async def create_staff(
-    body: StaffCreate, organiser: OrganiserDep, runtime: RuntimeDep
+    body: StaffCreate, maker: AccountMakerDep, runtime: RuntimeDep
 ) -> dict[str, str]:
-    await runtime.staff.create(body.username, body.password, body.role, organiser.name)
+    check_may_create(maker, body.role)
+    await runtime.staff.create(body.username, body.password, body.role, maker.name)
     return {"username": body.username, "role": body.role}
 
 
 @router.get("/me")
-async def whoami(staff: StaffDep, runtime: RuntimeDep) -> dict[str, Any]:
+async def whoami(staff: StaffMemberDep, runtime: RuntimeDep) -> dict[str, Any]:
     exams = await runtime.exams.organiser_exams(staff.name) if staff.role == "organiser" else []
     rooms = await runtime.exams.proctor_rooms(staff.name) if staff.role == "proctor" else []
     return {"username": staff.name, "role": staff.role, "exams": exams, "rooms": rooms}

@@ -1,8 +1,10 @@
 """Update manifests: the version check devices ask, the signing key, and release management.
 
-Publishing releases and moving rollouts is for organisers (there is no
-separate operator role yet). Platform, channel and version travel in the
-body or the query, not the path: they name no exam's resource.
+Publishing releases and moving rollouts is for release managers alone: a signed
+installer runs on every device of every exam, far beyond any organiser's own
+exams; admins are refused too (why: `api.security.current_release_manager`).
+Platform, channel and version travel in the body or the query, not the path:
+they name no exam's resource.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 
 from api.deps import RuntimeDep
 from api.models import Channel, ReleaseCreate, ReleaseRef, RolloutRef, RolloutStart, UpdateCheck
-from api.security import OrganiserDep, optional_token
+from api.security import ReleaseManagerDep, optional_token
 
 router = APIRouter(tags=["updates"])
 PlatformQuery = Annotated[str, Query(max_length=32)]
@@ -46,15 +48,15 @@ async def check(body: UpdateCheck, request: Request, runtime: RuntimeDep) -> dic
 
 @router.post("/v1/updates/releases", status_code=201)
 async def create_release(
-    body: ReleaseCreate, organiser: OrganiserDep, runtime: RuntimeDep
+    body: ReleaseCreate, manager: ReleaseManagerDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """A draft release; PUT the installer to the returned URL, then verify it."""
-    return await runtime.updates.create_release(body.model_dump(), organiser.name)
+    return await runtime.updates.create_release(body.model_dump(), manager.name)
 
 
 @router.post("/v1/updates/releases/verify")
 async def verify_installer(
-    body: ReleaseRef, organiser: OrganiserDep, runtime: RuntimeDep
+    body: ReleaseRef, manager: ReleaseManagerDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Check the uploaded installer's size and sha256; sign and publish the manifest."""
     return await runtime.updates.verify_installer(body.platform, body.channel, body.version)
@@ -62,7 +64,7 @@ async def verify_installer(
 
 @router.get("/v1/updates/releases")
 async def list_releases(
-    platform: PlatformQuery, organiser: OrganiserDep, runtime: RuntimeDep,
+    platform: PlatformQuery, manager: ReleaseManagerDep, runtime: RuntimeDep,
     channel: ChannelQuery = "stable",
 ) -> dict[str, Any]:  # fmt: skip
     return {"releases": await runtime.updates.releases(platform, channel)}
@@ -70,18 +72,18 @@ async def list_releases(
 
 @router.post("/v1/updates/rollouts", status_code=201)
 async def start_rollout(
-    body: RolloutStart, organiser: OrganiserDep, runtime: RuntimeDep
+    body: RolloutStart, manager: ReleaseManagerDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Start at the first step in every region where no exam is on (409 if none)."""
     gate = body.gate.model_dump() if body.gate else None
     return await runtime.updates.start_rollout(
-        body.platform, body.channel, body.version, gate, organiser.name
+        body.platform, body.channel, body.version, gate, manager.name
     )
 
 
 @router.get("/v1/updates/rollouts")
 async def rollout_state(
-    platform: PlatformQuery, organiser: OrganiserDep, runtime: RuntimeDep,
+    platform: PlatformQuery, manager: ReleaseManagerDep, runtime: RuntimeDep,
     channel: ChannelQuery = "stable",
 ) -> dict[str, Any]:  # fmt: skip
     return await runtime.updates.rollout(platform, channel)
@@ -92,24 +94,30 @@ async def _act(body: RolloutRef, action: str, by: str, runtime: RuntimeDep) -> d
 
 
 @router.post("/v1/updates/rollouts/advance")
-async def advance(body: RolloutRef, organiser: OrganiserDep, runtime: RuntimeDep) -> dict[str, Any]:
+async def advance(
+    body: RolloutRef, manager: ReleaseManagerDep, runtime: RuntimeDep
+) -> dict[str, Any]:
     """One step further, except in regions where an exam is on (409 if nothing can move)."""
-    return await _act(body, "advance", organiser.name, runtime)
+    return await _act(body, "advance", manager.name, runtime)
 
 
 @router.post("/v1/updates/rollouts/pause")
-async def pause(body: RolloutRef, organiser: OrganiserDep, runtime: RuntimeDep) -> dict[str, Any]:
-    return await _act(body, "pause", organiser.name, runtime)
+async def pause(
+    body: RolloutRef, manager: ReleaseManagerDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    return await _act(body, "pause", manager.name, runtime)
 
 
 @router.post("/v1/updates/rollouts/resume")
-async def resume(body: RolloutRef, organiser: OrganiserDep, runtime: RuntimeDep) -> dict[str, Any]:
-    return await _act(body, "resume", organiser.name, runtime)
+async def resume(
+    body: RolloutRef, manager: ReleaseManagerDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    return await _act(body, "resume", manager.name, runtime)
 
 
 @router.post("/v1/updates/rollouts/rollback")
 async def rollback(
-    body: RolloutRef, organiser: OrganiserDep, runtime: RuntimeDep
+    body: RolloutRef, manager: ReleaseManagerDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Stop offering the version; devices are offered the stable one again."""
-    return await _act(body, "rollback", organiser.name, runtime)
+    return await _act(body, "rollback", manager.name, runtime)

@@ -3,7 +3,8 @@
 An upload is an image (JPEG, PNG or WebP within the face pipeline's limits on
 bytes and pixels), checked before anything is stored, then sealed with the
 exam's data key in the exam's region. Each one is journaled into the room, so
-proctors watching the room see it arrive.
+proctors watching the room see it arrive. Every attempt, refused or not, spends
+one of the candidate's `upload_attempts_per_window` (429 `upload_limit`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ async def _upload(
     exam = await runtime.exams.get(exam_id)
     if candidate is None or candidate.consent_version != exam.policy_version:
         raise Forbidden("accept the current privacy policy first", reason="consent_required")
+    # Spent before the body is read: a refused upload (too big, wrong type, undecodable)
+    # costs its sender as much as a stored one, so it cannot be repeated for free.
+    await runtime.privacy.spend_upload_attempt(exam_id, principal.name)
     body = await request.body()
     entry = await runtime.privacy.store_upload(exam_id, room, principal.name, data_class, body)
     event = {"type": "upload", "cid": principal.name, "upload": entry["id"], "class": data_class}

@@ -4,11 +4,16 @@ Static files from `web/` (plain ES modules, no build step), served with a strict
 Content-Security-Policy: scripts, styles and connections from this origin only,
 no inline code, media from the page's own streams. Only files of known types
 under the three folders are served; anything else is 404.
+
+`web/` ships in the wheel as a namespace package of data files (pyproject.toml), so it
+is found by import wherever the project is installed (an image's site-packages, or the
+source tree of an editable install), never by a path relative to this file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from pathlib import Path, PurePosixPath
 
 from fastapi import APIRouter
@@ -19,7 +24,18 @@ from infra.errors import NotFound
 
 router = APIRouter(include_in_schema=False)
 
-WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
+
+def web_root() -> Path:
+    """The installed `web` folder: the first location of the `web` namespace package
+    that holds the pages (another distribution's `web` folder, if any, is passed over)."""
+    spec = importlib.util.find_spec("web")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(location) / "candidate" / "index.html").is_file():
+            return Path(location)
+    raise RuntimeError("the web pages are not installed (no `web` package with candidate/)")
+
+
+WEB_ROOT = web_root()
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",

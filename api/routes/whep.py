@@ -11,11 +11,17 @@ tracks end: POST the offer again to watch the new session.
     POST /v1/whep/exams/{exam}/rooms/{room}/candidates/{cid}[?sources=...]   proctor
     POST /v1/whep/me/talkback                                                candidate
     PATCH, DELETE /v1/whep/sessions/{id}
+
+A candidate holds at most `talkback_listeners_per_candidate` talk-back listeners at
+once (429 `too_many_listeners` beyond). Each session a staff member watches with is
+remembered under their login session, and ends on its shard when they log out.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -28,6 +34,7 @@ from actors.media.tag import CANDIDATE_SOURCES
 from api.deps import RuntimeDep
 from api.media_http import (
     MediaCallerDep,
+    close_quietly,
     created,
     end_session,
     linked_options,
@@ -38,10 +45,13 @@ from api.media_http import (
 from api.security import CandidateDep, StaffDep, check_candidate_in_room, check_room
 from core import keys
 from core.exam import Identifier
-from infra.errors import InvalidInput, NotFound
+from infra.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
+from infra.redis import text
 
 router = APIRouter(prefix="/v1/whep", tags=["media"])
 SESSIONS = "/v1/whep/sessions"
+# A subscribe on a shard answers well within this (the actor call's own timeout is less).
+_RESERVING_SECONDS = 60.0
 
 
 def parse_sources(value: str) -> list[str]:
@@ -88,7 +98,51 @@ async def watch(
         new_session_id(), "whep", f"staff:{staff.name}", exam_id, room_id, candidate_id,
         ",".join(wanted), "", new_etag(),
     )  # fmt: skip
-    return await _subscribe(request, runtime, viewer, pointers, offer)
+    # Remembered before the session exists, so that a logout meanwhile cannot miss it.
+    key = keys.session_whep_key(staff.claims.sid)
+    async with runtime.redis.pipeline(transaction=True) as pipe:
+        pipe.sadd(key, viewer.id)
+        pipe.expire(key, runtime.settings.session_ttl_seconds)
+        await pipe.execute()
+    answer = await _subscribe(request, runtime, viewer, pointers, offer)
+    if not await runtime.redis.exists(keys.session_key(staff.claims.sid)):
+        # Logged out while this watch was set up, after the logout read the set above.
+        session = await runtime.media.sessions.get(viewer.id)
+        if session is not None:
+            await close_quietly(runtime, session)
+            await runtime.media.sessions.remove(session)
+        raise Unauthenticated("the session has ended", reason="session_ended")
+    return answer
+
+
+async def _reserve_listener(runtime: RuntimeDep, exam_id: str, cid: str, session_id: str) -> str:
+    """Take a talk-back listener place of `cid` for `session_id`; 429 when all are taken.
+
+    Places of sessions that ended (DELETE, expiry) are given back first; a place taken
+    less than `_RESERVING_SECONDS` ago is kept even without its session, which is
+    still being set up. The place is added and counted in one transaction: concurrent
+    requests may both be refused at the edge, never both let past it.
+    """
+    key = keys.talkback_listeners_key(exam_id, cid)
+    cap = runtime.settings.talkback_listeners_per_candidate
+    now = time.time()
+    held: Any = await runtime.redis.zrangebyscore(key, "-inf", now - _RESERVING_SECONDS)
+    gone = [m for m in map(text, held) if await runtime.media.sessions.get(m) is None]
+    if gone:
+        await runtime.redis.zrem(key, *gone)
+    async with runtime.redis.pipeline(transaction=True) as pipe:
+        pipe.zadd(key, {session_id: now})
+        pipe.zcard(key)
+        pipe.expire(key, runtime.settings.session_ttl_seconds)
+        _, count, _ = await pipe.execute()
+    if int(count) > cap:
+        await runtime.redis.zrem(key, session_id)
+        raise RateLimited(
+            f"at most {cap} talk-back listeners at once; end one first",
+            reason="too_many_listeners",
+            retry_after=1,
+        )
+    return key
 
 
 @router.post("/me/talkback", status_code=201)
@@ -106,7 +160,12 @@ async def hear_talkback(request: Request, candidate: CandidateDep, runtime: Runt
         new_session_id(), "whep", f"candidate:{exam_id}:{candidate.name}", exam_id, room_id,
         candidate.name, "talkback", "", new_etag(),
     )  # fmt: skip
-    return await _subscribe(request, runtime, listener, pointers, offer)
+    places = await _reserve_listener(runtime, exam_id, candidate.name, listener.id)
+    try:
+        return await _subscribe(request, runtime, listener, pointers, offer)
+    except BaseException:
+        await runtime.redis.zrem(places, listener.id)
+        raise
 
 
 @router.patch("/sessions/{session_id}")
@@ -118,7 +177,11 @@ async def patch(
 
 @router.delete("/sessions/{session_id}")
 async def delete(session_id: str, caller: MediaCallerDep, runtime: RuntimeDep) -> Response:
-    return await end_session(runtime, caller, "whep", session_id)
+    ended = await end_session(runtime, caller, "whep", session_id)
+    if caller.role == "candidate" and caller.exam is not None:
+        # Its talk-back place, if it was a listener, is free again at once.
+        await runtime.redis.zrem(keys.talkback_listeners_key(caller.exam, caller.name), session_id)
+    return ended
 
 
 async def _subscribe(

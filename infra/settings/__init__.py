@@ -193,6 +193,15 @@ class Settings(BaseSettings):
     service_name: str = "examday"
     trace_file: Path | None = None
 
+    # Resource bounds (issue #22, finding 5). Room event streams (SSE) open at once per
+    # staff member, over all their sessions and gateways: a stolen or shared account
+    # cannot multiply them by logging in again. Each stream checks its session this
+    # often, so a logout ends it within that time.
+    sse_streams_per_staff: int = Field(default=8, ge=1, le=1000)
+    sse_recheck_seconds: float = Field(default=15.0, gt=0)
+    # Talk-back listeners (WHEP) one candidate may hold at once (laptop and phone).
+    talkback_listeners_per_candidate: int = Field(default=2, ge=1, le=64)
+
     @field_validator("public_origins")
     @classmethod
     def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:

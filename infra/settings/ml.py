@@ -61,6 +61,12 @@ class FaceSettings(BaseModel):
     # Continuous monitoring: consecutive samples before an incident is raised or cleared.
     monitor_persist_samples: int = Field(default=3, ge=1)
 
+    # Image decodes running at once in one process (each holds a whole bitmap, up to
+    # `max_image_megapixels`); one that gets no slot within `decode_wait_seconds` is
+    # refused 503 `busy` with Retry-After rather than queued without bound.
+    max_concurrent_decodes: int = Field(default=4, ge=1, le=256)
+    decode_wait_seconds: float = Field(default=2.0, ge=0.0)
+
     @model_validator(mode="after")
     def _ranges(self) -> FaceSettings:
         if self.min_brightness >= self.max_brightness:

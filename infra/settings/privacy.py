@@ -33,3 +33,10 @@ class PrivacySettings(BaseModel):
     # COMPLIANCE mode: no one, the bucket's owner included, can delete or shorten it before.
     # Receipts are the evidence that data went, so they outlive it by years (about seven).
     audit_retention_days: int = Field(default=2557, ge=1, le=36_500)
+    # Upload attempts (refused ones too: too big, wrong type, undecodable) one candidate
+    # may make per window; each costs a decode, so a refusal is not free to repeat.
+    upload_attempts_per_window: int = Field(default=100, ge=1, le=100_000)
+    upload_window_seconds: int = Field(default=3600, ge=1)
+    # `GET /v1/me/data` and `POST /v1/me/deletion-request` per candidate per window.
+    subject_requests_per_window: int = Field(default=10, ge=1, le=10_000)
+    subject_request_window_seconds: int = Field(default=3600, ge=1)

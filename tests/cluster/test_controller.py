@@ -69,8 +69,8 @@ async def test_controller_grows_and_shrinks_the_room_shards(
     after = await _counts(runtime)
     assert after["grow:below_min_shards"] == before.get("grow:below_min_shards", 0) + 1
     assert after["shrink:above_max_shards"] == before.get("shrink:above_max_shards", 0) + 1
-    text = (await client.get("/metrics")).text
-    assert 'examday_controller_decisions{action="grow",reason="below_min_shards"}' in text
+    text = (await client.get("/metrics/cluster")).text
+    assert 'examday_controller_decisions_total{action="grow",reason="below_min_shards"}' in text
     history = await controller.history(runtime.redis, limit=6)  # 3 planes, 2 steps
     assert [h["action"] for h in history if h["plane"] == "rooms"] == ["shrink", "grow"]
 

@@ -32,6 +32,7 @@ from infra import services
 from infra.processes import free_port
 from infra.settings import Settings, settings_to_env
 from infra.stack import LocalStack
+from infra.telemetry import service_name
 from tests.cluster.logfiles import json_lines, worker_err_files
 from tests.support.factories import joined_candidate, new_exam
 
@@ -221,7 +222,7 @@ async def test_requests_log_json_lines_with_their_trace_and_export_spans_by_otlp
     spans = _eventually(exported, "span of the request at the OTLP receiver")
     names = {span.name for span in spans}
     assert f"GET {route}" in names, names
-    assert {span.service for span in spans} == {json_gateway.settings.service_name}
+    assert {span.service for span in spans} == {service_name(json_gateway.settings, "gateway")}
     # The gateway's call into the room shard is part of the same trace.
     _eventually(
         lambda: [s for s in exported() if s.attributes.get("rpc.system") == "ray"],

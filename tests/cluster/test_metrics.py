@@ -1,8 +1,10 @@
-"""`GET /metrics` shows the cluster from the actors' own stats, with no personal data in
-the exposition, the JSON logs or the spans; JSON log lines carry the trace id."""
+"""`GET /metrics/cluster` shows the cluster from the actors' own stats, once, and
+`GET /metrics` only what the gateway process measures itself; no personal data in the
+expositions, the JSON logs or the spans; JSON log lines carry the trace id."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -12,6 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from actors.media.sessions import MediaSession, new_etag, new_session_id
 from api.routes.metrics import check_token
 from api.runtime import Runtime
 from infra.errors import Unauthenticated
@@ -31,9 +34,9 @@ def runtime_of(app: FastAPI) -> Runtime:
 
 def _value(text: str, name: str, **labels: str) -> float | None:
     for line in text.splitlines():
-        if not line.startswith(name + "{"):
+        if not line.startswith((name + "{", name + " ")):
             continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0])) if "{" in line else {}
         if all(found.get(k) == v for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return None
@@ -52,21 +55,64 @@ async def test_metrics_count_candidates_and_hold_nothing_personal(
             (await joined_candidate(client, world.exam_id, n))["authorization"]
             for n in ("4471920", "4471921", "4471922")
         ]
+        # One candidate of r1 publishes a camera: the WHIP session record the gateway keeps.
+        exam = world.exam_id
+        cid = world.candidate_ids["4471920"]
+        await runtime.media.sessions.save(
+            MediaSession(
+                id=new_session_id(),
+                kind="whip",
+                owner=f"candidate:{exam}:{cid}",
+                exam=exam,
+                room="r1",
+                cid=cid,
+                source="camera",
+                shard="media-shard-0",
+                etag=new_etag(),
+            )
+        )
         logging.getLogger("examday.test").warning("scraping exam %s", world.exam_id)
-        response = await client.get("/metrics")
+        for _ in range(30):  # bounded: a verifier pool still starting does not answer yet
+            response = await client.get("/metrics/cluster")
+            if 'examday_scrape_error{part="verifier"} 0.0' in response.text:
+                break
+            await asyncio.sleep(2)
+        pod = await client.get("/metrics")
     finally:
         logging.getLogger().removeHandler(handler)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = response.text
-    exam = world.exam_id
     assert _value(text, "examday_candidates", exam=exam, room="r1", state="joined") == 2
     assert _value(text, "examday_candidates", exam=exam, room="r2", state="joined") == 1
+    cameras = "examday_candidate_cameras"
+    assert _value(text, cameras, exam=exam, room="r1", state="publishing") == 1
+    assert _value(text, cameras, exam=exam, room="r1", state="missing") == 1
+    assert _value(text, cameras, exam=exam, room="r2", state="missing") == 1
     shards = await runtime.rooms.directory.members()
     rooms = sum(_value(text, "examday_room_shard_rooms", shard=s) or 0 for s in shards)
     assert rooms >= 2
+    for shard in shards:
+        assert (_value(text, "examday_room_shard_uptime_seconds", shard=shard) or 0) > 0
     assert _value(text, "examday_verifier_replicas", state="ready") is not None
-    assert "examday_scrape_error{" not in text
+    assert _value(text, "examday_verifier_queue_limit") == settings.verifier.max_queue
+    for region in settings.regions:
+        assert _value(text, "examday_region_store_up", region=region) == 1
+    # The test stack's Redis keeps an append-only file.
+    assert _value(text, "examday_redis_persistence_info", verdict="ok") == 1
+    parts = ("rooms", "media", "retention", "controller", "redis", "stores", "verifier", "ingest")
+    assert {p: _value(text, "examday_scrape_error", part=p) for p in parts} == dict.fromkeys(
+        parts, 0
+    )
+    # Counters are counters, named `_total`.
+    assert "# TYPE examday_room_shard_events_appended_total counter" in text
+    assert "# TYPE examday_controller_decisions_total counter" in text
+    # The pod's own exposition holds no cluster figure: summed over gateways, they would
+    # count every room once per replica.
+    assert pod.status_code == 200, pod.text
+    assert "examday_" not in pod.text
+    assert "http_server_request_duration_seconds_bucket{" in pod.text
+    text += pod.text
     assert settings.trace_file is not None
     spans = settings.trace_file.read_text()
     secrets = [

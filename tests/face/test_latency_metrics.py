@@ -1,4 +1,4 @@
-"""The verifier's latency histogram in `GET /metrics`, after real enrolments through the gateway."""
+"""The verifier's latency histogram in `GET /metrics/cluster`, after real enrolments."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _answered(histograms: dict[str, dict[str, list[tuple[str, float]]]]) -> int:
 
 
 async def _scrape(client: httpx.AsyncClient) -> dict[str, dict[str, list[tuple[str, float]]]]:
-    response = await client.get("/metrics")
+    response = await client.get("/metrics/cluster")
     assert response.status_code == 200, response.text
     return _histograms(response.text)
 

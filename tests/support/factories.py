@@ -1,4 +1,5 @@
-"""Builders of real data through the real API: organisers, exams, rosters, logged-in candidates."""
+"""Builders of real data through the real API: staff of every role, exams, rosters, logged-in
+candidates."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 
 from api.runtime import Runtime
+from infra.tokens import StaffRole
 
 PASSWORD = "correct horse battery staple"
 
@@ -36,10 +38,27 @@ async def staff_login(client: httpx.AsyncClient, username: str) -> httpx.Headers
     return auth(response.json()["token"])
 
 
-async def new_organiser(client: httpx.AsyncClient, runtime: Runtime) -> tuple[str, httpx.Headers]:
-    username = f"org-{secrets.token_hex(4)}"
-    await runtime.staff.create(username, PASSWORD, "organiser", None)
+async def new_staff(
+    client: httpx.AsyncClient, runtime: Runtime, role: StaffRole, prefix: str
+) -> tuple[str, httpx.Headers]:
+    """A logged-in staff member of `role`, made as `examday staff add` makes one (no creator)."""
+    username = f"{prefix}-{secrets.token_hex(4)}"
+    await runtime.staff.create(username, PASSWORD, role, None)
     return username, await staff_login(client, username)
+
+
+async def new_organiser(client: httpx.AsyncClient, runtime: Runtime) -> tuple[str, httpx.Headers]:
+    return await new_staff(client, runtime, "organiser", "org")
+
+
+async def new_admin(client: httpx.AsyncClient, runtime: Runtime) -> tuple[str, httpx.Headers]:
+    return await new_staff(client, runtime, "admin", "adm")
+
+
+async def new_release_manager(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> tuple[str, httpx.Headers]:
+    return await new_staff(client, runtime, "release-manager", "rel")
 
 
 def roster_csv(exam_id: str, rooms: dict[str, list[str]], **born: str) -> str:

@@ -20,7 +20,7 @@ def channel() -> str:
 
 async def publish(
     client: httpx.AsyncClient,
-    organiser: httpx.Headers,
+    manager: httpx.Headers,
     platform: str,
     channel: str,
     version: str,
@@ -42,14 +42,14 @@ async def publish(
             "sha256": hashlib.sha256(body).hexdigest(),
         },
     }
-    created = await client.post("/v1/updates/releases", json=spec, headers=organiser)
+    created = await client.post("/v1/updates/releases", json=spec, headers=manager)
     assert created.status_code == 201, created.text
     upload = created.json()["upload"]
     async with httpx.AsyncClient(timeout=30) as s3:
         put = await s3.put(upload["url"], content=body)
         assert put.status_code == 200, put.text
     ref = {"platform": platform, "channel": channel, "version": version}
-    verified = await client.post("/v1/updates/releases/verify", json=ref, headers=organiser)
+    verified = await client.post("/v1/updates/releases/verify", json=ref, headers=manager)
     assert verified.status_code == 200, verified.text
     release: dict[str, Any] = verified.json()
     return release

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from actors.updates.installers import InstallerStore, installer_key
 from actors.updates.signing import verify
 from tests.ingest.helpers import runtime_of
-from tests.support.factories import new_exam, new_organiser
+from tests.support.factories import new_exam, new_release_manager
 from tests.updates.helpers import channel, publish
 
 
@@ -20,10 +20,10 @@ async def test_a_published_manifest_verifies_with_the_published_key(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     runtime = runtime_of(app)
-    _, organiser = await new_organiser(client, runtime)
+    _, manager = await new_release_manager(client, runtime)
     chan = channel()
     installer = secrets.token_bytes(10_000)
-    release = await publish(client, organiser, "windows", chan, "2.0.0", installer=installer)
+    release = await publish(client, manager, "windows", chan, "2.0.0", installer=installer)
     assert release["state"] == "ready"
     key = (await client.get("/.well-known/examday-update-key")).json()
     assert key["alg"] == "Ed25519"
@@ -39,7 +39,7 @@ async def test_a_published_manifest_verifies_with_the_published_key(
     assert f'"sha256":"{hashlib.sha256(installer).hexdigest()}"' in manifest
     assert f'"size":{len(installer)}' in manifest
     listed = await client.get(
-        "/v1/updates/releases", params={"platform": "windows", "channel": chan}, headers=organiser
+        "/v1/updates/releases", params={"platform": "windows", "channel": chan}, headers=manager
     )
     assert [r["version"] for r in listed.json()["releases"]] == ["2.0.0"]
 
@@ -48,7 +48,7 @@ async def test_an_installer_with_the_wrong_sha256_is_refused_and_deleted(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     runtime = runtime_of(app)
-    _, organiser = await new_organiser(client, runtime)
+    _, manager = await new_release_manager(client, runtime)
     chan = channel()
     declared = secrets.token_bytes(2048)
     spec = {
@@ -61,16 +61,16 @@ async def test_an_installer_with_the_wrong_sha256_is_refused_and_deleted(
             "sha256": hashlib.sha256(declared).hexdigest(),
         },
     }
-    created = await client.post("/v1/updates/releases", json=spec, headers=organiser)
+    created = await client.post("/v1/updates/releases", json=spec, headers=manager)
     assert created.status_code == 201, created.text
     ref = {"platform": "macos", "channel": chan, "version": "1.4.0"}
-    early = await client.post("/v1/updates/releases/verify", json=ref, headers=organiser)
+    early = await client.post("/v1/updates/releases/verify", json=ref, headers=manager)
     assert early.status_code == 409
     assert early.json()["reason"] == "installer_missing"
     tampered = bytes([declared[0] ^ 1]) + declared[1:]  # same size, other bytes
     async with httpx.AsyncClient() as s3:
         assert (await s3.put(created.json()["upload"]["url"], content=tampered)).status_code == 200
-    refused = await client.post("/v1/updates/releases/verify", json=ref, headers=organiser)
+    refused = await client.post("/v1/updates/releases/verify", json=ref, headers=manager)
     assert refused.status_code == 422
     assert refused.json()["reason"] == "installer_sha256_mismatch"
     # Nothing stays: no object version in the bucket, no release.
@@ -78,7 +78,7 @@ async def test_an_installer_with_the_wrong_sha256_is_refused_and_deleted(
     store = InstallerStore(runtime.stores, settings.updates.installer_region)
     assert not await store.exists(installer_key("macos", chan, "1.4.0", "examday.pkg"))
     listed = await client.get(
-        "/v1/updates/releases", params={"platform": "macos", "channel": chan}, headers=organiser
+        "/v1/updates/releases", params={"platform": "macos", "channel": chan}, headers=manager
     )
     assert listed.json()["releases"] == []
 
@@ -87,7 +87,7 @@ async def test_bad_release_input_is_refused_with_a_reason(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     runtime = runtime_of(app)
-    _, organiser = await new_organiser(client, runtime)
+    _, manager = await new_release_manager(client, runtime)
     chan = channel()
     installer = {"filename": "a.bin", "size": 10, "sha256": "0" * 64}
     base = {"platform": "android", "channel": chan, "version": "1.0.0", "installer": installer}
@@ -100,10 +100,10 @@ async def test_bad_release_input_is_refused_with_a_reason(
         ({**base, "installer": {**installer, "sha256": "xyz"}}, 422, "invalid_input"),
     ]
     for spec, status, reason in cases:
-        response = await client.post("/v1/updates/releases", json=spec, headers=organiser)
+        response = await client.post("/v1/updates/releases", json=spec, headers=manager)
         assert (response.status_code, response.json()["reason"]) == (status, reason), spec
     listed = await client.get(
-        "/v1/updates/releases", params={"platform": "android", "channel": chan}, headers=organiser
+        "/v1/updates/releases", params={"platform": "android", "channel": chan}, headers=manager
     )
     assert listed.json()["releases"] == []
     check = {"platform": "android", "channel": chan, "device_id": "device-1"}
@@ -119,8 +119,8 @@ async def test_bad_release_input_is_refused_with_a_reason(
             assert answer.json()["status"] == "up_to_date"
         else:
             assert (answer.status_code, answer.json()["reason"]) == (422, expected)
-    # Only organisers publish.
+    # Only release managers publish.
     assert (await client.post("/v1/updates/releases", json=base)).status_code == 401
     world = await new_exam(client, runtime, {"r1": ["6101"]})
     proctor = await client.post("/v1/updates/releases", json=base, headers=world.proctors["r1"])
-    assert proctor.json()["reason"] == "organisers_only"
+    assert proctor.json()["reason"] == "release_managers_only"

@@ -16,7 +16,7 @@ from actors.updates.rollout import Gate, Rollout, bucket
 from api.runtime import Runtime
 from core import keys
 from tests.ingest.helpers import ndjson, new_device, record, runtime_of
-from tests.support.factories import candidate_login, new_exam, new_organiser
+from tests.support.factories import candidate_login, new_exam, new_release_manager
 from tests.updates.helpers import channel, publish, seed_rollout
 
 
@@ -49,13 +49,13 @@ def _devices_around(
 
 async def test_version_check_answers_every_case(client: httpx.AsyncClient, app: FastAPI) -> None:
     runtime = runtime_of(app)
-    _, organiser = await new_organiser(client, runtime)
+    _, manager = await new_release_manager(client, runtime)
     chan = channel()
     installer = secrets.token_bytes(5000)
-    await publish(client, organiser, "android", chan, "1.0.0")
+    await publish(client, manager, "android", chan, "1.0.0")
     await seed_rollout(runtime, "android", chan, "1.0.0", previous=None, step=4, state="complete")
     await publish(
-        client, organiser, "android", chan, "2.0.0", min_supported="1.5", installer=installer
+        client, manager, "android", chan, "2.0.0", min_supported="1.5", installer=installer
     )
     await seed_rollout(runtime, "android", chan, "2.0.0", previous="1.0.0", step=2)  # 20%
     inside, outside = _devices_around(runtime, "android", chan, "2.0.0", 20)
@@ -86,10 +86,10 @@ async def test_version_check_answers_every_case(client: httpx.AsyncClient, app: 
     assert downloaded == installer
 
     ref = {"platform": "android", "channel": chan}
-    paused = await client.post("/v1/updates/rollouts/pause", json=ref, headers=organiser)
+    paused = await client.post("/v1/updates/rollouts/pause", json=ref, headers=manager)
     assert paused.json()["state"] == "paused"
     assert (await _check(client, "android", chan, "1.6", inside))["status"] == "optional_update"
-    back = await client.post("/v1/updates/rollouts/rollback", json=ref, headers=organiser)
+    back = await client.post("/v1/updates/rollouts/rollback", json=ref, headers=manager)
     assert back.json()["state"] == "rolled_back"
     assert (await _check(client, "android", chan, "1.6", inside))["status"] == "up_to_date"
     old = await _check(client, "android", chan, "0.9", inside)
@@ -123,13 +123,13 @@ async def test_the_crash_gate_halts_a_rollout_and_checks_stop_offering_it(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     runtime = runtime_of(app)
-    _, organiser = await new_organiser(client, runtime)
+    _, manager = await new_release_manager(client, runtime)
     chan = channel()
     major = 100 + secrets.randbelow(10**6)
     old, new = f"{major}.0.0", f"{major}.1.0"
-    await publish(client, organiser, "ios", chan, old)
+    await publish(client, manager, "ios", chan, old)
     await seed_rollout(runtime, "ios", chan, old, previous=None, step=4, state="complete")
-    await publish(client, organiser, "ios", chan, new)
+    await publish(client, manager, "ios", chan, new)
     gate = Gate(margin=0.1, min_sessions=10)
     await seed_rollout(runtime, "ios", chan, new, previous=old, step=4, gate=gate)  # 100%, active
     device = new_device()
@@ -151,12 +151,12 @@ async def test_the_crash_gate_halts_a_rollout_and_checks_stop_offering_it(
     await _sessions(client, token, "ios", new, sessions=5, crashed=5)
     await runtime.updates.evaluate_gates()
     ref = {"platform": "ios", "channel": chan}
-    state = await client.get("/v1/updates/rollouts", params=ref, headers=organiser)
+    state = await client.get("/v1/updates/rollouts", params=ref, headers=manager)
     assert state.json()["state"] == "active"
 
     await _sessions(client, token, "ios", new, sessions=8, crashed=2)  # 13 sessions, 7 crashed
     await runtime.updates.evaluate_gates()
-    state = await client.get("/v1/updates/rollouts", params=ref, headers=organiser)
+    state = await client.get("/v1/updates/rollouts", params=ref, headers=manager)
     halted = state.json()
     assert halted["state"] == "halted"
     assert halted["halted"]["version"] == new
@@ -174,33 +174,31 @@ async def test_no_step_advances_in_a_region_during_an_exam(
 ) -> None:
     runtime = runtime_of(app)
     # An exam on now in each region: every region is frozen.
-    north = await new_exam(
-        client, runtime, {"r1": ["6201"]}, region="cn-north", with_proctors=False
-    )
+    await new_exam(client, runtime, {"r1": ["6201"]}, region="cn-north", with_proctors=False)
     await new_exam(client, runtime, {"r1": ["6202"]}, region="cn-east", with_proctors=False)
-    organiser = north.organiser
+    _, manager = await new_release_manager(client, runtime)
     chan = channel()
-    await publish(client, organiser, "windows", chan, "3.0.0")
+    await publish(client, manager, "windows", chan, "3.0.0")
     start = {"platform": "windows", "channel": chan, "version": "3.0.0"}
-    refused = await client.post("/v1/updates/rollouts", json=start, headers=organiser)
+    refused = await client.post("/v1/updates/rollouts", json=start, headers=manager)
     assert refused.status_code == 409
     assert refused.json()["reason"] == "freeze_window"
     assert set(refused.json()["frozen"]) == {"cn-north", "cn-east"}
     ref = {"platform": "windows", "channel": chan}
-    missing = await client.get("/v1/updates/rollouts", params=ref, headers=organiser)
+    missing = await client.get("/v1/updates/rollouts", params=ref, headers=manager)
     assert missing.json()["reason"] == "rollout_not_found"  # nothing was stored
 
     await seed_rollout(runtime, "windows", chan, "3.0.0", previous=None, step=0)
-    advance = await client.post("/v1/updates/rollouts/advance", json=ref, headers=organiser)
+    advance = await client.post("/v1/updates/rollouts/advance", json=ref, headers=manager)
     assert advance.json()["reason"] == "freeze_window"
-    state = (await client.get("/v1/updates/rollouts", params=ref, headers=organiser)).json()
+    state = (await client.get("/v1/updates/rollouts", params=ref, headers=manager)).json()
     assert state["percent_by_region"] == {"cn-east": 1, "cn-north": 1}
 
-    paused = await client.post("/v1/updates/rollouts/pause", json=ref, headers=organiser)
+    paused = await client.post("/v1/updates/rollouts/pause", json=ref, headers=manager)
     assert paused.json()["state"] == "paused"
-    blocked = await client.post("/v1/updates/rollouts/advance", json=ref, headers=organiser)
+    blocked = await client.post("/v1/updates/rollouts/advance", json=ref, headers=manager)
     assert blocked.json()["reason"] == "rollout_state"
-    resumed = await client.post("/v1/updates/rollouts/resume", json=ref, headers=organiser)
+    resumed = await client.post("/v1/updates/rollouts/resume", json=ref, headers=manager)
     assert resumed.json()["state"] == "active"
     anonymous = await client.post("/v1/updates/rollouts/advance", json=ref)
     assert anonymous.status_code == 401

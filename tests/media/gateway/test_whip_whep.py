@@ -56,7 +56,9 @@ async def test_camera_reaches_the_proctor_in_order_without_transcoding(
     assert len(publisher.session_id) == 32
     assert response.headers["etag"].startswith('"')
     assert "Location" in response.headers["access-control-expose-headers"]
-    assert "link" not in response.headers  # no ICE server is configured
+    # The test stack's embedded TURN server, with a credential (tests/web/test_networks.py
+    # shows a browser using it).
+    assert 'rel="ice-server"; username="' in response.headers["link"]
     assert (await shard_stats(media, publisher.session_id))["name"] == shard_name(0)
 
     url = f"/v1/whep/exams/{world.exam_id}/rooms/r1/candidates/{cid}"
