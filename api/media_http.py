@@ -214,6 +214,32 @@ async def end_staff_sessions(runtime: RuntimeDep, sid: str, owner: str) -> None:
             await runtime.media.sessions.remove(session)
 
 
+# Every source a candidate (or their side device) may publish; more than what is recorded.
+PUBLISHED_SOURCES = ("camera", "screen", "side")
+
+
+async def end_candidate_sessions(runtime: RuntimeDep, exam_id: str, cid: str) -> int:
+    """End on their shards every session of a candidate a proctor ended: what they publish
+    (camera, screen, the side device's) and their talk-back listeners. Ending the login
+    alone would leave the media running until the peer went away by itself."""
+    sessions = runtime.media.sessions
+    found = [
+        await sessions.current(keys.media_publisher_key(exam_id, cid, source))
+        for source in PUBLISHED_SOURCES
+    ]
+    listeners_key = keys.talkback_listeners_key(exam_id, cid)
+    listening = await runtime.redis.zrange(listeners_key, 0, -1)
+    found += [await sessions.get(text(m)) for m in listening]
+    ended = 0
+    for session in found:
+        if session is not None and session.exam == exam_id and session.cid == cid:
+            await close_quietly(runtime, session)
+            await sessions.remove(session)
+            ended += 1
+    await runtime.redis.delete(listeners_key)
+    return ended
+
+
 async def close_quietly(runtime: RuntimeDep, session: MediaSession) -> None:
     """Close a session on its shard; one the shard lost already (a restart) is closed enough."""
     with contextlib.suppress(ExamdayError):

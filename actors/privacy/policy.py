@@ -92,8 +92,10 @@ async def room_exits(redis: Redis, exam_id: str, room: str) -> dict[str, float]:
             event = json.loads(fields[b"e"])
             if event.get("type") in _EXIT_EVENTS and event.get("cid"):
                 exits[str(event["cid"])] = float(event["at"])
-            elif event.get("type") == "joined" and event.get("cid"):
-                exits.pop(str(event["cid"]), None)  # came back: not gone any more
+            elif event.get("type") in ("joined", "readmitted") and event.get("cid"):
+                # Came back, or may: a readmitted candidate who has not rejoined yet is
+                # not gone, and their data is not swept by a `candidate_exit` rule.
+                exits.pop(str(event["cid"]), None)
         if len(entries) < _JOURNAL_PAGE:
             break
     return exits

@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import RuntimeDep
 from api.events import STREAM_ID, room_stream
+from api.media_http import end_candidate_sessions
 from api.models import EventOut, IncidentIn, MessageIn, ReviewIn
 from api.security import CandidateScopeDep, RoomScopeDep, check_candidate_in_room
 from infra.errors import NotFound
@@ -113,6 +114,8 @@ async def end_candidate(scope: CandidateScopeDep, runtime: RuntimeDep) -> EventO
     room, cid = scope.room, scope.candidate_id
     event = {"type": "ended", "cid": cid, "by": room.principal.name}
     await runtime.sessions.end_candidate(room.exam_id, cid, room.principal.name)
+    # After the login: a session that ends first could otherwise be published again.
+    await end_candidate_sessions(runtime, room.exam_id, cid)
     return EventOut(event_id=await runtime.rooms.append(room.key, event))
 
 

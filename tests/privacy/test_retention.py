@@ -141,6 +141,33 @@ async def test_candidate_exit_starts_the_clock_for_that_candidate_only(
     assert await runtime.redis.exists(keys.room_events_key(f"{exam}/r1"))
 
 
+async def test_a_readmitted_candidate_is_not_swept_as_gone(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    runtime = runtime_of(app)
+    world = await new_exam(
+        client,
+        runtime,
+        {"r1": ["1001"]},
+        retention=[
+            {"data_class": "recordings", "trigger": "candidate_exit", "after_seconds": 1},
+            *[p for p in short_policy(86400) if p["data_class"] != "recordings"],
+        ],
+    )
+    exam, cid = world.exam_id, world.candidate_ids["1001"]
+    await joined_candidate(client, exam, "1001")
+    await platform_data(runtime, exam, cid)
+    candidate_url = f"/v1/exams/{exam}/rooms/r1/candidates/{cid}"
+    for action in ("end", "readmit"):
+        done = await client.post(f"{candidate_url}/{action}", headers=world.proctors["r1"])
+        assert done.status_code == 201, done.text
+    await asyncio.sleep(1.2)  # past the policy's second after the end
+    run = await client.post(f"/v1/exams/{exam}/retention/runs", headers=world.organiser)
+    assert run.json()["failed_groups"] == []
+    # Readmitted, not yet back: may rejoin at any moment, and is not gone.
+    assert len(await versions(runtime, "cn-north", f"{exam}/recordings/{cid}/")) == 2
+
+
 async def test_policies_without_a_duration_or_with_a_negative_one_are_refused(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:

@@ -81,5 +81,45 @@ async def test_logout_ends_the_staff_members_whep_sessions(
         return bool(stats["live_sessions"] == watching - 1)
 
     await until(closed_on_the_shard, within=20, every=0.1)
+    # The proctor's talk-back goes on: only the ended candidate's sessions ended.
+    assert await media.sessions.get(proctor.session_id) is not None
     # The camera goes on: only the logged-out viewer's session ended.
     assert await media.sessions.get(publisher.session_id) is not None
+
+
+async def test_a_proctors_end_ends_the_candidates_media(
+    client: httpx.AsyncClient, app: FastAPI, media: MediaPlane, peers: Peers
+) -> None:
+    runtime = runtime_of(app)
+    world = await new_exam(client, runtime, {"r1": ["3001"]})
+    cid = world.candidate_ids["3001"]
+    candidate = await joined_candidate(client, world.exam_id, "3001")
+    camera = peers.keep(await webrtc.whip_publish(client, "/v1/whip/me/camera", candidate))
+    assert camera.response.status_code == 201, camera.response.text
+    talk = f"/v1/whip/exams/{world.exam_id}/rooms/r1/talkback?to={cid}"
+    proctor = peers.keep(await webrtc.whip_publish(client, talk, world.proctors["r1"], video=False))
+    assert proctor.response.status_code == 201, proctor.response.text
+    hearing = peers.keep(await webrtc.whep_watch(client, "/v1/whep/me/talkback", candidate))
+    assert hearing.response.status_code == 201, hearing.response.text
+    listener_id = hearing.location.rsplit("/", 1)[1]
+    record = await media.sessions.get(camera.session_id)
+    assert record is not None
+    live = (await media.router.stats(record.shard))["live_sessions"]
+
+    ended = await client.post(
+        f"/v1/exams/{world.exam_id}/rooms/r1/candidates/{cid}/end",
+        headers=world.proctors["r1"],
+    )
+    assert ended.status_code == 201, ended.text
+
+    assert await media.sessions.get(camera.session_id) is None
+    assert await media.sessions.get(listener_id) is None
+    assert await runtime.redis.exists(keys.talkback_listeners_key(world.exam_id, cid)) == 0
+
+    async def closed_on_the_shard() -> bool:
+        stats = await media.router.stats(record.shard)
+        return bool(stats["live_sessions"] <= live - 2)
+
+    await until(closed_on_the_shard, within=20, every=0.1)
+    # The proctor's talk-back goes on: only the ended candidate's sessions ended.
+    assert await media.sessions.get(proctor.session_id) is not None
