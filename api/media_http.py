@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 
@@ -228,7 +228,7 @@ async def end_candidate_sessions(runtime: RuntimeDep, exam_id: str, cid: str) ->
         for source in PUBLISHED_SOURCES
     ]
     listeners_key = keys.talkback_listeners_key(exam_id, cid)
-    listening = await runtime.redis.zrange(listeners_key, 0, -1)
+    listening: Any = await runtime.redis.zrange(listeners_key, 0, -1)
     found += [await sessions.get(text(m)) for m in listening]
     ended = 0
     for session in found:
