@@ -21,7 +21,19 @@ The ways take turns for `--rounds` rounds (relay, forward, relay, forward...),
 so that a change in the machine's speed during the run falls on both; the
 figures are the median round's, and every round's ratio is printed.
 
+With `--publishers N` (40 when no N is given) it measures ingest instead: the
+forwarder's CPU per publisher-second while N publishers (the same clip, no
+viewers, no recording) send to it, for each way of receiving UDP, in turns
+as above:
+
+- sockets: one ephemeral socket per peer connection (aioice's way, `udp_port` 0);
+- port: one UDP port for the shard (`actors.media.aiortc.udp_mux`), its
+  socket drained by one reader callback per wakeup (`udp_batch_reads`);
+- port-unbatched: the same port read through an asyncio datagram transport,
+  one `datagram_received` call per datagram.
+
     examday bench media [--json] [--viewers 10] [--seconds 8] [--rounds 3] [--recording]
+    examday bench media --publishers [N] [--json] [--seconds 8] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -32,6 +44,8 @@ import fractions
 import json
 import multiprocessing
 import multiprocessing.connection
+import socket
+import statistics
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -40,11 +54,13 @@ from typing import Any
 import av
 import numpy as np
 import numpy.typing as npt
+import psutil
 from aiortc import RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from actors.media.aiortc import rtc
+from actors.media.session import PublishSession
 from actors.media.sfu import Forwarder
 from infra.settings.media import MediaSettings
 from loadtests.webrtc import FPS, HEIGHT, WIDTH, encode_vp8
@@ -137,9 +153,9 @@ async def _discard(data: bytes, index: object) -> None:
 
 
 class ForwardSfu:
-    def __init__(self, recording: bool = False) -> None:
-        settings = MediaSettings(recording_enabled=recording, max_sessions=10_000)
-        self.forwarder = Forwarder(settings, segment_sink=_discard)
+    def __init__(self, recording: bool = False, **settings: Any) -> None:
+        media = MediaSettings(recording_enabled=recording, max_sessions=10_000, **settings)
+        self.forwarder = Forwarder(media, segment_sink=_discard)
         self.source = ""
 
     async def publish(self, offer: str) -> str:
@@ -151,19 +167,56 @@ class ForwardSfu:
         answer, _ = await self.forwarder.subscribe(offer, [self.source])
         return answer
 
+    def received(self) -> dict[str, int]:
+        """RTP packets received so far, by publisher session."""
+        return {
+            s.id: sum(t.packets_in for t in s.tracks.values())
+            for s in self.forwarder.sessions()
+            if isinstance(s, PublishSession)
+        }
+
     async def close(self) -> None:
         await self.forwarder.close()
 
 
+# Ingest ways: the media settings of each (`udp_port` is filled in by the SFU process).
+INGEST_WAYS: dict[str, dict[str, Any]] = {
+    "sockets": {"udp_port": 0},
+    "port": {"udp_batch_reads": True},
+    "port-unbatched": {"udp_batch_reads": False},
+}
+PORT_SPAN = 64
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((LOOPBACK[0], 0))
+        return int(sock.getsockname()[1])
+
+
+def _sfu(mode: str) -> RelaySfu | ForwardSfu:
+    if mode == "relay":
+        return RelaySfu()
+    if mode.startswith("ingest-"):
+        settings: dict[str, Any] = {"udp_port": _free_port(), "udp_port_span": PORT_SPAN}
+        settings.update(INGEST_WAYS[mode.removeprefix("ingest-")])
+        return ForwardSfu(**settings)
+    return ForwardSfu(recording=mode == "forward-recording")
+
+
 async def _serve(mode: str, conn: multiprocessing.connection.Connection) -> None:
-    sfu: RelaySfu | ForwardSfu = (
-        RelaySfu() if mode == "relay" else ForwardSfu(recording=mode == "forward-recording")
-    )
+    sfu = _sfu(mode)
     loop = asyncio.get_running_loop()
     while True:
         command, argument = await loop.run_in_executor(None, conn.recv)
         if command == "publish":
             conn.send(await sfu.publish(argument))
+        elif command == "received":
+            conn.send(sfu.received() if isinstance(sfu, ForwardSfu) else {})
+        elif command == "sockets":
+            conn.send(len(psutil.Process().net_connections(kind="udp")))
+        elif command == "stats":
+            conn.send(await sfu.forwarder.stats() if isinstance(sfu, ForwardSfu) else {})
         elif command == "subscribe":
             conn.send(await sfu.subscribe(argument))
         elif command == "cpu":
@@ -327,6 +380,126 @@ def run(
     }
 
 
+async def measure_ingest(
+    way: str, clip: list[bytes], publishers: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    """One ingest way, in a fresh SFU process: `publishers` publishers, nothing else."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=sfu_process, args=(f"ingest-{way}", child))
+    process.start()
+    peers = [rtc.ScopedPeerConnection(LOOPBACK) for _ in range(publishers)]
+    try:
+        for pc in peers:
+            pc.addTransceiver(ClipTrack(clip), direction="sendonly")
+            answer = await _ask(parent, "publish", await _offer(pc))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        for _ in range(600):  # 60 s at most for every publisher's media to arrive
+            if sum(1 for n in (await _ask(parent, "received")).values() if n) == publishers:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(warmup)
+        sockets = int(await _ask(parent, "sockets"))
+        before = await _ask(parent, "received")
+        cpu = await _window(parent, seconds)
+        after = await _ask(parent, "received")
+        stats = await _ask(parent, "stats")
+        await _ask(parent, "stop")
+    finally:
+        for pc in peers:
+            await pc.close()
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+    packets = sum(after.values()) - sum(before.values())
+    # Per publisher-second of those that sent during the window: on a loaded machine some
+    # may not have connected in time; how many did is reported next to the figure.
+    sending = sum(1 for session, n in after.items() if n > before.get(session, 0))
+    return {
+        "cpu_s": round(cpu, 3),
+        "cpu_ms_per_publisher_second": round(1000 * cpu / (max(sending, 1) * seconds), 3),
+        "cpu_us_per_packet": round(1e6 * cpu / packets, 1) if packets else None,
+        "packets_per_second": round(packets / seconds),
+        "publishers_sending": sending,
+        "udp_sockets": sockets,
+        # Sessions closed on the way (never connected in `connect_timeout_s`), mux drops.
+        "sessions_closed": publishers - int(stats.get("live_sessions", publishers)),
+        **{k: v for k, v in stats.items() if k.startswith("udp_mux_dropped")},
+    }
+
+
+def run_ingest(
+    publishers: int = 40, seconds: float = 8.0, warmup: float = 2.0, rounds: int = 3
+) -> dict[str, Any]:
+    """Each ingest way, `rounds` times in turn, with the same clip; the median round of each."""
+    clip = encode_clip()
+    measured: dict[str, list[dict[str, Any]]] = {way: [] for way in INGEST_WAYS}
+    for _ in range(rounds):
+        for way in INGEST_WAYS:
+            measured[way].append(
+                asyncio.run(measure_ingest(way, clip, publishers, seconds, warmup))
+            )
+    key = "cpu_ms_per_publisher_second"
+    median = {
+        way: sorted(runs, key=lambda r: float(r[key]))[(rounds - 1) // 2]
+        for way, runs in measured.items()
+    }
+    per_round = [
+        round(_ratio(port[key], sockets[key]), 2)
+        for port, sockets in zip(measured["port"], measured["sockets"], strict=True)
+    ]
+    ratio = _ratio(median["port"][key], median["sockets"][key])
+    return {
+        "stream": f"{WIDTH}x{HEIGHT}@{FPS}fps VP8 ~{BITRATE // 1000} kbps per publisher",
+        "publishers": publishers,
+        "seconds": seconds,
+        "rounds": rounds,
+        "ways": median,
+        key + "_per_round": {way: [r[key] for r in runs] for way, runs in measured.items()},
+        "ratio_port_to_sockets": round(ratio, 2),
+        "ratio_port_unbatched_to_sockets": round(
+            _ratio(median["port-unbatched"][key], median["sockets"][key]), 2
+        ),
+        "ratio_per_round": per_round,
+        "ratio_median_of_rounds": round(statistics.median(per_round), 2),
+        "goal_3_ms": median["port"][key] <= 3.0,
+        "goal_half": ratio <= 0.5,
+    }
+
+
+INGEST_LABELS = {
+    "sockets": "one socket per connection",
+    "port": "one port, batched reads",
+    "port-unbatched": "one port, a call per datagram",
+}
+
+
+def ingest_summary(figures: dict[str, Any]) -> str:
+    key = "cpu_ms_per_publisher_second"
+    lines = [
+        f"ingest: {figures['publishers']} publishers, {figures['stream']}, "
+        f"{figures['seconds']} s windows, median of {figures['rounds']} rounds",
+        f"  {'':32} {'CPU ms/publisher-s':>19} {'CPU us/packet':>14} {'packets/s':>10} "
+        f"{'sending':>8} {'UDP sockets':>12}",
+    ]
+    for way, label in INGEST_LABELS.items():
+        f = figures["ways"][way]
+        lines.append(
+            f"  {label:32} {f[key]:>19.3f} {f['cpu_us_per_packet'] or 0:>14.1f} "
+            f"{f['packets_per_second']:>10} {f['publishers_sending']:>8} {f['udp_sockets']:>12}"
+        )
+    lines.append(
+        f"ratio one port / one socket per connection: {figures['ratio_port_to_sockets']} "
+        f"(per round {', '.join(map(str, figures['ratio_per_round']))}); "
+        f"unbatched: {figures['ratio_port_unbatched_to_sockets']}"
+    )
+    lines.append(
+        f"goals: one port <= 3 ms: {'met' if figures['goal_3_ms'] else 'NOT met'}; "
+        f"at most half the per-connection figure: {'met' if figures['goal_half'] else 'NOT met'}"
+    )
+    return "\n".join(lines)
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("inf")
 
@@ -362,6 +535,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--recording", action="store_true", help="also measure with the publisher recorded"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--publishers",
+        type=int,
+        nargs="?",
+        const=40,
+        default=None,
+        help="measure ingest CPU per publisher-second with N publishers (default 40) instead",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= 15:
         parser.error("--rounds must be between 1 and 15")
@@ -369,6 +550,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--viewers must be between 1 and 200")
     if not 1 <= args.seconds <= 300:
         parser.error("--seconds must be between 1 and 300")
+    if args.publishers is not None:
+        if not 1 <= args.publishers <= 500:
+            parser.error("--publishers must be between 1 and 500")
+        ingest = run_ingest(args.publishers, args.seconds, args.warmup, args.rounds)
+        print(json.dumps(ingest) if args.json else ingest_summary(ingest))
+        return 0
     figures = run(args.viewers, args.seconds, args.warmup, args.recording, args.rounds)
     print(json.dumps(figures) if args.json else summary(figures))
     return 0

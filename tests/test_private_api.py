@@ -40,7 +40,7 @@ RAY_HOME = "cluster/ray_private.py"
 AIORTC_PACKAGES = frozenset({"aiortc", "aioice"})
 # Registry names that are also everyday Python names: reported only when read
 # from something imported from aiortc or aioice.
-EVERYDAY_NAMES = frozenset({"random"})
+EVERYDAY_NAMES = frozenset({"random", "data_received"})  # asyncio protocols have one too
 AIORTC_NAMES = frozenset(AIORTC_PRIVATE_API.values()) - EVERYDAY_NAMES
 RAY_NAMES = frozenset(
     part
@@ -203,6 +203,9 @@ OPTIONS = sorted(RAY_NAMES - {RAY_INTERNALS.split(".")[1]})[0]
         "from aioice.ice import Connection\nConnection._unknown_to_the_registry = None\n",
         "import aioice.ice as ice\nprint(ice.Connection(ice_controlling=True)._local_candidates)\n",
         f"from aiortc.rtcrtpreceiver import {DECODER_WORKER}\n",
+        f"def ufrag(c):\n    return c.{AIORTC_PRIVATE_API['ice_local_username']}\n",
+        f"from aioice.ice import {AIORTC_PRIVATE_API['stun_protocol']}\n",
+        "import aioice.ice\ndeliver = aioice.ice.Connection.data_received\n",
         "from aiortc.rtcrtpsender import _private_helper\n",
         "class Tapped:\n    def __init__(self, pc):\n"
         f"        pc.sender.{SEND_RTCP} = self.on_rtcp\n",
@@ -227,6 +230,7 @@ def test_a_planted_private_use_is_reported(source: str) -> None:
         "class Track:\n    def __init__(self):\n"
         f"        self.{AIORTC_PRIVATE_API['sender_ssrc']} = None\n",
         "import random\nimport numpy as np\nx = random.random() + np.random.rand()\n",
+        "class Reader:\n    def go(self, protocol):\n        protocol.data_received(b'')\n",
         "from aiortc import RTCPeerConnection\n"
         "pc = RTCPeerConnection()\npc.addTransceiver('video')\n",
         "import ray\nray.init(address='auto')\n",

@@ -24,6 +24,7 @@ from aiortc import RTCSessionDescription
 
 from actors.media import codec_choice, sdp, trickle
 from actors.media.aiortc import rtc
+from actors.media.aiortc.udp_mux import UdpMux
 from actors.media.fanout import ForwardTrack, PublishedTrack
 from actors.media.frame_sampler import FrameSampler, SampleCallback
 from actors.media.recording import Recorder, SegmentSink
@@ -63,6 +64,8 @@ class Forwarder:
         )
         self._closed = False
         self.peer_connections_created = 0
+        self._muxes: dict[str, UdpMux] = {}  # host address -> the shard's port on it
+        self._muxes_opening = asyncio.Lock()
         rtc.install(shared_rtcp_ticks=True)  # this process serves media: one wakeup, many reports
 
     @property
@@ -71,6 +74,43 @@ class Forwarder:
 
     def sessions(self) -> list[Session]:
         return list(self._sessions.values())
+
+    @property
+    def muxes(self) -> dict[str, UdpMux]:
+        """The shard's UDP ports (`udp_port`), by host address; empty with one per connection."""
+        return dict(self._muxes)
+
+    async def start(self) -> None:
+        """Bind the shard's UDP port(s) when `udp_port` asks for one (idempotent).
+
+        `publish` and `subscribe` call it too; a shard calls it as it starts, so a
+        port it cannot have fails the start rather than the first session.
+        """
+        if not self.settings.udp_port or self._muxes:
+            return
+        async with self._muxes_opening:
+            if self._muxes or self._closed:
+                return
+            announced = self.settings.announced()
+            opened: dict[str, UdpMux] = {}
+            try:
+                for address in self.settings.host_addresses:
+                    opened[address] = await UdpMux.open(
+                        address,
+                        port=self.settings.udp_port,
+                        span=self.settings.udp_port_span,
+                        announced=announced.get(address),
+                        batch_reads=self.settings.udp_batch_reads,
+                    )
+            except OSError as exc:
+                for mux in opened.values():
+                    await mux.close()
+                raise Unavailable(
+                    f"cannot bind the media UDP port: {exc}",
+                    reason="media_port_unavailable",
+                    retry_after=self.settings.retry_after_s,
+                ) from exc
+            self._muxes = opened
 
     def session(self, session_id: str) -> Session:
         if session_id not in self._sessions:
@@ -89,6 +129,7 @@ class Forwarder:
         offer = self._parse(offer_sdp, content_type)
         sdp.check_publish(offer)
         prefs = [self._preferences(media) for media in offer.media]
+        await self.start()
         pc = self._allocate(session_id)
         session = PublishSession(session_id or uuid.uuid4().hex, pc, offer, source)
         self._sessions[session.id] = session
@@ -121,6 +162,7 @@ class Forwarder:
         offer = self._parse(offer_sdp, content_type)
         sdp.check_subscribe(offer, max_tracks=self.settings.max_subscribe_tracks)
         plan = self._assign(offer, sources)
+        await self.start()
         pc = self._allocate(session_id)
         session = ViewSession(session_id or uuid.uuid4().hex, pc, offer, sources)
         self._sessions[session.id] = session
@@ -196,6 +238,9 @@ class Forwarder:
             await self.close_session(session.id)
         if self._sampler is not None:
             await self._sampler.close()
+        muxes, self._muxes = self._muxes, {}
+        for mux in muxes.values():
+            await mux.close()
 
     async def stats(self) -> dict[str, int]:
         """Counters since start; `decodes` and `encodes` stay 0 unless sampling decodes."""
@@ -208,6 +253,8 @@ class Forwarder:
         counts["samples"] += self._sampler.samples if self._sampler else 0
         counts["encodes"] += 0  # reported even when zero: the point of forwarding
         counts["live_sessions"] = len(self._sessions)
+        for mux in self._muxes.values():
+            counts.update({f"udp_mux_{name}": n for name, n in mux.counts.items()})
         counts["peer_connections_created"] = self.peer_connections_created
         return dict(counts)
 
@@ -268,7 +315,9 @@ class Forwarder:
                 retry_after=self.settings.retry_after_s,
             )
         self.peer_connections_created += 1
-        return rtc.ScopedPeerConnection(self.settings.host_addresses)
+        return rtc.ScopedPeerConnection(
+            self.settings.host_addresses, announced=self.settings.announced(), muxes=self._muxes
+        )
 
     async def _apply(self, session: Session, offer: sdp.Offer) -> None:
         text = trickle.drop_candidates(offer.text, self._allow)

@@ -71,9 +71,13 @@ class MediaShard:
             settings.ray_namespace, self.tags, in_flight=settings.media.monitor_in_flight
         )
         # Created here, on the actor's event loop, where all its sessions live.
+        # On a Ray node of its own, it binds and announces that node's address when asked.
+        node = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+        self.media = settings.media.on_node(node)
         self.forwarder = Forwarder(
-            settings.media, segment_sink=self.segments, on_sample=self.faces.observe
+            self.media, segment_sink=self.segments, on_sample=self.faces.observe
         )
+        await self.forwarder.start()  # its UDP port, when it has one: a taken one fails here
         self.started = time.time()
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # the first reading only starts the measurement

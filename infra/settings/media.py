@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class MediaSettings(BaseModel):
@@ -72,6 +72,22 @@ class MediaSettings(BaseModel):
     # Attempts at storing one recorded segment before it counts as failed.
     store_attempts: int = Field(default=4, ge=1, le=10)
 
+    # Addresses and ports (the media shard's; `host_addresses` above are what it binds).
+    # What its ICE candidates announce for each host address, in the same order (a node's
+    # public address when it binds a private one); empty: the host addresses themselves.
+    announced_addresses: tuple[str, ...] = ()
+    # A media shard binds (and, unless `announced_addresses` says otherwise, announces)
+    # the IP address of the Ray node it runs on, in place of `host_addresses`.
+    use_node_address: bool = False
+    # One UDP port per media shard (ICE mux): all its peer connections share one socket
+    # per host address, on the first free port of udp_port .. udp_port + udp_port_span - 1
+    # (so several shards of one node each take one). 0: one ephemeral socket per connection.
+    udp_port: int = Field(default=0, ge=0, le=65535)
+    udp_port_span: int = Field(default=1, ge=1, le=1024)
+    # The shared socket is drained by one reader callback per wakeup (several datagrams a
+    # call) rather than read through an asyncio datagram transport (one call a datagram).
+    udp_batch_reads: bool = True
+
     @field_validator("host_addresses")
     @classmethod
     def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -106,3 +122,31 @@ class MediaSettings(BaseModel):
         if unknown:
             raise ValueError(f"cannot forward {unknown}; known: {sorted(known)}")
         return value
+
+    @field_validator("announced_addresses")
+    @classmethod
+    def _announced(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            ipaddress.ip_address(address)
+        return value
+
+    @model_validator(mode="after")
+    def _ports_and_announced(self) -> MediaSettings:
+        binds = 1 if self.use_node_address else len(self.host_addresses)
+        if self.announced_addresses and len(self.announced_addresses) != binds:
+            raise ValueError(f"announced_addresses needs one address per bound one ({binds})")
+        if self.udp_port and self.udp_port + self.udp_port_span - 1 > 65535:
+            raise ValueError("udp_port + udp_port_span - 1 is beyond 65535")
+        return self
+
+    def on_node(self, node_address: str) -> MediaSettings:
+        """These settings for a shard on the node at `node_address` (`use_node_address`)."""
+        if not self.use_node_address:
+            return self
+        ipaddress.ip_address(node_address)
+        return self.model_copy(update={"host_addresses": (node_address,)})
+
+    def announced(self) -> dict[str, str]:
+        """Bound address -> the address its candidates announce (only those that differ)."""
+        pairs = zip(self.host_addresses, self.announced_addresses, strict=False)
+        return {bound: shown for bound, shown in pairs if bound != shown}

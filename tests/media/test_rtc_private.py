@@ -43,6 +43,9 @@ async def test_this_aiortc_has_every_private_detail_we_use() -> None:
         (RTCRtpSender, "rtcp_send"),
         (RTCRtpReceiver, "rtcp_send"),
         (RTCDtlsTransport, "transport_rtp_in"),
+        (aioice.ice.Connection, "ice_component_candidates"),
+        (aioice.ice.Connection, "ice_data_in"),
+        (aioice.ice, "stun_protocol"),
     ],
 )
 async def test_a_renamed_detail_is_reported(
@@ -95,7 +98,14 @@ async def test_a_renamed_instance_attribute_is_reported(
 
 @pytest.mark.parametrize(
     "reported",
-    ["transport_state", "ice_connection", "ice_nominated", "ice_protocols", "ice_consent_task"],
+    [
+        "transport_state",
+        "ice_connection",
+        "ice_nominated",
+        "ice_protocols",
+        "ice_consent_task",
+        "ice_local_username",
+    ],
 )
 async def test_a_renamed_transport_attribute_is_reported(reported: str) -> None:
     # aiortc's own close() needs these, so they are taken away only while checking.
@@ -109,6 +119,7 @@ async def test_a_renamed_transport_attribute_is_reported(reported: str) -> None:
         "ice_nominated": connection,
         "ice_protocols": connection,
         "ice_consent_task": connection,
+        "ice_local_username": connection,
     }
     name = rtc.PRIVATE_API[reported]
     value = getattr(owner[reported], name)
@@ -143,3 +154,13 @@ async def test_an_rtcp_loop_that_waits_otherwise_is_reported(
     assert await rtc.missing_private_api() == ["receiver_rtcp_random"]
     monkeypatch.delattr(RTCRtpSender, rtc.PRIVATE_API["rtcp_loop"])
     assert "sender_rtcp_random" in await rtc.missing_private_api()
+
+
+async def test_a_changed_stun_protocol_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    # actors.media.aiortc.udp_mux subclasses it and routes its STUN transactions.
+    protocol = getattr(aioice.ice, rtc.PRIVATE_API["stun_protocol"])
+
+    async def request(self: Any, request: Any, addr: Any) -> Any: ...
+
+    monkeypatch.setattr(protocol, "request", request)
+    assert await rtc.missing_private_api() == ["stun_protocol"]

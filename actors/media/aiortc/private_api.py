@@ -36,6 +36,14 @@ PRIVATE_API: Final[Mapping[str, str]] = MappingProxyType(
         "ice_nominated": "_nominated",  # on aioice's Connection: component -> CandidatePair
         "ice_protocols": "_protocols",  # on aioice's Connection: one STUN transport a candidate
         "ice_consent_task": "_query_consent_task",  # on aioice's Connection, cancelled by close()
+        # ICE mux (`udp_mux`): gathering makes each connection's host candidates with this
+        # coroutine method of aioice's Connection, (component, addresses, timeout) -> candidates
+        "ice_component_candidates": "get_component_candidates",
+        "ice_local_username": "_local_username",  # on aioice's Connection: its ufrag, a str
+        "ice_data_in": "data_received",  # on aioice's Connection: (data, component), non-STUN
+        # aioice.ice's per-socket protocol, subclassed: (receiver) made, `local_candidate`,
+        # `request` (a STUN transaction), `datagram_received`, `connection_lost`, `close`
+        "stun_protocol": "StunProtocol",
         "receiver_decoder_worker": "decoder_worker",  # in aiortc.rtcrtpreceiver
         "host_addresses": "get_host_addresses",  # in aioice.ice
         "consent_check": "query_consent",  # on aioice.ice.Connection, a coroutine

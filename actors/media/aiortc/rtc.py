@@ -43,6 +43,15 @@ What is swapped process-wide is swapped by one call, `install`.
   on every interface. `ScopedPeerConnection` makes that function return its own
   address list while it gathers (a context variable, so other connections in
   the process are untouched); aiortc gathers in `setLocalDescription` only.
+  The same context carries what the candidates announce (`announced`: a
+  host address -> the address put into the SDP, a node's public one) and the
+  shard's `UdpMux`es (`actors.media.aiortc.udp_mux`, one UDP port per shard):
+  aioice's `Connection.get_component_candidates` (`install` wraps it) then
+  binds no socket for a host address that has a mux, but attaches the
+  connection to the mux (a `StunProtocol` subclass in `_protocols`, non-STUN
+  datagrams handed to the connection's `data_received`; a ufrag another live
+  connection of the mux holds is redrawn in `_local_username`), and rewrites
+  the host candidates it did bind to their announced address.
 - RTCP timing: aiortc's sender and receiver loops wait
   `asyncio.sleep(0.5 + random.random())` between reports, `random` being
   their module's import; `actors.media.aiortc.rtcp_ticks` puts a stand-in there that ends
@@ -73,12 +82,15 @@ import contextvars
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
+import aioice
 import aioice.ice
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
+from aioice.candidate import candidate_foundation
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -94,6 +106,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from actors.media.aiortc import ice_consent, rtcp_ticks
 from actors.media.aiortc.private_api import PRIVATE_API as PRIVATE_API
+from actors.media.aiortc.udp_mux import UdpMux
 from infra.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -114,6 +127,21 @@ SENDER_COUNTERS: Final = (
 _HOST_ADDRESSES: Final[contextvars.ContextVar[tuple[str, ...] | None]] = contextvars.ContextVar(
     "examday_ice_host_addresses", default=None
 )
+COMPONENT_CANDIDATES_PARAMS: Final = ("self", "component", "addresses", "timeout")
+STUN_REQUEST_PARAMS: Final = ("self", "request", "addr", "integrity_key", "retransmissions")
+
+
+@dataclass(frozen=True)
+class GatheringPlan:
+    """How a `ScopedPeerConnection` gathers beyond its host addresses."""
+
+    announced: Mapping[str, str] = field(default_factory=dict)  # host address -> in the SDP
+    muxes: Mapping[str, UdpMux] = field(default_factory=dict)  # host address -> its shared port
+
+
+_GATHERING: Final[contextvars.ContextVar[GatheringPlan | None]] = contextvars.ContextVar(
+    "examday_ice_gathering", default=None
+)
 
 
 async def missing_private_api() -> list[str]:
@@ -127,6 +155,7 @@ async def missing_private_api() -> list[str]:
     consent_check = getattr(aioice.ice.Connection, PRIVATE_API["consent_check"], None)
     if not inspect.iscoroutinefunction(consent_check):
         missing.append("consent_check")
+    missing += _missing_mux_api()
     for name, module, owner in RTCP_LOOPS:
         draw = getattr(getattr(module, PRIVATE_API[name], None), "random", None)
         loop = getattr(owner, PRIVATE_API["rtcp_loop"], None)
@@ -152,6 +181,38 @@ async def missing_private_api() -> list[str]:
         missing += _missing_rtp_api(receiver, sender)
     finally:
         await pc.close()
+    return missing
+
+
+def _params(function: object) -> tuple[str, ...]:
+    function = inspect.unwrap(function)  # type: ignore[arg-type]
+    try:
+        return tuple(inspect.signature(function).parameters)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return ()
+
+
+def _missing_mux_api() -> list[str]:
+    """What `udp_mux` needs of aioice's classes (their instances are checked with the pc's)."""
+    missing = []
+    gather = getattr(aioice.ice.Connection, PRIVATE_API["ice_component_candidates"], None)
+    gather = getattr(gather, "examday_original", gather)
+    if not inspect.iscoroutinefunction(gather) or _params(gather) != COMPONENT_CANDIDATES_PARAMS:
+        missing.append("ice_component_candidates")
+    if not callable(getattr(aioice.ice.Connection, PRIVATE_API["ice_data_in"], None)):
+        missing.append("ice_data_in")
+    protocol = getattr(aioice.ice, PRIVATE_API["stun_protocol"], None)
+    if not (
+        isinstance(protocol, type)
+        and _params(protocol) == ("receiver",)
+        and _params(getattr(protocol, "request", None)) == STUN_REQUEST_PARAMS
+        and inspect.iscoroutinefunction(getattr(protocol, "close", None))
+        and all(
+            callable(getattr(protocol, name, None))
+            for name in ("connection_made", "connection_lost", "datagram_received")
+        )
+    ):
+        missing.append("stun_protocol")
     return missing
 
 
@@ -199,6 +260,9 @@ def _missing_transport_api(dtls: RTCDtlsTransport) -> list[str]:
         missing.append("ice_protocols")
     if not hasattr(connection, PRIVATE_API["ice_consent_task"]):
         missing.append("ice_consent_task")
+    username = getattr(connection, PRIVATE_API["ice_local_username"], None)
+    if not isinstance(username, str) or username != connection.local_username:
+        missing.append("ice_local_username")
     return missing
 
 
@@ -215,14 +279,17 @@ async def check_private_api() -> None:
 def install(*, shared_rtcp_ticks: bool = False) -> None:
     """Put examday's stand-ins into aiortc and aioice, for this whole process (idempotent).
 
-    Every `ScopedPeerConnection` needs two, and installs them when made: the
-    address filter its gathering goes through, and RFC 7675's consent rule.
+    Every `ScopedPeerConnection` needs three, and installs them when made: the
+    address filter its gathering goes through, the gathering wrapper that
+    attaches it to its shard's `UdpMux` and announces its addresses (a no-op
+    without a `GatheringPlan`), and RFC 7675's consent rule.
     A media shard's `Forwarder` (made as the shard starts) also asks for
     `shared_rtcp_ticks`: the RTCP reports of every peer connection in the
     process then go out on shared ticks (`rtcp_ticks`); clients, such as the
     load tester's, keep aiortc's timing, as browsers do.
     """
     _install_host_filter()
+    _install_gathering()
     ice_consent.install(aioice.ice.Connection, PRIVATE_API["consent_check"])
     if shared_rtcp_ticks:
         for name, module, _ in RTCP_LOOPS:
@@ -249,27 +316,94 @@ def _install_host_filter() -> None:
     setattr(aioice.ice, PRIVATE_API["host_addresses"], scoped)
 
 
-class ScopedPeerConnection(RTCPeerConnection):
-    """A peer connection with no STUN/TURN that gathers on `host_addresses` only."""
+def _install_gathering() -> None:
+    """Wrap aioice's per-component gathering, once per process: muxes, announced addresses.
 
-    def __init__(self, host_addresses: Sequence[str]) -> None:
+    Outside a gathering with a `GatheringPlan` the wrapper calls the original.
+    """
+    name = PRIVATE_API["ice_component_candidates"]
+    current = getattr(aioice.ice.Connection, name)
+    if getattr(current, "examday_original", None) is not None:
+        return
+
+    async def gather(
+        self: aioice.ice.Connection,
+        component: int,
+        addresses: list[str],
+        timeout: int = 5,  # noqa: ASYNC109 (aioice's own parameter, passed on)
+    ) -> list[aioice.Candidate]:
+        plan = _GATHERING.get()
+        if plan is None:
+            return list(await current(self, component, addresses, timeout))
+        own = [address for address in addresses if address not in plan.muxes]
+        candidates: list[aioice.Candidate] = list(await current(self, component, own, timeout))
+        protocols = getattr(self, PRIVATE_API["ice_protocols"])
+        announce = {id(c): plan.announced[c.host] for c in candidates if c.host in plan.announced}
+        for protocol in protocols:
+            if id(protocol.local_candidate) in announce and protocol.local_candidate.type == "host":
+                moved = _announced(protocol.local_candidate, announce[id(protocol.local_candidate)])
+                candidates[candidates.index(protocol.local_candidate)] = moved
+                protocol.local_candidate = moved
+        for address in addresses:
+            if address in plan.muxes:
+                protocol = plan.muxes[address].attach(self, component)
+                protocols.append(protocol)
+                candidates.insert(0, protocol.local_candidate)
+        return candidates
+
+    gather.examday_original = current  # type: ignore[attr-defined]
+    setattr(aioice.ice.Connection, name, gather)
+
+
+def _announced(candidate: aioice.Candidate, host: str) -> aioice.Candidate:
+    return aioice.Candidate(
+        foundation=candidate_foundation("host", "udp", host),
+        component=candidate.component,
+        transport=candidate.transport,
+        priority=candidate.priority,
+        host=host,
+        port=candidate.port,
+        type="host",
+    )
+
+
+class ScopedPeerConnection(RTCPeerConnection):
+    """A peer connection with no STUN/TURN that gathers on `host_addresses` only.
+
+    `announced` maps host addresses to what the candidates say instead; a host
+    address in `muxes` takes no socket of its own: the connection shares the mux's.
+    """
+
+    def __init__(
+        self,
+        host_addresses: Sequence[str],
+        *,
+        announced: Mapping[str, str] | None = None,
+        muxes: Mapping[str, UdpMux] | None = None,
+    ) -> None:
         install()
         super().__init__(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._host_addresses = tuple(host_addresses)
+        self._plan = GatheringPlan(dict(announced or {}), dict(muxes or {}))
 
     async def setLocalDescription(self, sessionDescription: Any = None) -> None:
-        with gathering_on(self._host_addresses):  # aiortc gathers here and nowhere else
+        # aiortc gathers here and nowhere else
+        with gathering_on(self._host_addresses, self._plan):
             await super().setLocalDescription(sessionDescription)
 
 
 @contextlib.contextmanager
-def gathering_on(host_addresses: Sequence[str]) -> Iterator[None]:
-    """ICE gathering started in this context uses `host_addresses` only."""
+def gathering_on(
+    host_addresses: Sequence[str], plan: GatheringPlan | None = None
+) -> Iterator[None]:
+    """ICE gathering started in this context uses `host_addresses` only, as `plan` says."""
     install()
     token = _HOST_ADDRESSES.set(tuple(host_addresses))
+    plan_token = _GATHERING.set(plan if plan and (plan.announced or plan.muxes) else None)
     try:
         yield
     finally:
+        _GATHERING.reset(plan_token)
         _HOST_ADDRESSES.reset(token)
 
 
@@ -442,3 +576,14 @@ def keyframe_requests_ignored(sender: RTCRtpSender) -> Iterator[None]:
 def stun_protocols(connection: aioice.ice.Connection) -> list[aioice.ice.StunProtocol]:
     """An aioice connection's STUN transports, one per local candidate (after gathering)."""
     return list(getattr(connection, PRIVATE_API["ice_protocols"]))
+
+
+def ice_connections(pc: RTCPeerConnection) -> list[aioice.ice.Connection]:
+    """The aioice connections of `pc`'s ICE transports (one, with BUNDLE)."""
+    found: dict[int, aioice.ice.Connection] = {}
+    for transceiver in pc.getTransceivers():
+        connection = getattr(
+            transceiver.receiver.transport.transport, PRIVATE_API["ice_connection"]
+        )
+        found[id(connection)] = connection
+    return list(found.values())
