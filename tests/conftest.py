@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 import pytest_asyncio
 import ray
-import uvicorn
 from fastapi import FastAPI
 
-from api.app import create_app
 from infra import raycluster
 from infra.settings import Settings
 from infra.settings.media import MediaSettings
 from infra.stack import LocalStack, isolated_settings
+from tests.support.serve import served_gateway
 
 
 @pytest.fixture(scope="session")
@@ -48,26 +46,8 @@ def stack(settings: Settings) -> Iterator[LocalStack]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def gateway(stack: LocalStack) -> AsyncIterator[FastAPI]:
     """The gateway app, served by uvicorn on loopback inside the test process."""
-    application = create_app(stack.settings)
-    config = uvicorn.Config(
-        application,
-        host=stack.settings.gateway_host,
-        port=stack.settings.gateway_port,
-        log_level="warning",
-        lifespan="on",
-        timeout_keep_alive=75,
-        proxy_headers=False,  # as infra/services.py starts it: the app judges X-Forwarded-For
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.get_running_loop().create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the gateway did not start"
-        await asyncio.sleep(0.05)
-    try:
+    async with served_gateway(stack.settings) as application:
         yield application
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture(scope="session")

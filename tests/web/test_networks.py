@@ -11,23 +11,19 @@ platform side, watches the candidate's tile and sees the picture move.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from playwright.async_api import Browser, expect
 
-from api.app import create_app
 from infra import services
 from infra.processes import free_port, free_port_block
 from infra.settings import Settings
 from tests.support.factories import new_exam
 from tests.support.netns import PLATFORM, home_network
+from tests.support.serve import served_gateway
 from tests.web.conftest import chromium
 from tests.web.pages import SECONDS, open_candidate, open_console, pass_checks, runtime_of
 from tests.web.test_browser import frame_of
@@ -80,28 +76,6 @@ def _front_settings(settings: Settings, state: Path) -> Settings:
     )
 
 
-@asynccontextmanager
-async def _served(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    config = uvicorn.Config(
-        application,
-        host=settings.gateway_host,
-        port=settings.gateway_port,
-        log_level="warning",
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.get_running_loop().create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the home-facing gateway did not start"
-        await asyncio.sleep(0.05)
-    try:
-        yield application
-    finally:
-        server.should_exit = True
-        await task
-
-
 @pytest.mark.parametrize("network", ["nat", "udp_blocked"])
 async def test_a_candidate_reachable_only_through_turn_is_watched_by_the_proctor(
     network: str,
@@ -119,7 +93,7 @@ async def test_a_candidate_reachable_only_through_turn_is_watched_by_the_proctor
         relay.start()
         try:
             relay.wait_healthy(lambda: services.turn_healthy(front), 20)
-            async with _served(front):
+            async with served_gateway(front):
                 world = await new_exam(client, runtime_of(app), {"r1": ["1001"]})
                 cid = world.candidate_ids["1001"]
                 username = (await client.get("/v1/staff/me", headers=world.proctors["r1"])).json()[
