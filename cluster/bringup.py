@@ -35,11 +35,27 @@ def stop_on_signals(stop: threading.Event) -> None:
         signal.signal(sig, handler)
 
 
-def up(settings: Settings, *, nodes: int, demo: bool) -> int:
-    stack = LocalStack(settings, nodes=nodes)
+def up(
+    settings: Settings,
+    *,
+    nodes: int,
+    demo: bool,
+    autoscale: bool = False,
+    idle_timeout_s: float = 60.0,
+) -> int:
     stop = threading.Event()
+    stack = LocalStack(settings, nodes=nodes)
+    if autoscale:
+        from cluster import loopback_nodes
+
+        stack.autoscaling = loopback_nodes.local_config(settings, idle_timeout_s)
+    if settings.ops.controller_autostart:
+        # Before the gateway: the controller spreads the shards over the nodes
+        # (`ShardController.place`), which the gateway then finds running.
+        stack.before_gateway = lambda: _start_controller_or_warn(settings, stop)
     stop_on_signals(stop)
-    print(f"examday: starting {nodes} Ray node(s), state in {settings.state_dir.resolve()}")
+    what = "a Ray head and autoscaled media nodes" if autoscale else f"{nodes} Ray node(s)"
+    print(f"examday: starting {what}, state in {settings.state_dir.resolve()}")
     stack.start()
     try:
         print(f"examday: up in {stack.timings['total']:.1f}s")
@@ -51,8 +67,6 @@ def up(settings: Settings, *, nodes: int, demo: bool) -> int:
         )
         print(f"  ray       {settings.ray_head_address}")
         print(f"  state     {settings.state_dir.resolve()}  (logs in logs/)")
-        if settings.ops.controller_autostart:
-            start_controller(settings, stop)
         if demo:
             commands.run_demo(settings, stop)
         print("examday: running; Ctrl-C (or `examday down`) stops everything")
@@ -63,6 +77,10 @@ def up(settings: Settings, *, nodes: int, demo: bool) -> int:
         stack.stop()
         print("examday: stopped")
     return 0
+
+
+def _start_controller_or_warn(settings: Settings, stop: threading.Event) -> None:
+    start_controller(settings, stop)
 
 
 def start_controller(settings: Settings, stop: threading.Event) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from cluster import commands as cli_commands
 from infra.settings import Settings
+from infra.stack import MAX_LOCAL_NODES
 from infra.tokens import STAFF_ROLES
 
 
@@ -16,8 +17,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="start the embedded platform and stay in the foreground")
-    up.add_argument("--nodes", type=int, choices=(1, 2), default=1, help="local Ray nodes")
+    up.add_argument(
+        "--nodes",
+        type=int,
+        choices=range(1, MAX_LOCAL_NODES + 1),
+        default=1,
+        help="local Ray nodes (127.0.0.2 up)",
+    )
     up.add_argument("--demo", action="store_true", help="then run a short simulated exam")
+    up.add_argument(
+        "--autoscale",
+        action="store_true",
+        help="media nodes (127.0.0.3, .4) added and removed by Ray's autoscaler, as on KubeRay",
+    )
+    up.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="with --autoscale: seconds before an idle node is removed (60)",
+    )
 
     names = ", ".join(cli_commands.benchmarks())
     bench = commands.add_parser(
@@ -75,7 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cluster import bringup
 
     if args.command == "up":
-        return bringup.up(settings, nodes=args.nodes, demo=args.demo)
+        if args.autoscale and args.nodes != 1:
+            raise SystemExit("--autoscale starts its nodes itself: no --nodes with it")
+        return bringup.up(
+            settings,
+            nodes=args.nodes,
+            demo=args.demo,
+            autoscale=args.autoscale,
+            idle_timeout_s=args.idle_timeout,
+        )
     if args.command == "down":
         return bringup.down(settings)
     if args.command == "status":

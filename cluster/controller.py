@@ -22,6 +22,10 @@ plane's resource, so that the planes follow the cluster's size.
   directory, a `reconnect` event (`reason: scale_down`) to each of its rooms,
   `controller_media_drain_s` for the clients to re-POST elsewhere, then stopped.
 
+Every shard it starts is placed by `cluster.placement` (the node holding the fewest of
+its plane's shards), and `start` first starts, placed, the shards the gateways make sure
+exist (`place`).
+
 Every decision is logged with its reason (a JSON line with `plane`, `action`,
 `reason`, `shards`, `load` when logs are JSON) and counted in Redis, which
 `GET /metrics/cluster` exports once for the cluster as the Prometheus counter
@@ -47,9 +51,11 @@ import ray
 
 from actors.ingest.shard import LogIngest
 from actors.media.client import MediaRouter
+from actors.media.shard import MediaShard
 from actors.media.shard import shard_name as media_shard_name
 from actors.rooms.client import RoomRouter, shard_name
-from cluster import shards
+from actors.rooms.shard import RoomShard
+from cluster import placement, shards
 from cluster.drain import retire_media_shard
 from cluster.scaling import (
     INGEST,
@@ -74,6 +80,12 @@ log = logging.getLogger(__name__)
 CONTROLLER_NAME = "room-shard-controller"
 HISTORY_LENGTH = 100
 INGEST_DRAIN_S = 30.0
+# Each plane's actor class and the node resource it asks for (its `@ray.remote`).
+PLANES: dict[str, tuple[Any, str]] = {
+    ROOMS: (RoomShard, "room_shard"),
+    MEDIA: (MediaShard, "media"),
+    INGEST: (LogIngest, "ingest"),
+}
 
 
 @ray.remote(num_cpus=0, resources={"room_shard": 1}, max_restarts=-1, max_task_retries=0)
@@ -100,11 +112,51 @@ class ShardController:
 
     @traced
     async def start(self) -> bool:
-        """Start the periodic loop (idempotent); returns whether it was already running."""
+        """Start the shards the gateways make sure exist, each placed (`place`), then the
+        periodic loop (idempotent); returns whether the loop was already running."""
+        await self.place()
         running = self._loop is not None and not self._loop.done()
         if not running:
             self._loop = asyncio.get_running_loop().create_task(self._run_forever())
         return running
+
+    @traced
+    async def place(self) -> dict[str, str | None]:
+        """Start, spread over the nodes (`cluster.placement`), every shard a gateway makes
+        sure exists at its start (`EXAMDAY_ROOM_SHARDS`, ...) and every one the directories
+        list, and list them; a no-op for those that run. Run before the gateways start
+        (`examday up` does), the gateways find them instead of starting them all on the
+        node they are connected to. Returns shard -> node (None: waiting for a node)."""
+        async with self.lock:
+            placed: dict[str, str | None] = {}
+            rooms = await self.router.directory.members()
+            room_names = rooms or [shard_name(i) for i in range(self.settings.room_shards)]
+            media = await self.media.directory.members()
+            media_names = _union(media, media_shard_name, self.settings.media_shards)
+            ingest = await self.ingest.members()
+            ingest_names = _union(ingest, keys.ingest_shard_name, self.settings.ingest.shards)
+            for plane, names, members, directory in (
+                (ROOMS, room_names, rooms, self.router.directory),
+                (MEDIA, media_names, media, self.media.directory),
+                (INGEST, ingest_names, ingest, self.ingest),
+            ):
+                for name in names:
+                    known = {n: node for n, node in placed.items() if node and n in names}
+                    placed[name] = await self._start_shard(plane, name, names, known)
+                    if name not in members:
+                        await directory.add(name, {})
+            return placed
+
+    async def _start_shard(
+        self, plane: str, name: str, peers: list[str], known: dict[str, str] | None = None
+    ) -> str | None:
+        actor_class, resource = PLANES[plane]
+        args = (self.settings, name)
+        node = await placement.start(
+            actor_class, name, self.settings.ray_namespace, args, resource, peers, known
+        )
+        log.info("controller: %s shard %s on node %s", plane, name, node or "(pending)")
+        return node
 
     @traced
     async def running(self) -> bool:
@@ -130,7 +182,9 @@ class ShardController:
         since = time.monotonic() - self.changed_at[ROOMS]
         decision = decide_load(list(loads.values()), bounds, since, ROOMS)
         if decision.action == "grow":
-            await self.router.add_shard(_first_free(shard_name, loads))
+            name = _first_free(shard_name, loads)
+            await self._start_shard(ROOMS, name, list(loads))
+            await self.router.add_shard(name)
         elif decision.action == "shrink":
             ensured = {shard_name(i) for i in range(self.settings.room_shards)}
             lightest = _lightest(loads, ensured)
@@ -152,7 +206,9 @@ class ShardController:
         since = time.monotonic() - self.changed_at[MEDIA]
         decision = decide_load(list(sessions.values()), bounds, since, MEDIA)
         if decision.action == "grow":
-            await self.media.add_shard(_first_free(media_shard_name, sessions))
+            name = _first_free(media_shard_name, sessions)
+            await self._start_shard(MEDIA, name, names)
+            await self.media.add_shard(name)
         elif decision.action == "shrink":
             ensured = {media_shard_name(i) for i in range(self.settings.media_shards)}
             lightest = _lightest(sessions, ensured)
@@ -174,6 +230,7 @@ class ShardController:
         decision = decide_load(list(backlogs.values()), bounds, since, INGEST)
         if decision.action == "grow":
             name = _first_free(keys.ingest_shard_name, backlogs)
+            await self._start_shard(INGEST, name, names)
             await asyncio.to_thread(self.ingest_actors.create, name, self.settings, name)
             await self.ingest.add(name, {})
         elif decision.action == "shrink":
@@ -222,6 +279,10 @@ class ShardController:
             await pipe.execute()
 
     async def _run_forever(self) -> None:
+        try:
+            await self.place()
+        except Exception:  # the steps start what is missing too, in time
+            log.exception("controller: placing the shards failed")
         while True:
             await asyncio.sleep(self.ops.controller_interval_s)
             try:
@@ -232,12 +293,7 @@ class ShardController:
 
 def nodes_offering() -> dict[str, int]:
     """Live nodes, not being drained, per custom resource they offer (blocking)."""
-    from cluster.ray_private import draining_nodes
-
-    try:
-        draining = set(draining_nodes())
-    except Exception:  # the private call is checked by tests; without it, count all
-        draining = set()
+    draining = placement.draining()
     counts: dict[str, int] = {}
     for node in ray.nodes():  # type: ignore[no-untyped-call]
         if node.get("Alive") and node["NodeID"] not in draining:
@@ -273,6 +329,11 @@ def get_or_create(settings: Settings, name: str = CONTROLLER_NAME, *, run: bool 
 async def history(redis: Any, limit: int = 20) -> list[dict[str, Any]]:
     """The controller's latest decisions, newest first."""
     return [json.loads(raw) for raw in await redis.lrange(keys.CONTROLLER_HISTORY, 0, limit - 1)]
+
+
+def _union(members: list[str], name: Callable[[int], str], ensured: int) -> list[str]:
+    """The directory's members, then the shards the gateways make sure exist."""
+    return members + [name(i) for i in range(ensured) if name(i) not in members]
 
 
 def _first_free(name: Callable[[int], str], taken: Container[str]) -> str:

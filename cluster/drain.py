@@ -7,7 +7,8 @@ takeover by the new owners, who rebuild from the journal), with a replacement
 shard elsewhere when fewer than `EXAMDAY_ROOM_SHARDS` would remain; its media
 shards leave the media directory (no new room is assigned to them), each room
 they serve gets a `{"type": "reconnect", ...}` event in its journal (clients
-re-POST their WHIP/WHEP offers, which now go to another shard) and, once empty
+re-POST their WHIP/WHEP offers, which now go to another shard, started first when fewer
+than `EXAMDAY_MEDIA_SHARDS` would remain) and, once empty
 or at the deadline, they drain (recordings flush) and stop; every other named
 actor on the node is restarted by Ray elsewhere. The report says when no named
 actor of the namespace is left on the node.
@@ -24,9 +25,11 @@ from typing import Any
 import ray
 
 from actors.media.client import MediaRouter
+from actors.media.shard import MediaShard
+from actors.media.shard import shard_name as media_shard_name
 from actors.rooms.client import RoomRouter, shard_name
 from actors.rooms.shard import RoomShard
-from cluster import ray_private, shards
+from cluster import placement, ray_private, shards
 from core import keys
 from infra import raycluster
 from infra import redis as redis_conn
@@ -148,6 +151,7 @@ class Drainer:
         for name in sorted(room_shards.intersection(on_node)):
             await self._move_room_shard(name, report)
         for name in sorted(media_shards.intersection(on_node)):
+            await self._replace_media_shard(name, report)
             report.media_rooms[name] = await self._leave_media(name, deadline)
         for name in sorted(set(on_node) - room_shards - media_shards):
             await self._restart_elsewhere(name)
@@ -159,7 +163,7 @@ class Drainer:
         members = await self.rooms.directory.members()
         if len(members) - 1 < self.settings.room_shards:
             replacement = self._free_name(members)
-            await asyncio.to_thread(self._create_shard, replacement)
+            await self._create_shard(replacement, members)
             await self.rooms.directory.add(replacement, {})
             report.replacements.append(replacement)
             members = await self.rooms.directory.members()
@@ -174,14 +178,30 @@ class Drainer:
             index += 1
         return shard_name(index)
 
-    def _create_shard(self, name: str) -> None:
-        # The drained node takes nothing new: any other node offering room_shard will do.
-        RoomShard.options(  # type: ignore[attr-defined]
-            name=name,
-            namespace=self.settings.ray_namespace,
-            get_if_exists=True,
-            lifetime="detached",
-        ).remote(self.settings, name)
+    async def _create_shard(self, name: str, members: list[str]) -> None:
+        # The drained node takes nothing new (`placement.slots` leaves it out): the
+        # node holding the fewest room shards among the others.
+        await placement.start(
+            RoomShard, name, self.settings.ray_namespace, (self.settings, name), "room_shard",
+            members,
+        )  # fmt: skip
+
+    async def _replace_media_shard(self, name: str, report: DrainReport) -> None:
+        """Start a media shard elsewhere first when fewer than `EXAMDAY_MEDIA_SHARDS` would
+        remain: the cameras told to reconnect then have somewhere to go at once."""
+        members = await self.media.directory.members()
+        if len([m for m in members if m != name]) >= self.settings.media_shards:
+            return
+        index = 0
+        while media_shard_name(index) in members:
+            index += 1
+        replacement = media_shard_name(index)
+        await placement.start(
+            MediaShard, replacement, self.settings.ray_namespace, (self.settings, replacement),
+            "media", members,
+        )  # fmt: skip
+        await self.media.add_shard(replacement)
+        report.replacements.append(replacement)
 
     async def _leave_media(self, name: str, deadline: float) -> int:
         return await retire_media_shard(self.rooms, self.media, name, deadline, "node_drain")
@@ -208,7 +228,7 @@ def render(report: DrainReport) -> str:
     for name, count in report.rooms_moved.items():
         lines.append(f"  room shard {name}: {count} rooms handed over, shard stopped")
     for name in report.replacements:
-        lines.append(f"  replacement room shard {name} started elsewhere")
+        lines.append(f"  replacement shard {name} started elsewhere")
     for name, count in report.media_rooms.items():
         lines.append(f"  media shard {name}: {count} rooms told to reconnect, shard stopped")
     for name in report.restarted:

@@ -15,18 +15,22 @@ server and Ray cluster:
 
 - gateway (Deployment, Service, HPA, PDB): the only component that reads the platform's
   keys (token signing, data master, pseudonym, update and audit signing, metrics token),
-  each from a Secret key by name;
+  each from a Secret key by name. Each gateway pod joins the Ray cluster as a node that
+  takes no work (`ray start --address=<head>:6379 --num-cpus=0 --resources='{"gateway":
+  1}'`) and the gateway is a driver on it: no Ray Client (`ray://`, port 10001) on the
+  request path;
 - RayCluster: head (no workload, dashboard on 127.0.0.1), `cpu` (room shards, ingest),
   `media` (media shards; host ports for their UDP sockets, announced address from the
   node), `gpu` (face); Ray token authentication on every Ray container, the autoscaler and
-  the gateway (Ray Client), none of them with any other Secret;
+  the gateway (a Ray node too), none of them with any other Secret;
 - Redis (StatefulSet, append-only file, no eviction, password from a Secret, PDB);
 - coturn (Deployment on the host network, TURN REST shared secret from a Secret, UDP/TCP
   3478 and a relay port range, relaying only to the node and pod networks, PDB);
 - NetworkPolicies: deny by default; from outside only the gateway (HTTP), TURN and the
   media shards' UDP ports; Ray's ports (dashboard 8265, GCS 6379, client 10001, the rest)
-  only among Ray pods, plus Ray Client (10001) from the gateway; Redis from the gateway
-  and Ray pods.
+  only among the Ray nodes: Ray pods and gateway pods (a driver is called back by the
+  actors it calls, so the gateways' ports are open to the Ray pods too); Redis from the
+  gateway and Ray pods.
 
 The repository holds no Secret values: `secrets_needed` lists what to create (the header
 of the rendered file says how).
@@ -70,6 +74,8 @@ TURN_PORT = 3478
 RAY_DASHBOARD_PORT = 8265
 RAY_GCS_PORT = 6379
 RAY_CLIENT_PORT = 10001
+# The gateway pods' Ray node: a resource no actor asks for, so that it takes no work.
+GATEWAY_RESOURCE = "gateway"
 RAY_TOKEN_ENV = "RAY_AUTH_TOKEN"  # noqa: S105 (a variable name, not a value)
 
 # KubeRay's labels on every Ray pod.
@@ -263,7 +269,8 @@ def config_map(region: Region) -> dict[str, Any]:
     prefix = f"EXAMDAY_REGIONS__{region.name}__"
     doc["data"].update(
         {
-            "EXAMDAY_RAY_ADDRESS": f"ray://{CLUSTER}-head-svc:{RAY_CLIENT_PORT}",
+            # The GCS: the gateway is a driver on its pod's own Ray node (never ray://).
+            "EXAMDAY_RAY_ADDRESS": f"{CLUSTER}-head-svc:{RAY_GCS_PORT}",
             "EXAMDAY_PUBLIC_ORIGINS": json.dumps([region.public_origin]),
             "EXAMDAY_TRUSTED_PROXIES": json.dumps(list(region.trusted_proxies)),
             # Only this region's store (the nested names replace the default map).
@@ -300,7 +307,13 @@ def gateway(region: Region, tag: str) -> list[dict[str, Any]]:
     # Settings from the ConfigMap; each secret by name, never a whole Secret (envFrom).
     container["envFrom"] = [{"configMapRef": {"name": "examday-config"}}]
     store = f"EXAMDAY_REGIONS__{region.name}__"
+    # The base's own variables (POD_IP, the Ray node's address) come first.
     container["env"] = [
+        *(
+            e
+            for e in container.get("env") or []
+            if e["name"] not in ("RAY_AUTH_MODE", RAY_TOKEN_ENV)
+        ),
         *_ray_auth_env(),
         _secret_env(REDIS_PASSWORD),
         {
@@ -547,20 +560,21 @@ def network_policies(region: Region) -> list[dict[str, Any]]:
                 }
             ],
         ),
-        # Ray: every port among Ray pods (GCS, raylets, object managers, workers); from the
-        # gateway only the Ray Client server on the head. Dashboard 8265, GCS 6379 and the
-        # client port 10001 from nowhere else.
+        # Ray: every port among the Ray nodes, which are the Ray pods and the gateway pods
+        # (GCS, raylets, object managers, workers, and the drivers' own ports, which the
+        # actors they call answer to). Dashboard 8265, GCS 6379 and the client port 10001
+        # from nowhere else.
         _policy(
             region,
             "ray-internal",
             {"matchLabels": {RAY_CLUSTER_LABEL: CLUSTER}},
-            [{"from": [RAY_PODS]}],
+            [{"from": [RAY_PODS, GATEWAY_PODS]}],
         ),
         _policy(
             region,
-            "ray-client-from-gateway",
-            {"matchLabels": {RAY_CLUSTER_LABEL: CLUSTER, RAY_NODE_TYPE_LABEL: "head"}},
-            [{"from": [GATEWAY_PODS], "ports": ports(RAY_CLIENT_PORT)}],
+            "ray-node-gateway",
+            {"matchLabels": {"app": "examday-gateway"}},
+            [{"from": [RAY_PODS, GATEWAY_PODS]}],
         ),
         # Candidates' and proctors' media, straight to the media shards' UDP sockets.
         _policy(

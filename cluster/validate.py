@@ -196,7 +196,7 @@ def _cross_check(
 # The Kubernetes release whose schemas (bundled by kubernetes-validate) the objects must
 # pass, strict: an unknown field is an error, as `kubectl apply --validate=strict` makes it.
 KUBERNETES_VERSION = "1.33"
-# Never reachable from outside the Ray pods (the Ray client port from the gateway only).
+# Never reachable from outside the Ray nodes: the Ray pods and the gateway pods.
 PRIVATE_RAY_PORTS = {
     regions.RAY_DASHBOARD_PORT: "dashboard",
     regions.RAY_GCS_PORT: "GCS",
@@ -245,6 +245,7 @@ def check_region(docs: list[dict[str, Any]]) -> list[str]:
     (cluster,) = clusters
     problems += _check_ray_secrets(docs)
     problems += _check_ray_auth(docs)
+    problems += _check_gateway_ray_node(docs)
     head = cluster["spec"]["headGroupSpec"]
     if (head.get("rayStartParams") or {}).get("dashboard-host") not in ("127.0.0.1", "localhost"):
         problems.append("ray head: the dashboard is not bound to 127.0.0.1")
@@ -289,7 +290,7 @@ def _env(container: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _check_ray_auth(docs: list[dict[str, Any]]) -> list[str]:
     """RAY_AUTH_MODE=token with the token from a Secret on every Ray container and on the
-    gateway, which joins as a Ray Client."""
+    gateway, which joins the cluster as a Ray node."""
     problems = []
     owners = _ray_containers(docs) + [
         (o, c)
@@ -303,6 +304,30 @@ def _check_ray_auth(docs: list[dict[str, Any]]) -> list[str]:
         token = env.get(regions.RAY_TOKEN_ENV) or {}
         if "secretKeyRef" not in (token.get("valueFrom") or {}):
             problems.append(f"{owner}: {regions.RAY_TOKEN_ENV} not from a Secret")
+    return problems
+
+
+def _check_gateway_ray_node(docs: list[dict[str, Any]]) -> list[str]:
+    """No gateway reaches Ray through Ray Client (`ray://`): its pod starts a Ray node that
+    takes no work (`--num-cpus=0`, only the gateway resource) on the GCS address, and the
+    gateway is a driver on it."""
+    problems = []
+    config = next((d.get("data") or {} for d in docs if d.get("kind") == "ConfigMap"), {})
+    for doc, owner, container in regions.iter_containers(docs):
+        if doc["metadata"]["name"] != "examday-gateway":
+            continue
+        address = _environment(container, config).get("EXAMDAY_RAY_ADDRESS", "")
+        if address.startswith("ray://") or not address:
+            problems.append(f"{owner}: EXAMDAY_RAY_ADDRESS is {address!r}, not a GCS address")
+        command = " ".join([*(container.get("command") or []), *(container.get("args") or [])])
+        if "ray://" in command:
+            problems.append(f"{owner}: its command uses Ray Client (ray://)")
+        starts = "ray start --address=" in command and "--num-cpus=0" in command
+        if not starts or f'{{"{regions.GATEWAY_RESOURCE}": 1}}' not in command:
+            problems.append(
+                f"{owner}: does not start a Ray node of its own (ray start --address="
+                f"... --num-cpus=0 --resources='{{\"{regions.GATEWAY_RESOURCE}\": 1}}')"
+            )
     return problems
 
 
@@ -398,9 +423,7 @@ def _check_network_policies(docs: list[dict[str, Any]]) -> list[str]:
                 if not _opens(rule, port):
                     continue
                 peers = rule.get("from") or [{}]
-                allowed = [regions.RAY_PODS] + (
-                    [regions.GATEWAY_PODS] if port == regions.RAY_CLIENT_PORT else []
-                )
+                allowed = [regions.RAY_PODS, regions.GATEWAY_PODS]
                 for peer in peers:
                     if peer not in allowed:
                         source = peer or "anyone"

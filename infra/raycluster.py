@@ -1,4 +1,11 @@
-"""Connecting a process (gateway, CLI, tests) to the Ray cluster as a driver."""
+"""Connecting a process (gateway, CLI, tests) to the Ray cluster as a driver.
+
+Always as a driver on a Ray node of the same machine (or pod), never through Ray Client:
+`EXAMDAY_RAY_ADDRESS` is the GCS address (`host:6379`), and the process finds the node
+started beside it (`ray start --address=...` in the gateway pod; the head of `examday
+up`). A `ray://` address is refused: Ray Client puts a proxy and a second serialisation
+on every actor call of the request path, and a gateway behind it is not a Ray node.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import os
 
 import ray
 
+from infra.errors import ConfigError
 from infra.settings import Settings
 
 # Ray turns token authentication on by itself once ~/.ray/auth_token exists (some
@@ -24,12 +32,21 @@ def connect(settings: Settings) -> None:
     """Join the cluster once per process; a no-op when already connected."""
     if ray.is_initialized():
         return
+    address = settings.ray_head_address
+    if address.startswith("ray://"):
+        raise ConfigError(
+            f"EXAMDAY_RAY_ADDRESS={address}: Ray Client is not supported; give the GCS"
+            " address (host:6379) and run the process on a Ray node (`ray start --address=...`)"
+        )
     os.environ.update(auth_mode_env())
+    # The embedded stack's nodes all share this machine: name the head's, or Ray picks
+    # the eth0 address and finds no raylet there. On a cluster, the node of this machine
+    # (or pod) is the one Ray finds by itself.
+    node_ip = settings.ray_head_ip if settings.ray_address is None else None
     ray.init(
-        address=settings.ray_head_address,
+        address=address,
         namespace=settings.ray_namespace,
-        # Without this Ray picks the eth0 address and finds no local raylet.
-        _node_ip_address=settings.ray_head_ip,
+        _node_ip_address=node_ip,
         logging_level=logging.WARNING,
         log_to_driver=settings.env != "production",
         configure_logging=False,

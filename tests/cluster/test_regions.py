@@ -142,9 +142,17 @@ def _dashboard_open_to_the_world(docs: Docs) -> None:
 
 
 def _no_policy_on_ray(docs: Docs) -> None:
-    docs[:] = [
-        d for d in docs if d["metadata"]["name"] not in ("ray-internal", "ray-client-from-gateway")
-    ]
+    docs[:] = [d for d in docs if d["metadata"]["name"] != "ray-internal"]
+
+
+def _gateway_through_ray_client(docs: Docs) -> None:
+    config = _one(docs, "ConfigMap", "examday-config")["data"]
+    config["EXAMDAY_RAY_ADDRESS"] = f"ray://{regions.CLUSTER}-head-svc:{regions.RAY_CLIENT_PORT}"
+
+
+def _gateway_without_its_ray_node(docs: Docs) -> None:
+    gateway = _container(_one(docs, "Deployment", "examday-gateway")["spec"])
+    gateway["command"] = ["uvicorn", "api.app:create_app", "--factory"]
 
 
 def _redis_open_to_the_world(docs: Docs) -> None:
@@ -191,6 +199,11 @@ BROKEN: list[tuple[Callable[[Docs], None], str]] = [
     (_dashboard_open_to_the_world, "NetworkPolicy/ray-internal: opens the Ray dashboard 8265"),
     (_no_policy_on_ray, "networkpolicy: none covers the Ray head (dashboard 8265, GCS, client)"),
     (_redis_open_to_the_world, "NetworkPolicy/redis-from-gateway-and-ray: reachable from outside"),
+    (
+        _gateway_through_ray_client,
+        "Deployment/examday-gateway: EXAMDAY_RAY_ADDRESS is 'ray://examday-head-svc:10001'",
+    ),
+    (_gateway_without_its_ray_node, "Deployment/examday-gateway: does not start a Ray node"),
     (_media_without_announced_address, "media: media pods without EXAMDAY_MEDIA__ANNOUNCED"),
     (_media_without_announced_address, "media: 4 media shards, 1 UDP host ports"),
     (_turn_without_probe_or_budget, "Deployment/examday-turn/coturn: no livenessProbe"),
@@ -219,6 +232,39 @@ def test_a_broken_rule_is_found(
     else:
         found = validate.check_region(broken)
     assert any(p.startswith(problem) for p in found), found
+
+
+def test_the_gateway_is_a_driver_on_a_ray_node_of_its_own_never_a_ray_client(
+    docs: Docs,
+) -> None:
+    """Issue #24: no Ray Client on the request path. The gateway pod starts a Ray node that
+    takes no work (no CPU, only the gateway resource, which no actor asks for) on the GCS
+    address, with the Ray token, then the gateway as a driver on it; Ray pods and gateway
+    pods reach each other's Ray ports (actors answer their driver), nothing else does."""
+    rendered = regions.dump(regions.REGIONS["cn-north"])
+    assert "ray://" not in rendered
+    config = _one(docs, "ConfigMap", "examday-config")["data"]
+    assert config["EXAMDAY_RAY_ADDRESS"] == f"{regions.CLUSTER}-head-svc:{regions.RAY_GCS_PORT}"
+    gateway = _container(_one(docs, "Deployment", "examday-gateway")["spec"])
+    command = " ".join(gateway["command"])
+    node, driver = command.split(" && ")
+    assert 'ray start --address="$EXAMDAY_RAY_ADDRESS" --node-ip-address="$POD_IP"' in node
+    assert "--num-cpus=0 --num-gpus=0 --resources='{\"gateway\": 1}'" in node
+    assert "--memory=" in node
+    assert "--object-store-memory=" in node
+    assert driver.split()[:2] == ["exec", "uvicorn"]
+    env = {e["name"]: e for e in gateway["env"]}
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["RAY_AUTH_MODE"]["value"] == "token"
+    assert env[regions.RAY_TOKEN_ENV]["valueFrom"]["secretKeyRef"]["name"] == "examday-ray-token"
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    assert "ray-client-from-gateway" not in policies
+    ray_nodes = [regions.RAY_PODS, regions.GATEWAY_PODS]
+    assert policies["ray-internal"]["spec"]["ingress"] == [{"from": ray_nodes}]
+    assert policies["ray-node-gateway"]["spec"]["podSelector"] == {
+        "matchLabels": {"app": "examday-gateway"}
+    }
+    assert policies["ray-node-gateway"]["spec"]["ingress"] == [{"from": ray_nodes}]
 
 
 def test_the_single_cluster_base_manifests_break_the_region_rules() -> None:
