@@ -18,6 +18,14 @@ and the whole machine's (everything, other people's work included). The bare mod
 process with torch's threads, and one process per replica side by side; `stages` is
 its CPU time per stage.
 
+    analyse_ms_per_frame     CPU ms to analyse one 320x240 monitoring sample on one thread
+                             (torch and OpenCV), per detector side by side, per batch size
+                             (goal <= 15 ms: YuNet; MTCNN is the GPU's detector)
+    service_vs_model         best service faces/s / best bare model faces/s in the same
+                             layout (one process per replica, same threads; goal >= 0.85)
+    join_p99_ms              p99 of the join frames (enrolments through the gateway) while
+                             monitoring samples flood the same replicas, per max_batch
+                             (goal <= 2000)
     ratio                    best batched / max_batch 1, same replicas (batching alone)
     model_ratio              the same for the bare model, one process per replica: what
                              batching gains the model itself, before any serving cost
@@ -38,7 +46,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import ray
 
@@ -47,6 +55,8 @@ from infra.settings.ml import FaceSettings
 from infra.stack import LocalStack, isolated_settings
 from loadtests import bench_face_model
 from loadtests.bench_face_service import run_service
+
+DETECTORS: tuple[Literal["yunet", "mtcnn"], ...] = ("yunet", "mtcnn")
 
 
 def run_local(
@@ -61,9 +71,11 @@ def run_local(
         settings = isolated_settings(
             Path(state), env="development", cookie_secure=False, trace_file=None
         )
-        _progress(f"bare model: CPU time per stage, {threads or 1} thread(s) like a replica")
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            stages = pool.apply(_stages_run, (threads or 1, batch_sizes))
+        stages: dict[str, Any] = {}
+        for detector in DETECTORS:
+            _progress(f"bare model, {detector}: CPU time per stage, one thread")
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                stages[detector] = pool.apply(_stages_run, (1, batch_sizes, detector))
         _progress("bare model")
         bare = bench_face_model.run(batch_sizes, seconds, FaceSettings())
         _progress(f"bare model, {replicas} processes of {threads or 1} thread(s)")
@@ -115,12 +127,17 @@ def _bare_run(threads: int, batch_sizes: Sequence[int], seconds: float) -> dict[
     return bench_face_model.run(batch_sizes, seconds, FaceSettings())
 
 
-def _stages_run(threads: int, batch_sizes: Sequence[int]) -> dict[str, Any]:
+def _stages_run(
+    threads: int, batch_sizes: Sequence[int], detector: Literal["yunet", "mtcnn"]
+) -> dict[str, Any]:
+    import cv2
     import torch
 
-    # Process CPU time counts every torch thread, spinning ones too: measure as a replica runs.
+    # Process CPU time counts every torch thread, spinning ones too: measure as a replica
+    # runs (which gives OpenCV as many threads as torch).
     torch.set_num_threads(threads)
-    return bench_face_model.stages(batch_sizes, FaceSettings())
+    cv2.setNumThreads(threads)
+    return bench_face_model.stages(batch_sizes, FaceSettings(device="cpu", detector=detector))
 
 
 def bare_in_processes(
@@ -171,6 +188,19 @@ def summarise(report: dict[str, Any], concurrency: int) -> dict[str, Any]:
         summary["cpu_ratio"] = round(cpu["1"] / min(v for k, v in cpu.items() if k != "1"), 3)
     summary["overhead"] = round(bare / max(best, 1e-9), 3)
     parallel = report["bare_model_parallel"]["batch_sizes"]
+    # The service against the bare model in the replicas' own layout.
+    summary["service_vs_model"] = round(
+        best / max(max(r["faces_per_s"] for r in parallel.values()), 1e-9), 3
+    )
+    summary["analyse_ms_per_frame"] = {
+        detector: {
+            size: row["analyse_ms_per_frame"] for size, row in figures["cpu_ms"]["320x240"].items()
+        }
+        for detector, figures in report["stages"].items()
+    }
+    summary["join_p99_ms"] = {
+        size: r["by_kind"].get("join_640x480", {}).get("p99_ms") for size, r in service.items()
+    }
     if "1" in parallel and len(parallel) > 1:
         # What batching gains the model itself, in the replicas' own layout (one process
         # per replica): a service can pass it only by wasting time at batch 1.
@@ -213,8 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print("frame mix:", report["frame_mix"])
-    for size, row in report["stages"]["cpu_ms"].items():
-        print(f"bare model CPU ms, {size}:", row)
+    for detector, figures in report["stages"].items():
+        for size, row in figures["cpu_ms"].items():
+            print(f"bare model CPU ms, {detector}, {size}:", row)
     for name, result in report["service"].items():
         print(f"service {name}: {result['faces_per_s']} faces/s, p50 {result['p50_ms']} ms, "
               f"p95 {result['p95_ms']} ms, errors {result['errors']}, "
@@ -222,7 +253,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"by kind {result['by_kind']}")  # fmt: skip
     for kind in ("bare_model", "bare_model_parallel"):
         print(kind, {size: r["faces_per_s"] for size, r in report[kind]["batch_sizes"].items()})
-    keys = ("ratio", "model_ratio", "cpu_ratio", "ratio_vs_single_replica", "overhead")
+    keys = (
+        "analyse_ms_per_frame",
+        "service_vs_model",
+        "join_p99_ms",
+        "ratio",
+        "model_ratio",
+        "cpu_ratio",
+        "ratio_vs_single_replica",
+        "overhead",
+    )
     print({key: report.get(key) for key in keys})
     print(report["capacity"])
     return 0

@@ -2,7 +2,7 @@
 embedding) on camera frames, no Ray, no gateway, no network.
 
     python -m loadtests.bench_face_model [--seconds 5] [--batch-sizes 1,8,32] [--stages]
-                                         [--device auto|cpu|cuda]
+                                         [--device auto|cpu|cuda] [--detector auto|yunet|mtcnn]
 
 The frames are the load's mix (`FRAME_MIX`): at volume the verifier sees continuous
 monitoring, one sample of each candidate's 320x240 camera stream every few seconds for
@@ -108,6 +108,7 @@ def run(
         }
     return {
         "backend": pipeline.model.backend,
+        "detector": pipeline.detector_name,
         "model_version": pipeline.model.version,
         "device": settings.device,
         "cuda": torch.cuda.is_available(),
@@ -137,7 +138,7 @@ def stages(
     repeats: int = 5,
 ) -> dict[str, Any]:
     """CPU ms per frame of detection and of the whole analysis, and per face of embedding,
-    for each frame size and batch size (one face per frame)."""
+    for each frame size and batch size (one face per frame), with `settings.detector`."""
     settings = settings or FaceSettings()
     pipeline = FacePipeline(settings)
     detector, embedder = pipeline._detector, pipeline._embedder
@@ -161,7 +162,11 @@ def stages(
                 ),
             }
         figures[f"{frame_size[0]}x{frame_size[1]}"] = rows
-    return {"torch_threads": torch.get_num_threads(), "cpu_ms": figures}
+    return {
+        "detector": pipeline.detector_name,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_ms": figures,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -171,9 +176,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--backend", choices=("sface", "facenet"), default="sface")
     parser.add_argument("--weights", type=Path, default=None, help="facenet state dict")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--detector", choices=("auto", "yunet", "mtcnn"), default="auto")
     parser.add_argument("--stages", action="store_true", help="CPU time per stage instead")
     args = parser.parse_args(argv)
-    settings = FaceSettings(backend=args.backend, facenet_weights=args.weights, device=args.device)
+    settings = FaceSettings(
+        backend=args.backend,
+        facenet_weights=args.weights,
+        device=args.device,
+        detector=args.detector,
+    )
     sizes = [int(size) for size in args.batch_sizes.split(",")]
     figures = stages(sizes, settings) if args.stages else run(sizes, args.seconds, settings)
     print(json.dumps(figures, indent=2))

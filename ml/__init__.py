@@ -5,7 +5,8 @@ Public surface (import from the modules; this package imports nothing, so that
 
     infra.settings.ml.FaceSettings                      every knob, nested as settings.face
     ml.images.decode_image(data, settings)      untrusted bytes -> RGB uint8 array
-    ml.pipeline.FacePipeline(settings)          models, loaded once per instance
+    ml.pipeline.FacePipeline(settings)          models, loaded once per instance; its detector
+                                                is settings.detector (YuNet on CPU, MTCNN on GPU)
         .analyse_batch(images) -> list[FrameAnalysis]
         .enrol(image) -> FaceTemplate
         .verify(template, image) -> VerifyResult

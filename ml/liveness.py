@@ -83,7 +83,7 @@ class LivenessChecker:
         pictures = [f if isinstance(f, np.ndarray) else self._pipeline.decode(f) for f in frames]
         if self._is_static(pictures):
             return LivenessResult(False, "static_frames", challenge.movement)
-        analyses = self._pipeline.analyse_batch(pictures)
+        analyses = self._pipeline.analyse_batch(pictures, liveness=True)
         for analysis in analyses:
             if len(analysis.faces) != 1:
                 reason = "no_face" if not analysis.faces else "multiple_faces"

@@ -23,7 +23,7 @@ import torch
 
 from infra.errors import InvalidInput, MalformedInput
 from infra.settings.ml import FaceSettings
-from ml.detection import DetectedFace, Detector, MTCNNDetector
+from ml.detection import DetectedFace, Detector, load_detector
 from ml.devices import resolve_device
 from ml.embedding import Embedder, ModelId, Vectors
 from ml.images import RGBImage, decode_image
@@ -82,11 +82,15 @@ class FacePipeline:
     ) -> None:
         self.settings = settings or FaceSettings()
         self.device = resolve_device(self.settings.device)
-        self._detector = detector or MTCNNDetector(self.settings, self.device)
+        self._detector = detector or load_detector(self.settings, self.device)
         self._embedder = embedder or load_embedder(self.settings, self.device)
         self.model = ModelId(self._embedder.name, self._embedder.version, self._embedder.dim)
+        self.detector_name = self._detector.name
         self.threshold = threshold_for(self.model.backend).value
         self._lock = threading.Lock()
+        self._liveness: Detector | None = (
+            self._detector if self.settings.liveness_detector == self.detector_name else None
+        )
 
     def decode(self, data: bytes) -> RGBImage:
         return decode_image(data, self.settings)
@@ -94,15 +98,19 @@ class FacePipeline:
     def analyse(self, image: ImageInput) -> FrameAnalysis:
         return self.analyse_batch([image])[0]
 
-    def analyse_batch(self, images: Sequence[ImageInput]) -> list[FrameAnalysis]:
+    def analyse_batch(
+        self, images: Sequence[ImageInput], *, liveness: bool = False
+    ) -> list[FrameAnalysis]:
         """Every face of every image, detected and embedded in batches.
 
         Bytes are decoded first; one bad image fails the whole call, so decode untrusted
-        uploads one by one with `decode` when each needs its own answer.
+        uploads one by one with `decode` when each needs its own answer. `liveness`: the
+        frames of a liveness check, detected by `settings.liveness_detector`.
         """
         frames = [self._as_frame(image) for image in images]
         with self._lock:
-            detections = self._detector.detect(frames)
+            detector = self._liveness_detector() if liveness else self._detector
+            detections = detector.detect(frames)
             aligned = [
                 self._embedder.align(frame, face)
                 for frame, faces in zip(frames, detections, strict=True)
@@ -151,6 +159,12 @@ class FacePipeline:
         face = frame.faces[0]
         face.quality.raise_for_failure()
         return face
+
+    def _liveness_detector(self) -> Detector:
+        if self._liveness is None:  # under the lock: loaded once, on the first check
+            chosen = self.settings.model_copy(update={"detector": self.settings.liveness_detector})
+            self._liveness = load_detector(chosen, self.device)
+        return self._liveness
 
     def _as_frame(self, image: ImageInput) -> RGBImage:
         if isinstance(image, bytes):

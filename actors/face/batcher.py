@@ -16,7 +16,14 @@ Priority: a candidate waits on enrolment, verification and liveness; a monitorin
 sample (`background=True`) waits on nobody, and the next one comes a few seconds later.
 So candidates' jobs go first, background samples fill what room a batch has left, and
 a candidate's job that finds the queue full sheds the oldest waiting samples (each
-answered `verifier_busy`) before it is refused itself.
+answered `verifier_busy`) before it is refused itself. Nor does a candidate wait for a
+batch of samples already running, or for the samples that filled its own batch: with
+`background_slice` set (CPU replicas, where batching saves a frame little), the model
+thread runs the candidates' jobs of a batch as a slice of their own, answered at once,
+and its samples in slices of `background_slice` frames, stopping before the next slice
+when a candidate's job is waiting; the samples not run go back to the head of their
+queue, after the candidates' jobs. So a candidate's job waits behind at most one slice
+of samples, the one running when it came.
 
 Every answered job's latency, from `submit` to its result, is counted in fixed
 buckets (`LATENCY_BUCKETS_S`): cheap to keep, and summable across replicas and
@@ -43,6 +50,9 @@ log = logging.getLogger(__name__)
 F = TypeVar("F")  # a decoded frame
 A = TypeVar("A")  # the model's analysis of one frame
 
+# The outcome of a background job the model thread put off for a candidate's job.
+_DEFERRED = object()
+
 # Upper bounds in seconds; batching waits milliseconds, a CPU batch of 32 takes seconds,
 # and nothing is answered after `call_timeout_s` (30 s by default).
 LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -67,6 +77,7 @@ class BatchStats:
     dropped: int = 0
     refused: int = 0
     shed: int = 0  # background samples answered busy to make room for a candidate's job
+    deferred: int = 0  # background samples put back in the queue for a candidate's job
     largest_batch: int = 0
     seconds_per_frame: float = 0.1  # moving average, seeded with a CPU-ish guess
     sizes: dict[int, int] = field(default_factory=dict)
@@ -102,6 +113,7 @@ class Batcher(Generic[F, A]):
         max_wait_s: float,
         max_queue: int,
         call_timeout_s: float,
+        background_slice: int | None = None,
     ) -> None:
         self._decode = decode
         self._analyse = analyse
@@ -109,6 +121,8 @@ class Batcher(Generic[F, A]):
         self._max_wait = max_wait_s
         self._max_queue = max_queue
         self._timeout = call_timeout_s
+        # None: a batch's samples run in one go (nothing to gain from slicing on a GPU).
+        self._slice = background_slice
         self._pending: deque[_Job] = deque()  # candidates' jobs, in arrival order
         self._background: deque[_Job] = deque()
         self._arrived = asyncio.Event()
@@ -217,9 +231,21 @@ class Batcher(Generic[F, A]):
         except Exception as exc:  # the executor itself failed: fail the batch, keep the loop
             log.exception("face model batch failed")
             outcomes = [exc] * len(batch)
-        self._record(batch, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
         answered = time.monotonic()
+        deferred = [
+            job for job, outcome in zip(batch, outcomes, strict=True) if outcome is _DEFERRED
+        ]
+        self._record([job for job in batch if job not in deferred], elapsed)
+        if deferred:
+            # Back to the head of their queue, in their order, still held: the candidate's
+            # job that stopped them runs first, they run next.
+            self.stats.deferred += len(deferred)
+            self._background.extendleft(reversed(deferred))
+            self._arrived.set()
         for job, outcome in zip(batch, outcomes, strict=True):
+            if outcome is _DEFERRED:
+                continue
             self._held -= job.cost
             if job.future.done():
                 continue
@@ -253,7 +279,9 @@ class Batcher(Generic[F, A]):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
                 break
-        return batch
+        # Candidates' jobs first (one may have come while samples filled the batch): the
+        # model thread runs them in its first slice.
+        return sorted(batch, key=lambda job: job.background)
 
     def _live(self, batch: list[_Job]) -> list[_Job]:
         """Drop jobs nobody waits for any more, before they cost model time."""
@@ -289,10 +317,28 @@ class Batcher(Generic[F, A]):
     def _process_batch(self, batch: list[_Job]) -> list[Any]:
         if batch[0].solo is not None:
             return [_guarded(batch[0].solo)]
-        outcomes: list[Any] = [None] * len(batch)
+        outcomes: list[Any] = [_DEFERRED] * len(batch)
+        # Candidates' jobs lead a batch. Sliced (CPU), they run as a slice of their own,
+        # and are answered before any sample of the batch runs; unsliced (GPU), the whole
+        # batch runs at once.
+        leading = sum(not job.background for job in batch)
+        step = self._slice or len(batch)
+        start, end = 0, min(len(batch), (leading or step) if self._slice else len(batch))
+        while start < len(batch):
+            # Read from this thread while the event loop appends: a deque's length is atomic.
+            if start and (leading or self._pending):
+                # Candidates' jobs are done and answered now, or one is waiting: the rest
+                # of the samples go back, to run next.
+                break
+            self._process_slice(batch, range(start, end), outcomes)
+            start, end = end, min(len(batch), end + step)
+        return outcomes
+
+    def _process_slice(self, batch: list[_Job], indices: range, outcomes: list[Any]) -> None:
         frames: list[F] = []
         owners: list[int] = []
-        for index, job in enumerate(batch):
+        for index in indices:
+            job = batch[index]
             assert job.image is not None
             decoded = _guarded(self._decode, job.image)
             if isinstance(decoded, BaseException):
@@ -310,7 +356,6 @@ class Batcher(Generic[F, A]):
                     if isinstance(analyses, BaseException)
                     else _guarded(finish, analyses[position])
                 )
-        return outcomes
 
 
 def _guarded(call: Callable[..., Any], *args: Any) -> Any:

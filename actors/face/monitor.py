@@ -13,6 +13,14 @@ Monitoring is best effort and bounded: a sample is dropped (and counted) when th
 verifier is busy, when the candidate has no enrolment, or when it is older than one
 already seen; candidates not seen for `monitor_idle_s` are forgotten, and at most
 `monitor_max_candidates` are kept (least recently seen go first). No torch here.
+
+Monitoring slows down first (`SamplePacer`): candidates' enrolment, verification and
+liveness go ahead of samples in every replica's queue, so under overload it is the
+samples that the verifier refuses. Each refusal doubles the interval between two
+analysed samples of a candidate (from the media plane's sampling interval up to
+`monitor_max_interval_s`), each analysed sample shortens it again by a tenth of the
+base: samples that come sooner are skipped (`paced`) before they cost the verifier
+anything. `stats()["sample_interval_s"]` is the interval now.
 """
 
 from __future__ import annotations
@@ -45,12 +53,35 @@ MONITOR_NAME = "examday-face-monitor"
 log = logging.getLogger(__name__)
 
 
+class SamplePacer:
+    """The interval between two analysed samples of one candidate: up on refusals, down on
+    answers (multiplicative increase, additive decrease, like TCP's window inverted)."""
+
+    def __init__(self, base_s: float, max_s: float) -> None:
+        self.base_s = base_s
+        self.max_s = max(base_s, max_s)
+        self.interval_s = 0.0  # 0: every sample the media plane sends is analysed
+        self.stretches = 0
+
+    def due(self, wall_time: float, last_sent: float) -> bool:
+        return wall_time - last_sent >= self.interval_s
+
+    def refused(self) -> None:
+        self.stretches += 1
+        self.interval_s = min(self.max_s, max(2 * self.base_s, 2 * self.interval_s))
+
+    def answered(self) -> None:
+        eased = self.interval_s - self.base_s / 10
+        self.interval_s = eased if eased > self.base_s else 0.0
+
+
 @dataclass
 class _Watch:
     monitor: CandidateMonitor
     enrolled_at: float
     samples: int = 0
     last_wall_time: float = float("-inf")
+    last_sent: float = float("-inf")  # wall time of the last sample sent to the verifier
     last_seen: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -66,6 +97,10 @@ class FaceMonitor:
         self.verifier = VerifierClient(settings)
         self.watches: OrderedDict[tuple[str, str], _Watch] = OrderedDict()
         self.counts: Counter[str] = Counter()
+        self.in_flight = 0  # samples sent to the verifier and not answered yet
+        self.pacer = SamplePacer(
+            settings.media.sample_interval_s, settings.verifier.monitor_max_interval_s
+        )
 
     @traced
     async def observe(
@@ -81,25 +116,48 @@ class FaceMonitor:
             if wall_time <= watch.last_wall_time:
                 self.counts["stale"] += 1
                 return
+            if not self.pacer.due(wall_time, watch.last_sent):
+                self.counts["paced"] += 1  # the verifier is overloaded: skip, never queue
+                return
+            watch.last_sent = wall_time
             incidents = await self._analyse(watch, jpeg, wall_time)
         for incident in incidents:
             await self._raise(exam_id, room_id, candidate_id, incident, jpeg, wall_time)
 
     @traced
     async def stats(self) -> dict[str, Any]:
-        return {"candidates": len(self.watches), **self.counts}
+        return {
+            "candidates": len(self.watches),
+            "sample_interval_s": round(self.pacer.interval_s, 3),
+            "stretches": self.pacer.stretches,
+            "in_flight": self.in_flight,
+            **self.counts,
+        }
 
     # -- internals -----------------------------------------------------------------
 
     async def _analyse(self, watch: _Watch, jpeg: bytes, wall_time: float) -> list[Incident]:
+        # No more samples on their way than every replica's queue holds: the rest would
+        # only be refused, after waiting in the replicas' Ray queues beside candidates' calls.
+        config = self.settings.verifier
+        if self.in_flight >= config.max_replicas * config.max_queue:
+            self.counts["dropped_busy"] += 1
+            self.pacer.refused()
+            return []
+        self.in_flight += 1
         try:
             frame = await self.verifier.analyse(jpeg)
-        except Unavailable:
+        except Unavailable as exc:
             self.counts["dropped_busy"] += 1
+            if exc.reason == "verifier_busy":
+                self.pacer.refused()
             return []
         except ExamdayError as exc:
             self.counts[f"bad_frame:{exc.reason}"] += 1
             return []
+        finally:
+            self.in_flight -= 1
+        self.pacer.answered()
         index = watch.samples
         watch.samples += 1
         watch.last_wall_time = wall_time

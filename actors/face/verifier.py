@@ -64,12 +64,21 @@ class FaceVerifier:
             max_wait_s=self.config.max_wait_s,
             max_queue=self.config.max_queue,
             call_timeout_s=self.config.call_timeout_s,
+            # A GPU batch takes milliseconds and wants to stay whole.
+            background_slice=None
+            if self.pipeline.device.type == "cuda"
+            else self.config.background_slice,
         )
 
     @traced
     async def ready(self) -> dict[str, Any]:
         model = self.pipeline.model
-        return {"name": self.name, "backend": model.backend, "version": model.version}
+        return {
+            "name": self.name,
+            "backend": model.backend,
+            "version": model.version,
+            "detector": self.pipeline.detector_name,
+        }
 
     @traced
     async def analyse(self, image: bytes) -> FrameSummary:
@@ -148,6 +157,7 @@ class FaceVerifier:
             "dropped": stats.dropped,
             "refused": stats.refused,
             "shed": stats.shed,
+            "deferred": stats.deferred,
             "largest_batch": stats.largest_batch,
             "batch_sizes": dict(stats.sizes),
             "seconds_per_frame": round(stats.seconds_per_frame, 4),

@@ -29,6 +29,7 @@ def batcher(pipeline: FacePipeline, **limits: int) -> Batcher[RGBImage, FrameAna
         max_wait_s=0.2,
         max_queue=limits.get("max_queue", 64),
         call_timeout_s=60,
+        background_slice=limits.get("background_slice"),
     )
 
 
@@ -134,5 +135,49 @@ async def test_a_candidates_job_goes_before_monitoring_samples_and_sheds_them_wh
         await asyncio.gather(*mixed)
         assert order == ["candidate-0", "candidate-1", "candidate-2", "sample-x"]
         assert batches.stats.shed == 2
+    finally:
+        batches.close()
+
+
+async def test_a_candidate_waits_for_one_slice_of_a_running_batch_of_samples_not_all_of_it(
+    pipeline: FacePipeline,
+) -> None:
+    batches = batcher(pipeline, max_batch=8, background_slice=2)
+    loop = asyncio.get_running_loop()
+    try:
+        image = photo_bytes("person_a_1")
+        order: list[str] = []
+        joined: list[asyncio.Future[str]] = []
+
+        async def join() -> None:
+            joined.append(asyncio.ensure_future(batches.submit(image, finish("candidate"))))
+            await asyncio.sleep(0)  # the job is queued once this returns
+
+        def finish(name: str) -> Callable[[FrameAnalysis], str]:
+            def done(analysis: FrameAnalysis) -> str:
+                order.append(name)
+                if name == "sample-0":
+                    # The batch of eight samples is running: a candidate's job comes now.
+                    asyncio.run_coroutine_threadsafe(join(), loop).result(timeout=30)
+                return name
+
+            return done
+
+        samples = [
+            asyncio.ensure_future(batches.submit(image, finish(f"sample-{i}"), background=True))
+            for i in range(8)
+        ]
+        results = await asyncio.gather(*samples)
+        assert await joined[0] == "candidate"
+        assert results == [f"sample-{i}" for i in range(8)]
+        # The candidate went right after the slice that was running (samples 0 and 1); the
+        # six samples not started went back to the head of their queue, in their order.
+        # The next batch (the candidate and those six) ran the candidate alone, answered
+        # it, and put the six back again.
+        assert order == ["sample-0", "sample-1", "candidate", *(f"sample-{i}" for i in range(2, 8))]
+        assert batches.stats.deferred == 6 + 6
+        assert batches.stats.sizes == {2: 1, 1: 1, 6: 1}
+        assert batches.stats.frames == 9
+        assert batches.held == 0
     finally:
         batches.close()

@@ -31,8 +31,14 @@ def photo_bytes(stem: str) -> bytes:
 def settings() -> FaceSettings:
     # CPU unless asked: the same tests check the models on a GPU machine
     # (`loadtests/face_gpu_check.sh` runs them with EXAMDAY_FACE__DEVICE=cuda).
+    # The detector follows the device (`auto`) unless asked: EXAMDAY_FACE__DETECTOR=mtcnn
+    # runs the same tests with MTCNN on a CPU.
     device = os.environ.get("EXAMDAY_FACE__DEVICE", "cpu")
-    return FaceSettings(device=cast(Literal["auto", "cpu", "cuda"], device))
+    detector = os.environ.get("EXAMDAY_FACE__DETECTOR", "auto")
+    return FaceSettings(
+        device=cast(Literal["auto", "cpu", "cuda"], device),
+        detector=cast(Literal["auto", "yunet", "mtcnn"], detector),
+    )
 
 
 @pytest.fixture(scope="session")
