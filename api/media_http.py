@@ -171,7 +171,10 @@ def options(*, post: bool) -> Response:
 async def patch_session(
     request: Request, runtime: RuntimeDep, caller: MediaCaller, kind: Kind, session_id: str
 ) -> Response:
-    """Trickle ICE into a session: 204; ICE restarts are refused (422) by the forwarder.
+    """Trickle ICE into a session: 204. An ICE restart (RFC 9725 section 4.3.2: a fragment
+    with new a=ice-ufrag and a=ice-pwd) gets 200 with the server's fragment, its new
+    credentials and candidates, and a new ETag; bad credentials are refused (400
+    `bad_ice_credentials`) by the forwarder.
 
     Fragments are refused (415/400/413) here before any shard sees them.
     """
@@ -185,8 +188,18 @@ async def patch_session(
         max_bytes=runtime.settings.media.max_sdp_bytes,
         max_candidates=runtime.settings.media.max_patch_candidates,
     )
-    await runtime.media.router.patch(session.shard, session.id, fragment, content_type=content_type)
-    return Response(status_code=204, headers={**CORS_HEADERS, "ETag": session.etag})
+    answer = await runtime.media.router.patch(
+        session.shard, session.id, fragment, content_type=content_type
+    )
+    if answer is None:
+        return Response(status_code=204, headers={**CORS_HEADERS, "ETag": session.etag})
+    session = await runtime.media.sessions.retag(session)
+    return Response(
+        answer,
+        status_code=200,
+        media_type=trickle.TRICKLE_TYPE,
+        headers={**CORS_HEADERS, "ETag": session.etag},
+    )
 
 
 async def end_session(

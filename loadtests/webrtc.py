@@ -6,6 +6,9 @@ the standard protocols to the gateway, exactly as a browser or an app would.
 every examday WebRTC client is built and connected, the tests' included
 (tests.support.webrtc puts decoding viewers and index-bearing tracks on them):
 this module ships in the wheel, the tests do not.
+A publisher whose network changes moves by an ICE restart (`WhipSession.restart_ice`,
+RFC 9725 section 4.3.2), its session going on. Both ask the endpoint for its ICE
+servers first (OPTIONS, its `Link`s), as web/common/webrtc.js does.
 The publisher's camera shows a face photo with a little motion, encoded once per
 process (`Clips`); `show("b")` switches to another person and `show(None)` to an
 empty frame, to provoke the face monitor's incidents.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import json
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +30,15 @@ import aiohttp
 import av
 import numpy as np
 import numpy.typing as npt
-from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCIceServer,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 
+from actors.media import trickle
 from actors.media.aiortc import rtc
 from actors.media.aiortc.rtc import ScopedPeerConnection
 
@@ -179,12 +190,13 @@ def sending_peer(
     tracks: Iterable[MediaStreamTrack | None],
     *,
     video_mime_types: Sequence[str] = (),
+    ice_servers: Sequence[RTCIceServer] = (),
 ) -> ScopedPeerConnection:
-    """A peer on `hosts` sending `tracks` (None: left out), in their order.
+    """A peer on `hosts` (and `ice_servers`) sending `tracks` (None: left out), in order.
 
     `video_mime_types`, when given, are the only video codecs it offers.
     """
-    pc = ScopedPeerConnection(hosts)
+    pc = ScopedPeerConnection(hosts, ice_servers=ice_servers)
     for track in tracks:
         if track is None:
             continue
@@ -195,9 +207,11 @@ def sending_peer(
     return pc
 
 
-def receiving_peer(hosts: Sequence[str], kinds: Sequence[str]) -> ScopedPeerConnection:
-    """A peer on `hosts` receiving one track of each of `kinds`, in their order."""
-    pc = ScopedPeerConnection(hosts)
+def receiving_peer(
+    hosts: Sequence[str], kinds: Sequence[str], *, ice_servers: Sequence[RTCIceServer] = ()
+) -> ScopedPeerConnection:
+    """A peer on `hosts` (and `ice_servers`) receiving one track of each of `kinds`."""
+    pc = ScopedPeerConnection(hosts, ice_servers=ice_servers)
     for kind in kinds:
         pc.addTransceiver(kind, direction="recvonly")
     return pc
@@ -217,11 +231,131 @@ async def accept_answer(pc: ScopedPeerConnection, answer: str) -> None:
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
 
+def _link_values(header: str) -> list[str]:
+    """A `Link` header's values, split at the commas outside quotes and <...>."""
+    values: list[str] = []
+    current = ""
+    quoted = bracketed = False
+    for char in header:
+        if char == '"' and not bracketed:
+            quoted = not quoted
+        elif char == "<" and not quoted:
+            bracketed = True
+        elif char == ">" and not quoted:
+            bracketed = False
+        if char == "," and not quoted and not bracketed:
+            values.append(current)
+            current = ""
+        else:
+            current += char
+    if current.strip():
+        values.append(current)
+    return values
+
+
+LINK_URL = re.compile(r"^\s*<([^>]*)>")
+LINK_PARAM = re.compile(r';\s*([\w-]+)\s*=\s*("([^"]*)"|[^;]*)')
+
+
+def ice_servers_from(header: str | None) -> list[RTCIceServer]:
+    """The ICE servers of `Link: <turn:...>; rel="ice-server"; username=".."; credential=".."`
+    (RFC 9725 section 4.6), as web/common/webrtc.js reads them."""
+    servers: list[RTCIceServer] = []
+    for value in _link_values(header or ""):
+        url = LINK_URL.match(value)
+        if url is None:
+            continue
+        params = {
+            m.group(1).lower(): m.group(3) if m.group(3) is not None else m.group(2).strip()
+            for m in LINK_PARAM.finditer(value[url.end() :])
+        }
+        if params.get("rel") != "ice-server":
+            continue
+        servers.append(RTCIceServer(url.group(1), params.get("username"), params.get("credential")))
+    return servers
+
+
+async def linked_ice_servers(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str]
+) -> list[RTCIceServer]:
+    """The ICE servers an endpoint links to an authenticated OPTIONS, before the offer, so
+    the offer carries relay candidates from the start (as web/common/webrtc.js does).
+    None when it cannot say: host candidates still work on loopback."""
+    try:
+        async with http.options(url, headers=headers) as response:
+            return ice_servers_from(response.headers.get("Link"))
+    except (aiohttp.ClientError, TimeoutError):
+        return []
+
+
+async def begin_ice_restart(
+    pc: ScopedPeerConnection, hosts: Sequence[str]
+) -> tuple[rtc.IceRestart, str]:
+    """Restart `pc`'s ICE from `hosts` (its new network): the PATCH body to send.
+
+    The old addresses keep carrying the media until the new pair is chosen
+    (`finish_ice_restart`); the DTLS association and its SRTP stay.
+    """
+    restart = rtc.ice_restart(pc)
+    ufrag, pwd = await restart.begin(hosts=hosts)
+    candidates = [candidate.to_sdp() for candidate in restart.local_candidates]
+    return restart, trickle.ice_fragment(ufrag, pwd, _bundle_mid(pc), candidates)
+
+
+async def finish_ice_restart(
+    pc: ScopedPeerConnection, restart: rtc.IceRestart, answer: str, *, timeout_s: float = 10.0
+) -> bool:
+    """Apply the server's 200 fragment (its new credentials and candidates); run the
+    checks. True once the new pair carries the media and the old sockets are closed."""
+    fragment = trickle.parse_fragment(answer)
+    restart.remote(*fragment.restart_credentials())
+    for item in fragment.candidates:
+        await pc.addIceCandidate(rtc.remote_candidate(item.candidate, _bundle_mid(pc)))
+    if fragment.end_of_candidates:
+        await pc.addIceCandidate(None)
+    return await restart.run(timeout_s)
+
+
+def _bundle_mid(pc: ScopedPeerConnection) -> str:
+    return str(pc.getTransceivers()[0].mid)
+
+
+async def restart_ice(
+    http: aiohttp.ClientSession,
+    location: str,
+    headers: dict[str, str],
+    etag: str,
+    pc: ScopedPeerConnection,
+    hosts: Sequence[str],
+) -> str:
+    """ICE restart by PATCH (RFC 9725 section 4.3.2) from `hosts`; returns the new ETag."""
+    restart, fragment = await begin_ice_restart(pc, hosts)
+    patch_headers = {**headers, "Content-Type": trickle.TRICKLE_TYPE, "If-Match": etag}
+    async with http.patch(location, data=fragment, headers=patch_headers) as response:
+        if response.status != 200:
+            await restart.abandon()
+            raise MediaRefused(
+                response.status, await response.text(), response.headers.get("Retry-After")
+            )
+        answer = await response.text()
+        new_etag = response.headers["ETag"]
+    if not await finish_ice_restart(pc, restart, answer):
+        raise ConnectionError("the ICE restart found no working pair")
+    return new_etag
+
+
 @dataclass
 class WhipSession:
     pc: ScopedPeerConnection
     location: str
     camera: FaceCameraTrack | None
+    etag: str = ""
+
+    async def restart_ice(
+        self, http: aiohttp.ClientSession, headers: dict[str, str], hosts: Sequence[str]
+    ) -> None:
+        """Move to `hosts` (a new network) by an ICE restart; the session goes on."""
+        self.etag = await restart_ice(http, self.location, headers, self.etag, self.pc, hosts)
 
     async def close(self, http: aiohttp.ClientSession, headers: dict[str, str]) -> None:
         await self.pc.close()
@@ -231,7 +365,8 @@ class WhipSession:
 
 async def _exchange(
     http: aiohttp.ClientSession, url: str, headers: dict[str, str], pc: ScopedPeerConnection
-) -> str:
+) -> tuple[str, str]:
+    """POST the offer, apply the answer: the session's (Location, ETag)."""
     offer = await local_offer(pc)
     async with http.post(
         url, data=offer, headers={**headers, "Content-Type": "application/sdp"}
@@ -242,8 +377,9 @@ async def _exchange(
             )
         answer = await response.text()
         location = response.headers["Location"]
+        etag = response.headers.get("ETag", "")
     await accept_answer(pc, answer)
-    return location
+    return location, etag
 
 
 class MediaRefused(Exception):
@@ -274,17 +410,20 @@ async def whip_publish(
     *,
     audio: bool = True,
     video: bool = True,
+    linked_servers: bool = True,
 ) -> WhipSession:
+    """Publish to `url`; with `linked_servers`, gather with the ICE servers it links."""
     camera = FaceCameraTrack(clips, showing) if video else None
     tone = ToneTrack(clips) if audio else None
+    servers = await linked_ice_servers(http, url, headers) if linked_servers else []
     # The clips are VP8: offer nothing else.
-    pc = sending_peer(hosts, (tone, camera), video_mime_types=("video/VP8",))
+    pc = sending_peer(hosts, (tone, camera), video_mime_types=("video/VP8",), ice_servers=servers)
     try:
-        location = await _exchange(http, url, headers, pc)
+        location, etag = await _exchange(http, url, headers, pc)
     except BaseException:
         await pc.close()
         raise
-    return WhipSession(pc, location, camera)
+    return WhipSession(pc, location, camera, etag)
 
 
 @dataclass
@@ -340,8 +479,12 @@ async def whep_watch(
     headers: dict[str, str],
     hosts: Sequence[str],
     kinds: Sequence[str] = ("audio", "video"),
+    *,
+    linked_servers: bool = True,
 ) -> WhepSession:
-    pc = receiving_peer(hosts, kinds)
+    """Watch `url`; with `linked_servers`, gather with the ICE servers it links."""
+    servers = await linked_ice_servers(http, url, headers) if linked_servers else []
+    pc = receiving_peer(hosts, kinds, ice_servers=servers)
     session = WhepSession(pc, "", WatchStats(), time.monotonic())
     stats = session.stats
 
@@ -360,7 +503,7 @@ async def whep_watch(
         rtc.tap_receiver(receiver, on_frame, lambda: None)
 
     try:
-        session.location = await _exchange(http, url, headers, pc)
+        session.location, _ = await _exchange(http, url, headers, pc)
     except BaseException:
         await pc.close()
         raise

@@ -204,9 +204,13 @@ class MediaRouter:
 
     async def patch(
         self, name: str, session_id: str, fragment: str, *, content_type: str | None
-    ) -> None:
-        """Trickle ICE `fragment` into session `session_id` on shard `name`."""
-        await self._call(name, "patch", session_id, fragment, content_type=content_type)
+    ) -> str | None:
+        """Trickle ICE `fragment` into session `session_id` on shard `name`; an ICE
+        restart returns the fragment to answer with."""
+        answer: str | None = await self._call(
+            name, "patch", session_id, fragment, content_type=content_type
+        )
+        return answer
 
     async def close_session(self, name: str, session_id: str) -> None:
         await self._call(name, "close_session", session_id)

@@ -23,6 +23,7 @@ class Session:
         self.remote_pwd = offer.ice_pwd
         self.bundle_mid = offer.bundle[0]  # every candidate belongs to the bundle's transport
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.ice_restart: asyncio.Task[Any] | None = None  # an ICE restart still checking
         self.closed = False  # closing began
         self.done = asyncio.Event()  # closing ended
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 from redis.asyncio import Redis
@@ -72,6 +72,13 @@ class MediaSessions:
             replies = await pipe.execute()
         previous = replies[1] if session.pointer is not None else None
         return text(previous) if previous is not None else None
+
+    async def retag(self, session: MediaSession) -> MediaSession:
+        """`session` with a new ETag (an ICE restart changed it), kept only while it is."""
+        updated = replace(session, etag=new_etag())
+        key = keys.media_session_key(session.id)
+        await self.redis.set(key, json.dumps(asdict(updated)), xx=True, keepttl=True)
+        return updated
 
     async def get(self, session_id: str) -> MediaSession | None:
         raw = await self.redis.get(keys.media_session_key(session_id))

@@ -190,8 +190,13 @@ class Forwarder:
 
     async def patch(
         self, session_id: str, fragment: str, *, content_type: str | None = trickle.TRICKLE_TYPE
-    ) -> None:
-        """Trickle ICE (WHIP/WHEP PATCH): add the remote candidates of `fragment`."""
+    ) -> str | None:
+        """Trickle ICE (WHIP/WHEP PATCH): add the remote candidates of `fragment`.
+
+        A fragment with new ICE credentials restarts ICE (RFC 9725 section 4.3.2) and
+        returns the fragment to answer with (our new credentials and candidates); a
+        plain trickle returns None.
+        """
         session = self.session(session_id)
         sdp.check_content_type(content_type, trickle.TRICKLE_TYPE)
         frag = trickle.parse_fragment(
@@ -200,7 +205,37 @@ class Forwarder:
             max_candidates=self.settings.max_patch_candidates,
         )
         if frag.is_restart(session.remote_ufrag, session.remote_pwd):
-            raise InvalidInput("ICE restarts are not supported", reason="ice_restart_unsupported")
+            return await self._restart_ice(session, frag)
+        await self._add_candidates(session, frag)
+        return None
+
+    async def _restart_ice(self, session: Session, frag: trickle.IceFragment) -> str:
+        """Restart ICE under the session's DTLS association: its SRTP, its tracks, its
+        viewers and its recording go on; media moves to the new pair once one is nominated
+        (`actors.media.aiortc.ice_restart`)."""
+        ufrag, pwd = frag.restart_credentials()
+        if session.pc.connectionState != "connected":
+            raise Conflict("ICE restarts only once connected", reason="not_connected")
+        if session.ice_restart is not None:  # a newer restart replaces one still checking
+            session.ice_restart.cancel()
+        restart = rtc.ice_restart(session.pc)
+        local_ufrag, local_pwd = await restart.begin()
+        restart.remote(ufrag, pwd)
+        session.remote_ufrag, session.remote_pwd = ufrag, pwd
+        await self._add_candidates(session, frag)
+        self._totals["ice_restarts"] += 1
+        session.ice_restart = self._spawn(session, self._run_restart(session, restart))
+        candidates = [c.to_sdp() for c in restart.local_candidates]
+        return trickle.ice_fragment(local_ufrag, local_pwd, session.bundle_mid, candidates)
+
+    async def _run_restart(self, session: Session, restart: rtc.IceRestart) -> None:
+        if not await restart.run(self.settings.connect_timeout_s):
+            self._totals["ice_restarts_failed"] += 1
+            logger.info("media session %s: its ICE restart found no new pair", session.id)
+        if session.ice_restart is asyncio.current_task():
+            session.ice_restart = None
+
+    async def _add_candidates(self, session: Session, frag: trickle.IceFragment) -> None:
         for item in frag.candidates:
             if not self._allow(trickle.candidate_address(item.candidate)):
                 continue
@@ -389,7 +424,8 @@ class Forwarder:
             )
             await self.close_session(session.id)
 
-    def _spawn(self, session: Session, coro: Any) -> None:
+    def _spawn(self, session: Session, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
+        return task

@@ -115,8 +115,11 @@ class MediaShard:
         return answer
 
     @traced
-    async def patch(self, session_id: str, fragment: str, *, content_type: str | None) -> None:
-        await self.forwarder.patch(session_id, fragment, content_type=content_type)
+    async def patch(
+        self, session_id: str, fragment: str, *, content_type: str | None
+    ) -> str | None:
+        """Trickle ICE; an ICE restart's answer fragment, or None."""
+        return await self.forwarder.patch(session_id, fragment, content_type=content_type)
 
     @traced
     async def close_session(self, session_id: str) -> None:

@@ -1,4 +1,8 @@
-"""Trickle ICE (RFC 8840 fragments in WHIP/WHEP PATCH) and remote candidate filtering.
+"""Trickle ICE (RFC 8840 fragments in WHIP/WHEP PATCH), ICE restarts, candidate filtering.
+
+A fragment with new credentials (a=ice-ufrag and a=ice-pwd) asks for an ICE
+restart (RFC 9725 section 4.3.2); the server answers with a fragment of its own
+new credentials and candidates (`ice_fragment`).
 
 The forwarder only ever talks to remote candidates inside the configured
 networks: others, including mDNS names (resolving them would multicast), are
@@ -8,13 +12,16 @@ dropped from offers and fragments before aiortc sees them.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from actors.media.sdp import attribute, check_candidate_count, lines, malformed, without_lines
-from infra.errors import PayloadTooLarge
+from infra.errors import MalformedInput, PayloadTooLarge
 
 TRICKLE_TYPE = "application/trickle-ice-sdpfrag"
+ICE_UFRAG = re.compile(r"^[A-Za-z0-9+/]{4,256}$")  # RFC 8839 section 5.4
+ICE_PWD = re.compile(r"^[A-Za-z0-9+/]{22,256}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,31 @@ class IceFragment:
         changed_ufrag = self.ufrag is not None and self.ufrag != ufrag
         changed_pwd = self.pwd is not None and self.pwd != pwd
         return changed_ufrag or changed_pwd
+
+    def restart_credentials(self) -> tuple[str, str]:
+        """The new (ufrag, pwd) of an ICE restart; 400 `bad_ice_credentials` unless both are
+        there, new and well-formed (RFC 8839 section 5.4: 4 and 22 to 256 ice-chars)."""
+        ufrag, pwd = self.ufrag or "", self.pwd or ""
+        if not (ICE_UFRAG.match(ufrag) and ICE_PWD.match(pwd)):
+            raise MalformedInput(
+                "an ICE restart needs a new a=ice-ufrag (4 to 256 ice-chars) and"
+                " a=ice-pwd (22 to 256 ice-chars)",
+                reason="bad_ice_credentials",
+            )
+        return ufrag, pwd
+
+
+def ice_fragment(
+    ufrag: str, pwd: str, mid: str, candidates: Sequence[str], *, end: bool = True
+) -> str:
+    """An `application/trickle-ice-sdpfrag` body (RFC 8840 section 4.4) with credentials:
+    an ICE restart's, asked for by a client's PATCH or answered by the server's 200
+    (RFC 9725 section 4.3.2). `candidates` are `a=candidate` values."""
+    body = [f"a=ice-ufrag:{ufrag}", f"a=ice-pwd:{pwd}", "m=audio 9 UDP/TLS/RTP/SAVPF 0"]
+    body += [f"a=mid:{mid}", *(f"a=candidate:{c}" for c in candidates)]
+    if end:
+        body.append("a=end-of-candidates")
+    return "\r\n".join(body) + "\r\n"
 
 
 def candidate_address(candidate: str) -> str:

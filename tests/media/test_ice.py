@@ -9,7 +9,7 @@ from aiortc import RTCSessionDescription
 
 from actors.media import trickle
 from actors.media.aiortc import rtc
-from infra.errors import InvalidInput, UnsupportedMediaType
+from infra.errors import Conflict, UnsupportedMediaType
 from tests.media.conftest import Stage
 from tests.media.test_sdp import BROWSER_OFFER, offer_of
 from tests.support.wait import until
@@ -87,10 +87,10 @@ async def test_trickled_candidates_connect_a_publisher(stage: Stage) -> None:
     assert candidates
     with pytest.raises(UnsupportedMediaType):
         await forwarder.patch(session.id, "a=end-of-candidates", content_type="application/sdp")
-    restart = f"a=ice-ufrag:new\r\na=ice-pwd:{'x' * 24}\r\n"
-    with pytest.raises(InvalidInput) as caught:
+    restart = f"a=ice-ufrag:new1\r\na=ice-pwd:{'x' * 24}\r\n"
+    with pytest.raises(Conflict) as caught:  # ICE restarts once connected (test_ice_restart.py)
         await forwarder.patch(session.id, restart)
-    assert caught.value.reason == "ice_restart_unsupported"
+    assert caught.value.reason == "not_connected"
 
     fragment = "\r\n".join(
         # Candidates under the second m-line's mid: they still reach the bundle.

@@ -6,7 +6,8 @@ which frame it decoded and when it was sent. Peers are built and connected as
 the load tester's are (`loadtests.webrtc`); what the tests add is the indexed
 video, the decoding viewer and two ways to reach a forwarder: `publish` and
 `view` call one in the test's process, `whip_publish` and `whep_watch` go
-through the gateway's WHIP and WHEP endpoints (HTTP, httpx).
+through the gateway's WHIP and WHEP endpoints (HTTP, httpx). A publisher moves to
+another address (a new network) by an ICE restart (`restart_ice`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ from aiortc.rtp import RtpPacket
 from actors.media.aiortc import rtc
 from actors.media.session import PublishSession, ViewSession
 from actors.media.sfu import Forwarder
-from loadtests.webrtc import accept_answer, receiving_peer, sending_peer
+from loadtests.webrtc import (
+    accept_answer,
+    begin_ice_restart,
+    finish_ice_restart,
+    receiving_peer,
+    sending_peer,
+)
 from loadtests.webrtc import local_offer as local_offer  # for the tests that offer by hand
 
 LOOPBACK = ("127.0.0.1",)
@@ -177,6 +184,13 @@ class Receiver:
 class Publisher(Sender):
     session: PublishSession = field(kw_only=True)
 
+    async def restart_ice(self, forwarder: Forwarder, hosts: Sequence[str]) -> bool:
+        """Move to `hosts` by an ICE restart, the fragments handed to the forwarder directly."""
+        restart, fragment = await begin_ice_restart(self.pc, hosts)
+        answer = await forwarder.patch(self.session.id, fragment)
+        assert answer is not None, "no ICE restart answer"
+        return await finish_ice_restart(self.pc, restart, answer)
+
 
 async def publish(
     forwarder: Forwarder,
@@ -268,6 +282,10 @@ async def post_offer(
 @dataclass
 class WhipPublisher(Sender):
     response: httpx.Response = field(kw_only=True)
+    etag: str = field(kw_only=True, default="")
+
+    def __post_init__(self) -> None:
+        self.etag = self.etag or self.response.headers.get("etag", "")
 
     @property
     def location(self) -> str:
@@ -276,6 +294,32 @@ class WhipPublisher(Sender):
     @property
     def session_id(self) -> str:
         return self.location.rsplit("/", 1)[1]
+
+    async def restart_ice(
+        self,
+        http: httpx.AsyncClient,
+        headers: Mapping[str, str],
+        hosts: Sequence[str],
+        *,
+        etag: str | None = None,
+    ) -> httpx.Response:
+        """Move to `hosts` (a new network) by an ICE restart through PATCH (RFC 9725
+        section 4.3.2), with `etag` or the session's last ETag; on 200 the checks run
+        and the new ETag is kept. The response is returned whatever its status."""
+        restart, fragment = await begin_ice_restart(self.pc, hosts)
+        patch_headers = {
+            **headers,
+            "content-type": "application/trickle-ice-sdpfrag",
+            "if-match": etag or self.etag,
+        }
+        response = await http.patch(self.location, content=fragment, headers=patch_headers)
+        if response.status_code != 200:
+            await restart.abandon()
+            return response
+        self.etag = response.headers["etag"]
+        if not await finish_ice_restart(self.pc, restart, response.text):
+            raise AssertionError("the ICE restart found no new pair")
+        return response
 
 
 async def whip_publish(

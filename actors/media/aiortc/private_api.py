@@ -44,6 +44,18 @@ PRIVATE_API: Final[Mapping[str, str]] = MappingProxyType(
         # aioice.ice's per-socket protocol, subclassed: (receiver) made, `local_candidate`,
         # `request` (a STUN transaction), `datagram_received`, `connection_lost`, `close`
         "stun_protocol": "StunProtocol",
+        # ICE restart in place (`ice_restart`), on aioice's Connection unless said otherwise
+        "ice_restart_check_list": "_check_list",  # a list of CandidatePair
+        "ice_restart_remote_candidates": "_remote_candidates",  # a list of Candidate
+        "ice_restart_remote_end": "_remote_candidates_end",  # a bool
+        "ice_restart_gatherer_remote_end": "_remote_candidates_end",  # on RTCIceGatherer, a bool
+        "ice_restart_local_password": "_local_password",  # a str
+        "ice_restart_local_candidates": "_local_candidates",  # a list of Candidate
+        "ice_restart_early_checks": "_early_checks",  # a deque of (message, addr, protocol)
+        "ice_restart_early_checks_done": "_early_checks_done",  # a bool: checks held while False
+        "ice_restart_nominating": "_nominating",  # a set of components
+        "ice_restart_check_incoming": "check_incoming",  # (message, addr, protocol): a check in
+        "ice_restart_check_start": "check_start_task",  # (pair): start its check, once
         "receiver_decoder_worker": "decoder_worker",  # in aiortc.rtcrtpreceiver
         "host_addresses": "get_host_addresses",  # in aioice.ice
         "consent_check": "query_consent",  # on aioice.ice.Connection, a coroutine

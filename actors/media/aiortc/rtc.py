@@ -62,6 +62,10 @@ What is swapped process-wide is swapped by one call, `install`.
   after six half-second checks in a row go unanswered; `actors.media.aiortc.ice_consent`
   puts RFC 7675's 30 s in its place (`install`, which every
   `ScopedPeerConnection` calls).
+- ICE restart: aiortc has none; `actors.media.aiortc.ice_restart` restarts
+  ICE inside a connected peer's aioice `Connection` (new credentials, a new
+  check list, the DTLS association untouched), through the `ice_restart_*`
+  names; `ice_restart(pc)` gives one.
 - Tests watch and disturb real peers only through the hooks here:
   `tap_rtcp` (the RTCP a sender or receiver sends, `_send_rtcp`),
   `filter_incoming_rtp` (a lossy link: the DTLS transport's
@@ -96,6 +100,7 @@ from aiortc import (
     RTCConfiguration,
     RTCDtlsTransport,
     RTCIceCandidate,
+    RTCIceServer,
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
@@ -105,6 +110,7 @@ from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.sdp import candidate_from_sdp
 
 from actors.media.aiortc import ice_consent, rtcp_ticks
+from actors.media.aiortc.ice_restart import IceRestart as IceRestart
 from actors.media.aiortc.private_api import PRIVATE_API as PRIVATE_API
 from actors.media.aiortc.udp_mux import UdpMux
 from infra.errors import ConfigError
@@ -263,6 +269,41 @@ def _missing_transport_api(dtls: RTCDtlsTransport) -> list[str]:
     username = getattr(connection, PRIVATE_API["ice_local_username"], None)
     if not isinstance(username, str) or username != connection.local_username:
         missing.append("ice_local_username")
+    return missing + missing_restart_api(connection, dtls.transport.iceGatherer)
+
+
+RESTART_ATTRIBUTES: Final = (
+    ("ice_restart_check_list", list),
+    ("ice_restart_remote_candidates", list),
+    ("ice_restart_remote_end", bool),
+    ("ice_restart_local_candidates", list),
+    ("ice_restart_early_checks_done", bool),
+    ("ice_restart_nominating", set),
+)
+
+
+def missing_restart_api(connection: aioice.ice.Connection, gatherer: Any) -> list[str]:
+    """What `ice_restart` needs of an aioice connection and aiortc's gatherer."""
+    missing = [
+        name
+        for name, kind in RESTART_ATTRIBUTES
+        if not isinstance(getattr(connection, PRIVATE_API[name], None), kind)
+    ]
+    password = getattr(connection, PRIVATE_API["ice_restart_local_password"], None)
+    if not isinstance(password, str) or password != connection.local_password:
+        missing.append("ice_restart_local_password")
+    early = getattr(connection, PRIVATE_API["ice_restart_early_checks"], None)
+    if not (callable(getattr(early, "clear", None)) and callable(getattr(early, "append", None))):
+        missing.append("ice_restart_early_checks")
+    incoming = getattr(connection, PRIVATE_API["ice_restart_check_incoming"], None)
+    if not callable(incoming) or _params(incoming) != ("message", "addr", "protocol"):
+        missing.append("ice_restart_check_incoming")
+    start = getattr(connection, PRIVATE_API["ice_restart_check_start"], None)
+    if not callable(start) or _params(start) != ("pair",):
+        missing.append("ice_restart_check_start")
+    remote_end = getattr(gatherer, PRIVATE_API["ice_restart_gatherer_remote_end"], None)
+    if not isinstance(remote_end, bool):
+        missing.append("ice_restart_gatherer_remote_end")
     return missing
 
 
@@ -368,7 +409,8 @@ def _announced(candidate: aioice.Candidate, host: str) -> aioice.Candidate:
 
 
 class ScopedPeerConnection(RTCPeerConnection):
-    """A peer connection with no STUN/TURN that gathers on `host_addresses` only.
+    """A peer connection that gathers host candidates on `host_addresses` only, and
+    server-reflexive and relay ones from `ice_servers` (none by default).
 
     `announced` maps host addresses to what the candidates say instead; a host
     address in `muxes` takes no socket of its own: the connection shares the mux's.
@@ -380,9 +422,13 @@ class ScopedPeerConnection(RTCPeerConnection):
         *,
         announced: Mapping[str, str] | None = None,
         muxes: Mapping[str, UdpMux] | None = None,
+        ice_servers: Sequence[RTCIceServer] = (),
     ) -> None:
         install()
-        super().__init__(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        configuration = RTCConfiguration(
+            iceServers=list(ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
+        )
+        super().__init__(configuration)
         self._host_addresses = tuple(host_addresses)
         self._plan = GatheringPlan(dict(announced or {}), dict(muxes or {}))
 
@@ -576,6 +622,27 @@ def keyframe_requests_ignored(sender: RTCRtpSender) -> Iterator[None]:
 def stun_protocols(connection: aioice.ice.Connection) -> list[aioice.ice.StunProtocol]:
     """An aioice connection's STUN transports, one per local candidate (after gathering)."""
     return list(getattr(connection, PRIVATE_API["ice_protocols"]))
+
+
+def ice_restart(pc: RTCPeerConnection) -> IceRestart:
+    """An ICE restart of `pc`'s ICE transport (its only one, with BUNDLE); see `ice_restart`."""
+    transports = {
+        id(t.receiver.transport.transport): t.receiver.transport.transport
+        for t in pc.getTransceivers()
+    }
+    if len(transports) != 1:
+        raise ValueError("an ICE restart needs one ICE transport (BUNDLE)")
+    (ice,) = transports.values()
+    return IceRestart(getattr(ice, PRIVATE_API["ice_connection"]), ice.iceGatherer)
+
+
+def selected_remote_addresses(pc: RTCPeerConnection) -> list[tuple[str, int]]:
+    """Where `pc` sends its media: the remote address of each nominated candidate pair."""
+    return [
+        pair.remote_addr
+        for connection in ice_connections(pc)
+        for pair in getattr(connection, PRIVATE_API["ice_nominated"]).values()
+    ]
 
 
 def ice_connections(pc: RTCPeerConnection) -> list[aioice.ice.Connection]:

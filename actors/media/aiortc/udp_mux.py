@@ -20,7 +20,8 @@ single-port mode and mediasoup's `WebRtcServer`, one `UdpMux` owns one socket
 What matches nothing is dropped and counted (`counts`), and so is an empty
 datagram (aiortc's DTLS transport reads the first byte of what it is given,
 and ends on an empty one). A connection whose ufrag another live connection
-of the mux already has gets a new one before its answer is written. Each aioice
+of the mux already has gets a new one before its answer is written; one whose ICE
+restarts (`actors.media.aiortc.ice_restart`) is routed by its new one (`rekey`). Each aioice
 `Connection` gets a `MuxedStunProtocol`, an aioice `StunProtocol` whose
 transport sends through the shared socket; `actors.media.aiortc.rtc` makes
 gathering attach one (see `rtc.install`). Closing the connection closes its
@@ -197,6 +198,19 @@ class UdpMux:
         protocol = MuxedStunProtocol(connection, self, component)
         self._by_ufrag[ufrag] = protocol
         return protocol
+
+    def holds(self, ufrag: str) -> bool:
+        """Whether a live connection of this mux has the ICE username fragment `ufrag`."""
+        return ufrag in self._by_ufrag
+
+    def rekey(self, protocol: MuxedStunProtocol) -> None:
+        """Route by `protocol`'s connection's new ufrag (an ICE restart), not its old one."""
+        for ufrag in [u for u, p in self._by_ufrag.items() if p is protocol]:
+            del self._by_ufrag[ufrag]
+        ufrag = protocol.receiver.local_username
+        if self._by_ufrag.get(ufrag, protocol) is not protocol:
+            raise ValueError(f"ufrag {ufrag!r} is another connection's")
+        self._by_ufrag[ufrag] = protocol
 
     def detach(self, protocol: MuxedStunProtocol) -> None:
         """Forget every route to `protocol` (its connection closed)."""
