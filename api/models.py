@@ -52,6 +52,19 @@ class ConsentIn(Strict):
     policy_version: Annotated[str, StringConstraints(min_length=1, max_length=32)]
 
 
+class ExtendIn(Strict):
+    """`POST /v1/exams/{exam}/extend`: move the exam's end this many minutes later."""
+
+    minutes: int = Field(ge=1, le=24 * 60)
+
+
+class AccommodationIn(Strict):
+    """`PUT .../candidates/{cid}/accommodation`: the candidate's extra minutes (0: none),
+    added to their late cut-off and their end."""
+
+    extra_minutes: int = Field(ge=0, le=24 * 60)
+
+
 class GuardianConsentIn(Strict):
     reference: Annotated[str, StringConstraints(min_length=1, max_length=128)]
 

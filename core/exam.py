@@ -8,10 +8,13 @@ is an `ExamSpec`; the stored record adds who organises it.
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from infra.errors import Forbidden
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
 DataClass = Literal["recordings", "photos", "face", "logs", "timelines"]
@@ -74,6 +77,86 @@ class ExamSpec(Strict):
 
 class Exam(ExamSpec):
     organiser: str
+
+
+# What a candidate asks of the schedule: to log in, to join the room or publish media, to
+# beat (a heartbeat, once joined).
+Action = Literal["login", "join", "publish", "heartbeat"]
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """One candidate's times: logins open at `opens_at`, joining and publishing wait for
+    `starts_at`, a first join is refused after `late_after` (unless readmitted), and
+    everything ends at `ends_at`. An accommodation's minutes move `late_after` and
+    `ends_at`; an extension of the exam moved the exam's own `ends_at` already."""
+
+    opens_at: datetime
+    starts_at: datetime
+    late_after: datetime
+    ends_at: datetime
+
+    @classmethod
+    def of(
+        cls, exam: ExamSpec, *, opens_before: float, late_cutoff: float, extra: float = 0
+    ) -> Schedule:
+        """`opens_before`, `late_cutoff` and `extra` in minutes."""
+        more = timedelta(minutes=extra)
+        starts_at, ends_at = _aware(exam.starts_at), _aware(exam.ends_at)
+        return cls(
+            opens_at=starts_at - timedelta(minutes=opens_before),
+            starts_at=starts_at,
+            late_after=starts_at + timedelta(minutes=late_cutoff) + more,
+            ends_at=ends_at + more,
+        )
+
+    def check(
+        self, action: Action, now: datetime, *, joined: bool = False, admitted: bool = False
+    ) -> None:
+        """Raise 403 unless `action` is allowed at `now`: `login_not_open`, `not_started`,
+        `too_late` (a first join after the cut-off, unless `admitted` by a proctor; a
+        candidate who `joined` in time may come back) or `exam_over`."""
+        if action == "login":
+            # Logins stay open after the end: the outcome and the candidate's rights
+            # (a copy of their data, deletion) are reached by logging in.
+            if now < self.opens_at:
+                raise Forbidden(
+                    "logins for this exam are not open yet",
+                    reason="login_not_open",
+                    **self._times(now),
+                )
+            return
+        if now >= self.ends_at:
+            raise Forbidden("the exam is over", reason="exam_over", **self._times(now))
+        if action in ("join", "publish"):
+            if now < self.starts_at:
+                raise Forbidden(
+                    "the exam has not started: wait for its start",
+                    reason="not_started",
+                    **self._times(now),
+                )
+            if now > self.late_after and not (joined or admitted):
+                raise Forbidden(
+                    "too late to join: a proctor may readmit you",
+                    reason="too_late",
+                    **self._times(now),
+                )
+
+    def _times(self, now: datetime) -> dict[str, Any]:
+        return {**self.as_json(), "now": now.isoformat()}
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "opens_at": self.opens_at.isoformat(),
+            "starts_at": self.starts_at.isoformat(),
+            "late_after": self.late_after.isoformat(),
+            "ends_at": self.ends_at.isoformat(),
+        }
+
+
+def _aware(moment: datetime) -> datetime:
+    """A time without a zone is taken as UTC, as the API's clients mean it."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class RosterRow(BaseModel):

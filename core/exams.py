@@ -12,13 +12,14 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from core import keys
-from core.exam import Exam, ExamSpec, RosterReport, RosterRow
+from core.exam import Action, Exam, ExamSpec, RosterReport, RosterRow, Schedule
 from core.roster import ParsedRoster
 from infra.crypto import DataKeys
 from infra.errors import Conflict, InvalidInput, NotFound
@@ -34,6 +35,12 @@ class Candidate:
     minor: bool
     has_guardian_consent: bool
     consent_version: str | None
+    # The schedule's per-candidate marks: an accommodation's extra minutes, a first join
+    # (a candidate who joined in time may come back after the late cut-off), and a
+    # proctor's readmission (which lets them join late).
+    extra_minutes: int = 0
+    joined: bool = False
+    admitted: bool = False
 
 
 def _age_on(born: date, day: date) -> int:
@@ -69,6 +76,99 @@ class ExamRegistry:
             raise NotFound("no such exam", reason="exam_not_found")
         return Exam.model_validate_json(raw)
 
+    async def find(self, exam_id: str) -> Exam | None:
+        raw = await self.redis.get(keys.exam_key(exam_id))
+        return None if raw is None else Exam.model_validate_json(raw)
+
+    async def extend(self, exam_id: str, minutes: int) -> Exam:
+        """Move the exam's end `minutes` later (an optimistic transaction on its record)."""
+        key = keys.exam_key(exam_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        raise NotFound("no such exam", reason="exam_not_found")
+                    exam = Exam.model_validate_json(raw)
+                    exam = exam.model_copy(
+                        update={"ends_at": exam.ends_at + timedelta(minutes=minutes)}
+                    )
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(key, exam.model_dump_json())
+                    await pipe.execute()
+                    return exam
+                except WatchError:
+                    continue
+
+    # -- the schedule --------------------------------------------------------------
+
+    def schedule(self, exam: ExamSpec, candidate: Candidate | None = None) -> Schedule:
+        """The times of `exam` for `candidate` (their accommodation included)."""
+        return Schedule.of(
+            exam,
+            opens_before=self.settings.login_opens_minutes_before,
+            late_cutoff=self.settings.late_cutoff_minutes,
+            extra=candidate.extra_minutes if candidate is not None else 0,
+        )
+
+    def login_opens(self, exam: Exam) -> float:
+        """When candidates may log in (Unix seconds): from `login_opens_minutes_before`
+        the start, or at once for an exam whose candidates enrol their face themselves
+        (enrolment closes at the start). Logins never close: see `Sessions.candidate_login`."""
+        return 0.0 if exam.candidate_enrolment else self.schedule(exam).opens_at.timestamp()
+
+    def check_schedule(self, exam: ExamSpec, candidate: Candidate, action: Action) -> None:
+        """403 `not_started`, `too_late` or `exam_over` unless `action` is allowed now."""
+        self.schedule(exam, candidate).check(
+            action, datetime.now(UTC), joined=candidate.joined, admitted=candidate.admitted
+        )
+
+    async def ends_for(self, exam_id: str, cid: str) -> tuple[Exam, datetime]:
+        """The exam and when it ends for this candidate, in one round trip (heartbeats)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.exam_key(exam_id))
+            pipe.hget(keys.candidate_key(exam_id, cid), "extra_minutes")
+            raw, extra = await pipe.execute()
+        if raw is None:
+            raise NotFound("no such exam", reason="exam_not_found")
+        exam = Exam.model_validate_json(raw)
+        minutes = int(extra) if extra else 0
+        return exam, Schedule.of(exam, opens_before=0, late_cutoff=0, extra=minutes).ends_at
+
+    async def set_accommodation(self, exam_id: str, cid: str, minutes: int) -> None:
+        await self.redis.hset(keys.candidate_key(exam_id, cid), "extra_minutes", minutes)
+
+    async def mark_joined(self, exam_id: str, cid: str) -> None:
+        """Remember the candidate's first join: after the late cut-off they may come back."""
+        await self.redis.hsetnx(keys.candidate_key(exam_id, cid), "joined_at", time.time())
+
+    async def admit(self, exam_id: str, cid: str) -> None:
+        """A proctor readmitted the candidate: they may join after the late cut-off."""
+        await self.redis.hset(keys.candidate_key(exam_id, cid), "admitted_at", time.time())
+
+    async def late_after(self, exam: Exam, cids: list[str]) -> dict[str, float]:
+        """For each of `cids` who has neither joined nor been readmitted, the moment (Unix
+        seconds) after which their first join is refused `too_late`."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in cids:
+                pipe.hmget(
+                    keys.candidate_key(exam.id, cid), ["extra_minutes", "joined_at", "admitted_at"]
+                )
+            rows = await pipe.execute()
+        late = {}
+        for cid, (extra, joined, admitted) in zip(cids, rows, strict=True):
+            if joined or admitted:
+                continue
+            schedule = Schedule.of(
+                exam,
+                opens_before=0,
+                late_cutoff=self.settings.late_cutoff_minutes,
+                extra=int(extra) if extra else 0,
+            )
+            late[cid] = schedule.late_after.timestamp()
+        return late
+
     async def organiser_exams(self, organiser: str) -> list[str]:
         return sorted(text(m) for m in await self.redis.smembers(keys.staff_exams_key(organiser)))
 
@@ -88,6 +188,9 @@ class ExamRegistry:
             consent_version=text(fields["consent_version"])
             if fields.get("consent_version")
             else None,
+            extra_minutes=int(fields.get("extra_minutes") or 0),
+            joined=bool(fields.get("joined_at")),
+            admitted=bool(fields.get("admitted_at")),
         )
 
     async def identity(self, exam_id: str, cid: str) -> dict[str, str]:

@@ -91,10 +91,12 @@ def _with_budgets(script: str) -> str:
 
 # The whole candidate login in one round trip: budgets, lookup, session, and the end
 # of the candidate's previous session. KEYS[6..10]: pair failures, candidate hash, new
-# session, active-session pointer, the exam's ended candidates. ARGV[6..11]: per pair,
-# cid, exam, ttl, sid, prefix. An ended candidate is told so only once the pair is
-# right, so the answer names no candidate number to a stranger; and in the script that
-# opens the session, so that no login checks before the mark and opens after the end.
+# session, active-session pointer, the exam's ended candidates. ARGV[6..14]: per pair,
+# cid, exam, ttl, sid, prefix, and the exam's login window (opens, ends, now: Unix
+# seconds; '' for none), whose end the candidate's accommodation (`extra_minutes`)
+# moves. An ended candidate, or one outside the window, is told so only once the pair
+# is right, so the answer names no candidate number to a stranger; and in the script
+# that opens the session, so that no login checks before the mark and opens after the end.
 _CANDIDATE_LOGIN = _with_budgets("""
 local held = wait(KEYS[2], KEYS[4])
 if held > 0 then return {'rate_limited', held} end
@@ -108,6 +110,7 @@ if not room then
   return {'wrong'}
 end
 if redis.call('HEXISTS', KEYS[10], ARGV[7]) == 1 then return {'ended'} end
+if ARGV[12] ~= '' and tonumber(ARGV[14]) < tonumber(ARGV[12]) then return {'not_open'} end
 local record = cjson.encode({sub = ARGV[7], role = 'candidate', exam = ARGV[8], room = room})
 redis.call('SET', KEYS[8], record, 'EX', ARGV[9])
 local previous = redis.call('GET', KEYS[9])
@@ -156,8 +159,15 @@ class Sessions:
         self._staff_attempt = redis.register_script(_STAFF_ATTEMPT)
         self._staff_success = redis.register_script(_STAFF_SUCCESS)
 
-    async def candidate_login(self, source: str, exam: str, cid: str) -> tuple[Session, str]:
-        """Open a candidate's session, or raise exactly as a wrong pair would. Returns the room."""
+    async def candidate_login(
+        self, source: str, exam: str, cid: str, opens_at: float | None = None
+    ) -> tuple[Session, str]:
+        """Open a candidate's session, or raise exactly as a wrong pair would. Returns the room.
+
+        `opens_at` (Unix seconds): no login before it (403 `login_not_open`). There is no
+        login end: after the exam a candidate still logs in to read the outcome and to use
+        their rights (a copy of their data, deletion); joining and publishing are refused
+        then (`exam_over`, `core.exam.Schedule`)."""
         s = self.settings
         ttl = s.session_ttl_seconds
         claims = Claims(
@@ -172,6 +182,7 @@ class Sessions:
         budget_keys += [self._owner_key("candidate", exam, cid), keys.ended_candidates_key(exam)]
         args = [*self._budget_args(), s.login_failures_per_candidate, cid, exam, ttl]
         args += [claims.sid, keys.session_key("")]
+        args += ["" if opens_at is None else str(opens_at), "", str(time.time())]
         result = await self._candidate_login(keys=budget_keys, args=args)
         outcome = text(result[0])
         if outcome == "rate_limited":
@@ -180,6 +191,8 @@ class Sessions:
             raise Forbidden(
                 "a proctor ended your exam; ask them to readmit you", reason="ended_by_proctor"
             )
+        if outcome == "not_open":
+            raise Forbidden("logins for this exam are not open yet", reason="login_not_open")
         if outcome != "ok":
             raise Unauthenticated(
                 "exam number or candidate number is wrong", reason=WRONG_CREDENTIALS
@@ -238,10 +251,18 @@ class Sessions:
         await self.redis.hset(keys.ended_candidates_key(exam), cid, mark)
         await self.end_active("candidate", exam, cid)
 
-    async def readmit(self, exam: str, cid: str) -> None:
-        """Let an ended candidate log in again; 409 `not_ended` if nobody ended them."""
-        if not await self.redis.hdel(keys.ended_candidates_key(exam), cid):
-            raise Conflict("this candidate's exam was not ended", reason="not_ended")
+    async def readmit(self, exam: str, cid: str, *, late: bool = False) -> None:
+        """Let an ended candidate log in again; 409 `not_ended` if nobody ended them,
+        unless the readmission is for a candidate refused `too_late` (`late`)."""
+        if not await self.redis.hdel(keys.ended_candidates_key(exam), cid) and not late:
+            raise Conflict(
+                "this candidate's exam was not ended, nor are they too late to join",
+                reason="not_ended",
+            )
+
+    async def ended(self, exam: str) -> list[str]:
+        """The candidates of `exam` a proctor ended and nobody has readmitted yet."""
+        return sorted(text(cid) for cid in await self.redis.hkeys(keys.ended_candidates_key(exam)))
 
     def _owner_key(self, role: str, exam: str | None, sub: str) -> str:
         return keys.active_session_key(role, exam, sub)

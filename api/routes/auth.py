@@ -37,8 +37,12 @@ async def candidate_login(
     body: Login, request: Request, response: Response, runtime: RuntimeDep
 ) -> SessionOut:
     cid = runtime.exams.candidate_id(body.exam_no, body.candidate_no)
+    # The window is checked with the pair, in the login's script: an unknown exam has
+    # none, and answers as a wrong pair does.
+    exam = await runtime.exams.find(body.exam_no)
+    opens_at = runtime.exams.login_opens(exam) if exam is not None else None
     session, room = await runtime.sessions.candidate_login(
-        _client_ip(request, runtime), body.exam_no, cid
+        _client_ip(request, runtime), body.exam_no, cid, opens_at
     )
     if session.replaced is not None:
         await runtime.rooms.append(

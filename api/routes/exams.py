@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from api.deps import RuntimeDep
-from api.models import ExamCreate, GuardianConsentIn, Username
+from api.models import AccommodationIn, EventOut, ExamCreate, ExtendIn, GuardianConsentIn, Username
 from api.security import ExamScopeDep, OrganiserDep, OrganiserExamDep
-from core import roster
+from core import keys, roster
 from core.exam import Exam, Identifier, RosterReport
 from infra.errors import NotFound, UnsupportedMediaType
 
@@ -79,3 +80,45 @@ async def guardian_consent(
     if await runtime.exams.candidate(exam_id, candidate_id) is None:
         raise NotFound("no such candidate", reason="candidate_not_found")
     await runtime.exams.record_consent(exam_id, candidate_id, "guardian", body.reference)
+
+
+@router.post("/{exam_id}/extend")
+async def extend_exam(scope: OrganiserExamDep, body: ExtendIn, runtime: RuntimeDep) -> Exam:
+    """Move the exam's end `minutes` later, for everyone; journaled in each of its rooms."""
+    exam = await runtime.exams.extend(scope.exam_id, body.minutes)
+    event = {
+        "type": "exam_extended",
+        "minutes": body.minutes,
+        "ends_at": exam.ends_at.isoformat(),
+        "by": scope.principal.name,
+    }
+    for room in sorted(await runtime.exams.rooms(exam.id)):
+        await runtime.rooms.append(keys.room_key(exam.id, room), event)
+    return exam
+
+
+@router.put("/{exam_id}/candidates/{candidate_id}/accommodation", status_code=201)
+async def set_accommodation(
+    scope: OrganiserExamDep, candidate_id: Identifier, body: AccommodationIn, runtime: RuntimeDep
+) -> EventOut:
+    """A candidate's extra minutes (0: none), added to their late cut-off and their end;
+    journaled in their room."""
+    exam_id = scope.exam_id
+    candidate = await runtime.exams.candidate(exam_id, candidate_id)
+    if candidate is None:
+        raise NotFound("no such candidate", reason="candidate_not_found")
+    await runtime.exams.set_accommodation(exam_id, candidate_id, body.extra_minutes)
+    exam = await runtime.exams.get(exam_id)
+    moved = replace(candidate, extra_minutes=body.extra_minutes)
+    schedule = runtime.exams.schedule(exam, moved)
+    event = {
+        "type": "accommodation",
+        "cid": candidate_id,
+        "extra_minutes": body.extra_minutes,
+        # Their new late cut-off and end, Unix seconds (the console's readmit button).
+        "late_after": schedule.late_after.timestamp(),
+        "ends_at": schedule.ends_at.timestamp(),
+        "by": scope.principal.name,
+    }
+    room = keys.room_key(exam_id, candidate.room)
+    return EventOut(event_id=await runtime.rooms.append(room, event))

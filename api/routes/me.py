@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Header
 
 from api.deps import RuntimeDep
+from api.media_http import end_candidate_sessions
 from api.models import ConsentIn, EventOut, HeartbeatIn, JoinIn, NetworkType
 from api.security import CandidateDep, Principal, require_consent
 from core import keys
 from core.exams import Candidate
-from infra.errors import InvalidInput, NotFound, RateLimited
+from infra.errors import Forbidden, InvalidInput, NotFound, RateLimited
 from infra.redis import over_limit
 
 router = APIRouter(prefix="/v1/me", tags=["candidate"])
@@ -61,6 +63,12 @@ async def me(principal: CandidateDep, runtime: RuntimeDep) -> dict[str, Any]:
         "consented_version": candidate.consent_version,
         "needs_consent": candidate.consent_version != exam.policy_version,
         "needs_guardian_consent": candidate.minor and not candidate.has_guardian_consent,
+        # The candidate's own times (accommodation included) and the gateway's clock, so
+        # that the page counts down to the start whatever its own clock says.
+        "schedule": {
+            **runtime.exams.schedule(exam, candidate).as_json(),
+            "now": datetime.now(UTC).isoformat(),
+        },
     }
 
 
@@ -87,6 +95,9 @@ async def join(body: JoinIn, principal: CandidateDep, runtime: RuntimeDep) -> di
     candidate = await _candidate(runtime, principal)
     exam = await runtime.exams.get(candidate.exam)
     require_consent(candidate, exam)
+    # Before the start, after the late cut-off (unless joined in time or readmitted) and
+    # after the end: 403 `not_started`, `too_late`, `exam_over`.
+    runtime.exams.check_schedule(exam, candidate, "join")
     if exam.require_face_verification:
         await runtime.face.require_verified(candidate.exam, candidate.cid)
     result = await runtime.rooms.heartbeat(
@@ -96,6 +107,8 @@ async def join(body: JoinIn, principal: CandidateDep, runtime: RuntimeDep) -> di
         uuid.uuid4().hex,
         join=True,
     )
+    if not candidate.joined:
+        await runtime.exams.mark_joined(candidate.exam, candidate.cid)
     return {**result, "room": candidate.room, "advice": NETWORK_ADVICE[body.network]}
 
 
@@ -110,10 +123,27 @@ async def heartbeat(
     assert principal.room is not None
     room = keys.room_key(principal.claims.exam, principal.room)
     await _heartbeat_budget(runtime, room, principal.name)
+    await _before_the_end(runtime, principal, room)
     result = await runtime.rooms.heartbeat(
         room, principal.name, body.network, idempotency_key or uuid.uuid4().hex
     )
     return EventOut(**result)
+
+
+async def _before_the_end(runtime: RuntimeDep, principal: Principal, room: str) -> None:
+    """At the candidate's end (the exam's, extended, plus their accommodation) the first
+    heartbeat after it ends their session and their media and is refused 403 `exam_over`;
+    later requests find the session gone (401). Checked here, at each beat, rather than
+    by a sweeper: the page beats every 5 s, so the media stops within a beat of the end."""
+    exam_id, cid = principal.claims.exam, principal.name
+    assert exam_id is not None
+    _, ends_at = await runtime.exams.ends_for(exam_id, cid)
+    if datetime.now(UTC) < ends_at:
+        return
+    await runtime.sessions.end_active("candidate", exam_id, cid)
+    await end_candidate_sessions(runtime, exam_id, cid)
+    await runtime.rooms.append(room, {"type": "left", "cid": cid, "why": "exam_over"})
+    raise Forbidden("the exam is over", reason="exam_over", ends_at=ends_at.isoformat())
 
 
 async def _heartbeat_budget(runtime: RuntimeDep, room: str, cid: str) -> None:

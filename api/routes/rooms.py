@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -23,6 +25,14 @@ MAX_STREAM_SECONDS = 900.0
 async def room_state(room: RoomScopeDep, runtime: RuntimeDep) -> dict[str, Any]:
     view: dict[str, Any] = await runtime.rooms.room_view(room.key)
     view["roster"] = await runtime.exams.room_candidates(room.exam_id, room.room_id)
+    # When each candidate who has not joined (nor been readmitted) becomes too late to
+    # join by themselves (Unix seconds), and the gateway's clock: the console offers to
+    # readmit them after it, as it does the candidates a proctor ended.
+    exam = await runtime.exams.get(room.exam_id)
+    view["late_after"] = await runtime.exams.late_after(exam, view["roster"])
+    view["now"] = time.time()
+    roster = set(view["roster"])  # of this room only: other rooms' are not the caller's
+    view["ended"] = [cid for cid in await runtime.sessions.ended(room.exam_id) if cid in roster]
     return view
 
 
@@ -121,8 +131,17 @@ async def end_candidate(scope: CandidateScopeDep, runtime: RuntimeDep) -> EventO
 
 @router.post("/candidates/{candidate_id}/readmit", status_code=201)
 async def readmit_candidate(scope: CandidateScopeDep, runtime: RuntimeDep) -> EventOut:
-    """Let an ended candidate log in and join again (409 `not_ended` if nobody ended them)."""
+    """Let an ended candidate log in and join again, or one past the late cut-off join
+    late (409 `not_ended` if nobody ended them and they are not too late)."""
     room, cid = scope.room, scope.candidate_id
-    await runtime.sessions.readmit(room.exam_id, cid)
-    event = {"type": "readmitted", "cid": cid, "by": room.principal.name}
+    exam = await runtime.exams.get(room.exam_id)
+    candidate = await runtime.exams.candidate(room.exam_id, cid)
+    if candidate is None:
+        raise NotFound("no such candidate", reason="candidate_not_found")
+    late = not (candidate.joined or candidate.admitted) and (
+        datetime.now(UTC) > runtime.exams.schedule(exam, candidate).late_after
+    )
+    await runtime.sessions.readmit(room.exam_id, cid, late=late)
+    await runtime.exams.admit(room.exam_id, cid)
+    event = {"type": "readmitted", "cid": cid, "by": room.principal.name, "late": late}
     return EventOut(event_id=await runtime.rooms.append(room.key, event))

@@ -108,7 +108,11 @@ async def _publish_own(
         )
     assert caller.exam is not None
     assert caller.room is not None
-    await may_publish(runtime, caller.exam, caller.name)
+    candidate = await may_publish(runtime, caller.exam, caller.name)
+    # Only while the exam runs for them: 403 `not_started`, `too_late`, `exam_over` (a
+    # side device may be paired in the waiting room, but sends nothing before the start).
+    exam = await runtime.exams.get(caller.exam)
+    runtime.exams.check_schedule(exam, candidate, "publish")
     offer = await read_offer(request, runtime.settings, publish=True)
     if caller.role == "side":  # a refused offer binds nothing
         await runtime.media.pairing.bind(caller.token, request.headers.get(DEVICE_HEADER))

@@ -202,6 +202,15 @@ class Settings(BaseSettings):
     # Talk-back listeners (WHEP) one candidate may hold at once (laptop and phone).
     talkback_listeners_per_candidate: int = Field(default=2, ge=1, le=64)
 
+    # The exam's schedule (issue #25): candidates may log in this long before `starts_at`
+    # (a waiting room: joining and publishing wait for the start, 403 `not_started`), and
+    # may first join until this long after it (403 `too_late` then, unless a proctor
+    # readmits them); a candidate's accommodation adds its minutes to both that cut-off
+    # and the end. At the end (`ends_at`, plus any extension) the next heartbeat ends the
+    # candidate's session and media (403 `exam_over`).
+    login_opens_minutes_before: float = Field(default=30.0, ge=0, le=24 * 60)
+    late_cutoff_minutes: float = Field(default=15.0, ge=0, le=24 * 60)
+
     @field_validator("public_origins")
     @classmethod
     def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:

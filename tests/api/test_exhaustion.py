@@ -20,7 +20,13 @@ from api.runtime import Runtime
 from core import keys
 from infra import tokens
 from ml.images import decode_slot
-from tests.privacy.conftest import ended_exam, image_bytes, image_headers, runtime_of
+from tests.privacy.conftest import (
+    ended_exam,
+    image_bytes,
+    image_headers,
+    joined_before_the_end,
+    runtime_of,
+)
 from tests.privacy.helpers import platform_data, versions
 from tests.support.factories import joined_candidate, new_exam
 from tests.support.wait import until
@@ -233,7 +239,7 @@ async def test_a_deletion_request_runs_no_exam_wide_sweep(
     exam, mine, theirs = world.exam_id, world.candidate_ids["1001"], world.candidate_ids["2001"]
     for cid in (mine, theirs):
         await platform_data(runtime, exam, cid)
-    me = await joined_candidate(client, exam, "1001")
+    me = await joined_before_the_end(client, runtime, exam, "1001")
     async with monitored(runtime.redis) as seen:
         asked = await client.post("/v1/me/deletion-request", headers=me)
     assert asked.status_code == 200, asked.text

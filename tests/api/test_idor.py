@@ -88,13 +88,15 @@ PLAIN = {
     "since", "until", "limit", "network", "allow", "text", "type", "severity", "evidence",
     "password", "role", "platform", "channel", "version", "min_supported", "notes",
     "installer", "filename", "size", "sha256", "gate", "margin", "min_sessions", "sources",
-    "leaving", "start", "end", "app_version", "day",
+    "leaving", "start", "end", "app_version", "day", "minutes", "extra_minutes",
 }  # fmt: skip
 # A valid body of each schema sent to a route with a path id, less its id fields (the
 # caller's own ones are filled in), so that a refusal is never just a 422.
 NOW = datetime.now(UTC)
 SAMPLES: dict[str, dict[str, Any]] = {
     "GuardianConsentIn": {"reference": "GUARDIAN-1"},
+    "ExtendIn": {"minutes": 5},
+    "AccommodationIn": {"extra_minutes": 10},
     "LivenessIn": {"frames": []},
     "DecisionIn": {"decision": "accept"},
     "HoldCreate": {"reference": "CASE-1", "reason": "an appeal"},

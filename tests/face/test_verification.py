@@ -125,7 +125,10 @@ async def test_candidates_enrol_themselves_only_before_the_exam_and_once(
         headers=image_headers(await candidate_login(client, started.exam_id, "2102")),
     )
     assert closed.json()["reason"] == "enrolment_closed"
-    organised = await new_exam(client, runtime, {"r1": ["2103"]}, with_proctors=False, **later)
+    # Logins open half an hour before the start: this exam starts in ten minutes.
+    soon = {"starts_at": (now + timedelta(minutes=10)).isoformat(),
+            "ends_at": (now + timedelta(hours=2)).isoformat()}  # fmt: skip
+    organised = await new_exam(client, runtime, {"r1": ["2103"]}, with_proctors=False, **soon)
     refused = await client.put(
         "/v1/me/face",
         content=photo_bytes("person_a_1"),

@@ -13,7 +13,7 @@ from PIL import Image
 
 from api.runtime import Runtime
 from infra.objectstore import ObjectStores
-from tests.support.factories import ExamWorld, new_exam
+from tests.support.factories import ExamWorld, joined_candidate, new_exam
 
 
 def runtime_of(app: FastAPI) -> Runtime:
@@ -44,18 +44,32 @@ async def ended_exam(
     retention: list[dict[str, Any]] | None = None,
     **exam: Any,
 ) -> ExamWorld:
-    """An exam that ended a minute ago, with a one-second retention policy by default."""
+    """An exam that ended a minute ago, with a one-second retention policy by default
+    (short: `joined_before_the_end` can reopen it within its late cut-off)."""
     now = datetime.now(UTC)
     return await new_exam(
         client,
         runtime,
         rooms,
         region=region,
-        starts_at=(now - timedelta(hours=2)).isoformat(),
+        starts_at=(now - timedelta(minutes=3)).isoformat(),
         ends_at=(now - timedelta(minutes=1)).isoformat(),
         retention=retention if retention is not None else short_policy(),
         **exam,
     )
+
+
+async def joined_before_the_end(
+    client: httpx.AsyncClient, runtime: Runtime, exam_id: str, number: str
+) -> httpx.Headers:
+    """A candidate of an `ended_exam` who joined while it ran: the exam runs again for an
+    hour (`Exams.extend`, as the organiser's extension does), the candidate joins (join
+    and publish are refused after the end), then the end goes back where it was."""
+    await runtime.exams.extend(exam_id, 60)
+    try:
+        return await joined_candidate(client, exam_id, number)
+    finally:
+        await runtime.exams.extend(exam_id, -60)
 
 
 async def bucket_versions(stores: ObjectStores, region: str, prefix: str) -> list[dict[str, Any]]:

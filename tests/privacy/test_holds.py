@@ -12,9 +12,14 @@ from fastapi import FastAPI
 
 from cluster.privacy_cli import purge
 from core import keys
-from tests.privacy.conftest import ended_exam, image_bytes, image_headers, runtime_of
+from tests.privacy.conftest import (
+    ended_exam,
+    image_bytes,
+    image_headers,
+    joined_before_the_end,
+    runtime_of,
+)
 from tests.privacy.helpers import platform_data, versions
-from tests.support.factories import candidate_login, joined_candidate
 
 
 async def test_held_data_survives_the_sweep_and_goes_after_release(
@@ -58,7 +63,7 @@ async def test_held_data_survives_the_sweep_and_goes_after_release(
     )
     assert lock["LegalHold"]["Status"] == "ON"
 
-    headers = await candidate_login(client, exam, "1001")
+    headers = await joined_before_the_end(client, runtime, exam, "1001")
     asked = await client.post("/v1/me/deletion-request", headers=headers)
     assert asked.status_code == 409
     assert asked.json()["reason"] == "legal_hold"
@@ -116,7 +121,7 @@ async def test_export_for_an_authority_has_a_manifest_and_is_audited(
     runtime = runtime_of(app)
     world = await ended_exam(client, runtime, {"r1": ["1001", "1002"]})
     exam, cid = world.exam_id, world.candidate_ids["1001"]
-    me = await joined_candidate(client, exam, "1001")
+    me = await joined_before_the_end(client, runtime, exam, "1001")
     photo = image_bytes(seed=9)
     await client.post("/v1/uploads/photos", content=photo, headers=image_headers(me))
     await platform_data(runtime, exam, cid)

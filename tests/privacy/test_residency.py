@@ -19,11 +19,11 @@ from tests.privacy.conftest import (
     ended_exam,
     image_bytes,
     image_headers,
+    joined_before_the_end,
     raw_object,
     runtime_of,
 )
 from tests.privacy.helpers import platform_data, versions
-from tests.support.factories import joined_candidate
 
 ROOT = Path(__file__).resolve().parents[2]
 # Region-level writers that name their region explicitly and hold no exam's data:
@@ -38,7 +38,7 @@ async def test_every_class_of_an_exam_lands_in_its_region_only(
     north = await ended_exam(client, runtime, {"r1": ["1001"]}, region="cn-north")
     east = await ended_exam(client, runtime, {"r1": ["1001"]}, region="cn-east")
     for world in (north, east):
-        me = await joined_candidate(client, world.exam_id, "1001")
+        me = await joined_before_the_end(client, runtime, world.exam_id, "1001")
         for kind in ("photos", "whiteboards"):
             shared = await client.post(
                 f"/v1/uploads/{kind}", content=image_bytes(), headers=image_headers(me)

@@ -18,6 +18,7 @@ from tests.privacy.conftest import (
     ended_exam,
     image_bytes,
     image_headers,
+    joined_before_the_end,
     raw_object,
     runtime_of,
     short_policy,
@@ -32,7 +33,7 @@ async def test_due_data_goes_with_every_version_and_a_receipt(
     runtime = runtime_of(app)
     world = await ended_exam(client, runtime, {"r1": ["1001", "1002"]})
     exam, cid = world.exam_id, world.candidate_ids["1001"]
-    me = await joined_candidate(client, exam, "1001")
+    me = await joined_before_the_end(client, runtime, exam, "1001")
     shared = await client.post(
         "/v1/uploads/photos", content=image_bytes(), headers=image_headers(me)
     )

@@ -5,7 +5,13 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
-from tests.privacy.conftest import ended_exam, image_bytes, image_headers, runtime_of
+from tests.privacy.conftest import (
+    ended_exam,
+    image_bytes,
+    image_headers,
+    joined_before_the_end,
+    runtime_of,
+)
 from tests.privacy.helpers import platform_data, versions
 from tests.support.factories import joined_candidate, new_exam
 
@@ -83,7 +89,7 @@ async def test_deletion_request_acts_on_the_caller_only(
     exam, mine, theirs = world.exam_id, world.candidate_ids["1001"], world.candidate_ids["1002"]
     for cid in (mine, theirs):
         await platform_data(runtime, exam, cid)
-    me = await joined_candidate(client, exam, "1001")
+    me = await joined_before_the_end(client, runtime, exam, "1001")
     # Naming someone else in the body changes nothing: the route acts on the caller.
     asked = await client.post("/v1/me/deletion-request", json={"candidate": theirs}, headers=me)
     assert asked.status_code == 200, asked.text

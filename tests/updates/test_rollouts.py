@@ -141,6 +141,8 @@ async def test_the_crash_gate_halts_a_rollout_and_checks_stop_offering_it(
         runtime,
         {"r1": ["6101"]},
         with_proctors=False,
+        # Candidates who enrol their own face may log in any day before the start.
+        candidate_enrolment=True,
         starts_at=later.isoformat(),
         ends_at=(later + timedelta(hours=2)).isoformat(),
     )

@@ -1,6 +1,7 @@
-// The candidate's exam day: log in, accept the policy, check devices, verify the face when
-// the exam asks for it, join, publish camera and microphone by WHIP, heartbeat, hear the
-// proctor by WHEP, upload photos.
+// The candidate's exam day: log in, accept the policy, check devices, wait for the start
+// (a countdown, then the page joins by itself), verify the face when the exam asks for it,
+// join, publish camera and microphone by WHIP, heartbeat, hear the proctor by WHEP, upload
+// photos; at the end, say the exam is over.
 import { get, post } from '/common/http.js';
 import { install, t } from '/common/i18n.js';
 import { publish, watch } from '/common/webrtc.js';
@@ -8,20 +9,26 @@ import { FACE_REASONS, FaceCheck } from '/candidate/face.js';
 
 const HEARTBEAT_MS = 5000;
 const MAX_RETRY_DELAY_MS = 30000;
+const COUNTDOWN_MS = 250;
+const LATE_RETRY_MS = 10000; // refused too late: try again, in case a proctor readmits
 const $ = (id) => document.getElementById(id);
 const state = { me: null, stream: null, camera: null, talkback: null, network: 'unknown',
   advice: null, failures: 0, timer: null, retryAt: 0, connecting: false, face: null, ended: false,
-  screen: null };
+  screen: null, waiting: null };
 
 function show(step) {
-  for (const id of ['login-step', 'policy-step', 'check-step', 'face-step', 'live-step']) $(id).hidden = id !== step;
+  const steps = ['login-step', 'policy-step', 'check-step', 'wait-step', 'face-step', 'live-step', 'over-step'];
+  for (const id of steps) $(id).hidden = id !== step;
   const heading = $(step).querySelector('h2');
   heading.tabIndex = -1;
   heading.focus();
 }
 
 function fail(error) {
-  $('error').textContent = `${t('error')}: ${error.reason || error.message}`;
+  // A reason the page explains in words (the schedule's refusals), else the code itself.
+  const key = `problem_${error.reason}`;
+  const said = error.reason && t(key) !== key ? t(key) : error.reason || error.message;
+  $('error').textContent = `${t('error')}: ${said}`;
   $('error').hidden = false;
 }
 
@@ -121,11 +128,18 @@ async function checkDevices() {
 
 async function join() {
   clearError();
+  stopWaiting();
   try {
     await post('/v1/me/join', { network: state.network });
   } catch (error) {
-    // The exam wants a verified face first: the face step says why and clears the way.
-    if (error.status === 403 && FACE_REASONS.has(error.reason)) {
+    if (error.status === 403 && error.reason === 'not_started') {
+      await waitForStart().catch(fail);
+    } else if (error.status === 403 && error.reason === 'too_late') {
+      waitForReadmission();
+    } else if (error.status === 403 && error.reason === 'exam_over') {
+      over();
+    } else if (error.status === 403 && FACE_REASONS.has(error.reason)) {
+      // The exam wants a verified face first: the face step says why and clears the way.
       show('face-step');
       await state.face.open(state.stream).catch(fail);
     } else {
@@ -141,6 +155,54 @@ async function join() {
   } catch (error) {
     fail(error);
   }
+}
+
+// The waiting room: count down to the start by the gateway's clock (the page's own may be
+// wrong), then join by itself.
+async function waitForStart() {
+  const me = await get('/v1/me');
+  const left = Date.parse(me.schedule.starts_at) - Date.parse(me.schedule.now);
+  const due = performance.now() + Math.max(left, 0);
+  setWaiting('waiting');
+  const step = () => {
+    const ms = due - performance.now();
+    if (ms <= 0) {
+      join();
+      return;
+    }
+    $('countdown').textContent = clock(ms);
+    state.waiting = setTimeout(step, Math.min(COUNTDOWN_MS, ms));
+  };
+  // Joining too early again (the clocks a beat apart) comes back here for another second.
+  $('countdown').textContent = clock(Math.max(left, 0));
+  state.waiting = setTimeout(step, left > 0 ? 0 : 1000);
+}
+
+function waitForReadmission() {
+  setWaiting('late');
+  state.waiting = setTimeout(join, LATE_RETRY_MS);
+}
+
+function setWaiting(kind) {
+  $('wait-step').dataset.state = kind;
+  $('wait-h').dataset.i18n = kind === 'late' ? 'late_heading' : 'wait_heading';
+  $('wait-h').textContent = t($('wait-h').dataset.i18n);
+  $('wait-text').hidden = kind === 'late';
+  $('countdown').parentElement.hidden = kind === 'late';
+  $('late').hidden = kind !== 'late';
+  if ($('wait-step').hidden) show('wait-step');
+}
+
+function stopWaiting() {
+  clearTimeout(state.waiting);
+  state.waiting = null;
+}
+
+function clock(ms) {
+  const total = Math.ceil(ms / 1000);
+  const two = (n) => String(n).padStart(2, '0');
+  const [h, m, s] = [Math.floor(total / 3600), Math.floor(total / 60) % 60, total % 60];
+  return h ? `${h}:${two(m)}:${two(s)}` : `${two(m)}:${two(s)}`;
 }
 
 async function connect() {
@@ -161,16 +223,23 @@ async function connect() {
   }
 }
 
+// The exam's end: the gateway ended the session and the media; stop ours, say so and stay.
+function over() {
+  ended();
+  show('over-step');
+}
+
 // The session is over: no more heartbeats, retries or media; say so and stay.
 function ended() {
   state.ended = true;
   clearInterval(state.timer);
+  stopWaiting();
   setConnection('ended');
   if (state.camera) state.camera.close();
   state.camera = null;
   if (state.screen) stopScreen(state.screen);
   if (state.talkback && state.talkback !== 'pending') state.talkback.close();
-  state.stream.getTracks().forEach((track) => track.stop());
+  if (state.stream) state.stream.getTracks().forEach((track) => track.stop());
 }
 
 function onConnectionState() {
@@ -197,7 +266,8 @@ async function tick() {
     renderMessages(room.messages || []);
     onConnectionState(); // back from offline with the media link still up: say so
   } catch (error) {
-    if (error.status === 401) ended(); // the proctor ended the session (or it expired)
+    if (error.status === 403 && error.reason === 'exam_over') over();
+    else if (error.status === 401) ended(); // the proctor ended the session (or it expired)
     else setConnection(navigator.onLine ? 'lost' : 'offline');
     return;
   }

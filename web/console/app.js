@@ -12,7 +12,7 @@ import { Tile } from '/console/tiles.js';
 const TICK_MS = 1000;
 const $ = (id) => document.getElementById(id);
 const room = { base: null, tiles: new Map(), events: null, lastId: '0-0', timer: null,
-  incidents: null, reviews: null, player: null };
+  incidents: null, reviews: null, player: null, skew: 0 };
 
 function fail(error) {
   $('error').textContent = `${t('error')}: ${error.reason || error.message}`;
@@ -79,7 +79,7 @@ function tile(cid) {
   let found = room.tiles.get(cid);
   if (!found) {
     found = new Tile(room.base.replace('/v1/exams', '/v1/whep/exams'), cid,
-      { flag, end: endSession, talk: talkTo, ask: askForScreen });
+      { flag, end: endSession, talk: talkTo, ask: askForScreen, readmit });
     room.tiles.set(cid, found);
     $('tiles').append(found.el);
   }
@@ -96,13 +96,20 @@ async function openRoom(exam, name) {
   const view = await get(room.base);
   for (const cid of view.roster) tile(cid);
   for (const [cid, presence] of Object.entries(view.presence)) tile(cid).update(presence);
+  // The gateway's cut-offs, on this page's clock.
+  room.skew = view.now * 1000 - Date.now();
+  for (const [cid, at] of Object.entries(view.late_after)) tile(cid).setLateAfter(at * 1000 - room.skew);
+  for (const cid of view.ended) if (room.tiles.has(cid)) tile(cid).setEnded(true);
   for (const incident of Object.values(view.incidents)) room.incidents.add(incident);
   for (const message of view.messages) addMessage(message);
   await room.reviews.load();
   await post(`${room.base}/presence`);
   show('room-step');
   follow(view.last_event_id);
-  room.timer = setInterval(() => room.tiles.forEach((each) => each.ensureWatching()), TICK_MS);
+  room.timer = setInterval(() => room.tiles.forEach((each) => {
+    each.ensureWatching();
+    each.offerReadmission();
+  }), TICK_MS);
   room.tiles.forEach((each) => each.ensureWatching());
 }
 
@@ -132,8 +139,14 @@ function follow(after) {
       each.update({ state: kind === 'heartbeat' || kind === 'network' ? 'joined' : kind,
         network: event.network });
       each.ensureWatching();
+      if (kind === 'ended') each.setEnded(true);
     });
   }
+  on('readmitted', (event) => tile(event.cid).setEnded(false));
+  on('accommodation', (event) => {
+    const each = tile(event.cid);
+    if (each.lateAfter !== null) each.setLateAfter(event.late_after * 1000 - room.skew);
+  });
   on('incident', (event, id) => room.incidents.add({ id, status: 'open', ...event }));
   on('incident_reviewed', (event) => room.incidents.reviewed(event));
   on('face_review_requested', (event) => room.reviews.requested(event).catch(fail));
@@ -173,6 +186,10 @@ function askForScreen(cid) {
 
 function endSession(cid) {
   post(`${room.base}/candidates/${encodeURIComponent(cid)}/end`).catch(fail);
+}
+
+function readmit(cid) {
+  post(`${room.base}/candidates/${encodeURIComponent(cid)}/readmit`).catch(fail);
 }
 
 function talkTo(button, cid) {

@@ -22,7 +22,8 @@ const FAST_TRIES = 10;
 
 export class Tile {
   // actions: flag(cid), end(cid), talk(button, cid) (push-to-talk to this candidate),
-  // ask(cid) (a message asking for the screen).
+  // ask(cid) (a message asking for the screen), readmit(cid) (a candidate a proctor ended,
+  // or one too late to join by themselves).
   constructor(base, cid, actions) {
     this.base = base;
     this.extra = null; // { source, link, button }: the screen or side camera, on demand
@@ -34,6 +35,8 @@ export class Tile {
     this.tries = 0;
     this.presence = 'absent';
     this.incidents = 0;
+    this.endedMark = false; // ended by a proctor, not readmitted yet
+    this.lateAfter = null; // when a first join becomes too late (this page's clock, ms)
     this.el = document.createElement('article');
     this.el.className = 'tile';
     this.el.dataset.cid = cid;
@@ -63,7 +66,13 @@ export class Tile {
     actions.talk(talk, cid);
     this.end = button('end_session', () => this.confirmEnd(actions));
     this.end.classList.add('end', 'danger');
-    controls.append(button('flag', () => actions.flag(cid)), talk, this.end);
+    this.readmit = button('readmit', () => {
+      this.readmit.disabled = true;
+      actions.readmit(cid);
+    });
+    this.readmit.classList.add('readmit');
+    this.readmit.hidden = true;
+    controls.append(button('flag', () => actions.flag(cid)), talk, this.end, this.readmit);
     this.more = document.createElement('video');
     Object.assign(this.more, { autoplay: true, muted: true, playsInline: true, hidden: true });
     this.more.className = 'more';
@@ -99,6 +108,36 @@ export class Tile {
     this.face.className = `pill face ${this.review}`;
     this.face.dataset.review = this.review || '';
     this.face.textContent = this.review ? `${t('face_reviews')}: ${t(this.review)}` : '';
+    this.offerReadmission();
+  }
+
+  // The readmit button: for a candidate a proctor ended, or one who has not come and is
+  // now too late to join by themselves. Called on a timer too, as the cut-off passes.
+  offerReadmission() {
+    const late = this.presence === 'absent' && this.lateAfter !== null && Date.now() > this.lateAfter;
+    const offer = this.endedMark || late;
+    if (this.readmit.hidden === !offer) return;
+    this.readmit.hidden = !offer;
+    this.readmit.disabled = false;
+  }
+
+  setEnded(ended) {
+    this.endedMark = ended;
+    if (!ended) this.lateAfter = null; // readmitted: they may join late, too
+    if (ended) {
+      this.end.disabled = true;
+    } else {
+      this.end.disabled = false;
+      this.end.dataset.armed = 'false';
+      this.end.dataset.i18n = 'end_session';
+      this.end.textContent = t('end_session');
+    }
+    this.render();
+  }
+
+  setLateAfter(at) {
+    this.lateAfter = at;
+    this.render();
   }
 
   setReview(status) {
