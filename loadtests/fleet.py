@@ -7,7 +7,9 @@ provoke incidents), then leave. `--proctors` proctors, one room each, follow the
 room event stream and watch every camera of their room by WHEP; the media
 candidates are spread over the proctors' rooms, so every camera is watched.
 With `--ray ADDRESS` the candidates are spread over Ray workers of that cluster.
-The report goes to `--report DIR`.
+The report goes to `--report DIR` (report.html, drawn from the run's summary.json,
+steps.csv and series.json); `examday loadtest compare RUN_A RUN_B` sets two runs side
+by side.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import resource
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from loadtests import charts
 from loadtests import report as reports
 from loadtests.config import FleetConfig
 from loadtests.journey import Proctor, Recorder
@@ -33,6 +37,7 @@ from loadtests.scenario import (
     build_assets,
     candidate_ids,
     create_exam,
+    enrol_faces,
     organiser_session,
 )
 from loadtests.server_stats import ServerSampler
@@ -82,6 +87,7 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
         )
         plan = [(i, n, m, s) for i, (n, m, s) in enumerate(_candidates(config, scenario))]
         cids = await candidate_ids(http, organiser, scenario, {n for _, n, m, _ in plan if m})
+        await enrol_faces(http, organiser, scenario, list(cids.values()), assets.enrol_jpeg)
     recorder = Recorder()
     stop = asyncio.Event()
     sampler = ServerSampler(config.state_dir)
@@ -96,14 +102,8 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
     await sampling
     generator_cpu_s = _generator_cpu_s() - cpu_before
     wall_s = time.monotonic() - began
-    for part in parts:
-        recorder.steps += part.steps
-        recorder.online += part.online
-        recorder.incidents_expected.update(part.incidents_expected)
-        recorder.busy_retries.update(part.busy_retries)
-        recorder.connections_lost.update(part.connections_lost)
-        recorder.loop_lag += part.loop_lag
-    recorder.online.sort()
+    ended = time.time() - recorder.epoch
+    merge(recorder, parts)
     expected_tracks = sum(len(p.watch) for p in proctors)
     summary = reports.summarise(recorder, expected_tracks, sampler.summary())
     summary["generator"].update(
@@ -115,8 +115,36 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
         "ramp_s": config.ramp, "duration_s": config.duration, "exam": scenario.exam_id,
         "ray": config.ray_address, "processes": config.processes,
     }  # fmt: skip
-    reports.write(config.report, recorder, summary)
-    return summary, reports.check(summary, list(config.thresholds))
+    summary["run"] = {
+        "name": config.report.name, "started_at": recorder.epoch, "start_s": 0.0,
+        "end_s": round(ended, 3), "thresholds": list(config.thresholds),
+    }  # fmt: skip
+    broken = reports.check(summary, list(config.thresholds))
+    summary["broken"] = broken
+    reports.write(config.report, recorder, summary, sampler.samples)
+    charts.write_report(config.report)
+    return summary, broken
+
+
+def merge(recorder: Recorder, parts: Sequence[Recorder]) -> None:
+    """The shares' records into the fleet's, on its clock: a share counts time from its own
+    epoch, and its candidates-in-rooms count is its own, so the fleet's is their sum."""
+    changes: list[tuple[float, int]] = []
+    for part in parts:
+        shift = part.epoch - recorder.epoch
+        recorder.steps += [replace(step, start=step.start + shift) for step in part.steps]
+        previous = 0
+        for t, online in part.online:
+            changes.append((t + shift, online - previous))
+            previous = online
+        recorder.incidents_expected.update(part.incidents_expected)
+        recorder.busy_retries.update(part.busy_retries)
+        recorder.connections_lost.update(part.connections_lost)
+        recorder.loop_lag += part.loop_lag
+    total, recorder.online = 0, []
+    for t, delta in sorted(changes):
+        total += delta
+        recorder.online.append((t, total))
 
 
 def _generator_cpu_s() -> float:
@@ -238,10 +266,18 @@ async def setup_only(config: FleetConfig) -> None:
     numbers = [n for room in scenario.rooms.values() for n in room]
     rooms = len(scenario.rooms)
     print(f"exam {scenario.exam_id}: candidates {numbers[0]}..{numbers[-1]} in {rooms} rooms")
+    print(
+        f"locust -f loadtests/locustfile.py --host {config.target} --exam {scenario.exam_id}"
+        f" --first-candidate {numbers[0]} --candidates {len(numbers)}"
+        f" --users {len(numbers)} --spawn-rate 40 --run-time 5m --headless"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = config_from_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["compare"]:
+        return charts.compare_main(words[1:])
+    config = config_from_args(words)
     if config.setup_only:
         asyncio.run(setup_only(config))
         return 0

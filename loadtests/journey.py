@@ -1,16 +1,18 @@
 """The simulated candidate's and proctor's exam day, every step timed.
 
-A candidate: login → consent → version check → network check → (face enrolment,
-1:1 verification, liveness challenge) → join → (WHIP publish of a camera that
-shows a real face, plus audio) → heartbeats → client logs and a crash report →
-photo upload → exit. A proctor: login → room event stream → WHEP watch of the
-room's publishing candidates, counting what arrives → talk-back.
+A candidate: login → consent → version check → network check → (1:1 face
+verification against the face the organiser enrolled, liveness challenge) → join →
+(WHIP publish of a camera that shows a real face, plus audio) → heartbeats → client
+logs and a crash report → photo upload → exit. A proctor: login → room event stream →
+WHEP watch of the room's publishing candidates, counting what arrives (and sampling
+each track's bitrate and loss) → talk-back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import random
 import time
@@ -39,6 +41,9 @@ FIRST_FRAME_S = 15.0
 # A published camera whose connection is not up this long after its WHIP answer is
 # ended (DELETE) and published again, as WHIP clients do when ICE or DTLS fails.
 CONNECT_S = 10.0
+# Every watched track's bitrate and loss is sampled this often, for the report's charts.
+TRACK_SAMPLE_S = 2.0
+MAX_TRACK_SAMPLES = 200_000
 OfferedSession = TypeVar("OfferedSession", webrtc.WhipSession, webrtc.WhepSession)
 
 
@@ -65,6 +70,8 @@ class Recorder:
     # camera connections lost mid-exam (and published again), by the state they were in
     connections_lost: Counter[str] = field(default_factory=Counter)
     loop_lag: list[float] = field(default_factory=list)  # seconds the generator's loop was late
+    # per watched track every TRACK_SAMPLE_S: {"t", "room", "candidate", "kbps", "loss_pct"}
+    track_samples: list[dict[str, Any]] = field(default_factory=list)
     _online_now: int = 0
 
     async def timed(self, actor: str, step: str, call: Awaitable[tuple[bool, str]]) -> bool:
@@ -210,14 +217,7 @@ class Candidate:
             ("network_check", lambda: self._get(http, "/v1/me/network-advice?network=wifi")),
         ]
         if self.media:
-            enrol_jpeg = self.assets.enrol_jpeg
             steps += [
-                (
-                    "enrol",
-                    lambda: self._patiently(
-                        "enrol", lambda: self._image(http, "PUT", "/v1/me/face", enrol_jpeg, 200)
-                    ),
-                ),
                 ("verify", lambda: self._patiently("verify", lambda: self._verify(http))),
                 ("liveness", lambda: self._patiently("liveness", lambda: self._liveness(http))),
             ]
@@ -413,6 +413,7 @@ class Proctor:
     headers: dict[str, str] = field(default_factory=dict)
     events: Counter[str] = field(default_factory=Counter)
     present: dict[str, asyncio.Event] = field(default_factory=dict)  # watched cid -> seen
+    sessions: list[tuple[str, webrtc.WhepSession]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -422,7 +423,8 @@ class Proctor:
         if not await self.recorder.timed(self.name, "staff_login", self._login(http)):
             return
         stream = asyncio.ensure_future(self._events(http, stop))
-        sessions: list[tuple[str, webrtc.WhepSession]] = []
+        sessions = self.sessions
+        sampling = asyncio.ensure_future(self._sample_tracks(stop))
 
         async def attach(cid: str) -> tuple[bool, str]:
             """Watch the camera until its first frame (404 until the candidate has
@@ -463,6 +465,7 @@ class Proctor:
         self.present = {cid: asyncio.Event() for cid in self.watch}
         await asyncio.gather(*(watch(cid) for cid in self.watch))
         await stop.wait()
+        await sampling
         for cid, session in sessions:
             rtp = await session.rtp()
             elapsed = max(1e-6, time.monotonic() - session.started)
@@ -475,6 +478,29 @@ class Proctor:
             })  # fmt: skip
             await session.close(http, self.headers)
         stream.cancel()
+
+    async def _sample_tracks(self, stop: asyncio.Event) -> None:
+        """Each watched track's bitrate and loss over the last interval, every
+        `TRACK_SAMPLE_S` until the run stops (and once as it stops)."""
+        last: dict[int, tuple[float, int, int, int]] = {}  # session -> (when, packets, lost, bytes)
+        while len(self.recorder.track_samples) < MAX_TRACK_SAMPLES:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TRACK_SAMPLE_S)
+            for cid, session in list(self.sessions):
+                rtp = await session.rtp()
+                now = time.monotonic()
+                since, packets, lost, sent = last.get(id(session), (session.started, 0, 0, 0))
+                last[id(session)] = (now, rtp["packets"], rtp["lost"], rtp["bytes"])
+                got, missed = rtp["packets"] - packets, rtp["lost"] - lost
+                loss = round(100 * missed / (got + missed), 2) if got + missed > 0 else 0.0
+                self.recorder.track_samples.append({
+                    "t": round(time.time() - self.recorder.epoch, 3), "room": self.room,
+                    "candidate": cid,
+                    "kbps": round((rtp["bytes"] - sent) * 8 / max(1e-6, now - since) / 1000, 1),
+                    "loss_pct": loss,
+                })  # fmt: skip
+            if stop.is_set():
+                return
 
     async def _login(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
         body = {"username": self.username, "password": self.password}

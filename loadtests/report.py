@@ -1,4 +1,4 @@
-"""The rehearsal's verdict: summary.json, steps.csv, report.html, and thresholds that fail the run.
+"""The rehearsal's verdict: summary.json, steps.csv, series.json, and thresholds that fail the run.
 
 Thresholds read `<step>.<p50|p95|p99|errors|error_rate> <op> <value>[s|ms]` or one of
 the fleet-wide counters (`tracks_missing`, `incidents_missing`, `errors`), e.g.
@@ -8,12 +8,12 @@ the fleet-wide counters (`tracks_missing`, `incidents_missing`, `errors`), e.g.
 from __future__ import annotations
 
 import csv
-import html
 import json
 import math
 import operator
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,15 @@ def check(summary: dict[str, Any], thresholds: list[str]) -> list[str]:
     return broken
 
 
-def write(directory: Path, recorder: Recorder, summary: dict[str, Any]) -> None:
+def write(
+    directory: Path,
+    recorder: Recorder,
+    summary: dict[str, Any],
+    server_samples: Sequence[dict[str, Any]] = (),
+) -> None:
+    """The run's records: summary.json, steps.csv (every timed step) and series.json
+    (candidates in rooms, every watched track, the servers, over time; seconds since the
+    run began). `loadtests.charts` draws report.html from these alone."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     with (directory / "steps.csv").open("w", newline="") as out:
@@ -140,80 +148,11 @@ def write(directory: Path, recorder: Recorder, summary: dict[str, Any]) -> None:
             writer.writerow(
                 [s.actor, s.step, f"{s.start:.3f}", f"{s.seconds:.4f}", int(s.ok), s.reason]
             )
-    (directory / "report.html").write_text(_html(recorder, summary))
-
-
-def _svg_chart(title: str, series: dict[str, list[tuple[float, float]]], unit: str) -> str:
-    """A small scatter/line chart as inline SVG: no JavaScript, no external assets."""
-    width, height, pad = 640, 220, 40
-    points = [p for s in series.values() for p in s]
-    if not points:
-        return f"<h2>{html.escape(title)}</h2><p>no data</p>"
-    max_x = max(x for x, _ in points) or 1.0
-    max_y = max(y for _, y in points) or 1.0
-    colours = ["#1f5fa8", "#b8471b", "#2b7a3d", "#7a2b7a", "#8a6d00", "#444"]
-    parts = [
-        f'<svg role="img" aria-label="{html.escape(title)}" width="{width}" height="{height}">'
-    ]
-    parts.append(
-        f'<rect x="{pad}" y="10" width="{width - pad - 10}" height="{height - pad - 10}" fill="none" stroke="#999"/>'
-    )
-    for i, (name, values) in enumerate(sorted(series.items())):
-        colour = colours[i % len(colours)]
-        for x, y in values[:5000]:
-            cx = pad + x / max_x * (width - pad - 10)
-            cy = height - pad - y / max_y * (height - pad - 20)
-            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="1.6" fill="{colour}"/>')
-        parts.append(
-            f'<text x="{pad + 8 + 110 * i}" y="{height - 8}" fill="{colour}" font-size="12">{html.escape(name)}</text>'
-        )
-    parts.append(f'<text x="4" y="20" font-size="11">{max_y:.3g} {unit}</text>')
-    parts.append(
-        f'<text x="{width - 60}" y="{height - pad + 14}" font-size="11">{max_x:.0f} s</text>'
-    )
-    parts.append("</svg>")
-    return f"<h2>{html.escape(title)}</h2>" + "".join(parts)  # fmt: skip
-
-
-def _html(recorder: Recorder, summary: dict[str, Any]) -> str:
-    latency: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    errors: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for s in recorder.steps:
-        if s.ok:
-            latency[s.step].append((s.start, s.seconds * 1000))
-        else:
-            errors[s.step].append((s.start, 1.0))
-    bitrate = {
-        "kbps per watched track": [
-            (float(i), float(t["kbps"])) for i, t in enumerate(recorder.tracks)
-        ]
+    series = {
+        "online": [[round(t, 3), n] for t, n in recorder.online],
+        "tracks": recorder.track_samples,
+        "server": [
+            {**sample, "t": round(sample["t"] - recorder.epoch, 3)} for sample in server_samples
+        ],
     }
-    online = {"candidates in rooms": [(t, float(n)) for t, n in recorder.online]}
-    rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{s['count']}</td><td>{s['errors']}</td>"
-        f"<td>{_ms(s['p50'])}</td><td>{_ms(s['p95'])}</td><td>{_ms(s['p99'])}</td></tr>"
-        for name, s in summary["steps"].items()
-    )
-    tracks, incidents = summary["tracks"], summary["incidents"]
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>examday rehearsal report</title>
-<style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto;color:#111}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #bbb;padding:.25rem .5rem;text-align:right}}
-td:first-child,th:first-child{{text-align:left}}</style></head><body>
-<h1>examday rehearsal report</h1>
-<p>Peak candidates in rooms: {summary["peak_online"]}. Errors: {summary["errors"]}.
-Tracks expected {tracks["expected"]}, received {tracks["received"]}, missing {tracks["missing"]}.
-Incidents expected {html.escape(json.dumps(incidents["expected"]))}, raised {html.escape(json.dumps(incidents["raised"]))}.</p>
-<table><caption>Steps (milliseconds)</caption><tr><th>step</th><th>count</th><th>errors</th><th>p50</th><th>p95</th><th>p99</th></tr>{rows}</table>
-{_svg_chart("Latency over time", latency, "ms")}
-{_svg_chart("Concurrency", online, "candidates")}
-{_svg_chart("Bitrate", bitrate, "kbps")}
-{_svg_chart("Errors over time", errors, "")}
-<h2>Server</h2><pre>{html.escape(json.dumps(summary["server"], indent=2))}</pre>
-<h2>Generator</h2><pre>{html.escape(json.dumps(summary["generator"], indent=2))}</pre>
-</body></html>
-"""
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.1f}"
+    (directory / "series.json").write_text(json.dumps(series))

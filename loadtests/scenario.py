@@ -1,10 +1,12 @@
 """The exam a fleet rehearses, set up through the public API, and the media it sends.
 
 An organiser's credentials (the demo makes one) create the exam, its roster of
-N candidates in rooms, and one proctor account per room. Candidates with media
-show real faces: person A enrols and verifies with two different photos of
-the same person, and a scheduled switch to person B provokes an
-`identity_mismatch` incident.
+N candidates in rooms, and one proctor account per room. The exam has started
+when the fleet arrives (joining and publishing wait for the start, and self-enrolment
+closes at it), so the organiser enrols the media candidates' faces at set-up, as an
+exam that enrols its candidates itself does. Candidates with media show real faces:
+person A is enrolled and verifies with two different photos of the same person, and a
+scheduled switch to person B provokes an `identity_mismatch` incident.
 """
 
 from __future__ import annotations
@@ -112,12 +114,12 @@ async def create_exam(
     spec = {
         "id": exam_id,
         "title": "Exam-day rehearsal",
-        # Starting soon, not started: candidates may still enrol their face.
-        "starts_at": (now + timedelta(minutes=10)).isoformat(),
+        # Started a moment ago: candidates join as they arrive (a first join is refused
+        # after the late cut-off, 15 minutes by default: longer ramps need a later start).
+        "starts_at": (now - timedelta(seconds=30)).isoformat(),
         "ends_at": (now + timedelta(hours=3)).isoformat(),
         "region": region,
         "room_capacity": room_size,
-        "candidate_enrolment": True,
     }
     await _expect(http.post("/v1/exams", json=spec, headers=organiser), 201)
     rooms: dict[str, list[str]] = {}
@@ -150,6 +152,35 @@ async def _expect(request: aiohttp.client._RequestContextManager, status: int) -
     async with request as response:
         if response.status != status:
             raise SystemExit(f"set-up failed: {response.status} {await response.text()}")
+
+
+async def enrol_faces(
+    http: aiohttp.ClientSession,
+    organiser: dict[str, str],
+    scenario: Scenario,
+    cids: list[str],
+    photo: bytes,
+) -> None:
+    """The organiser enrols each candidate's face from `photo` (person A), waiting out a
+    busy verifier (503) as a client should."""
+    semaphore = asyncio.Semaphore(4)
+    headers = {**organiser, "Content-Type": "image/jpeg"}
+
+    async def enrol(cid: str) -> None:
+        url = f"/v1/exams/{scenario.exam_id}/candidates/{cid}/face"
+        async with semaphore:
+            for _attempt in range(30):
+                async with http.put(url, data=photo, headers=headers) as response:
+                    if response.status == 200:
+                        return
+                    if response.status != 503:
+                        raise SystemExit(
+                            f"enrolment failed: {response.status} {await response.text()}"
+                        )
+                await asyncio.sleep(1.0)
+            raise SystemExit(f"enrolment of {cid} refused busy 30 times")
+
+    await asyncio.gather(*(enrol(cid) for cid in cids))
 
 
 async def candidate_ids(

@@ -13,8 +13,9 @@ import pytest
 from fastapi import FastAPI
 
 from infra.settings import Settings, settings_to_env
-from loadtests import fleet
+from loadtests import charts, fleet
 from loadtests.config import FleetConfig
+from loadtests.journey import Recorder, Step
 from loadtests.parts import LAG_TICK_S, split
 from loadtests.report import BadThreshold, parse_threshold
 from tests.accounts.test_login import runtime_of
@@ -45,6 +46,7 @@ async def test_small_fleet_walks_every_step(
         password=PASSWORD,
         thresholds=("tracks_missing == 0", "login.p99 < 5s"),
         heartbeat_every=2.0,
+        state_dir=settings.state_dir,  # the test stack's processes, sampled for the report
     )
     summary, broken = await fleet.run_fleet(config)
     steps = summary["steps"]
@@ -52,7 +54,8 @@ async def test_small_fleet_walks_every_step(
     assert failed == {}
     for name in ("login", "consent", "version_check", "network_check", "join", "heartbeat", "exit"):
         assert steps[name]["count"] >= 10, name
-    for name in ("enrol", "verify", "liveness", "whip_publish"):
+    assert "enrol" not in steps  # the organiser enrolled their faces at set-up
+    for name in ("verify", "liveness", "whip_publish"):
         assert steps[name]["count"] == 2, name
     # The proctor watches the room's publishing candidates and gets their media.
     assert summary["tracks"]["expected"] == len(summary["tracks"]["per_track"]) > 0
@@ -68,7 +71,7 @@ async def test_small_fleet_walks_every_step(
     assert (tmp_path / "report" / "steps.csv").read_text().count("\n") == sum(
         s["count"] for s in steps.values()
     ) + 1
-    assert "<svg" in (tmp_path / "report" / "report.html").read_text()
+    _assert_report_covers_the_run(tmp_path / "report", config, media=True)
     # The generator watched its own loop all along (one sample per tick).
     assert summary["generator"]["samples"] >= config.duration / LAG_TICK_S / 2
 
@@ -98,6 +101,85 @@ async def test_a_threshold_that_cannot_hold_fails_the_run(
     assert summary["fleet"]["processes"] == 2
     assert summary["steps"]["login"]["count"] == 3
     assert summary["generator"]["samples"] > 0
+
+
+def _assert_report_covers_the_run(directory: Path, config: FleetConfig, *, media: bool) -> None:
+    """Every chart of the report is drawn from the run's records and spans the run: each
+    series within its bounds, latency from the login storm to the departures, candidates
+    in rooms through ramp, plateau and departure, media tracks and server components
+    sampled all along, the thresholds marked."""
+    run = charts.load_run(directory)
+    start, end = run.start, run.end
+    assert 0.0 <= start < end
+    drawn = charts.figures([run])
+    for name, figure in drawn.items():
+        for trace in figure.data:
+            x = [float(v) for v in trace.x or ()]
+            assert not x or start <= min(x) <= max(x) <= end, (name, trace.name, x[:1], x[-1:])
+    width = charts.bucket_seconds([run])
+    latency_x = [float(v) for t in drawn["latency"].data for v in t.x or ()]
+    assert min(latency_x) <= start + config.ramp + width
+    assert max(latency_x) >= end - 3 * width - 2.0
+    # Candidates in rooms: from 0 at the start, up to all of them, held, back to 0.
+    x, y = charts.online_series(run)
+    assert (x[0], y[0]) == (start, 0)
+    assert x[-1] == end
+    assert y[-1] == 0
+    assert max(y) == config.candidates
+    reached = x[y.index(max(y))]
+    left = next(t for t, n in zip(x, y, strict=True) if t > reached and n < max(y))
+    assert left - reached >= config.duration / 2, (reached, left)
+    # The thresholds are drawn on the charts they name.
+    for text in config.thresholds:
+        name, _, limit = parse_threshold(text)
+        chart, unit = ("latency", 1000.0) if "." in name else ("errors", 1.0)
+        if name in ("tracks_missing", "incidents_missing"):
+            continue  # counts of the whole run: in the report's table, not on a chart
+        marks = [s.y0 for s in drawn[chart].layout.shapes if s.line.dash == "dot"]
+        assert limit * unit in marks, (text, marks)
+    if media:
+        tracks = run.series["tracks"]
+        assert {t["candidate"] for t in tracks} == {
+            t["candidate"] for t in run.summary["tracks"]["per_track"]
+        }
+        assert all(s["kbps"] >= 0 and 0 <= s["loss_pct"] <= 100 for s in tracks)
+        times = sorted(s["t"] for s in tracks)
+        assert times[-1] - times[0] >= config.duration / 2
+        server = run.series["server"]
+        assert len(server) >= 3
+        assert {"redis", "seaweedfs"} <= set(server[-1])
+        assert server[-1]["t"] - server[0]["t"] >= config.duration / 2
+    page = (directory / "report.html").read_text()
+    assert "<script src" not in page
+    assert "Plotly.newPlot" in page
+
+
+async def test_compare_sets_two_runs_side_by_side(
+    app: FastAPI, settings: Settings, tmp_path: Path
+) -> None:
+    organiser = await _organiser(app)
+    runs = []
+    for name, candidates in (("before", 3), ("after", 4)):
+        config = FleetConfig(
+            target=settings.gateway_url, candidates=candidates, media=0, proctors=0, ramp=1.0,
+            duration=4.0, report=tmp_path / name, organiser=organiser, password=PASSWORD,
+            heartbeat_every=1.0, thresholds=("errors == 0",),
+        )  # fmt: skip
+        summary, broken = await fleet.run_fleet(config)
+        assert summary["errors"] == 0
+        assert broken == []
+        _assert_report_covers_the_run(tmp_path / name, config, media=False)
+        runs.append(summary)
+    out = tmp_path / "compared.html"
+    argv = ["compare", str(tmp_path / "before"), str(tmp_path / "after"), "--out", str(out)]
+    assert fleet.main(argv) == 0
+    page = out.read_text()
+    for summary in runs:
+        assert summary["fleet"]["exam"] in page
+    assert "examday rehearsals compared: before vs after" in page
+    assert "<script src" not in page
+    # Key figures side by side with their deltas: 3 then 4 candidates at the peak.
+    assert "<td>candidates in rooms, peak</td><td>3</td><td>4</td><td>+1</td>" in page
 
 
 def test_bad_flags_give_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -130,3 +212,16 @@ def test_thresholds_parse() -> None:
     assert parse_threshold("tracks_missing == 0") == ("tracks_missing", "==", 0.0)
     with pytest.raises(BadThreshold):
         parse_threshold("login.p99 about 1s")
+
+
+def test_shares_are_merged_on_the_fleets_clock() -> None:
+    """Each generator process counts time from its own epoch and candidates in rooms of its
+    own: the fleet's record puts their steps on its clock and sums their counts."""
+    fleet_recorder = Recorder(epoch=1000.0)
+    first, second = Recorder(epoch=1005.0), Recorder(epoch=1006.0)
+    first.steps.append(Step("candidate-1", "login", 1.0, 0.01, True))
+    first.online += [(2.0, 1), (3.0, 2), (9.0, 1), (10.0, 0)]
+    second.online += [(1.5, 1), (8.5, 0)]
+    fleet.merge(fleet_recorder, [first, second])
+    assert [s.start for s in fleet_recorder.steps] == [6.0]
+    assert fleet_recorder.online == [(7.0, 1), (7.5, 2), (8.0, 3), (14.0, 2), (14.5, 1), (15.0, 0)]
