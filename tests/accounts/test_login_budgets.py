@@ -15,11 +15,9 @@ from ipaddress import ip_network
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from fastapi import FastAPI
 
 from actors.accounts.sources import source_group
-from api.app import create_app
 from api.client_address import forwarded_client
 from infra.errors import MalformedInput
 from infra.processes import free_port
@@ -28,6 +26,7 @@ from infra.stack import LocalStack
 from tests.accounts.test_login import runtime_of
 from tests.conftest import http_client
 from tests.support.factories import PASSWORD, new_exam
+from tests.support.serve import served_gateway
 
 PROXY = "127.0.0.21"
 
@@ -38,20 +37,8 @@ async def proxied(stack: LocalStack, app: FastAPI) -> AsyncIterator[Settings]:
     settings = stack.settings.model_copy(
         update={"gateway_port": free_port(), "trusted_proxies": [f"{PROXY}/32"]}
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=settings.gateway_host,
-                       port=settings.gateway_port, log_level="warning", lifespan="on",
-                       proxy_headers=False)
-    )  # fmt: skip
-    task = asyncio.get_running_loop().create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the proxied gateway did not start"
-        await asyncio.sleep(0.05)
-    try:
+    async with served_gateway(settings):
         yield settings
-    finally:
-        server.should_exit = True
-        await task
 
 
 def _login(exam: str, number: str) -> dict[str, str]:
