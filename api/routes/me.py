@@ -9,12 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Header
 
 from api.deps import RuntimeDep
-from api.media_http import end_candidate_sessions
+from api.exam_end import end_if_over
 from api.models import ConsentIn, EventOut, HeartbeatIn, JoinIn, NetworkType
 from api.security import CandidateDep, Principal, require_consent
 from core import keys
 from core.exams import Candidate
-from infra.errors import Forbidden, InvalidInput, NotFound, RateLimited
+from infra.errors import InvalidInput, NotFound, RateLimited
 from infra.redis import over_limit
 
 router = APIRouter(prefix="/v1/me", tags=["candidate"])
@@ -123,27 +123,11 @@ async def heartbeat(
     assert principal.room is not None
     room = keys.room_key(principal.claims.exam, principal.room)
     await _heartbeat_budget(runtime, room, principal.name)
-    await _before_the_end(runtime, principal, room)
+    await end_if_over(runtime, principal, room)
     result = await runtime.rooms.heartbeat(
         room, principal.name, body.network, idempotency_key or uuid.uuid4().hex
     )
     return EventOut(**result)
-
-
-async def _before_the_end(runtime: RuntimeDep, principal: Principal, room: str) -> None:
-    """At the candidate's end (the exam's, extended, plus their accommodation) the first
-    heartbeat after it ends their session and their media and is refused 403 `exam_over`;
-    later requests find the session gone (401). Checked here, at each beat, rather than
-    by a sweeper: the page beats every 5 s, so the media stops within a beat of the end."""
-    exam_id, cid = principal.claims.exam, principal.name
-    assert exam_id is not None
-    _, ends_at = await runtime.exams.ends_for(exam_id, cid)
-    if datetime.now(UTC) < ends_at:
-        return
-    await runtime.sessions.end_active("candidate", exam_id, cid)
-    await end_candidate_sessions(runtime, exam_id, cid)
-    await runtime.rooms.append(room, {"type": "left", "cid": cid, "why": "exam_over"})
-    raise Forbidden("the exam is over", reason="exam_over", ends_at=ends_at.isoformat())
 
 
 async def _heartbeat_budget(runtime: RuntimeDep, room: str, cid: str) -> None:

@@ -34,6 +34,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import Field, ValidationError
 
 from api.deps import RuntimeDep
+from api.exam_end import end_if_over
 from api.models import NetworkType, Strict
 from api.problems import REDIS_DOWN, error_body, error_response, hot_state_down
 from api.runtime import Runtime
@@ -41,6 +42,7 @@ from api.security import Principal, current_candidate, current_principal, reques
 from core import keys
 from infra.errors import (
     ExamdayError,
+    Forbidden,
     InvalidInput,
     PayloadTooLarge,
     RateLimited,
@@ -102,8 +104,9 @@ class _Channel:
                 text = await self._receive(idle)
                 if text is None:
                     return
-                if not await self._session_alive():
-                    await self.websocket.close(CLOSE_SESSION_ENDED, "session_ended")
+                ended = await self._ended()
+                if ended is not None:
+                    await self.websocket.close(CLOSE_SESSION_ENDED, ended)
                     return
                 await self.websocket.send_text(json.dumps(await self._answer(text)))
             await self.websocket.close(CLOSE_POLICY, "too_many_bad_messages")
@@ -123,19 +126,24 @@ class _Channel:
             return None
         return str(message.get("text") or "")
 
-    async def _session_alive(self) -> bool:
-        """Whether the session still exists, asked of Redis once a recheck is due."""
+    async def _ended(self) -> str | None:
+        """Why the socket must close (`session_ended`, `exam_over`), asked of Redis once a
+        recheck is due; None while the session lives and the exam goes on. A candidate
+        who beats only here is ended at their end as an HTTP beat would be (media too)."""
         if time.monotonic() - self.checked_at < self.runtime.settings.presence_recheck_seconds:
-            return True
+            return None
         try:
             await self.runtime.sessions.resolve(request_token(self.websocket))
+            await end_if_over(self.runtime, self.principal, self.room_key)
         except Unauthenticated:
-            return False
+            return "session_ended"
+        except Forbidden as over:
+            return over.reason
         except REDIS_DOWN:
             # Redis too slow to say: keep the candidate, and ask again at the next beat.
-            return True
+            return None
         self.checked_at = time.monotonic()
-        return True
+        return None
 
     async def _answer(self, text: str) -> dict[str, Any]:
         beat_id: str | None = None

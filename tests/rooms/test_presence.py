@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -142,3 +143,32 @@ async def test_a_replaced_session_closes_its_socket(
     eids = [e.get("eid") for e in await _journal(app, key)]
     assert "before" in eids
     assert "after" not in eids
+
+
+async def test_at_the_exams_end_the_socket_closes_and_the_session_ends(
+    client: httpx.AsyncClient, app: FastAPI, settings: Settings
+) -> None:
+    # A candidate who beats only on the socket is ended at their end as an HTTP beat is.
+    end = datetime.now(UTC) + timedelta(seconds=8)
+    world = await new_exam(
+        client,
+        runtime_of(app),
+        {"p5": ["p5001"]},
+        starts_at=(datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
+        ends_at=end.isoformat(),
+    )
+    headers = dict(await joined_candidate(client, world.exam_id, "p5001"))
+    key = keys.room_key(world.exam_id, "p5")
+    async with _socket(settings, headers) as ws:
+        assert (await _ask(ws, json.dumps({"id": "before"})))["state"] == "joined"
+        await asyncio.sleep((end - datetime.now(UTC)).total_seconds() + 0.5)
+        await asyncio.sleep(settings.presence_recheck_seconds)
+        await ws.send_str(json.dumps({"id": "after"}))
+        closing = await asyncio.wait_for(ws.receive(), 10)
+        assert closing.type == aiohttp.WSMsgType.CLOSE
+        assert closing.data == CLOSE_SESSION_ENDED
+        assert ws.close_code == CLOSE_SESSION_ENDED
+    assert (await client.get("/v1/me", headers=headers)).status_code == 401
+    left = [e for e in await _journal(app, key) if e.get("type") == "left"]
+    assert [e.get("why") for e in left] == ["exam_over"]
+    assert "after" not in [e.get("eid") for e in await _journal(app, key)]
