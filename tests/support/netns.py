@@ -14,6 +14,7 @@ front, and nothing else in the world, its host candidates included.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
@@ -110,6 +111,10 @@ def home_network(*, tcp_ports: Sequence[int], udp_ports: Sequence[int]) -> Itera
     """
     why_not = namespaces_possible()
     if why_not is not None:
+        # As root (CI here) namespaces can always be made once `make netns-tools` ran: a
+        # missing tool there is a broken set-up, not a reason to skip the TURN tests.
+        if os.geteuid() == 0:
+            pytest.fail(why_not)
         pytest.skip(why_not)
     tag = secrets.token_hex(3)
     home, router = f"exd-home-{tag}", f"exd-rtr-{tag}"
