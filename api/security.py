@@ -18,7 +18,7 @@ from core.exam import Exam, Identifier
 from core.exams import Candidate
 from infra.errors import Forbidden, NotFound, Unauthenticated
 from infra.settings import Settings
-from infra.tokens import STAFF_ROLES, Claims, StaffRole
+from infra.tokens import EXAM_STAFF_ROLES, STAFF_ROLES, Claims, StaffRole
 
 COOKIE_NAME = "examday_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -97,12 +97,14 @@ async def current_candidate(principal: PrincipalDep) -> Principal:
 
 
 async def current_staff(principal: PrincipalDep) -> Principal:
-    """Exam staff: proctors and organisers, who work on exams and rooms.
+    """Exam staff who work in rooms: proctors, chief proctors and organisers.
 
     Admins and release managers are staff too, but their work touches no exam's
-    rooms, media or logs, so they are refused here (see `current_staff_member`).
+    rooms, media or logs, so they are refused here (see `current_staff_member`);
+    examiners grade recordings after the exam and have routes of their own
+    (`examiner_exam_scope`), never a live room.
     """
-    if principal.role not in ("proctor", "organiser"):
+    if principal.role not in ("proctor", "chief-proctor", "organiser"):
         raise Forbidden("staff only", reason="staff_only")
     return principal
 
@@ -150,16 +152,18 @@ ReleaseManagerDep = Annotated[Principal, Depends(current_release_manager)]
 
 
 def check_may_create(maker: Principal, role: StaffRole) -> None:
-    """Organisers make the proctors of their rooms; every role with more power than a
-    proctor's (organisers, admins, release managers) is made by an admin only."""
-    if role != "proctor" and maker.role != "admin":
+    """Organisers make the staff of their exams (proctors, chief proctors, examiners); every
+    role with power beyond one exam (organisers, admins, release managers) is made by an
+    admin only."""
+    if role not in EXAM_STAFF_ROLES and maker.role != "admin":
         raise Forbidden(f"only an admin creates a {role}'s account", reason="admins_only")
 
 
 async def check_exam(runtime: RuntimeDep, principal: Principal, exam_id: str) -> None:
-    """Organisers reach their own exams; proctors exams with a room of theirs."""
-    if principal.role == "organiser":
-        if exam_id in await runtime.exams.organiser_exams(principal.name):
+    """Organisers reach their own exams, chief proctors and examiners the exams assigned to
+    them, proctors exams with a room of theirs."""
+    if principal.role in ("organiser", "chief-proctor", "examiner"):
+        if exam_id in await runtime.exams.staff_exams(principal.name):
             return
     elif principal.role == "proctor":
         rooms = await runtime.exams.proctor_rooms(principal.name)
@@ -169,7 +173,7 @@ async def check_exam(runtime: RuntimeDep, principal: Principal, exam_id: str) ->
 
 
 async def check_room(runtime: RuntimeDep, principal: Principal, exam_id: str, room_id: str) -> None:
-    if principal.role == "organiser":
+    if principal.role in ("organiser", "chief-proctor"):
         await check_exam(runtime, principal, exam_id)
         if room_id in await runtime.exams.rooms(exam_id):
             return
@@ -255,6 +259,17 @@ async def hold_release_scope(
     return ExamScope(principal, exam_id)
 
 
+async def examiner_exam_scope(
+    exam_id: Identifier, principal: PrincipalDep, runtime: RuntimeDep
+) -> ExamScope:
+    """An exam's examiners (assigned), chief proctors (assigned) and organisers: who review
+    and grade its recordings after the fact. Proctors are refused: they watch rooms live."""
+    if principal.role not in ("examiner", "chief-proctor", "organiser"):
+        raise Forbidden("examiners, chief proctors and organisers only", reason="reviewers_only")
+    await check_exam(runtime, principal, exam_id)
+    return ExamScope(principal, exam_id)
+
+
 async def room_scope(
     exam_id: Identifier, room_id: Identifier, staff: StaffDep, runtime: RuntimeDep
 ) -> RoomScope:
@@ -275,4 +290,5 @@ async def candidate_scope(
 ExamScopeDep = Annotated[ExamScope, Depends(exam_scope)]
 OrganiserExamDep = Annotated[ExamScope, Depends(organiser_exam_scope)]
 HoldReleaseDep = Annotated[ExamScope, Depends(hold_release_scope)]
+ReviewerExamDep = Annotated[ExamScope, Depends(examiner_exam_scope)]
 CandidateScopeDep = Annotated[CandidateScope, Depends(candidate_scope)]

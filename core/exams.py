@@ -169,8 +169,10 @@ class ExamRegistry:
             late[cid] = schedule.late_after.timestamp()
         return late
 
-    async def organiser_exams(self, organiser: str) -> list[str]:
-        return sorted(text(m) for m in await self.redis.smembers(keys.staff_exams_key(organiser)))
+    async def staff_exams(self, username: str) -> list[str]:
+        """The exams of an organiser (their own), a chief proctor or an examiner (assigned):
+        one set, as an account has one role."""
+        return sorted(text(m) for m in await self.redis.smembers(keys.staff_exams_key(username)))
 
     # -- candidates ------------------------------------------------------------
 
@@ -325,3 +327,21 @@ class ExamRegistry:
 
     async def proctor_rooms(self, username: str) -> list[str]:
         return sorted(text(m) for m in await self.redis.smembers(keys.staff_rooms_key(username)))
+
+    # -- exam-wide staff: chief proctors and examiners ----------------------------------
+
+    async def assign_exam_staff(self, exam_id: str, role: str, username: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(keys.exam_staff_key(exam_id, role), username)
+            pipe.sadd(keys.staff_exams_key(username), exam_id)
+            await pipe.execute()
+
+    async def unassign_exam_staff(self, exam_id: str, role: str, username: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.srem(keys.exam_staff_key(exam_id, role), username)
+            pipe.srem(keys.staff_exams_key(username), exam_id)
+            await pipe.execute()
+
+    async def exam_staff(self, exam_id: str, role: str) -> list[str]:
+        members = await self.redis.smembers(keys.exam_staff_key(exam_id, role))
+        return sorted(text(m) for m in members)

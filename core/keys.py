@@ -157,7 +157,13 @@ def consents_key(exam_id: str) -> str:
 
 
 def staff_exams_key(username: str) -> str:
+    """The exams of an organiser (their own), a chief proctor or an examiner (assigned)."""
     return f"examday:staff:{username}:exams"
+
+
+def exam_staff_key(exam_id: str, role: str) -> str:
+    """The chief proctors or examiners assigned to an exam."""
+    return f"examday:exam:{exam_id}:staff:{role}"
 
 
 def staff_rooms_key(username: str) -> str:

@@ -12,12 +12,23 @@ from typing import Literal
 
 from infra.errors import Unauthenticated
 
-# Staff roles, each with the least it needs: proctors their rooms, organisers their own
-# exams (and the proctors they create), release managers the device updates, admins the
-# staff accounts (and the release of any legal hold). The first admin comes from the
-# operator's `examday staff add`.
-StaffRole = Literal["proctor", "organiser", "admin", "release-manager"]
-STAFF_ROLES: tuple[StaffRole, ...] = ("proctor", "organiser", "admin", "release-manager")
+# Staff roles, each with the least it needs: proctors their rooms, chief proctors every
+# room of the exams assigned to them, examiners the recordings and grading of theirs (no
+# live room), organisers their own exams (and the exam staff they create), release
+# managers the device updates, admins the staff accounts (and the release of any legal
+# hold). The first admin comes from the operator's `examday staff add`.
+StaffRole = Literal["proctor", "chief-proctor", "examiner", "organiser", "admin", "release-manager"]
+STAFF_ROLES: tuple[StaffRole, ...] = (
+    "proctor",
+    "chief-proctor",
+    "examiner",
+    "organiser",
+    "admin",
+    "release-manager",
+)
+# The roles an organiser creates and assigns: to a room (proctors) or a whole exam.
+EXAM_STAFF_ROLES: tuple[StaffRole, ...] = ("proctor", "chief-proctor", "examiner")
+EXAM_WIDE_ROLES: tuple[StaffRole, ...] = ("chief-proctor", "examiner")
 Role = Literal["candidate", StaffRole]
 
 

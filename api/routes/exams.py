@@ -13,6 +13,7 @@ from api.security import ExamScopeDep, OrganiserDep, OrganiserExamDep
 from core import keys, roster
 from core.exam import Exam, Identifier, RosterReport
 from infra.errors import NotFound, UnsupportedMediaType
+from infra.tokens import EXAM_WIDE_ROLES
 
 router = APIRouter(prefix="/v1/exams", tags=["exams"])
 
@@ -24,7 +25,7 @@ async def create_exam(body: ExamCreate, organiser: OrganiserDep, runtime: Runtim
 
 @router.get("")
 async def list_exams(organiser: OrganiserDep, runtime: RuntimeDep) -> list[str]:
-    return await runtime.exams.organiser_exams(organiser.name)
+    return await runtime.exams.staff_exams(organiser.name)
 
 
 @router.get("/{exam_id}")
@@ -70,6 +71,35 @@ async def assign_proctor(
     if await runtime.staff.role(username) != "proctor":
         raise NotFound("no such proctor", reason="proctor_not_found")
     await runtime.exams.assign_proctor(exam_id, room_id, username)
+
+
+@router.put("/{exam_id}/staff/{username}", status_code=204)
+async def assign_exam_staff(
+    scope: OrganiserExamDep, username: Username, runtime: RuntimeDep
+) -> None:
+    """Assign a chief proctor (every room, live) or an examiner (recordings and grading) to
+    the whole exam; the account's role says which."""
+    role = await runtime.staff.role(username)
+    if role not in EXAM_WIDE_ROLES:
+        raise NotFound("no such chief proctor or examiner", reason="staff_not_found")
+    await runtime.exams.assign_exam_staff(scope.exam_id, role, username)
+
+
+@router.delete("/{exam_id}/staff/{username}", status_code=204)
+async def unassign_exam_staff(
+    scope: OrganiserExamDep, username: Username, runtime: RuntimeDep
+) -> None:
+    role = await runtime.staff.role(username)
+    if role not in EXAM_WIDE_ROLES or username not in await runtime.exams.exam_staff(
+        scope.exam_id, role
+    ):
+        raise NotFound("not assigned to this exam", reason="staff_not_found")
+    await runtime.exams.unassign_exam_staff(scope.exam_id, role, username)
+
+
+@router.get("/{exam_id}/staff")
+async def list_exam_staff(scope: OrganiserExamDep, runtime: RuntimeDep) -> dict[str, list[str]]:
+    return {role: await runtime.exams.exam_staff(scope.exam_id, role) for role in EXAM_WIDE_ROLES}
 
 
 @router.post("/{exam_id}/candidates/{candidate_id}/guardian-consent", status_code=204)

@@ -78,7 +78,7 @@ async def decide(
 ) -> dict[str, Any]:
     """Accept or reject, once; journaled into the room as a `face_review` event."""
     staff, exam_id = room.principal, room.exam_id
-    if staff.role != "proctor":
+    if staff.role not in ("proctor", "chief-proctor"):
         raise Forbidden("Only the room's proctors decide reviews.", reason="proctors_only")
     review = await _review(runtime, room, review_id)
     redis = runtime.redis

@@ -1,4 +1,4 @@
-"""Staff accounts: admins create every role, organisers the proctors of their rooms.
+"""Staff accounts: admins create every role, organisers the staff of their exams.
 
 An organiser who could create organisers or admins could hand out more power than
 they hold themselves (any exam's organiser, the release of any hold); so only an
@@ -29,6 +29,7 @@ async def create_staff(
 
 @router.get("/me")
 async def whoami(staff: StaffMemberDep, runtime: RuntimeDep) -> dict[str, Any]:
-    exams = await runtime.exams.organiser_exams(staff.name) if staff.role == "organiser" else []
+    exam_wide = ("organiser", "chief-proctor", "examiner")
+    exams = await runtime.exams.staff_exams(staff.name) if staff.role in exam_wide else []
     rooms = await runtime.exams.proctor_rooms(staff.name) if staff.role == "proctor" else []
     return {"username": staff.name, "role": staff.role, "exams": exams, "rooms": rooms}

@@ -1,9 +1,9 @@
-"""The browser clients: the candidate page at /candidate/, the proctor console at /console/.
+"""The browser clients: one folder of `web/` per app (`APPS`), served at /<app>/.
 
 Static files from `web/` (plain ES modules, no build step), served with a strict
 Content-Security-Policy: scripts, styles and connections from this origin only,
 no inline code, media from the page's own streams. Only files of known types
-under the three folders are served; anything else is 404.
+under the apps' folders and common/ are served; anything else is 404.
 
 `web/` ships in the wheel as a namespace package of data files (pyproject.toml), so it
 is found by import wherever the project is installed (an image's site-packages, or the
@@ -88,34 +88,28 @@ async def page(app: str, name: str) -> Response:
     return Response(body, media_type=CONTENT_TYPES[path.suffix], headers=SECURITY_HEADERS)
 
 
-@router.get("/candidate")
-async def candidate_redirect() -> RedirectResponse:
-    return RedirectResponse("/candidate/", status_code=308)
+# Each app is a folder of web/: the candidate page, the proctor console, the organiser
+# console, the examiners' review, the phone page that publishes a side camera.
+APPS = ("candidate", "console", "organiser", "review", "phone")
 
 
-@router.get("/console")
-async def console_redirect() -> RedirectResponse:
-    return RedirectResponse("/console/", status_code=308)
+def _serve(app: str) -> None:
+    async def redirect() -> RedirectResponse:
+        return RedirectResponse(f"/{app}/", status_code=308)
+
+    async def index() -> Response:
+        return await page(app, "index.html")
+
+    async def asset(name: str = FilePath) -> Response:
+        return await page(app, name)
+
+    router.add_api_route(f"/{app}", redirect, methods=["GET"])
+    router.add_api_route(f"/{app}/", index, methods=["GET"])
+    router.add_api_route(f"/{app}/{{name}}", asset, methods=["GET"])
 
 
-@router.get("/candidate/")
-async def candidate_page() -> Response:
-    return await page("candidate", "index.html")
-
-
-@router.get("/console/")
-async def console_page() -> Response:
-    return await page("console", "index.html")
-
-
-@router.get("/candidate/{name}")
-async def candidate_asset(name: str = FilePath) -> Response:
-    return await page("candidate", name)
-
-
-@router.get("/console/{name}")
-async def console_asset(name: str = FilePath) -> Response:
-    return await page("console", name)
+for _app in APPS:
+    _serve(_app)
 
 
 @router.get("/common/{name}")

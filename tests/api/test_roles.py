@@ -174,3 +174,58 @@ async def test_a_hold_is_released_by_its_placer_or_an_admin(
     own = await client.delete(f"{holds}/{first.json()['id']}", headers=co)
     assert own.status_code == 200, own.text
     assert (await client.get(holds, headers=world.organiser)).json()["holds"] == []
+
+
+async def test_chief_proctors_and_examiners_reach_the_exams_assigned_to_them(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """Issue #25 (chief proctor, all rooms) and #26 (examiner): an organiser creates them and
+    assigns them to one exam; a chief proctor works every room of it and no other exam; an
+    examiner reaches no live room at all."""
+    runtime = runtime_of(app)
+    world = await new_exam(client, runtime, {"r1": ["1001"], "r2": ["1002"]})
+    other = await new_exam(client, runtime, {"r1": ["2001"]})
+    accounts = {role: _account(role) for role in ("chief-proctor", "examiner")}
+    for body in accounts.values():
+        created = await client.post("/v1/staff", json=body, headers=world.organiser)
+        assert created.status_code == 201, created.text
+    chief = await staff_login(client, accounts["chief-proctor"]["username"])
+    examiner = await staff_login(client, accounts["examiner"]["username"])
+    rooms_of = f"/v1/exams/{world.exam_id}/rooms"
+    assert (await client.get(rooms_of, headers=chief)).status_code == 404
+
+    # A proctor's account is assigned to rooms, never to a whole exam.
+    proctor_name = (await client.get("/v1/staff/me", headers=world.proctors["r1"])).json()
+    wrong = await client.put(
+        f"/v1/exams/{world.exam_id}/staff/{proctor_name['username']}", headers=world.organiser
+    )
+    assert (wrong.status_code, wrong.json()["reason"]) == (404, "staff_not_found")
+    # Another exam's organiser cannot assign anyone to this exam.
+    for body in accounts.values():
+        url = f"/v1/exams/{world.exam_id}/staff/{body['username']}"
+        assert (await client.put(url, headers=other.organiser)).status_code == 404
+        assert (await client.put(url, headers=world.organiser)).status_code == 204
+    listed = await client.get(f"/v1/exams/{world.exam_id}/staff", headers=world.organiser)
+    assert listed.json() == {
+        "chief-proctor": [accounts["chief-proctor"]["username"]],
+        "examiner": [accounts["examiner"]["username"]],
+    }
+
+    rooms = await client.get(rooms_of, headers=chief)
+    assert rooms.status_code == 200
+    assert set(rooms.json()["rooms"]) == {"r1", "r2"}
+    for room in ("r1", "r2"):
+        url = f"/v1/exams/{world.exam_id}/rooms/{room}"
+        assert (await client.get(url, headers=chief)).status_code == 200
+        refused = await client.get(url, headers=examiner)
+        assert (refused.status_code, refused.json()["reason"]) == (403, "staff_only")
+    other_room = await client.get(f"/v1/exams/{other.exam_id}/rooms/r1", headers=chief)
+    assert other_room.status_code == 404
+    me = await client.get("/v1/staff/me", headers=examiner)
+    assert me.json()["exams"] == [world.exam_id]
+
+    removed = f"/v1/exams/{world.exam_id}/staff/{accounts['chief-proctor']['username']}"
+    assert (await client.delete(removed, headers=world.organiser)).status_code == 204
+    assert (await client.get(rooms_of, headers=chief)).status_code == 404
+    again = await client.delete(removed, headers=world.organiser)
+    assert (again.status_code, again.json()["reason"]) == (404, "staff_not_found")

@@ -1,5 +1,7 @@
 // Chinese (default) and English. Elements carry data-i18n="key" (text) or
-// data-i18n-label="key" (aria-label); t() gives a string for scripts.
+// data-i18n-label="key" (aria-label); t() gives a string for scripts. The strings
+// every page shares live here; a page's own strings live in its folder's strings.js,
+// which calls extend() before the page's first apply().
 
 const TEXT = {
   'zh-CN': {
@@ -280,6 +282,17 @@ const TEXT = {
 };
 
 let current = 'zh-CN';
+
+// Add a page's own strings: { 'zh-CN': {...}, en: {...} }. A key defined twice is a
+// mistake that would silently show the wrong text on one page, so it throws.
+export function extend(texts) {
+  for (const [lang, strings] of Object.entries(texts)) {
+    for (const [key, value] of Object.entries(strings)) {
+      if (key in TEXT[lang]) throw new Error(`i18n key defined twice: ${key}`);
+      TEXT[lang][key] = value;
+    }
+  }
+}
 
 export function t(key) {
   return TEXT[current][key] ?? TEXT.en[key] ?? key;
