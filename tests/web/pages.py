@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from tests.support.factories import PASSWORD
 
 SECONDS = 1000  # Playwright counts milliseconds
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 # Test instrumentation, run before the page's modules: keeps each peer connection the
 # page makes, so a test can read its ICE statistics.
 KEEP_PEERS = """
@@ -128,3 +131,19 @@ async def screenshot(page: Page, name: str) -> None:
     """A full-page picture in artifacts/, for people to look at (nothing compares them)."""
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=ARTIFACTS / name, full_page=True)
+
+
+async def screenshots_zh_en(page: Page, name: str, language_button: str = "#lang") -> None:
+    """`name`-zh.png and `name`-en.png in artifacts/ (the page's language switched and back),
+    copied to docs/screenshots/ when UPDATE_DOCS_SCREENSHOT=1: the issue's pictures of each
+    page, taken by the tests that walk it."""
+    await screenshot(page, f"{name}-zh.png")
+    await page.locator(language_button).click()
+    await screenshot(page, f"{name}-en.png")
+    await page.locator(language_button).click()
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
+        DOCS_SCREENSHOTS.mkdir(exist_ok=True)
+        for lang in ("zh", "en"):
+            shutil.copyfile(
+                ARTIFACTS / f"{name}-{lang}.png", DOCS_SCREENSHOTS / f"{name}-{lang}.png"
+            )
