@@ -93,6 +93,8 @@ CLUSTER_FAMILIES: dict[str, str] = {
     "examday_verifier_frames_refused": "counter",
     "examday_verifier_batch_size": "histogram",
     "examday_verifier_latency_seconds": "histogram",
+    "examday_face_monitor_sample_interval_seconds": "gauge",
+    "examday_face_monitor_interval_stretches": "counter",
     "examday_ingest_backlog": "gauge",
     "examday_ingest_records_written": "counter",
     "examday_ingest_shard_uptime_seconds": "gauge",
@@ -435,6 +437,30 @@ def _verifier_metrics(sample: ClusterSample) -> Iterator[Metric]:
                 sum_value=float(answered["sum"]),
             )
     yield from (replicas, queue, limit, per_frame, frames, refused, batches, latency)
+    yield from _monitor_metrics(status.get("monitor") or {})
+
+
+def _monitor_metrics(monitor: dict[str, Any]) -> Iterator[Metric]:
+    """The face monitor's pacing (`actors.face.monitor.SamplePacer`), as the pool reports it:
+    under overload monitoring slows down before candidates wait, and this shows by how much."""
+    interval = _gauge(
+        "examday_face_monitor_sample_interval_seconds",
+        "Seconds between two analysed face-monitoring samples of a candidate now: the media"
+        " plane's sampling interval, longer while the verifier refuses samples",
+        ["monitor"],
+    )
+    stretches = _counter(
+        "examday_face_monitor_interval_stretches_total",
+        "Times the face monitor stretched its sampling interval because the verifier refused"
+        " a sample (busy), since the monitor started",
+        ["monitor"],
+    )
+    if monitor:
+        name = str(monitor.get("name", ""))
+        base = float(monitor.get("base_interval_s", 0.0))
+        interval.add_metric([name], max(base, float(monitor.get("sample_interval_s", 0.0))))
+        stretches.add_metric([name], int(monitor.get("stretches", 0)))
+    yield from (interval, stretches)
 
 
 def _ingest_metrics(sample: ClusterSample) -> Iterator[Metric]:

@@ -210,3 +210,66 @@ class ExportCreate(Strict):
 
 class ThirdPartyConsentIn(Strict):
     allow: bool
+
+
+# -- a candidate asks for help (api/routes/help.py) -----------------------------------
+
+HelpText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class HelpIn(Strict):
+    """`POST /v1/me/help`: a raised hand (no text), or a message to the room's proctors."""
+
+    kind: Literal["hand", "message"]
+    text: HelpText | None = None
+
+
+# -- the organiser's console (api/routes/exams.py, organiser.py) ----------------------
+
+
+class ExamEdit(Strict):
+    """`PATCH /v1/exams/{exam}`: the fields to change (the others stay)."""
+
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+
+# -- review and grading (api/routes/review.py), issue #26 item 5 ---------------------
+
+CriterionId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")]
+CriterionLabel = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+]
+ReviewText = Annotated[str, StringConstraints(max_length=2000)]
+
+
+class RubricLabel(Strict):
+    zh: CriterionLabel
+    en: CriterionLabel
+
+
+class RubricCriterion(Strict):
+    id: CriterionId
+    label: RubricLabel
+    max_points: Annotated[int, Field(ge=1, le=1000)]
+
+
+class RubricIn(Strict):
+    """`PUT /v1/exams/{exam}/rubric`: the criteria examiners score (ids unique)."""
+
+    criteria: Annotated[list[RubricCriterion], Field(min_length=1, max_length=50)]
+
+
+class ReviewDecisionIn(Strict):
+    decision: Literal["cleared", "warning", "voided"]
+    note: ReviewText = ""
+
+
+class ScoresIn(Strict):
+    """An examiner's points per criterion of the rubric (checked against it), and a comment."""
+
+    scores: Annotated[
+        dict[CriterionId, Annotated[float, Field(allow_inf_nan=False)]], Field(max_length=50)
+    ]
+    comment: ReviewText = ""

@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 from api.deps import RuntimeDep
 from core.exam import Exam, Identifier
 from core.exams import Candidate
+from core.policies import BIOMETRIC_VERSION
 from infra.errors import Forbidden, NotFound, Unauthenticated
 from infra.settings import Settings
 from infra.tokens import EXAM_STAFF_ROLES, STAFF_ROLES, Claims, StaffRole
@@ -198,11 +199,59 @@ async def check_candidate_in_room(
 
 def require_consent(candidate: Candidate, exam: Exam) -> None:
     """A candidate joins a room and sends audio and video only with the current consent to
-    the exam's privacy policy (and a guardian's, for a minor)."""
+    the exam's privacy policy (and a guardian's, for a minor), and not after withdrawing
+    from the exam."""
+    if candidate.withdrawn:
+        raise Forbidden("you withdrew from this exam", reason="withdrawn")
     if candidate.consent_version != exam.policy_version:
         raise Forbidden("accept the current privacy policy first", reason="consent_required")
     if candidate.minor and not candidate.has_guardian_consent:
         raise Forbidden("a guardian's consent is needed first", reason="guardian_consent_required")
+
+
+@dataclass(frozen=True)
+class Consented:
+    """A candidate who may give personal data now: their record and their exam."""
+
+    principal: Principal
+    candidate: Candidate
+    exam: Exam
+
+
+async def consented_candidate(principal: CandidateDep, runtime: RuntimeDep) -> Consented:
+    """Every route that collects a candidate's personal data (face, photos, whiteboards,
+    logs tied to them, media) depends on this: the policy consent and the guardian gate
+    are checked before the body is read, so nothing of a refused request is stored."""
+    exam_id = principal.claims.exam
+    candidate = None if exam_id is None else await runtime.exams.candidate(exam_id, principal.name)
+    if candidate is None:
+        raise NotFound("no such candidate", reason="candidate_not_found")
+    exam = await runtime.exams.get(candidate.exam)
+    require_consent(candidate, exam)
+    return Consented(principal, candidate, exam)
+
+
+ConsentedDep = Annotated[Consented, Depends(consented_candidate)]
+
+
+def require_biometric(candidate: Candidate) -> None:
+    """Face templates are sensitive personal information: they are made and compared only
+    with the separate biometric consent (its own version). A candidate who refused it is
+    checked by a proctor by hand instead."""
+    if candidate.biometric_consent != BIOMETRIC_VERSION:
+        raise Forbidden(
+            "give the biometric consent first, or ask for a manual identity check",
+            reason="biometric_consent_required",
+            version=BIOMETRIC_VERSION,
+        )
+
+
+async def biometric_candidate(consented: ConsentedDep) -> Consented:
+    require_biometric(consented.candidate)
+    return consented
+
+
+BiometricDep = Annotated[Consented, Depends(biometric_candidate)]
 
 
 # -- Scopes as dependencies: checked before the body is even parsed, so a caller

@@ -17,7 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from infra.errors import Forbidden
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
-DataClass = Literal["recordings", "photos", "face", "logs", "timelines"]
+DataClass = Literal[
+    "recordings",
+    "photos",
+    "face",
+    "logs",
+    "timelines",
+    # Kept in Redis, not in the bucket: the roster identity (name, date of birth, candidate
+    # number, guardian reference), the consent records, candidates' correction requests and
+    # complaints with their answers, and the exam's own record (which goes last of all).
+    "identity",
+    "consents",
+    "requests",
+    "exam_record",
+]
 Trigger = Literal["candidate_exit", "exam_end", "fixed_date"]
 
 
@@ -46,6 +59,23 @@ def _default_retention() -> list[RetentionRule]:
         RetentionRule(data_class="face", trigger="exam_end", after_seconds=7 * day),
         RetentionRule(data_class="logs", trigger="exam_end", after_seconds=90 * day),
         RetentionRule(data_class="timelines", trigger="exam_end", after_seconds=180 * day),
+        *redis_retention_defaults(),
+    ]
+
+
+def redis_retention_defaults() -> list[RetentionRule]:
+    """The default periods of the classes kept in Redis, which also apply to an exam whose
+    rules leave them out (its record predates them, or its organiser named only some):
+    identity a year after the exam, consent records and requests three years (the proof
+    of what was agreed and asked outlives the data it covers), the exam record a day after."""
+    day = 86400
+    return [
+        RetentionRule(data_class="identity", trigger="exam_end", after_seconds=365 * day),
+        RetentionRule(data_class="consents", trigger="exam_end", after_seconds=3 * 365 * day),
+        RetentionRule(data_class="requests", trigger="exam_end", after_seconds=3 * 365 * day),
+        RetentionRule(
+            data_class="exam_record", trigger="exam_end", after_seconds=3 * 365 * day + day
+        ),
     ]
 
 
@@ -77,6 +107,15 @@ class ExamSpec(Strict):
 
 class Exam(ExamSpec):
     organiser: str
+    # Set once by its organiser (`POST .../cancel`): logins, joins and publishing are
+    # refused 403 `exam_cancelled` from then on, and live candidates are ended at their
+    # next beat as at the exam's end. Never cleared: a cancelled exam is not revived.
+    cancelled_at: datetime | None = None
+    cancelled_by: str | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancelled_at is not None
 
 
 # What a candidate asks of the schedule: to log in, to join the room or publish media, to

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from core import keys
 from core.exam import Action, Exam, ExamSpec, RosterReport, RosterRow, Schedule
 from core.roster import ParsedRoster
 from infra.crypto import DataKeys
-from infra.errors import Conflict, InvalidInput, NotFound
+from infra.errors import Conflict, Forbidden, InvalidInput, NotFound
 from infra.redis import blob, text
 from infra.settings import Settings
 
@@ -41,6 +42,17 @@ class Candidate:
     extra_minutes: int = 0
     joined: bool = False
     admitted: bool = False
+    # The separate consent to biometric processing (its version), or a refusal of it,
+    # which sends the candidate to a proctor's manual identity check instead of the face
+    # checks; and a withdrawal from the exam, after which they may not join again.
+    biometric_consent: str | None = None
+    biometric_refused: bool = False
+    withdrawn: bool = False
+
+
+def _utc(moment: datetime) -> datetime:
+    """A time without a zone is taken as UTC, as the API's clients mean it."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _age_on(born: date, day: date) -> int:
@@ -101,6 +113,68 @@ class ExamRegistry:
                 except WatchError:
                     continue
 
+    async def edit(self, exam_id: str, changes: dict[str, Any]) -> Exam:
+        """Change the exam's title or times (`changes`: those given), or refuse an edit that
+        makes no sense: 409 `exam_cancelled`, `exam_over` (an ended exam is not reopened),
+        `already_started` (its start moved once candidates may be in), 422
+        `ends_before_start`, `ends_in_past`, `starts_in_past`, `nothing_to_change`.
+        Nothing is stored when refused."""
+
+        def change(exam: Exam) -> Exam:
+            now = datetime.now(UTC)
+            if exam.cancelled:
+                raise Conflict("the exam was cancelled", reason="exam_cancelled")
+            if now >= _utc(exam.ends_at):
+                raise Conflict("the exam is over", reason="exam_over")
+            moved = {k: v for k, v in changes.items() if getattr(exam, k) != v}
+            if not moved:
+                raise InvalidInput("the edit changes nothing", reason="nothing_to_change")
+            starts = _utc(moved.get("starts_at", exam.starts_at))
+            ends = _utc(moved.get("ends_at", exam.ends_at))
+            if "starts_at" in moved and now >= _utc(exam.starts_at):
+                raise Conflict("the exam has started: its start stays", reason="already_started")
+            if "starts_at" in moved and starts <= now:
+                raise InvalidInput("the new start is in the past", reason="starts_in_past")
+            if ends <= starts:
+                raise InvalidInput("the end must come after the start", reason="ends_before_start")
+            if ends <= now:
+                raise InvalidInput("the new end is in the past", reason="ends_in_past")
+            return exam.model_copy(update=moved)
+
+        return await self._change(exam_id, change)
+
+    async def cancel(self, exam_id: str, by: str) -> Exam:
+        """Mark the exam cancelled: 409 `exam_cancelled` (already) or `exam_over` (ended)."""
+
+        def change(exam: Exam) -> Exam:
+            now = datetime.now(UTC)
+            if exam.cancelled:
+                raise Conflict("the exam was cancelled already", reason="exam_cancelled")
+            if now >= _utc(exam.ends_at):
+                raise Conflict("the exam is over: there is nothing to cancel", reason="exam_over")
+            return exam.model_copy(update={"cancelled_at": now, "cancelled_by": by})
+
+        return await self._change(exam_id, change)
+
+    async def _change(self, exam_id: str, change: Callable[[Exam], Exam]) -> Exam:
+        """Apply `change` to the stored exam in an optimistic transaction (retried when the
+        record moved meanwhile); what `change` raises stores nothing."""
+        key = keys.exam_key(exam_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        raise NotFound("no such exam", reason="exam_not_found")
+                    exam = change(Exam.model_validate_json(raw))
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(key, exam.model_dump_json())
+                    await pipe.execute()
+                    return exam
+                except WatchError:
+                    continue
+
     # -- the schedule --------------------------------------------------------------
 
     def schedule(self, exam: ExamSpec, candidate: Candidate | None = None) -> Schedule:
@@ -116,10 +190,17 @@ class ExamRegistry:
         """When candidates may log in (Unix seconds): from `login_opens_minutes_before`
         the start, or at once for an exam whose candidates enrol their face themselves
         (enrolment closes at the start). Logins never close: see `Sessions.candidate_login`."""
+        if exam.cancelled:
+            # Before the pair is checked: that the exam is cancelled is no secret (its
+            # candidates are told), and a login to it has nothing left to open.
+            raise Forbidden("this exam was cancelled", reason="exam_cancelled")
         return 0.0 if exam.candidate_enrolment else self.schedule(exam).opens_at.timestamp()
 
     def check_schedule(self, exam: ExamSpec, candidate: Candidate, action: Action) -> None:
-        """403 `not_started`, `too_late` or `exam_over` unless `action` is allowed now."""
+        """403 `exam_cancelled`, `not_started`, `too_late` or `exam_over` unless `action` is
+        allowed now."""
+        if isinstance(exam, Exam) and exam.cancelled:
+            raise Forbidden("this exam was cancelled", reason="exam_cancelled")
         self.schedule(exam, candidate).check(
             action, datetime.now(UTC), joined=candidate.joined, admitted=candidate.admitted
         )
@@ -193,6 +274,9 @@ class ExamRegistry:
             extra_minutes=int(fields.get("extra_minutes") or 0),
             joined=bool(fields.get("joined_at")),
             admitted=bool(fields.get("admitted_at")),
+            biometric_consent=text(fields["biometric"]) if fields.get("biometric") else None,
+            biometric_refused=fields.get("biometric_refused") == b"1",
+            withdrawn=bool(fields.get("withdrawn_at")),
         )
 
     async def identity(self, exam_id: str, cid: str) -> dict[str, str]:
@@ -211,6 +295,32 @@ class ExamRegistry:
         return sorted(
             text(m) for m in await self.redis.smembers(keys.room_roster_key(exam_id, room))
         )
+
+    async def remove_candidate(self, exam_id: str, cid: str) -> Candidate:
+        """Take the candidate off the exam: off their room's roster (and its count), their
+        identity record (sealed name, number, birth date, guardian) deleted, a proctor's
+        end forgotten. Their recordings, photos and face data stay in the region until the
+        retention rules delete them (the caller journals their exit). 404 if unknown."""
+        candidate_key = keys.candidate_key(exam_id, cid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(candidate_key)
+                    candidate = await self.candidate(exam_id, cid)
+                    if candidate is None:
+                        raise NotFound("no such candidate", reason="candidate_not_found")
+                    roster_key = keys.room_roster_key(exam_id, candidate.room)
+                    await pipe.watch(roster_key)
+                    left = await pipe.scard(roster_key) - await pipe.sismember(roster_key, cid)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.srem(roster_key, cid)
+                    pipe.hset(keys.exam_rooms_key(exam_id), candidate.room, left)
+                    pipe.delete(candidate_key)
+                    pipe.hdel(keys.ended_candidates_key(exam_id), cid)
+                    await pipe.execute()
+                    return candidate
+                except WatchError:
+                    continue
 
     async def rooms(self, exam_id: str) -> dict[str, int]:
         raw = await self.redis.hgetall(keys.exam_rooms_key(exam_id))
@@ -298,13 +408,21 @@ class ExamRegistry:
 
     # -- consent -----------------------------------------------------------------
 
-    async def record_consent(self, exam_id: str, cid: str, kind: str, value: str) -> None:
-        """Keep a time-stamped consent record and the candidate's current state."""
+    async def record_consent(
+        self, exam_id: str, cid: str, kind: str, value: str, method: str | None = None
+    ) -> None:
+        """Keep a time-stamped consent record and the candidate's current state.
+
+        `biometric` takes `granted:V` or `refused:V`; a guardian's record says how it was
+        given (`method`: `organiser` or `link`)."""
         at = time.time()
         # A guardian's consent reference identifies a family: it is kept sealed in the
         # candidate's record only; the consent log says that one was recorded, and when.
         logged = "recorded" if kind == "guardian" else value
-        record = json.dumps({"cid": cid, "kind": kind, "value": logged, "at": at})
+        entry: dict[str, Any] = {"cid": cid, "kind": kind, "value": logged, "at": at}
+        if kind == "guardian":
+            entry["method"] = method or "organiser"
+        record = json.dumps(entry)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(keys.consents_key(exam_id), {"r": record})
             if kind == "policy":
@@ -315,7 +433,37 @@ class ExamRegistry:
             elif kind == "guardian":
                 sealed = await self.keys.seal(exam_id, "identity:guardian", value.encode())
                 pipe.hset(keys.candidate_key(exam_id, cid), "guardian", sealed)
+            elif kind == "biometric":
+                granted = value.startswith("granted:")
+                pipe.hset(
+                    keys.candidate_key(exam_id, cid),
+                    mapping={
+                        "biometric": value.split(":", 1)[1] if granted else "",
+                        "biometric_refused": "0" if granted else "1",
+                    },
+                )
             await pipe.execute()
+
+    async def withdraw_consent(self, exam_id: str, cid: str, kind: str, version: str) -> None:
+        """Record the withdrawal of a consent and clear what it allowed, in one transaction.
+
+        Withdrawing biometric consent counts as a refusal (a proctor's manual check);
+        the caller deletes the face data, which lives in another subsystem."""
+        record = {"cid": cid, "kind": kind, "value": f"withdrawn:{version}", "at": time.time()}
+        key = keys.candidate_key(exam_id, cid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(keys.consents_key(exam_id), {"r": json.dumps(record)})
+            if kind == "policy":
+                pipe.hdel(key, "consent_version")
+            elif kind == "guardian":
+                pipe.hset(key, "guardian", b"")
+            elif kind == "biometric":
+                pipe.hset(key, mapping={"biometric": "", "biometric_refused": "1"})
+            await pipe.execute()
+
+    async def mark_withdrawn(self, exam_id: str, cid: str) -> None:
+        """The candidate withdrew from the exam: they may not join or publish again."""
+        await self.redis.hsetnx(keys.candidate_key(exam_id, cid), "withdrawn_at", time.time())
 
     # -- proctors ------------------------------------------------------------------
 
@@ -324,6 +472,18 @@ class ExamRegistry:
             pipe.sadd(keys.room_proctors_key(exam_id, room), username)
             pipe.sadd(keys.staff_rooms_key(username), f"{exam_id}/{room}")
             await pipe.execute()
+
+    async def unassign_proctor(self, exam_id: str, room: str, username: str) -> bool:
+        """Take `username` off the room; False if they were not assigned to it."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.srem(keys.room_proctors_key(exam_id, room), username)
+            pipe.srem(keys.staff_rooms_key(username), f"{exam_id}/{room}")
+            removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def room_proctors(self, exam_id: str, room: str) -> list[str]:
+        members = await self.redis.smembers(keys.room_proctors_key(exam_id, room))
+        return sorted(text(m) for m in members)
 
     async def proctor_rooms(self, username: str) -> list[str]:
         return sorted(text(m) for m in await self.redis.smembers(keys.staff_rooms_key(username)))

@@ -446,3 +446,46 @@ def ended_candidates_key(exam_id: str) -> str:
 
     Under the exam's prefix, so that it goes with the exam's other keys."""
     return f"examday:exam:{exam_id}:ended"
+
+
+# -- consents, rights and policy versions (issue #26) --------------------------------------
+
+
+def exam_policies_key(exam_id: str) -> str:
+    """An exam's privacy policy versions (version -> text, changes, effective date).
+
+    Under the exam's prefix: they go with the exam's record."""
+    return f"examday:exam:{exam_id}:policies"
+
+
+def guardian_link_key(digest: str) -> str:
+    """A one-time guardian consent link, by the SHA-256 of its token (a key with a TTL)."""
+    return f"examday:guardian-link:{digest}"
+
+
+def rights_requests_key(exam_id: str) -> str:
+    """An exam's correction requests and complaints, with their answers (id -> record)."""
+    return f"examday:exam:{exam_id}:rights-requests"
+
+
+# -- review and grading (core.review), issue #26 item 5 ----------------------------------
+
+
+def review_rubric_key(exam_id: str) -> str:
+    """An exam's grading rubric (JSON: its criteria). Under the exam's prefix, as below."""
+    return f"examday:exam:{exam_id}:review:rubric"
+
+
+def review_decisions_key(exam_id: str) -> str:
+    """The current review decision of each candidate (cid -> JSON, the note sealed)."""
+    return f"examday:exam:{exam_id}:review:decisions"
+
+
+def review_history_key(exam_id: str, cid: str) -> str:
+    """Every review decision of one candidate, oldest first (a list, bounded by its writer)."""
+    return f"examday:exam:{exam_id}:review:history:{cid}"
+
+
+def review_scores_key(exam_id: str) -> str:
+    """Examiners' score sheets (`cid/examiner` -> JSON, the comment sealed)."""
+    return f"examday:exam:{exam_id}:review:scores"

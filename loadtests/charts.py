@@ -34,9 +34,12 @@ DASHES = ("solid", "dash", "dot")  # run A, run B
 THRESHOLD_COLOUR = "#c0392b"
 # Steps shown on the latency charts, in journey order; others follow by name.
 JOURNEY = (
-    "login", "consent", "version_check", "network_check", "enrol", "verify", "liveness",
+    "login", "consent", "version_check", "network_check", "biometric_consent", "enrol", "verify",
+    "liveness",
     "join", "whip_publish", "whip_republish", "heartbeat", "client_logs", "photo_upload",
-    "exit", "staff_login", "whep_watch",
+    "exit", "staff_login", "whep_watch", "face_fail", "screen_share", "side_camera",
+    "talkback_listen", "talkback_publish", "raise_hand", "ice_restart", "reconnect",
+    "server_reconnect", "leave_return",
 )  # fmt: skip
 
 
@@ -331,6 +334,8 @@ def key_figures(run: Run) -> dict[str, float | None]:
     out["incidents missing"] = summary["incidents"]["missing"]
     out["server CPU, mean (% of one core)"] = summary["server"].get("cpu_percent_mean_total")
     out["generator loop lag p99 (ms)"] = round(summary["generator"]["loop_lag_p99"] * 1000, 1)
+    out["generator shares lagging"] = len(summary["generator"].get("lagging", []))
+    out["behaviours failed"] = sum(b["failed"] for b in summary.get("behaviours", {}).values())
     return out
 
 
@@ -377,6 +382,42 @@ def _steps_table(run: Run) -> str:
     )
 
 
+def _workers_table(run: Run) -> str:
+    """Each share of the generator: where it ran, its load, its loop lag and CPU."""
+    rows = "".join(
+        f"<tr{' class=broken' if w['lagging'] else ''}><td>{html.escape(str(w['kind']))}"
+        f" {w['worker']}</td><td>{html.escape(str(w['node']))}</td><td>{w['candidates']}</td>"
+        f"<td>{w['media']}</td><td>{w['loop_lag_p50'] * 1000:,.1f}</td>"
+        f"<td>{w['loop_lag_p99'] * 1000:,.1f}</td><td>{w['cpu_percent']:,.0f}</td>"
+        f"<td>{'lagging' if w['lagging'] else 'kept up'}</td></tr>"
+        for w in run.summary.get("workers", [])
+    )
+    if not rows:
+        return ""
+    return (
+        "<table><caption>Generator shares (loop lag in ms, CPU in % of one core)</caption>"
+        "<tr><th>share</th><th>node</th><th>candidates</th><th>cameras</th><th>lag p50</th>"
+        f"<th>lag p99</th><th>CPU</th><th>verdict</th></tr>{rows}</table>"
+    )
+
+
+def _behaviours_table(run: Run) -> str:
+    """Each behaviour given to part of the fleet, and how it went."""
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{b['attempted']}</td><td>{b['succeeded']}</td>"
+        f"<td>{b['failed']}</td><td>{b['unsupported']}</td>"
+        f"<td>{html.escape(_reasons(b['failed_by_reason']))}</td></tr>"
+        for name, b in run.summary.get("behaviours", {}).items()
+    )
+    if not rows:
+        return ""
+    return (
+        "<table><caption>Candidate behaviours</caption><tr><th>behaviour</th><th>attempted"
+        "</th><th>succeeded</th><th>failed</th><th>unsupported</th><th>failed by reason</th>"
+        f"</tr>{rows}</table>"
+    )
+
+
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:75rem;margin:2rem auto;color:#111}
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #bbb;padding:.25rem .5rem;
 text-align:right}td:first-child,th:first-child{text-align:left}.broken{color:#c0392b}"""
@@ -414,7 +455,8 @@ def render(run: Run) -> str:
         f" Generator: {html.escape(summary['generator'].get('warning') or 'kept up')}.</p>"
         + (f"<p>Thresholds (dotted red on the charts):</p><ul>{marks}</ul>" if marks else "")
     )
-    return page(f"examday rehearsal: {run.name}", [run], intro, _table([run]) + _steps_table(run))
+    tables = _table([run]) + _steps_table(run) + _workers_table(run) + _behaviours_table(run)
+    return page(f"examday rehearsal: {run.name}", [run], intro, tables)
 
 
 def compare(a: Run, b: Run) -> str:

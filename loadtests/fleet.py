@@ -6,7 +6,11 @@ showing a real face, and `--switch-faces` of those switch to another person to
 provoke incidents), then leave. `--proctors` proctors, one room each, follow the
 room event stream and watch every camera of their room by WHEP; the media
 candidates are spread over the proctors' rooms, so every camera is watched.
-With `--ray ADDRESS` the candidates are spread over Ray workers of that cluster.
+With `--ray ADDRESS --workers N` the candidates, cameras included, are spread over N Ray
+workers of that cluster, which start together; `--processes N` spreads them over local
+processes. Each share's loop lag and CPU are reported, and a share that lagged is
+flagged. `--screen-share 0.1` and the other behaviour flags give a fraction of the
+fleet what real candidates do besides sitting still (loadtests.behaviours).
 The report goes to `--report DIR` (report.html, drawn from the run's summary.json,
 steps.csv and series.json); `examday loadtest compare RUN_A RUN_B` sets two runs side
 by side.
@@ -26,8 +30,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loadtests import charts
+from loadtests import charts, webrtc
 from loadtests import report as reports
+from loadtests.behaviours import BEHAVIOURS, flag
+from loadtests.behaviours import deal as deal_behaviours
 from loadtests.config import FleetConfig
 from loadtests.journey import Proctor, Recorder
 from loadtests.parts import Plan, http_session, run_shares
@@ -45,9 +51,11 @@ from loadtests.server_stats import ServerSampler
 ARRIVAL_SEED = 2026
 
 
-def _candidates(config: FleetConfig, scenario: Scenario) -> list[tuple[str, bool, bool]]:
-    """(number, with media, switches face): media spread round robin over the rooms
-    that have a proctor (so that every camera is watched), or over all rooms."""
+def _candidates(
+    config: FleetConfig, scenario: Scenario
+) -> list[tuple[str, bool, bool, tuple[str, ...]]]:
+    """(number, with media, switches face, behaviours): media spread round robin over the
+    rooms that have a proctor (so that every camera is watched), or over all rooms."""
     numbers = [n for room in scenario.rooms.values() for n in room]
     by_room = list(scenario.rooms.values())[: config.proctors or None]
     media: list[str] = []
@@ -58,7 +66,8 @@ def _candidates(config: FleetConfig, scenario: Scenario) -> list[tuple[str, bool
     # Arrival order is random, as on exam morning (seeded: runs compare): otherwise the
     # media candidates of the first rooms would all arrive in the first seconds.
     random.Random(ARRIVAL_SEED).shuffle(numbers)
-    return [(n, n in chosen, n in switching) for n in numbers]
+    behaviours = deal_behaviours(config.behaviours, numbers, chosen)
+    return [(n, n in chosen, n in switching, behaviours.get(n, ())) for n in numbers]
 
 
 async def _proctors(
@@ -67,14 +76,19 @@ async def _proctors(
     plan: Plan,
     recorder: Recorder,
     cids: dict[str, str],
+    clips: webrtc.Clips,
 ) -> list[Proctor]:
     rooms = list(scenario.rooms)[: config.proctors]
-    media = {n for _, n, m, _ in plan if m}
+    media = {n for _, n, m, _, _ in plan if m}
+    listening = {n for _, n, _, _, b in plan if "talkback" in b}
     proctors = []
     for room in rooms:
         username, password = scenario.proctors[room]
         watch = [cids[n] for n in scenario.rooms[room] if n in media and n in cids]
-        proctors.append(Proctor(room, username, password, scenario, recorder, watch))
+        proctor = Proctor(room, username, password, scenario, recorder, watch)
+        if listening.intersection(scenario.rooms[room]):
+            proctor.talkback = clips
+        proctors.append(proctor)
     return proctors
 
 
@@ -85,8 +99,10 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
         scenario = await create_exam(
             http, organiser, config.candidates, region=config.region, hosts=config.hosts
         )
-        plan = [(i, n, m, s) for i, (n, m, s) in enumerate(_candidates(config, scenario))]
-        cids = await candidate_ids(http, organiser, scenario, {n for _, n, m, _ in plan if m})
+        plan = [(i, n, m, s, b) for i, (n, m, s, b) in enumerate(_candidates(config, scenario))]
+        # Cameras are watched by id; a face check (passed or failed) needs a face enrolled.
+        faced = {n for _, n, m, _, b in plan if m or "face_fail" in b}
+        cids = await candidate_ids(http, organiser, scenario, faced)
         await enrol_faces(http, organiser, scenario, list(cids.values()), assets.enrol_jpeg)
     recorder = Recorder()
     stop = asyncio.Event()
@@ -94,7 +110,7 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
     began, cpu_before = time.monotonic(), _generator_cpu_s()
     sampling = asyncio.ensure_future(sampler.run(stop))
     async with http_session(config.target, config.proctors + 4) as http:
-        proctors = await _proctors(config, scenario, plan, recorder, cids)
+        proctors = await _proctors(config, scenario, plan, recorder, cids, assets.clips)
         watching = [asyncio.ensure_future(p.run(http, config.duration, stop)) for p in proctors]
         parts = await run_shares(config, scenario, assets, plan)
         stop.set()
@@ -105,7 +121,9 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
     ended = time.time() - recorder.epoch
     merge(recorder, parts)
     expected_tracks = sum(len(p.watch) for p in proctors)
-    summary = reports.summarise(recorder, expected_tracks, sampler.summary())
+    summary = reports.summarise(
+        recorder, expected_tracks, sampler.summary(), lag_limit=config.lag_limit
+    )
     summary["generator"].update(
         cpu_seconds=round(generator_cpu_s, 1),
         cpu_percent_mean=round(100 * generator_cpu_s / max(wall_s, 1e-9), 1),
@@ -114,6 +132,8 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
         "candidates": config.candidates, "media": config.media, "proctors": config.proctors,
         "ramp_s": config.ramp, "duration_s": config.duration, "exam": scenario.exam_id,
         "ray": config.ray_address, "processes": config.processes,
+        "workers": config.workers if config.ray_address else None,
+        "behaviours": dict(config.behaviours),
     }  # fmt: skip
     summary["run"] = {
         "name": config.report.name, "started_at": recorder.epoch, "start_s": 0.0,
@@ -141,6 +161,8 @@ def merge(recorder: Recorder, parts: Sequence[Recorder]) -> None:
         recorder.busy_retries.update(part.busy_retries)
         recorder.connections_lost.update(part.connections_lost)
         recorder.loop_lag += part.loop_lag
+        recorder.behaviours.merge(part.behaviours)
+        recorder.shares.append((part.share, part.loop_lag))
     total, recorder.online = 0, []
     for t, delta in sorted(changes):
         total += delta
@@ -174,7 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", action="append", default=[], help="e.g. 'login.p99 < 1s'")
     parser.add_argument("--thresholds-file", type=Path, help="one threshold a line")
     parser.add_argument("--ray", dest="ray_address", help="spread candidates over this Ray cluster")
-    parser.add_argument("--workers", type=int, default=2, help="Ray workers with --ray")
+    parser.add_argument(
+        "--workers", type=int, default=2,
+        help="Ray workers with --ray (each an actor on the next node in turn, cameras dealt too)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--worker-cpus", type=float, default=1.0, help="CPUs each Ray worker asks for"
+    )
+    parser.add_argument(
+        "--lag-limit", type=float, default=0.25,
+        help="seconds of loop lag (p99) that flag a generator worker or process as lagging",
+    )  # fmt: skip
     parser.add_argument(
         "--processes", type=int, default=1,
         help="local generator processes; from 2, media candidates get one of their own",
@@ -190,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeats", choices=TRANSPORTS, default="socket",
         help="heartbeats over the presence socket, as the app sends them, or by HTTP POST",
     )  # fmt: skip
+    parser.add_argument(
+        "--switch-host", action="append", default=[],
+        help="loopback address a --network-switch candidate moves to (default 127.0.0.5)",
+    )  # fmt: skip
+    behaviours = parser.add_argument_group(
+        "behaviours", "each a fraction (0..1) of the candidates it applies to"
+    )
+    for name, (text, _media) in BEHAVIOURS.items():
+        behaviours.add_argument(
+            flag(name), dest=name, type=float, default=0.0, metavar="FRACTION", help=text
+        )
     parser.add_argument(
         "--setup-only", action="store_true", help="create the exam, print it, and stop (for Locust)"
     )
@@ -207,6 +250,16 @@ def config_from_args(argv: Sequence[str] | None) -> FleetConfig:
         parser.error("--workers must be 1..256 and --processes 1..64")
     if not 0 <= args.switch_faces <= args.media:
         parser.error("--switch-faces must be between 0 and --media")
+    fractions = {name: getattr(args, name) for name in BEHAVIOURS if getattr(args, name)}
+    for name, fraction in fractions.items():
+        if not 0 <= fraction <= 1:
+            parser.error(f"{flag(name)} must be a fraction between 0 and 1")
+        if BEHAVIOURS[name][1] and args.media == 0:
+            parser.error(f"{flag(name)} applies to media candidates: give --media too")
+    if fractions.get("talkback") and args.proctors == 0:
+        parser.error("--talkback needs a proctor to talk: give --proctors")
+    if not 0 < args.worker_cpus <= 64 or args.lag_limit <= 0:
+        parser.error("--worker-cpus must be in (0, 64] and --lag-limit > 0")
     thresholds = list(args.threshold)
     if args.thresholds_file:
         thresholds += [t for t in args.thresholds_file.read_text().splitlines() if t.strip()]
@@ -228,6 +281,8 @@ def config_from_args(argv: Sequence[str] | None) -> FleetConfig:
         thresholds=tuple(thresholds), ray_address=args.ray_address, workers=args.workers,
         processes=args.processes, organiser=args.organiser, password=password,
         state_dir=args.state_dir, heartbeats=args.heartbeats, setup_only=args.setup_only,
+        behaviours=fractions, switch_hosts=tuple(args.switch_host or ["127.0.0.5"]),
+        worker_cpus=args.worker_cpus, lag_limit=args.lag_limit,
     )  # fmt: skip
 
 
@@ -252,6 +307,20 @@ def print_summary(summary: dict[str, Any], broken: list[str], report: Path) -> N
         f" CPU {lag['cpu_percent_mean']:.0f} % of a core"
         + (f": {lag['warning']}" if lag["warning"] else "")
     )
+    for row in summary["workers"]:
+        print(
+            f"  {row['kind']} {row['worker']} on {row['node']}: {row['candidates']} candidates"
+            f" ({row['media']} cameras), loop lag p50 {row['loop_lag_p50'] * 1000:.1f} ms,"
+            f" p99 {row['loop_lag_p99'] * 1000:.1f} ms, CPU {row['cpu_percent']:.0f} %"
+            + (" LAGGING" if row["lagging"] else "")
+        )
+    for name, b in summary["behaviours"].items():
+        print(
+            f"behaviour {name}: attempted {b['attempted']}, succeeded {b['succeeded']},"
+            f" failed {b['failed']}"
+            + (f" {b['failed_by_reason']}" if b["failed_by_reason"] else "")
+            + (f", unsupported {b['unsupported']}" if b["unsupported"] else "")
+        )
     print(f"report: {(report / 'report.html').resolve()}")
     for line in broken:
         print(f"THRESHOLD BROKEN: {line}")

@@ -1,11 +1,14 @@
 """The simulated candidate's and proctor's exam day, every step timed.
 
-A candidate: login → consent → version check → network check → (1:1 face
+A candidate: login → consent → version check → network check → (biometric consent, 1:1 face
 verification against the face the organiser enrolled, liveness challenge) → join →
 (WHIP publish of a camera that shows a real face, plus audio) → heartbeats → client
 logs and a crash report → photo upload → exit. A proctor: login → room event stream →
 WHEP watch of the room's publishing candidates, counting what arrives (and sampling
-each track's bitrate and loss) → talk-back.
+each track's bitrate and loss) → talk-back to the room when its candidates listen.
+A candidate given behaviours (loadtests.behaviours) also does them at set points of its
+stay, each timed as a step and counted as an outcome; a camera honours the room's
+`reconnect` (relayed by `RoomSignals`) by publishing again at once.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import base64
 import contextlib
 import json
 import random
+import secrets
 import time
 import uuid
 from collections import Counter
@@ -26,6 +30,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from loadtests import webrtc
+from loadtests.behaviours import AT, AWAY_S, UNSUPPORTED, Outcomes
 from loadtests.presence import PresenceSocket
 from loadtests.scenario import Assets, Scenario
 
@@ -44,6 +49,16 @@ CONNECT_S = 10.0
 # Every watched track's bitrate and loss is sampled this often, for the report's charts.
 TRACK_SAMPLE_S = 2.0
 MAX_TRACK_SAMPLES = 200_000
+# A `network_switch` moves to this loopback address, as from Wi-Fi to cellular.
+SWITCH_HOSTS = ("127.0.0.5",)
+# A `talkback` listener waits this long (fraction of its stay) for the proctor's voice.
+TALKBACK_WAIT = 0.6
+# A `face_fail` gives up after this many verifications without a review (the exam's
+# `face_attempts` is at most 10).
+FACE_ATTEMPTS_MAX = 10
+HAND = {"kind": "hand"}
+BIOMETRIC, ALLOW = "/v1/me/consents/biometric", {"allow": True}
+RECONNECT = "reconnect"  # the journal event of a media drain (cluster.drain)
 OfferedSession = TypeVar("OfferedSession", webrtc.WhipSession, webrtc.WhepSession)
 
 
@@ -72,6 +87,11 @@ class Recorder:
     loop_lag: list[float] = field(default_factory=list)  # seconds the generator's loop was late
     # per watched track every TRACK_SAMPLE_S: {"t", "room", "candidate", "kbps", "loss_pct"}
     track_samples: list[dict[str, Any]] = field(default_factory=list)
+    behaviours: Outcomes = field(default_factory=Outcomes)
+    # The share that ran these candidates: where, how many, its CPU (see loadtests.parts)
+    share: dict[str, Any] = field(default_factory=dict)
+    # Per share merged in: that share's row and its own loop lag (see fleet.merge)
+    shares: list[tuple[dict[str, Any], list[float]]] = field(default_factory=list)
     _online_now: int = 0
 
     async def timed(self, actor: str, step: str, call: Awaitable[tuple[bool, str]]) -> bool:
@@ -172,6 +192,15 @@ class Candidate:
     publisher: webrtc.WhipSession | None = None
     presence: PresenceSocket | None = None  # heartbeats on it, else by HTTP POST
     retry_after: float | None = None  # of the last face step refused
+    behaviours: tuple[str, ...] = ()  # see loadtests.behaviours
+    switch_hosts: tuple[str, ...] = SWITCH_HOSTS  # the network a `network_switch` moves to
+    # Set when the room is told to reconnect (a media drain): the camera is published again.
+    reconnect_asked: asyncio.Event = field(default_factory=asyncio.Event)
+    extra: dict[str, tuple[webrtc.WhipSession | webrtc.WhepSession, dict[str, str]]] = field(
+        default_factory=dict
+    )  # screen, side, talkback listener -> (session, the headers that end it)
+    listening: asyncio.Task[None] | None = None
+    face_answer: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -186,27 +215,151 @@ class Candidate:
         for name, call in self._before_join(http):
             if not await step(self.name, name, call()):
                 return
-        if not await step(
+        if "face_fail" in self.behaviours:
+            ok = await step(self.name, "face_fail", self._face_fail(http))
+            self._outcome("face_fail", ok)
+        joined = await step(
             self.name, "join", self._post(http, "/v1/me/join", {"network": "wifi"}, 200)
-        ):
+        )
+        if "late" in self.behaviours:
+            self._outcome("late", joined)
+        if not joined:
             return
         self.recorder.presence(+1)
         try:
             if self.media:
                 await self._publish(http, "whip_publish", "a")
+                await self._extras(http, duration)
             await self._heartbeats(http, duration, heartbeat_every)
             if self.presence is not None:
                 await self.presence.close()  # the app closes it as the candidate leaves
             await step(self.name, "client_logs", self._logs(http))
             await step(self.name, "photo_upload", self._photo(http))
         finally:
-            if self.presence is not None:
-                await self.presence.close()
-            if self.publisher is not None:
-                await self.publisher.close(http, self.headers)
-                self.publisher = None
+            await self._end_media(http)
             self.recorder.presence(-1)
         await step(self.name, "exit", self._exit(http))
+
+    def _outcome(self, behaviour: str, ok: bool) -> None:
+        """Count the behaviour by the step just timed (its reason when it failed)."""
+        reason = "" if ok else self.recorder.steps[-1].reason
+        if reason.split(" ", 1)[0] in ("404", "405"):
+            reason = UNSUPPORTED
+        self.recorder.behaviours.record(behaviour, ok, reason)
+
+    async def _end_media(self, http: aiohttp.ClientSession) -> None:
+        if self.presence is not None:
+            await self.presence.close()
+        if self.listening is not None:
+            self.listening.cancel()
+            await asyncio.gather(self.listening, return_exceptions=True)
+            self.listening = None
+        for session, headers in self.extra.values():
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                await session.close(http, headers)
+        self.extra.clear()
+        if self.publisher is not None:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                await self.publisher.close(http, self.headers)
+            self.publisher = None
+
+    async def _extras(self, http: aiohttp.ClientSession, duration: float) -> None:
+        """The media behaviours that start with the camera: a shared screen, a paired side
+        camera, and (in the background, since the proctor may not talk yet) talk-back."""
+        if "screen_share" in self.behaviours:
+            ok = await self.recorder.timed(
+                self.name, "screen_share", self._publish_extra(http, "screen", self.headers)
+            )
+            self._outcome("screen_share", ok)
+        if "side_camera" in self.behaviours:
+            ok = await self.recorder.timed(self.name, "side_camera", self._side_camera(http))
+            self._outcome("side_camera", ok)
+        if "talkback" in self.behaviours:
+            self.listening = asyncio.ensure_future(
+                self._listen_talkback(http, TALKBACK_WAIT * duration)
+            )
+
+    async def _publish_extra(
+        self, http: aiohttp.ClientSession, source: str, headers: dict[str, str]
+    ) -> tuple[bool, str]:
+        """Publish `source` (a screen, a phone's view: an empty frame, no audio) until its
+        connection is up."""
+        session = await _offered(
+            self.recorder,
+            source,
+            lambda: webrtc.whip_publish(
+                http, f"/v1/whip/me/{source}", headers, self.scenario.hosts,
+                self.assets.clips, None, audio=False,
+            ),
+        )  # fmt: skip
+        self.extra[source] = (session, headers)
+        return (True, "") if await _connected(session) else (False, "not_connected")
+
+    async def _side_camera(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
+        """Pair a phone: the candidate asks for a token (the QR code), the phone publishes
+        `side` with it and its own device id."""
+        async with http.post("/v1/me/pairing", headers=self.headers) as response:
+            if response.status != 201:
+                return await _status(response, 201)
+            token = (await response.json())["token"]
+        phone = {"Authorization": f"Bearer {token}", "Examday-Device": secrets.token_urlsafe(24)}
+        return await self._publish_extra(http, "side", phone)
+
+    async def _listen_talkback(self, http: aiohttp.ClientSession, within: float) -> None:
+        async def listen() -> tuple[bool, str]:
+            """Until the proctor's voice arrives (404 while nobody talks to the room)."""
+            deadline = time.monotonic() + within
+            while True:
+                try:
+                    session = await _offered(
+                        self.recorder,
+                        "talkback_listen",
+                        lambda: webrtc.whep_watch(
+                            http, "/v1/whep/me/talkback", self.headers, self.scenario.hosts,
+                            ("audio",),
+                        ),
+                    )  # fmt: skip
+                except webrtc.MediaRefused as exc:
+                    if exc.status != 404 or time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(WATCH_RETRY_S)
+                    continue
+                break
+            self.extra["talkback"] = (session, self.headers)
+            heard = await _within(
+                max(1.0, deadline - time.monotonic()), lambda: session.stats.audio_frames > 0, None
+            )
+            return (True, "") if heard else (False, "no_audio")
+
+        ok = await self.recorder.timed(self.name, "talkback_listen", listen())
+        self._outcome("talkback", ok)
+
+    async def _face_fail(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
+        """Show another person's face until the last attempt fails: the server then opens
+        a manual review for the room's proctors (status `review`)."""
+        headers = {**self.headers, "Content-Type": "image/jpeg"}
+        for _attempt in range(FACE_ATTEMPTS_MAX):
+
+            async def verify() -> tuple[bool, str]:
+                async with http.post(
+                    "/v1/me/verification", data=self.assets.other_jpeg, headers=headers
+                ) as response:
+                    if response.status != 200:
+                        return await self._answer(response, 200)
+                    self.face_answer = await response.json()
+                return True, ""
+
+            ok, reason = await self._patiently("face_fail", verify)
+            if not ok:
+                return False, reason
+            answer = self.face_answer
+            if answer.get("match"):
+                return False, "matched"
+            if answer.get("status") == "review":
+                return True, ""
+            if not answer.get("attempts_left"):
+                return False, f"no_review {answer.get('status')}"
+        return False, "too_many_attempts"
 
     def _before_join(
         self, http: aiohttp.ClientSession
@@ -216,7 +369,10 @@ class Candidate:
             ("version_check", lambda: self._version_check(http)),
             ("network_check", lambda: self._get(http, "/v1/me/network-advice?network=wifi")),
         ]
-        if self.media:
+        if self.media or "face_fail" in self.behaviours:
+            # Face templates are compared only with the separate biometric consent.
+            steps.append(("biometric_consent", lambda: self._post(http, BIOMETRIC, ALLOW, 204)))
+        if self.media and "face_fail" not in self.behaviours:
             steps += [
                 ("verify", lambda: self._patiently("verify", lambda: self._verify(http))),
                 ("liveness", lambda: self._patiently("liveness", lambda: self._liveness(http))),
@@ -345,11 +501,17 @@ class Candidate:
         duration: float,
         every: float,
     ) -> None:
-        end = time.monotonic() + duration
         began = time.monotonic()
-        for _ in range(int(duration / every) + 2):
+        end = began + duration
+        due = sorted((began + AT[name] * duration, name) for name in self.behaviours if name in AT)
+        # Bounded: a beat each `every`, and a wake for each behaviour or `reconnect`.
+        for _ in range(int(duration / every) + 8 + 2 * len(due)):
             if time.monotonic() >= end:
                 return
+            while due and due[0][0] <= time.monotonic():
+                await self._act(http, due.pop(0)[1], duration)
+            if self.reconnect_asked.is_set():
+                await self._reconnect_as_asked(http)
             await self._keep_publishing(http)
             publisher = self.publisher
             switch = self.switch_face_at
@@ -367,7 +529,84 @@ class Candidate:
                 else self._post(http, "/v1/me/heartbeat", {}, 200)
             )
             await self.recorder.timed(self.name, "heartbeat", beat)
-            await asyncio.sleep(min(every, max(0.0, end - time.monotonic())))
+            # Until the next beat, the next behaviour, or the server's `reconnect`.
+            wake = min([time.monotonic() + every, end] + [at for at, _ in due[:1]])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.reconnect_asked.wait(), max(0.0, wake - time.monotonic())
+                )
+
+    async def _act(self, http: aiohttp.ClientSession, behaviour: str, duration: float) -> None:
+        step = self.recorder.timed
+        if behaviour == "raise_hand":
+            ok = await step(self.name, "raise_hand", self._post(http, "/v1/me/help", HAND, 201))
+        elif behaviour == "network_switch":
+            ok = await step(self.name, "ice_restart", self._switch_network(http))
+        elif behaviour == "reconnect":
+            ok = await step(self.name, "reconnect", self._drop_and_republish(http))
+        else:
+            ok = await step(self.name, "leave_return", self._leave_and_return(http, duration))
+        self._outcome(behaviour, ok)
+
+    async def _switch_network(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
+        """Wi-Fi to cellular: the camera's session moves by an ICE restart and goes on."""
+        if self.publisher is None:
+            return False, "no_camera"
+        await self.publisher.restart_ice(http, self.headers, self.switch_hosts)
+        return True, ""
+
+    async def _drop_and_republish(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
+        """The camera's connection is lost (closed here, no DELETE: the network went) and
+        published again, as the app does; the new session replaces the old one."""
+        if self.publisher is None:
+            return False, "no_camera"
+        lost, self.publisher = self.publisher, None
+        await lost.pc.close()
+        return await self._republish(http, lost)
+
+    async def _republish(
+        self, http: aiohttp.ClientSession, old: webrtc.WhipSession
+    ) -> tuple[bool, str]:
+        await self._publish(http, "whip_republish", old.camera.showing if old.camera else "a")
+        return (True, "") if self.publisher is not None else (False, "not_republished")
+
+    async def _reconnect_as_asked(self, http: aiohttp.ClientSession) -> None:
+        """The room was told to reconnect (its media shard drains): publish again now,
+        not when the shard stops under the camera."""
+        self.reconnect_asked.clear()
+        if self.publisher is None:
+            return
+        old, self.publisher = self.publisher, None
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+            await old.close(http, self.headers)
+        ok = await self.recorder.timed(self.name, "server_reconnect", self._republish(http, old))
+        self._outcome("server_reconnect", ok)
+
+    async def _leave_and_return(
+        self, http: aiohttp.ClientSession, duration: float
+    ) -> tuple[bool, str]:
+        """Log out (media ended, as the app does), stay away a moment, log in and join
+        again, camera included."""
+        showing = self.publisher.camera.showing if self.publisher and self.publisher.camera else "a"
+        await self._end_media(http)
+        ok, reason = await self._exit(http)
+        if not ok:
+            return False, f"leave {reason}"
+        self.recorder.presence(-1)
+        await asyncio.sleep(min(AWAY_S, duration / 10))
+        ok, reason = await self._login(http)
+        if ok:
+            ok, reason = await self._post(http, "/v1/me/consent", {"policy_version": "1"}, 204)
+        if ok:
+            ok, reason = await self._post(http, "/v1/me/join", {"network": "wifi"}, 200)
+        self.recorder.presence(+1)  # balanced by the departure, whatever happened
+        if not ok:
+            return False, f"return {reason}"
+        if self.media:
+            await self._publish(http, "whip_publish", showing)
+            if self.publisher is None:
+                return False, "camera_not_back"
+        return True, ""
 
     async def _logs(self, http: aiohttp.ClientSession) -> tuple[bool, str]:
         now = datetime.now(UTC).isoformat()
@@ -414,6 +653,8 @@ class Proctor:
     events: Counter[str] = field(default_factory=Counter)
     present: dict[str, asyncio.Event] = field(default_factory=dict)  # watched cid -> seen
     sessions: list[tuple[str, webrtc.WhepSession]] = field(default_factory=list)
+    # Talk to the whole room (a tone, by WHIP talkback) for its `talkback` listeners.
+    talkback: webrtc.Clips | None = None
 
     @property
     def name(self) -> str:
@@ -423,6 +664,9 @@ class Proctor:
         if not await self.recorder.timed(self.name, "staff_login", self._login(http)):
             return
         stream = asyncio.ensure_future(self._events(http, stop))
+        talking: list[webrtc.WhipSession] = []
+        if self.talkback is not None:
+            await self.recorder.timed(self.name, "talkback_publish", self._talk(http, talking))
         sessions = self.sessions
         sampling = asyncio.ensure_future(self._sample_tracks(stop))
 
@@ -477,7 +721,25 @@ class Proctor:
                 "kinds": sorted(session.stats.tracks),
             })  # fmt: skip
             await session.close(http, self.headers)
+        for voice in talking:
+            await voice.close(http, self.headers)
         stream.cancel()
+
+    async def _talk(
+        self, http: aiohttp.ClientSession, talking: list[webrtc.WhipSession]
+    ) -> tuple[bool, str]:
+        assert self.talkback is not None
+        clips = self.talkback
+        url = f"/v1/whip/exams/{self.scenario.exam_id}/rooms/{self.room}/talkback"
+        session = await _offered(
+            self.recorder,
+            "talkback_publish",
+            lambda: webrtc.whip_publish(
+                http, url, self.headers, self.scenario.hosts, clips, None, video=False
+            ),
+        )
+        talking.append(session)
+        return (True, "") if await _connected(session) else (False, "not_connected")
 
     async def _sample_tracks(self, stop: asyncio.Event) -> None:
         """Each watched track's bitrate and loss over the last interval, every
@@ -512,27 +774,7 @@ class Proctor:
 
     async def _events(self, http: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         url = f"/v1/exams/{self.scenario.exam_id}/rooms/{self.room}/events"
-        last = ""
-        for _attempt in range(100):  # reconnects, resuming where it stopped
-            if stop.is_set():
-                return
-            headers = {**self.headers, **({"Last-Event-ID": last} if last else {})}
-            try:
-                async with http.get(
-                    url, headers=headers, timeout=aiohttp.ClientTimeout(total=None)
-                ) as response:
-                    fields: dict[str, str] = {}
-                    async for raw in response.content:
-                        line = raw.decode().rstrip("\r\n")
-                        if line == "" and "data" in fields:
-                            last = fields.get("id", last)
-                            self._seen(fields.get("event", "message"), json.loads(fields["data"]))
-                            fields = {}
-                        elif line and not line.startswith(":"):
-                            name, _, value = line.partition(":")
-                            fields[name] = value.removeprefix(" ")
-            except (aiohttp.ClientError, TimeoutError):
-                await asyncio.sleep(random.uniform(0.5, 1.5))
+        await follow_events(http, url, self.headers, stop, self._seen)
 
     def _seen(self, kind: str, data: dict[str, Any]) -> None:
         if sum(self.events.values()) >= MAX_EVENTS:
@@ -543,3 +785,75 @@ class Proctor:
             seen.set()
         if kind == "incident":
             self.recorder.incidents_raised[str(data.get("incident"))] += 1
+
+
+async def follow_events(
+    http: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    stop: asyncio.Event,
+    seen: Callable[[str, dict[str, Any]], None],
+) -> None:
+    """A room's event stream (SSE) until `stop`, each event to `seen(kind, data)`;
+    reconnected where it stopped (`Last-Event-ID`) when it ends."""
+    last = ""
+    for _attempt in range(100):
+        if stop.is_set():
+            return
+        asked = {**headers, **({"Last-Event-ID": last} if last else {})}
+        try:
+            async with http.get(
+                url, headers=asked, timeout=aiohttp.ClientTimeout(total=None)
+            ) as response:
+                fields: dict[str, str] = {}
+                async for raw in response.content:
+                    line = raw.decode().rstrip("\r\n")
+                    if line == "" and "data" in fields:
+                        last = fields.get("id", last)
+                        seen(fields.get("event", "message"), json.loads(fields["data"]))
+                        fields = {}
+                    elif line and not line.startswith(":"):
+                        name, _, value = line.partition(":")
+                        fields[name] = value.removeprefix(" ")
+        except (aiohttp.ClientError, TimeoutError):
+            await asyncio.sleep(random.uniform(0.5, 1.5))
+
+
+class RoomSignals:
+    """What the server tells a room's clients, relayed to this share's candidates.
+
+    A media drain journals `reconnect` into each room of the shard (`cluster.drain`): the
+    console hears it on the room's stream, but a candidate has no stream of its own (its
+    page reads `GET /v1/me/room`, which leaves it out). So the share follows each of its
+    camera rooms as that room's proctor (staff may hold several sessions) and wakes the
+    room's candidates, which publish again at once rather than when the shard stops.
+    """
+
+    def __init__(self, scenario: Scenario, recorder: Recorder) -> None:
+        self.scenario = scenario
+        self.recorder = recorder
+        self.rooms: dict[str, list[Candidate]] = {}
+        self.told: Counter[str] = Counter()
+
+    def add(self, room: str, candidate: Candidate) -> None:
+        self.rooms.setdefault(room, []).append(candidate)
+
+    async def run(self, http: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+        await asyncio.gather(*(self._follow(http, room, stop) for room in self.rooms))
+
+    async def _follow(self, http: aiohttp.ClientSession, room: str, stop: asyncio.Event) -> None:
+        username, password = self.scenario.proctors[room]
+        body = {"username": username, "password": password}
+        async with http.post("/v1/staff/sessions", json=body) as response:
+            if response.status != 201:
+                return
+            headers = {"Authorization": f"Bearer {(await response.json())['token']}"}
+
+        def seen(kind: str, data: dict[str, Any]) -> None:
+            if RECONNECT in (kind, data.get("type")) and data.get("plane", "media") == "media":
+                self.told[room] += 1
+                for candidate in self.rooms[room]:
+                    candidate.reconnect_asked.set()
+
+        url = f"/v1/exams/{self.scenario.exam_id}/rooms/{room}/events"
+        await follow_events(http, url, headers, stop, seen)

@@ -38,6 +38,12 @@ def parse_threshold(text: str) -> tuple[str, str, float]:
     return name, op, number
 
 
+# A generator whose loop is this late adds it to the latencies it measures.
+LAG_WARNING_S = 0.1
+# A share (Ray worker, process) whose loop lag p99 passes this is flagged by name.
+LAGGING_WORKER_S = 0.25
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -45,7 +51,13 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-def summarise(recorder: Recorder, expected_tracks: int, server: dict[str, Any]) -> dict[str, Any]:
+def summarise(
+    recorder: Recorder,
+    expected_tracks: int,
+    server: dict[str, Any],
+    *,
+    lag_limit: float = LAGGING_WORKER_S,
+) -> dict[str, Any]:
     by_step: dict[str, list[Step]] = defaultdict(list)
     for step in recorder.steps:
         by_step[step.step].append(step)
@@ -86,27 +98,45 @@ def summarise(recorder: Recorder, expected_tracks: int, server: dict[str, Any]) 
         "media_connections_lost": dict(recorder.connections_lost),
         "peak_online": max((n for _, n in recorder.online), default=0),
         "server": server,
-        "generator": _generator(recorder.loop_lag),
+        "generator": _generator(recorder.loop_lag, workers := _workers(recorder, lag_limit)),
+        "workers": workers,
+        "behaviours": recorder.behaviours.summary(),
     }
 
 
-# A generator whose loop is this late adds it to the latencies it measures.
-LAG_WARNING_S = 0.1
+def _workers(recorder: Recorder, lag_limit: float) -> list[dict[str, Any]]:
+    """One row per share of the fleet (a Ray worker, a process, or this process): where it
+    ran, its candidates, its CPU, its own loop lag, and whether it lagged."""
+    kind = "worker" if any(row.get("node") != "local" for row, _ in recorder.shares) else "process"
+    rows = []
+    for row, lag in sorted(recorder.shares, key=lambda share: share[0].get("worker", 0)):
+        p99 = _percentile(lag, 99) or 0.0
+        rows.append({
+            **row, "kind": kind, "loop_lag_p50": _percentile(lag, 50) or 0.0,
+            "loop_lag_p99": p99, "loop_lag_max": max(lag, default=0.0), "samples": len(lag),
+            "lagging": p99 > lag_limit,
+        })  # fmt: skip
+    return rows
 
 
-def _generator(loop_lag: list[float]) -> dict[str, Any]:
+def _generator(loop_lag: list[float], workers: list[dict[str, Any]]) -> dict[str, Any]:
     p99 = _percentile(loop_lag, 99) or 0.0
+    lagging = [f"{w['kind']} {w['worker']} on {w['node']}" for w in workers if w["lagging"]]
+    warning = (
+        "the generator was short of CPU: latencies include its own delay"
+        " (try --processes, or --ray to spread it)"
+        if p99 > LAG_WARNING_S
+        else ""
+    )
+    if lagging:
+        warning = f"lagging: {', '.join(lagging)}" + (f"; {warning}" if warning else "")
     return {
+        "lagging": lagging,
         "samples": len(loop_lag),
         "loop_lag_p50": _percentile(loop_lag, 50) or 0.0,
         "loop_lag_p99": p99,
         "loop_lag_max": max(loop_lag, default=0.0),
-        "warning": (
-            "the generator was short of CPU: latencies include its own delay"
-            " (try --processes, or --ray to spread it)"
-            if p99 > LAG_WARNING_S
-            else ""
-        ),
+        "warning": warning,
     }
 
 

@@ -44,6 +44,7 @@ class Assets:
     live_jpeg: bytes
     photo_jpeg: bytes
     liveness: dict[str, list[bytes]]
+    other_jpeg: bytes = b""  # another person (B): a `face_fail` candidate shows it
 
 
 def _jpeg(image: npt.NDArray[np.uint8], quality: int = 85) -> bytes:
@@ -68,6 +69,7 @@ def build_assets(faces_dir: Path = FACES, *, liveness: bool = True) -> Assets:
         live_jpeg=live,
         photo_jpeg=_jpeg(np.full((480, 640, 3), 235, dtype=np.uint8)),  # a blank answer sheet
         liveness=_liveness_sequences(faces_dir) if liveness else {},
+        other_jpeg=(faces_dir / "person_b_1.jpg").read_bytes(),
     )
 
 

@@ -40,6 +40,23 @@ class ModelId:
     dim: int
 
 
+@dataclass(frozen=True, eq=False)
+class Reuse:
+    """What the last embedded monitoring sample of one candidate leaves for the next one.
+
+    Embedding is most of a CPU monitoring sample's cost (`examday bench face`, `stages`),
+    and a candidate sitting still sends the same face sample after sample. A sample
+    whose one face is where this one was and looks the same (`ml.pipeline.reusable`)
+    takes this embedding instead of computing it again; `age` samples in a row at most.
+    Monitoring only: enrolment, verification and liveness always embed.
+    """
+
+    box: tuple[float, float, float, float]
+    signature: NDArray[np.uint8]  # the face's box, small and grey (`ml.pipeline.signature`)
+    embedding: Vectors  # (dim,), of the sample that was embedded
+    age: int = 0  # samples that took this embedding since it was computed
+
+
 class Embedder(Protocol):
     name: str
     version: str

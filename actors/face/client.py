@@ -26,6 +26,7 @@ from infra.actor_calls import call_once
 from infra.errors import Unavailable
 from infra.settings import Settings
 from infra.telemetry import actor_call
+from ml.embedding import Reuse
 
 # Beyond the replica's own call timeout: Ray's round trip and a restart in between.
 _SLACK_S = 10.0
@@ -44,8 +45,8 @@ class VerifierClient:
         pool = await self._pool_handle()
         actor_call(pool.members)  # the pool loads the first replica in the background
 
-    async def analyse(self, image: bytes) -> FrameSummary:
-        summary: FrameSummary = await self._call("analyse", 1, image)
+    async def analyse(self, image: bytes, reuse: Reuse | None = None) -> FrameSummary:
+        summary: FrameSummary = await self._call("analyse", 1, image, reuse)
         return summary
 
     async def enrol(self, image: bytes) -> EnrolOutcome:

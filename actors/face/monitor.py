@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 import ray
 
 from actors.face.client import VerifierClient
+from actors.face.pool import MONITOR_NAME
 from actors.face.records import FaceRecord
 from core import keys
 from core.process_services import open_process
@@ -43,13 +44,14 @@ from infra.errors import ExamdayError, Unavailable
 from infra.priority import Priority
 from infra.settings import Settings
 from infra.telemetry import traced
+from ml.embedding import Reuse
 from ml.monitor import CandidateMonitor, Incident
 from ml.templates import FaceTemplate
 
 if TYPE_CHECKING:
     from ml.pipeline import FrameAnalysis
 
-MONITOR_NAME = "examday-face-monitor"
+__all__ = ["MONITOR_NAME", "FaceMonitor", "SamplePacer", "get_or_create"]
 log = logging.getLogger(__name__)
 
 
@@ -84,6 +86,7 @@ class _Watch:
     last_sent: float = float("-inf")  # wall time of the last sample sent to the verifier
     last_seen: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    reuse: Reuse | None = None  # what the last analysed sample left for the next one
 
 
 @ray.remote(num_cpus=0, resources={"face": 1}, max_restarts=-1, max_task_retries=0)
@@ -128,7 +131,9 @@ class FaceMonitor:
     async def stats(self) -> dict[str, Any]:
         return {
             "candidates": len(self.watches),
+            # 0: not stretched, every sample the media plane sends (each base_interval_s)
             "sample_interval_s": round(self.pacer.interval_s, 3),
+            "base_interval_s": self.pacer.base_s,
             "stretches": self.pacer.stretches,
             "in_flight": self.in_flight,
             **self.counts,
@@ -145,8 +150,11 @@ class FaceMonitor:
             self.pacer.refused()
             return []
         self.in_flight += 1
+        reuse = watch.reuse
+        if reuse is not None and reuse.age >= config.monitor_reuse_max_age:
+            reuse = None  # embedded afresh now and then, however still the candidate sits
         try:
-            frame = await self.verifier.analyse(jpeg)
+            frame = await self.verifier.analyse(jpeg, reuse)
         except Unavailable as exc:
             self.counts["dropped_busy"] += 1
             if exc.reason == "verifier_busy":
@@ -158,6 +166,9 @@ class FaceMonitor:
         finally:
             self.in_flight -= 1
         self.pacer.answered()
+        watch.reuse = frame.reuse
+        if frame.reused:
+            self.counts["reused"] += 1
         index = watch.samples
         watch.samples += 1
         watch.last_wall_time = wall_time

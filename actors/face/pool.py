@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 import ray
+from ray.exceptions import RayError
 
 from actors.face.verifier import FaceVerifier
 from core import keys
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 CLIENT_REFRESH_S = 5.0
 LOAD_TIMEOUT_S = 2.0
 START_TIMEOUT_S = 180.0
+# The face monitor's actor name (`actors.face.monitor`, which imports this module through
+# the client): the pool reports its pacing beside the replicas' loads.
+MONITOR_NAME = "examday-face-monitor"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -61,6 +65,7 @@ class FaceVerifierPool:
         self._scaler: asyncio.Task[None] | None = None
         self._adopted = False
         self._lock = asyncio.Lock()
+        self._monitor: Any = None
 
     @traced
     async def members(self) -> list[tuple[str, Any]]:
@@ -79,6 +84,9 @@ class FaceVerifierPool:
             "held_back": self.held_back,
             "min": self.config.min_replicas,
             "max": self.config.max_replicas,
+            # Monitoring slows down first: how far its sampling interval has stretched is
+            # the other half of the verifier's load (empty while no monitor runs).
+            "monitor": await self._monitor_stats(),
         }
 
     @traced
@@ -92,6 +100,24 @@ class FaceVerifierPool:
                 for handle in self.replicas.values()
             )
         )
+
+    async def _monitor_stats(self) -> dict[str, Any]:
+        """The face monitor's stats, or nothing when it does not run or does not answer in
+        time: a status read must not wait on monitoring."""
+        try:
+            if self._monitor is None:
+                self._monitor = await asyncio.to_thread(
+                    ray.get_actor, MONITOR_NAME, namespace=self.settings.ray_namespace
+                )
+            stats: dict[str, Any] = await asyncio.wait_for(
+                actor_call(self._monitor.stats), LOAD_TIMEOUT_S
+            )
+        except ValueError:  # no monitor (yet): looked up again next time
+            return {}
+        except (TimeoutError, RayError):
+            self._monitor = None
+            return {}
+        return {"name": MONITOR_NAME, **stats}
 
     # -- life cycle -----------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from ml.embedding import ModelId
+from ml.embedding import ModelId, Reuse
 
 if TYPE_CHECKING:
     from ml.liveness import LivenessResult
@@ -44,6 +44,9 @@ class FrameSummary:
     width: int
     height: int
     faces: tuple[FaceSummary, ...]  # largest first
+    # For the monitor: what the candidate's next sample may reuse, and whether this one did.
+    reuse: Reuse | None = None
+    reused: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ def summarise(frame: FrameAnalysis) -> FrameSummary:
         width=frame.width,
         height=frame.height,
         faces=tuple(summarise_face(face) for face in frame.faces),
+        reuse=frame.reuse,
+        reused=frame.reused,
     )
 
 

@@ -33,6 +33,7 @@ from infra.errors import InvalidInput
 from infra.priority import Priority
 from infra.settings import Settings
 from infra.telemetry import traced
+from ml.embedding import Reuse
 from ml.templates import FaceTemplate
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class FaceVerifier:
         self.batcher: Batcher[Any, FrameAnalysis] = Batcher(
             self.pipeline.decode,
             self.pipeline.analyse_batch,
+            analyse_hinted=lambda frames, hints: self.pipeline.analyse_batch(frames, reuse=hints),
             max_batch=self.config.max_batch,
             max_wait_s=self.config.max_wait_s,
             max_queue=self.config.max_queue,
@@ -81,9 +83,12 @@ class FaceVerifier:
         }
 
     @traced
-    async def analyse(self, image: bytes) -> FrameSummary:
-        """Every face of one frame (a monitoring sample)."""
-        summary: FrameSummary = await self.batcher.submit(image, summarise, background=True)
+    async def analyse(self, image: bytes, reuse: Reuse | None = None) -> FrameSummary:
+        """Every face of one frame (a monitoring sample); `reuse`: what the candidate's last
+        sample left (`FrameSummary.reuse`), taken instead of embedding a face unchanged."""
+        summary: FrameSummary = await self.batcher.submit(
+            image, summarise, background=True, hint=reuse
+        )
         return summary
 
     @traced

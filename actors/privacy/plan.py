@@ -23,6 +23,8 @@ from infra.redis import text
 from infra.regional import RegionalStore
 
 EXAM_WIDE = "*"
+# Classes that are one Redis record of the whole exam.
+EXAM_RECORDS = {"consents": keys.consents_key, "requests": keys.rights_requests_key}
 _SCAN_ROUNDS = 100_000
 
 
@@ -99,7 +101,25 @@ class Planner:
             return await self._existing(due, timeline_keys(due.exam, due.subject))
         if due.storage_class == "records":
             # An exam's Redis records go only when nothing of it is held: holds need them.
-            return [] if held else await self._existing(due, await self._exam_keys(due.exam))
+            names = await self._exam_keys(due.exam)
+            if due.policy_class == "exam_record":
+                names.append(keys.exam_key(due.exam))  # its retention's end: the record too
+            return [] if held else await self._existing(due, names)
+        if due.storage_class in EXAM_RECORDS:
+            # One record of the whole exam: kept entire while anything of it is held.
+            return (
+                []
+                if held
+                else await self._existing(due, [EXAM_RECORDS[due.storage_class](due.exam)])
+            )
+        if due.storage_class == "identity":
+            subjects = (
+                [c for cids in rooms.values() for c in cids]
+                if due.subject == ALL_SUBJECTS
+                else [due.subject]
+            )
+            names = [keys.candidate_key(due.exam, c) for c in subjects if c not in held]
+            return await self._existing(due, names)
         prefix = f"{due.exam}/{due.storage_class}/"
         if due.subject != ALL_SUBJECTS:
             prefix += f"{due.subject}/"

@@ -12,6 +12,9 @@ Policy classes map to storage classes: `photos` covers photos and whiteboard
 snapshots, `face` covers templates and evidence frames. Client logs are kept
 per exam, not per candidate, so `candidate_exit` on logs means the exam's end.
 Room timelines (journals in Redis) go when every candidate of the room is due.
+Identity (the candidate's record in Redis, sealed roster fields included), consent
+records, rights requests and the exam record are classes too; an exam whose rules
+leave them out gets their default periods (`core.exam.redis_retention_defaults`).
 A data-subject deletion request is one more clause, due at the exam's end.
 """
 
@@ -25,7 +28,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from core import keys
-from core.exam import Exam, RetentionRule
+from core.exam import Exam, RetentionRule, redis_retention_defaults
 from infra.redis import text
 from infra.regional import RegionalStore
 
@@ -35,7 +38,13 @@ STORAGE_CLASSES: dict[str, tuple[str, ...]] = {
     "face": ("face", "evidence"),
     "logs": ("logs",),
     "timelines": ("timelines",),
+    "identity": ("identity",),
+    "consents": ("consents",),
+    "requests": ("requests",),
+    "exam_record": ("records",),
 }
+# Classes kept per exam, not per candidate: `candidate_exit` means the exam's end for them.
+EXAM_LEVEL = ("logs", "consents", "requests", "records")
 # What a data-subject erasure covers: the candidate's own objects (logs are pseudonymous,
 # timelines belong to the room and go with it).
 SUBJECT_CLASSES = ("recordings", "photos", "whiteboards", "face", "evidence")
@@ -129,7 +138,7 @@ def due_groups(facts: ExamFacts, now: float) -> list[Due]:
     """Every group of the exam that is due at `now` under its rules and erasure requests."""
     exam, found = facts.exam, []
     end = _ts(exam.ends_at)
-    for index, rule in enumerate(exam.retention):
+    for index, rule in enumerate(rules_of(exam)):
         clause = clause_text(index, rule)
         for storage in STORAGE_CLASSES[rule.data_class]:
             found += _rule_groups(facts, rule, storage, clause, now, end)
@@ -137,6 +146,12 @@ def due_groups(facts: ExamFacts, now: float) -> list[Due]:
         for cid, request in sorted(facts.erasures.items()):
             found += erasure_groups(exam, cid, request)
     return found
+
+
+def rules_of(exam: Exam) -> list[RetentionRule]:
+    """The exam's rules, and the default ones of the classes its rules leave out."""
+    named = {rule.data_class for rule in exam.retention}
+    return exam.retention + [r for r in redis_retention_defaults() if r.data_class not in named]
 
 
 def erasure_groups(exam: Exam, cid: str, request: str) -> list[Due]:
@@ -158,7 +173,7 @@ def _rule_groups(
     if now >= start + after:
         subjects = list(facts.rooms) if storage == "timelines" else [ALL_SUBJECTS]
         return [Due(exam.id, rule.data_class, storage, s, clause, start + after) for s in subjects]
-    if rule.trigger != "candidate_exit" or storage == "logs":
+    if rule.trigger != "candidate_exit" or storage in EXAM_LEVEL:
         return []
     if storage == "timelines":
         return [

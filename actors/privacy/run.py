@@ -48,8 +48,17 @@ VERIFY_ROUNDS = 3
 ERASURE = "erasure:"
 
 
+# A run's mode for a withdrawn biometric consent: the candidate's face class (template,
+# enrolment photo, face record) goes now, whatever the exam's schedule.
+BIOMETRIC = "biometric:"
+
+
 def erasure_mode(cid: str) -> str:
     return f"{ERASURE}{cid}"
+
+
+def biometric_mode(cid: str) -> str:
+    return f"{BIOMETRIC}{cid}"
 
 
 class Sweeper:
@@ -130,6 +139,12 @@ class Sweeper:
             return [], {}
         if mode.startswith(ERASURE):
             return await self._erasure_groups(exam, mode.removeprefix(ERASURE), now), {}
+        if mode.startswith(BIOMETRIC):
+            if exam is None:
+                return [], {}
+            cid = mode.removeprefix(BIOMETRIC)
+            clause = "biometric consent withdrawn"
+            return [Due(exam.id, "biometric_withdrawal", "face", cid, clause, now)], {}
         facts = await exam_facts(self.redis, exam) if exam is not None else None
         rooms = facts.rooms if facts is not None else {}
         if mode == "purge":

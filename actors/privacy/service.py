@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from actors.privacy import retention
 from actors.privacy.exports import EXAM_WIDE, ExportBuilder, stream_records
 from actors.privacy.holds import Hold, Holds
-from actors.privacy.run import erasure_mode
+from actors.privacy.run import biometric_mode, erasure_mode
 from core import keys
 from core.exam import Exam
 from core.exams import ExamRegistry
@@ -240,6 +240,10 @@ class PrivacyService:
         # This request's groups alone: never an exam-wide sweep on a candidate's call.
         summary = await self.run_retention(exam.id, erasure_mode(cid))
         return {**request, "status": "done", "receipts": summary["receipts"]}
+
+    async def delete_face(self, exam_id: str, cid: str) -> dict[str, Any]:
+        """Delete a candidate's face data now (a withdrawn biometric consent), receipted."""
+        return await self.run_retention(exam_id, biometric_mode(cid))
 
 
 def _sharing(consents: list[dict[str, Any]]) -> bool:

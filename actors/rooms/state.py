@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MAX_MESSAGES = 500
+# A candidate's open help request is one entry, whatever they send: a second request
+# replaces the first, and its text is cut here, so a room's state stays bounded.
+MAX_HELP_TEXT = 500
+HELP_KINDS = ("hand", "message")
 
 
 @dataclass
@@ -30,6 +34,7 @@ class RoomState:
     proctors: set[str] = field(default_factory=set)
     messages: list[dict[str, Any]] = field(default_factory=list)
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    help: dict[str, dict[str, Any]] = field(default_factory=dict)  # cid -> open request
     last_event_id: str = "0-0"
     event_count: int = 0
 
@@ -56,6 +61,10 @@ class RoomState:
                 presence.state = kind
             elif kind == "session_replaced":
                 presence.session = event.get("session", "")
+            elif kind == "help":
+                self._raise_help(event_id, cid, event, at)
+            elif kind == "help_lowered":
+                self.help.pop(cid, None)
         if kind == "proctor_joined":
             self.proctors.add(event["proctor"])
         elif kind == "proctor_left":
@@ -63,6 +72,10 @@ class RoomState:
         elif kind == "message":
             self.messages.append({"id": event_id, **event})
             del self.messages[:-MAX_MESSAGES]
+            # A proctor's answer to one candidate settles that candidate's request.
+            to = event.get("to")
+            if to is not None:
+                self.help.pop(to, None)
         elif kind == "incident":
             self.incidents[event_id] = {"id": event_id, "status": "open", **event}
         elif kind == "incident_reviewed":
@@ -72,6 +85,22 @@ class RoomState:
                 incident["reviewed_by"] = event["proctor"]
         self.last_event_id = event_id
         self.event_count += 1
+
+    def _raise_help(self, event_id: str, cid: str, event: dict[str, Any], at: float) -> None:
+        text = event.get("text")
+        text = text[:MAX_HELP_TEXT] if isinstance(text, str) and text else None
+        kind = event.get("kind")
+        previous = self.help.get(cid)
+        if text is None and previous is not None:
+            text = previous["text"]  # a hand raised after a message keeps the message
+        self.help[cid] = {
+            "id": event_id,
+            "cid": cid,
+            "kind": kind if kind in HELP_KINDS else "hand",
+            "text": text,
+            "at": at,
+            "since": previous["since"] if previous is not None else at,
+        }
 
     def overdue(self, now: float, timeout: float) -> list[str]:
         return [
@@ -87,6 +116,7 @@ class RoomState:
             "proctors": sorted(self.proctors),
             "messages": self.messages,
             "incidents": self.incidents,
+            "help": self.help,
             "last_event_id": self.last_event_id,
             "event_count": self.event_count,
         }
@@ -99,6 +129,7 @@ class RoomState:
             proctors=set(data["proctors"]),
             messages=list(data["messages"]),
             incidents=dict(data["incidents"]),
+            help=dict(data.get("help", {})),  # snapshots from before help requests lack it
             last_event_id=data["last_event_id"],
             event_count=int(data["event_count"]),
         )
@@ -110,4 +141,5 @@ class RoomState:
             "room": self.key.split("/", 1)[1],
             "presence": asdict(presence),
             "messages": [m for m in self.messages if m.get("to") in (None, cid)],
+            "help": self.help.get(cid),
         }

@@ -8,11 +8,21 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from api.deps import RuntimeDep
-from api.models import AccommodationIn, EventOut, ExamCreate, ExtendIn, GuardianConsentIn, Username
+from api.media_http import close_quietly
+from api.models import (
+    AccommodationIn,
+    EventOut,
+    ExamCreate,
+    ExamEdit,
+    ExtendIn,
+    GuardianConsentIn,
+    Username,
+)
 from api.security import ExamScopeDep, OrganiserDep, OrganiserExamDep
 from core import keys, roster
 from core.exam import Exam, Identifier, RosterReport
-from infra.errors import NotFound, UnsupportedMediaType
+from infra.errors import Conflict, NotFound, UnsupportedMediaType
+from infra.redis import text
 from infra.tokens import EXAM_WIDE_ROLES
 
 router = APIRouter(prefix="/v1/exams", tags=["exams"])
@@ -33,6 +43,45 @@ async def get_exam(scope: ExamScopeDep, runtime: RuntimeDep) -> Exam:
     return await runtime.exams.get(scope.exam_id)
 
 
+@router.patch("/{exam_id}")
+async def edit_exam(scope: OrganiserExamDep, body: ExamEdit, runtime: RuntimeDep) -> Exam:
+    """Change the title or the times; an edit that makes no sense is refused (see
+    `ExamRegistry.edit`), and a change of times is journaled in each room."""
+    changes = body.model_dump(exclude_none=True)
+    exam = await runtime.exams.edit(scope.exam_id, changes)
+    if {"starts_at", "ends_at"} & changes.keys():
+        event = {
+            "type": "exam_changed",
+            "starts_at": exam.starts_at.isoformat(),
+            "ends_at": exam.ends_at.isoformat(),
+            "by": scope.principal.name,
+        }
+        await _journal_everywhere(runtime, exam.id, event)
+    return exam
+
+
+@router.post("/{exam_id}/cancel")
+async def cancel_exam(scope: OrganiserExamDep, runtime: RuntimeDep) -> Exam:
+    """Cancel the exam for good: logins, joins and publishing answer 403 `exam_cancelled`,
+    live candidates are ended at their next beat (`api.exam_end`), and every room journals
+    `exam_cancelled`. 409 `exam_cancelled` (again) or `exam_over`."""
+    exam = await runtime.exams.cancel(scope.exam_id, scope.principal.name)
+    await _journal_everywhere(runtime, exam.id, {"type": "exam_cancelled", "by": exam.cancelled_by})
+    return exam
+
+
+async def _journal_everywhere(runtime: RuntimeDep, exam_id: str, event: dict[str, Any]) -> None:
+    for room in sorted(await runtime.exams.rooms(exam_id)):
+        await runtime.rooms.append(keys.room_key(exam_id, room), event)
+
+
+async def _refuse_cancelled(runtime: RuntimeDep, exam_id: str) -> Exam:
+    exam = await runtime.exams.get(exam_id)
+    if exam.cancelled:
+        raise Conflict("the exam was cancelled", reason="exam_cancelled")
+    return exam
+
+
 @router.post("/{exam_id}/roster")
 async def import_roster(
     scope: OrganiserExamDep, request: Request, runtime: RuntimeDep
@@ -42,7 +91,7 @@ async def import_roster(
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     if content_type != "text/csv":
         raise UnsupportedMediaType("send the roster as text/csv", reason="csv_required")
-    exam = await runtime.exams.get(exam_id)
+    exam = await _refuse_cancelled(runtime, exam_id)
     parsed = await roster.parse(request.stream(), exam_id, runtime.settings.max_roster_rows)
     return await runtime.exams.import_roster(exam, parsed)
 
@@ -70,7 +119,41 @@ async def assign_proctor(
         raise NotFound("no such room", reason="room_not_found")
     if await runtime.staff.role(username) != "proctor":
         raise NotFound("no such proctor", reason="proctor_not_found")
+    await _refuse_cancelled(runtime, exam_id)
     await runtime.exams.assign_proctor(exam_id, room_id, username)
+
+
+@router.delete("/{exam_id}/rooms/{room_id}/proctors/{username}", status_code=204)
+async def unassign_proctor(
+    scope: OrganiserExamDep, room_id: Identifier, username: Username, runtime: RuntimeDep
+) -> None:
+    """Take a proctor off a room: their next request for it answers 404, and the room's
+    cameras they watch by WHEP from their current login are closed now."""
+    exam_id = scope.exam_id
+    if not await runtime.exams.unassign_proctor(exam_id, room_id, username):
+        raise NotFound("not a proctor of this room", reason="proctor_not_found")
+    await _close_room_watches(runtime, exam_id, room_id, username)
+    event = {"type": "proctor_left", "proctor": username, "why": "unassigned"}
+    await runtime.rooms.append(
+        keys.room_key(exam_id, room_id), {**event, "by": scope.principal.name}
+    )
+
+
+async def _close_room_watches(runtime: RuntimeDep, exam_id: str, room: str, username: str) -> None:
+    """Close the WHEP sessions of the proctor's current login that watch `room` (those of
+    other rooms go on); each session's id set is bounded by the WHEP route's limits."""
+    sid = await runtime.redis.get(keys.active_session_key("proctor", None, username))
+    if sid is None:
+        return
+    for member in await runtime.redis.smembers(keys.session_whep_key(text(sid))):
+        session = await runtime.media.sessions.get(text(member))
+        if (
+            session is not None
+            and session.owner == f"staff:{username}"
+            and (session.exam, session.room) == (exam_id, room)
+        ):
+            await close_quietly(runtime, session)
+            await runtime.media.sessions.remove(session)
 
 
 @router.put("/{exam_id}/staff/{username}", status_code=204)
@@ -115,6 +198,7 @@ async def guardian_consent(
 @router.post("/{exam_id}/extend")
 async def extend_exam(scope: OrganiserExamDep, body: ExtendIn, runtime: RuntimeDep) -> Exam:
     """Move the exam's end `minutes` later, for everyone; journaled in each of its rooms."""
+    await _refuse_cancelled(runtime, scope.exam_id)
     exam = await runtime.exams.extend(scope.exam_id, body.minutes)
     event = {
         "type": "exam_extended",
@@ -122,8 +206,7 @@ async def extend_exam(scope: OrganiserExamDep, body: ExtendIn, runtime: RuntimeD
         "ends_at": exam.ends_at.isoformat(),
         "by": scope.principal.name,
     }
-    for room in sorted(await runtime.exams.rooms(exam.id)):
-        await runtime.rooms.append(keys.room_key(exam.id, room), event)
+    await _journal_everywhere(runtime, exam.id, event)
     return exam
 
 

@@ -1,5 +1,9 @@
 """Face enrolment, 1:1 verification and liveness challenges.
 
+A candidate's own face checks need the policy consent, the guardian gate and the
+separate biometric consent (`api.security.BiometricDep`), checked before the body is
+read; an organiser's enrolment is the organiser's act under the exam's terms.
+
 Photos and frames are sent as the raw body (`image/jpeg`, `image/png` or `image/webp`);
 a liveness answer is JSON with base64 frames, bounded in count and size. Every upload
 stays under the gateway's body limit (`EXAMDAY_MAX_REQUEST_BYTES`).
@@ -17,7 +21,7 @@ from pydantic import Field, StringConstraints
 
 from api.deps import RuntimeDep
 from api.models import Strict
-from api.security import CandidateDep, OrganiserExamDep, Principal
+from api.security import BiometricDep, CandidateDep, OrganiserExamDep, Principal
 from core.exam import Identifier
 from infra.errors import Forbidden, MalformedInput, NotFound, PayloadTooLarge
 
@@ -64,9 +68,9 @@ async def candidate_face_status(
 
 @router.put("/v1/me/face")
 async def enrol_myself(
-    request: Request, principal: CandidateDep, runtime: RuntimeDep
+    request: Request, consented: BiometricDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
-    exam = await runtime.exams.get(_exam_of(principal))
+    exam, principal = consented.exam, consented.principal
     if not exam.candidate_enrolment:
         raise Forbidden("This exam enrols candidates itself.", reason="candidate_enrolment_off")
     if datetime.now(UTC) >= exam.starts_at:
@@ -85,28 +89,28 @@ async def my_verification(principal: CandidateDep, runtime: RuntimeDep) -> dict[
 
 @router.post("/v1/me/verification")
 async def verify_myself(
-    request: Request, principal: CandidateDep, runtime: RuntimeDep
+    request: Request, consented: BiometricDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
-    exam = await runtime.exams.get(_exam_of(principal))
-    candidate = await runtime.exams.candidate(exam.id, principal.name)
-    if candidate is None:
-        raise NotFound("no such candidate", reason="candidate_not_found")
     image = await request.body()
-    return await runtime.face.verify(exam, candidate, image, request.headers.get("content-type"))
+    return await runtime.face.verify(
+        consented.exam, consented.candidate, image, request.headers.get("content-type")
+    )
 
 
 @router.post("/v1/me/liveness/challenges", status_code=201)
-async def new_challenge(principal: CandidateDep, runtime: RuntimeDep) -> dict[str, Any]:
-    return await runtime.face.new_challenge(_exam_of(principal), principal.name)
+async def new_challenge(consented: BiometricDep, runtime: RuntimeDep) -> dict[str, Any]:
+    return await runtime.face.new_challenge(consented.exam.id, consented.principal.name)
 
 
 @router.post("/v1/me/liveness/challenges/{nonce}")
 async def answer_challenge(
-    nonce: Nonce, body: LivenessIn, principal: CandidateDep, runtime: RuntimeDep
+    nonce: Nonce, body: LivenessIn, consented: BiometricDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     limit = runtime.settings.verifier.max_frame_bytes
     frames = [_frame(index, data, limit) for index, data in enumerate(body.frames)]
-    return await runtime.face.check_liveness(_exam_of(principal), principal.name, nonce, frames)
+    return await runtime.face.check_liveness(
+        consented.exam.id, consented.principal.name, nonce, frames
+    )
 
 
 def _frame(index: int, data: str, limit: int) -> bytes:

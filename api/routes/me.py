@@ -63,6 +63,10 @@ async def me(principal: CandidateDep, runtime: RuntimeDep) -> dict[str, Any]:
         "consented_version": candidate.consent_version,
         "needs_consent": candidate.consent_version != exam.policy_version,
         "needs_guardian_consent": candidate.minor and not candidate.has_guardian_consent,
+        "minor": candidate.minor,
+        "biometric_consent": candidate.biometric_consent,
+        "biometric_refused": candidate.biometric_refused,
+        "withdrawn": candidate.withdrawn,
         # The candidate's own times (accommodation included) and the gateway's clock, so
         # that the page counts down to the start whatever its own clock says.
         "schedule": {
@@ -98,7 +102,9 @@ async def join(body: JoinIn, principal: CandidateDep, runtime: RuntimeDep) -> di
     # Before the start, after the late cut-off (unless joined in time or readmitted) and
     # after the end: 403 `not_started`, `too_late`, `exam_over`.
     runtime.exams.check_schedule(exam, candidate, "join")
-    if exam.require_face_verification:
+    # A candidate who refused (or withdrew) the biometric consent is checked by hand by a
+    # proctor (`manual_id_check` in the room's journal), not by face.
+    if exam.require_face_verification and not candidate.biometric_refused:
         await runtime.face.require_verified(candidate.exam, candidate.cid)
     result = await runtime.rooms.heartbeat(
         keys.room_key(candidate.exam, candidate.room),

@@ -1,13 +1,15 @@
-"""Live rooms for proctors and organisers: state, event stream, messages, incidents."""
+"""Live rooms for proctors and organisers: state, event stream, messages, incidents, and who
+the candidates are (names, numbers, enrolment photos) for the staff of their room only."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from api.deps import RuntimeDep
 from api.events import STREAM_ID, room_stream
@@ -19,6 +21,9 @@ from infra.errors import NotFound
 router = APIRouter(prefix="/v1/exams/{exam_id}/rooms/{room_id}", tags=["rooms"])
 EventId = Annotated[str, Query(pattern=STREAM_ID)]
 MAX_STREAM_SECONDS = 900.0
+# Identities are opened this many at a time: a large room is not a burst of Redis calls.
+ROSTER_BATCH = 50
+_PHOTO_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
 @router.get("")
@@ -145,3 +150,49 @@ async def readmit_candidate(scope: CandidateScopeDep, runtime: RuntimeDep) -> Ev
     await runtime.exams.admit(room.exam_id, cid)
     event = {"type": "readmitted", "cid": cid, "by": room.principal.name, "late": late}
     return EventOut(event_id=await runtime.rooms.append(room.key, event))
+
+
+@router.get("/summary")
+async def room_summary(room: RoomScopeDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Counts for an overview of many rooms (a chief proctor's): no names, no messages."""
+    view = await runtime.rooms.room_view(room.key)
+    roster = await runtime.exams.room_candidates(room.exam_id, room.room_id)
+    states = [view["presence"].get(cid, {}).get("state", "absent") for cid in roster]
+    return {
+        "room": room.room_id,
+        "candidates": len(roster),
+        **{state: states.count(state) for state in ("joined", "disconnected", "left", "ended")},
+        "absent": states.count("absent"),
+        "help": len(view.get("help", {})),
+        "incidents": sum(1 for i in view["incidents"].values() if i["status"] == "open"),
+    }
+
+
+@router.get("/roster")
+async def room_roster(room: RoomScopeDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Who each candidate of the room is, opened with the exam's key, for the proctor to
+    compare with the face on the camera. Sent to the room's staff only, never logged."""
+    cids = await runtime.exams.room_candidates(room.exam_id, room.room_id)
+
+    async def one(cid: str) -> dict[str, Any]:
+        identity = await runtime.exams.identity(room.exam_id, cid)
+        record = await runtime.face.record(room.exam_id, cid)
+        return {"cid": cid, **identity, "has_photo": bool(record and record.photo)}
+
+    people: list[dict[str, Any]] = []
+    for start in range(0, len(cids), ROSTER_BATCH):
+        people += await asyncio.gather(*(one(c) for c in cids[start : start + ROSTER_BATCH]))
+    return {"candidates": people}
+
+
+@router.get("/candidates/{candidate_id}/photo")
+async def enrolment_photo(scope: CandidateScopeDep, runtime: RuntimeDep) -> Response:
+    """The enrolment photo, where the exam keeps one (404 `no_enrolment` otherwise)."""
+    exam_id = scope.room.exam_id
+    record = await runtime.face.record(exam_id, scope.candidate_id)
+    if record is None or not record.photo:
+        raise NotFound("no enrolment photo for this candidate", reason="no_enrolment")
+    body = await runtime.regional.get(exam_id, record.photo)
+    media_type = _PHOTO_TYPES.get(record.photo.rsplit(".", 1)[-1].lower(), "image/jpeg")
+    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    return Response(body, media_type=media_type, headers=headers)

@@ -4,7 +4,8 @@ An upload is an image (JPEG, PNG or WebP within the face pipeline's limits on
 bytes and pixels), checked before anything is stored, then sealed with the
 exam's data key in the exam's region. Each one is journaled into the room, so
 proctors watching the room see it arrive. Every attempt, refused or not, spends
-one of the candidate's `upload_attempts_per_window` (429 `upload_limit`).
+one of the candidate's `upload_attempts_per_window` (429 `upload_limit`). The policy
+consent and the guardian gate come first (`api.security.ConsentedDep`).
 """
 
 from __future__ import annotations
@@ -14,29 +15,23 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from api.deps import RuntimeDep
-from api.security import CandidateDep, Principal, RoomScopeDep
+from api.security import Consented, ConsentedDep, RoomScopeDep
 from core import keys
 from core.exam import Identifier
-from infra.errors import Forbidden, NotFound, UnsupportedMediaType
+from infra.errors import UnsupportedMediaType
 
 router = APIRouter(tags=["uploads"])
 
 
 async def _upload(
-    data_class: str, request: Request, principal: Principal, runtime: RuntimeDep
+    data_class: str, request: Request, consented: Consented, runtime: RuntimeDep
 ) -> dict[str, Any]:
-    exam_id, room = principal.claims.exam, principal.room
-    if exam_id is None or room is None:
-        raise NotFound("no such candidate", reason="candidate_not_found")
+    principal, exam_id, room = consented.principal, consented.exam.id, consented.candidate.room
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not content_type.startswith("image/"):
         raise UnsupportedMediaType(
             "send the image as image/jpeg, png or webp", reason="image_required"
         )
-    candidate = await runtime.exams.candidate(exam_id, principal.name)
-    exam = await runtime.exams.get(exam_id)
-    if candidate is None or candidate.consent_version != exam.policy_version:
-        raise Forbidden("accept the current privacy policy first", reason="consent_required")
     # Spent before the body is read: a refused upload (too big, wrong type, undecodable)
     # costs its sender as much as a stored one, so it cannot be repeated for free.
     await runtime.privacy.spend_upload_attempt(exam_id, principal.name)
@@ -53,16 +48,16 @@ def _public(entry: dict[str, Any]) -> dict[str, Any]:
 
 @router.post("/v1/uploads/photos", status_code=201)
 async def upload_photo(
-    request: Request, principal: CandidateDep, runtime: RuntimeDep
+    request: Request, consented: ConsentedDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
-    return await _upload("photos", request, principal, runtime)
+    return await _upload("photos", request, consented, runtime)
 
 
 @router.post("/v1/uploads/whiteboards", status_code=201)
 async def upload_whiteboard(
-    request: Request, principal: CandidateDep, runtime: RuntimeDep
+    request: Request, consented: ConsentedDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
-    return await _upload("whiteboards", request, principal, runtime)
+    return await _upload("whiteboards", request, consented, runtime)
 
 
 @router.get("/v1/exams/{exam_id}/rooms/{room_id}/uploads")

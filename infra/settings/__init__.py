@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -22,6 +23,7 @@ from infra.settings.media import MediaSettings
 from infra.settings.ml import FaceSettings
 from infra.settings.ops import OpsSettings
 from infra.settings.privacy import PrivacySettings
+from infra.settings.rights import RightsSettings
 from infra.settings.turn import TurnSettings
 from infra.settings.updates import UpdateSettings
 
@@ -170,6 +172,8 @@ class Settings(BaseSettings):
     updates: UpdateSettings = Field(default_factory=UpdateSettings)
     # Retention sweeps, legal holds, exports for authorities, candidate uploads.
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    # The operator's contact page and the bounds of candidates' rights requests.
+    rights: RightsSettings = Field(default_factory=RightsSettings)
     # Operations: the metrics endpoint's token and bounds, the room shard controller.
     ops: OpsSettings = Field(default_factory=OpsSettings)
 
@@ -379,6 +383,8 @@ def _revealed(value: Any) -> Any:
         return [_revealed(item) for item in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, date):  # datetimes too: JSON has no dates
+        return value.isoformat()
     return value
 
 

@@ -62,6 +62,11 @@ class VerifierSettings(BaseModel):
     # the media plane's sampling interval up to this; each one analysed takes a tenth of
     # that interval off again. Samples that come sooner are skipped, never queued.
     monitor_max_interval_s: float = Field(default=120.0, gt=0)
+    # A candidate's sample whose one face barely moved and looks the same as in the last
+    # embedded sample takes that sample's embedding (`ml.embedding.Reuse`), at most this
+    # many samples in a row before one is embedded again; 0 embeds every sample. It saves
+    # the embedding, most of a CPU sample's cost; the join path always embeds.
+    monitor_reuse_max_age: int = Field(default=5, ge=0)
 
     @model_validator(mode="after")
     def _ranges(self) -> VerifierSettings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
 from actors.face.batcher import Batcher
@@ -179,5 +180,36 @@ async def test_a_candidate_waits_for_one_slice_of_a_running_batch_of_samples_not
         assert batches.stats.sizes == {2: 1, 1: 1, 6: 1}
         assert batches.stats.frames == 9
         assert batches.held == 0
+    finally:
+        batches.close()
+
+
+async def test_a_samples_reuse_hint_goes_with_its_own_frame_in_a_shared_batch(
+    pipeline: FacePipeline,
+) -> None:
+    batches = Batcher(
+        pipeline.decode,
+        pipeline.analyse_batch,
+        max_batch=8,
+        max_wait_s=0.2,
+        max_queue=64,
+        call_timeout_s=60,
+        analyse_hinted=lambda frames, hints: pipeline.analyse_batch(frames, reuse=hints),
+    )
+    try:
+        sample = photo_bytes("person_a_2")
+        first: FrameSummary = await batches.submit(sample, summarise, background=True)
+        assert first.reuse is not None
+        assert not first.reused
+        # The same sample again with its hint, beside a join frame of the same photo and a
+        # sample of someone else given the same hint: only the first reuses it.
+        again, join, other = await asyncio.gather(
+            batches.submit(sample, summarise, background=True, hint=first.reuse),
+            batches.submit(sample, summarise),
+            batches.submit(photo_bytes("person_b_1"), summarise, background=True, hint=first.reuse),
+        )
+        assert batches.stats.largest_batch == 3
+        assert [again.reused, join.reused, other.reused] == [True, False, False]
+        np.testing.assert_array_equal(again.faces[0].embedding, first.reuse.embedding)
     finally:
         batches.close()

@@ -16,7 +16,7 @@ from infra.settings import Settings, settings_to_env
 from loadtests import charts, fleet
 from loadtests.config import FleetConfig
 from loadtests.journey import Recorder, Step
-from loadtests.parts import LAG_TICK_S, split
+from loadtests.parts import LAG_TICK_S, Plan, split
 from loadtests.report import BadThreshold, parse_threshold
 from tests.accounts.test_login import runtime_of
 
@@ -195,7 +195,7 @@ def test_bad_flags_give_a_usage_error(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_media_candidates_get_a_generator_process_of_their_own() -> None:
-    plan = [(i, f"n{i}", i % 5 == 0, False) for i in range(20)]
+    plan: Plan = [(i, f"n{i}", i % 5 == 0, False, ()) for i in range(20)]
     media, *http_only = split(plan, 3)
     assert [item[0] for item in media] == [0, 5, 10, 15]
     assert len(http_only) == 2

@@ -125,6 +125,21 @@ async def candidate_login(client: httpx.AsyncClient, exam_id: str, number: str) 
     return auth(response.json()["token"])
 
 
+async def consenting_candidate(
+    client: httpx.AsyncClient, exam_id: str, number: str, policy: str = "1"
+) -> httpx.Headers:
+    """A logged-in candidate who accepted the policy and the separate biometric consent: who
+    may enrol a face, verify and upload (issue #26's gates)."""
+    headers = await candidate_login(client, exam_id, number)
+    consent = await client.post("/v1/me/consent", json={"policy_version": policy}, headers=headers)
+    assert consent.status_code == 204, consent.text
+    biometric = await client.post(
+        "/v1/me/consents/biometric", json={"allow": True}, headers=headers
+    )
+    assert biometric.is_success, biometric.text
+    return headers
+
+
 async def joined_candidate(
     client: httpx.AsyncClient, exam_id: str, number: str, policy: str = "1"
 ) -> httpx.Headers:

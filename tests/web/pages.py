@@ -65,10 +65,20 @@ async def new_page(browser: Browser, errors: list[str] | None, **options: Any) -
 
 
 async def open_candidate(
-    browser: Browser, settings: Settings, exam: str, number: str, errors: list[str] | None = None
+    browser: Browser,
+    settings: Settings,
+    exam: str,
+    number: str,
+    errors: list[str] | None = None,
+    *,
+    biometric: bool = True,
 ) -> Page:
+    """Logged in, the policy accepted and (unless `biometric` is False) the separate consent
+    to face checks given: the candidate at the device checks."""
     page = await log_in_candidate(browser, settings, exam, number, errors)
     await page.locator("#accept").check()
+    if biometric and await page.locator("#biometric-choice").is_visible():
+        await page.locator("#biometric-accept").check()
     await page.locator("#policy-form button").click()
     await expect(page.locator("#check-step")).to_be_visible()
     return page

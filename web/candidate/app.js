@@ -2,10 +2,24 @@
 // (a countdown, then the page joins by itself), verify the face when the exam asks for it,
 // join, publish camera and microphone by WHIP, heartbeat, hear the proctor by WHEP, upload
 // photos; at the end, say the exam is over.
-import { get, post } from '/common/http.js';
+//
+// The network check measures: the Network Information API where the browser has one (the
+// self-reported drop-down only where it lacks `type`), the round trip to the gateway,
+// and, on a mobile network, a real "continue on mobile data?" step before any video is
+// sent. The media link itself is measured on the camera session once live (getStats:
+// round trip and sending rate), not on a separate probe session before the join: a probe
+// would be a publisher the media shard neither records nor forwards, which it has no
+// source for today, and the camera session crosses the very path the exam's video takes.
+import '/candidate/strings.js';
+import { call, get, post } from '/common/http.js';
 import { install, t } from '/common/i18n.js';
 import { publish, watch } from '/common/webrtc.js';
 import { FACE_REASONS, FaceCheck } from '/candidate/face.js';
+import { Help } from '/candidate/help.js';
+import { connectionInfo, gatewayRtt, mediaQuality, onConnectionChange } from '/candidate/network.js';
+import { hidePairing, renderPairing, showPairing } from '/candidate/side.js';
+import { wireUpload } from '/candidate/uploads.js';
+import { acceptBiometric, consentLost, renderPolicy } from '/candidate/policy.js';
 
 const HEARTBEAT_MS = 5000;
 const MAX_RETRY_DELAY_MS = 30000;
@@ -14,7 +28,7 @@ const LATE_RETRY_MS = 10000; // refused too late: try again, in case a proctor r
 const $ = (id) => document.getElementById(id);
 const state = { me: null, stream: null, camera: null, talkback: null, network: 'unknown',
   advice: null, failures: 0, timer: null, retryAt: 0, connecting: false, face: null, ended: false,
-  screen: null, waiting: null };
+  screen: null, waiting: null, help: null, devicesOk: false, mobileOk: false, quality: null };
 
 function show(step) {
   const steps = ['login-step', 'policy-step', 'check-step', 'wait-step', 'face-step', 'live-step', 'over-step'];
@@ -65,10 +79,13 @@ async function login(event) {
 
 async function loadMe() {
   state.me = await get('/v1/me');
+  $('logout').hidden = false;
   $('policy-version').textContent = state.me.policy_version;
   $('guardian').hidden = !state.me.needs_guardian_consent;
-  if (state.me.needs_consent || state.me.needs_guardian_consent) show('policy-step');
-  else show('check-step');
+  if (state.me.needs_consent || state.me.needs_guardian_consent) {
+    await renderPolicy(state.me);
+    show('policy-step');
+  } else show('check-step');
 }
 
 async function consent(event) {
@@ -76,6 +93,7 @@ async function consent(event) {
   clearError();
   try {
     if (state.me.needs_consent) await post('/v1/me/consent', { policy_version: state.me.policy_version });
+    await acceptBiometric(state.me);
     state.me = await get('/v1/me');
     if (!state.me.needs_guardian_consent) show('check-step');
   } catch (error) {
@@ -83,17 +101,63 @@ async function consent(event) {
   }
 }
 
+// The Network Information API says `type` on some mobile browsers only: there the page
+// knows, elsewhere it asks (the drop-down), and shows what else the API measured.
 function guessNetwork() {
-  // The Network Information API says `type` on some mobile browsers only; else we ask.
-  const type = navigator.connection && navigator.connection.type;
-  const known = { wifi: 'wifi', cellular: 'cellular', ethernet: 'ethernet' };
-  if (type && known[type]) $('network').value = known[type];
+  const info = connectionInfo();
+  $('network-ask').hidden = Boolean(info && info.type);
+  $('net-detected-row').hidden = !(info && (info.type || info.effectiveType));
+  $('net-downlink-row').hidden = !(info && info.downlink !== null);
+  if (!info) return;
+  if (info.type) $('network').value = info.type;
+  const kind = info.type ? t(`cand_net_type_${info.type}`) : t('cand_net_type_unknown');
+  $('net-detected').textContent = info.effectiveType ? `${kind} (${info.effectiveType})` : kind;
+  $('net-detected').dataset.type = info.type || 'unknown';
+  if (info.downlink !== null) $('net-downlink').textContent = `${info.downlink} Mbit/s`;
 }
 
 async function onNetwork() {
+  const before = state.network;
   state.network = $('network').value;
+  if (state.network !== before) state.mobileOk = false; // a new mobile network asks again
   state.advice = await get(`/v1/me/network-advice?network=${encodeURIComponent(state.network)}`);
-  $('cellular').hidden = !state.advice.warning;
+  $('cellular').hidden = state.network !== 'cellular';
+  $('cellular').dataset.confirmed = String(state.mobileOk);
+  $('mobile-accepted').hidden = !state.mobileOk;
+  updateJoin();
+}
+
+// No video on mobile data until the candidate says so.
+function updateJoin() {
+  $('join').disabled = !state.devicesOk || (state.network === 'cellular' && !state.mobileOk);
+}
+
+function acceptMobile() {
+  state.mobileOk = true;
+  $('cellular').dataset.confirmed = 'true';
+  $('mobile-accepted').hidden = false;
+  updateJoin();
+  if (!$('join').disabled) $('join').focus();
+}
+
+// "I moved to Wi-Fi": what the browser says now, else the drop-down, then the devices again.
+async function recheckNetwork() {
+  if (state.stream) state.stream.getTracks().forEach((track) => track.stop());
+  state.stream = null;
+  guessNetwork();
+  if (!$('network-ask').hidden) $('network').focus();
+  await checkDevices();
+}
+
+async function measureGateway() {
+  $('check-rtt').textContent = t('cand_net_measuring');
+  try {
+    const ms = await gatewayRtt('/v1/me');
+    $('check-rtt').textContent = `${ms} ms`;
+    $('check-rtt').dataset.ms = String(ms);
+  } catch {
+    $('check-rtt').textContent = t('failed');
+  }
 }
 
 function mark(id, ok) {
@@ -110,15 +174,17 @@ async function checkDevices() {
   if (!supported) return;
   try {
     await onNetwork();
+    measureGateway();
     const video = state.advice.video;
     state.stream = await navigator.mediaDevices.getUserMedia({
       audio: true,
       video: { width: video.width, height: video.height, frameRate: video.fps },
     });
     $('preview').srcObject = state.stream;
+    state.devicesOk = Boolean(state.stream.getVideoTracks().length && state.stream.getAudioTracks().length);
+    updateJoin();
     mark('check-camera', state.stream.getVideoTracks().length > 0);
     mark('check-microphone', state.stream.getAudioTracks().length > 0);
-    $('join').disabled = !(state.stream.getVideoTracks().length && state.stream.getAudioTracks().length);
   } catch (error) {
     mark('check-camera', false);
     mark('check-microphone', false);
@@ -129,6 +195,11 @@ async function checkDevices() {
 async function join() {
   clearError();
   stopWaiting();
+  if (state.network === 'cellular' && !state.mobileOk) {
+    show('check-step');
+    $('mobile-continue').focus();
+    return;
+  }
   try {
     await post('/v1/me/join', { network: state.network });
   } catch (error) {
@@ -138,6 +209,8 @@ async function join() {
       waitForReadmission();
     } else if (error.status === 403 && error.reason === 'exam_over') {
       over();
+    } else if (consentLost(error)) {
+      await loadMe().catch(fail); // a new policy version: back to the policy step
     } else if (error.status === 403 && FACE_REASONS.has(error.reason)) {
       // The exam wants a verified face first: the face step says why and clears the way.
       show('face-step');
@@ -153,7 +226,8 @@ async function join() {
     state.timer = setInterval(tick, HEARTBEAT_MS);
     await connect();
   } catch (error) {
-    fail(error);
+    if (consentLost(error)) await loadMe().catch(fail);
+    else fail(error);
   }
 }
 
@@ -263,8 +337,9 @@ async function tick() {
   try {
     await post('/v1/me/heartbeat', { network: state.network });
     const room = await get('/v1/me/room');
-    renderMessages(room.messages || []);
+    state.help.update(room);
     onConnectionState(); // back from offline with the media link still up: say so
+    measureMedia();
   } catch (error) {
     if (error.status === 403 && error.reason === 'exam_over') over();
     else if (error.status === 401) ended(); // the proctor ended the session (or it expired)
@@ -341,38 +416,78 @@ function setScreen(on) {
   $('share-screen').disabled = on;
 }
 
-function renderMessages(messages) {
-  const list = $('messages');
-  list.replaceChildren(...messages.slice(-20).map((m) => {
-    const li = document.createElement('li');
-    li.textContent = m.text;
-    return li;
-  }));
+// The live link's round trip and sending rate, at each heartbeat.
+async function measureMedia() {
+  const pc = state.camera && state.camera.pc;
+  if (!pc || pc.connectionState !== 'connected') return;
+  const measured = await mediaQuality(pc, state.quality).catch(() => null);
+  if (!measured) return;
+  state.quality = measured.sample;
+  if (measured.rtt === null || measured.kbps === null) return;
+  $('quality').dataset.rtt = String(measured.rtt);
+  $('quality').dataset.kbps = String(measured.kbps);
+  renderQuality();
 }
 
-async function uploadPhoto(event) {
-  event.preventDefault();
-  const file = $('photo').files[0];
-  if (!file) return;
+function renderQuality() {
+  const { rtt, kbps } = $('quality').dataset;
+  if (rtt === undefined) return;
+  $('quality').textContent = t('cand_quality_value').replace('{rtt}', rtt).replace('{kbps}', kbps);
+}
+
+// Logging out: the media sessions are ended while the session still allows it, then the
+// session; the page goes back to the login form with nothing running.
+async function logout() {
+  clearError();
+  $('logout').disabled = true;
+  const links = [state.camera, state.screen, state.talkback !== 'pending' && state.talkback];
+  await Promise.all(links.filter(Boolean).map((link) => link.close()));
+  ended();
   try {
-    await post('/v1/uploads/photos', file);
-    $('photo-result').dataset.i18n = 'uploaded';
-    $('photo-result').textContent = t('uploaded');
-    $('photo-result').dataset.done = 'true';
+    await call('DELETE', '/v1/sessions/current');
   } catch (error) {
-    fail(error);
+    if (error.status !== 401) fail(error); // 401: the session was over already
   }
+  state.face.stop();
+  state.help.reset();
+  hidePairing();
+  for (const id of ['preview', 'face-preview']) $(id).srcObject = null;
+  Object.assign(state, { me: null, stream: null, camera: null, talkback: null, ended: false,
+    screen: null, failures: 0, retryAt: 0, devicesOk: false, mobileOk: false, quality: null });
+  delete $('quality').dataset.rtt;
+  $('quality').textContent = '';
+  $('join').disabled = true;
+  $('logout').hidden = true;
+  $('logout').disabled = false;
+  $('login-form').reset();
+  show('login-step');
 }
 
 function start() {
   state.face = new FaceCheck(join);
-  install($('lang'), () => state.face.render());
+  state.help = new Help();
+  install($('lang'), () => {
+    state.face.render();
+    state.help.render();
+    renderPairing();
+    renderQuality();
+    guessNetwork();
+  });
   $('login-form').addEventListener('submit', login);
   $('policy-form').addEventListener('submit', consent);
   $('network').addEventListener('change', () => onNetwork().catch(fail));
   $('check').addEventListener('click', checkDevices);
   $('join').addEventListener('click', join);
-  $('photo-form').addEventListener('submit', uploadPhoto);
+  wireUpload($('photo-form'));
+  wireUpload($('whiteboard-form'));
+  $('logout').addEventListener('click', logout);
+  $('mobile-continue').addEventListener('click', acceptMobile);
+  $('mobile-recheck').addEventListener('click', () => recheckNetwork().catch(fail));
+  $('pair').addEventListener('click', () => showPairing().catch(fail));
+  onConnectionChange(() => {
+    guessNetwork();
+    onNetwork().catch(fail);
+  });
   $('share-screen').addEventListener('click', shareScreen);
   window.addEventListener('offline', () => setConnection('offline'));
   window.addEventListener('online', () => { state.retryAt = 0; state.failures = 0; });

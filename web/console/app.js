@@ -1,9 +1,14 @@
-// The proctor's console: log in, pick a room, watch its candidates, follow the room's
-// event stream, list incidents and play the recording around one, decide face reviews,
-// talk back (push-to-talk) and send messages.
-import { get, post } from '/common/http.js';
+// The proctor's console: log in, pick a room (a chief proctor or organiser from an overview
+// of every room of their exams), watch its candidates with their names, numbers and
+// enrolment photos, follow the room's event stream, list incidents and play the recording
+// around one, decide face reviews, answer help requests, see uploads, talk back
+// (push-to-talk), send messages, log out.
+import '/console/strings.js';
+import { call, get, post } from '/common/http.js';
 import { install, t } from '/common/i18n.js';
+import { Help } from '/console/help.js';
 import { Incidents } from '/console/incidents.js';
+import { Overview } from '/console/overview.js';
 import { Player } from '/console/playback.js';
 import { Reviews } from '/console/reviews.js';
 import { pushToTalk, stopTalking } from '/console/talk.js';
@@ -12,7 +17,8 @@ import { Tile } from '/console/tiles.js';
 const TICK_MS = 1000;
 const $ = (id) => document.getElementById(id);
 const room = { base: null, tiles: new Map(), events: null, lastId: '0-0', timer: null,
-  incidents: null, reviews: null, player: null, skew: 0 };
+  incidents: null, reviews: null, player: null, help: null, skew: 0 };
+let overview = null;
 
 function fail(error) {
   $('error').textContent = `${t('error')}: ${error.reason || error.message}`;
@@ -21,6 +27,8 @@ function fail(error) {
 
 function show(step) {
   for (const id of ['login-step', 'rooms-step', 'room-step']) $(id).hidden = id !== step;
+  $('logout').hidden = step === 'login-step';
+  if (overview) overview.visible(step === 'rooms-step');
   const heading = $(step).querySelector('h2');
   heading.tabIndex = -1;
   heading.focus();
@@ -29,6 +37,7 @@ function show(step) {
 async function login(event) {
   event.preventDefault();
   $('error').hidden = true;
+  $('status').textContent = '';
   try {
     await post('/v1/staff/sessions', { username: $('username').value.trim(), password: $('password').value });
     $('password').value = '';
@@ -40,6 +49,12 @@ async function login(event) {
 
 async function loadRooms() {
   const me = await get('/v1/staff/me');
+  // Chief proctors and organisers work every room of their exams: an overview of counts.
+  const wide = ['chief-proctor', 'organiser'].includes(me.role) ? me.exams : [];
+  if (overview) overview.close();
+  overview = new Overview($('overview'), wide, { open: (exam, name) => openRoom(exam, name).catch(fail), fail });
+  $('overview-step').hidden = wide.length === 0;
+  $('mine').hidden = me.rooms.length === 0 && wide.length > 0;
   $('rooms').replaceChildren(...me.rooms.map((key) => {
     const [exam, name] = key.split('/');
     const li = document.createElement('li');
@@ -87,14 +102,23 @@ function tile(cid) {
 }
 
 async function openRoom(exam, name) {
+  closeRoom();
   room.base = roomBase(exam, name);
   $('room-h').textContent = `${exam} / ${name}`;
-  room.player = new Player(room.base, fail);
+  if (room.player) room.player.base = room.base;
+  else room.player = new Player(room.base, fail);
   room.incidents = new Incidents($('incidents'), room.base,
     { tile, play: (incident) => room.player.open(incident), fail });
   room.reviews = new Reviews($('reviews'), room.base, fail, (cid, status) => tile(cid).setReview(status));
-  const view = await get(room.base);
+  room.help = new Help($('help-list'), room.base, { tile, who: (cid) => tile(cid).label(), fail });
+  const [view, people, uploads] = await Promise.all([get(room.base), get(`${room.base}/roster`),
+    get(`${room.base}/uploads`)]);
   for (const cid of view.roster) tile(cid);
+  for (const person of people.candidates) {
+    tile(person.cid).setIdentity(person, `${room.base}/candidates/${encodeURIComponent(person.cid)}/photo`);
+  }
+  for (const upload of uploads.uploads) tile(upload.candidate).addUpload(upload);
+  room.help.load(view.help || {});
   for (const [cid, presence] of Object.entries(view.presence)) tile(cid).update(presence);
   // The gateway's cut-offs, on this page's clock.
   room.skew = view.now * 1000 - Date.now();
@@ -113,6 +137,23 @@ async function openRoom(exam, name) {
   room.tiles.forEach((each) => each.ensureWatching());
 }
 
+// Back to the rooms (or to another room): the room's streams, videos and timers end here.
+function closeRoom() {
+  if (!room.base) return;
+  const base = room.base;
+  room.base = null;
+  if (room.events) room.events.close();
+  room.events = null;
+  clearInterval(room.timer);
+  room.tiles.forEach((each) => each.close());
+  room.tiles.clear();
+  stopTalking();
+  if (room.help) room.help.close();
+  if (room.player) room.player.close();
+  for (const id of ['tiles', 'incidents', 'reviews', 'help-list', 'messages']) $(id).replaceChildren();
+  post(`${base}/presence?leaving=true`).catch(() => {});
+}
+
 const RECONNECT_MS = 1000;
 
 function newer(id, than) {
@@ -124,6 +165,7 @@ function newer(id, than) {
 function follow(after) {
   // The gateway reads `?after=` before Last-Event-ID, so EventSource's own retry would
   // replay from the first position: reopen from the last event seen instead.
+  if (!room.base) return; // the room was closed while a reconnect waited
   room.lastId = after;
   const events = new EventSource(`${room.base}/events?after=${encodeURIComponent(after)}`);
   room.events = events;
@@ -151,7 +193,14 @@ function follow(after) {
   on('incident_reviewed', (event) => room.incidents.reviewed(event));
   on('face_review_requested', (event) => room.reviews.requested(event).catch(fail));
   on('face_review', (event) => room.reviews.decided(event));
-  on('message', addMessage);
+  on('message', (message) => {
+    addMessage(message);
+    if (message.to) room.help.settled(message.to);
+  });
+  on('help', (event, id) => room.help.raised({ id, ...event }));
+  on('help_lowered', (event) => room.help.settled(event.cid));
+  on('upload', (event) => tile(event.cid).addUpload({ id: event.upload, data_class: event.class,
+    at: event.at, url: `${room.base}/uploads/${encodeURIComponent(event.upload)}` }));
   events.addEventListener('reset', () => window.location.reload());
   events.addEventListener('error', () => {
     events.close();
@@ -161,7 +210,8 @@ function follow(after) {
 
 function addMessage(message) {
   const li = document.createElement('li');
-  li.textContent = `${message.proctor || ''}: ${message.text}`;
+  const to = message.to && room.tiles.has(message.to) ? ` → ${tile(message.to).label()}` : '';
+  li.textContent = `${message.proctor || ''}${to}: ${message.text}`;
   $('messages').prepend(li);
 }
 
@@ -197,18 +247,43 @@ function talkTo(button, cid) {
   pushToTalk(button, cid ? () => `${whip()}?to=${encodeURIComponent(cid)}` : whip, fail);
 }
 
+async function logout() {
+  closeRoom();
+  if (overview) overview.close();
+  overview = null;
+  try {
+    await call('DELETE', '/v1/sessions/current');
+  } catch (error) {
+    if (error.status !== 401) fail(error); // already logged out is logged out
+  }
+  $('error').hidden = true;
+  show('login-step');
+  $('status').textContent = t('con_logged_out');
+}
+
 function start() {
   install($('lang'), () => {
-    room.tiles.forEach((each) => each.render());
+    room.tiles.forEach((each) => {
+      each.render();
+      each.renderUploads();
+    });
     if (room.incidents) room.incidents.rerender();
     if (room.reviews) room.reviews.rerender();
+    if (room.help) room.help.rerender();
+    if (overview) overview.render();
   });
   $('login-form').addEventListener('submit', login);
+  $('logout').addEventListener('click', logout);
+  $('back').addEventListener('click', () => {
+    closeRoom();
+    loadRooms().catch(fail);
+  });
   $('message-form').addEventListener('submit', sendMessage);
   talkTo($('talk'), null);
   window.addEventListener('pagehide', () => {
     room.tiles.forEach((each) => each.close());
     stopTalking();
+    if (overview) overview.close();
   });
   loadRooms().catch(() => show('login-step'));
 }

@@ -41,7 +41,7 @@ export class Incidents {
     const time = document.createElement('time');
     time.dateTime = new Date(incident.at * 1000).toISOString();
     time.textContent = new Date(incident.at * 1000).toLocaleTimeString();
-    const text = ` · ${incident.cid.slice(0, 8)} · ${incident.incident} · ${incident.severity} · ${incident.status} `;
+    const text = ` · ${this.tile(incident.cid).label()} · ${incident.incident} · ${incident.severity} · ${incident.status} `;
     li.replaceChildren(time, text);
     if (incident.status === 'open') {
       for (const decision of ['confirmed', 'dismissed']) li.append(this.reviewButton(id, decision));

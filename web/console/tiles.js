@@ -1,5 +1,5 @@
-// One tile per candidate: live camera by WHEP, presence, network, face review state,
-// open-incident badge.
+// One tile per candidate: who they are (name, number, enrolment photo), live camera by WHEP,
+// presence, network, face review state, open-incident badge, a raised hand, their uploads.
 import { t } from '/common/i18n.js';
 import { watch } from '/common/webrtc.js';
 
@@ -19,6 +19,8 @@ function button(key, onClick) {
 const FAST_RETRY_MS = 1000;
 const SLOW_RETRY_MS = 5000;
 const FAST_TRIES = 10;
+// The newest uploads shown on a tile; the rest are counted, not loaded.
+const SHOWN_UPLOADS = 4;
 
 export class Tile {
   // actions: flag(cid), end(cid), talk(button, cid) (push-to-talk to this candidate),
@@ -40,15 +42,28 @@ export class Tile {
     this.el = document.createElement('article');
     this.el.className = 'tile';
     this.el.dataset.cid = cid;
-    this.el.setAttribute('aria-label', cid.slice(0, 8));
+    this.identity = null; // { name, candidate_no, has_photo } once the roster is read
+    this.help = null; // the open help request, if any
+    this.uploads = [];
     this.video = document.createElement('video');
     this.video.className = 'camera';
     Object.assign(this.video, { autoplay: true, muted: true, playsInline: true });
-    this.video.setAttribute('aria-label', cid.slice(0, 8));
+    // The enrolment photo beside the camera: what the proctor compares the face with.
+    this.photo = document.createElement('img');
+    this.photo.className = 'enrolment';
+    this.photo.hidden = true;
+    this.noPhoto = document.createElement('span');
+    this.noPhoto.className = 'pill no-photo';
+    this.noPhoto.hidden = true;
+    const faces = document.createElement('div');
+    faces.className = 'faces';
+    faces.append(this.video, this.photo);
     const meta = document.createElement('div');
     meta.className = 'meta';
     this.name = document.createElement('strong');
-    this.name.textContent = cid.slice(0, 8);
+    this.name.className = 'who';
+    this.number = document.createElement('span');
+    this.number.className = 'candidate-no';
     this.state = document.createElement('span');
     this.network = document.createElement('span');
     this.network.className = 'pill network';
@@ -58,7 +73,11 @@ export class Tile {
     this.review = null; // the face review's status, when there is one
     this.face = document.createElement('span');
     this.face.hidden = true;
-    meta.append(this.name, this.state, this.network, this.face, this.badge);
+    this.hand = document.createElement('span');
+    this.hand.className = 'hand-badge';
+    this.hand.hidden = true;
+    meta.append(this.name, this.number, this.state, this.network, this.face, this.badge, this.hand,
+      this.noPhoto);
     const controls = document.createElement('div');
     controls.className = 'actions';
     const talk = button('talk_one');
@@ -86,8 +105,61 @@ export class Tile {
       sources.append(toggle);
     }
     sources.append(button('ask_screen', () => actions.ask(cid)));
-    this.el.append(this.video, this.more, meta, controls, sources);
+    this.uploadList = document.createElement('ul');
+    this.uploadList.className = 'uploads plain';
+    this.uploadList.hidden = true;
+    this.el.append(faces, this.more, meta, controls, sources, this.uploadList);
     this.render();
+  }
+
+  // What to call the candidate: their name and number once known, else a short id.
+  label() {
+    if (!this.identity) return this.cid.slice(0, 8);
+    return `${this.identity.name} (${this.identity.candidate_no})`;
+  }
+
+  setIdentity(identity, photoUrl) {
+    this.identity = identity;
+    if (identity.has_photo) {
+      this.photo.src = photoUrl;
+      this.photo.hidden = false;
+    }
+    this.render();
+  }
+
+  setHelp(request) {
+    this.help = request;
+    this.render();
+  }
+
+  // An upload of the candidate (from the room's list or an `upload` event), newest first.
+  addUpload(upload) {
+    if (this.uploads.some((known) => known.id === upload.id)) return;
+    this.uploads.push(upload);
+    this.uploads.sort((a, b) => b.at - a.at);
+    this.renderUploads();
+  }
+
+  renderUploads() {
+    this.uploadList.hidden = this.uploads.length === 0;
+    this.uploadList.dataset.count = String(this.uploads.length);
+    this.uploadList.setAttribute('aria-label', `${t('con_uploads')}: ${this.uploads.length}`);
+    this.uploadList.replaceChildren(...this.uploads.slice(0, SHOWN_UPLOADS).map((upload) => {
+      const kind = upload.data_class === 'whiteboards' ? 'con_whiteboards' : 'con_photos';
+      const when = new Date(upload.at * 1000).toLocaleTimeString();
+      const img = document.createElement('img');
+      img.src = upload.url;
+      img.alt = `${t(kind)} · ${this.label()} · ${when}`;
+      const link = document.createElement('a');
+      link.href = upload.url;
+      link.target = '_blank';
+      link.rel = 'noopener';
+      link.dataset.upload = upload.id;
+      link.append(img);
+      const li = document.createElement('li');
+      li.append(link);
+      return li;
+    }));
   }
 
   update(presence) {
@@ -97,6 +169,18 @@ export class Tile {
   }
 
   render() {
+    const label = this.label();
+    this.el.setAttribute('aria-label', `${t('con_tile_of')} ${label}`);
+    this.video.setAttribute('aria-label', label);
+    this.name.textContent = this.identity ? this.identity.name : label;
+    this.number.textContent = this.identity ? this.identity.candidate_no : '';
+    this.number.hidden = !this.identity;
+    this.photo.alt = `${t('con_photo_of')} · ${label}`;
+    this.noPhoto.textContent = t('con_no_photo');
+    this.noPhoto.hidden = !this.identity || this.identity.has_photo;
+    this.hand.hidden = !this.help;
+    this.hand.textContent = this.help ? t(this.help.kind === 'message' ? 'con_help_message' : 'con_hand') : '';
+    this.el.dataset.help = this.help ? 'open' : '';
     this.state.className = `pill presence ${this.presence}`;
     this.state.textContent = t(this.presence);
     this.state.dataset.state = this.presence;

@@ -1,0 +1,116 @@
+// Every room of a chief proctor's (or organiser's) exams at a glance: counts of present,
+// absent and disconnected candidates, open help requests and incidents, and a button to
+// open the room. Counts only, never videos: one room's tiles are watched at a time.
+import { get } from '/common/http.js';
+import { t } from '/common/i18n.js';
+
+const REFRESH_MS = 15000;
+const MAX_EXAMS = 20;
+const MAX_ROOMS = 200; // per exam
+const PARALLEL = 4; // summaries asked for at once
+const COLUMNS = ['candidates', 'joined', 'absent', 'disconnected', 'help', 'incidents'];
+
+function el(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children);
+  return node;
+}
+
+const encode = encodeURIComponent;
+
+export class Overview {
+  constructor(container, exams, { open, fail }) {
+    this.container = container;
+    this.exams = exams.slice(0, MAX_EXAMS);
+    this.open = open;
+    this.fail = fail;
+    this.rooms = new Map(); // exam -> [room names]
+    this.summaries = new Map(); // 'exam/room' -> summary
+    this.timer = null;
+    this.busy = false;
+    this.closed = false;
+    this.shown = false;
+  }
+
+  // Refreshes while the rooms step shows, and stops when it does not.
+  visible(shown) {
+    if (this.closed || shown === this.shown) return;
+    this.shown = shown;
+    clearInterval(this.timer);
+    this.timer = null;
+    if (!shown || !this.exams.length) return;
+    this.refresh();
+    this.timer = setInterval(() => this.refresh(), REFRESH_MS);
+  }
+
+  async refresh() {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      for (const exam of this.exams) {
+        if (!this.rooms.has(exam)) {
+          const { rooms } = await get(`/v1/exams/${encode(exam)}/rooms`);
+          this.rooms.set(exam, Object.keys(rooms).sort().slice(0, MAX_ROOMS));
+        }
+      }
+      const keys = this.exams.flatMap((exam) => this.rooms.get(exam).map((name) => `${exam}/${name}`));
+      let next = 0;
+      const worker = async () => {
+        while (next < keys.length && !this.closed) {
+          const key = keys[next++];
+          const [exam, name] = key.split('/');
+          this.summaries.set(key, await get(`/v1/exams/${encode(exam)}/rooms/${encode(name)}/summary`));
+        }
+      };
+      await Promise.all(Array.from({ length: PARALLEL }, worker));
+      if (!this.closed) this.render();
+    } catch (error) {
+      if (!this.closed) this.fail(error);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  render() {
+    // A refresh rebuilds the tables: the keyboard's place on an "open" button is kept.
+    const focused = document.activeElement && this.container.contains(document.activeElement)
+      ? document.activeElement.dataset.room : null;
+    this.container.replaceChildren(...this.exams.filter((exam) => this.rooms.has(exam)).map((exam) => {
+      const head = el('tr', {}, el('th', { scope: 'col', textContent: t('con_room') }),
+        ...COLUMNS.map((column) => el('th', { scope: 'col', textContent: t(`con_${column}`) })),
+        el('th', { scope: 'col', textContent: t('con_open_room') }));
+      const rows = this.rooms.get(exam).map((name) => this.row(exam, name));
+      return el('table', { className: 'overview' },
+        el('caption', { textContent: `${t('con_overview_exam')} ${exam}` }),
+        el('thead', {}, head), el('tbody', {}, ...rows));
+    }));
+    this.container.dataset.rooms = String(this.summaries.size);
+    if (focused) this.container.querySelector(`button[data-room="${CSS.escape(focused)}"]`)?.focus();
+  }
+
+  row(exam, name) {
+    const key = `${exam}/${name}`;
+    const summary = this.summaries.get(key);
+    const cells = COLUMNS.map((column) => {
+      const value = summary ? summary[column] : 0;
+      const cell = el('td', { textContent: summary ? String(value) : '…' });
+      cell.dataset.column = column;
+      if (['help', 'incidents', 'disconnected'].includes(column) && value > 0) cell.className = 'alert';
+      return cell;
+    });
+    const button = el('button', { type: 'button', textContent: t('con_open_room') });
+    button.dataset.room = key;
+    button.setAttribute('aria-label', `${t('con_open_room')} ${exam} / ${name}`);
+    button.addEventListener('click', () => this.open(exam, name));
+    const tr = el('tr', {}, el('th', { scope: 'row', textContent: name }), ...cells, el('td', {}, button));
+    tr.dataset.room = key;
+    tr.dataset.help = summary ? String(summary.help) : '0';
+    return tr;
+  }
+
+  close() {
+    this.closed = true;
+    clearInterval(this.timer);
+    this.timer = null;
+  }
+}
