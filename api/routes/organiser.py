@@ -150,7 +150,11 @@ async def remove_candidate(
     roster, and their identity record is deleted (they can no longer log in). What they
     recorded stays in the exam's region until the retention rules delete it: their exit,
     journaled here, is the `candidate_exit` trigger. 409 `legal_hold` while a hold covers
-    them (the identity is part of what is held), and nothing changes."""
+    them (the identity is part of what is held), and nothing changes.
+
+    The identity goes now rather than at its `identity` rule: retention finds identities
+    through the rooms' rosters, so one kept off the roster would never be swept; deleting
+    it early is within every rule, deleting it late would not be."""
     exam_id, cid = scope.exam_id, candidate_id
     candidate = await runtime.exams.candidate(exam_id, cid)
     if candidate is None:

@@ -102,6 +102,8 @@ async def test_an_organiser_edits_watches_unassigns_removes_and_cancels(
         assert (r1["roster"], r1["present"], r1["absent"], r1["disconnected"]) == (3, 1, 2, 0)
         assert (r1["incidents_open"], r1["face_reviews_pending"]) == (0, 0)
         assert seen.json()["totals"]["roster"] == 4
+    paged = (await client.get(f"{base}/overview?after=r1", headers=org)).json()
+    assert ([room["room"] for room in paged["rooms"]], paged["next"]) == (["r2"], None)
     proctor = rooms["r1"]["proctors"][0]
     named = await client.get(f"{base}/candidates?room=r1", headers=org)
     assert [c["candidate_no"] for c in named.json()["candidates"]] == ["5001", "5002", "5003"]

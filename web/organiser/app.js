@@ -7,7 +7,7 @@ import { call, get, post } from '/common/http.js';
 import { install, language, t } from '/common/i18n.js';
 import { ExamView } from '/organiser/exam.js';
 import {
-  $, clearMessages, fail, localInput, note, relabelMessage, renderRows, when,
+  $, clearMessages, fail, localInput, note, relabelMessage, renderRows, when, whenSignedOut,
 } from '/organiser/ui.js';
 
 const state = { exams: [], view: null };
@@ -168,6 +168,11 @@ install($('lang'), () => {
   renderExams();
   state.view?.rerender();
   relabelMessage();
+});
+whenSignedOut(() => {
+  state.view?.close();
+  state.view = null;
+  if ($('login-step').hidden) show('login-step');
 });
 defaultTimes();
 resume();

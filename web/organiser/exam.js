@@ -9,6 +9,7 @@ import {
 } from '/organiser/ui.js';
 
 const OVERVIEW_MS = 5000;
+const OVERVIEW_PAGES = 20;
 const COUNTS = ['roster', 'present', 'absent', 'disconnected', 'gone', 'incidents_open',
   'face_reviews_pending'];
 
@@ -179,8 +180,17 @@ export class ExamView {
 
   // -- the live overview -----------------------------------------------------------
 
+  // Every room: the gateway answers MAX rooms at a time and names the room to page on.
   async loadOverview() {
-    this.overview = await get(`${this.base}/overview`);
+    let page = await get(`${this.base}/overview`);
+    const rooms = [...page.rooms];
+    const totals = { ...page.totals };
+    for (let more = 0; page.next && more < OVERVIEW_PAGES; more += 1) {
+      page = await get(`${this.base}/overview?after=${encodeURIComponent(page.next)}`);
+      rooms.push(...page.rooms);
+      for (const field of COUNTS) totals[field] += page.totals[field];
+    }
+    this.overview = { ...page, rooms, totals };
     this.renderOverview();
     const table = $('overview');
     table.dataset.updates = String(Number(table.dataset.updates || 0) + 1);

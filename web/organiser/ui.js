@@ -14,7 +14,15 @@ export function reasonText(error) {
 // The message shown last, kept so that a switch of language says it again in the other.
 let shown = null;
 
+// What to do when the gateway says the session is gone (401): set by the app (log in again).
+let signedOut = () => {};
+
+export function whenSignedOut(handler) {
+  signedOut = handler;
+}
+
 export function fail(error) {
+  if (error.status === 401) signedOut();
   $('notice').hidden = true;
   $('error').dataset.reason = error.reason || '';
   $('error').hidden = false;

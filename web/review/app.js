@@ -133,14 +133,18 @@ async function openCandidate(cid) {
   $('error').hidden = true;
   const session = await get(`${state.base}/review/candidates/${encodeURIComponent(cid)}/session`);
   state.session = session;
-  $('session-h').textContent = `${t('rev_candidate')} ${short(cid)} · ${t('rev_room')} ${session.room}`;
   $('session-h').dataset.candidate = cid;
-  $('risk').textContent = `${t('rev_score')} ${session.risk.score} · ${signals(session.risk)}`;
+  renderHeading(session);
   renderMarkers(session);
   renderDecision(session);
   renderScores(session);
   show('session-step');
   player.open(session);
+}
+
+function renderHeading(session) {
+  $('session-h').textContent = `${t('rev_candidate')} ${short(session.candidate)} · ${t('rev_room')} ${session.room}`;
+  $('risk').textContent = `${t('rev_score')} ${session.risk.score} · ${signals(session.risk)}`;
 }
 
 function renderMarkers(session) {
@@ -179,8 +183,8 @@ function highlightMarker(at) {
   }
 }
 
-function renderDecision(session) {
-  $('decision-form').reset();
+function renderDecision(session, keep = false) {
+  if (!keep) $('decision-form').reset();
   $('history').replaceChildren(...session.history.slice().reverse().map((entry) => {
     const li = document.createElement('li');
     li.textContent = `${clock(entry.at)} · ${t(`rev_${entry.decision}`)} · ${t('rev_by')} ${entry.by}${entry.note ? ` · ${entry.note}` : ''}`;
@@ -290,8 +294,11 @@ async function back() {
 install($('lang'), () => {
   if (state.queue.length && !$('queue-step').hidden) loadQueue().catch(fail);
   if (state.session && !$('session-step').hidden) {
+    renderHeading(state.session);
     renderMarkers(state.session);
+    renderDecision(state.session, true);
     renderScores(state.session, true);
+    player.relabel();
   }
 });
 $('login-form').addEventListener('submit', login);

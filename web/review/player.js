@@ -96,6 +96,12 @@ export class SessionPlayer {
     }));
   }
 
+  // The segment list in the page's current language.
+  relabel() {
+    this.renderSegments();
+    if (this.main) this.markCurrent(this.main.index);
+  }
+
   // Play the main source's segment `index` from its start.
   play(index) {
     if (!this.main || index >= this.main.segments.length) return;
