@@ -140,6 +140,12 @@ def candidate_key(exam_id: str, cid: str) -> str:
     return f"examday:exam:{exam_id}:cand:{cid}"
 
 
+def candidate_devices_key(exam_id: str, cid: str) -> str:
+    """The pseudonyms of the devices that sent logs with the candidate's token: whose logs
+    belong in their data copy (a device id they name could be anyone's)."""
+    return f"examday:exam:{exam_id}:cand:{cid}:devices"
+
+
 def exam_rooms_key(exam_id: str) -> str:
     return f"examday:exam:{exam_id}:rooms"
 

@@ -34,6 +34,9 @@ _RETRIES = Retries(attempts=6, reason="ingest_unavailable", detail="log ingestio
 # Objects one support query reads at most (narrow the time range to see further).
 _SUPPORT_OBJECTS = 50
 
+# Devices remembered per candidate (a phone, a laptop, a reinstall or two).
+_DEVICES_PER_CANDIDATE = 16
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -44,6 +47,7 @@ class Origin:
     token: str | None = None
     name: str | None = None
     numbers: tuple[str, ...] = field(default_factory=tuple)
+    candidate: str | None = None  # the opaque id of the candidate whose token came with it
 
 
 class IngestClient:
@@ -102,7 +106,22 @@ class IngestClient:
         route = self.pseudonyms.device(device_id)
         owner = hashing.owner(route, await self.directory.members())
         result: dict[str, Any] = await self._call(owner, "append", batch)
+        if origin.exam is not None and origin.candidate is not None:
+            await self._remember_device(origin.exam, origin.candidate, route)
         return result
+
+    async def _remember_device(self, exam_id: str, cid: str, device: str) -> None:
+        """Tie the device to the candidate whose token sent its logs, for their data copy;
+        bounded (a client that invents a device id per batch fills it once and stops)."""
+        devices = keys.candidate_devices_key(exam_id, cid)
+        if await self.redis.sismember(devices, device):
+            return
+        if await self.redis.scard(devices) < _DEVICES_PER_CANDIDATE:
+            await self.redis.sadd(devices, device)
+
+    async def candidate_devices(self, exam_id: str, cid: str) -> list[str]:
+        members = await self.redis.smembers(keys.candidate_devices_key(exam_id, cid))
+        return sorted(text(m) for m in members)
 
     @staticmethod
     def _route(body: bytes, coding: str, limit: int) -> tuple[str, tuple[bytes, str]]:

@@ -37,6 +37,7 @@ async def _origin(request: Request, runtime: RuntimeDep) -> Origin:
         token=token,
         name=identity.get("name"),
         numbers=(identity.get("candidate_no", ""), claims.exam, claims.sub),
+        candidate=claims.sub,
     )
 
 

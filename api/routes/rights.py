@@ -2,13 +2,14 @@
 
 `GET /v1/me/archive` is a zip of everything kept about the caller: identity, consents,
 their own events of the room's timeline, uploads, face records (never the template),
-their own recordings and, for a device id the page names, the logs of that device in
-their exam. It is built server-side into a spooled file (memory stays bounded, the
-recordings and uploads by `rights.max_archive_bytes`; what does not fit is listed in
-the manifest as left out) and streamed. Correction requests and complaints are filed by
-the candidate and answered by the exam's organiser; every request, answer and withdrawal
-is an entry of the region's audit chain (ids and kinds only: the text stays sealed in
-Redis, under the `requests` retention class).
+their own recordings and the logs of the devices that sent logs with their token (never
+a device the caller names: a device id could be anyone's). It is built server-side into
+a spooled file (memory stays bounded, the recordings and uploads by
+`rights.max_archive_bytes`; what does not fit is listed in the manifest as left out) and
+streamed. Correction requests and complaints are filed by the candidate and answered by
+the exam's organiser; every request, answer and withdrawal is an entry of the region's
+audit chain (ids and kinds only: the text stays sealed in Redis, under the `requests`
+retention class).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import IO, Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import StringConstraints
 
 from api.deps import RuntimeDep
 from api.media_http import end_candidate_sessions
-from api.models import ClientIdentifier, Strict
+from api.models import Strict
 from api.security import CandidateDep, OrganiserExamDep, Principal
 from core import keys
 from core.exam import Exam, Identifier
@@ -162,16 +163,12 @@ async def withdraw_from_exam(principal: CandidateDep, runtime: RuntimeDep) -> di
 
 
 @router.get("/v1/me/archive")
-async def archive(
-    principal: CandidateDep,
-    runtime: RuntimeDep,
-    device_id: Annotated[ClientIdentifier | None, Query()] = None,
-) -> StreamingResponse:
+async def archive(principal: CandidateDep, runtime: RuntimeDep) -> StreamingResponse:
     candidate, exam = await _me(runtime, principal)
     await runtime.privacy.spend_subject_request(exam.id, candidate.cid)
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL)  # noqa: SIM115
     try:
-        await _build(runtime, exam, candidate, device_id, spool)
+        await _build(runtime, exam, candidate, spool)
     except BaseException:
         spool.close()
         raise
@@ -223,9 +220,7 @@ class _Zip:
         await asyncio.to_thread(self.zip.close)
 
 
-async def _build(
-    runtime: RuntimeDep, exam: Exam, candidate: Candidate, device_id: str | None, spool: IO[bytes]
-) -> None:
+async def _build(runtime: RuntimeDep, exam: Exam, candidate: Candidate, spool: IO[bytes]) -> None:
     limits = runtime.settings.rights
     out = _Zip(spool, limits.max_archive_bytes)
     cid = candidate.cid
@@ -254,8 +249,7 @@ async def _build(
             continue
         await _media(out, f"recordings/{s.name}", await runtime.regional.get(exam.id, s.key))
     await out.json("recordings.json", listed)
-    if device_id is not None:
-        await out.json("logs.json", await _logs(runtime, exam, device_id))
+    await out.json("logs.json", await _logs(runtime, exam, cid))
     manifest = {
         "exam": {"id": exam.id, "title": exam.title, "region": exam.region},
         "candidate": cid,
@@ -292,12 +286,17 @@ async def _identity(runtime: RuntimeDep, exam: Exam, candidate: Candidate) -> di
     }
 
 
-async def _logs(runtime: RuntimeDep, exam: Exam, device_id: str) -> list[dict[str, Any]]:
-    """The records the caller's own device sent while logged in to this exam (pseudonymised
-    and scrubbed as support sees them)."""
+async def _logs(runtime: RuntimeDep, exam: Exam, cid: str) -> list[dict[str, Any]]:
+    """The records of the devices that sent logs with the candidate's token in this exam
+    (pseudonymised and scrubbed as support sees them), at most `_LOG_RECORDS` in all."""
     since = exam.starts_at - timedelta(days=30)
     until = exam.ends_at + timedelta(days=1)
-    pseudonym = runtime.ingest.pseudonyms.device(device_id)
-    return await runtime.ingest.support(
-        runtime.regional, exam.id, "d", pseudonym, since, until, _LOG_RECORDS
-    )
+    records: list[dict[str, Any]] = []
+    for device in await runtime.ingest.candidate_devices(exam.id, cid):
+        left = _LOG_RECORDS - len(records)
+        if left <= 0:
+            break
+        records += await runtime.ingest.support(
+            runtime.regional, exam.id, "d", device, since, until, left
+        )
+    return records

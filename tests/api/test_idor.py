@@ -46,8 +46,10 @@ OPAQUE = {
     "segment",
     "release_id",
     "version",
+    "request_id",
+    "kind",  # a consent's kind (policy, biometric, ...): the caller's own consent
 }
-REAL = {"hold_id", "export_id", "upload_id", "incident_id", "nonce"}
+REAL = {"hold_id", "export_id", "upload_id", "incident_id", "nonce", "request_id"}
 NUMERIC = {"index", "segment"}
 
 # -- body fields and query parameters --------------------------------------------------
@@ -76,7 +78,11 @@ UNSCOPED = {
     ("LogSearch", "session"),
     ("LogSearch", "session_id"),
     ("UpdateCheck", "device_id"),  # the asking device's own id
-    ("query", "after"),  # a cursor in the caller's own room's journal
+    ("query", "after"),  # a cursor in the caller's own room's journal (or the overview's)
+    ("query", "room"),  # a room looked up inside the exam of the path, already in scope
+    ("GuardianLinkIn", "token"),  # a one-time secret handed to a guardian, not an id
+    ("GuardianConsentByLinkIn", "token"),
+    ("RubricCriterion", "id"),  # the name of a criterion of the rubric being written
 }
 # Fields and parameters that are values, not ids (the release coordinates platform,
 # channel and version name fleet-wide releases any organiser manages, by design).
@@ -89,6 +95,8 @@ PLAIN = {
     "password", "role", "platform", "channel", "version", "min_supported", "notes",
     "installer", "filename", "size", "sha256", "gate", "margin", "min_sessions", "sources",
     "leaving", "start", "end", "app_version", "day", "minutes", "extra_minutes",
+    "offset", "status", "answer", "accept", "kind", "field", "changes", "effective_at",
+    "zh-CN", "en", "zh", "scores", "comment", "criteria", "label", "max_points",
 }  # fmt: skip
 # A valid body of each schema sent to a route with a path id, less its id fields (the
 # caller's own ones are filled in), so that a refusal is never just a 422.
@@ -116,6 +124,19 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "region": "cn-north",
     },
     "StaffCreate": {"password": "not the owner's password", "role": "proctor"},
+    "RubricIn": {
+        "criteria": [{"id": "pitch", "label": {"zh": "音准", "en": "Pitch"}, "max_points": 10}]
+    },
+    "ReviewDecisionIn": {"decision": "cleared"},
+    "ScoresIn": {"scores": {"pitch": 1}},
+    "PolicyVersionIn": {
+        "version": "2",
+        "effective_at": NOW.isoformat(),
+        "text": {"zh-CN": "政策", "en": "Policy"},
+        "changes": {"zh-CN": "变更", "en": "Changes"},
+    },
+    "RightsAnswerIn": {"status": "accepted", "answer": "done"},
+    "ExamEdit": {"title": "Physics, moved"},
 }
 
 
@@ -227,6 +248,10 @@ async def _theirs(client: httpx.AsyncClient, other: ExamWorld) -> dict[str, str]
     export = await client.post(f"{base}/exports", json=case, headers=other.organiser)
     assert export.status_code == 201, export.text
     candidate = await joined_candidate(client, other.exam_id, "9001")
+    biometric = await client.post(
+        "/v1/me/consents/biometric", json={"allow": True}, headers=candidate
+    )
+    assert biometric.is_success, biometric.text
     upload = await client.post(
         "/v1/uploads/photos", content=image_bytes(seed=9), headers=image_headers(candidate)
     )
@@ -239,12 +264,16 @@ async def _theirs(client: httpx.AsyncClient, other: ExamWorld) -> dict[str, str]
     assert incident.status_code == 201, incident.text
     challenge = await client.post("/v1/me/liveness/challenges", headers=candidate)
     assert challenge.status_code == 201, challenge.text
+    correction = {"kind": "correction", "field": "name", "text": "my name is misspelt"}
+    request = await client.post("/v1/me/requests", json=correction, headers=candidate)
+    assert request.status_code == 201, request.text
     return {
         "hold_id": hold.json()["id"],
         "export_id": export.json()["id"],
         "upload_id": upload.json()["id"],
         "incident_id": incident.json()["event_id"],
         "nonce": challenge.json()["nonce"],
+        "request_id": request.json()["id"],
     }
 
 

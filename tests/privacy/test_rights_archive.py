@@ -12,6 +12,7 @@ import httpx
 from fastapi import FastAPI
 
 from actors.media.segment_store import Segment
+from tests.ingest.helpers import ndjson, new_device, record
 from tests.privacy.conftest import image_bytes, image_headers, runtime_of
 from tests.support.factories import joined_candidate, new_exam
 
@@ -23,7 +24,18 @@ async def test_the_archive_holds_each_part_and_corrections_and_withdrawal_work(
     world = await new_exam(client, runtime, {"r1": ["1001", "1002"]})
     exam, cid = world.exam_id, world.candidate_ids["1001"]
     me = await joined_candidate(client, exam, "1001")
-    await joined_candidate(client, exam, "1002")
+    neighbour = await joined_candidate(client, exam, "1002")
+    # Logs of the candidate's own device, and of the neighbour's, whose id the candidate
+    # could learn: only their own device's go in their copy.
+    mine, theirs = new_device(), new_device()
+    for device, headers in ((mine, me), (theirs, neighbour)):
+        sent = await client.post(
+            "/v1/logs",
+            content=ndjson([record(device, message=f"opened on {device}")]),
+            headers={"content-type": "application/x-ndjson", **headers},
+        )
+        assert sent.status_code == 202, sent.text
+    await runtime.ingest.drain()
     shared = await client.post(
         "/v1/uploads/whiteboards", content=image_bytes(), headers=image_headers(me)
     )
@@ -77,6 +89,14 @@ async def test_the_archive_holds_each_part_and_corrections_and_withdrawal_work(
     assert "template" not in json.dumps(face)
     assert archive.read(f"recordings/{segment.name}") == media
     assert [r["name"] for r in part("recordings.json")] == [segment.name]
+    [log] = part("logs.json")
+    assert log["device"] == runtime.ingest.pseudonyms.device(mine)
+    # Naming the neighbour's device changes nothing: the copy never takes a device id.
+    named = await client.get("/v1/me/archive", params={"device_id": theirs}, headers=me)
+    assert named.status_code in (200, 429), named.text
+    if named.status_code == 200:
+        other_copy = zipfile.ZipFile(io.BytesIO(named.content))
+        assert [r["device"] for r in json.loads(other_copy.read("logs.json"))] == [log["device"]]
     manifest = part("manifest.json")
     assert manifest["candidate"] == cid
     assert manifest["left_out"] == []
