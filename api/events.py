@@ -15,7 +15,11 @@ Each stream holds a lease in its staff member's set (`StreamLeases`): at most
 `sse_streams_per_staff` at once, over all their sessions and gateways (429
 `too_many_streams` beyond), renewed while the stream lives, so that one a crashed
 gateway left behind lapses by itself. Every `sse_recheck_seconds` the stream asks
-whether its session still exists and ends when it does not: a logout closes it.
+whether its session still exists and its holder may still see the room (the room
+scope's own check, `api.security.check_room`), and ends when either fails: a logout, a
+proctor taken off the room or a chief proctor off the exam closes it within that time,
+not at the stream's end (`max_seconds`), since it would go on showing the room's
+candidates and incidents to someone who may no longer see them.
 """
 
 from __future__ import annotations
@@ -34,14 +38,17 @@ from starlette.requests import Request
 
 from actors.rooms.journal import PRESENCE_MAXLEN, event_order
 from api.runtime import Runtime
-from api.security import request_token
+from api.security import RoomScope, check_room, request_token
 from core import keys
-from infra.errors import RateLimited, Unauthenticated
+from infra.errors import NotFound, RateLimited, Unauthenticated
 from infra.redis import REDIS_DOWN, text
 
 _BLOCK_MS = 5000
 _BATCH = 500
 STREAM_ID = r"^\d{1,20}-\d{1,20}$"
+# Why a stream ended before its time (the `end` event's `reason`).
+SESSION_ENDED = "session_ended"
+ROOM_ACCESS_ENDED = "room_access_ended"
 
 
 def _frame(event_id: str, kind: str, data: str) -> bytes:
@@ -96,17 +103,19 @@ async def room_events(
     is_disconnected: Callable[[], Awaitable[bool]],
     max_seconds: float,
     *,
-    session_alive: Callable[[], Awaitable[bool]],
+    refusal: Callable[[], Awaitable[str | None]],
     recheck_seconds: float,
     lease: StreamLeases,
 ) -> AsyncIterator[bytes]:
-    """The stream's frames; `lease` has been opened and is closed when the stream ends."""
+    """The stream's frames; `lease` has been opened and is closed when the stream ends.
+    Every `recheck_seconds`, `refusal` says why the stream must end now (the `end` event's
+    reason), or None."""
     try:
         yield b"retry: 1000\n\n"
         try:
             frames = _frames(
                 redis, room_key, last_event_id, is_disconnected, max_seconds,
-                session_alive=session_alive, recheck_seconds=recheck_seconds, lease=lease,
+                refusal=refusal, recheck_seconds=recheck_seconds, lease=lease,
             )  # fmt: skip
             async for frame in frames:
                 yield frame
@@ -130,7 +139,7 @@ async def _frames(
     is_disconnected: Callable[[], Awaitable[bool]],
     max_seconds: float,
     *,
-    session_alive: Callable[[], Awaitable[bool]],
+    refusal: Callable[[], Awaitable[str | None]],
     recheck_seconds: float,
     lease: StreamLeases,
 ) -> AsyncIterator[bytes]:
@@ -151,8 +160,9 @@ async def _frames(
         if await is_disconnected():
             return
         if time.monotonic() >= next_check:
-            if not await session_alive():
-                yield _frame(cursor, "end", json.dumps({"reason": "session_ended"}))
+            reason = await refusal()
+            if reason is not None:
+                yield _frame(cursor, "end", json.dumps({"reason": reason}))
                 return
             await lease.renew()
             next_check = time.monotonic() + recheck_seconds
@@ -188,27 +198,33 @@ def _older(a: str, b: str) -> bool:
 async def room_stream(
     runtime: Runtime,
     request: Request,
-    username: str,
-    room_key: str,
+    room: RoomScope,
     cursor: str,
     max_seconds: float,
 ) -> AsyncIterator[bytes]:
     """A staff member's event stream of a room: its lease taken (or 429) before any byte."""
     settings = runtime.settings
     token = request_token(request)
+    principal = room.principal
     lease = StreamLeases(
-        runtime.redis, username, settings.sse_streams_per_staff, settings.sse_recheck_seconds
+        runtime.redis, principal.name, settings.sse_streams_per_staff, settings.sse_recheck_seconds
     )
     await lease.open()
 
-    async def session_alive() -> bool:
+    async def refusal() -> str | None:
         try:
             await runtime.sessions.resolve(token)
         except Unauthenticated:
-            return False
-        return True
+            return SESSION_ENDED
+        try:
+            # The principal the stream was opened with: a session's holder and role never
+            # change (`Sessions.resolve` refuses a record that differs from its token).
+            await check_room(runtime, principal, room.exam_id, room.room_id)
+        except NotFound:
+            return ROOM_ACCESS_ENDED
+        return None
 
     return room_events(
-        runtime.redis, room_key, cursor, request.is_disconnected, max_seconds,
-        session_alive=session_alive, recheck_seconds=settings.sse_recheck_seconds, lease=lease,
+        runtime.redis, room.key, cursor, request.is_disconnected, max_seconds,
+        refusal=refusal, recheck_seconds=settings.sse_recheck_seconds, lease=lease,
     )  # fmt: skip

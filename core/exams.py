@@ -189,11 +189,8 @@ class ExamRegistry:
     def login_opens(self, exam: Exam) -> float:
         """When candidates may log in (Unix seconds): from `login_opens_minutes_before`
         the start, or at once for an exam whose candidates enrol their face themselves
-        (enrolment closes at the start). Logins never close: see `Sessions.candidate_login`."""
-        if exam.cancelled:
-            # Before the pair is checked: that the exam is cancelled is no secret (its
-            # candidates are told), and a login to it has nothing left to open.
-            raise Forbidden("this exam was cancelled", reason="exam_cancelled")
+        (enrolment closes at the start). Logins never close: see `Sessions.candidate_login`,
+        which also refuses a cancelled exam's logins, once the pair is known to be right."""
         return 0.0 if exam.candidate_enrolment else self.schedule(exam).opens_at.timestamp()
 
     def check_schedule(self, exam: ExamSpec, candidate: Candidate, action: Action) -> None:

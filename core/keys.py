@@ -240,6 +240,12 @@ def heartbeat_rate_key(room: str, cid: str) -> str:
     return f"examday:{{{room}}}:beats:{cid}"
 
 
+def help_rate_key(exam_id: str, cid: str) -> str:
+    """A candidate's help requests in the current minute (`infra.redis.spend`); under their
+    own record's name, so that it goes with the exam's keys."""
+    return f"{candidate_key(exam_id, cid)}:help"
+
+
 def room_shard_rooms_key(shard: str) -> str:
     """The rooms a shard holds, which it reloads after a restart."""
     return f"examday:shard:{shard}:rooms"

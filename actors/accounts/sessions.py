@@ -91,12 +91,14 @@ def _with_budgets(script: str) -> str:
 
 # The whole candidate login in one round trip: budgets, lookup, session, and the end
 # of the candidate's previous session. KEYS[6..10]: pair failures, candidate hash, new
-# session, active-session pointer, the exam's ended candidates. ARGV[6..14]: per pair,
-# cid, exam, ttl, sid, prefix, and the exam's login window (opens, ends, now: Unix
+# session, active-session pointer, the exam's ended candidates. ARGV[6..15]: per pair,
+# cid, exam, ttl, sid, prefix, the exam's login window (opens, ends, now: Unix
 # seconds; '' for none), whose end the candidate's accommodation (`extra_minutes`)
-# moves. An ended candidate, or one outside the window, is told so only once the pair
-# is right, so the answer names no candidate number to a stranger; and in the script
-# that opens the session, so that no login checks before the mark and opens after the end.
+# moves, and '1' when the exam is cancelled. A cancelled exam, an ended candidate, or
+# one outside the window, is told so only once the pair is right (a wrong pair has
+# spent its budget by then), so the answer names no candidate number to a stranger
+# and says nothing of an exam to whoever merely knows its id; and in the script that
+# opens the session, so that no login checks before the mark and opens after the end.
 _CANDIDATE_LOGIN = _with_budgets("""
 local held = wait(KEYS[2], KEYS[4])
 if held > 0 then return {'rate_limited', held} end
@@ -109,6 +111,7 @@ if not room then
   bump(KEYS[6])
   return {'wrong'}
 end
+if ARGV[15] == '1' then return {'cancelled'} end
 if redis.call('HEXISTS', KEYS[10], ARGV[7]) == 1 then return {'ended'} end
 if ARGV[12] ~= '' and tonumber(ARGV[14]) < tonumber(ARGV[12]) then return {'not_open'} end
 local record = cjson.encode({sub = ARGV[7], role = 'candidate', exam = ARGV[8], room = room})
@@ -160,10 +163,17 @@ class Sessions:
         self._staff_success = redis.register_script(_STAFF_SUCCESS)
 
     async def candidate_login(
-        self, source: str, exam: str, cid: str, opens_at: float | None = None
+        self,
+        source: str,
+        exam: str,
+        cid: str,
+        opens_at: float | None = None,
+        *,
+        cancelled: bool = False,
     ) -> tuple[Session, str]:
         """Open a candidate's session, or raise exactly as a wrong pair would. Returns the room.
 
+        `cancelled`: the exam was cancelled (403 `exam_cancelled`, to a right pair only).
         `opens_at` (Unix seconds): no login before it (403 `login_not_open`). There is no
         login end: after the exam a candidate still logs in to read the outcome and to use
         their rights (a copy of their data, deletion); joining and publishing are refused
@@ -183,10 +193,13 @@ class Sessions:
         args = [*self._budget_args(), s.login_failures_per_candidate, cid, exam, ttl]
         args += [claims.sid, keys.session_key("")]
         args += ["" if opens_at is None else str(opens_at), "", str(time.time())]
+        args += ["1" if cancelled else "0"]
         result = await self._candidate_login(keys=budget_keys, args=args)
         outcome = text(result[0])
         if outcome == "rate_limited":
             raise _delayed(int(result[1]))
+        if outcome == "cancelled":
+            raise Forbidden("this exam was cancelled", reason="exam_cancelled")
         if outcome == "ended":
             raise Forbidden(
                 "a proctor ended your exam; ask them to readmit you", reason="ended_by_proctor"

@@ -118,7 +118,16 @@ class Planner:
                 if due.subject == ALL_SUBJECTS
                 else [due.subject]
             )
-            names = [keys.candidate_key(due.exam, c) for c in subjects if c not in held]
+            # The record, and the devices that sent logs with their token (device ids).
+            names = [
+                name
+                for c in subjects
+                if c not in held
+                for name in (
+                    keys.candidate_key(due.exam, c),
+                    keys.candidate_devices_key(due.exam, c),
+                )
+            ]
             return await self._existing(due, names)
         prefix = f"{due.exam}/{due.storage_class}/"
         if due.subject != ALL_SUBJECTS:

@@ -12,6 +12,9 @@ Policy classes map to storage classes: `photos` covers photos and whiteboard
 snapshots, `face` covers templates and evidence frames. Client logs are kept
 per exam, not per candidate, so `candidate_exit` on logs means the exam's end.
 Room timelines (journals in Redis) go when every candidate of the room is due.
+The subjects are the rooms' rosters and the candidates removed from them (journaled
+`candidate_removed`, their exit): off the roster, a removed candidate's recordings,
+face records and uploads would otherwise wait for the exam record's rule.
 Identity (the candidate's record in Redis, sealed roster fields included), consent
 records, rights requests and the exam record are classes too; an exam whose rules
 leave them out gets their default periods (`core.exam.redis_retention_defaults`).
@@ -49,7 +52,7 @@ EXAM_LEVEL = ("logs", "consents", "requests", "records")
 # timelines belong to the room and go with it).
 SUBJECT_CLASSES = ("recordings", "photos", "whiteboards", "face", "evidence")
 ALL_SUBJECTS = "*"
-_EXIT_EVENTS = ("left", "ended")
+_EXIT_EVENTS = ("left", "ended", "candidate_removed")
 _JOURNAL_PAGE = 1000
 _MAX_JOURNAL_PAGES = 1000
 _SCAN_ROUNDS = 100_000
@@ -88,9 +91,11 @@ def clause_text(index: int, rule: RetentionRule) -> str:
     return f"retention[{index}]: {rule.data_class} {when} + {rule.after_seconds}s"
 
 
-async def room_exits(redis: Redis, exam_id: str, room: str) -> dict[str, float]:
-    """When each candidate of a room last left or was ended, from the room's journal."""
+async def room_exits(redis: Redis, exam_id: str, room: str) -> tuple[dict[str, float], set[str]]:
+    """When each candidate of a room last left, was ended or removed, and who was removed
+    from it, from the room's journal."""
     exits: dict[str, float] = {}
+    removed: set[str] = set()
     cursor = "-"
     for _ in range(_MAX_JOURNAL_PAGES):
         entries: Any = await redis.xrange(
@@ -101,19 +106,21 @@ async def room_exits(redis: Redis, exam_id: str, room: str) -> dict[str, float]:
             event = json.loads(fields[b"e"])
             if event.get("type") in _EXIT_EVENTS and event.get("cid"):
                 exits[str(event["cid"])] = float(event["at"])
+                if event["type"] == "candidate_removed":
+                    removed.add(str(event["cid"]))
             elif event.get("type") in ("joined", "readmitted") and event.get("cid"):
                 # Came back, or may: a readmitted candidate who has not rejoined yet is
                 # not gone, and their data is not swept by a `candidate_exit` rule.
                 exits.pop(str(event["cid"]), None)
         if len(entries) < _JOURNAL_PAGE:
             break
-    return exits
+    return exits, removed
 
 
 @dataclass
 class ExamFacts:
     exam: Exam
-    rooms: dict[str, list[str]]  # room -> candidate ids
+    rooms: dict[str, list[str]]  # room -> candidate ids: its roster and those removed
     exits: dict[str, float]  # candidate id -> exit time
     erasures: dict[str, str]  # candidate id -> request id
 
@@ -123,8 +130,9 @@ async def exam_facts(redis: Redis, exam: Exam) -> ExamFacts:
     exits: dict[str, float] = {}
     for room in sorted(text(r) for r in await redis.hkeys(keys.exam_rooms_key(exam.id))):
         members = await redis.smembers(keys.room_roster_key(exam.id, room))
-        rooms[room] = sorted(text(m) for m in members)
-        exits.update(await room_exits(redis, exam.id, room))
+        left, removed = await room_exits(redis, exam.id, room)
+        exits.update(left)
+        rooms[room] = sorted({text(m) for m in members} | removed)
     raw = await redis.hgetall(keys.privacy_erasures_key(exam.id))
     erasures = {
         text(cid): str(json.loads(value)["id"])

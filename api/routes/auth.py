@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from actors.accounts.sessions import WRONG_CREDENTIALS, Session
 from api.client_address import client_address
 from api.deps import RuntimeDep
-from api.media_http import end_staff_sessions
+from api.media_http import end_candidate_sessions, end_staff_sessions
 from api.models import Login, SessionOut, StaffLogin
 from api.security import COOKIE_NAME, PrincipalDep
 from core import keys
@@ -37,12 +37,14 @@ async def candidate_login(
     body: Login, request: Request, response: Response, runtime: RuntimeDep
 ) -> SessionOut:
     cid = runtime.exams.candidate_id(body.exam_no, body.candidate_no)
-    # The window is checked with the pair, in the login's script: an unknown exam has
-    # none, and answers as a wrong pair does.
+    # The window and the cancellation are checked with the pair, in the login's script:
+    # an unknown exam has neither, and answers as a wrong pair does; a cancelled one is
+    # told only to a right pair, so that an exam id alone learns nothing, for free.
     exam = await runtime.exams.find(body.exam_no)
-    opens_at = runtime.exams.login_opens(exam) if exam is not None else None
+    cancelled = exam is not None and exam.cancelled
+    opens_at = runtime.exams.login_opens(exam) if exam is not None and not cancelled else None
     session, room = await runtime.sessions.candidate_login(
-        _client_ip(request, runtime), body.exam_no, cid, opens_at
+        _client_ip(request, runtime), body.exam_no, cid, opens_at, cancelled=cancelled
     )
     if session.replaced is not None:
         await runtime.rooms.append(
@@ -83,6 +85,12 @@ async def logout(principal: PrincipalDep, response: Response, runtime: RuntimeDe
         # After the close: a watch being set up meanwhile either is in the set read here
         # or finds the session gone once it has subscribed, and ends itself (`whep.watch`).
         await end_staff_sessions(runtime, principal.claims.sid, f"staff:{principal.name}")
+    if principal.role == "candidate" and principal.claims.exam:
+        # After the close, as a proctor's end does it: the phone's pairing token dies with
+        # the session (`Pairing.resolve`), but media already flowing would go on until its
+        # peer went away by itself, so the camera, screen, side camera and talk-back
+        # listeners end on their shards now.
+        await end_candidate_sessions(runtime, principal.claims.exam, principal.name)
     if principal.role == "candidate" and principal.claims.exam and principal.room:
         await runtime.rooms.append(
             keys.room_key(principal.claims.exam, principal.room),

@@ -10,9 +10,9 @@ page shows from `GET /v1/me/room`.
     POST   /v1/me/help   {"kind": "hand"} | {"kind": "message", "text": "..."}  -> 201 {event_id}
     DELETE /v1/me/help   the candidate lowers the hand                         -> 200 {event_id}
 
-Both spend the candidate's help budget (`HELP_PER_WINDOW` in `HELP_WINDOW_S`, 429
-`help_limit` with Retry-After): every request lands in a proctor's view and an
-evidence stream that is never trimmed, so a held-down key must not flood either.
+Both spend the candidate's help budget (`help_requests_per_minute`, 429 `help_limit` with
+Retry-After): every request lands in a proctor's view and an evidence stream that is
+never trimmed, so a held-down key must not flood either.
 """
 
 from __future__ import annotations
@@ -28,14 +28,7 @@ from infra.redis import spend
 
 router = APIRouter(prefix="/v1/me", tags=["candidate"])
 
-# A real question takes a minute to type: a few hands and messages a minute are plenty.
-HELP_PER_WINDOW = 6
 HELP_WINDOW_S = 60
-
-
-def help_budget_key(exam_id: str, cid: str) -> str:
-    # Under the candidate's own record, so that it goes with the exam's keys.
-    return f"{keys.candidate_key(exam_id, cid)}:help"
 
 
 async def _may_ask(runtime: RuntimeDep, principal: Principal) -> str:
@@ -52,9 +45,9 @@ async def _may_ask(runtime: RuntimeDep, principal: Principal) -> str:
     runtime.exams.check_schedule(exam, candidate, "join")
     await spend(
         runtime.redis,
-        help_budget_key(exam_id, principal.name),
+        keys.help_rate_key(exam_id, principal.name),
         HELP_WINDOW_S,
-        HELP_PER_WINDOW,
+        runtime.settings.help_requests_per_minute,
         refusal="too many help requests: the proctor has seen yours",
         reason="help_limit",
     )

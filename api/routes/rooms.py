@@ -51,9 +51,7 @@ async def room_event_stream(
 ) -> StreamingResponse:
     """SSE of the room's journal; resume with `Last-Event-ID` (or `?after=`)."""
     cursor = after or last_event_id or "0-0"
-    stream = await room_stream(
-        runtime, request, room.principal.name, room.key, cursor, MAX_STREAM_SECONDS
-    )
+    stream = await room_stream(runtime, request, room, cursor, MAX_STREAM_SECONDS)
     return StreamingResponse(
         stream,
         media_type="text/event-stream",

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     # Clients beat every 5 s (12 a minute, a few more while retrying): this only stops
     # floods, which would fill the room's journal and its dedupe keys.
     heartbeats_per_minute: int = Field(default=60, ge=1)
+    # `POST`/`DELETE /v1/me/help` per candidate per minute (429 `help_limit` beyond): each
+    # lands in the proctor's view and the never-trimmed evidence stream, and a real
+    # question takes a minute to type.
+    help_requests_per_minute: int = Field(default=6, ge=1, le=600)
     session_ttl_seconds: int = Field(default=6 * 3600, gt=0)
     # Login budgets (actors/accounts/sessions.py). A source is an IPv4 address or an IPv6
     # /64. Failures past a budget earn a delay (429 + Retry-After), doubling from
@@ -199,8 +203,9 @@ class Settings(BaseSettings):
 
     # Resource bounds (issue #22, finding 5). Room event streams (SSE) open at once per
     # staff member, over all their sessions and gateways: a stolen or shared account
-    # cannot multiply them by logging in again. Each stream checks its session this
-    # often, so a logout ends it within that time.
+    # cannot multiply them by logging in again. Each stream checks its session and its
+    # holder's access to the room this often, so a logout or an unassignment ends it
+    # within that time.
     sse_streams_per_staff: int = Field(default=8, ge=1, le=1000)
     sse_recheck_seconds: float = Field(default=15.0, gt=0)
     # Talk-back listeners (WHEP) one candidate may hold at once (laptop and phone).

@@ -6,8 +6,6 @@ counts its people and its open help requests, which a proctor's answer settles."
 from __future__ import annotations
 
 import io
-import secrets
-from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
@@ -16,38 +14,12 @@ from PIL import Image
 from api.runtime import Runtime
 from core import keys
 from tests.support.factories import (
-    PASSWORD,
-    ExamWorld,
+    assigned_staff,
     candidate_login,
+    enrol_face,
     joined_candidate,
     new_exam,
-    staff_login,
 )
-
-FACE = (Path(__file__).resolve().parents[1] / "fixtures" / "faces" / "person_a_1.jpg").read_bytes()
-
-
-async def assigned_staff(client: httpx.AsyncClient, world: ExamWorld, role: str) -> httpx.Headers:
-    """A chief proctor or examiner, made by the exam's organiser and assigned to the exam."""
-    username = f"{role[:5]}-{secrets.token_hex(4)}"
-    body = {"username": username, "password": PASSWORD, "role": role}
-    created = await client.post("/v1/staff", json=body, headers=world.organiser)
-    assert created.status_code == 201, created.text
-    assigned = await client.put(
-        f"/v1/exams/{world.exam_id}/staff/{username}", headers=world.organiser
-    )
-    assert assigned.status_code == 204, assigned.text
-    return await staff_login(client, username)
-
-
-async def enrol_face(client: httpx.AsyncClient, world: ExamWorld, cid: str) -> None:
-    enrolled = await client.put(
-        f"/v1/exams/{world.exam_id}/candidates/{cid}/face",
-        content=FACE,
-        headers={**world.organiser, "content-type": "image/jpeg"},
-    )
-    assert enrolled.status_code == 200, enrolled.text
-    assert enrolled.json()["photo_kept"] is True
 
 
 async def test_identity_reaches_the_rooms_staff_only(
@@ -59,10 +31,10 @@ async def test_identity_reaches_the_rooms_staff_only(
     )
     other = await new_exam(client, runtime, {"r1": ["5201"]})
     cid, unenrolled = world.candidate_ids["5101"], world.candidate_ids["5103"]
-    await enrol_face(client, world, cid)
-    chief = await assigned_staff(client, world, "chief-proctor")
-    examiner = await assigned_staff(client, world, "examiner")
-    other_chief = await assigned_staff(client, other, "chief-proctor")
+    assert (await enrol_face(client, world, cid))["photo_kept"] is True
+    _, chief = await assigned_staff(client, world, "chief-proctor")
+    _, examiner = await assigned_staff(client, world, "examiner")
+    _, other_chief = await assigned_staff(client, other, "chief-proctor")
     candidate = await candidate_login(client, world.exam_id, "5101")
 
     base = f"/v1/exams/{world.exam_id}/rooms/r1"

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from cluster.privacy_cli import verify_regions
 from core import keys
 from infra.settings import Settings
+from tests.ingest.helpers import ndjson, new_device, record
 from tests.privacy.conftest import (
     bucket_versions,
     ended_exam,
@@ -192,8 +193,16 @@ async def test_identity_and_consent_records_go_when_their_period_ends(
         "/v1/me/requests", json={"kind": "complaint", "text": "the room was loud"}, headers=me
     )
     assert filed.status_code == 201, filed.text
+    # A device that sent logs with their token is tied to them: it goes with their identity.
+    logged = await client.post(
+        "/v1/logs",
+        content=ndjson([record(new_device())]),
+        headers={"content-type": "application/x-ndjson", **me},
+    )
+    assert logged.status_code == 202, logged.text
     cids = [world.candidate_ids[n] for n in ("1001", "1002")]
     names = [keys.candidate_key(exam, c) for c in cids] + [
+        keys.candidate_devices_key(exam, cids[0]),
         keys.consents_key(exam),
         keys.rights_requests_key(exam),
     ]

@@ -19,8 +19,13 @@ from redis.asyncio import Redis
 
 from core import keys
 from core.review import SEVERITY_POINTS
-from tests.review.staff import Reviewers, assigned_reviewers
-from tests.support.factories import ExamWorld, candidate_login, new_exam
+from tests.support.factories import (
+    ExamWorld,
+    Reviewers,
+    assigned_reviewers,
+    candidate_login,
+    new_exam,
+)
 from tests.web.pages import runtime_of
 
 RUBRIC = {
@@ -50,7 +55,7 @@ async def scene(client: httpx.AsyncClient, app: FastAPI) -> AsyncIterator[Scene]
     runtime = runtime_of(app)
     world = await new_exam(client, runtime, {"r1": ["8001", "8002", "8003"], "r2": ["8004"]})
     other = await new_exam(client, runtime, {"r1": ["9001"]})
-    staff = await assigned_reviewers(client, runtime, world)
+    staff = await assigned_reviewers(client, world)
     scene = Scene(world, other, staff, f"/v1/exams/{world.exam_id}")
     proctor, r1 = world.proctors["r1"], f"{scene.base}/rooms/r1"
     for kind, severity in (("phone_seen", "high"), ("looked_away", "medium")):
@@ -116,7 +121,7 @@ async def test_the_queue_ranks_candidates_by_risk_and_only_reviewers_see_it(
     assert (proctor.status_code, proctor.json()["reason"]) == (403, "reviewers_only")
     candidate = await candidate_login(client, scene.world.exam_id, "8004")
     assert (await client.get(queue, headers=candidate)).status_code == 403
-    outsider = await assigned_reviewers(client, runtime_of(app), scene.other)
+    outsider = await assigned_reviewers(client, scene.other)
     refused = await client.get(queue, headers=outsider.examiner)
     assert (refused.status_code, refused.json()["reason"]) == (404, "exam_not_found")
     session = f"/review/candidates/{scene.cid('8001')}/session"

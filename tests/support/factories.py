@@ -1,11 +1,12 @@
 """Builders of real data through the real API: staff of every role, exams, rosters, logged-in
-candidates."""
+candidates, exam-wide staff (chief proctors, examiners) and enrolled faces."""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,8 @@ from api.runtime import Runtime
 from infra.tokens import StaffRole
 
 PASSWORD = "correct horse battery staple"
+# A real face: the verifier accepts it as an enrolment photo.
+FACE = (Path(__file__).resolve().parents[1] / "fixtures" / "faces" / "person_a_1.jpg").read_bytes()
 
 
 @dataclass
@@ -149,3 +152,48 @@ async def joined_candidate(
     joined = await client.post("/v1/me/join", json={"network": "wifi"}, headers=headers)
     assert joined.status_code == 200, joined.text
     return headers
+
+
+async def assigned_staff(
+    client: httpx.AsyncClient, world: ExamWorld, role: StaffRole
+) -> tuple[str, httpx.Headers]:
+    """A logged-in chief proctor or examiner, made by the exam's organiser and assigned to the
+    whole exam (`PUT /v1/exams/{e}/staff/{u}`)."""
+    username = f"{role[:5]}-{secrets.token_hex(4)}"
+    body = {"username": username, "password": PASSWORD, "role": role}
+    created = await client.post("/v1/staff", json=body, headers=world.organiser)
+    assert created.status_code == 201, created.text
+    assigned = await client.put(
+        f"/v1/exams/{world.exam_id}/staff/{username}", headers=world.organiser
+    )
+    assert assigned.status_code == 204, assigned.text
+    return username, await staff_login(client, username)
+
+
+@dataclass
+class Reviewers:
+    examiner_name: str
+    examiner: httpx.Headers
+    chief_name: str
+    chief: httpx.Headers
+
+
+async def assigned_reviewers(client: httpx.AsyncClient, world: ExamWorld) -> Reviewers:
+    """The exam's reviewers: an examiner and a chief proctor (`assigned_staff`)."""
+    examiner_name, examiner = await assigned_staff(client, world, "examiner")
+    chief_name, chief = await assigned_staff(client, world, "chief-proctor")
+    return Reviewers(examiner_name, examiner, chief_name, chief)
+
+
+async def enrol_face(
+    client: httpx.AsyncClient, world: ExamWorld, cid: str, photo: bytes = FACE
+) -> dict[str, Any]:
+    """The organiser enrols the candidate's face; the answer (whether the photo was kept)."""
+    enrolled = await client.put(
+        f"/v1/exams/{world.exam_id}/candidates/{cid}/face",
+        content=photo,
+        headers={**world.organiser, "content-type": "image/jpeg"},
+    )
+    assert enrolled.status_code == 200, enrolled.text
+    answer: dict[str, Any] = enrolled.json()
+    return answer

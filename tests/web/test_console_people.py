@@ -14,8 +14,7 @@ from playwright.async_api import Browser, Page, expect
 
 from core import keys
 from infra.settings import Settings
-from tests.api.test_console_scope import assigned_staff, enrol_face
-from tests.support.factories import joined_candidate, new_exam
+from tests.support.factories import assigned_staff, enrol_face, joined_candidate, new_exam
 from tests.web.pages import SECONDS, log_in_console, runtime_of, screenshots_zh_en
 
 FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
@@ -58,8 +57,8 @@ async def test_a_chief_proctor_sees_who_is_there_answers_help_and_logs_out(
         client, runtime, {"r1": ["7101", "7102"], "r2": ["7201"]}, keep_enrolment_photo=True
     )
     cid, other, second = (world.candidate_ids[n] for n in ("7101", "7102", "7201"))
-    await enrol_face(client, world, cid)
-    chief = await assigned_staff(client, world, "chief-proctor")
+    assert (await enrol_face(client, world, cid))["photo_kept"] is True
+    _, chief = await assigned_staff(client, world, "chief-proctor")
     chief_name = (await client.get("/v1/staff/me", headers=chief)).json()["username"]
     candidate = await joined_candidate(client, world.exam_id, "7101")
     await upload(client, candidate, "photos", "person_b_1")

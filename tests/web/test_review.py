@@ -15,8 +15,7 @@ from actors.media.client import MediaPlane
 from core import keys
 from infra.settings import Settings
 from tests.media.gateway.conftest import dedicated_shard
-from tests.review.staff import assigned_reviewers
-from tests.support.factories import PASSWORD, new_exam
+from tests.support.factories import PASSWORD, assigned_reviewers, new_exam
 from tests.support.wait import until
 from tests.web.pages import (
     SECONDS,
@@ -59,7 +58,7 @@ async def test_an_examiner_scores_a_whole_session_and_the_chief_works_the_queue(
 ) -> None:
     runtime = runtime_of(app)
     world = await new_exam(client, runtime, {"r1": ["8001", "8002", "8003"]})
-    staff = await assigned_reviewers(client, runtime, world)
+    staff = await assigned_reviewers(client, world)
     base = f"/v1/exams/{world.exam_id}"
     rubric = await client.put(f"{base}/rubric", json=RUBRIC, headers=world.organiser)
     assert rubric.status_code == 200, rubric.text
