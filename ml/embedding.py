@@ -14,7 +14,7 @@ downloads anything:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -52,8 +52,9 @@ class Reuse:
     """
 
     box: tuple[float, float, float, float]
-    signature: NDArray[np.uint8]  # the face's box, small and grey (`ml.pipeline.signature`)
-    embedding: Vectors  # (dim,), of the sample that was embedded
+    # Biometric, if small: kept in the monitor's memory only, and out of any repr or log.
+    signature: NDArray[np.uint8] = field(repr=False)  # the face's box, small and grey
+    embedding: Vectors = field(repr=False)  # (dim,), of the sample that was embedded
     age: int = 0  # samples that took this embedding since it was computed
 
 

@@ -20,7 +20,16 @@ samples that the verifier refuses. Each refusal doubles the interval between two
 analysed samples of a candidate (from the media plane's sampling interval up to
 `monitor_max_interval_s`), each analysed sample shortens it again by a tenth of the
 base: samples that come sooner are skipped (`paced`) before they cost the verifier
-anything. `stats()["sample_interval_s"]` is the interval now.
+anything. `stats()["sample_interval_s"]` is the interval now (0: not stretched); the
+pool's status carries these stats (`FaceVerifierPool.status()["monitor"]`), and the
+gateway exports them on `GET /metrics/cluster` as
+`examday_face_monitor_sample_interval_seconds` and
+`examday_face_monitor_interval_stretches_total`.
+
+A sample also costs less when the candidate sits still: the monitor sends each sample with
+what the candidate's last one left (`ml.embedding.Reuse`), and the replica takes that
+embedding instead of computing it again when the one face barely moved and looks the
+same, at most `monitor_reuse_max_age` samples in a row (`stats()["reused"]` counts them).
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from actors.face.client import VerifierClient
 from actors.face.pool import MONITOR_NAME
 from actors.face.records import FaceRecord
 from core import keys
+from core.policies import BIOMETRIC_VERSION
 from core.process_services import open_process
 from core.rooms import RoomCalls
 from infra.errors import ExamdayError, Unavailable
@@ -113,7 +123,6 @@ class FaceMonitor:
         self.counts["samples"] += 1
         watch = await self._watch(exam_id, candidate_id)
         if watch is None:
-            self.counts["not_enrolled"] += 1
             return
         async with watch.lock:
             if wall_time <= watch.last_wall_time:
@@ -180,10 +189,19 @@ class FaceMonitor:
             return []
 
     async def _watch(self, exam_id: str, cid: str) -> _Watch | None:
+        """The candidate's watch, or None (counted) when they have no enrolment or no current
+        biometric consent: an organiser may enrol a roster photo, but a face is compared
+        only with the candidate's own consent to it, read at every sample so that a refusal
+        or a withdrawal stops monitoring at once."""
         self._evict()
-        record = FaceRecord.parse(await self.redis.hgetall(keys.face_record_key(exam_id, cid)))
-        if record is None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.face_record_key(exam_id, cid))
+            pipe.hget(keys.candidate_key(exam_id, cid), "biometric")
+            raw, consent = await pipe.execute()
+        record = FaceRecord.parse(raw)
+        if record is None or consent != BIOMETRIC_VERSION.encode():
             self.watches.pop((exam_id, cid), None)
+            self.counts["not_enrolled" if record is None else "no_biometric_consent"] += 1
             return None
         watch = self.watches.get((exam_id, cid))
         if watch is None or watch.enrolled_at != record.enrolled_at:

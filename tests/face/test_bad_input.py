@@ -13,7 +13,7 @@ from PIL import Image
 from core import keys
 from infra.settings import Settings
 from tests.face.conftest import image_headers, photo, photo_bytes, runtime_of
-from tests.support.factories import candidate_login, new_exam
+from tests.support.factories import consenting_candidate, new_exam
 
 
 def encoded(image: Image.Image, kind: str) -> bytes:
@@ -92,7 +92,7 @@ async def test_every_bad_upload_gets_its_reason_and_nothing_is_stored(
     ]
 
     # The same through verification: refused, no attempt counted, no evidence kept.
-    headers = await candidate_login(client, world.exam_id, good_number)
+    headers = await consenting_candidate(client, world.exam_id, good_number)
     for body, content_type, status, reason in BAD.values():
         answer = await client.post(
             "/v1/me/verification", content=body, headers=image_headers(headers, content_type)

@@ -22,7 +22,7 @@ from infra.settings import Settings
 from infra.telemetry import actor_call
 from loadtests.synthetic import scaled
 from tests.face.conftest import enrol, image_headers, jpeg, photo, photo_bytes, runtime_of
-from tests.support.factories import candidate_login, new_exam
+from tests.support.factories import consenting_candidate, new_exam
 
 
 class Flood:
@@ -73,7 +73,7 @@ async def test_a_join_verification_goes_ahead_of_a_monitoring_flood_which_slows_
     world = await new_exam(client, runtime, {"r1": ["4101"]}, face_attempts=3)
     assert (await enrol(client, world, "4101", photo_bytes("person_a_1"))).status_code == 200
     cid = world.candidate_ids["4101"]
-    candidate = await candidate_login(client, world.exam_id, "4101")
+    candidate = await consenting_candidate(client, world.exam_id, "4101")
     monitor = await asyncio.to_thread(ray.get_actor, MONITOR_NAME, namespace=settings.ray_namespace)
     base = settings.media.sample_interval_s
     at_start = await actor_call(monitor.stats)

@@ -16,7 +16,7 @@ from ml.images import RGBImage
 from ml.liveness import Movement
 from ml.pipeline import FacePipeline
 from tests.face.conftest import enrol, image_headers, jpeg, photo, photo_bytes, runtime_of
-from tests.support.factories import candidate_login, new_exam
+from tests.support.factories import consenting_candidate, new_exam
 
 SWEEP = (0, 15, 30, 40, 30, 15, 0)  # degrees of the synthetic head movement, frame by frame
 # How each asked movement is synthesised: axis, and the sign of the angle.
@@ -63,7 +63,7 @@ async def test_a_still_photo_fails_and_the_asked_movement_passes(
 ) -> None:
     world = await new_exam(client, runtime_of(app), {"r1": ["5001"]}, with_proctors=False)
     assert (await enrol(client, world, "5001", photo_bytes("person_b_1"))).status_code == 200
-    headers = await candidate_login(client, world.exam_id, "5001")
+    headers = await consenting_candidate(client, world.exam_id, "5001")
 
     challenge = (await client.post("/v1/me/liveness/challenges", headers=headers)).json()
     assert challenge["movement"] in MOVEMENTS
@@ -99,7 +99,7 @@ async def test_the_wrong_movement_or_another_person_fails(
 ) -> None:
     world = await new_exam(client, runtime_of(app), {"r1": ["5101"]}, with_proctors=False)
     assert (await enrol(client, world, "5101", photo_bytes("person_a_1"))).status_code == 200
-    headers = await candidate_login(client, world.exam_id, "5101")
+    headers = await consenting_candidate(client, world.exam_id, "5101")
     challenge = (await client.post("/v1/me/liveness/challenges", headers=headers)).json()
     # The frames show person B, who is not the enrolled candidate.
     answer = await client.post(
@@ -112,7 +112,7 @@ async def test_the_wrong_movement_or_another_person_fails(
 
 async def test_frames_are_bounded(client: httpx.AsyncClient, app: FastAPI) -> None:
     world = await new_exam(client, runtime_of(app), {"r1": ["5201"]}, with_proctors=False)
-    headers = await candidate_login(client, world.exam_id, "5201")
+    headers = await consenting_candidate(client, world.exam_id, "5201")
     cases = [
         ({"frames": ["not base64!"] * 5}, 400, "bad_base64"),
         ({"frames": ["QUJD"] * 2}, 422, "too_few_frames"),
@@ -141,8 +141,7 @@ async def test_joining_needs_the_match_and_a_passed_challenge(
         require_face_verification=True,
     )
     assert (await enrol(client, world, "5301", photo_bytes("person_b_1"))).status_code == 200
-    headers = await candidate_login(client, world.exam_id, "5301")
-    await client.post("/v1/me/consent", json={"policy_version": "1"}, headers=headers)
+    headers = await consenting_candidate(client, world.exam_id, "5301")
 
     async def join_refusal() -> str | None:
         response = await client.post("/v1/me/join", json={}, headers=headers)

@@ -16,14 +16,15 @@ from infra.settings import Settings
 from infra.telemetry import actor_call
 from loadtests.synthetic import faceless
 from tests.face.conftest import enrol, jpeg, photo_bytes, runtime_of
-from tests.support.factories import new_exam
+from tests.support.factories import candidate_login, consenting_candidate, new_exam
 
 
 async def test_a_to_b_to_nobody_raises_mismatch_then_absence_once_each(
     client: httpx.AsyncClient, app: FastAPI, settings: Settings
 ) -> None:
     runtime = runtime_of(app)
-    world = await new_exam(client, runtime, {"r1": ["4001"]}, region="cn-east")
+    world = await new_exam(client, runtime, {"r1": ["4001", "4002"]}, region="cn-east")
+    await consenting_candidate(client, world.exam_id, "4001")  # compared with consent only
     assert (await enrol(client, world, "4001", photo_bytes("person_a_1"))).status_code == 200
     cid = world.candidate_ids["4001"]
     monitor = await asyncio.to_thread(ray.get_actor, MONITOR_NAME, namespace=settings.ray_namespace)
@@ -73,3 +74,25 @@ async def test_a_to_b_to_nobody_raises_mismatch_then_absence_once_each(
     stats = await actor_call(monitor.stats)
     assert stats["stale"] >= 1
     assert stats["not_enrolled"] >= 1
+
+    # Enrolled by the organiser, but the candidate refused the biometric consent: their
+    # samples are not compared at all (no incident of another person's face).
+    refusing = world.candidate_ids["4002"]
+    assert (await enrol(client, world, "4002", photo_bytes("person_a_1"))).status_code == 200
+    headers = await candidate_login(client, world.exam_id, "4002")
+    policy = await client.post("/v1/me/consent", json={"policy_version": "1"}, headers=headers)
+    assert policy.status_code == 204, policy.text
+    refused = await client.post("/v1/me/consents/biometric", json={"allow": False}, headers=headers)
+    assert refused.status_code == 204, refused.text
+    for index in range(6):
+        wall_time = started + 10.0 * index
+        await actor_call(monitor.observe, world.exam_id, "r1", refusing, frames["B"], wall_time)
+    entries = await runtime.redis.xrange(keys.room_events_key(f"{world.exam_id}/r1"))
+    theirs = [
+        e
+        for _, f in entries
+        if (e := json.loads(f[b"e"]))["type"] == "incident" and e.get("cid") == refusing
+    ]
+    assert theirs == []
+    after = await actor_call(monitor.stats)
+    assert after["no_biometric_consent"] - stats.get("no_biometric_consent", 0) == 6

@@ -53,10 +53,13 @@ async def test_the_stretched_interval_shows_in_metrics_and_the_pool_status(
 
     wall_time = 1_950_000_000.0
     sample = photo_bytes("person_a_2")
-    workers = settings.verifier.max_queue + 16  # past what the replicas hold: some refused
+    # Past what every replica the pool may have holds (earlier tests may have scaled it up):
+    # some samples are refused.
+    config = settings.verifier
+    workers = config.max_replicas * config.max_queue + 16
     flood = Flood(VerifierClient(settings), jpeg(scaled(photo("person_b_1"), 0.6)), workers)
     try:
-        await flood.full.wait()
+        await asyncio.wait_for(flood.full.wait(), 120)
         for _ in range(20):
             await actor_call(monitor.observe, world.exam_id, "r1", cid, sample, wall_time)
             wall_time += 1000.0

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from core import keys
 from tests.face.conftest import enrol, image_headers, photo_bytes, runtime_of
 from tests.support.exif import pixel_gap
-from tests.support.factories import candidate_login, new_exam
+from tests.support.factories import consenting_candidate, new_exam
 
 
 async def journal(app: FastAPI, key: str) -> list[dict[str, Any]]:
@@ -31,8 +31,7 @@ async def test_failed_attempts_go_to_a_proctor_who_accepts(
         require_face_verification=True,
     )
     assert (await enrol(client, world, "3001", photo_bytes("person_b_1"))).status_code == 200
-    candidate = await candidate_login(client, world.exam_id, "3001")
-    await client.post("/v1/me/consent", json={"policy_version": "1"}, headers=candidate)
+    candidate = await consenting_candidate(client, world.exam_id, "3001")
     refused = await client.post("/v1/me/join", json={}, headers=candidate)
     assert refused.status_code == 403
     assert refused.json()["reason"] == "face_verification_required"
@@ -107,8 +106,7 @@ async def test_a_rejected_candidate_cannot_join(client: httpx.AsyncClient, app: 
         client, runtime_of(app), {"r1": ["3101"]}, face_attempts=1, require_face_verification=True
     )
     assert (await enrol(client, world, "3101", photo_bytes("person_a_1"))).status_code == 200
-    candidate = await candidate_login(client, world.exam_id, "3101")
-    await client.post("/v1/me/consent", json={"policy_version": "1"}, headers=candidate)
+    candidate = await consenting_candidate(client, world.exam_id, "3101")
     answer = await client.post(
         "/v1/me/verification", content=photo_bytes("person_b_2"), headers=image_headers(candidate)
     )

@@ -14,7 +14,7 @@ from core import keys
 from loadtests.synthetic import faceless, side_by_side
 from tests.face.conftest import enrol, image_headers, jpeg, photo, photo_bytes, runtime_of
 from tests.support.exif import assert_no_metadata, pixel_gap, with_gps
-from tests.support.factories import candidate_login, new_exam
+from tests.support.factories import consenting_candidate, new_exam
 
 SCORES = {"score", "threshold", "margin", "distance", "similarity", "excursion"}
 
@@ -30,7 +30,7 @@ async def test_enrol_then_the_same_person_matches_and_an_impostor_does_not(
         assert enrolled.json()["status"] == "enrolled"
         assert enrolled.json()["photo_kept"] is False
 
-    genuine = await candidate_login(client, world.exam_id, "1001")
+    genuine = await consenting_candidate(client, world.exam_id, "1001")
     match = await client.post(
         "/v1/me/verification", content=photo_bytes("person_a_2"), headers=image_headers(genuine)
     )
@@ -40,7 +40,7 @@ async def test_enrol_then_the_same_person_matches_and_an_impostor_does_not(
     assert result["status"] == "verified"
     assert not set(result) & SCORES, result  # match or no match, nothing to tune a photo on
 
-    impostor = await candidate_login(client, world.exam_id, "1002")
+    impostor = await consenting_candidate(client, world.exam_id, "1002")
     refused = await client.post(
         "/v1/me/verification", content=photo_bytes("impostor_1"), headers=image_headers(impostor)
     )
@@ -82,7 +82,7 @@ async def test_two_faces_or_none_are_refused_and_cost_no_attempt(
     assert await runtime.regional.list(world.exam_id) == []
 
     assert (await enrol(client, world, "2001", photo_bytes("person_b_1"))).status_code == 200
-    headers = image_headers(await candidate_login(client, world.exam_id, "2001"))
+    headers = image_headers(await consenting_candidate(client, world.exam_id, "2001"))
     for body, reason in ((two, "multiple_faces"), (nobody, "no_face")):
         refused = await client.post("/v1/me/verification", content=body, headers=headers)
         assert refused.status_code == 422, refused.text
@@ -103,7 +103,7 @@ async def test_candidates_enrol_themselves_only_before_the_exam_and_once(
     world = await new_exam(
         client, runtime, {"r1": ["2101"]}, with_proctors=False, candidate_enrolment=True, **later
     )
-    headers = image_headers(await candidate_login(client, world.exam_id, "2101"))
+    headers = image_headers(await consenting_candidate(client, world.exam_id, "2101"))
     enrolled = await client.put("/v1/me/face", content=photo_bytes("person_a_1"), headers=headers)
     assert enrolled.status_code == 200, enrolled.text
     assert enrolled.json()["status"] == "enrolled"
@@ -122,7 +122,7 @@ async def test_candidates_enrol_themselves_only_before_the_exam_and_once(
     closed = await client.put(
         "/v1/me/face",
         content=photo_bytes("person_a_1"),
-        headers=image_headers(await candidate_login(client, started.exam_id, "2102")),
+        headers=image_headers(await consenting_candidate(client, started.exam_id, "2102")),
     )
     assert closed.json()["reason"] == "enrolment_closed"
     # Logins open half an hour before the start: this exam starts in ten minutes.
@@ -132,7 +132,7 @@ async def test_candidates_enrol_themselves_only_before_the_exam_and_once(
     refused = await client.put(
         "/v1/me/face",
         content=photo_bytes("person_a_1"),
-        headers=image_headers(await candidate_login(client, organised.exam_id, "2103")),
+        headers=image_headers(await consenting_candidate(client, organised.exam_id, "2103")),
     )
     assert refused.status_code == 403
     assert refused.json()["reason"] == "candidate_enrolment_off"
@@ -147,7 +147,7 @@ async def test_parallel_verifications_spend_no_more_than_the_attempts(
     runtime = runtime_of(app)
     world = await new_exam(client, runtime, {"r1": ["2201"]}, face_attempts=3)
     assert (await enrol(client, world, "2201", photo_bytes("person_a_1"))).status_code == 200
-    headers = image_headers(await candidate_login(client, world.exam_id, "2201"))
+    headers = image_headers(await consenting_candidate(client, world.exam_id, "2201"))
     body = photo_bytes("impostor_1")
     answers = await asyncio.gather(
         *(client.post("/v1/me/verification", content=body, headers=headers) for _ in range(20))
