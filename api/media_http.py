@@ -228,7 +228,7 @@ async def end_staff_sessions(runtime: RuntimeDep, sid: str, owner: str) -> None:
 
 
 # Every source a candidate (or their side device) may publish; more than what is recorded.
-PUBLISHED_SOURCES = ("camera", "screen", "side")
+PUBLISHED_SOURCES = ("camera", "screen", "side", "probe")
 
 
 async def end_candidate_sessions(runtime: RuntimeDep, exam_id: str, cid: str) -> int:

@@ -501,3 +501,11 @@ def review_history_key(exam_id: str, cid: str) -> str:
 def review_scores_key(exam_id: str) -> str:
     """Examiners' score sheets (`cid/examiner` -> JSON, the comment sealed)."""
     return f"examday:exam:{exam_id}:review:scores"
+
+
+# -- the pre-join media probe (api/routes/whip.py), issue #25 item 4 ----------------------
+
+
+def media_probe_budget_key(exam_id: str, cid: str) -> str:
+    """A candidate's probe sessions in the current window (`infra.redis.spend`)."""
+    return f"examday:media:probe-budget:{exam_id}:{cid}"

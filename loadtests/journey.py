@@ -8,7 +8,8 @@ WHEP watch of the room's publishing candidates, counting what arrives (and sampl
 each track's bitrate and loss) → talk-back to the room when its candidates listen.
 A candidate given behaviours (loadtests.behaviours) also does them at set points of its
 stay, each timed as a step and counted as an outcome; a camera honours the room's
-`reconnect` (relayed by `RoomSignals`) by publishing again at once.
+`reconnect` by publishing again at once, told as the app is told: in a beat's answer on
+its presence socket, or by `GET /v1/me/room` after an HTTP beat.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class Recorder:
     share: dict[str, Any] = field(default_factory=dict)
     # Per share merged in: that share's row and its own loop lag (see fleet.merge)
     shares: list[tuple[dict[str, Any], list[float]]] = field(default_factory=list)
+    # The `reconnect` events (room/id) this share's cameras were told of.
+    reconnects_told: set[str] = field(default_factory=set)
     _online_now: int = 0
 
     async def timed(self, actor: str, step: str, call: Awaitable[tuple[bool, str]]) -> bool:
@@ -196,6 +199,7 @@ class Candidate:
     switch_hosts: tuple[str, ...] = SWITCH_HOSTS  # the network a `network_switch` moves to
     # Set when the room is told to reconnect (a media drain): the camera is published again.
     reconnect_asked: asyncio.Event = field(default_factory=asyncio.Event)
+    reconnect_seen: str | None = None  # the last `reconnect` id heard of (or at the join)
     extra: dict[str, tuple[webrtc.WhipSession | webrtc.WhepSession, dict[str, str]]] = field(
         default_factory=dict
     )  # screen, side, talkback listener -> (session, the headers that end it)
@@ -226,6 +230,8 @@ class Candidate:
         if not joined:
             return
         self.recorder.presence(+1)
+        if self.presence is not None:
+            self.presence.on_reconnect = self._told
         try:
             if self.media:
                 await self._publish(http, "whip_publish", "a")
@@ -529,6 +535,8 @@ class Candidate:
                 else self._post(http, "/v1/me/heartbeat", {}, 200)
             )
             await self.recorder.timed(self.name, "heartbeat", beat)
+            if self.presence is None and self.media:
+                await self._read_room(http)
             # Until the next beat, the next behaviour, or the server's `reconnect`.
             wake = min([time.monotonic() + every, end] + [at for at, _ in due[:1]])
             with contextlib.suppress(TimeoutError):
@@ -569,6 +577,33 @@ class Candidate:
     ) -> tuple[bool, str]:
         await self._publish(http, "whip_republish", old.camera.showing if old.camera else "a")
         return (True, "") if self.publisher is not None else (False, "not_republished")
+
+    def _told(self, reconnect: dict[str, Any]) -> None:
+        """The server's `reconnect` (a media drain), heard on the candidate's channel."""
+        told = str(reconnect.get("id", ""))
+        if not self.media or told == self.reconnect_seen:
+            return
+        self.reconnect_seen = told
+        if reconnect.get("plane", "media") == "media":
+            rooms = self.scenario.rooms.items()
+            room = next((room for room, numbers in rooms if self.number in numbers), "")
+            self.recorder.reconnects_told.add(f"{room}/{told}")
+            self.reconnect_asked.set()
+
+    async def _read_room(self, http: aiohttp.ClientSession) -> None:
+        """What the app reads after an HTTP beat: the room's last `reconnect` for us, told
+        when it is not the one already heard of (the first read only notes it)."""
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            async with http.get("/v1/me/room", headers=self.headers) as response:
+                if response.status != 200:
+                    return
+                told = (await response.json()).get("reconnect")
+            if told is None:
+                self.reconnect_seen = self.reconnect_seen or ""
+            elif self.reconnect_seen is None:
+                self.reconnect_seen = str(told.get("id"))
+            else:
+                self._told(told)
 
     async def _reconnect_as_asked(self, http: aiohttp.ClientSession) -> None:
         """The room was told to reconnect (its media shard drains): publish again now,
@@ -817,43 +852,3 @@ async def follow_events(
                         fields[name] = value.removeprefix(" ")
         except (aiohttp.ClientError, TimeoutError):
             await asyncio.sleep(random.uniform(0.5, 1.5))
-
-
-class RoomSignals:
-    """What the server tells a room's clients, relayed to this share's candidates.
-
-    A media drain journals `reconnect` into each room of the shard (`cluster.drain`): the
-    console hears it on the room's stream, but a candidate has no stream of its own (its
-    page reads `GET /v1/me/room`, which leaves it out). So the share follows each of its
-    camera rooms as that room's proctor (staff may hold several sessions) and wakes the
-    room's candidates, which publish again at once rather than when the shard stops.
-    """
-
-    def __init__(self, scenario: Scenario, recorder: Recorder) -> None:
-        self.scenario = scenario
-        self.recorder = recorder
-        self.rooms: dict[str, list[Candidate]] = {}
-        self.told: Counter[str] = Counter()
-
-    def add(self, room: str, candidate: Candidate) -> None:
-        self.rooms.setdefault(room, []).append(candidate)
-
-    async def run(self, http: aiohttp.ClientSession, stop: asyncio.Event) -> None:
-        await asyncio.gather(*(self._follow(http, room, stop) for room in self.rooms))
-
-    async def _follow(self, http: aiohttp.ClientSession, room: str, stop: asyncio.Event) -> None:
-        username, password = self.scenario.proctors[room]
-        body = {"username": username, "password": password}
-        async with http.post("/v1/staff/sessions", json=body) as response:
-            if response.status != 201:
-                return
-            headers = {"Authorization": f"Bearer {(await response.json())['token']}"}
-
-        def seen(kind: str, data: dict[str, Any]) -> None:
-            if RECONNECT in (kind, data.get("type")) and data.get("plane", "media") == "media":
-                self.told[room] += 1
-                for candidate in self.rooms[room]:
-                    candidate.reconnect_asked.set()
-
-        url = f"/v1/exams/{self.scenario.exam_id}/rooms/{room}/events"
-        await follow_events(http, url, headers, stop, seen)

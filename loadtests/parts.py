@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from loadtests.behaviours import LATE_AT
-from loadtests.journey import Candidate, Recorder, RoomSignals
+from loadtests.journey import Candidate, Recorder
 from loadtests.presence import PresenceSocket, sockets_session
 
 if TYPE_CHECKING:
@@ -123,8 +123,6 @@ async def run_candidates(
     began_cpu, began = _cpu_s(), time.monotonic()
     watching = asyncio.ensure_future(watch_loop(recorder, stop))
     stalling = asyncio.ensure_future(_stall(stop)) if config.stall_worker == index else None
-    room_of = {n: room for room, numbers in scenario.rooms.items() for n in numbers}
-    signals = RoomSignals(scenario, recorder)
     async with (
         http_session(config.target, len(plan)) as http,
         sockets_session(config.target) as sockets,
@@ -144,21 +142,12 @@ async def run_candidates(
             if switch:
                 candidate.switch_face_at = stay / 4
                 recorder.incidents_expected["identity_mismatch"] += 1
-            if media and room_of.get(number) in scenario.proctors:
-                signals.add(room_of[number], candidate)
             await candidate.run(http, stay, config.heartbeat_every)
 
-        # The rooms to follow are known now; their candidates are added as they arrive.
-        for _, number, media, _, _ in plan:
-            if media and room_of.get(number) in scenario.proctors:
-                signals.rooms.setdefault(room_of[number], [])
-        following = asyncio.ensure_future(signals.run(http, stop))
         try:
             await asyncio.gather(*(one(*item) for item in plan))
         finally:
             stop.set()
-            following.cancel()
-            await asyncio.gather(following, return_exceptions=True)
             await watching
             if stalling is not None:
                 await stalling
@@ -167,7 +156,7 @@ async def run_candidates(
         "worker": index, "node": node, "pid": os.getpid(), "candidates": len(plan),
         "media": sum(1 for item in plan if item[2]), "cpu_seconds": round(cpu, 2),
         "cpu_percent": round(100 * cpu / max(wall, 1e-9), 1), "wall_s": round(wall, 2),
-        "reconnects_told": sum(signals.told.values()),
+        "reconnects_told": len(recorder.reconnects_told),
     }  # fmt: skip
     return recorder
 

@@ -1,12 +1,16 @@
 """The simulated candidate's heartbeats: over the presence socket as the app sends
-them (`/v1/me/presence`), or by `POST /v1/me/heartbeat` (`--heartbeats http`)."""
+them (`/v1/me/presence`), or by `POST /v1/me/heartbeat` (`--heartbeats http`).
+
+A beat's answer on the socket carries the room's `reconnect` (a media drain) when one
+was journaled since the previous beat: handed to `on_reconnect`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import aiohttp
 
@@ -33,6 +37,7 @@ class PresenceSocket:
     def __init__(self, sockets: aiohttp.ClientSession) -> None:
         self._sockets = sockets
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self.on_reconnect: Callable[[dict[str, Any]], None] | None = None
 
     async def beat(self, headers: dict[str, str]) -> tuple[bool, str]:
         try:
@@ -58,6 +63,8 @@ class PresenceSocket:
             return False, f"{error.get('status')} {error.get('reason')}"
         if answer.get("id") != beat_id:
             return False, "presence_answer_mismatch"
+        if "reconnect" in answer and self.on_reconnect is not None:
+            self.on_reconnect(answer["reconnect"])
         return True, ""
 
     async def close(self) -> None:

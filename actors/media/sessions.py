@@ -44,7 +44,7 @@ class MediaSession:
     exam: str
     room: str
     cid: str | None  # the candidate publishing, watched, or addressed; None: the whole room
-    source: str  # camera, screen, side, talkback; for WHEP what it watches, comma-separated
+    source: str  # camera, screen, side, talkback, probe; for WHEP what it watches, comma-separated
     shard: str
     etag: str
 
@@ -63,12 +63,14 @@ class MediaSessions:
         self.redis = redis
         self.ttl = ttl_seconds
 
-    async def save(self, session: MediaSession) -> str | None:
-        """Keep `session`; returns the id of the session it replaces in its slot, if any."""
+    async def save(self, session: MediaSession, ttl: int | None = None) -> str | None:
+        """Keep `session` (for `ttl` seconds, else a login's time); returns the id of the
+        session it replaces in its slot, if any."""
+        ttl = ttl or self.ttl
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.media_session_key(session.id), json.dumps(asdict(session)), ex=self.ttl)
+            pipe.set(keys.media_session_key(session.id), json.dumps(asdict(session)), ex=ttl)
             if session.pointer is not None:
-                pipe.set(session.pointer, session.id, ex=self.ttl, get=True)
+                pipe.set(session.pointer, session.id, ex=ttl, get=True)
             replies = await pipe.execute()
         previous = replies[1] if session.pointer is not None else None
         return text(previous) if previous is not None else None

@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from aiortc import RTCSessionDescription
 
@@ -29,6 +29,7 @@ from actors.media.fanout import ForwardTrack, PublishedTrack
 from actors.media.frame_sampler import FrameSampler, SampleCallback
 from actors.media.recording import Recorder, SegmentSink
 from actors.media.session import PublishSession, Session, ViewSession
+from actors.media.tag import PROBE, Source
 from infra.errors import (
     Conflict,
     ExamdayError,
@@ -40,8 +41,6 @@ from infra.errors import (
 from infra.settings.media import MediaSettings
 
 logger = logging.getLogger(__name__)
-
-Source = Literal["camera", "screen", "side", "talkback"]
 
 
 class Forwarder:
@@ -147,7 +146,11 @@ class Forwarder:
         except BaseException:
             await self.close_session(session.id)
             raise
-        self._consume(session)
+        if source == PROBE:
+            # A probe only lets the browser measure its link: bounded, whatever the client does.
+            self._spawn(session, self._end_probe(session))
+        else:
+            self._consume(session)
         return answer, session
 
     async def subscribe(
@@ -320,7 +323,8 @@ class Forwarder:
         available: list[PublishedTrack] = []
         for source_id in sources:
             session = self._sessions.get(source_id)
-            if not isinstance(session, PublishSession):
+            # A probe is nobody's to watch, whoever names its session.
+            if not isinstance(session, PublishSession) or session.source == PROBE:
                 raise NotFound(f"nothing published as {source_id}", reason="unknown_session")
             available += [t for t in session.tracks.values() if not t.ended]
         plan: list[tuple[PublishedTrack | None, list[Any]]] = []
@@ -409,6 +413,11 @@ class Forwarder:
         for transceiver in session.pc.getTransceivers():
             if transceiver.sender.track is track:
                 self._spawn(session, transceiver.sender.stop())  # RTCP BYE ends it remotely
+
+    async def _end_probe(self, session: Session) -> None:
+        await asyncio.sleep(self.settings.probe_seconds)
+        self._totals["probes_ended"] += 1
+        await self.close_session(session.id)
 
     async def _expire(self, session: Session) -> None:
         await asyncio.sleep(self.settings.connect_timeout_s)

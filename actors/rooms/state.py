@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from actors.rooms.journal import event_order
+
 MAX_MESSAGES = 500
 # A candidate's open help request is one entry, whatever they send: a second request
 # replaces the first, and its text is cut here, so a room's state stays bounded.
@@ -35,6 +37,9 @@ class RoomState:
     messages: list[dict[str, Any]] = field(default_factory=list)
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
     help: dict[str, dict[str, Any]] = field(default_factory=dict)  # cid -> open request
+    # The last `reconnect` (a media drain, cluster.drain) to the whole room ("") or to one
+    # candidate (cid): one entry each, so bounded by the roster.
+    reconnects: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_event_id: str = "0-0"
     event_count: int = 0
 
@@ -76,6 +81,13 @@ class RoomState:
             to = event.get("to")
             if to is not None:
                 self.help.pop(to, None)
+        elif kind == "reconnect":
+            self.reconnects[cid or ""] = {
+                "id": event_id,
+                "plane": event.get("plane", "media"),
+                "reason": event.get("reason"),
+                "retry_after": event.get("retry_after"),
+            }
         elif kind == "incident":
             self.incidents[event_id] = {"id": event_id, "status": "open", **event}
         elif kind == "incident_reviewed":
@@ -117,6 +129,7 @@ class RoomState:
             "messages": self.messages,
             "incidents": self.incidents,
             "help": self.help,
+            "reconnects": self.reconnects,
             "last_event_id": self.last_event_id,
             "event_count": self.event_count,
         }
@@ -130,16 +143,25 @@ class RoomState:
             messages=list(data["messages"]),
             incidents=dict(data["incidents"]),
             help=dict(data.get("help", {})),  # snapshots from before help requests lack it
+            reconnects=dict(data.get("reconnects", {})),  # as those from before reconnects
             last_event_id=data["last_event_id"],
             event_count=int(data["event_count"]),
         )
 
     def view_for(self, cid: str) -> dict[str, Any]:
-        """What a candidate may see: their own presence and the messages meant for them."""
+        """What a candidate may see: their own presence, the messages meant for them, and
+        the last `reconnect` meant for them (theirs or the room's, whichever is newer).
+
+        The reconnect is here because the candidate page reads this view at every
+        heartbeat (`GET /v1/me/room`) and has no other channel from the room: a page
+        that sees a `reconnect` id newer than its join publishes its media again at once,
+        rather than when the draining shard stops under it."""
         presence = self.presence.get(cid, Presence())
+        told = [r for r in (self.reconnects.get(""), self.reconnects.get(cid)) if r]
         return {
             "room": self.key.split("/", 1)[1],
             "presence": asdict(presence),
             "messages": [m for m in self.messages if m.get("to") in (None, cid)],
             "help": self.help.get(cid),
+            "reconnect": max(told, key=lambda r: event_order(r["id"])) if told else None,
         }

@@ -8,8 +8,16 @@ each beat is one small message, group-committed to the room's shard with the HTT
 beats (`RoomRouter.heartbeat`) and journaled the same way.
 
     client → {"id": "<optional idempotency key>", "network": "wifi"}
-    server → {"id": ..., "event_id": ..., "state": "joined"}
+    server → {"id": ..., "event_id": ..., "state": "joined"[, "reconnect": {...}]}
            | {"id": ..., "error": <problem details, as an HTTP error would be>}
+
+`reconnect` ({"id", "plane", "reason", "retry_after"}, as `GET /v1/me/room` shows it) is
+in a beat's answer when the room's journal got a `reconnect` for the whole room or for
+this candidate since the previous beat (since the socket opened, for the first): a media
+drain (`cluster.drain`) asks every client of the room to publish again at once. A
+beat's answer carries it rather than a message of its own so that clients stay simple
+(one message, one answer) and the gateway needs no reader per room: each beat reads the
+few room events since the last one (at most `MAX_EVENTS_READ`, the rest at the next).
 
 A refused handshake is answered as any refused request: a 4xx problem. The server
 closes with 4401 when the session ends (logout, a newer login, the exam ended for
@@ -25,6 +33,7 @@ since a sibling subdomain or another port is the same site.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -48,12 +57,15 @@ from infra.errors import (
     RateLimited,
     Unauthenticated,
 )
+from infra.redis import text
 
 router = APIRouter(prefix="/v1/me", tags=["candidate"])
 
 PATH = "/v1/me/presence"
 MAX_MESSAGE_BYTES = 512
 MAX_BAD_MESSAGES = 10  # then the socket is closed: a client that broken should start over
+MAX_EVENTS_READ = 200  # of the room's evidence stream at each beat, looking for `reconnect`
+RECONNECT = b'"reconnect"'
 CLOSE_SESSION_ENDED = 4401
 CLOSE_IDLE = 4408
 CLOSE_POLICY = 1008
@@ -93,6 +105,8 @@ class _Channel:
         self.runtime = runtime
         self.principal = principal
         self.room_key = keys.room_key(principal.claims.exam, principal.room)
+        self.events_key = keys.room_events_key(self.room_key)
+        self.seen: str | None = None  # the last evidence event id looked at
         self.checked_at = time.monotonic()
         self.last_beat = float("-inf")
         self.bad = 0
@@ -100,6 +114,8 @@ class _Channel:
     async def serve(self) -> None:
         idle = 2 * self.runtime.settings.heartbeat_timeout_seconds
         try:
+            with contextlib.suppress(*REDIS_DOWN):
+                await self._look_from_now()
             while self.bad < MAX_BAD_MESSAGES:
                 text = await self._receive(idle)
                 if text is None:
@@ -161,7 +177,42 @@ class _Channel:
             return self._refused(beat_id, hot_state_down())
         except ExamdayError as error:
             return self._refused(beat_id, error)
-        return {"id": beat_id, "event_id": result["event_id"], "state": result.get("state")}
+        answer = {"id": beat_id, "event_id": result["event_id"], "state": result.get("state")}
+        with contextlib.suppress(*REDIS_DOWN):  # told at a later beat, then
+            reconnect = await self._reconnect()
+            if reconnect is not None:
+                answer["reconnect"] = reconnect
+        return answer
+
+    async def _look_from_now(self) -> None:
+        last: Any = await self.runtime.redis.xrevrange(self.events_key, count=1)
+        self.seen = text(last[0][0]) if last else "0-0"
+
+    async def _reconnect(self) -> dict[str, Any] | None:
+        """The last `reconnect` for this candidate or their room journaled since the
+        events read at the previous beat, if any."""
+        if self.seen is None:  # Redis did not answer as the socket opened: from now on
+            await self._look_from_now()
+            return None
+        entries: Any = await self.runtime.redis.xrange(
+            self.events_key, min=f"({self.seen}", max="+", count=MAX_EVENTS_READ
+        )
+        found = None
+        for raw_id, fields in entries:
+            raw = fields[b"e"]
+            if RECONNECT not in raw:  # most events are not: no need to parse them
+                continue
+            event = json.loads(raw)
+            if event.get("type") == "reconnect" and event.get("cid") in (None, self.principal.name):
+                found = {
+                    "id": text(raw_id),
+                    "plane": event.get("plane", "media"),
+                    "reason": event.get("reason"),
+                    "retry_after": event.get("retry_after"),
+                }
+        if entries:
+            self.seen = text(entries[-1][0])
+        return found
 
     def _refused(self, beat_id: str | None, error: ExamdayError) -> dict[str, Any]:
         if error.status < 500:

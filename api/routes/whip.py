@@ -14,6 +14,7 @@ slot (a candidate's camera, say) replaces the old one.
     POST /v1/whip/me/camera, /v1/whip/me/screen     the candidate's session token
     POST /v1/whip/me/side                           the side device's pairing token, and
                                                     its Examday-Device id (see actors.media.pairing)
+    POST /v1/whip/me/probe                          the candidate's session token, before the join
     POST /v1/whip/exams/{exam}/rooms/{room}/talkback[?to=cid]   a proctor: audio to one or all
     PATCH, DELETE /v1/whip/sessions/{id}
 """
@@ -26,7 +27,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from actors.media.pairing import DEVICE_HEADER
 from actors.media.sessions import MediaSession, new_etag, new_session_id
-from actors.media.tag import SessionTag, Source
+from actors.media.tag import PROBE, SessionTag, Source
 from api.deps import RuntimeDep
 from api.media_http import (
     MediaCaller,
@@ -44,6 +45,7 @@ from api.security import StaffDep, check_candidate_in_room, check_room
 from core import keys
 from core.exam import Identifier
 from infra.errors import Forbidden
+from infra.redis import spend
 
 router = APIRouter(prefix="/v1/whip", tags=["media"])
 SESSIONS = "/v1/whip/sessions"
@@ -52,6 +54,7 @@ SESSIONS = "/v1/whip/sessions"
 @router.options("/me/camera")
 @router.options("/me/screen")
 @router.options("/me/side")
+@router.options("/me/probe")
 @router.options("/exams/{exam_id}/rooms/{room_id}/talkback")
 async def endpoint_options(request: Request, runtime: RuntimeDep) -> Response:
     return await linked_options(request, runtime)
@@ -76,6 +79,42 @@ async def publish_screen(request: Request, caller: MediaCallerDep, runtime: Runt
 async def publish_side(request: Request, caller: MediaCallerDep, runtime: RuntimeDep) -> Response:
     """The side device (paired by `POST /v1/me/pairing`), with its pairing token."""
     return await _publish_own("side", request, caller, runtime)
+
+
+@router.post("/me/probe", status_code=201)
+async def probe(request: Request, caller: MediaCallerDep, runtime: RuntimeDep) -> Response:
+    """A short test session to the room's media shard, before the join, for the device check.
+
+    The browser measures its link on it (getStats: the candidate pair's round trip, the
+    bytes it sends): the same path, shard and ICE servers the camera will take, which a
+    GET to the gateway does not cross. The shard neither records, samples nor forwards a
+    probe and ends it after `media.probe_seconds`; a new probe replaces the candidate's
+    previous one (at most one at a time), and each costs one of `media.probe_budget`
+    per `media.probe_window_s` (429 `probe_limit`). Allowed from the time logins open
+    to the exam's end (403 `login_not_open`, `exam_over`), with the current consent.
+    """
+    if caller.role != "candidate":
+        raise Forbidden("candidates only", reason="candidates_only")
+    assert caller.exam is not None
+    candidate = await may_publish(runtime, caller.exam, caller.name)
+    exam = await runtime.exams.get(caller.exam)
+    runtime.exams.check_schedule(exam, candidate, "login")  # from the opening of logins...
+    runtime.exams.check_schedule(exam, candidate, "heartbeat")  # ...to the exam's end
+    offer = await read_offer(request, runtime.settings, publish=True)
+    media = runtime.settings.media
+    await spend(
+        runtime.redis,
+        keys.media_probe_budget_key(caller.exam, caller.name),
+        media.probe_window_s,
+        media.probe_budget,
+        refusal=f"at most {media.probe_budget} probes per {media.probe_window_s} s",
+        reason="probe_limit",
+    )
+    # The room is the roster's: a probe comes before the join that puts it in the session.
+    tag = SessionTag(caller.exam, candidate.room, caller.name, PROBE)
+    # Its record outlives the shard's session a little, then goes by itself.
+    ttl = int(media.probe_seconds) + 60
+    return await _publish(request, runtime, caller.owner, tag, offer, ttl=ttl)
 
 
 @router.post("/exams/{exam_id}/rooms/{room_id}/talkback", status_code=201)
@@ -136,7 +175,13 @@ async def delete(session_id: str, caller: MediaCallerDep, runtime: RuntimeDep) -
 
 
 async def _publish(
-    request: Request, runtime: RuntimeDep, owner: str, tag: SessionTag, offer: str
+    request: Request,
+    runtime: RuntimeDep,
+    owner: str,
+    tag: SessionTag,
+    offer: str,
+    *,
+    ttl: int | None = None,
 ) -> Response:
     plane = runtime.media
     shard = await plane.router.shard_for(keys.room_key(tag.exam, tag.room))
@@ -158,7 +203,7 @@ async def _publish(
         content_type=request.headers.get("content-type"),
         session_id=session.id,
     )
-    replaced = await plane.sessions.save(session)
+    replaced = await plane.sessions.save(session, ttl)
     previous = await plane.sessions.get(replaced) if replaced else None
     if previous is not None:
         await close_quietly(runtime, previous)

@@ -55,6 +55,13 @@ class MediaSettings(BaseModel):
     recorded_sources: tuple[str, ...] = ("camera", "screen", "side")
     sampled_sources: tuple[str, ...] = ("camera",)
 
+    # The pre-join probe (`POST /v1/whip/me/probe`): a test publisher the shard answers,
+    # never records, samples or forwards, and closes by itself after `probe_seconds`;
+    # each candidate may open `probe_budget` of them per `probe_window_s`.
+    probe_seconds: float = Field(default=10.0, gt=0, le=60)
+    probe_budget: int = Field(default=6, ge=1, le=100)
+    probe_window_s: int = Field(default=600, ge=10, le=86400)
+
     # Around the forwarder: the gateway's WHIP/WHEP resources and the MediaShard actor.
     # ICE servers offered in WHIP/WHEP Link headers ("stun:host:port", "turn:host:port"):
     # none by default, loopback clients need none; never a public server by default.

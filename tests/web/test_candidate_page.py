@@ -2,8 +2,10 @@
 
 A candidate whose browser says it is on a mobile network (navigator.connection,
 overridden before the page loads) is asked "continue on mobile data?" before any
-video is sent, and measures the round trip to the gateway; once live, the page
-measures the media link (round trip, sending rate). The candidate reaches the main
+video is sent, and measures the round trip to the gateway, then (once mobile data is
+accepted) the link to the media shard on a short probe session; once live, the page
+measures the media link (round trip, sending rate), and publishes its camera again when
+the room is told to reconnect (a media drain). The candidate reaches the main
 controls by keyboard, raises a hand and messages the proctor (journaled in the room),
 reads the proctor's answer in the live region, uploads a whiteboard (and is told why a
 text file is refused), shows the side camera's QR code; a phone (a second browser
@@ -26,6 +28,7 @@ from core import keys
 from infra.settings import Settings
 from tests.support.factories import new_exam
 from tests.support.journal import room_journal
+from tests.support.wait import until
 from tests.web.pages import (
     SECONDS,
     new_page,
@@ -107,9 +110,19 @@ async def test_candidate_page_journey(
         await expect(page.locator("#cellular")).to_be_visible()
         await expect(page.locator("#join")).to_be_disabled()
         assert await page.evaluate("window.testPeers.length") == 0, "video before the answer"
+        await expect(page.locator("#check-probe")).to_have_attribute("data-state", "waiting")
         await screenshots_zh_en(page, "candidate-mobile-data")
         await page.locator("#mobile-continue").click()
         await expect(page.locator("#join")).to_be_enabled()
+        await expect(page.locator("#join")).to_be_focused()
+        # The probe: a few seconds to the media shard, its round trip, rate and verdict.
+        probe = page.locator("#check-probe")
+        await expect(probe).to_have_attribute(
+            "data-kbps", re.compile(r"^[1-9]\d*$"), timeout=15 * SECONDS
+        )
+        await expect(probe).to_have_attribute("data-rtt", re.compile(r"^\d+$"))
+        await expect(probe).to_have_attribute("data-verdict", re.compile("^(good|weak|too_weak)$"))
+        await expect(probe).to_contain_text("kbit/s")
         await expect(page.locator("#join")).to_be_focused()
         await page.keyboard.press("Enter")
         await expect(page.locator("#connection")).to_have_attribute(
@@ -179,6 +192,22 @@ async def test_candidate_page_journey(
         await expect(page.locator("#quality")).to_have_attribute("data-rtt", re.compile(r"^\d+$"))
         await screenshots_zh_en(page, "candidate-live")
 
+        # A media drain tells the room to reconnect: the page publishes its camera again.
+        camera = keys.media_publisher_key(exam, cid, "camera")
+        before = await runtime.media.sessions.current(camera)
+        assert before is not None
+        drain = {"type": "reconnect", "plane": "media", "reason": "drill", "retry_after": 1}
+        await runtime.rooms.append(keys.room_key(exam, "r1"), drain)
+
+        async def republished() -> bool:
+            now = await runtime.media.sessions.current(camera)
+            return now is not None and now.id != before.id
+
+        await until(republished, within=15)
+        await expect(page.locator("#connection")).to_have_attribute(
+            "data-state", "live", timeout=15 * SECONDS
+        )
+
         phone = await new_page(browser, errors, viewport={"width": 390, "height": 844})
         await phone.goto(link)
         await phone.locator("#start").click()
@@ -204,7 +233,6 @@ async def test_candidate_page_journey(
         await expect(page.locator("#login-step")).to_be_visible()
         await expect(page.locator("#logout")).to_be_hidden()
         assert await page.evaluate("window.testPeers.every((p) => p.connectionState === 'closed')")
-        camera = keys.media_publisher_key(exam, cid, "camera")
         assert await runtime.media.sessions.current(camera) is None
         me = await page.evaluate("fetch('/v1/me').then((r) => r.status)")
         assert me == 401

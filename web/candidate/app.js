@@ -6,17 +6,21 @@
 // The network check measures: the Network Information API where the browser has one (the
 // self-reported drop-down only where it lacks `type`), the round trip to the gateway,
 // and, on a mobile network, a real "continue on mobile data?" step before any video is
-// sent. The media link itself is measured on the camera session once live (getStats:
-// round trip and sending rate), not on a separate probe session before the join: a probe
-// would be a publisher the media shard neither records nor forwards, which it has no
-// source for today, and the camera session crosses the very path the exam's video takes.
+// sent. The media link itself is measured before the join on a probe session to the
+// room's media shard (POST /v1/whip/me/probe: a few seconds, never recorded nor
+// forwarded; only once mobile data is accepted), and once live on the camera session
+// (getStats: round trip and sending rate).
+//
+// When the platform drains a media shard it journals `reconnect` into the room; the page
+// sees it in GET /v1/me/room, which it reads at every heartbeat, and publishes its
+// camera (and screen) again at once rather than when the shard stops under it.
 import '/candidate/strings.js';
 import { call, get, post } from '/common/http.js';
 import { install, t } from '/common/i18n.js';
 import { publish, watch } from '/common/webrtc.js';
 import { FACE_REASONS, FaceCheck } from '/candidate/face.js';
 import { Help } from '/candidate/help.js';
-import { connectionInfo, gatewayRtt, mediaQuality, onConnectionChange } from '/candidate/network.js';
+import { connectionInfo, gatewayRtt, measureProbe, mediaQuality, onConnectionChange } from '/candidate/network.js';
 import { hidePairing, renderPairing, showPairing } from '/candidate/side.js';
 import { wireUpload } from '/candidate/uploads.js';
 import { acceptBiometric, consentLost, renderPolicy } from '/candidate/policy.js';
@@ -28,7 +32,8 @@ const LATE_RETRY_MS = 10000; // refused too late: try again, in case a proctor r
 const $ = (id) => document.getElementById(id);
 const state = { me: null, stream: null, camera: null, talkback: null, network: 'unknown',
   advice: null, failures: 0, timer: null, retryAt: 0, connecting: false, face: null, ended: false,
-  screen: null, waiting: null, help: null, devicesOk: false, mobileOk: false, quality: null };
+  screen: null, waiting: null, help: null, devicesOk: false, mobileOk: false, quality: null,
+  probing: false, reconnectSeen: null };
 
 function show(step) {
   const steps = ['login-step', 'policy-step', 'check-step', 'wait-step', 'face-step', 'live-step', 'over-step'];
@@ -124,6 +129,7 @@ async function onNetwork() {
   $('cellular').hidden = state.network !== 'cellular';
   $('cellular').dataset.confirmed = String(state.mobileOk);
   $('mobile-accepted').hidden = !state.mobileOk;
+  if (state.network === 'cellular' && !state.mobileOk) setProbe('waiting');
   updateJoin();
 }
 
@@ -138,6 +144,67 @@ function acceptMobile() {
   $('mobile-accepted').hidden = false;
   updateJoin();
   if (!$('join').disabled) $('join').focus();
+  runProbe();
+}
+
+// The probe's row, made here (the page's HTML lists the other measures): a live region,
+// so that a screen reader hears the verdict when it comes.
+function probeRow() {
+  const row = document.createElement('li');
+  const label = document.createElement('span');
+  label.dataset.i18n = 'cand_probe';
+  const output = document.createElement('output');
+  output.id = 'check-probe';
+  output.setAttribute('aria-live', 'polite');
+  row.append(label, ': ', output);
+  $('net-measured').append(row);
+}
+
+function setProbe(key, measured = null) {
+  const el = $('check-probe');
+  el.dataset.state = key;
+  for (const name of ['rtt', 'kbps', 'verdict']) {
+    if (measured) el.dataset[name] = String(measured[name]);
+    else delete el.dataset[name];
+  }
+  el.className = { good: 'good', weak: 'warn', too_weak: 'bad', failed: 'bad' }[key] || '';
+  renderProbe();
+}
+
+function renderProbe() {
+  const el = $('check-probe');
+  const { state: key, rtt, kbps, verdict } = el.dataset;
+  if (!key) return;
+  if (verdict === undefined) {
+    el.textContent = t(key === 'measuring' ? 'cand_net_measuring' : `cand_probe_${key}`);
+    return;
+  }
+  el.textContent = t('cand_probe_value').replace('{rtt}', rtt).replace('{kbps}', kbps)
+    .replace('{verdict}', t(`cand_probe_${verdict}`));
+}
+
+// A few seconds of the camera and microphone sent to the room's media shard, measured;
+// not on mobile data before the candidate said yes.
+async function runProbe() {
+  if (!state.stream || state.probing) return;
+  if (state.network === 'cellular' && !state.mobileOk) {
+    setProbe('waiting');
+    return;
+  }
+  state.probing = true;
+  setProbe('measuring');
+  let link = null;
+  try {
+    link = await publish('/v1/whip/me/probe', state.stream);
+    const measured = await measureProbe(link.pc);
+    if (measured) setProbe(measured.verdict, measured);
+    else setProbe('failed');
+  } catch (error) {
+    setProbe(error.reason === 'probe_limit' ? 'limit' : 'failed');
+  } finally {
+    if (link) link.close();
+    state.probing = false;
+  }
 }
 
 // "I moved to Wi-Fi": what the browser says now, else the drop-down, then the devices again.
@@ -185,6 +252,7 @@ async function checkDevices() {
     updateJoin();
     mark('check-camera', state.stream.getVideoTracks().length > 0);
     mark('check-microphone', state.stream.getAudioTracks().length > 0);
+    if (state.devicesOk) runProbe();
   } catch (error) {
     mark('check-camera', false);
     mark('check-microphone', false);
@@ -201,7 +269,8 @@ async function join() {
     return;
   }
   try {
-    await post('/v1/me/join', { network: state.network });
+    // A `reconnect` journaled before this join is none of this page's media's business.
+    state.reconnectSeen = (await post('/v1/me/join', { network: state.network })).event_id;
   } catch (error) {
     if (error.status === 403 && error.reason === 'not_started') {
       await waitForStart().catch(fail);
@@ -338,6 +407,7 @@ async function tick() {
     await post('/v1/me/heartbeat', { network: state.network });
     const room = await get('/v1/me/room');
     state.help.update(room);
+    onReconnect(room.reconnect);
     onConnectionState(); // back from offline with the media link still up: say so
     measureMedia();
   } catch (error) {
@@ -354,6 +424,26 @@ async function tick() {
     connect().catch(() => {}); // connect() shows the state; the next tick tries again
   }
   if (!state.talkback) listen();
+}
+
+// Stream ids ("ms-seq") in order, as numbers.
+function newer(id, than) {
+  if (!than) return true;
+  const [a, b] = [id, than].map((value) => value.split('-').map(Number));
+  return a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
+}
+
+// The room was told to reconnect (its media shard drains): publish again now, on the
+// shard the gateway gives the room next, and hear the talk-back from there.
+function onReconnect(told) {
+  if (!told || !newer(told.id, state.reconnectSeen) || state.ended) return;
+  state.reconnectSeen = told.id;
+  if (told.plane && told.plane !== 'media') return;
+  state.failures = 0;
+  state.retryAt = Date.now();
+  connect().catch(() => {}); // connect() shows the state; the next tick tries again
+  if (state.screen) republishScreen(state.screen).catch(() => {});
+  if (state.talkback && state.talkback !== 'pending') stopListening(state.talkback);
 }
 
 async function listen() {
@@ -391,17 +481,34 @@ async function shareScreen() {
     state.screen = link;
     setScreen(true);
     // The browser's own "stop sharing" ends the track.
-    stream.getVideoTracks()[0].addEventListener('ended', () => stopScreen(link));
-    link.pc.addEventListener('connectionstatechange', () => {
-      if (['failed', 'closed'].includes(link.pc.connectionState)) stopScreen(link);
-    });
+    stream.getVideoTracks()[0].addEventListener('ended', () => stopScreen(state.screen));
+    watchScreen(link);
   } catch (error) {
     fail(error);
   }
 }
 
+function watchScreen(link) {
+  link.pc.addEventListener('connectionstatechange', () => {
+    if (['failed', 'closed'].includes(link.pc.connectionState)) stopScreen(link);
+  });
+}
+
+// The same shared screen on a new session (it replaces the old one on the server).
+async function republishScreen(old) {
+  const link = await publish('/v1/whip/me/screen', old.stream);
+  link.stream = old.stream;
+  if (state.screen !== old) {
+    link.close(); // stopped meanwhile
+    return;
+  }
+  state.screen = link;
+  watchScreen(link);
+  old.pc.close(); // the server ended it as the new one replaced it: no DELETE
+}
+
 function stopScreen(link) {
-  if (state.screen !== link) return;
+  if (!link || state.screen !== link) return;
   state.screen = null;
   link.stream.getTracks().forEach((track) => track.stop());
   link.close();
@@ -453,7 +560,10 @@ async function logout() {
   hidePairing();
   for (const id of ['preview', 'face-preview']) $(id).srcObject = null;
   Object.assign(state, { me: null, stream: null, camera: null, talkback: null, ended: false,
-    screen: null, failures: 0, retryAt: 0, devicesOk: false, mobileOk: false, quality: null });
+    screen: null, failures: 0, retryAt: 0, devicesOk: false, mobileOk: false, quality: null,
+    reconnectSeen: null });
+  delete $('check-probe').dataset.state;
+  $('check-probe').textContent = '';
   delete $('quality').dataset.rtt;
   $('quality').textContent = '';
   $('join').disabled = true;
@@ -464,6 +574,7 @@ async function logout() {
 }
 
 function start() {
+  probeRow();
   state.face = new FaceCheck(join);
   state.help = new Help();
   install($('lang'), () => {
@@ -471,6 +582,7 @@ function start() {
     state.help.render();
     renderPairing();
     renderQuality();
+    renderProbe();
     guessNetwork();
   });
   $('login-form').addEventListener('submit', login);
