@@ -93,25 +93,12 @@ class ExamRegistry:
         return None if raw is None else Exam.model_validate_json(raw)
 
     async def extend(self, exam_id: str, minutes: int) -> Exam:
-        """Move the exam's end `minutes` later (an optimistic transaction on its record)."""
-        key = keys.exam_key(exam_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        raise NotFound("no such exam", reason="exam_not_found")
-                    exam = Exam.model_validate_json(raw)
-                    exam = exam.model_copy(
-                        update={"ends_at": exam.ends_at + timedelta(minutes=minutes)}
-                    )
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(key, exam.model_dump_json())
-                    await pipe.execute()
-                    return exam
-                except WatchError:
-                    continue
+        """Move the exam's end `minutes` later."""
+
+        def change(exam: Exam) -> Exam:
+            return exam.model_copy(update={"ends_at": exam.ends_at + timedelta(minutes=minutes)})
+
+        return await self._change(exam_id, change)
 
     async def edit(self, exam_id: str, changes: dict[str, Any]) -> Exam:
         """Change the exam's title or times (`changes`: those given), or refuse an edit that

@@ -510,6 +510,9 @@ class Candidate:
         began = time.monotonic()
         end = began + duration
         due = sorted((began + AT[name] * duration, name) for name in self.behaviours if name in AT)
+        # A beat each `every`, never sooner: a wake for a behaviour or a `reconnect` does not
+        # beat again (the server counts beats per minute, as the app's own timer keeps them).
+        next_beat = began
         # Bounded: a beat each `every`, and a wake for each behaviour or `reconnect`.
         for _ in range(int(duration / every) + 8 + 2 * len(due)):
             if time.monotonic() >= end:
@@ -529,16 +532,18 @@ class Candidate:
             ):
                 publisher.camera.show("b")
                 self.switch_face_at = None
-            beat = (
-                self.presence.beat(self.headers)
-                if self.presence is not None
-                else self._post(http, "/v1/me/heartbeat", {}, 200)
-            )
-            await self.recorder.timed(self.name, "heartbeat", beat)
-            if self.presence is None and self.media:
-                await self._read_room(http)
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + every
+                beat = (
+                    self.presence.beat(self.headers)
+                    if self.presence is not None
+                    else self._post(http, "/v1/me/heartbeat", {}, 200)
+                )
+                await self.recorder.timed(self.name, "heartbeat", beat)
+                if self.presence is None and self.media:
+                    await self._read_room(http)
             # Until the next beat, the next behaviour, or the server's `reconnect`.
-            wake = min([time.monotonic() + every, end] + [at for at, _ in due[:1]])
+            wake = min([next_beat, end] + [at for at, _ in due[:1]])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self.reconnect_asked.wait(), max(0.0, wake - time.monotonic())

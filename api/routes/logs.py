@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from actors.ingest.client import Origin
 from api.deps import RuntimeDep
 from api.models import LogSearch
-from api.security import StaffDep, check_exam, optional_token
+from api.security import StaffDep, check_exam, optional_token, require_consent
 from core import aggregates, keys
 from infra.errors import Forbidden, NotFound
 
@@ -18,7 +18,13 @@ Day = Annotated[str, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 
 
 async def _origin(request: Request, runtime: RuntimeDep) -> Origin:
-    """A valid candidate token ties the batch to its exam (and region); none means anonymous."""
+    """A valid candidate token ties the batch to its exam (and region); none means anonymous.
+
+    Logs tied to a candidate are their personal data (device ids, sessions), collected
+    like any other only with the current consent to the policy (and a guardian's, for a
+    minor): 403 `consent_required` otherwise, nothing stored. A client that has not
+    consented yet sends its crash reports without the token: anonymous, scrubbed.
+    """
     default = runtime.settings.ingest.default_region
     token = optional_token(request)
     if token is None:
@@ -26,6 +32,9 @@ async def _origin(request: Request, runtime: RuntimeDep) -> Origin:
     claims, _ = await runtime.sessions.resolve(token)  # a bad token is a 401, as anywhere
     if claims.role != "candidate" or claims.exam is None:
         return Origin(default, token=token, name=claims.sub)
+    candidate = await runtime.exams.candidate(claims.exam, claims.sub)
+    if candidate is not None:  # a removed candidate's record is gone: scrub what is known
+        require_consent(candidate, await runtime.exams.get(claims.exam))
     region = await runtime.regional.region_of(claims.exam)
     try:
         identity = await runtime.exams.identity(claims.exam, claims.sub)

@@ -21,7 +21,7 @@ from tests.ingest.helpers import (
     record,
     runtime_of,
 )
-from tests.support.factories import candidate_login, new_exam
+from tests.support.factories import consenting_candidate, new_exam
 
 DEVICES = 10
 BATCHES = 4
@@ -47,7 +47,7 @@ async def test_ten_thousand_records_land_once_each_in_their_partitions(
     runtime = runtime_of(app)
     numbers = [f"QX{secrets.token_hex(3)}" for _ in range(DEVICES // 2)]
     world = await new_exam(client, runtime, {"r1": numbers}, region="cn-east", with_proctors=False)
-    tokens = [await candidate_login(client, world.exam_id, n) for n in numbers]
+    tokens = [await consenting_candidate(client, world.exam_id, n) for n in numbers]
     tag = secrets.token_hex(5)
     version = f"5.{secrets.randbelow(10**5)}.0"
     devices = [new_device() for _ in range(DEVICES)]

@@ -15,7 +15,7 @@ from infra.pseudonym import Pseudonyms
 from infra.redis import text
 from infra.settings import Settings
 from tests.ingest.helpers import ndjson, new_device, record, runtime_of
-from tests.support.factories import candidate_login, new_exam
+from tests.support.factories import consenting_candidate, new_exam
 
 NDJSON = {"content-type": "application/x-ndjson"}
 
@@ -35,7 +35,7 @@ async def test_exam_bound_logs_are_scrubbed_and_found_by_support(
     number = f"QX{secrets.token_hex(3)}"
     world = await new_exam(client, runtime, {"r1": [number]})
     other = await new_exam(client, runtime, {"r1": ["5501"]})
-    token = await candidate_login(client, world.exam_id, number)
+    token = await consenting_candidate(client, world.exam_id, number)
     device = new_device()
     raw_token = token["authorization"][7:]
     message = (
@@ -82,7 +82,7 @@ async def test_crash_free_sessions_and_usage_without_identity(
 ) -> None:
     runtime = runtime_of(app)
     world = await new_exam(client, runtime, {"r1": ["5601"]})
-    token = await candidate_login(client, world.exam_id, "5601")  # only bound batches count
+    token = await consenting_candidate(client, world.exam_id, "5601")  # only bound batches count
     version = f"6.{secrets.randbelow(10**6)}.0"
     device = new_device()
     batch = []
@@ -161,7 +161,7 @@ async def test_anonymous_crashes_are_stored_but_do_not_move_the_crash_gate(
     assert len(found.json()["records"]) == len(batch) - 1  # the metric has no device
 
     # The same kind of batch with a candidate's token does count.
-    token = await candidate_login(client, world.exam_id, "5701")
+    token = await consenting_candidate(client, world.exam_id, "5701")
     bound = [record(device, session="real", kind="crash", app_version=version, message="x")]
     response = await client.post("/v1/logs", content=ndjson(bound), headers={**NDJSON, **token})
     assert response.status_code == 202, response.text

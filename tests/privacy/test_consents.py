@@ -46,6 +46,7 @@ async def test_a_minor_without_a_guardian_collects_nothing_until_the_guardian_li
         ends_at=(now + timedelta(hours=3)).isoformat(),
     )
     minor = await candidate_login(client, world.exam_id, "2001")
+    device = new_device()
     # Without the policy consent, and then without the guardian's, nothing is taken.
     attempts = (
         ("PUT", "/v1/me/face"),
@@ -61,12 +62,18 @@ async def test_a_minor_without_a_guardian_collects_nothing_until_the_guardian_li
             assert (refused.status_code, refused.json()["reason"]) == (403, expected), path
         refused = await client.post("/v1/me/liveness/challenges", headers=minor)
         assert refused.json()["reason"] == expected
+        # Logs sent with their token are theirs too (their device's id, their sessions).
+        logs = await client.post(
+            "/v1/logs",
+            content=ndjson([record(device)]),
+            headers={"content-type": "application/x-ndjson", **minor},
+        )
+        assert (logs.status_code, logs.json()["reason"]) == (403, expected)
         given = await client.post("/v1/me/consent", json={"policy_version": "1"}, headers=minor)
         assert given.status_code == 204
     assert await bucket_versions(runtime.stores, "cn-north", f"{world.exam_id}/") == []
-    assert not await runtime.redis.exists(
-        keys.face_record_key(world.exam_id, world.candidate_ids["2001"])
-    )
+    for name in (keys.face_record_key, keys.candidate_devices_key):
+        assert not await runtime.redis.exists(name(world.exam_id, world.candidate_ids["2001"]))
 
     # An adult has no guardian link to make; the minor's page makes one for the guardian.
     adult = await candidate_login(client, world.exam_id, "1001")
@@ -101,6 +108,12 @@ async def test_a_minor_without_a_guardian_collects_nothing_until_the_guardian_li
         "/v1/uploads/photos", content=image_bytes(), headers=image_headers(minor)
     )
     assert shared.status_code == 201, shared.text
+    logs = await client.post(
+        "/v1/logs",
+        content=ndjson([record(device)]),
+        headers={"content-type": "application/x-ndjson", **minor},
+    )
+    assert logs.status_code == 202, logs.text
     face = await client.put("/v1/me/face", content=image_bytes(), headers=image_headers(minor))
     assert (face.status_code, face.json()["reason"]) == (403, "biometric_consent_required")
     # The guardian withdraws: uploads stop again.

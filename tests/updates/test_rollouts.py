@@ -16,7 +16,7 @@ from actors.updates.rollout import Gate, Rollout, bucket
 from api.runtime import Runtime
 from core import keys
 from tests.ingest.helpers import ndjson, new_device, record, runtime_of
-from tests.support.factories import candidate_login, new_exam, new_release_manager
+from tests.support.factories import consenting_candidate, new_exam, new_release_manager
 from tests.updates.helpers import channel, publish, seed_rollout
 
 
@@ -146,7 +146,7 @@ async def test_the_crash_gate_halts_a_rollout_and_checks_stop_offering_it(
         starts_at=later.isoformat(),
         ends_at=(later + timedelta(hours=2)).isoformat(),
     )
-    token = await candidate_login(client, world.exam_id, "6101")
+    token = await consenting_candidate(client, world.exam_id, "6101")
 
     # Crashing, but not enough sessions yet to judge.
     await _sessions(client, token, "ios", old, sessions=12, crashed=0)

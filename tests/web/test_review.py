@@ -174,6 +174,11 @@ async def test_an_examiner_scores_a_whole_session_and_the_chief_works_the_queue(
         await expect(rows.first).to_have_attribute("data-candidate", second)
         decided = (await client.get(session_url, headers=staff.chief)).json()["decision"]
         assert (decided["decision"], decided["by"]) == ("voided", staff.chief_name)
+        # Logging out ends the session itself, not only the page's view of it.
+        await chief.locator("#logout").click()
+        await expect(chief.locator("#login-step")).to_be_visible()
+        gone = await chief.evaluate("fetch('/v1/staff/me').then((r) => r.status)")
+        assert gone == 401
     finally:
         await chief.context.close()
     assert not [e for e in errors if "Content Security Policy" in e], errors

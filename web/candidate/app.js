@@ -15,7 +15,7 @@
 // sees it in GET /v1/me/room, which it reads at every heartbeat, and publishes its
 // camera (and screen) again at once rather than when the shard stops under it.
 import '/candidate/strings.js';
-import { call, get, post } from '/common/http.js';
+import { get, logOut, post } from '/common/http.js';
 import { install, t } from '/common/i18n.js';
 import { publish, watch } from '/common/webrtc.js';
 import { FACE_REASONS, FaceCheck } from '/candidate/face.js';
@@ -551,9 +551,9 @@ async function logout() {
   await Promise.all(links.filter(Boolean).map((link) => link.close()));
   ended();
   try {
-    await call('DELETE', '/v1/sessions/current');
+    await logOut();
   } catch (error) {
-    if (error.status !== 401) fail(error); // 401: the session was over already
+    fail(error);
   }
   state.face.stop();
   state.help.reset();

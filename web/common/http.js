@@ -37,3 +37,21 @@ export async function call(method, path, body, headers = {}) {
 
 export const get = (path) => call('GET', path);
 export const post = (path, body, headers) => call('POST', path, body, headers);
+
+// A staff member's login from a page's username and password fields (the password field
+// is emptied whatever happens); the answer says the role.
+export async function staffLogIn(usernameField, passwordField) {
+  const password = passwordField.value;
+  passwordField.value = '';
+  return post('/v1/staff/sessions', { username: usernameField.value.trim(), password });
+}
+
+// End the session (candidate or staff). An expired one is ended already: only other
+// problems are thrown.
+export async function logOut() {
+  try {
+    await call('DELETE', '/v1/sessions/current');
+  } catch (error) {
+    if (error.status !== 401) throw error;
+  }
+}

@@ -4,7 +4,7 @@
 // around one, decide face reviews, answer help requests, see uploads, talk back
 // (push-to-talk), send messages, log out.
 import '/console/strings.js';
-import { call, get, post } from '/common/http.js';
+import { get, logOut, post, staffLogIn } from '/common/http.js';
 import { install, t } from '/common/i18n.js';
 import { Help } from '/console/help.js';
 import { Incidents } from '/console/incidents.js';
@@ -39,8 +39,7 @@ async function login(event) {
   $('error').hidden = true;
   $('status').textContent = '';
   try {
-    await post('/v1/staff/sessions', { username: $('username').value.trim(), password: $('password').value });
-    $('password').value = '';
+    await staffLogIn($('username'), $('password'));
     await loadRooms();
   } catch (error) {
     fail(error);
@@ -252,9 +251,9 @@ async function logout() {
   if (overview) overview.close();
   overview = null;
   try {
-    await call('DELETE', '/v1/sessions/current');
+    await logOut();
   } catch (error) {
-    if (error.status !== 401) fail(error); // already logged out is logged out
+    fail(error);
   }
   $('error').hidden = true;
   show('login-step');

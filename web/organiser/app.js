@@ -3,7 +3,7 @@
 // holds, privacy policy). Every action is one call of the gateway's API; what it refuses
 // is shown by its problem reason, in the page's language.
 import '/organiser/strings.js';
-import { call, get, post } from '/common/http.js';
+import { get, logOut, post, staffLogIn } from '/common/http.js';
 import { install, language, t } from '/common/i18n.js';
 import { ExamView } from '/organiser/exam.js';
 import {
@@ -30,13 +30,9 @@ async function login(event) {
   event.preventDefault();
   clearMessages();
   try {
-    const session = await post('/v1/staff/sessions', {
-      username: $('username').value.trim(),
-      password: $('password').value,
-    });
-    $('password').value = '';
+    const session = await staffLogIn($('username'), $('password'));
     if (session.role !== 'organiser') {
-      await call('DELETE', '/v1/sessions/current');
+      await logOut();
       fail({ reason: 'organisers_only' });
       return;
     }
@@ -51,9 +47,9 @@ async function logout() {
   state.view?.close();
   state.view = null;
   try {
-    await call('DELETE', '/v1/sessions/current');
+    await logOut();
   } catch (error) {
-    if (error.status !== 401) fail(error);
+    fail(error);
   }
   show('login-step');
 }

@@ -4,7 +4,7 @@
 // against the exam's rubric. After a decision from the pending queue, the next candidate
 // of the queue opens by itself, so that the queue is worked top-down.
 import '/review/strings.js';
-import { call, get, post } from '/common/http.js';
+import { call, get, logOut, post, staffLogIn } from '/common/http.js';
 import { install, t } from '/common/i18n.js';
 import { SessionPlayer, clock } from '/review/player.js';
 
@@ -39,8 +39,7 @@ async function login(event) {
   event.preventDefault();
   $('error').hidden = true;
   try {
-    await post('/v1/staff/sessions', { username: $('username').value.trim(), password: $('password').value });
-    $('password').value = '';
+    await staffLogIn($('username'), $('password'));
     await loadExams();
   } catch (error) {
     fail(error);
@@ -50,9 +49,9 @@ async function login(event) {
 async function logout() {
   player.close();
   try {
-    await call('DELETE', '/v1/staff/sessions/current');
-  } catch {
-    // gone already: the login form is what follows either way
+    await logOut();
+  } catch (error) {
+    fail(error);
   }
   show('login-step');
 }
