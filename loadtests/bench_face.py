@@ -21,6 +21,10 @@ its CPU time per stage.
     analyse_ms_per_frame     CPU ms to analyse one 320x240 monitoring sample on one thread
                              (torch and OpenCV), per detector side by side, per batch size
                              (goal <= 15 ms: YuNet; MTCNN is the GPU's detector)
+    monitor_ms_per_still_sample
+                             the same samples from a candidate who sits still: the steady
+                             cost with the monitor's reuse of the last embedding (one fresh
+                             embedding every EXAMDAY_VERIFIER__MONITOR_REUSE_MAX_AGE + 1)
     service_vs_model         best service faces/s / best bare model faces/s in the same
                              layout (one process per replica, same threads; goal >= 0.85)
     join_p99_ms              p99 of the join frames (enrolments through the gateway) while
@@ -198,6 +202,15 @@ def summarise(report: dict[str, Any], concurrency: int) -> dict[str, Any]:
         }
         for detector, figures in report["stages"].items()
     }
+    # The same samples from a candidate who sits still (the monitor's reuse), side by side:
+    # the steady cost with one fresh embedding every `monitor_reuse_max_age + 1` samples.
+    summary["monitor_ms_per_still_sample"] = {
+        detector: {
+            size: row.get("still_ms_per_sample_steady")
+            for size, row in figures["cpu_ms"]["320x240"].items()
+        }
+        for detector, figures in report["stages"].items()
+    }
     summary["join_p99_ms"] = {
         size: r["by_kind"].get("join_640x480", {}).get("p99_ms") for size, r in service.items()
     }
@@ -255,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(kind, {size: r["faces_per_s"] for size, r in report[kind]["batch_sizes"].items()})
     keys = (
         "analyse_ms_per_frame",
+        "monitor_ms_per_still_sample",
         "service_vs_model",
         "join_p99_ms",
         "ratio",

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from infra.settings.ml import FaceSettings
+from ml.embedding import Reuse
 from ml.images import RGBImage, decode_image
 from ml.pipeline import FacePipeline
 
@@ -132,13 +133,42 @@ def _cpu_ms(call: Callable[[], object], per: int, repeats: int) -> float:
     return round(1000 * best / max(per, 1), 2)
 
 
+def _still(
+    pipeline: FacePipeline, batch: list[Any], repeats: int, reuse_max_age: int
+) -> dict[str, float]:
+    """A monitoring sample of a candidate who sits still: the next sample of each frame (the
+    same scene with a camera sensor's noise, sigma 2 grey levels) sent with what the last
+    one left (`ml.embedding.Reuse`), so that the embedding is taken where the face still
+    matches, not computed; and the steady cost the monitor pays, one fresh embedding every
+    `reuse_max_age + 1` samples (`EXAMDAY_VERIFIER__MONITOR_REUSE_MAX_AGE`).
+    `still_reused_share` says how many samples did take it."""
+    none: list[Reuse | None] = [None] * len(batch)
+    hints = [frame.reuse for frame in pipeline.analyse_batch(batch, reuse=none)]
+    noise = np.random.default_rng(7)
+    following = [
+        np.clip(frame + noise.normal(0.0, 2.0, frame.shape), 0, 255).astype(np.uint8)
+        for frame in batch
+    ]
+    fresh = _cpu_ms(partial(pipeline.analyse_batch, following, reuse=none), len(batch), repeats)
+    reused = _cpu_ms(partial(pipeline.analyse_batch, following, reuse=hints), len(batch), repeats)
+    taken = pipeline.analyse_batch(following, reuse=hints)
+    steady = (reuse_max_age * reused + fresh) / (reuse_max_age + 1)
+    return {
+        "still_reused_share": round(sum(f.reused for f in taken) / len(taken), 3),
+        "still_ms_per_reused_sample": reused,
+        "still_ms_per_sample_steady": round(steady, 2),
+    }
+
+
 def stages(
     batch_sizes: Sequence[int] = (1, 8, 32),
     settings: FaceSettings | None = None,
     repeats: int = 5,
+    reuse_max_age: int = 5,
 ) -> dict[str, Any]:
     """CPU ms per frame of detection and of the whole analysis, and per face of embedding,
-    for each frame size and batch size (one face per frame), with `settings.detector`."""
+    for each frame size and batch size (one face per frame), with `settings.detector`;
+    for monitoring samples, also what a candidate who sits still costs (`_still`)."""
     settings = settings or FaceSettings()
     pipeline = FacePipeline(settings)
     detector, embedder = pipeline._detector, pipeline._embedder
@@ -161,6 +191,8 @@ def stages(
                     partial(pipeline.analyse_batch, batch), size, repeats
                 ),
             }
+            if frame_size == MONITOR_SIZE:
+                rows[str(size)].update(_still(pipeline, batch, repeats, reuse_max_age))
         figures[f"{frame_size[0]}x{frame_size[1]}"] = rows
     return {
         "detector": pipeline.detector_name,
