@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from cluster import commands as cli_commands
+from infra.progress import Progress, add_quiet_flag, clock_text, quiet_env, ticking
 from infra.settings import Settings
 from infra.stack import MAX_LOCAL_NODES
 from infra.tokens import STAFF_ROLES
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"benchmarks: {names}",
     )
     bench.add_argument("name", help=f"the benchmark, one of: {names}")
+    add_quiet_flag(bench)
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
 
     loadtest = commands.add_parser(
@@ -129,11 +131,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _bench(name: str, args: list[str]) -> int:
-    try:
-        return cli_commands.run_benchmark(name, args)
-    except cli_commands.NotRegistered:
-        print(f"examday bench: no benchmark {name!r}", file=sys.stderr)
-        return 2
+    # `--quiet` is ours, not the benchmark's (whose parser would refuse it); the
+    # environment carries it to the processes a benchmark starts.
+    quiet = "--quiet" in args or quiet_env()
+    args = [a for a in args if a != "--quiet"]
+    with Progress(f"examday bench {name}", quiet=quiet) as progress:
+        progress.render = lambda: " ".join(
+            part for part in (clock_text(progress.elapsed()), progress.noted) if part
+        )
+        stop = ticking(progress)
+        try:
+            return cli_commands.run_benchmark(name, args)
+        except cli_commands.NotRegistered:
+            progress.close(f"no benchmark {name!r}")
+            print(f"examday bench: no benchmark {name!r}", file=sys.stderr)
+            return 2
+        finally:
+            stop.set()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from core import keys
 from infra import raycluster
 from infra import redis as redis_conn
 from infra.errors import ConfigError, Conflict, NotFound
+from infra.progress import Progress, clock_text, follow
 from infra.redis import text
 from infra.settings import Settings
 from infra.telemetry import actor_call
@@ -132,15 +133,37 @@ async def retire_media_shard(
 
 
 class Drainer:
-    def __init__(self, settings: Settings, rooms: RoomRouter, media: MediaRouter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rooms: RoomRouter,
+        media: MediaRouter,
+        progress: Progress | None = None,
+    ) -> None:
         self.settings = settings
         self.rooms = rooms
         self.media = media
+        self.progress = progress
 
     async def drain(self, node: dict[str, Any], timeout_s: float) -> DrainReport:
         node_id = node["NodeID"]
         report = DrainReport(node_id, node["NodeManagerAddress"])
         deadline = time.monotonic() + timeout_s
+        stop = asyncio.Event()
+        following = None
+        if self.progress is not None:
+            self.progress.render = lambda: progress_line(report, deadline - time.monotonic())
+            following = asyncio.ensure_future(follow(self.progress, stop))
+        try:
+            return await self._drain(node_id, report, deadline, timeout_s)
+        finally:
+            stop.set()
+            if following is not None:
+                await following
+
+    async def _drain(
+        self, node_id: str, report: DrainReport, deadline: float, timeout_s: float
+    ) -> DrainReport:
         await asyncio.to_thread(mark_draining, node_id, timeout_s)
         on_node = [n for n, where in (await placements(self.settings.ray_namespace)).items()
                    if where == node_id]  # fmt: skip
@@ -223,6 +246,15 @@ class Drainer:
             await asyncio.sleep(POLL_S)
 
 
+def progress_line(report: DrainReport, left_s: float) -> str:
+    emptied = len(report.rooms_moved) + len(report.media_rooms)
+    return (
+        f"rooms moved {sum(report.rooms_moved.values())}, rooms told to reconnect"
+        f" {sum(report.media_rooms.values())}, shards emptied {emptied},"
+        f" restarted {len(report.restarted)}; deadline in {clock_text(left_s)}"
+    )
+
+
 def render(report: DrainReport) -> str:
     lines = [f"node {report.node_id[:12]} ({report.ip})"]
     for name, count in report.rooms_moved.items():
@@ -240,20 +272,25 @@ def render(report: DrainReport) -> str:
     return "\n".join(lines)
 
 
-async def drain_node(settings: Settings, node: str, timeout_s: float) -> DrainReport:
+async def drain_node(
+    settings: Settings, node: str, timeout_s: float, progress: Progress | None = None
+) -> DrainReport:
     found = await asyncio.to_thread(resolve_node, node)
     redis = redis_conn.connect(settings)
     try:
-        drainer = Drainer(settings, RoomRouter(settings, redis), MediaRouter(settings, redis))
+        drainer = Drainer(
+            settings, RoomRouter(settings, redis), MediaRouter(settings, redis), progress
+        )
         return await drainer.drain(found, timeout_s)
     finally:
         await redis.aclose()
 
 
-def drain(settings: Settings, node: str, timeout_s: float) -> int:
+def drain(settings: Settings, node: str, timeout_s: float, *, quiet: bool = False) -> int:
     raycluster.connect(settings)
     try:
-        report = asyncio.run(drain_node(settings, node, timeout_s))
+        with Progress(f"examday cluster drain {node}", quiet=quiet) as progress:
+            report = asyncio.run(drain_node(settings, node, timeout_s, progress))
     except (NotFound, Conflict, ConfigError) as exc:
         raise SystemExit(f"examday cluster drain: {exc}") from None
     print(render(report))

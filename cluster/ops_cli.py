@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from infra.progress import add_quiet_flag
 from infra.settings import Settings
 
 DEFAULT_CRD = (
@@ -24,6 +25,7 @@ def add_commands(commands: Any) -> None:
     drain = commands.add_parser("drain", help="move everything off a node (id prefix or IP)")
     drain.add_argument("node", help="node id (or a unique prefix) or node IP")
     drain.add_argument("--timeout", type=_positive_float, default=120.0, help="seconds (120)")
+    add_quiet_flag(drain)
     autoscale = commands.add_parser(
         "autoscale", help="start the shard controller (room and media shards); show its decisions"
     )
@@ -84,7 +86,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if args.cluster_command == "drain":
         from cluster import drain
 
-        return drain.drain(settings, args.node, args.timeout)
+        return drain.drain(settings, args.node, args.timeout, quiet=args.quiet)
     if args.cluster_command == "autoscale":
         return _autoscale(settings, step=args.step)
     if args.cluster_command == "plan":

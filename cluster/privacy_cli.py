@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from typing import Any
@@ -29,8 +30,11 @@ from infra import raycluster
 from infra.audit import ChainReport, Failure
 from infra.errors import ExamdayError
 from infra.keyring import rotate_all
+from infra.progress import Progress, add_quiet_flag, clock_text
 from infra.settings import Settings
 from infra.telemetry import actor_call
+
+PROGRESS_POLL_S = 1.0
 
 
 def add_commands(commands: Any) -> None:
@@ -46,6 +50,7 @@ def add_commands(commands: Any) -> None:
     target = purge.add_mutually_exclusive_group(required=True)
     target.add_argument("--exam", help="the exam id")
     target.add_argument("--region", help="the region")
+    add_quiet_flag(purge)
     keys = commands.add_parser("keys", help="master-key rotation")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     keys_commands.add_parser("rotate", help="re-wrap every data key under the current master key")
@@ -63,7 +68,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "purge":
         raycluster.connect(settings)
         try:
-            summary = asyncio.run(purge(settings, exam=args.exam, region=args.region))
+            with Progress("examday purge", quiet=args.quiet) as progress:
+                summary = asyncio.run(
+                    purge(settings, exam=args.exam, region=args.region, progress=progress)
+                )
         except ExamdayError as exc:
             print(f"examday purge: {exc.detail} ({exc.reason})", file=sys.stderr)
             return 2
@@ -92,7 +100,13 @@ async def verify_regions(settings: Settings, region: str | None = None) -> list[
         await process.close()
 
 
-async def purge(settings: Settings, *, exam: str | None, region: str | None) -> dict[str, Any]:
+async def purge(
+    settings: Settings,
+    *,
+    exam: str | None,
+    region: str | None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     process = open_process(settings, None)
     try:
         if exam is not None:
@@ -100,10 +114,30 @@ async def purge(settings: Settings, *, exam: str | None, region: str | None) -> 
         if region is None or region not in settings.regions:
             return {"error": f"unknown region {region!r}", "failed_groups": ["-"]}
         handle = await asyncio.to_thread(retention.get_or_create, settings, region)
-        summary: dict[str, Any] = await actor_call(handle.run, [exam] if exam else None, "purge")
+        running = asyncio.ensure_future(actor_call(handle.run, [exam] if exam else None, "purge"))
+        if progress is not None and progress.enabled:  # no polling for a line not drawn
+            await _follow_purge(progress, handle, region, running)
+        summary: dict[str, Any] = await running
         return summary
     finally:
         await process.close()
+
+
+async def _follow_purge(
+    progress: Progress, handle: Any, region: str, running: asyncio.Future[Any]
+) -> None:
+    """Ask the region's retention actor how far its run is, once a second, until it ends:
+    its run state in Redis counts what it planned and what it deleted."""
+    while not running.done():
+        state: dict[str, Any] = {}
+        with contextlib.suppress(Exception):  # the line is a courtesy: never fail the purge
+            state = await asyncio.wait_for(actor_call(handle.progress), PROGRESS_POLL_S)
+        if state.get("run"):
+            counts = f"{state.get('deleted', 0)} of {state.get('planned', '?')} objects deleted"
+        else:
+            counts = "planning"
+        progress.update(f"{region}: {counts}, {clock_text(progress.elapsed())}")
+        await asyncio.wait({running}, timeout=PROGRESS_POLL_S)
 
 
 async def rotate_keys(settings: Settings) -> dict[str, int]:

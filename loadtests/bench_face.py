@@ -54,6 +54,7 @@ from typing import Any, Literal
 
 import ray
 
+from infra import progress
 from infra.settings.face import VerifierSettings
 from infra.settings.ml import FaceSettings
 from infra.stack import LocalStack, isolated_settings
@@ -232,7 +233,11 @@ def summarise(report: dict[str, Any], concurrency: int) -> dict[str, Any]:
 
 
 def _progress(phase: str) -> None:
-    print(f"bench face: {phase}", file=sys.stderr, flush=True)
+    # On the progress line of `examday bench` (a terminal, not quiet); standalone, a line.
+    if progress.active():
+        progress.note(phase)
+    elif not progress.quiet_env():
+        print(f"bench face: {phase}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

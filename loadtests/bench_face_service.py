@@ -26,7 +26,7 @@ import ray
 from PIL import Image
 
 from actors.face.client import VerifierClient
-from infra import raycluster, services
+from infra import progress, raycluster, services
 from infra.errors import DependencyDown, ExamdayError
 from infra.processes import free_port, port_open
 from infra.settings import Settings, settings_to_env
@@ -166,7 +166,8 @@ async def _drive(
         # Models loaded, replicas up and the first batches run before anything counts.
         await run_closed_loop(http, one, concurrency=concurrency, seconds=WARMUP_S)
         results: dict[str, list[dict[str, Any]]] = {}
-        for size in windows:
+        for index, size in enumerate(windows):
+            progress.note(f"window {index + 1} of {len(windows)}: max_batch {size}")
             await asyncio.to_thread(configure, size)
             await run_closed_loop(http, one, concurrency=concurrency, seconds=SETTLE_S)
             kinds.clear()

@@ -39,6 +39,7 @@ import aiohttp
 
 from actors.accounts.staff import StaffRegistry
 from api.routes.presence import PATH as PRESENCE_PATH
+from infra import progress
 from infra import redis as redis_conn
 from infra.processes import ManagedProcess, free_port, port_open
 from infra.settings import Settings
@@ -248,7 +249,11 @@ async def _socket_beats(
 
 
 def _progress(phase: str) -> None:
-    print(f"bench gateway: {phase}", file=sys.stderr, flush=True)
+    # On the progress line of `examday bench` (a terminal, not quiet); standalone, a line.
+    if progress.active():
+        progress.note(phase)
+    elif not progress.quiet_env():
+        print(f"bench gateway: {phase}", file=sys.stderr, flush=True)
 
 
 async def _timed(latencies: Latencies, call: Any) -> None:

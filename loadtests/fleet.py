@@ -30,13 +30,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from infra.progress import Progress, add_quiet_flag, clock_text, follow
 from loadtests import charts, webrtc
 from loadtests import report as reports
 from loadtests.behaviours import BEHAVIOURS, flag
 from loadtests.behaviours import deal as deal_behaviours
 from loadtests.config import FleetConfig
 from loadtests.journey import Proctor, Recorder
-from loadtests.parts import Plan, http_session, run_shares
+from loadtests.parts import Plan, arrival, http_session, run_shares
 from loadtests.presence import TRANSPORTS
 from loadtests.scenario import (
     Scenario,
@@ -92,7 +93,29 @@ async def _proctors(
     return proctors
 
 
-async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
+def progress_line(
+    config: FleetConfig, plan: Plan, proctors: Sequence[Proctor], recorder: Recorder, since: float
+) -> str:
+    """What this process sees while the shares run: arrivals by the (seeded) schedule, and
+    through the proctors' eyes the candidates in their rooms and the cameras live. The
+    shares' own counts reach it only when they end (they may run on other machines)."""
+    elapsed = time.monotonic() - since
+    arrived = sum(1 for i, _, _, _, b in plan if arrival(config, i, b)[0] <= elapsed)
+    seen = sum(sum(e.is_set() for e in p.present.values()) for p in proctors)
+    live = sum(len(p.sessions) for p in proctors)
+    watched = sum(len(p.watch) for p in proctors)
+    errors = sum(1 for step in recorder.steps if not step.ok)
+    total = config.ramp + config.duration
+    return (
+        f"arrived {arrived}/{config.candidates}, in rooms (watched) {seen}/{watched},"
+        f" cameras live {live}/{watched}, proctor errors {errors},"
+        f" {clock_text(elapsed)} of {clock_text(total)}"
+    )
+
+
+async def run_fleet(
+    config: FleetConfig, progress: Progress | None = None
+) -> tuple[dict[str, Any], list[str]]:
     assets = build_assets(liveness=config.media > 0)
     async with http_session(config.target, 20) as http:
         organiser = await organiser_session(http, config.organiser, config.password)
@@ -112,9 +135,16 @@ async def run_fleet(config: FleetConfig) -> tuple[dict[str, Any], list[str]]:
     async with http_session(config.target, config.proctors + 4) as http:
         proctors = await _proctors(config, scenario, plan, recorder, cids, assets.clips)
         watching = [asyncio.ensure_future(p.run(http, config.duration, stop)) for p in proctors]
+        following = None
+        if progress is not None:
+            since = time.monotonic()
+            progress.render = lambda: progress_line(config, plan, proctors, recorder, since)
+            following = asyncio.ensure_future(follow(progress, stop))
         parts = await run_shares(config, scenario, assets, plan)
         stop.set()
         await asyncio.gather(*watching)
+        if following is not None:
+            await following
     await sampling
     generator_cpu_s = _generator_cpu_s() - cpu_before
     wall_s = time.monotonic() - began
@@ -236,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--setup-only", action="store_true", help="create the exam, print it, and stop (for Locust)"
     )
+    add_quiet_flag(parser)
     return parser
 
 
@@ -342,6 +373,14 @@ async def setup_only(config: FleetConfig) -> None:
     )
 
 
+def _quiet(words: Sequence[str]) -> bool:
+    """`--quiet` among the fleet's flags (FleetConfig does not carry it: only the
+    terminal cares)."""
+    only = argparse.ArgumentParser(add_help=False)
+    add_quiet_flag(only)
+    return bool(only.parse_known_args(list(words))[0].quiet)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     if words[:1] == ["compare"]:
@@ -350,7 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.setup_only:
         asyncio.run(setup_only(config))
         return 0
-    summary, broken = asyncio.run(run_fleet(config))
+    with Progress("examday loadtest", quiet=_quiet(words)) as progress:
+        summary, broken = asyncio.run(run_fleet(config, progress))
+        errors = sum(s["errors"] for s in summary["steps"].values())
+        progress.close(f"done: {errors} errors, {len(broken)} thresholds broken")
     print_summary(summary, broken, config.report)
     return 1 if broken else 0
 
