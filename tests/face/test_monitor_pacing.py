@@ -21,7 +21,7 @@ from infra.telemetry import actor_call
 from loadtests.synthetic import scaled
 from tests.face.conftest import enrol, jpeg, photo, photo_bytes, runtime_of
 from tests.face.test_join_first import Flood
-from tests.support.factories import new_exam
+from tests.support.factories import consenting_candidate, new_exam
 
 INTERVAL = "examday_face_monitor_sample_interval_seconds"
 STRETCHES = "examday_face_monitor_interval_stretches_total"
@@ -44,6 +44,7 @@ async def test_the_stretched_interval_shows_in_metrics_and_the_pool_status(
 ) -> None:
     runtime = runtime_of(app)
     world = await new_exam(client, runtime, {"r1": ["4201"]})
+    await consenting_candidate(client, world.exam_id, "4201")  # compared with consent only
     assert (await enrol(client, world, "4201", photo_bytes("person_a_1"))).status_code == 200
     cid = world.candidate_ids["4201"]
     monitor = await asyncio.to_thread(ray.get_actor, MONITOR_NAME, namespace=settings.ray_namespace)

@@ -34,7 +34,7 @@ from tests.face.conftest import enrol, jpeg, photo_bytes
 from tests.ingest.helpers import ndjson, new_device, read_objects, record
 from tests.privacy.conftest import runtime_of
 from tests.support import webrtc
-from tests.support.factories import joined_candidate, new_exam
+from tests.support.factories import consenting_candidate, joined_candidate, new_exam
 from tests.support.wait import until
 
 # Few samples confirm an incident: the test needs one, not the production hysteresis.
@@ -78,6 +78,7 @@ async def test_the_face_monitor_stores_evidence_sealed_before_the_rotation(
     runtime = runtime_of(app)
     world = await new_exam(client, runtime, {"r1": ["4101"]}, region="cn-east")
     # The face template is sealed by the gateway, under the session's (now previous) key.
+    await consenting_candidate(client, world.exam_id, "4101")  # compared with consent only
     assert (await enrol(client, world, "4101", photo_bytes("person_a_1"))).status_code == 200
     cid = world.candidate_ids["4101"]
     empty = jpeg(faceless())
