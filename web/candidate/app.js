@@ -33,7 +33,7 @@ const $ = (id) => document.getElementById(id);
 const state = { me: null, stream: null, camera: null, talkback: null, network: 'unknown',
   advice: null, failures: 0, timer: null, retryAt: 0, connecting: false, face: null, ended: false,
   screen: null, waiting: null, help: null, devicesOk: false, mobileOk: false, quality: null,
-  probing: false, reconnectSeen: null };
+  probing: false, probe: null, probeStopped: false, reconnectSeen: null };
 
 function show(step) {
   const steps = ['login-step', 'policy-step', 'check-step', 'wait-step', 'face-step', 'live-step', 'over-step'];
@@ -192,19 +192,27 @@ async function runProbe() {
     return;
   }
   state.probing = true;
+  state.probeStopped = false;
   setProbe('measuring');
-  let link = null;
   try {
-    link = await publish('/v1/whip/me/probe', state.stream);
-    const measured = await measureProbe(link.pc);
+    state.probe = await publish('/v1/whip/me/probe', state.stream);
+    if (state.probeStopped) return; // joined while the probe was being answered
+    const measured = await measureProbe(state.probe.pc);
     if (measured) setProbe(measured.verdict, measured);
     else setProbe('failed');
   } catch (error) {
     setProbe(error.reason === 'probe_limit' ? 'limit' : 'failed');
   } finally {
-    if (link) link.close();
+    stopProbe();
     state.probing = false;
   }
+}
+
+// The camera does not share the link with a probe still measuring: joining ends it.
+function stopProbe() {
+  state.probeStopped = true;
+  if (state.probe) state.probe.close();
+  state.probe = null;
 }
 
 // "I moved to Wi-Fi": what the browser says now, else the drop-down, then the devices again.
@@ -263,6 +271,7 @@ async function checkDevices() {
 async function join() {
   clearError();
   stopWaiting();
+  stopProbe();
   if (state.network === 'cellular' && !state.mobileOk) {
     show('check-step');
     $('mobile-continue').focus();
