@@ -62,6 +62,10 @@ BIOMETRIC, ALLOW = "/v1/me/consents/biometric", {"allow": True}
 RECONNECT = "reconnect"  # the journal event of a media drain (cluster.drain)
 OfferedSession = TypeVar("OfferedSession", webrtc.WhipSession, webrtc.WhepSession)
 
+# A wait may end this much before its deadline (the loop's clock resolution): what is due
+# by then counts as due, so that an early wake does not spend a turn doing nothing.
+EARLY_WAKE_S = 0.01
+
 
 @dataclass
 class Step:
@@ -199,7 +203,10 @@ class Candidate:
     switch_hosts: tuple[str, ...] = SWITCH_HOSTS  # the network a `network_switch` moves to
     # Set when the room is told to reconnect (a media drain): the camera is published again.
     reconnect_asked: asyncio.Event = field(default_factory=asyncio.Event)
-    reconnect_seen: str | None = None  # the last `reconnect` id heard of (or at the join)
+    reconnect_seen: str | None = None  # the last `reconnect` id heard of
+    # When the candidate asked to join (Unix ms): a `reconnect` journaled after it is for
+    # this stay's media, one before it is not (the page keeps the join's event id alike).
+    joined_ms: int = 0
     extra: dict[str, tuple[webrtc.WhipSession | webrtc.WhepSession, dict[str, str]]] = field(
         default_factory=dict
     )  # screen, side, talkback listener -> (session, the headers that end it)
@@ -222,6 +229,7 @@ class Candidate:
         if "face_fail" in self.behaviours:
             ok = await step(self.name, "face_fail", self._face_fail(http))
             self._outcome("face_fail", ok)
+        self.joined_ms = int(time.time() * 1000)
         joined = await step(
             self.name, "join", self._post(http, "/v1/me/join", {"network": "wifi"}, 200)
         )
@@ -513,14 +521,17 @@ class Candidate:
         # A beat each `every`, never sooner: a wake for a behaviour or a `reconnect` does not
         # beat again (the server counts beats per minute, as the app's own timer keeps them).
         next_beat = began
-        # Bounded: a beat each `every`, and a wake for each behaviour or `reconnect`.
-        for _ in range(int(duration / every) + 8 + 2 * len(due)):
+        # Bounded: a beat each `every`, and a wake for each behaviour or `reconnect`, each
+        # of them twice over (a timer may wake a little early: `EARLY_WAKE_S` covers it).
+        for _ in range(2 * (int(duration / every) + 8 + 2 * len(due))):
+            # Behaviours come first: one that a long one before it (an ICE restart on a
+            # loaded machine) pushed past the stay's end still happens, late, not never.
+            while due and due[0][0] <= time.monotonic() + EARLY_WAKE_S:
+                await self._act(http, due.pop(0)[1], duration)
+            if self.reconnect_asked.is_set():  # told during the stay: done, even if late
+                await self._reconnect_as_asked(http)
             if time.monotonic() >= end:
                 return
-            while due and due[0][0] <= time.monotonic():
-                await self._act(http, due.pop(0)[1], duration)
-            if self.reconnect_asked.is_set():
-                await self._reconnect_as_asked(http)
             await self._keep_publishing(http)
             publisher = self.publisher
             switch = self.switch_face_at
@@ -532,7 +543,7 @@ class Candidate:
             ):
                 publisher.camera.show("b")
                 self.switch_face_at = None
-            if time.monotonic() >= next_beat:
+            if time.monotonic() + EARLY_WAKE_S >= next_beat:
                 beat = (
                     self.presence.beat(self.headers)
                     if self.presence is not None
@@ -599,17 +610,14 @@ class Candidate:
 
     async def _read_room(self, http: aiohttp.ClientSession) -> None:
         """What the app reads after an HTTP beat: the room's last `reconnect` for us, told
-        when it is not the one already heard of (the first read only notes it)."""
+        when it was journaled after the join (by the stream id's milliseconds: the
+        generator's clock against Redis's, one machine here) and not heard of already."""
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, ValueError):
             async with http.get("/v1/me/room", headers=self.headers) as response:
                 if response.status != 200:
                     return
                 told = (await response.json()).get("reconnect")
-            if told is None:
-                self.reconnect_seen = self.reconnect_seen or ""
-            elif self.reconnect_seen is None:
-                self.reconnect_seen = str(told.get("id"))
-            else:
+            if told is not None and int(str(told.get("id", "0")).split("-")[0]) > self.joined_ms:
                 self._told(told)
 
     async def _reconnect_as_asked(self, http: aiohttp.ClientSession) -> None:
@@ -640,6 +648,7 @@ class Candidate:
         if ok:
             ok, reason = await self._post(http, "/v1/me/consent", {"policy_version": "1"}, 204)
         if ok:
+            self.joined_ms = int(time.time() * 1000)
             ok, reason = await self._post(http, "/v1/me/join", {"network": "wifi"}, 200)
         self.recorder.presence(+1)  # balanced by the departure, whatever happened
         if not ok:
