@@ -29,8 +29,26 @@ ROOM_RETRIES = Retries(
 )
 
 
+PRESENCE_STATES = ("joined", "disconnected", "left", "ended", "absent")
+
+
 def room_shard_name(index: int) -> str:
     return f"room-shard-{index}"
+
+
+def presence_counts(view: dict[str, Any], roster: list[str]) -> dict[str, int]:
+    """How many of the room's roster are in each presence state (`PRESENCE_STATES`) in
+    a room view: a rostered candidate the journal never saw is `absent`, and one the
+    journal saw but who is no longer rostered (moved room) is not counted."""
+    counts = dict.fromkeys(PRESENCE_STATES, 0)
+    for cid in roster:
+        state = view["presence"].get(cid, {}).get("state", "absent")
+        counts[state if state in counts else "absent"] += 1
+    return counts
+
+
+def open_incidents(view: dict[str, Any]) -> int:
+    return sum(1 for incident in view["incidents"].values() if incident.get("status") == "open")
 
 
 class NotOwner(Conflict):

@@ -21,6 +21,7 @@ from api.media_http import end_candidate_sessions
 from api.security import ExamScope, OrganiserExamDep, PrincipalDep, check_exam
 from core import keys
 from core.exam import Identifier
+from core.rooms import open_incidents, presence_counts
 from infra.errors import Conflict, Forbidden, NotFound, Unavailable
 from infra.redis import text
 
@@ -36,6 +37,7 @@ COUNTED = (
     "gone",
     "absent",
     "incidents_open",
+    "help",
     "face_reviews_pending",
 )
 
@@ -63,7 +65,7 @@ async def overview(
     after: Annotated[Identifier | None, Query()] = None,
 ) -> dict[str, Any]:
     """Per room: its roster's count present, disconnected, gone (left or ended) and absent,
-    open incidents, face reviews waiting, its proctors; `next` names the room to page on
+    open incidents, open help requests, face reviews waiting, its proctors; `next` names the room to page on
     `after` when the exam has more rooms than one answer reads."""
     exam = await runtime.exams.get(scope.exam_id)
     names = sorted(
@@ -100,19 +102,15 @@ async def _room(runtime: RuntimeDep, exam_id: str, room: str) -> dict[str, Any]:
     except Unavailable:
         # One room's shard moving must not blank the whole overview: the console says so.
         return {**found, "unavailable": True}
-    states = [view["presence"].get(cid, {}).get("state", "absent") for cid in roster]
-    present = states.count("joined")
-    disconnected = states.count("disconnected")
-    gone = states.count("left") + states.count("ended")
+    counts = presence_counts(view, roster)
     return {
         **found,
-        "present": present,
-        "disconnected": disconnected,
-        "gone": gone,
-        "absent": len(roster) - present - disconnected - gone,
-        "incidents_open": sum(
-            1 for incident in view["incidents"].values() if incident.get("status") == "open"
-        ),
+        "present": counts["joined"],
+        "disconnected": counts["disconnected"],
+        "gone": counts["left"] + counts["ended"],
+        "absent": counts["absent"],
+        "incidents_open": open_incidents(view),
+        "help": len(view.get("help", {})),
         "proctors_present": view["proctors"],
     }
 

@@ -16,6 +16,7 @@ from api.events import STREAM_ID, room_stream
 from api.media_http import end_candidate_sessions
 from api.models import EventOut, IncidentIn, MessageIn, ReviewIn
 from api.security import CandidateScopeDep, RoomScopeDep, check_candidate_in_room
+from core.rooms import open_incidents, presence_counts
 from infra.errors import NotFound
 
 router = APIRouter(prefix="/v1/exams/{exam_id}/rooms/{room_id}", tags=["rooms"])
@@ -155,14 +156,12 @@ async def room_summary(room: RoomScopeDep, runtime: RuntimeDep) -> dict[str, Any
     """Counts for an overview of many rooms (a chief proctor's): no names, no messages."""
     view = await runtime.rooms.room_view(room.key)
     roster = await runtime.exams.room_candidates(room.exam_id, room.room_id)
-    states = [view["presence"].get(cid, {}).get("state", "absent") for cid in roster]
     return {
         "room": room.room_id,
         "candidates": len(roster),
-        **{state: states.count(state) for state in ("joined", "disconnected", "left", "ended")},
-        "absent": states.count("absent"),
+        **presence_counts(view, roster),
         "help": len(view.get("help", {})),
-        "incidents": sum(1 for i in view["incidents"].values() if i["status"] == "open"),
+        "incidents": open_incidents(view),
     }
 
 

@@ -94,8 +94,15 @@ async def test_the_summary_counts_people_and_open_help_until_a_proctor_answers(
     }
     view = (await client.get(base, headers=proctor)).json()
     assert view["help"][joined]["text"] == "缺页"
+    # The exam's overview, which the console's all-rooms step reads, counts the same.
+    overview_url = f"/v1/exams/{world.exam_id}/overview"
+    overview = (await client.get(overview_url, headers=world.organiser)).json()
+    counts = {k: overview["rooms"][0][k] for k in ("present", "absent", "help", "incidents_open")}
+    assert counts == {"present": 1, "absent": 2, "help": 1, "incidents_open": 0}
 
     answer = {"to": joined, "text": "马上来"}
     assert (await client.post(f"{base}/messages", json=answer, headers=proctor)).status_code == 201
     assert (await client.get(f"{base}/summary", headers=proctor)).json()["help"] == 0
     assert (await client.get(base, headers=proctor)).json()["help"] == {}
+    overview = (await client.get(overview_url, headers=world.organiser)).json()
+    assert (overview["rooms"][0]["help"], overview["totals"]["help"]) == (0, 0)

@@ -7,7 +7,6 @@ import { t } from '/common/i18n.js';
 const REFRESH_MS = 15000;
 const MAX_EXAMS = 20;
 const MAX_ROOMS = 200; // per exam
-const PARALLEL = 4; // summaries asked for at once
 const COLUMNS = ['candidates', 'joined', 'absent', 'disconnected', 'help', 'incidents'];
 
 function el(tag, props = {}, ...children) {
@@ -17,6 +16,14 @@ function el(tag, props = {}, ...children) {
 }
 
 const encode = encodeURIComponent;
+
+// The overview's room, in the columns' names; a room whose shard is moving has no counts.
+function summaryOf(room) {
+  return {
+    candidates: room.roster, joined: room.present, absent: room.absent,
+    disconnected: room.disconnected, help: room.help, incidents: room.incidents_open,
+  };
+}
 
 export class Overview {
   constructor(container, exams, { open, fail }) {
@@ -43,26 +50,26 @@ export class Overview {
     this.timer = setInterval(() => this.refresh(), REFRESH_MS);
   }
 
+  // One paged overview per exam (`GET /v1/exams/{exam}/overview`), not one request per
+  // room: a chief proctor of 200 rooms would otherwise send 200 every refresh.
   async refresh() {
     if (this.busy) return;
     this.busy = true;
     try {
       for (const exam of this.exams) {
-        if (!this.rooms.has(exam)) {
-          const { rooms } = await get(`/v1/exams/${encode(exam)}/rooms`);
-          this.rooms.set(exam, Object.keys(rooms).sort().slice(0, MAX_ROOMS));
-        }
+        const names = [];
+        let after = null;
+        do {
+          const query = after ? `?after=${encode(after)}` : '';
+          const page = await get(`/v1/exams/${encode(exam)}/overview${query}`);
+          for (const room of page.rooms) {
+            names.push(room.room);
+            this.summaries.set(`${exam}/${room.room}`, room.unavailable ? undefined : summaryOf(room));
+          }
+          after = page.next;
+        } while (after && names.length < MAX_ROOMS && !this.closed);
+        this.rooms.set(exam, names.slice(0, MAX_ROOMS));
       }
-      const keys = this.exams.flatMap((exam) => this.rooms.get(exam).map((name) => `${exam}/${name}`));
-      let next = 0;
-      const worker = async () => {
-        while (next < keys.length && !this.closed) {
-          const key = keys[next++];
-          const [exam, name] = key.split('/');
-          this.summaries.set(key, await get(`/v1/exams/${encode(exam)}/rooms/${encode(name)}/summary`));
-        }
-      };
-      await Promise.all(Array.from({ length: PARALLEL }, worker));
       if (!this.closed) this.render();
     } catch (error) {
       if (!this.closed) this.fail(error);
