@@ -7,10 +7,18 @@ fresh. Pinned keys (a room in the middle of a move) override the hash ring
 until unpinned; pins are versioned and cached with the members. A reader may
 act on a directory up to `_CACHE_SECONDS` old: the journal's fences, not the
 directory, keep two shards from writing one room.
+
+When the cache goes stale, one reader refreshes it and the others wait for that
+answer: a gateway with thousands of presence sockets has hundreds of beats in
+flight, and each asking Redis for the version at the same instant emptied its
+connection pool every half second (a stampede seen in the combined rehearsal's
+profile). A change made through this directory (`add`, `pin`, ...) drops both the
+cache and any refresh begun before it, so its maker reads its own change.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -31,47 +39,62 @@ class ShardDirectory:
         self._version_key = keys.shards_version_key(kind)
         self._pins_key = keys.shards_pins_key(kind)
         self._cache: _Snapshot | None = None
+        self._refresh: asyncio.Future[_Snapshot] | None = None
 
     async def add(self, name: str, meta: dict[str, Any] | None = None) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._members_key, name, json.dumps(meta or {}))
             pipe.incr(self._version_key)
             await pipe.execute()
-        self._cache = None
+        self.forget_cache()
 
     async def remove(self, name: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self._members_key, name)
             pipe.incr(self._version_key)
             await pipe.execute()
-        self._cache = None
+        self.forget_cache()
 
     async def members(self) -> list[str]:
         return (await self._snapshot()).members
 
     async def _snapshot(self) -> _Snapshot:
-        now = time.monotonic()
         cached = self._cache
-        if cached and now - cached.read_at < _CACHE_SECONDS:
+        if cached and time.monotonic() - cached.read_at < _CACHE_SECONDS:
             return cached
+        if self._refresh is None:
+            refresh = asyncio.ensure_future(self._read(cached))
+            self._refresh = refresh
+            refresh.add_done_callback(self._refreshed)
+        # Shielded: a waiter that gives up (its beat timed out) leaves the read to the rest.
+        return await asyncio.shield(self._refresh)
+
+    def _refreshed(self, refresh: asyncio.Future[_Snapshot]) -> None:
+        if self._refresh is not refresh:  # dropped by a change meanwhile: not cached
+            return
+        self._refresh = None
+        if not refresh.cancelled() and refresh.exception() is None:
+            self._cache = refresh.result()
+
+    async def _read(self, cached: _Snapshot | None) -> _Snapshot:
+        now = time.monotonic()
         version = int(await self._redis.get(self._version_key) or 0)
         if cached and cached.version == version:
-            cached.read_at = now
-            return cached
+            return _Snapshot(now, version, cached.members, cached.pins, cached.owners)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hkeys(self._members_key)
             pipe.hgetall(self._pins_key)
             names, pins = await pipe.execute()
-        self._cache = _Snapshot(
+        return _Snapshot(
             read_at=now,
             version=version,
             members=sorted(_text(n) for n in names),
             pins={_text(k): _text(v) for k, v in pins.items()},
         )
-        return self._cache
 
     def forget_cache(self) -> None:
         self._cache = None
+        self._refresh = None
 
     async def meta(self) -> dict[str, dict[str, Any]]:
         raw = await self._redis.hgetall(self._members_key)
@@ -89,14 +112,14 @@ class ShardDirectory:
             pipe.hset(self._pins_key, key, shard)
             pipe.incr(self._version_key)
             await pipe.execute()
-        self._cache = None
+        self.forget_cache()
 
     async def unpin(self, key: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self._pins_key, key)
             pipe.incr(self._version_key)
             await pipe.execute()
-        self._cache = None
+        self.forget_cache()
 
 
 @dataclass

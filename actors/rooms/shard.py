@@ -166,7 +166,12 @@ class RoomShard:
 
         event = {"type": "heartbeat", "cid": cid, "network": network, "eid": eid}
         event_id = await self._append(key, event, prepare)
-        return {"event_id": event_id, "state": self.rooms[key].presence[cid].state}
+        room = self.rooms[key]
+        return {
+            "event_id": event_id,
+            "state": room.presence[cid].state,
+            "reconnect": room.reconnect_for(cid),
+        }
 
     @traced
     async def heartbeats(self, beats: list[Beat]) -> list[dict[str, Any]]:
@@ -174,7 +179,9 @@ class RoomShard:
         them per shard): one journal round trip per room, not one actor call and one
         script per beat, so a room's candidates all joining at the start of the exam
         do not queue behind each other's commits. Each beat gets its own answer: the
-        event, or `not_joined` / `not_owner` (the gateway retries those one by one)."""
+        event, the candidate's presence state and the last `reconnect` meant for them
+        (the presence socket tells a new one), or `not_joined` / `not_owner` (the
+        gateway retries those one by one)."""
         self.beat_calls += 1
         self.beats_received += len(beats)
         by_room: dict[str, list[int]] = {}
@@ -197,8 +204,12 @@ class RoomShard:
                         committed.append(index)
                     event_ids = await self._commit(key, room, events) if events else []
                     for index, event_id in zip(committed, event_ids, strict=True):
-                        state = room.presence[beats[index][1]].state
-                        answers[index] = {"event_id": event_id, "state": state}
+                        cid = beats[index][1]
+                        answers[index] = {
+                            "event_id": event_id,
+                            "state": room.presence[cid].state,
+                            "reconnect": room.reconnect_for(cid),
+                        }
 
         await asyncio.gather(*(commit_room(key, indices) for key, indices in by_room.items()))
         return answers

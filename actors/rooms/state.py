@@ -157,11 +157,15 @@ class RoomState:
         that sees a `reconnect` id newer than its join publishes its media again at once,
         rather than when the draining shard stops under it."""
         presence = self.presence.get(cid, Presence())
-        told = [r for r in (self.reconnects.get(""), self.reconnects.get(cid)) if r]
         return {
             "room": self.key.split("/", 1)[1],
             "presence": asdict(presence),
             "messages": [m for m in self.messages if m.get("to") in (None, cid)],
             "help": self.help.get(cid),
-            "reconnect": max(told, key=lambda r: event_order(r["id"])) if told else None,
+            "reconnect": self.reconnect_for(cid),
         }
+
+    def reconnect_for(self, cid: str) -> dict[str, Any] | None:
+        """The last `reconnect` meant for this candidate: theirs or the room's, the newer."""
+        told = [r for r in (self.reconnects.get(""), self.reconnects.get(cid)) if r]
+        return max(told, key=lambda r: event_order(r["id"])) if told else None

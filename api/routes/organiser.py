@@ -65,8 +65,8 @@ async def overview(
     after: Annotated[Identifier | None, Query()] = None,
 ) -> dict[str, Any]:
     """Per room: its roster's count present, disconnected, gone (left or ended) and absent,
-    open incidents, open help requests, face reviews waiting, its proctors; `next` names the room to page on
-    `after` when the exam has more rooms than one answer reads."""
+    open incidents, open help requests, face reviews waiting, its proctors; `next` names
+    the room to page on `after` when the exam has more rooms than one answer reads."""
     exam = await runtime.exams.get(scope.exam_id)
     names = sorted(
         room for room in await runtime.exams.rooms(exam.id) if after is None or room > after

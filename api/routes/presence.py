@@ -13,11 +13,14 @@ beats (`RoomRouter.heartbeat`) and journaled the same way.
 
 `reconnect` ({"id", "plane", "reason", "retry_after"}, as `GET /v1/me/room` shows it) is
 in a beat's answer when the room's journal got a `reconnect` for the whole room or for
-this candidate since the previous beat (since the socket opened, for the first): a media
-drain (`cluster.drain`) asks every client of the room to publish again at once. A
+this candidate since the previous beat (since the socket's first beat, for the first): a
+media drain (`cluster.drain`) asks every client of the room to publish again at once. A
 beat's answer carries it rather than a message of its own so that clients stay simple
-(one message, one answer) and the gateway needs no reader per room: each beat reads the
-few room events since the last one (at most `MAX_EVENTS_READ`, the rest at the next).
+(one message, one answer) and the gateway needs no reader per room: the room shard
+answers each beat with the last `reconnect` meant for the candidate, and the socket
+tells it when it is not the one it saw before. (Each beat used to read the room's
+evidence stream since the previous one: in a login storm, dozens of joins per beat,
+parsed by the gateway for every beat.)
 
 A refused handshake is answered as any refused request: a 4xx problem. The server
 closes with 4401 when the session ends (logout, a newer login, the exam ended for
@@ -33,7 +36,6 @@ since a sibling subdomain or another port is the same site.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
@@ -57,15 +59,12 @@ from infra.errors import (
     RateLimited,
     Unauthenticated,
 )
-from infra.redis import text
 
 router = APIRouter(prefix="/v1/me", tags=["candidate"])
 
 PATH = "/v1/me/presence"
 MAX_MESSAGE_BYTES = 512
 MAX_BAD_MESSAGES = 10  # then the socket is closed: a client that broken should start over
-MAX_EVENTS_READ = 200  # of the room's evidence stream at each beat, looking for `reconnect`
-RECONNECT = b'"reconnect"'
 CLOSE_SESSION_ENDED = 4401
 CLOSE_IDLE = 4408
 CLOSE_POLICY = 1008
@@ -105,8 +104,10 @@ class _Channel:
         self.runtime = runtime
         self.principal = principal
         self.room_key = keys.room_key(principal.claims.exam, principal.room)
-        self.events_key = keys.room_events_key(self.room_key)
-        self.seen: str | None = None  # the last evidence event id looked at
+        # The id of the last `reconnect` the shard answered with; unset before the first
+        # beat, whose answer only sets it (what came before the socket is not news).
+        self.reconnect_seen: str | None = None
+        self.beaten = False
         self.checked_at = time.monotonic()
         self.last_beat = float("-inf")
         self.bad = 0
@@ -114,8 +115,6 @@ class _Channel:
     async def serve(self) -> None:
         idle = 2 * self.runtime.settings.heartbeat_timeout_seconds
         try:
-            with contextlib.suppress(*REDIS_DOWN):
-                await self._look_from_now()
             while self.bad < MAX_BAD_MESSAGES:
                 text = await self._receive(idle)
                 if text is None:
@@ -178,41 +177,20 @@ class _Channel:
         except ExamdayError as error:
             return self._refused(beat_id, error)
         answer = {"id": beat_id, "event_id": result["event_id"], "state": result.get("state")}
-        with contextlib.suppress(*REDIS_DOWN):  # told at a later beat, then
-            reconnect = await self._reconnect()
-            if reconnect is not None:
-                answer["reconnect"] = reconnect
+        reconnect = self._news(result.get("reconnect"))
+        if reconnect is not None:
+            answer["reconnect"] = reconnect
         return answer
 
-    async def _look_from_now(self) -> None:
-        last: Any = await self.runtime.redis.xrevrange(self.events_key, count=1)
-        self.seen = text(last[0][0]) if last else "0-0"
-
-    async def _reconnect(self) -> dict[str, Any] | None:
-        """The last `reconnect` for this candidate or their room journaled since the
-        events read at the previous beat, if any."""
-        if self.seen is None:  # Redis did not answer as the socket opened: from now on
-            await self._look_from_now()
+    def _news(self, reconnect: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The shard's last `reconnect` for this candidate, when this socket has not seen
+        it before (nor, at the first beat, at all)."""
+        seen, first = self.reconnect_seen, not self.beaten
+        self.beaten = True
+        if reconnect is None or reconnect["id"] == seen:
             return None
-        entries: Any = await self.runtime.redis.xrange(
-            self.events_key, min=f"({self.seen}", max="+", count=MAX_EVENTS_READ
-        )
-        found = None
-        for raw_id, fields in entries:
-            raw = fields[b"e"]
-            if RECONNECT not in raw:  # most events are not: no need to parse them
-                continue
-            event = json.loads(raw)
-            if event.get("type") == "reconnect" and event.get("cid") in (None, self.principal.name):
-                found = {
-                    "id": text(raw_id),
-                    "plane": event.get("plane", "media"),
-                    "reason": event.get("reason"),
-                    "retry_after": event.get("retry_after"),
-                }
-        if entries:
-            self.seen = text(entries[-1][0])
-        return found
+        self.reconnect_seen = reconnect["id"]
+        return None if first else reconnect
 
     def _refused(self, beat_id: str | None, error: ExamdayError) -> dict[str, Any]:
         if error.status < 500:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
@@ -86,3 +87,36 @@ async def test_directory_in_redis_is_shared_by_every_reader(stack: LocalStack) -
         )
         await writer_redis.aclose()
         await reader_redis.aclose()
+
+
+async def test_a_stale_directory_is_read_once_for_every_waiting_reader(stack: LocalStack) -> None:
+    """Hundreds of beats in flight when the cache goes stale make one read of the
+    directory, not one each (each taking a connection of the gateway's Redis pool); a
+    change made meanwhile is still read by its maker."""
+    redis: Redis = redis_conn.connect(stack.settings)
+    try:
+        directory = ShardDirectory(redis, "test-stampede")
+        for shard in SHARDS:
+            await directory.add(shard)
+        await directory.members()
+        await asyncio.sleep(0.6)  # past the cache's half second
+        before = (await redis.info("commandstats"))["cmdstat_get"]["calls"]
+        owners = await asyncio.gather(*(directory.owner(key) for key in KEYS[:300]))
+        gets = (await redis.info("commandstats"))["cmdstat_get"]["calls"] - before
+        assert owners == [hashing.owner(key, SHARDS) for key in KEYS[:300]]
+        assert gets < 10, f"{gets} reads of the directory's version for one stale cache"
+
+        await asyncio.sleep(0.6)
+        reading = asyncio.ensure_future(directory.owner("room-7"))
+        await asyncio.sleep(0)  # its refresh has begun
+        await directory.pin("room-7", "elsewhere")
+        assert await directory.owner("room-7") == "elsewhere"
+        assert await reading in (hashing.owner("room-7", SHARDS), "elsewhere")
+        assert await directory.owner("room-7") == "elsewhere"  # an older read is not cached
+    finally:
+        await redis.delete(
+            keys.shards_key("test-stampede"),
+            keys.shards_version_key("test-stampede"),
+            keys.shards_pins_key("test-stampede"),
+        )
+        await redis.aclose()

@@ -164,6 +164,11 @@ async def test_a_reconnect_reaches_the_candidates_it_is_meant_for(
         answer: dict[str, Any] = json.loads(await asyncio.wait_for(ws.receive_str(), 10))
         return answer
 
+    async def stream_reads() -> int:  # XRANGE: the journal's own scripts use XREVRANGE
+        stats = await runtime.redis.info("commandstats")
+        return int(stats.get("cmdstat_xrange", {}).get("calls", 0))
+
+    reads_before = await stream_reads()
     async with (
         aiohttp.ClientSession(settings.gateway_url) as http,
         http.ws_connect(PATH, headers=headers) as ws,
@@ -179,6 +184,9 @@ async def test_a_reconnect_reaches_the_candidates_it_is_meant_for(
             "plane": "media", "reason": "drill", "retry_after": 1,
         }  # fmt: skip
         assert "reconnect" not in await beat(ws)  # told once
+    # The shard's answer carries it: the beats read no stream (each used to read the
+    # room's evidence since the previous one).
+    assert await stream_reads() - reads_before < 2
 
     # The page's own channel, `GET /v1/me/room`, shows the latest one meant for them.
     view = (await client.get("/v1/me/room", headers=headers)).json()
