@@ -51,6 +51,10 @@ def open_incidents(view: dict[str, Any]) -> int:
     return sum(1 for incident in view["incidents"].values() if incident.get("status") == "open")
 
 
+def open_help(view: dict[str, Any]) -> int:
+    return len(view.get("help", {}))
+
+
 class NotOwner(Conflict):
     """A room shard was asked about a room the directory (or the journal's fence) now
     gives to another shard: ask the directory again."""

@@ -166,12 +166,7 @@ class RoomShard:
 
         event = {"type": "heartbeat", "cid": cid, "network": network, "eid": eid}
         event_id = await self._append(key, event, prepare)
-        room = self.rooms[key]
-        return {
-            "event_id": event_id,
-            "state": room.presence[cid].state,
-            "reconnect": room.reconnect_for(cid),
-        }
+        return self.rooms[key].beat_answer(event_id, cid)
 
     @traced
     async def heartbeats(self, beats: list[Beat]) -> list[dict[str, Any]]:
@@ -204,12 +199,7 @@ class RoomShard:
                         committed.append(index)
                     event_ids = await self._commit(key, room, events) if events else []
                     for index, event_id in zip(committed, event_ids, strict=True):
-                        cid = beats[index][1]
-                        answers[index] = {
-                            "event_id": event_id,
-                            "state": room.presence[cid].state,
-                            "reconnect": room.reconnect_for(cid),
-                        }
+                        answers[index] = room.beat_answer(event_id, beats[index][1])
 
         await asyncio.gather(*(commit_room(key, indices) for key, indices in by_room.items()))
         return answers

@@ -165,6 +165,14 @@ class RoomState:
             "reconnect": self.reconnect_for(cid),
         }
 
+    def beat_answer(self, event_id: str, cid: str) -> dict[str, Any]:
+        """A committed beat's answer: its event, the candidate's state, their last reconnect."""
+        return {
+            "event_id": event_id,
+            "state": self.presence[cid].state,
+            "reconnect": self.reconnect_for(cid),
+        }
+
     def reconnect_for(self, cid: str) -> dict[str, Any] | None:
         """The last `reconnect` meant for this candidate: theirs or the room's, the newer."""
         told = [r for r in (self.reconnects.get(""), self.reconnects.get(cid)) if r]

@@ -21,7 +21,7 @@ from api.media_http import end_candidate_sessions
 from api.security import ExamScope, OrganiserExamDep, PrincipalDep, check_exam
 from core import keys
 from core.exam import Identifier
-from core.rooms import open_incidents, presence_counts
+from core.rooms import open_help, open_incidents, presence_counts
 from infra.errors import Conflict, Forbidden, NotFound, Unavailable
 from infra.redis import text
 
@@ -110,7 +110,7 @@ async def _room(runtime: RuntimeDep, exam_id: str, room: str) -> dict[str, Any]:
         "gone": counts["left"] + counts["ended"],
         "absent": counts["absent"],
         "incidents_open": open_incidents(view),
-        "help": len(view.get("help", {})),
+        "help": open_help(view),
         "proctors_present": view["proctors"],
     }
 

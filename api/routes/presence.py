@@ -104,10 +104,9 @@ class _Channel:
         self.runtime = runtime
         self.principal = principal
         self.room_key = keys.room_key(principal.claims.exam, principal.room)
-        # The id of the last `reconnect` the shard answered with; unset before the first
-        # beat, whose answer only sets it (what came before the socket is not news).
+        # The id of the last `reconnect` the shard answered with ("" for none); None before
+        # the first beat, whose answer only sets it (what came before the socket is not news).
         self.reconnect_seen: str | None = None
-        self.beaten = False
         self.checked_at = time.monotonic()
         self.last_beat = float("-inf")
         self.bad = 0
@@ -185,12 +184,10 @@ class _Channel:
     def _news(self, reconnect: dict[str, Any] | None) -> dict[str, Any] | None:
         """The shard's last `reconnect` for this candidate, when this socket has not seen
         it before (nor, at the first beat, at all)."""
-        seen, first = self.reconnect_seen, not self.beaten
-        self.beaten = True
-        if reconnect is None or reconnect["id"] == seen:
+        seen, self.reconnect_seen = self.reconnect_seen, reconnect["id"] if reconnect else ""
+        if seen is None or reconnect is None or reconnect["id"] == seen:
             return None
-        self.reconnect_seen = reconnect["id"]
-        return None if first else reconnect
+        return reconnect
 
     def _refused(self, beat_id: str | None, error: ExamdayError) -> dict[str, Any]:
         if error.status < 500:

@@ -16,7 +16,7 @@ from api.events import STREAM_ID, room_stream
 from api.media_http import end_candidate_sessions
 from api.models import EventOut, IncidentIn, MessageIn, ReviewIn
 from api.security import CandidateScopeDep, RoomScopeDep, check_candidate_in_room
-from core.rooms import open_incidents, presence_counts
+from core.rooms import open_help, open_incidents, presence_counts
 from infra.errors import NotFound
 
 router = APIRouter(prefix="/v1/exams/{exam_id}/rooms/{room_id}", tags=["rooms"])
@@ -160,7 +160,7 @@ async def room_summary(room: RoomScopeDep, runtime: RuntimeDep) -> dict[str, Any
         "room": room.room_id,
         "candidates": len(roster),
         **presence_counts(view, roster),
-        "help": len(view.get("help", {})),
+        "help": open_help(view),
         "incidents": open_incidents(view),
     }
 
