@@ -415,8 +415,9 @@ def _verifier_metrics(sample: ClusterSample) -> Iterator[Metric]:
     batches = _histogram("examday_verifier_batch_size", "Frames per model batch", ["replica"])
     latency = _histogram(
         "examday_verifier_latency_seconds",
-        "Time a verifier replica took to answer a request, from its queue to its result",
-        ["replica"],
+        "Time a verifier replica took to answer a request, from its queue to its result,"
+        " per lane: join (candidates' enrolment, verification, liveness) or monitoring",
+        ["replica", "lane"],
     )
     for name, load in sorted((status.get("loads") or {}).items()):
         queue.add_metric([name], load.get("held", 0))
@@ -428,11 +429,10 @@ def _verifier_metrics(sample: ClusterSample) -> Iterator[Metric]:
         buckets.append(("+Inf", sum(sizes.values())))
         batches.add_metric([name], buckets, sum_value=sum(s * n for s, n in sizes.items()))
         # The replica counts in its own buckets (actors.face.batcher.LATENCY_BUCKETS_S), so
-        # the bounds come with the counts; an older replica without them is left out.
-        answered = load.get("latency")
-        if answered:
+        # the bounds come with the counts.
+        for lane, answered in sorted((load.get("latency") or {}).items()):
             latency.add_metric(
-                [name],
+                [name, lane],
                 [(str(bound), int(count)) for bound, count in answered["buckets"]],
                 sum_value=float(answered["sum"]),
             )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Final
 
@@ -32,8 +33,9 @@ WORKER_NICENESS_ENV: Final = {"RAY_worker_niceness": "0"}
 class Priority(enum.IntEnum):
     """Niceness by role (lower runs first)."""
 
-    LIVE = 0  # media and room shards, the shard controller, verifier routing, update checks
-    QUEUED = 10  # queued work that answers 503 when full: face verification, log ingestion
+    LIVE = 0  # media and room shards, the shard controller, verifier routing, update checks,
+    # candidates' face checks at the join (the verifier's join lane)
+    QUEUED = 10  # queued work that answers 503 when full: face monitoring, log ingestion
     BULK = 15  # retention sweeps and exports
 
 
@@ -57,3 +59,20 @@ def adopt_priority(priority: Priority) -> None:
                 WORKER_NICENESS_ENV,
             )
             break
+
+
+def adopt_thread_priority(priority: Priority) -> None:
+    """Move the calling thread alone to `priority`'s niceness where allowed.
+
+    For a process whose threads serve different callers: the face verifier runs
+    candidates' checks on one model thread and monitoring samples on another
+    (`actors.face.batcher`), and only the second should yield to the gateway.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), int(priority))
+    except PermissionError:
+        logger.warning(
+            "cannot lower a thread's niceness to %d (no CAP_SYS_NICE): start Ray workers with %s",
+            int(priority),
+            WORKER_NICENESS_ENV,
+        )

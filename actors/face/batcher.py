@@ -4,29 +4,29 @@ Callers `submit` one image with a `finish` step (enrol, verify, summarise) or a 
 job that runs alone (a liveness check analyses its own frames as one batch). A loop on
 the event loop takes the next batch as soon as the model is free: up to `max_batch`
 single-image jobs, waiting at most `max_wait_s` for the batch to fill when fewer are
-queued. Decoding, the model and every `finish` run in one worker thread, never on the
+queued. Decoding, the model and every `finish` run in a worker thread, never on the
 event loop; each image is decoded on its own, so one bad upload fails only its caller.
 
-Back-pressure: the batcher holds at most `max_queue` frames (waiting plus running);
-beyond that `submit` raises `Unavailable(reason="verifier_busy")` at once, with a
-Retry-After from the measured time per frame. A job whose caller has given up
-(`deadline` passed, or its future cancelled) is dropped before it costs model time.
+Two lanes, join first: a candidate waits on enrolment, verification and liveness; a
+monitoring sample (`background=True`) waits on nobody, and the next one comes a few
+seconds later. Each lane has its own queue, its own model thread and its own copy of
+the model (OpenCV's `dnn` nets are not safe to share between threads), and its own
+niceness (`Lane.priority`): the join lane runs at the gateway's, the monitoring lane
+below it. So a candidate's job never waits behind a sample, neither in a queue nor
+in a batch nor for the CPU: when the node is saturated (a login storm) the kernel
+gives the samples what the gateway and the candidates leave. One niceness for the
+whole replica cannot do that: at the gateway's the samples took the login storm's
+CPU, below it the candidates waited minutes (docs/capacity.md).
 
-Priority: a candidate waits on enrolment, verification and liveness; a monitoring
-sample (`background=True`) waits on nobody, and the next one comes a few seconds later.
-So candidates' jobs go first, background samples fill what room a batch has left, and
-a candidate's job that finds the queue full sheds the oldest waiting samples (each
-answered `verifier_busy`) before it is refused itself. Nor does a candidate wait for a
-batch of samples already running, or for the samples that filled its own batch: with
-`background_slice` set (CPU replicas, where batching saves a frame little), the model
-thread runs the candidates' jobs of a batch as a slice of their own, answered at once,
-and its samples in slices of `background_slice` frames, stopping before the next slice
-when a candidate's job is waiting; the samples not run go back to the head of their
-queue, after the candidates' jobs. So a candidate's job waits behind at most one slice
-of samples, the one running when it came.
+Back-pressure: the batcher holds at most `max_queue` frames (waiting plus running,
+both lanes); beyond that `submit` raises `Unavailable(reason="verifier_busy")` at once,
+with a Retry-After from the measured time per frame. A candidate's job that finds the
+queue full sheds the oldest waiting samples (each answered `verifier_busy`) before it
+is refused itself. A job whose caller has given up (`deadline` passed, or its future
+cancelled) is dropped before it costs model time.
 
-Every answered job's latency, from `submit` to its result, is counted in fixed
-buckets (`LATENCY_BUCKETS_S`): cheap to keep, and summable across replicas and
+Every answered job's latency, from `submit` to its result, is counted per lane in
+fixed buckets (`LATENCY_BUCKETS_S`): cheap to keep, and summable across replicas and
 scrapes, which a moving average or a percentile is not.
 """
 
@@ -41,21 +41,37 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from functools import partial
+from typing import Any, Generic, Literal, TypeVar
 
 from infra.errors import ExamdayError, InvalidInput, Unavailable
+from infra.priority import Priority, adopt_thread_priority
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F")  # a decoded frame
 A = TypeVar("A")  # the model's analysis of one frame
 
-# The outcome of a background job the model thread put off for a candidate's job.
-_DEFERRED = object()
+LaneName = Literal["join", "monitoring"]
+LANES: tuple[LaneName, ...] = ("join", "monitoring")
 
 # Upper bounds in seconds; batching waits milliseconds, a CPU batch of 32 takes seconds,
 # and nothing is answered after `call_timeout_s` (30 s by default).
 LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, eq=False)
+class Lane(Generic[F, A]):
+    """What one model thread runs with: its own copy of the model, and its niceness.
+
+    `analyse` takes a batch of frames and one hint per frame (None where none came;
+    monitoring's reuse of a candidate's last sample). `priority` None leaves the thread
+    at the niceness of the thread that starts it.
+    """
+
+    decode: Callable[[bytes], F]
+    analyse: Callable[[Sequence[F], Sequence[Any]], Sequence[A]]
+    priority: Priority | None = None
 
 
 @dataclass(eq=False)
@@ -67,8 +83,13 @@ class _Job:
     image: bytes | None = None  # a single-image job, merged into batches
     finish: Callable[[Any], Any] | None = None
     solo: Callable[[], Any] | None = None  # a job that runs alone
-    background: bool = False  # nobody waits on it: it goes after every candidate's job
-    hint: Any = None  # passed to `analyse_hinted` beside the frame (monitoring's reuse)
+    background: bool = False  # nobody waits on it: the monitoring lane
+    hint: Any = None  # passed to the lane's `analyse` beside the frame (monitoring's reuse)
+
+
+def _latency_counts() -> list[int]:
+    # Answered jobs per latency bucket (the last one: above every bound).
+    return [0] * (len(LATENCY_BUCKETS_S) + 1)
 
 
 @dataclass
@@ -78,61 +99,79 @@ class BatchStats:
     dropped: int = 0
     refused: int = 0
     shed: int = 0  # background samples answered busy to make room for a candidate's job
-    deferred: int = 0  # background samples put back in the queue for a candidate's job
     largest_batch: int = 0
     seconds_per_frame: float = 0.1  # moving average, seeded with a CPU-ish guess
     sizes: dict[int, int] = field(default_factory=dict)
-    # Answered jobs per latency bucket (the last one: above every bound), and their sum.
-    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
-    latency_sum_s: float = 0.0
-    # CPU time of the model thread (decode, model, finish); with one torch thread the
+    latency_counts: dict[LaneName, list[int]] = field(
+        default_factory=lambda: {lane: _latency_counts() for lane in LANES}
+    )
+    latency_sum_s: dict[LaneName, float] = field(default_factory=lambda: dict.fromkeys(LANES, 0.0))
+    # CPU time of the model threads (decode, model, finish); with one torch thread the
     # rest of the process's CPU time is serving (Ray calls, pickling, the event loop).
     model_cpu_s: float = 0.0
 
-    def observe_latency(self, seconds: float) -> None:
-        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-        self.latency_sum_s += seconds
+    def observe_latency(self, lane: LaneName, seconds: float) -> None:
+        self.latency_counts[lane][bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.latency_sum_s[lane] += seconds
 
-    def latency(self) -> dict[str, Any]:
-        """Cumulative counts per upper bound, Prometheus style ("+Inf" is every job)."""
-        buckets: list[tuple[str, int]] = []
-        total = 0
+    def latency(self) -> dict[LaneName, dict[str, Any]]:
+        """Per lane, cumulative counts per upper bound, Prometheus style ("+Inf" is every job)."""
         bounds = [*map(str, LATENCY_BUCKETS_S), "+Inf"]
-        for bound, count in zip(bounds, self.latency_counts, strict=True):
-            total += count
-            buckets.append((bound, total))
-        return {"buckets": buckets, "count": total, "sum": round(self.latency_sum_s, 6)}
+        lanes: dict[LaneName, dict[str, Any]] = {}
+        for lane in LANES:
+            buckets: list[tuple[str, int]] = []
+            total = 0
+            for bound, count in zip(bounds, self.latency_counts[lane], strict=True):
+                total += count
+                buckets.append((bound, total))
+            lanes[lane] = {
+                "buckets": buckets,
+                "count": total,
+                "sum": round(self.latency_sum_s[lane], 6),
+            }
+        return lanes
+
+
+class _LaneRunner(Generic[F, A]):
+    """A lane's queue, its model thread and the loop that feeds that thread batches."""
+
+    def __init__(self, name: LaneName, lane: Lane[F, A]) -> None:
+        self.name = name
+        self.lane = lane
+        self.queue: deque[_Job] = deque()
+        self.arrived = asyncio.Event()
+        priority = lane.priority
+        self.executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix=f"face-{name}",
+            initializer=None if priority is None else partial(adopt_thread_priority, priority),
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 class Batcher(Generic[F, A]):
     def __init__(
         self,
-        decode: Callable[[bytes], F],
-        analyse: Callable[[Sequence[F]], Sequence[A]],
+        join: Lane[F, A],
+        monitoring: Lane[F, A],
         *,
         max_batch: int,
         max_wait_s: float,
         max_queue: int,
         call_timeout_s: float,
-        background_slice: int | None = None,
-        analyse_hinted: Callable[[Sequence[F], Sequence[Any]], Sequence[A]] | None = None,
     ) -> None:
-        self._decode = decode
-        self._analyse = analyse
-        # Used instead of `analyse` when given: one hint per frame, None where none came.
-        self._analyse_hinted = analyse_hinted
         self._max_batch = max_batch
         self._max_wait = max_wait_s
         self._max_queue = max_queue
         self._timeout = call_timeout_s
-        # None: a batch's samples run in one go (nothing to gain from slicing on a GPU).
-        self._slice = background_slice
-        self._pending: deque[_Job] = deque()  # candidates' jobs, in arrival order
-        self._background: deque[_Job] = deque()
-        self._arrived = asyncio.Event()
-        self._held = 0  # frames waiting or running
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-model")
-        self._loop_task: asyncio.Task[None] | None = None
+        self._join = _LaneRunner("join", join)
+        self._monitoring = _LaneRunner("monitoring", monitoring)
+        self._held = 0  # frames waiting or running, both lanes
         self.stats = BatchStats()
 
     @property
@@ -151,7 +190,7 @@ class Batcher(Generic[F, A]):
         background: bool = False,
         hint: Any = None,
     ) -> Any:
-        """Analyse one image in the next batch and return `finish(analysis)`."""
+        """Analyse one image in the next batch of its lane and return `finish(analysis)`."""
         job = _Job(
             1,
             0.0,
@@ -165,7 +204,7 @@ class Batcher(Generic[F, A]):
         return await self._enqueue(job)
 
     async def run_solo(self, job: Callable[[], Any], cost: int) -> Any:
-        """Run `job` alone in the model thread; `cost` frames count against the queue."""
+        """Run `job` alone in the join lane's thread; `cost` frames count against the queue."""
         return await self._enqueue(_Job(cost, 0.0, 0.0, self._future(), solo=job))
 
     def configure(self, max_batch: int, max_wait_s: float) -> None:
@@ -181,9 +220,8 @@ class Batcher(Generic[F, A]):
         return max(1.0, math.ceil(self._held * self.stats.seconds_per_frame))
 
     def close(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._join.close()
+        self._monitoring.close()
 
     # -- internals -----------------------------------------------------------------
 
@@ -191,8 +229,9 @@ class Batcher(Generic[F, A]):
         return asyncio.get_running_loop().create_future()
 
     async def _enqueue(self, job: _Job) -> Any:
-        while not job.background and self._background and self._held + job.cost > self._max_queue:
-            self._shed(self._background.popleft())
+        samples = self._monitoring.queue
+        while not job.background and samples and self._held + job.cost > self._max_queue:
+            self._shed(samples.popleft())
         if self._held + job.cost > self._max_queue:
             self.stats.refused += 1
             raise Unavailable(
@@ -200,12 +239,13 @@ class Batcher(Generic[F, A]):
                 reason="verifier_busy",
                 retry_after=self.retry_after(),
             )
-        self._ensure_loop()
+        runner = self._monitoring if job.background else self._join
+        self._ensure_loop(runner)
         job.enqueued = time.monotonic()
         job.deadline = job.enqueued + self._timeout
         self._held += job.cost
-        (self._background if job.background else self._pending).append(job)
-        self._arrived.set()
+        runner.queue.append(job)
+        runner.arrived.set()
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), self._timeout)
         except TimeoutError:
@@ -230,60 +270,49 @@ class Batcher(Generic[F, A]):
                 )
             )
 
-    def _ensure_loop(self) -> None:
-        if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.get_running_loop().create_task(self._run_forever())
+    def _ensure_loop(self, runner: _LaneRunner[F, A]) -> None:
+        if runner.task is None or runner.task.done():
+            runner.task = asyncio.get_running_loop().create_task(self._run_forever(runner))
 
-    async def _run_forever(self) -> None:
+    async def _run_forever(self, runner: _LaneRunner[F, A]) -> None:
         while True:
-            batch = self._live(await self._next_batch())
+            batch = self._live(await self._next_batch(runner))
             if batch:
-                await self._run_batch(batch)
+                await self._run_batch(runner, batch)
 
-    async def _run_batch(self, batch: list[_Job]) -> None:
+    async def _run_batch(self, runner: _LaneRunner[F, A], batch: list[_Job]) -> None:
         started = time.perf_counter()
         try:
-            outcomes = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._process, batch
+            outcomes, cpu_s = await asyncio.get_running_loop().run_in_executor(
+                runner.executor, self._process, runner.lane, batch
             )
+            self.stats.model_cpu_s += cpu_s
         except Exception as exc:  # the executor itself failed: fail the batch, keep the loop
             log.exception("face model batch failed")
             outcomes = [exc] * len(batch)
-        elapsed = time.perf_counter() - started
+        self._record(batch, time.perf_counter() - started)
         answered = time.monotonic()
-        deferred = [
-            job for job, outcome in zip(batch, outcomes, strict=True) if outcome is _DEFERRED
-        ]
-        self._record([job for job in batch if job not in deferred], elapsed)
-        if deferred:
-            # Back to the head of their queue, in their order, still held: the candidate's
-            # job that stopped them runs first, they run next.
-            self.stats.deferred += len(deferred)
-            self._background.extendleft(reversed(deferred))
-            self._arrived.set()
         for job, outcome in zip(batch, outcomes, strict=True):
-            if outcome is _DEFERRED:
-                continue
             self._held -= job.cost
             if job.future.done():
                 continue
-            self.stats.observe_latency(answered - job.enqueued)
+            self.stats.observe_latency(runner.name, answered - job.enqueued)
             if isinstance(outcome, BaseException):
                 job.future.set_exception(outcome)
             else:
                 job.future.set_result(outcome)
 
-    async def _next_batch(self) -> list[_Job]:
-        while not (self._pending or self._background):
-            self._arrived.clear()
-            await self._arrived.wait()
-        first = (self._pending or self._background).popleft()
+    async def _next_batch(self, runner: _LaneRunner[F, A]) -> list[_Job]:
+        waiting = runner.queue
+        while not waiting:
+            runner.arrived.clear()
+            await runner.arrived.wait()
+        first = waiting.popleft()
         if first.solo is not None:
             return [first]
         batch = [first]
         deadline = time.monotonic() + self._max_wait
         while len(batch) < self._max_batch:
-            waiting = self._pending or self._background  # candidates' jobs first
             if waiting:
                 if waiting[0].solo is not None:
                     break  # a solo job is next: run what we have first
@@ -292,14 +321,12 @@ class Batcher(Generic[F, A]):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            self._arrived.clear()
+            runner.arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                await asyncio.wait_for(runner.arrived.wait(), remaining)
             except TimeoutError:
                 break
-        # Candidates' jobs first (one may have come while samples filled the batch): the
-        # model thread runs them in its first slice.
-        return sorted(batch, key=lambda job: job.background)
+        return batch
 
     def _live(self, batch: list[_Job]) -> list[_Job]:
         """Drop jobs nobody waits for any more, before they cost model time."""
@@ -323,64 +350,44 @@ class Batcher(Generic[F, A]):
         stats.sizes[len(batch)] = stats.sizes.get(len(batch), 0) + 1
         stats.seconds_per_frame = 0.8 * stats.seconds_per_frame + 0.2 * elapsed / max(frames, 1)
 
-    # -- the model thread --------------------------------------------------------------
+    # -- a model thread ----------------------------------------------------------------
 
-    def _process(self, batch: list[_Job]) -> list[Any]:
+    @staticmethod
+    def _process(lane: Lane[F, A], batch: list[_Job]) -> tuple[list[Any], float]:
+        """The batch's outcomes, and the CPU time this thread spent on them."""
         started = time.thread_time()
-        try:
-            return self._process_batch(batch)
-        finally:
-            self.stats.model_cpu_s += time.thread_time() - started
-
-    def _process_batch(self, batch: list[_Job]) -> list[Any]:
         if batch[0].solo is not None:
-            return [_guarded(batch[0].solo)]
-        outcomes: list[Any] = [_DEFERRED] * len(batch)
-        # Candidates' jobs lead a batch. Sliced (CPU), they run as a slice of their own,
-        # and are answered before any sample of the batch runs; unsliced (GPU), the whole
-        # batch runs at once.
-        leading = sum(not job.background for job in batch)
-        step = self._slice or len(batch)
-        start, end = 0, min(len(batch), (leading or step) if self._slice else len(batch))
-        while start < len(batch):
-            # Read from this thread while the event loop appends: a deque's length is atomic.
-            if start and (leading or self._pending):
-                # Candidates' jobs are done and answered now, or one is waiting: the rest
-                # of the samples go back, to run next.
-                break
-            self._process_slice(batch, range(start, end), outcomes)
-            start, end = end, min(len(batch), end + step)
-        return outcomes
+            outcomes = [_guarded(batch[0].solo)]
+        else:
+            outcomes = _analyse_batch(lane, batch)
+        return outcomes, time.thread_time() - started
 
-    def _process_slice(self, batch: list[_Job], indices: range, outcomes: list[Any]) -> None:
-        frames: list[F] = []
-        owners: list[int] = []
-        hints: list[Any] = []
-        for index in indices:
-            job = batch[index]
-            assert job.image is not None
-            decoded = _guarded(self._decode, job.image)
-            if isinstance(decoded, BaseException):
-                outcomes[index] = decoded
-            else:
-                frames.append(decoded)
-                owners.append(index)
-                hints.append(job.hint)
-        if frames:
-            hinted = self._analyse_hinted
-            analyses = (
-                _guarded(self._analyse, frames)
-                if hinted is None
-                else _guarded(hinted, frames, hints)
+
+def _analyse_batch(lane: Lane[F, A], batch: list[_Job]) -> list[Any]:
+    outcomes: list[Any] = [None] * len(batch)
+    frames: list[F] = []
+    owners: list[int] = []
+    hints: list[Any] = []
+    for index, job in enumerate(batch):
+        assert job.image is not None
+        decoded = _guarded(lane.decode, job.image)
+        if isinstance(decoded, BaseException):
+            outcomes[index] = decoded
+        else:
+            frames.append(decoded)
+            owners.append(index)
+            hints.append(job.hint)
+    if frames:
+        analyses = _guarded(lane.analyse, frames, hints)
+        for position, index in enumerate(owners):
+            finish = batch[index].finish
+            assert finish is not None
+            outcomes[index] = (
+                analyses
+                if isinstance(analyses, BaseException)
+                else _guarded(finish, analyses[position])
             )
-            for position, index in enumerate(owners):
-                finish = batch[index].finish
-                assert finish is not None
-                outcomes[index] = (
-                    analyses
-                    if isinstance(analyses, BaseException)
-                    else _guarded(finish, analyses[position])
-                )
+    return outcomes
 
 
 def _guarded(call: Callable[..., Any], *args: Any) -> Any:

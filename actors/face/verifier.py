@@ -1,10 +1,12 @@
-"""FaceVerifier: one replica of the face verifier service, models loaded once.
+"""FaceVerifier: one replica of the face verifier service, models loaded once per lane.
 
-A replica owns one `FacePipeline` and a `Batcher` in front of it: single-image calls
-from every caller (enrolment, 1:1 verification, monitoring samples) are analysed in
-dynamic batches, a liveness check runs as one job of its own frames. Model work runs
-in the batcher's worker thread, never on the actor's event loop, so the replica keeps
-answering `load` (and refusing with 503 `verifier_busy` when full) while a batch runs.
+A replica owns a `Batcher` with two lanes, each with its own `FacePipeline` and model
+thread: candidates' calls (enrolment, 1:1 verification, a liveness check, which runs
+as one job of its own frames) in the join lane at the gateway's niceness, monitoring
+samples in the monitoring lane below it. Single-image calls are analysed in dynamic
+batches. Model work runs in the lanes' threads, never on the actor's event loop, so
+the replica keeps answering `load` (and refusing with 503 `verifier_busy` when full)
+while a batch runs.
 
 Replicas are created and autoscaled by `actors.face.pool.FaceVerifierPool` and called
 through `actors.face.client.VerifierClient`. This module imports torch only inside the
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
-from actors.face.batcher import Batcher
+from actors.face.batcher import Batcher, Lane
 from actors.face.results import (
     EnrolOutcome,
     FrameSummary,
@@ -43,7 +45,9 @@ if TYPE_CHECKING:
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class FaceVerifier:
     def __init__(self, settings: Settings, name: str) -> None:
-        open_process(settings, "face_verifier", priority=Priority.QUEUED)
+        # The process (its event loop, Ray's threads) serves candidates; the monitoring
+        # lane's thread moves itself below (`actors.face.batcher`).
+        open_process(settings, "face_verifier", priority=Priority.LIVE)
         import cv2
         import torch
 
@@ -57,19 +61,25 @@ class FaceVerifier:
         self.name = name
         self.settings = settings
         self.config = settings.verifier
-        self.pipeline = FacePipeline(settings.face)  # the one model load of this replica
+        # One copy of the models per lane: OpenCV's dnn nets are not safe to share
+        # between threads, and a shared lock would make a candidate wait for a sample.
+        join = self.pipeline = FacePipeline(settings.face)
+        monitoring = FacePipeline(settings.face)
         self.batcher: Batcher[Any, FrameAnalysis] = Batcher(
-            self.pipeline.decode,
-            self.pipeline.analyse_batch,
-            analyse_hinted=lambda frames, hints: self.pipeline.analyse_batch(frames, reuse=hints),
+            Lane(
+                join.decode,
+                lambda frames, _hints: join.analyse_batch(frames),
+                priority=Priority.LIVE,
+            ),
+            Lane(
+                monitoring.decode,
+                lambda frames, hints: monitoring.analyse_batch(frames, reuse=hints),
+                priority=Priority.QUEUED,
+            ),
             max_batch=self.config.max_batch,
             max_wait_s=self.config.max_wait_s,
             max_queue=self.config.max_queue,
             call_timeout_s=self.config.call_timeout_s,
-            # A GPU batch takes milliseconds and wants to stay whole.
-            background_slice=None
-            if self.pipeline.device.type == "cuda"
-            else self.config.background_slice,
         )
 
     @traced
@@ -162,7 +172,6 @@ class FaceVerifier:
             "dropped": stats.dropped,
             "refused": stats.refused,
             "shed": stats.shed,
-            "deferred": stats.deferred,
             "largest_batch": stats.largest_batch,
             "batch_sizes": dict(stats.sizes),
             "seconds_per_frame": round(stats.seconds_per_frame, 4),

@@ -37,12 +37,6 @@ class VerifierSettings(BaseModel):
     # Dynamic batching: a batch runs as soon as it is full or the first frame waited this long.
     max_batch: int = Field(default=8, ge=1)
     max_wait_s: float = Field(default=0.01, ge=0)
-    # A batch's monitoring samples run in slices of this many frames on a CPU replica,
-    # and a candidate's job stops the batch before the next slice: a candidate waits
-    # behind at most one slice of samples (`actors.face.batcher`). On a CPU a batch of
-    # 8 costs a frame as much as 1 with YuNet (`examday bench face`, `stages`). A GPU
-    # replica runs its batch in one go.
-    background_slice: int = Field(default=2, ge=1)
     # Frames a replica holds (waiting plus running) before it answers 503 verifier_busy.
     max_queue: int = Field(default=64, ge=1)
     # A call not answered by then is answered 503; its work is dropped if not started.

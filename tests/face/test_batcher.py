@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import os
+import threading
 
 import numpy as np
 import pytest
 
-from actors.face.batcher import Batcher
+from actors.face.batcher import Batcher, Lane
 from actors.face.results import FrameSummary, summarise
 from infra.errors import ExamdayError, Unavailable
+from infra.priority import Priority
 from infra.settings.ml import FaceSettings
 from ml.images import RGBImage
 from ml.pipeline import FacePipeline, FrameAnalysis
@@ -22,15 +24,28 @@ def pipeline(face_settings: FaceSettings) -> FacePipeline:
     return FacePipeline(face_settings)
 
 
+def lanes(
+    pipeline: FacePipeline,
+) -> tuple[Lane[RGBImage, FrameAnalysis], Lane[RGBImage, FrameAnalysis]]:
+    """The join and monitoring lanes at the verifier's priorities, on one pipeline (its
+    lock serialises the model calls; `finish` steps still run side by side)."""
+    return (
+        Lane(pipeline.decode, lambda frames, _: pipeline.analyse_batch(frames), Priority.LIVE),
+        Lane(
+            pipeline.decode,
+            lambda frames, hints: pipeline.analyse_batch(frames, reuse=hints),
+            Priority.QUEUED,
+        ),
+    )
+
+
 def batcher(pipeline: FacePipeline, **limits: int) -> Batcher[RGBImage, FrameAnalysis]:
     return Batcher(
-        pipeline.decode,
-        pipeline.analyse_batch,
+        *lanes(pipeline),
         max_batch=limits.get("max_batch", 8),
         max_wait_s=0.2,
         max_queue=limits.get("max_queue", 64),
         call_timeout_s=60,
-        background_slice=limits.get("background_slice"),
     )
 
 
@@ -52,7 +67,7 @@ async def test_concurrent_frames_share_one_batch_and_a_bad_one_fails_alone(
         assert (batches.stats.batches, batches.stats.largest_batch) == (1, 4)
         assert batches.held == 0
         # The failed decode was answered too: four latencies, all in one batch's time.
-        latency = batches.stats.latency()
+        latency = batches.stats.latency()["join"]
         assert latency["count"] == 4
         assert latency["buckets"][-1] == ("+Inf", 4)
         assert 0 < latency["sum"] < 4 * 60
@@ -91,94 +106,77 @@ async def test_batching_is_tuned_without_a_restart(pipeline: FacePipeline) -> No
         batches.close()
 
 
-async def test_a_candidates_job_goes_before_monitoring_samples_and_sheds_them_when_full(
+async def test_a_candidates_job_sheds_waiting_monitoring_samples_when_the_queue_is_full(
     pipeline: FacePipeline,
 ) -> None:
     batches = batcher(pipeline, max_batch=2, max_queue=4)
     try:
         image = photo_bytes("person_a_1")
-        order: list[str] = []
-
-        def finish(name: str) -> Callable[[FrameAnalysis], str]:
-            def done(analysis: FrameAnalysis) -> str:
-                assert len(analysis.faces) == 1
-                order.append(name)
-                return name
-
-            return done
 
         # Four samples fill the queue; the first batch (two of them) starts at once.
         samples = [
-            asyncio.ensure_future(batches.submit(image, finish(f"sample-{i}"), background=True))
-            for i in range(4)
+            asyncio.ensure_future(batches.submit(image, summarise, background=True))
+            for _ in range(4)
         ]
         await asyncio.sleep(0)
-        candidates = [
-            asyncio.ensure_future(batches.submit(image, finish(f"candidate-{i}"))) for i in range(2)
-        ]
+        candidates = [asyncio.ensure_future(batches.submit(image, summarise)) for _ in range(2)]
         results = await asyncio.gather(*samples, *candidates, return_exceptions=True)
 
-        # The candidates' jobs took the two waiting samples' places, oldest first, and
-        # ran in the very next batch, before anything that came before them.
-        assert results[4:] == ["candidate-0", "candidate-1"]
-        assert results[:2] == ["sample-0", "sample-1"]
+        # The candidates' jobs took the two waiting samples' places, oldest first.
+        assert all(isinstance(r, FrameSummary) for r in results[:2] + results[4:]), results
         shed = results[2:4]
         assert all(isinstance(r, Unavailable) and r.reason == "verifier_busy" for r in shed)
-        assert order == ["sample-0", "sample-1", "candidate-0", "candidate-1"]
         assert (batches.stats.shed, batches.stats.refused) == (2, 0)
         assert batches.held == 0
 
-        # With room to spare nothing is shed: samples wait behind candidates and fill
-        # what room the candidates leave in a batch.
-        order.clear()
-        mixed = [batches.submit(image, finish("sample-x"), background=True)]
-        mixed += [batches.submit(image, finish(f"candidate-{i}")) for i in range(3)]
-        await asyncio.gather(*mixed)
-        assert order == ["candidate-0", "candidate-1", "candidate-2", "sample-x"]
+        # With room to spare nothing is shed.
+        await asyncio.gather(
+            batches.submit(image, summarise, background=True),
+            *(batches.submit(image, summarise) for _ in range(3)),
+        )
         assert batches.stats.shed == 2
+        latency = batches.stats.latency()
+        assert (latency["join"]["count"], latency["monitoring"]["count"]) == (5, 3)
     finally:
         batches.close()
 
 
-async def test_a_candidate_waits_for_one_slice_of_a_running_batch_of_samples_not_all_of_it(
+async def test_a_candidate_is_answered_while_a_batch_of_samples_runs_and_at_a_higher_priority(
     pipeline: FacePipeline,
 ) -> None:
-    batches = batcher(pipeline, max_batch=8, background_slice=2)
-    loop = asyncio.get_running_loop()
+    """The join lane: a candidate's job waits for no sample, queued or running, and its
+    thread keeps the gateway's niceness while the samples' thread takes a lower one."""
+    batches = batcher(pipeline, max_batch=8)
+    candidate_done = threading.Event()
+    niceness: dict[str, set[int]] = {"candidate": set(), "sample": set()}
+
+    def this_threads_niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def sample(analysis: FrameAnalysis) -> bool:
+        niceness["sample"].add(this_threads_niceness())
+        # Hold the batch of samples running until the candidate has been answered (or
+        # long enough to say it was not).
+        return candidate_done.wait(timeout=20)
+
+    def candidate(analysis: FrameAnalysis) -> str:
+        niceness["candidate"].add(this_threads_niceness())
+        candidate_done.set()
+        return "joined"
+
     try:
         image = photo_bytes("person_a_1")
-        order: list[str] = []
-        joined: list[asyncio.Future[str]] = []
-
-        async def join() -> None:
-            joined.append(asyncio.ensure_future(batches.submit(image, finish("candidate"))))
-            await asyncio.sleep(0)  # the job is queued once this returns
-
-        def finish(name: str) -> Callable[[FrameAnalysis], str]:
-            def done(analysis: FrameAnalysis) -> str:
-                order.append(name)
-                if name == "sample-0":
-                    # The batch of eight samples is running: a candidate's job comes now.
-                    asyncio.run_coroutine_threadsafe(join(), loop).result(timeout=30)
-                return name
-
-            return done
-
         samples = [
-            asyncio.ensure_future(batches.submit(image, finish(f"sample-{i}"), background=True))
-            for i in range(8)
+            asyncio.ensure_future(batches.submit(image, sample, background=True)) for _ in range(8)
         ]
-        results = await asyncio.gather(*samples)
-        assert await joined[0] == "candidate"
-        assert results == [f"sample-{i}" for i in range(8)]
-        # The candidate went right after the slice that was running (samples 0 and 1); the
-        # six samples not started went back to the head of their queue, in their order.
-        # The next batch (the candidate and those six) ran the candidate alone, answered
-        # it, and put the six back again.
-        assert order == ["sample-0", "sample-1", "candidate", *(f"sample-{i}" for i in range(2, 8))]
-        assert batches.stats.deferred == 6 + 6
-        assert batches.stats.sizes == {2: 1, 1: 1, 6: 1}
-        assert batches.stats.frames == 9
+        await asyncio.sleep(0.3)  # the batch of eight samples is running
+        assert batches.stats.batches == 0
+        joined = await batches.submit(image, candidate)
+        assert joined == "joined"
+        # Every sample saw the candidate answered while it ran.
+        assert await asyncio.gather(*samples) == [True] * 8
+        assert niceness == {"candidate": {int(Priority.LIVE)}, "sample": {int(Priority.QUEUED)}}
+        assert batches.stats.sizes == {8: 1, 1: 1}
         assert batches.held == 0
     finally:
         batches.close()
@@ -187,28 +185,21 @@ async def test_a_candidate_waits_for_one_slice_of_a_running_batch_of_samples_not
 async def test_a_samples_reuse_hint_goes_with_its_own_frame_in_a_shared_batch(
     pipeline: FacePipeline,
 ) -> None:
-    batches = Batcher(
-        pipeline.decode,
-        pipeline.analyse_batch,
-        max_batch=8,
-        max_wait_s=0.2,
-        max_queue=64,
-        call_timeout_s=60,
-        analyse_hinted=lambda frames, hints: pipeline.analyse_batch(frames, reuse=hints),
-    )
+    batches = batcher(pipeline)
     try:
         sample = photo_bytes("person_a_2")
         first: FrameSummary = await batches.submit(sample, summarise, background=True)
         assert first.reuse is not None
         assert not first.reused
-        # The same sample again with its hint, beside a join frame of the same photo and a
-        # sample of someone else given the same hint: only the first reuses it.
+        # The same sample again with its hint, beside a join frame of the same photo (in
+        # its own lane) and a sample of someone else given the same hint: only the first
+        # reuses it.
         again, join, other = await asyncio.gather(
             batches.submit(sample, summarise, background=True, hint=first.reuse),
             batches.submit(sample, summarise),
             batches.submit(photo_bytes("person_b_1"), summarise, background=True, hint=first.reuse),
         )
-        assert batches.stats.largest_batch == 3
+        assert batches.stats.sizes == {1: 2, 2: 1}
         assert [again.reused, join.reused, other.reused] == [True, False, False]
         np.testing.assert_array_equal(again.faces[0].embedding, first.reuse.embedding)
     finally:

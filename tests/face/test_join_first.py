@@ -115,7 +115,7 @@ async def test_a_join_verification_goes_ahead_of_a_monitoring_flood_which_slows_
     finally:
         await flood.stop()
     loads = await replica_loads(settings, sampler)
-    print({load["name"]: {k: load[k] for k in ("shed", "deferred", "refused")} for load in loads})
+    print({load["name"]: {k: load[k] for k in ("shed", "refused")} for load in loads})
     print(f"flood: {len(flood.answered)} answered, {flood.refused} refused")
 
     # Once the flood is gone, answered samples bring the interval back to every sample.

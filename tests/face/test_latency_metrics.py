@@ -16,24 +16,29 @@ NAME = "examday_verifier_latency_seconds"
 NUMBERS = [f"53{n:02d}" for n in range(6)]
 
 
-def _histograms(text: str) -> dict[str, dict[str, list[tuple[str, float]]]]:
-    """Per replica: the bucket, count and sum samples of the latency histogram."""
-    found: dict[str, dict[str, list[tuple[str, float]]]] = {}
+Histograms = dict[tuple[str, str], dict[str, list[tuple[str, float]]]]
+
+
+def _histograms(text: str) -> Histograms:
+    """Per replica and lane: the bucket, count and sum samples of the latency histogram."""
+    found: Histograms = {}
     for family in text_string_to_metric_families(text):
         if family.name != NAME:
             continue
         for sample in family.samples:
             kind = sample.name.removeprefix(NAME).lstrip("_")  # bucket, count, sum
-            replica = found.setdefault(sample.labels["replica"], {})
-            replica.setdefault(kind, []).append((sample.labels.get("le", ""), sample.value))
+            series = found.setdefault((sample.labels["replica"], sample.labels["lane"]), {})
+            series.setdefault(kind, []).append((sample.labels.get("le", ""), sample.value))
     return found
 
 
-def _answered(histograms: dict[str, dict[str, list[tuple[str, float]]]]) -> int:
-    return int(sum(h["count"][0][1] for h in histograms.values() if "count" in h))
+def _answered(histograms: Histograms, lane: str = "join") -> int:
+    return int(
+        sum(h["count"][0][1] for (_, on), h in histograms.items() if on == lane and "count" in h)
+    )
 
 
-async def _scrape(client: httpx.AsyncClient) -> dict[str, dict[str, list[tuple[str, float]]]]:
+async def _scrape(client: httpx.AsyncClient) -> Histograms:
     response = await client.get("/metrics/cluster")
     assert response.status_code == 200, response.text
     return _histograms(response.text)
@@ -47,13 +52,15 @@ async def test_latency_histogram_counts_every_answered_request(
     # The pool samples its replicas every scale_interval_s: the count before is the one
     # that stays put over a sampling interval (earlier tests' requests all counted).
     interval = runtime.settings.verifier.scale_interval_s + 0.5
-    before = _answered(await _scrape(client))
+    histograms = await _scrape(client)
+    before, samples = _answered(histograms), _answered(histograms, "monitoring")
     for _ in range(20):
         await asyncio.sleep(interval)
-        now = _answered(await _scrape(client))
-        if now == before:
+        histograms = await _scrape(client)
+        now = _answered(histograms), _answered(histograms, "monitoring")
+        if now == (before, samples):
             break
-        before = now
+        before, samples = now
 
     photos = ("person_a_1", "person_b_1")
     answers = await asyncio.gather(
@@ -67,7 +74,10 @@ async def test_latency_histogram_counts_every_answered_request(
             break
         await asyncio.sleep(0.2)
         histograms = await _scrape(client)
+    # Enrolments are candidates' jobs: counted in the join lane, none in monitoring's.
     assert _answered(histograms) == before + len(NUMBERS)
+    assert _answered(histograms, "monitoring") == samples
+    assert {lane for _, lane in histograms} == {"join", "monitoring"}
 
     timeout = runtime.settings.verifier.call_timeout_s
     for replica, histogram in histograms.items():
