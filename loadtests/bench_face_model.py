@@ -14,7 +14,8 @@ side: big frames batch worse. Frames enter batches in that order, as they would 
 `run()` returns the figures as a dict; the service-level benchmark reuses it as the
 baseline. Each batch size runs for at least `seconds` after one warm-up batch.
 `stages()` is the CPU time per frame of each stage (detection, embedding) at each batch
-size and frame size: what batching can and cannot save.
+size and frame size: what batching can and cannot save; and the CPU time of a join's
+liveness check (`_liveness`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ import numpy as np
 import torch
 
 from infra.settings.ml import FaceSettings
+from loadtests.synthetic import turn_head
 from ml.embedding import Reuse
 from ml.images import RGBImage, decode_image
+from ml.liveness import Challenge, LivenessChecker, Movement
 from ml.pipeline import FacePipeline
 
 FACES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "faces"
@@ -160,6 +163,29 @@ def _still(
     }
 
 
+LIVENESS_SWEEP = (0, 15, 30, 40, 30, 15, 0)  # degrees, frame by frame, as the fleet turns
+
+
+def _liveness(settings: FaceSettings, repeats: int) -> dict[str, Any]:
+    """CPU ms of one liveness check at the join: a head turn in 640x480 frames, with the
+    liveness detector as configured (its pyramid stops at the quality gate's face size,
+    `ml.pipeline`) and, side by side, one that looks down to monitoring's smallest faces
+    (`mtcnn_min_face_px`), as the check did before 2026-12-06."""
+    pipeline = FacePipeline(settings)
+    frame = webcam_frames(settings)[0]
+    (face,) = pipeline.analyse(frame).faces
+    frames = [turn_head(frame, face.face, angle) for angle in LIVENESS_SWEEP]
+    challenge = Challenge(movement=Movement.TURN_LEFT, nonce="bench-liveness")
+    figures: dict[str, Any] = {"frames": len(frames), "frame": "640x480"}
+    full = FacePipeline(settings.model_copy(update={"min_face_px": settings.mtcnn_min_face_px}))
+    for name, checked_by in (("ms_per_check", pipeline), ("ms_per_check_full_pyramid", full)):
+        checker = LivenessChecker(checked_by)
+        if name == "ms_per_check":
+            figures["passed"] = checker.check(challenge, frames).passed
+        figures[name] = _cpu_ms(partial(checker.check, challenge, frames), 1, repeats)
+    return figures
+
+
 def stages(
     batch_sizes: Sequence[int] = (1, 8, 32),
     settings: FaceSettings | None = None,
@@ -198,6 +224,7 @@ def stages(
         "detector": pipeline.detector_name,
         "torch_threads": torch.get_num_threads(),
         "cpu_ms": figures,
+        "liveness": _liveness(settings, repeats),
     }
 
 
