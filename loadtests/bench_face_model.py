@@ -167,23 +167,21 @@ LIVENESS_SWEEP = (0, 15, 30, 40, 30, 15, 0)  # degrees, frame by frame, as the f
 
 
 def _liveness(settings: FaceSettings, repeats: int) -> dict[str, Any]:
-    """CPU ms of one liveness check at the join: a head turn in 640x480 frames, with the
-    liveness detector as configured (its pyramid stops at the quality gate's face size,
-    `ml.pipeline`) and, side by side, one that looks down to monitoring's smallest faces
-    (`mtcnn_min_face_px`), as the check did before 2026-12-06."""
+    """CPU ms of one liveness check at the join: a head turn in seven 640x480 frames,
+    detected by `liveness_detector` and embedded frame by frame (the join lane's cost per
+    candidate, beside a verification's one frame)."""
     pipeline = FacePipeline(settings)
     frame = webcam_frames(settings)[0]
     (face,) = pipeline.analyse(frame).faces
     frames = [turn_head(frame, face.face, angle) for angle in LIVENESS_SWEEP]
     challenge = Challenge(movement=Movement.TURN_LEFT, nonce="bench-liveness")
-    figures: dict[str, Any] = {"frames": len(frames), "frame": "640x480"}
-    full = FacePipeline(settings.model_copy(update={"min_face_px": settings.mtcnn_min_face_px}))
-    for name, checked_by in (("ms_per_check", pipeline), ("ms_per_check_full_pyramid", full)):
-        checker = LivenessChecker(checked_by)
-        if name == "ms_per_check":
-            figures["passed"] = checker.check(challenge, frames).passed
-        figures[name] = _cpu_ms(partial(checker.check, challenge, frames), 1, repeats)
-    return figures
+    checker = LivenessChecker(pipeline)
+    return {
+        "frames": len(frames),
+        "frame": "640x480",
+        "passed": checker.check(challenge, frames).passed,
+        "ms_per_check": _cpu_ms(partial(checker.check, challenge, frames), 1, repeats),
+    }
 
 
 def stages(

@@ -104,7 +104,9 @@ class FacePipeline:
         self.detector_name = self._detector.name
         self.threshold = threshold_for(self.model.backend).value
         self._lock = threading.Lock()
-        self._liveness: Detector | None = None
+        self._liveness: Detector | None = (
+            self._detector if self.settings.liveness_detector == self.detector_name else None
+        )
 
     @property
     def detector(self) -> Detector:
@@ -210,13 +212,7 @@ class FacePipeline:
 
     def _liveness_detector(self) -> Detector:
         if self._liveness is None:  # under the lock: loaded once, on the first check
-            # A face too small for the quality gates (`min_face_px`) cannot pass a join
-            # check, so MTCNN's pyramid need not go down to monitoring's small faces:
-            # a check of seven 433x539 frames costs 35-40 % less (0.55 s to 0.36 s).
-            smallest = max(self.settings.mtcnn_min_face_px, self.settings.min_face_px)
-            chosen = self.settings.model_copy(
-                update={"detector": self.settings.liveness_detector, "mtcnn_min_face_px": smallest}
-            )
+            chosen = self.settings.model_copy(update={"detector": self.settings.liveness_detector})
             self._liveness = load_detector(chosen, self.device)
         return self._liveness
 

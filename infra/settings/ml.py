@@ -59,10 +59,9 @@ class FaceSettings(BaseModel):
     max_roll_deg: float = Field(default=25.0, gt=0.0)
 
     # Active liveness. Its landmarks come from this detector, whatever `detector` is
-    # (loaded on the first check, for faces of `min_face_px` and up): on synthetic head
-    # turns YuNet's nose follows a 40-degree turn to 12-14 degrees of estimated yaw and a
-    # nod hardly at all, MTCNN's to 19-22 and 21; `yunet` only once recorded real
-    # challenges show otherwise.
+    # (loaded on the first check when they differ): on synthetic head turns YuNet's nose
+    # follows a 40-degree turn to 12-14 degrees of estimated yaw and a nod hardly at all,
+    # MTCNN's to 19-22 and 21; `yunet` only once recorded real challenges show otherwise.
     liveness_detector: Literal["yunet", "mtcnn"] = "mtcnn"
     liveness_min_frames: int = Field(default=5, ge=3)
     liveness_max_frames: int = Field(default=40, ge=3)
