@@ -36,12 +36,13 @@ import asyncio
 import bisect
 import logging
 import math
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Generic, Literal, TypeVar
 
 from infra.errors import ExamdayError, InvalidInput, Unavailable
@@ -140,13 +141,25 @@ class _LaneRunner(Generic[F, A]):
         self.lane = lane
         self.queue: deque[_Job] = deque()
         self.arrived = asyncio.Event()
-        priority = lane.priority
         self.executor = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix=f"face-{name}",
-            initializer=None if priority is None else partial(adopt_thread_priority, priority),
+            max_workers=1, thread_name_prefix=f"face-{name}", initializer=self._started
         )
         self.task: asyncio.Task[None] | None = None
+        self._thread_id: int | None = None  # the model thread's, once it has started
+
+    def niceness(self) -> int | None:
+        """The model thread's niceness now (None before its first job)."""
+        if self._thread_id is None:
+            return None
+        try:
+            return os.getpriority(os.PRIO_PROCESS, self._thread_id)
+        except ProcessLookupError:  # the executor has shut down
+            return None
+
+    def _started(self) -> None:
+        self._thread_id = threading.get_native_id()
+        if self.lane.priority is not None:
+            adopt_thread_priority(self.lane.priority)
 
     def close(self) -> None:
         if self.task is not None:
@@ -215,6 +228,11 @@ class Batcher(Generic[F, A]):
                 reason="bad_batching",
             )
         self._max_batch, self._max_wait = max_batch, max_wait_s
+
+    def niceness(self) -> dict[LaneName, int | None]:
+        """Each lane's model thread's niceness: where `Lane.priority` took, and where a node
+        without CAP_SYS_NICE kept it higher (None: the lane has not run a job yet)."""
+        return {"join": self._join.niceness(), "monitoring": self._monitoring.niceness()}
 
     def retry_after(self) -> float:
         return max(1.0, math.ceil(self._held * self.stats.seconds_per_frame))

@@ -46,8 +46,10 @@ if TYPE_CHECKING:
 class FaceVerifier:
     def __init__(self, settings: Settings, name: str) -> None:
         # The process (its event loop, Ray's threads) serves candidates; the monitoring
-        # lane's thread moves itself below (`actors.face.batcher`).
-        open_process(settings, "face_verifier", priority=Priority.LIVE)
+        # lane's thread moves itself a step below (`actors.face.batcher`).
+        joining = Priority.LIVE if settings.verifier.join_priority == "live" else Priority.QUEUED
+        sampling = Priority.QUEUED if joining is Priority.LIVE else Priority.BULK
+        open_process(settings, "face_verifier", priority=joining)
         import cv2
         import torch
 
@@ -69,12 +71,12 @@ class FaceVerifier:
             Lane(
                 join.decode,
                 lambda frames, _hints: join.analyse_batch(frames),
-                priority=Priority.LIVE,
+                priority=joining,
             ),
             Lane(
                 monitoring.decode,
                 lambda frames, hints: monitoring.analyse_batch(frames, reuse=hints),
-                priority=Priority.QUEUED,
+                priority=sampling,
             ),
             max_batch=self.config.max_batch,
             max_wait_s=self.config.max_wait_s,
@@ -176,6 +178,7 @@ class FaceVerifier:
             "batch_sizes": dict(stats.sizes),
             "seconds_per_frame": round(stats.seconds_per_frame, 4),
             "latency": stats.latency(),
+            "niceness": self.batcher.niceness(),
             "max_batch": self.batcher.max_batch,
             "gpu": self.pipeline.device.type == "cuda",
             "pid": os.getpid(),

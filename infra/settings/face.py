@@ -6,6 +6,8 @@ The project `Settings` nests one `VerifierSettings` as `settings.verifier`
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -37,6 +39,13 @@ class VerifierSettings(BaseModel):
     # Dynamic batching: a batch runs as soon as it is full or the first frame waited this long.
     max_batch: int = Field(default=8, ge=1)
     max_wait_s: float = Field(default=0.01, ge=0)
+    # The niceness of a replica's join lane, its model thread for candidates' enrolment,
+    # verification and liveness; the monitoring lane runs one step below it
+    # (`actors.face.batcher`). `live`, the gateway's: candidates are not kept waiting at
+    # the join while a login storm saturates the node. `queued`: the gateway first, where
+    # replicas share few cores with it and the login storm must hold (docs/capacity.md
+    # has both side by side on the 2-core rehearsal machine).
+    join_priority: Literal["live", "queued"] = "live"
     # Frames a replica holds (waiting plus running) before it answers 503 verifier_busy.
     max_queue: int = Field(default=64, ge=1)
     # A call not answered by then is answered 503; its work is dropped if not started.

@@ -176,6 +176,7 @@ async def test_a_candidate_is_answered_while_a_batch_of_samples_runs_and_at_a_hi
         # Every sample saw the candidate answered while it ran.
         assert await asyncio.gather(*samples) == [True] * 8
         assert niceness == {"candidate": {int(Priority.LIVE)}, "sample": {int(Priority.QUEUED)}}
+        assert batches.niceness() == {"join": Priority.LIVE, "monitoring": Priority.QUEUED}
         assert batches.stats.sizes == {8: 1, 1: 1}
         assert batches.held == 0
     finally:

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from actors.face.client import VerifierClient
 from actors.face.monitor import MONITOR_NAME, SamplePacer
 from infra.errors import Unavailable
+from infra.priority import Priority
 from infra.settings import Settings
 from infra.telemetry import actor_call
 from loadtests.synthetic import scaled
@@ -115,7 +116,11 @@ async def test_a_join_verification_goes_ahead_of_a_monitoring_flood_which_slows_
     finally:
         await flood.stop()
     loads = await replica_loads(settings, sampler)
-    print({load["name"]: {k: load[k] for k in ("shed", "refused")} for load in loads})
+    print({load["name"]: {k: load[k] for k in ("shed", "refused", "niceness")} for load in loads})
+    # The replica that verified ran the join on its join lane, at the gateway's niceness,
+    # while its monitoring lane's thread ran the samples below it.
+    lanes = [load["niceness"] for load in loads]
+    assert {"join": Priority.LIVE, "monitoring": Priority.QUEUED} in lanes, lanes
     print(f"flood: {len(flood.answered)} answered, {flood.refused} refused")
 
     # Once the flood is gone, answered samples bring the interval back to every sample.
