@@ -41,11 +41,12 @@ class VerifierSettings(BaseModel):
     max_wait_s: float = Field(default=0.01, ge=0)
     # The niceness of a replica's join lane, its model thread for candidates' enrolment,
     # verification and liveness; the monitoring lane runs one step below it
-    # (`actors.face.batcher`). `live`, the gateway's: candidates are not kept waiting at
-    # the join while a login storm saturates the node. `queued`: the gateway first, where
-    # replicas share few cores with it and the login storm must hold (docs/capacity.md
-    # has both side by side on the 2-core rehearsal machine).
-    join_priority: Literal["live", "queued"] = "live"
+    # (`actors.face.batcher`). `queued`: below the gateway and the media shards, for
+    # replicas that share cores with them (`examday up`): on the 2-core rehearsal box
+    # `live` took the login storm's CPU (login p99 26-48 s against 1.1 s, docs/capacity.md).
+    # `live`: for replicas on nodes of their own (the KubeRay `gpu` group), where only the
+    # lanes compete and candidates should win by the widest margin.
+    join_priority: Literal["live", "queued"] = "queued"
     # Frames a replica holds (waiting plus running) before it answers 503 verifier_busy.
     max_queue: int = Field(default=64, ge=1)
     # A call not answered by then is answered 503; its work is dropped if not started.
