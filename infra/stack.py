@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import secrets
+import sys
 import threading
 import time
 from collections import deque
@@ -269,7 +270,8 @@ class LocalStack:
 
 
 def _print(line: str) -> None:
-    print(line, flush=True)
+    # A note for whoever watches, on stderr: stdout may be a report (`bench ... --json`).
+    print(line, file=sys.stderr, flush=True)
 
 
 def read_manifest(state_dir: Path) -> dict[str, Any] | None:
