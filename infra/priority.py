@@ -33,10 +33,9 @@ WORKER_NICENESS_ENV: Final = {"RAY_worker_niceness": "0"}
 class Priority(enum.IntEnum):
     """Niceness by role (lower runs first)."""
 
-    LIVE = 0  # media and room shards, the shard controller, verifier routing, update checks,
-    # candidates' face checks at the join (the verifier's join lane)
-    QUEUED = 10  # queued work that answers 503 when full: face monitoring, log ingestion
-    BULK = 15  # retention sweeps and exports
+    LIVE = 0  # media and room shards, the shard controller, verifier routing, update checks
+    QUEUED = 10  # queued work that answers 503 when full: face verification, log ingestion
+    BULK = 15  # retention sweeps and exports; face monitoring samples (a verifier's lane)
 
 
 def adopt_priority(priority: Priority) -> None:
@@ -66,7 +65,7 @@ def adopt_thread_priority(priority: Priority) -> None:
 
     For a process whose threads serve different callers: the face verifier runs
     candidates' checks on one model thread and monitoring samples on another
-    (`actors.face.batcher`), and only the second should yield to the gateway.
+    (`actors.face.batcher`), and the second yields first.
     """
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), int(priority))

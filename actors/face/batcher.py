@@ -11,12 +11,12 @@ Two lanes, join first: a candidate waits on enrolment, verification and liveness
 monitoring sample (`background=True`) waits on nobody, and the next one comes a few
 seconds later. Each lane has its own queue, its own model thread and its own copy of
 the model (OpenCV's `dnn` nets are not safe to share between threads), and its own
-niceness (`Lane.priority`): the join lane runs at the gateway's, the monitoring lane
-below it. So a candidate's job never waits behind a sample, neither in a queue nor
-in a batch nor for the CPU: when the node is saturated (a login storm) the kernel
-gives the samples what the gateway and the candidates leave. One niceness for the
-whole replica cannot do that: at the gateway's the samples took the login storm's
-CPU, below it the candidates waited minutes (docs/capacity.md).
+niceness (`Lane.priority`; the verifier puts the monitoring lane a step below the join
+lane). So a candidate's job never waits behind a sample in a queue or a batch, and
+when the two lanes compete for a core the kernel favours the join. How the join lane
+stands against the rest of a saturated node (a gateway in a login storm) is the
+verifier's `join_priority`: on a 2-core box at the gateway's niceness the checks were
+answered in 20 s instead of 2 minutes, and the login storm broke (docs/capacity.md).
 
 Back-pressure: the batcher holds at most `max_queue` frames (waiting plus running,
 both lanes); beyond that `submit` raises `Unavailable(reason="verifier_busy")` at once,

@@ -2,8 +2,8 @@
 
 A replica owns a `Batcher` with two lanes, each with its own `FacePipeline` and model
 thread: candidates' calls (enrolment, 1:1 verification, a liveness check, which runs
-as one job of its own frames) in the join lane at the gateway's niceness, monitoring
-samples in the monitoring lane below it. Single-image calls are analysed in dynamic
+as one job of its own frames) in the join lane at `join_priority`'s niceness, monitoring
+samples in the monitoring lane a step below it. Single-image calls are analysed in dynamic
 batches. Model work runs in the lanes' threads, never on the actor's event loop, so
 the replica keeps answering `load` (and refusing with 503 `verifier_busy` when full)
 while a batch runs.
