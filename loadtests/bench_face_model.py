@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from infra.settings.ml import FaceSettings
-from loadtests.synthetic import turn_head
+from loadtests.synthetic import SWEEP, turn_head
 from ml.embedding import Reuse
 from ml.images import RGBImage, decode_image
 from ml.liveness import Challenge, LivenessChecker, Movement
@@ -163,17 +163,13 @@ def _still(
     }
 
 
-LIVENESS_SWEEP = (0, 15, 30, 40, 30, 15, 0)  # degrees, frame by frame, as the fleet turns
-
-
-def _liveness(settings: FaceSettings, repeats: int) -> dict[str, Any]:
+def _liveness(pipeline: FacePipeline, settings: FaceSettings, repeats: int) -> dict[str, Any]:
     """CPU ms of one liveness check at the join: a head turn in seven 640x480 frames,
     detected by `liveness_detector` and embedded frame by frame (the join lane's cost per
     candidate, beside a verification's one frame)."""
-    pipeline = FacePipeline(settings)
     frame = webcam_frames(settings)[0]
     (face,) = pipeline.analyse(frame).faces
-    frames = [turn_head(frame, face.face, angle) for angle in LIVENESS_SWEEP]
+    frames = [turn_head(frame, face.face, angle) for angle in SWEEP]
     challenge = Challenge(movement=Movement.TURN_LEFT, nonce="bench-liveness")
     checker = LivenessChecker(pipeline)
     return {
@@ -222,7 +218,7 @@ def stages(
         "detector": pipeline.detector_name,
         "torch_threads": torch.get_num_threads(),
         "cpu_ms": figures,
-        "liveness": _liveness(settings, repeats),
+        "liveness": _liveness(pipeline, settings, repeats),
     }
 
 

@@ -26,7 +26,6 @@ from loadtests import webrtc
 
 FACES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "faces"
 ROOM_SIZE = 30
-SWEEP = (0, 15, 30, 40, 30, 15, 0)  # degrees of the synthetic head movement, frame by frame
 
 
 @dataclass
@@ -75,7 +74,7 @@ def build_assets(faces_dir: Path = FACES, *, liveness: bool = True) -> Assets:
 
 def _liveness_sequences(faces_dir: Path) -> dict[str, list[bytes]]:
     """Head movements synthesised once from a real photo, as the tests do (MTCNN finds the face)."""
-    from loadtests.synthetic import scaled, turn_head
+    from loadtests.synthetic import SWEEP, scaled, turn_head
     from ml.images import decode_image
     from ml.pipeline import FacePipeline
 

@@ -8,6 +8,10 @@ import numpy as np
 from ml.detection import DetectedFace
 from ml.images import RGBImage
 
+# Degrees of a synthetic head movement, frame by frame: out to 40 and back, as a liveness
+# challenge asks (`turn_head`); the tests, the fleet and the benchmarks all turn this way.
+SWEEP = (0, 15, 30, 40, 30, 15, 0)
+
 
 def side_by_side(left: RGBImage, right: RGBImage) -> RGBImage:
     """Two photos in one frame, padded to the same height."""

@@ -11,14 +11,13 @@ from fastapi import FastAPI
 
 from actors.face.service import MOVEMENTS
 from infra.settings.ml import FaceSettings
-from loadtests.synthetic import scaled, turn_head
+from loadtests.synthetic import SWEEP, scaled, turn_head
 from ml.images import RGBImage
 from ml.liveness import Movement
 from ml.pipeline import FacePipeline
 from tests.face.conftest import enrol, image_headers, jpeg, photo, photo_bytes, runtime_of
 from tests.support.factories import consenting_candidate, new_exam
 
-SWEEP = (0, 15, 30, 40, 30, 15, 0)  # degrees of the synthetic head movement, frame by frame
 # How each asked movement is synthesised: axis, and the sign of the angle.
 HOW = {"turn_left": ("yaw", +1), "turn_right": ("yaw", -1), "nod": ("pitch", +1)}
 

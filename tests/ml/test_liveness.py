@@ -13,13 +13,11 @@ import pytest
 
 from infra.errors import InvalidInput
 from infra.settings.ml import FaceSettings
-from loadtests.synthetic import scaled, turn_head
+from loadtests.synthetic import SWEEP, scaled, turn_head
 from ml.images import RGBImage
 from ml.liveness import Challenge, LivenessChecker, Movement, new_challenge
 from ml.pipeline import FacePipeline
 from ml.templates import FaceTemplate
-
-SWEEP = (0, 15, 30, 40, 30, 15, 0)  # degrees of the synthetic head turn, frame by frame
 
 
 def challenge(movement: Movement) -> Challenge:

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from infra.settings.ml import FaceSettings
-from loadtests.synthetic import turn_head
+from loadtests.synthetic import SWEEP, turn_head
 from ml.detection import DetectedFace
 from ml.images import RGBImage
 from ml.pipeline import FacePipeline
@@ -29,7 +29,6 @@ from ml.pipeline import FacePipeline
 FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
 WIDTH, HEIGHT, FPS = 640, 480, 10
 CLIP_FRAMES = 2  # all alike: the loop's phase never shows
-SWEEP = (0, 15, 30, 40, 30, 15, 0)  # degrees, as in tests/face/test_liveness.py
 POSE_SECONDS = 0.25  # each angle of the sweep is held this long (the page samples at ~7/s)
 # `turn_left` is the person's own left: the nose moves to the image's right (positive yaw).
 HOW = {"turn_left": ("yaw", +1), "turn_right": ("yaw", -1), "nod": ("pitch", +1)}
