@@ -48,6 +48,7 @@ from loadtests.scenario import (
     organiser_session,
 )
 from loadtests.server_stats import ServerSampler
+from loadtests.tally import Tallies
 
 ARRIVAL_SEED = 2026
 
@@ -94,11 +95,17 @@ async def _proctors(
 
 
 def progress_line(
-    config: FleetConfig, plan: Plan, proctors: Sequence[Proctor], recorder: Recorder, since: float
+    config: FleetConfig,
+    plan: Plan,
+    proctors: Sequence[Proctor],
+    recorder: Recorder,
+    since: float,
+    tallies: Tallies,
 ) -> str:
-    """What this process sees while the shares run: arrivals by the (seeded) schedule, and
-    through the proctors' eyes the candidates in their rooms and the cameras live. The
-    shares' own counts reach it only when they end (they may run on other machines)."""
+    """What this process sees while the shares run: arrivals by the (seeded) schedule, the
+    shares' live counts (`loadtests.tally`: candidates in rooms, steps, errors, the worst
+    generator lag), and through the proctors' eyes the watched candidates in their rooms
+    and the cameras live."""
     elapsed = time.monotonic() - since
     arrived = sum(1 for i, _, _, _, b in plan if arrival(config, i, b)[0] <= elapsed)
     seen = sum(sum(e.is_set() for e in p.present.values()) for p in proctors)
@@ -106,11 +113,14 @@ def progress_line(
     watched = sum(len(p.watch) for p in proctors)
     errors = sum(1 for step in recorder.steps if not step.ok)
     total = config.ramp + config.duration
-    return (
-        f"arrived {arrived}/{config.candidates}, in rooms (watched) {seen}/{watched},"
-        f" cameras live {live}/{watched}, proctor errors {errors},"
-        f" {clock_text(elapsed)} of {clock_text(total)}"
-    )
+    words = [f"arrived {arrived:,}/{config.candidates:,}", tallies.text()]
+    if proctors:
+        words.append(
+            f"proctors see {seen}/{watched} watched in rooms, cameras live {live}/{watched},"
+            f" proctor errors {errors}"
+        )
+    words.append(f"{clock_text(elapsed)} of {clock_text(total)}")
+    return ", ".join(word for word in words if word)
 
 
 async def run_fleet(
@@ -135,12 +145,14 @@ async def run_fleet(
     async with http_session(config.target, config.proctors + 4) as http:
         proctors = await _proctors(config, scenario, plan, recorder, cids, assets.clips)
         watching = [asyncio.ensure_future(p.run(http, config.duration, stop)) for p in proctors]
-        following = None
+        following, tallies = None, Tallies()
         if progress is not None:
             since = time.monotonic()
-            progress.render = lambda: progress_line(config, plan, proctors, recorder, since)
+            progress.render = lambda: progress_line(
+                config, plan, proctors, recorder, since, tallies
+            )
             following = asyncio.ensure_future(follow(progress, stop))
-        parts = await run_shares(config, scenario, assets, plan)
+        parts = await run_shares(config, scenario, assets, plan, tallies)
         stop.set()
         await asyncio.gather(*watching)
         if following is not None:

@@ -112,6 +112,10 @@ class Recorder:
         self.steps.append(Step(actor, step, began - self.epoch, time.time() - began, ok, reason))
         return ok
 
+    @property
+    def in_rooms(self) -> int:
+        return self._online_now
+
     def presence(self, delta: int) -> None:
         self._online_now += delta
         self.online.append((time.time() - self.epoch, self._online_now))

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import os
 import resource
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -29,6 +31,7 @@ import aiohttp
 from loadtests.behaviours import LATE_AT
 from loadtests.journey import Candidate, Recorder
 from loadtests.presence import PresenceSocket, sockets_session
+from loadtests.tally import EVERY_S, Counting, Send, Tallies, Tally, TallyQueue, send_every
 
 if TYPE_CHECKING:
     from loadtests.config import FleetConfig
@@ -114,14 +117,18 @@ async def run_candidates(
     *,
     index: int = 0,
     node: str = "local",
+    send: Send | None = None,
 ) -> Recorder:
     """Run the given candidates in this process; arrival times count from `epoch`
     (wall clock, shared by every share of the fleet). The recorder's `share` says where
-    they ran and what it cost: share `index` on `node`, its CPU and wall time."""
+    they ran and what it cost: share `index` on `node`, its CPU and wall time. `send`
+    gets the share's live counts (`loadtests.tally`) while it runs."""
     recorder = Recorder(epoch=epoch)
     stop = asyncio.Event()
     began_cpu, began = _cpu_s(), time.monotonic()
     watching = asyncio.ensure_future(watch_loop(recorder, stop))
+    counting = Counting(index, recorder)
+    sending = asyncio.ensure_future(send_every(counting, send, stop)) if send else None
     stalling = asyncio.ensure_future(_stall(stop)) if config.stall_worker == index else None
     async with (
         http_session(config.target, len(plan)) as http,
@@ -151,6 +158,8 @@ async def run_candidates(
             await watching
             if stalling is not None:
                 await stalling
+            if sending is not None:
+                await sending
     wall, cpu = time.monotonic() - began, _cpu_s() - began_cpu
     recorder.share = {
         "worker": index, "node": node, "pid": os.getpid(), "candidates": len(plan),
@@ -161,15 +170,29 @@ async def run_candidates(
     return recorder
 
 
+# A local process's queue to the fleet's progress line, given when the process starts
+# (a multiprocessing queue cannot travel as a task's argument).
+_tallies_out: TallyQueue | None = None
+
+
+def _send_tallies_to(channel: TallyQueue) -> None:
+    global _tallies_out
+    _tallies_out = channel
+
+
 def _run_in_process(
     config: FleetConfig, scenario: Scenario, assets: Assets, plan: Plan, epoch: float, index: int
 ) -> Recorder:
-    return asyncio.run(run_candidates(config, scenario, assets, plan, epoch, index=index))
+    send = _tallies_out.put if _tallies_out is not None else None
+    return asyncio.run(
+        run_candidates(config, scenario, assets, plan, epoch, index=index, send=send)
+    )
 
 
 class FleetWorker:
     """One share of the fleet in a Ray worker process, on a loop of its own (an actor, so
-    that it is set up once and then told when to start)."""
+    that it is set up once and then told when to start). Threaded (two calls at once), so
+    that `tally` answers while `run` drives the share."""
 
     def __init__(
         self, index: int, config: FleetConfig, scenario: Scenario, assets: Assets, plan: Plan
@@ -180,6 +203,7 @@ class FleetWorker:
         import ray
 
         self.node = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+        self.latest: Tally | None = None
 
     def ready(self) -> dict[str, Any]:
         """Imports done, assets here: where it runs."""
@@ -191,13 +215,52 @@ class FleetWorker:
         return asyncio.run(
             run_candidates(
                 self.config, self.scenario, self.assets, self.plan, epoch,
-                index=self.index, node=self.node,
+                index=self.index, node=self.node, send=self._keep,
             )
         )  # fmt: skip
 
+    def tally(self) -> Tally | None:
+        return self.latest
+
+    def _keep(self, tally: Tally) -> None:
+        self.latest = tally  # one reference swapped: safe to read from the other thread
+
+
+async def _ask_for_tallies(workers: list[Any], tallies: Tallies, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        # A worker that died is the run's error, told when its `run` fails, not here.
+        answers = await asyncio.gather(*(w.tally.remote() for w in workers), return_exceptions=True)
+        for tally in answers:
+            if isinstance(tally, Tally):
+                tallies.take(tally)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), EVERY_S)
+
+
+async def _drain_tallies(channel: TallyQueue, tallies: Tallies, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        tallies.drain(channel)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), EVERY_S / 2)
+    tallies.drain(channel)
+
+
+async def _until_done(
+    runs: list[Any], follow: Callable[[asyncio.Event], Awaitable[None]]
+) -> list[Recorder]:
+    """The shares' records once all have ended; `follow` (a task fed by a stop event)
+    keeps the live counts coming until then."""
+    stop = asyncio.Event()
+    following = asyncio.ensure_future(follow(stop))
+    try:
+        return list(await asyncio.gather(*runs))
+    finally:
+        stop.set()
+        await following
+
 
 async def run_on_ray(
-    config: FleetConfig, scenario: Scenario, assets: Assets, plan: Plan
+    config: FleetConfig, scenario: Scenario, assets: Assets, plan: Plan, tallies: Tallies
 ) -> list[Recorder]:
     """The fleet dealt over `config.workers` Ray workers, one per node in turn; all start
     at one instant, chosen once every worker has reported ready."""
@@ -212,13 +275,16 @@ async def run_on_ray(
     )
     if not nodes:
         raise SystemExit("no live Ray node with CPUs to run the fleet on")
-    remote = ray.remote(num_cpus=config.worker_cpus, max_restarts=0)(FleetWorker)
+    remote = ray.remote(FleetWorker)
     shared = ray.put(assets)
     workers: list[Any] = [
         remote.options(
+            num_cpus=config.worker_cpus,
+            max_restarts=0,
+            max_concurrency=2,
             scheduling_strategy=NodeAffinitySchedulingStrategy(
                 nodes[i % len(nodes)]["NodeID"], soft=True
-            )
+            ),
         ).remote(i, config, scenario, shared, share)
         for i, share in enumerate(deal(plan, config.workers))
     ]
@@ -226,29 +292,40 @@ async def run_on_ray(
         ready = [w.ready.remote() for w in workers]
         await asyncio.wait_for(asyncio.gather(*ready), READY_TIMEOUT_S)
         epoch = time.time() + START_MARGIN_S
-        results: list[Recorder] = await asyncio.gather(*(w.run.remote(epoch) for w in workers))
-        return results
+        runs = [w.run.remote(epoch) for w in workers]
+        return await _until_done(runs, lambda stop: _ask_for_tallies(workers, tallies, stop))
     finally:
         for worker in workers:
             ray.kill(worker)
 
 
 async def run_shares(
-    config: FleetConfig, scenario: Scenario, assets: Assets, plan: Plan
+    config: FleetConfig,
+    scenario: Scenario,
+    assets: Assets,
+    plan: Plan,
+    tallies: Tallies | None = None,
 ) -> list[Recorder]:
+    """Every share's records, once all have ended; meanwhile `tallies` gets their live
+    counts."""
+    tallies = Tallies() if tallies is None else tallies
     if config.ray_address is not None:
-        return await run_on_ray(config, scenario, assets, plan)
+        return await run_on_ray(config, scenario, assets, plan, tallies)
     if config.processes < 2:
-        return [await run_candidates(config, scenario, assets, plan, time.time())]
+        run = run_candidates(config, scenario, assets, plan, time.time(), send=tallies.take)
+        return [await run]
     shares = split(plan, config.processes)
     epoch = time.time() + 5.0  # processes start and import before the first arrival
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(len(shares), mp_context=context) as pool:
+    channel: TallyQueue = context.Queue()
+    with concurrent.futures.ProcessPoolExecutor(
+        len(shares), mp_context=context, initializer=_send_tallies_to, initargs=(channel,)
+    ) as pool:
         runs = [
             loop.run_in_executor(
                 pool, _run_in_process, config, scenario, assets, share, epoch, index
             )
             for index, share in enumerate(shares)
         ]
-        return list(await asyncio.gather(*runs))
+        return await _until_done(runs, lambda stop: _drain_tallies(channel, tallies, stop))

@@ -33,7 +33,7 @@ from infra.stack import LocalStack
 from loadtests import fleet
 from loadtests.behaviours import BEHAVIOURS
 from loadtests.config import FleetConfig
-from tests.loadtests.test_fleet import PASSWORD, _organiser
+from tests.loadtests.test_fleet import PASSWORD, _organiser, in_rooms, run_watching_progress
 from tests.support.journal import room_journal
 
 DURATION = 16.0
@@ -119,7 +119,7 @@ async def test_a_fleet_over_two_ray_nodes_does_everything_candidates_do(
     watching = asyncio.ensure_future(sightings.watch(stop))
     telling = asyncio.ensure_future(_tell_to_reconnect(runtime, sightings, told))
     try:
-        summary, _broken = await fleet.run_fleet(config)
+        summary, _broken, lines = await run_watching_progress(config)
     finally:
         stop.set()
         telling.cancel()
@@ -137,6 +137,8 @@ async def test_a_fleet_over_two_ray_nodes_does_everything_candidates_do(
     assert [(w["worker"], w["kind"]) for w in rows] == [(0, "worker"), (1, "worker")]
     assert {w["node"] for w in rows} == {settings.ray_head_ip, second_node}
     assert sum(w["candidates"] for w in rows) == 23
+    # While it ran, the progress line had both workers' live counts, asked of them.
+    assert max(in_rooms(line) for line in lines) >= 20, lines[-3:]
     assert sorted(w["media"] for w in rows) == [1, 2]  # cameras dealt too
     assert all(w["samples"] > 0 and w["cpu_seconds"] > 0 for w in rows)
     # The drill's worker lagged, and the report says so.

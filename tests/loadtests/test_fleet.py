@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
+from infra.progress import Progress
 from infra.settings import Settings, settings_to_env
 from loadtests import charts, fleet
 from loadtests.config import FleetConfig
@@ -47,8 +50,9 @@ async def test_small_fleet_walks_every_step(
         thresholds=("tracks_missing == 0", "login.p99 < 5s"),
         heartbeat_every=2.0,
         state_dir=settings.state_dir,  # the test stack's processes, sampled for the report
+        processes=2,  # the rehearsals' way: cameras in a process of their own
     )
-    summary, broken = await fleet.run_fleet(config)
+    summary, broken, lines = await run_watching_progress(config)
     steps = summary["steps"]
     failed = {name: s["errors_by_reason"] for name, s in steps.items() if s["errors"]}
     assert failed == {}
@@ -74,6 +78,36 @@ async def test_small_fleet_walks_every_step(
     _assert_report_covers_the_run(tmp_path / "report", config, media=True)
     # The generator watched its own loop all along (one sample per tick).
     assert summary["generator"]["samples"] >= config.duration / LAG_TICK_S / 2
+    # While it ran, the progress line had the generator processes' live counts.
+    assert max(in_rooms(line) for line in lines) == config.candidates, lines[-3:]
+
+
+async def run_watching_progress(
+    config: FleetConfig,
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """`run_fleet` with a (quiet) progress line, and what that line said every half second
+    while the fleet ran."""
+    progress = Progress("examday loadtest", quiet=True)
+    lines: list[str] = []
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if progress.render is not None:
+                lines.append(progress.render())
+
+    watching = asyncio.ensure_future(watch())
+    try:
+        summary, broken = await fleet.run_fleet(config, progress)
+    finally:
+        watching.cancel()
+    return summary, broken, lines
+
+
+def in_rooms(line: str) -> int:
+    """The fleet-wide count of candidates in rooms that a progress line gives (0 if none)."""
+    found = re.search(r"\bin rooms ([\d,]+)", line)
+    return int(found.group(1).replace(",", "")) if found else 0
 
 
 async def test_a_threshold_that_cannot_hold_fails_the_run(
