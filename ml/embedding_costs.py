@@ -19,6 +19,11 @@ An option that lowers the genuine margin or raises the impostor one is not adopt
     torch-bf16   torch's bf16 autocast on CPU
     torch-int8   static int8 (torch.ao FX, x86 engine), calibrated on the fixture faces:
                  what an int8 SFace costs; no int8 SFace file ships with the wheel
+    onnxruntime-fp32, onnxruntime-int8
+                 ONNX Runtime's CPU kernels on the same net exported from torch, as it is
+                 and in static int8 (per-channel weights, QDQ, calibrated on the fixture
+                 faces); only where `onnxruntime` and `onnx` are installed, which the
+                 project does not need (`pip install onnxruntime onnx` to see them)
     reuse        the whole sample when it takes its candidate's last embedding
                  (`ml.embedding.Reuse`): detection, quality and the check, no embedding
 """
@@ -27,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import itertools
 import json
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -78,6 +85,56 @@ def int8(net: SFaceNet, calibration: torch.Tensor) -> nn.Module:
             prepared(calibration)
         quantised: nn.Module = convert_fx(prepared)
     return quantised
+
+
+def onnxruntime_options(net: SFaceNet, calibration: torch.Tensor) -> dict[str, Embed]:
+    """The net in ONNX Runtime, fp32 and int8, one thread; none without onnxruntime."""
+    try:
+        ort = importlib.import_module("onnxruntime")
+        quantization = importlib.import_module("onnxruntime.quantization")
+        importlib.import_module("onnx")
+    except ImportError:
+        return {}
+    ort.set_default_logger_severity(3)  # its notes on unused initialisers, per session
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    faces = calibration.numpy()
+
+    reader: Any = quantization.CalibrationDataReader
+
+    class Faces(reader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.rows = iter(range(len(faces)))
+
+        def get_next(self) -> dict[str, Any] | None:
+            row = next(self.rows, None)
+            return None if row is None else {"data": faces[row : row + 1]}
+
+    def through_session(path: Path) -> Embed:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        def embed(aligned: Sequence[AlignedFace]) -> Vectors:
+            return normalise(session.run(None, {"data": blob(aligned).numpy()})[0], "sface")
+
+        return embed
+
+    with tempfile.TemporaryDirectory() as workdir:
+        plain, int8_path = Path(workdir) / "sface.onnx", Path(workdir) / "sface-int8.onnx"
+        exported = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+        with warnings.catch_warnings():  # torch's notice that the TorchScript exporter goes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                exported, (calibration[:1],), str(plain), input_names=["data"],
+                dynamic_axes={"data": {0: "faces"}}, dynamo=False,
+            )  # fmt: skip
+        quantization.quantize_static(
+            str(plain), str(int8_path), Faces(), quant_format=quantization.QuantFormat.QDQ,
+            per_channel=True, weight_type=quantization.QuantType.QInt8,
+        )  # fmt: skip
+        return {
+            "onnxruntime-fp32": through_session(plain),
+            "onnxruntime-int8": through_session(int8_path),
+        }
 
 
 def blob(faces: Sequence[AlignedFace]) -> torch.Tensor:
@@ -134,6 +191,7 @@ def measure(faces_dir: Path, repeats: int) -> dict[str, Any]:
         "opencv": embedder.opencv_features,
         "torch-bf16": through(net, bf16=True),
         "torch-int8": through(int8(net, blob(aligned))),
+        **onnxruntime_options(net, blob(aligned)),
     }
     reference = embedder.embed(aligned)
     figures: dict[str, Any] = {}
