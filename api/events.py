@@ -11,6 +11,10 @@ goes away: the answer has begun, so it cannot turn into a 503 any more, and an
 error would cut the connection mid-frame; an ended stream is reconnected to
 (after `retry`), with `Last-Event-ID`, and that request gets the 503.
 
+Help requests and messages carry their text sealed in the journal (`core.room_text`):
+each is opened with the exam's data key before it is sent, so a frame's data is the
+event as it was written.
+
 Each stream holds a lease in its staff member's set (`StreamLeases`): at most
 `sse_streams_per_staff` at once, over all their sessions and gateways (429
 `too_many_streams` beyond), renewed while the stream lives, so that one a crashed
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import secrets
@@ -39,13 +44,14 @@ from starlette.requests import Request
 from actors.rooms.journal import PRESENCE_MAXLEN, event_order
 from api.runtime import Runtime
 from api.security import RoomScope, check_room, request_token
-from core import keys
+from core import keys, room_text
 from infra.errors import NotFound, RateLimited, Unauthenticated
 from infra.redis import REDIS_DOWN, text
 
 _BLOCK_MS = 5000
 _BATCH = 500
 STREAM_ID = r"^\d{1,20}-\d{1,20}$"
+OpenText = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 # Why a stream ended before its time (the `end` event's `reason`).
 SESSION_ENDED = "session_ended"
 ROOM_ACCESS_ENDED = "room_access_ended"
@@ -106,16 +112,18 @@ async def room_events(
     refusal: Callable[[], Awaitable[str | None]],
     recheck_seconds: float,
     lease: StreamLeases,
+    open_text: OpenText,
 ) -> AsyncIterator[bytes]:
     """The stream's frames; `lease` has been opened and is closed when the stream ends.
     Every `recheck_seconds`, `refusal` says why the stream must end now (the `end` event's
-    reason), or None."""
+    reason), or None. `open_text` opens an event's sealed text (`core.room_text`)."""
     try:
         yield b"retry: 1000\n\n"
         try:
             frames = _frames(
                 redis, room_key, last_event_id, is_disconnected, max_seconds,
                 refusal=refusal, recheck_seconds=recheck_seconds, lease=lease,
+                open_text=open_text,
             )  # fmt: skip
             async for frame in frames:
                 yield frame
@@ -142,6 +150,7 @@ async def _frames(
     refusal: Callable[[], Awaitable[str | None]],
     recheck_seconds: float,
     lease: StreamLeases,
+    open_text: OpenText,
 ) -> AsyncIterator[bytes]:
     evidence, presence = keys.room_events_key(room_key), keys.room_presence_key(room_key)
     cursor = last_event_id
@@ -185,6 +194,8 @@ async def _frames(
             cursor = event_id
             event = json.loads(fields[b"e"])
             event.pop("eid", None)
+            if room_text.is_sealed(event):
+                event = await open_text(event)
             frames.append(_frame(cursor, event.get("type", "event"), json.dumps(event)))
         # One write per round, not one per event: a room's history after a reconnect
         # can be tens of thousands of events.
@@ -227,4 +238,5 @@ async def room_stream(
     return room_events(
         runtime.redis, room.key, cursor, request.is_disconnected, max_seconds,
         refusal=refusal, recheck_seconds=settings.sse_recheck_seconds, lease=lease,
+        open_text=functools.partial(room_text.opened, runtime.exams.keys, room.exam_id),
     )  # fmt: skip

@@ -34,7 +34,6 @@ candidate's room too (`review_decision`), without the note.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -240,10 +239,6 @@ async def liveness_of(redis: Redis, exam_id: str, cids: list[str]) -> dict[str, 
     }
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 class ReviewStore:
     """Rubrics, decisions and score sheets of exams, in Redis; free text sealed."""
 
@@ -279,13 +274,12 @@ class ReviewStore:
                 f"a candidate has at most {MAX_DECISIONS} review decisions",
                 reason="too_many_decisions",
             )
-        sealed = await self.keys.seal(exam_id, f"review:note:{cid}", note.encode())
         record = {
             "decision": decision,
             "by": by,
             "at": time.time(),
             "event_id": event_id,
-            "note": _b64(sealed),
+            "note": await self.keys.seal_text(exam_id, f"review:note:{cid}", note),
         }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.review_decisions_key(exam_id), cid, json.dumps(record))
@@ -307,9 +301,8 @@ class ReviewStore:
         return [await self._opened(exam_id, cid, json.loads(r)) for r in raw]
 
     async def _opened(self, exam_id: str, cid: str, record: dict[str, Any]) -> dict[str, Any]:
-        sealed = base64.b64decode(record["note"])
-        note = await self.keys.open(exam_id, f"review:note:{cid}", sealed)
-        return {**record, "note": note.decode()}
+        note = await self.keys.open_text(exam_id, f"review:note:{cid}", record["note"])
+        return {**record, "note": note}
 
     # -- score sheets -----------------------------------------------------------------
 
@@ -347,13 +340,12 @@ class ReviewStore:
                 reason="score_out_of_range",
                 criteria=out,
             )
-        sealed = await self.keys.seal(exam_id, f"review:comment:{cid}", comment.encode())
         sheet = {
             "examiner": examiner,
             "points": points,
             "total": sum(points.values()),
             "at": time.time(),
-            "comment": _b64(sealed),
+            "comment": await self.keys.seal_text(exam_id, f"review:comment:{cid}", comment),
         }
         await self.redis.hset(
             keys.review_scores_key(exam_id), f"{cid}/{examiner}", json.dumps(sheet)
@@ -371,8 +363,6 @@ class ReviewStore:
         for name, value in sorted((text(k), v) for k, v in raw):
             owner = name.split("/", 1)[0]
             sheet = json.loads(value)
-            opened = await self.keys.open(
-                exam_id, f"review:comment:{owner}", base64.b64decode(sheet["comment"])
-            )
-            found.setdefault(owner, []).append({**sheet, "comment": opened.decode()})
+            opened = await self.keys.open_text(exam_id, f"review:comment:{owner}", sheet["comment"])
+            found.setdefault(owner, []).append({**sheet, "comment": opened})
         return found

@@ -8,7 +8,6 @@ one hash that the `requests` retention class deletes.
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import time
@@ -70,13 +69,11 @@ class RightsRequests:
         return await self._opened(exam_id, record)
 
     async def _seal(self, exam_id: str, value: str) -> str:
-        sealed = await self.keys.seal(exam_id, _PURPOSE, value.encode())
-        return base64.b64encode(sealed).decode()
+        return await self.keys.seal_text(exam_id, _PURPOSE, value)
 
     async def _opened(self, exam_id: str, record: dict[str, Any]) -> dict[str, Any]:
         out = dict(record)
         for name in ("text", "answer"):
             if out.get(name):
-                sealed = base64.b64decode(out[name])
-                out[name] = (await self.keys.open(exam_id, _PURPOSE, sealed)).decode()
+                out[name] = await self.keys.open_text(exam_id, _PURPOSE, out[name])
         return out

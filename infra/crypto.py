@@ -9,10 +9,14 @@ ciphertexts stay readable.
 
 The associated data binds a ciphertext to its exam and purpose (a name cannot
 be swapped into a template field, nor moved to another exam).
+
+Text kept inside JSON records (a rights request, a review note, a room's free text)
+is sealed with `seal_text` and opened with `open_text`: the same ciphertext, base64.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import struct
 
@@ -110,6 +114,14 @@ class DataKeys:
             return AESGCM(data_key).decrypt(nonce, sealed[_HEADER.size :], aad)
         except InvalidTag:
             raise Forbidden("ciphertext does not open", reason="bad_ciphertext") from None
+
+    async def seal_text(self, exam_id: str, purpose: str, text: str) -> str:
+        """`text` sealed for a JSON record: the ciphertext of `seal`, base64."""
+        return base64.b64encode(await self.seal(exam_id, purpose, text.encode())).decode()
+
+    async def open_text(self, exam_id: str, purpose: str, sealed: str) -> str:
+        """The text `seal_text` sealed with the same exam and purpose."""
+        return (await self.open(exam_id, purpose, base64.b64decode(sealed))).decode()
 
     def forget(self, exam_id: str) -> None:
         """Drop cached keys of an exam (after its data key was destroyed)."""

@@ -5,6 +5,10 @@ itself is sealed with the exam's data key when stored, class `exports`), the
 room timelines and the consent records, and a `manifest.json` listing each
 file with its source key, version id, data class, size and SHA-256. Earlier
 exports are not included. Limits: `max_export_objects`, `max_export_bytes`.
+
+The timelines' help requests and messages are journaled with their text sealed
+(`core.room_text`): they are opened here, as the objects are, and so in a
+candidate's copy of their data (`records`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from core import keys
+from core import keys, room_text
+from infra.crypto import DataKeys
 from infra.errors import PayloadTooLarge
 from infra.redis import text
 from infra.regional import RegionalStore
@@ -47,10 +52,17 @@ async def stream_records(
 
 
 class ExportBuilder:
-    def __init__(self, redis: Redis, regional: RegionalStore, settings: PrivacySettings) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        regional: RegionalStore,
+        settings: PrivacySettings,
+        data_keys: DataKeys,
+    ) -> None:
         self.redis = redis
         self.regional = regional
         self.settings = settings
+        self.data_keys = data_keys
 
     async def build(
         self, exam_id: str, subject: str, rooms: dict[str, list[str]], header: dict[str, Any]
@@ -118,7 +130,9 @@ class ExportBuilder:
             )
             if subject != EXAM_WIDE:
                 events = [e for e in events if e.get("cid") == subject]
-            records[f"timelines/{room}.jsonl"] = events
+            records[f"timelines/{room}.jsonl"] = [
+                await room_text.opened(self.data_keys, exam_id, e) for e in events
+            ]
         consents = await stream_records(self.redis, keys.consents_key(exam_id), b"r", limit)
         records["consents.jsonl"] = [c for c in consents if subject in (EXAM_WIDE, c.get("cid"))]
         return records

@@ -43,7 +43,7 @@ class PrivacyService:
         self.regional = regional
         self.exams = exams
         self.holds = Holds(redis, regional, settings.privacy.max_held_objects)
-        self.exports = ExportBuilder(redis, regional, settings.privacy)
+        self.exports = ExportBuilder(redis, regional, settings.privacy, exams.keys)
         self._actors: dict[str, Any] = {}
 
     async def start(self) -> None:

@@ -3,6 +3,10 @@
 The room shard applies each event after Redis has stored it, and a restarted
 shard rebuilds the same state by applying the stored events again (from the
 last snapshot on). Nothing here does I/O.
+
+The free text of help requests and messages arrives sealed (`core.room_text`: under
+`SEALED_TEXT`, in place of `text`) and is kept sealed here: the state never holds, nor
+snapshots, the clear text. Events journaled before that carry `text` in clear.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from actors.rooms.journal import event_order
+from core.room_text import SEALED_TEXT
 
 MAX_MESSAGES = 500
 # A candidate's open help request is one entry, whatever they send: a second request
-# replaces the first, and its text is cut here, so a room's state stays bounded.
+# replaces the first, and its text is cut here, so a room's state stays bounded. (A
+# sealed text cannot be cut here: the gateway refuses one longer than this.)
 MAX_HELP_TEXT = 500
 HELP_KINDS = ("hand", "message")
 
@@ -99,17 +105,17 @@ class RoomState:
         self.event_count += 1
 
     def _raise_help(self, event_id: str, cid: str, event: dict[str, Any], at: float) -> None:
-        text = event.get("text")
-        text = text[:MAX_HELP_TEXT] if isinstance(text, str) and text else None
         kind = event.get("kind")
         previous = self.help.get(cid)
-        if text is None and previous is not None:
-            text = previous["text"]  # a hand raised after a message keeps the message
+        said = _said(event)
+        if said is None and previous is not None:
+            said = _said(previous)  # a hand raised after a message keeps the message
+        name, text = said or ("text", None)
         self.help[cid] = {
             "id": event_id,
             "cid": cid,
             "kind": kind if kind in HELP_KINDS else "hand",
-            "text": text,
+            name: text,
             "at": at,
             "since": previous["since"] if previous is not None else at,
         }
@@ -177,3 +183,15 @@ class RoomState:
         """The last `reconnect` meant for this candidate: theirs or the room's, the newer."""
         told = [r for r in (self.reconnects.get(""), self.reconnects.get(cid)) if r]
         return max(told, key=lambda r: event_order(r["id"])) if told else None
+
+
+def _said(record: dict[str, Any]) -> tuple[str, str] | None:
+    """The text of a help event or request, with the field that holds it: sealed
+    (`SEALED_TEXT`, as the gateway sends it) or in clear (`text`, as journaled before it
+    sealed, cut to `MAX_HELP_TEXT`); None for a request without text."""
+    sealed, text = record.get(SEALED_TEXT), record.get("text")
+    if isinstance(sealed, str) and sealed:
+        return SEALED_TEXT, sealed
+    if isinstance(text, str) and text:
+        return "text", text[:MAX_HELP_TEXT]
+    return None

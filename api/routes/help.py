@@ -5,7 +5,9 @@ to wave at the camera. Each request is journaled in the candidate's room like ev
 other room event (`help`, `help_lowered`), so the proctor's console sees it arrive on
 the room's event stream and the evidence keeps it. The proctor answers with
 `POST /v1/exams/{e}/rooms/{r}/messages` (`to`: the candidate), which the candidate's
-page shows from `GET /v1/me/room`.
+page shows from `GET /v1/me/room`. A message's text may say anything about the candidate
+(their name, their phone, their health): it is sealed with the exam's data key before it
+leaves the gateway (`core.room_text`), so the room's journal and state hold it sealed.
 
     POST   /v1/me/help   {"kind": "hand"} | {"kind": "message", "text": "..."}  -> 201 {event_id}
     DELETE /v1/me/help   the candidate lowers the hand                         -> 200 {event_id}
@@ -22,7 +24,7 @@ from fastapi import APIRouter
 from api.deps import RuntimeDep
 from api.models import EventOut, HelpIn
 from api.security import CandidateDep, Principal, require_consent
-from core import keys
+from core import keys, room_text
 from infra.errors import InvalidInput, NotFound
 from infra.redis import spend
 
@@ -62,7 +64,9 @@ async def ask_for_help(body: HelpIn, principal: CandidateDep, runtime: RuntimeDe
     if body.kind == "hand" and body.text is not None:
         raise InvalidInput("a raised hand carries no text", reason="text_not_allowed")
     room = await _may_ask(runtime, principal)
+    assert principal.claims.exam is not None  # `_may_ask` refused a principal without one
     event = {"type": "help", "cid": principal.name, "kind": body.kind, "text": body.text}
+    event = await room_text.sealed(runtime.exams.keys, principal.claims.exam, event)
     return EventOut(event_id=await runtime.rooms.append(room, event))
 
 

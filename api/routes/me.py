@@ -12,7 +12,7 @@ from api.deps import RuntimeDep
 from api.exam_end import end_if_over
 from api.models import ConsentIn, EventOut, HeartbeatIn, JoinIn, NetworkType
 from api.security import CandidateDep, Principal, require_consent
-from core import keys
+from core import keys, room_text
 from core.exams import Candidate
 from infra.errors import InvalidInput, NotFound
 from infra.redis import spend
@@ -155,6 +155,8 @@ async def _heartbeat_budget(runtime: RuntimeDep, room: str, cid: str) -> None:
 async def my_room(principal: CandidateDep, runtime: RuntimeDep) -> dict[str, Any]:
     assert principal.claims.exam is not None
     assert principal.room is not None
-    return await runtime.rooms.candidate_view(
-        keys.room_key(principal.claims.exam, principal.room), principal.name
-    )
+    exam_id = principal.claims.exam
+    room = keys.room_key(exam_id, principal.room)
+    view = await runtime.rooms.candidate_view(room, principal.name)
+    # The messages and the help request are sealed in the room (`core.room_text`).
+    return await room_text.opened_candidate_view(runtime.exams.keys, exam_id, view)

@@ -1,5 +1,9 @@
 """Live rooms for proctors and organisers: state, event stream, messages, incidents, and who
-the candidates are (names, numbers, enrolment photos) for the staff of their room only."""
+the candidates are (names, numbers, enrolment photos) for the staff of their room only.
+
+A message's text, an incident's note (and a candidate's help message, `api.routes.help`)
+are sealed with the exam's data key before they go to the room's shard, and opened for
+whoever reads them here (`core.room_text`)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from api.events import STREAM_ID, room_stream
 from api.media_http import end_candidate_sessions
 from api.models import EventOut, IncidentIn, MessageIn, ReviewIn
 from api.security import CandidateScopeDep, RoomScopeDep, check_candidate_in_room
+from core import room_text
 from core.rooms import open_help, open_incidents, presence_counts
 from infra.errors import NotFound
 
@@ -29,7 +34,8 @@ _PHOTO_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "
 
 @router.get("")
 async def room_state(room: RoomScopeDep, runtime: RuntimeDep) -> dict[str, Any]:
-    view: dict[str, Any] = await runtime.rooms.room_view(room.key)
+    sealed: dict[str, Any] = await runtime.rooms.room_view(room.key)
+    view = await room_text.opened_room_view(runtime.exams.keys, room.exam_id, sealed)
     view["roster"] = await runtime.exams.room_candidates(room.exam_id, room.room_id)
     # When each candidate who has not joined (nor been readmitted) becomes too late to
     # join by themselves (Unix seconds), and the gateway's clock: the console offers to
@@ -65,6 +71,7 @@ async def send_message(room: RoomScopeDep, body: MessageIn, runtime: RuntimeDep)
     if body.to is not None:
         await check_candidate_in_room(runtime, room.exam_id, room.room_id, body.to)
     event = {"type": "message", "proctor": room.principal.name, "to": body.to, "text": body.text}
+    event = await room_text.sealed(runtime.exams.keys, room.exam_id, event)
     return EventOut(event_id=await runtime.rooms.append(room.key, event))
 
 
@@ -80,6 +87,7 @@ async def raise_incident(room: RoomScopeDep, body: IncidentIn, runtime: RuntimeD
         "note": body.note,
         "by": room.principal.name,
     }
+    event = await room_text.sealed(runtime.exams.keys, room.exam_id, event)
     return EventOut(event_id=await runtime.rooms.append(room.key, event))
 
 

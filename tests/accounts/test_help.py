@@ -1,9 +1,9 @@
 """Issue #25, item 4: a candidate raises a hand or messages the proctor (`/v1/me/help`).
 
-Each request is journaled in the candidate's own room; bad bodies are refused with a
-reason and journal nothing; the budget answers 429 `help_limit` with Retry-After; staff
-may not use the route, a candidate before the start may not either, and one exam's
-candidate never reaches another exam's room.
+Each request is journaled in the candidate's own room (a message's text sealed); bad bodies
+are refused with a reason and journal nothing; the budget answers 429 `help_limit` with
+Retry-After; staff may not use the route, a candidate before the start may not either, and
+one exam's candidate never reaches another exam's room.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from core import keys
+from core import keys, room_text
 from tests.accounts.test_login import runtime_of
 from tests.support.factories import candidate_login, joined_candidate, new_exam
 from tests.support.journal import room_journal
@@ -47,6 +47,10 @@ async def test_help_is_journaled_in_the_candidates_room_and_bounded(
     lowered = await client.delete("/v1/me/help", headers=candidate)
     assert lowered.status_code == 200, lowered.text
     events = await _help_events(app, exam, "r1")
+    # The message's text is journaled sealed with the exam's key (`core.room_text`).
+    assert room_text.SEALED_TEXT in events[1]
+    assert "text" not in events[1]
+    events = [await room_text.opened(runtime.exams.keys, exam, e) for e in events]
     assert [{k: e.get(k) for k in ("type", "cid", "kind", "text")} for e in events] == [
         {"type": "help", "cid": cid, "kind": "hand", "text": None},
         {"type": "help", "cid": cid, "kind": "message", "text": "my calculator died"},

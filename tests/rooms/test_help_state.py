@@ -1,6 +1,8 @@
 """Help requests folded into a room's state: one open request per candidate, settled by the
 candidate lowering it or a proctor answering them, and still open after a snapshot and the
-replay of the journal after it (a console that opens late or reconnects sees them)."""
+replay of the journal after it (a console that opens late or reconnects sees them). Texts
+arrive sealed (`core.room_text`) and stay sealed; a journal that mixes them with clear texts
+written before they were sealed replays the same."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 from typing import Any
 
 from actors.rooms.state import MAX_HELP_TEXT, RoomState
+from core.room_text import SEALED_TEXT
 
 A, B = "a" * 16, "b" * 16
 
@@ -68,3 +71,28 @@ def test_a_snapshot_from_before_help_requests_restores_with_none_open() -> None:
     old = RoomState("ex1/r1").snapshot()
     del old["help"]
     assert RoomState.from_snapshot(old).help == {}
+
+
+def test_sealed_texts_stay_sealed_beside_clear_ones_from_before() -> None:
+    seal = "ZWQx" * 300  # what the gateway sends: base64, never cut (it is no text)
+    journal = [
+        ("1-0", event("help", 10.0, cid=A, kind="message", text="in clear, from before")),
+        ("2-0", event("help", 11.0, cid=B, kind="message", **{SEALED_TEXT: seal})),
+        ("3-0", event("help", 12.0, cid=B, kind="hand", text=None)),
+        ("4-0", event("message", 13.0, proctor="p", to=None, **{SEALED_TEXT: "c2Vh"})),
+        ("5-0", event("help", 14.0, cid=A, kind="hand", text=None)),
+    ]
+    room = RoomState("ex1/r1")
+    for event_id, each in journal[:3]:
+        room.apply(event_id, each)
+    assert room.help[B] == {
+        "id": "3-0", "cid": B, "kind": "hand", SEALED_TEXT: seal, "at": 12.0, "since": 11.0
+    }  # fmt: skip  # the hand keeps the sealed message, in the text's place
+    restored = RoomState.from_snapshot(json.loads(json.dumps(room.snapshot())))
+    for event_id, each in journal[3:]:
+        room.apply(event_id, each)
+        restored.apply(event_id, each)
+    assert restored.snapshot() == room.snapshot()
+    assert room.help[A]["text"] == "in clear, from before"
+    assert SEALED_TEXT not in room.help[A]
+    assert room.view_for(B)["messages"][0][SEALED_TEXT] == "c2Vh"

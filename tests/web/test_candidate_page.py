@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from PIL import Image
 from playwright.async_api import Browser, FilePayload, Page, expect
 
-from core import keys
+from core import keys, room_text
 from infra.settings import Settings
 from tests.support.factories import new_exam
 from tests.support.journal import room_journal
@@ -64,8 +64,12 @@ def png() -> bytes:
 
 
 async def _help_events(app: FastAPI, exam: str) -> list[dict[str, Any]]:
-    journal = await room_journal(runtime_of(app).redis, keys.room_key(exam, "r1"))
-    return [event for _, event in journal if event["type"].startswith("help")]
+    """The room's help events, their text opened with the exam's key: journaled sealed."""
+    runtime = runtime_of(app)
+    journal = await room_journal(runtime.redis, keys.room_key(exam, "r1"))
+    found = [event for _, event in journal if event["type"].startswith("help")]
+    assert not [event for event in found if event.get("text")]  # none in clear at rest
+    return [await room_text.opened(runtime.exams.keys, exam, event) for event in found]
 
 
 async def _tab_order(page: Page, presses: int) -> list[str]:
