@@ -1,15 +1,16 @@
 """What people write into a room, sealed at rest: help messages, proctors' messages, and
-proctors' notes on incidents.
+proctors' notes on incidents and face reviews.
 
 A candidate's help message (`help`), a proctor's message (`message`) and a proctor's note
-on an incident (`incident`) are free text that may hold a name, a phone number, a
-medical condition. The gateway seals each such field (`FREE_TEXT`: `text`, `note`) with
-the exam's data key (`ROOM_TEXT_PURPOSE`) before the event goes to the room's shard, so
-the journal, the shard's state and its snapshots only ever hold the sealed form, under
-the sealed field's name (`text_sealed`, `note_sealed`) in place of the clear one.
-Whoever shows the text to a person (the room view, the candidate's view, the event
-stream, exports and data copies) opens it with `opened`, which puts the field back where
-it was: the JSON a client reads is the same as before.
+on an incident (`incident`) or on a face review's decision (`face_review`, and the review
+record itself) are free text that may hold a name, a phone number, a medical condition.
+The gateway seals each such field (`FREE_TEXT`: `text`, `note`) with the exam's data key
+(`ROOM_TEXT_PURPOSE`) before the event goes to the room's shard, so the journal, the
+shard's state and its snapshots only ever hold the sealed form, under the sealed field's
+name (`text_sealed`, `note_sealed`) in place of the clear one. Whoever shows the text to
+a person (the room view, the candidate's view, the event stream, the face reviews,
+exports and data copies) opens it with `opened`, which puts the field back where it was:
+the JSON a client reads is the same as before.
 
 Events journaled before the text was sealed carry it in clear; `opened` leaves them as
 they are, so old journals replay and read as they did.

@@ -19,7 +19,7 @@ from pydantic import StringConstraints
 from api.deps import RuntimeDep
 from api.models import Strict
 from api.security import RoomScope, RoomScopeDep
-from core import keys
+from core import keys, room_text
 from infra.errors import Conflict, Forbidden, NotFound
 from infra.redis import text
 
@@ -40,7 +40,7 @@ async def list_reviews(room: RoomScopeDep, runtime: RuntimeDep) -> dict[str, Any
         text(m) for m in await runtime.redis.smembers(keys.face_room_reviews_key(exam_id, room_id))
     )
     raws = await runtime.redis.hmget(keys.face_reviews_key(exam_id), ids) if ids else []
-    reviews = [_public(exam_id, json.loads(raw)) for raw in raws if raw]
+    reviews = [await _public(runtime, exam_id, json.loads(raw)) for raw in raws if raw]
     return {"reviews": sorted(reviews, key=lambda review: review["created_at"])}
 
 
@@ -48,7 +48,7 @@ async def list_reviews(room: RoomScopeDep, runtime: RuntimeDep) -> dict[str, Any
 async def get_review(
     room: RoomScopeDep, review_id: ReviewId, runtime: RuntimeDep
 ) -> dict[str, Any]:
-    return _public(room.exam_id, await _review(runtime, room, review_id))
+    return await _public(runtime, room.exam_id, await _review(runtime, room, review_id))
 
 
 @router.get("/{review_id}/enrolled")
@@ -88,6 +88,9 @@ async def decide(
         raise Conflict("This review is decided already.", reason="review_decided")
     status = "accepted" if body.decision == "accept" else "rejected"
     review.update(status=status, decided_by=staff.name, decided_at=time.time(), note=body.note)
+    # The proctor's reason may name the candidate or what they look like: kept sealed, in
+    # the review and in the journal (`core.room_text`), and opened for whoever reads it.
+    review = await room_text.sealed(runtime.exams.keys, exam_id, review)
     cid = review["cid"]
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(keys.face_reviews_key(exam_id), review_id, json.dumps(review))
@@ -103,8 +106,8 @@ async def decide(
         "by": staff.name,
         "note": body.note,  # the proctor's reason belongs in the audit trail with the decision
     }
-    await runtime.rooms.append(room.key, event)
-    return _public(exam_id, review)
+    await runtime.rooms.append(room.key, await room_text.sealed(runtime.exams.keys, exam_id, event))
+    return await _public(runtime, exam_id, review)
 
 
 async def _review(runtime: RuntimeDep, room: RoomScope, review_id: str) -> Any:
@@ -115,7 +118,8 @@ async def _review(runtime: RuntimeDep, room: RoomScope, review_id: str) -> Any:
     return review
 
 
-def _public(exam_id: str, review: dict[str, Any]) -> dict[str, Any]:
+async def _public(runtime: RuntimeDep, exam_id: str, review: dict[str, Any]) -> dict[str, Any]:
+    review = await room_text.opened(runtime.exams.keys, exam_id, review)
     base = f"/v1/exams/{exam_id}/rooms/{review['room']}/face-reviews/{review['id']}"
     return {
         "id": review["id"],

@@ -9,6 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from core import keys
+from core.room_text import FREE_TEXT
 from tests.face.conftest import enrol, image_headers, photo_bytes, runtime_of
 from tests.support.exif import pixel_gap
 from tests.support.factories import consenting_candidate, new_exam
@@ -87,6 +88,13 @@ async def test_failed_attempts_go_to_a_proctor_who_accepts(
     )
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["status"] == "accepted"
+    # The proctor's reason reads back as written, and is kept sealed (core.room_text).
+    assert accepted.json()["note"] == "ID card checked on camera"
+    fetched = await client.get(f"{base}/{review_id}", headers=proctor)
+    assert fetched.json()["note"] == "ID card checked on camera"
+    stored = await runtime_of(app).redis.hget(keys.face_reviews_key(world.exam_id), review_id)
+    assert stored is not None
+    assert b"ID card checked" not in stored
     twice = await client.post(f"{base}/{review_id}", json={"decision": "reject"}, headers=proctor)
     assert twice.status_code == 409
     assert twice.json()["reason"] == "review_decided"
@@ -99,6 +107,8 @@ async def test_failed_attempts_go_to_a_proctor_who_accepts(
     decision = events[1]
     assert (decision["review"], decision["decision"]) == (review_id, "accepted")
     assert decision["by"].startswith("pro-")
+    assert "note" not in decision
+    assert FREE_TEXT["note"] in decision
 
 
 async def test_a_rejected_candidate_cannot_join(client: httpx.AsyncClient, app: FastAPI) -> None:

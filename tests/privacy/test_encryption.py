@@ -11,6 +11,7 @@ import os
 import secrets
 import uuid
 import zipfile
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from actors.rooms.journal import SNAPSHOT_EVERY
+from api.runtime import Runtime
 from core import keys
 from core.keys import STATE_NAMES as NAMES
 from core.room_text import FREE_TEXT, ROOM_TEXT_PURPOSE, SEALED_TEXT, is_sealed
@@ -91,6 +93,28 @@ async def _all_of_redis(redis: Redis) -> list[bytes]:
     return [blob(part) for part in found]
 
 
+@dataclass
+class OneRoom:
+    """An exam with one room, its proctor, and one candidate who has joined it."""
+
+    exam: str
+    cid: str
+    proctor: httpx.Headers
+    base: str  # the room's API path
+    room: str  # `keys.room_key`
+    candidate: httpx.Headers
+    organiser: httpx.Headers
+
+
+async def one_room(client: httpx.AsyncClient, runtime: Runtime, number: str) -> OneRoom:
+    world = await new_exam(client, runtime, {"r1": [number]})
+    exam = world.exam_id
+    return OneRoom(
+        exam, world.candidate_ids[number], world.proctors["r1"], f"/v1/exams/{exam}/rooms/r1",
+        keys.room_key(exam, "r1"), await joined_candidate(client, exam, number), world.organiser,
+    )  # fmt: skip
+
+
 async def test_what_people_write_in_a_room_is_sealed_at_rest_and_reads_as_before(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
@@ -99,11 +123,10 @@ async def test_what_people_write_in_a_room_is_sealed_at_rest_and_reads_as_before
     other key; the proctor's view and event stream, the candidate's view, an authority's
     export and the candidate's copy of their data show it as written."""
     runtime = runtime_of(app)
-    world = await new_exam(client, runtime, {"r1": ["7402"]})
-    exam, cid = world.exam_id, world.candidate_ids["7402"]
-    proctor, base = world.proctors["r1"], f"/v1/exams/{world.exam_id}/rooms/r1"
-    room = keys.room_key(exam, "r1")
-    candidate = await joined_candidate(client, exam, "7402")
+    at = await one_room(client, runtime, "7402")
+    exam, cid, proctor, base, room, candidate = (
+        at.exam, at.cid, at.proctor, at.base, at.room, at.candidate,
+    )  # fmt: skip
     marker = f"zq{secrets.token_hex(6)}"  # in every text below, and nowhere else
     asked = f"I am Li Wei, 13800138000, I have asthma {marker}-help"
     notice = f"Ten minutes left, everyone {marker}-notice"
@@ -166,9 +189,9 @@ async def test_what_people_write_in_a_room_is_sealed_at_rest_and_reads_as_before
     assert not [e for e in streamed if is_sealed(e.data)]
 
     body = {"reference": "POLICE-11", "reason": "a complaint about the room"}
-    made = await client.post(f"/v1/exams/{exam}/exports", json=body, headers=world.organiser)
+    made = await client.post(f"/v1/exams/{exam}/exports", json=body, headers=at.organiser)
     assert made.status_code == 201, made.text
-    archive = await client.get(made.json()["url"], headers=world.organiser)
+    archive = await client.get(made.json()["url"], headers=at.organiser)
     assert archive.status_code == 200, archive.text
     with zipfile.ZipFile(io.BytesIO(archive.content)) as package:
         lines = package.read("timelines/r1.jsonl").decode().splitlines()
@@ -210,11 +233,8 @@ async def test_room_text_journaled_in_clear_before_it_was_sealed_still_reads(
     """Events journaled before the text was sealed (clear `text`) read as they did, beside
     sealed ones: in the proctor's view and event stream and in the candidate's view."""
     runtime = runtime_of(app)
-    world = await new_exam(client, runtime, {"r1": ["7403"]})
-    exam, cid = world.exam_id, world.candidate_ids["7403"]
-    proctor, base = world.proctors["r1"], f"/v1/exams/{world.exam_id}/rooms/r1"
-    room = keys.room_key(exam, "r1")
-    candidate = await joined_candidate(client, exam, "7403")
+    at = await one_room(client, runtime, "7403")
+    cid, proctor, base, room, candidate = at.cid, at.proctor, at.base, at.room, at.candidate
     # As the help and message routes journaled them before.
     old: list[dict[str, Any]] = [
         {"type": "help", "cid": cid, "kind": "message", "text": "old: page three is missing"},
@@ -253,18 +273,15 @@ async def test_a_room_text_that_does_not_open_is_withheld_not_fatal(
     """One sealed text that does not open (altered, or its key destroyed) reads as withheld
     in the views and the event stream, and the room's other texts still read."""
     runtime = runtime_of(app)
-    world = await new_exam(client, runtime, {"r1": ["7404"]})
-    exam = world.exam_id
-    proctor, base = world.proctors["r1"], f"/v1/exams/{world.exam_id}/rooms/r1"
-    candidate = await joined_candidate(client, exam, "7404")
+    at = await one_room(client, runtime, "7404")
+    exam, proctor, base, candidate = at.exam, at.proctor, at.base, at.candidate
     sealed = bytearray(
         base64.b64decode(await runtime.exams.keys.seal_text(exam, ROOM_TEXT_PURPOSE, "x" * 20))
     )
     sealed[-1] ^= 1  # the tag no longer matches
     altered = base64.b64encode(bytes(sealed)).decode()
     await runtime.rooms.append(
-        keys.room_key(exam, "r1"),
-        {"type": "message", "proctor": "p", "to": None, SEALED_TEXT: altered},
+        at.room, {"type": "message", "proctor": "p", "to": None, SEALED_TEXT: altered}
     )
     sent = await client.post(f"{base}/messages", json={"text": "still here"}, headers=proctor)
     assert sent.status_code == 201, sent.text

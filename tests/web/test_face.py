@@ -14,7 +14,7 @@ import httpx
 from fastapi import FastAPI
 from playwright.async_api import Browser, Page, expect
 
-from core import keys
+from core import keys, room_text
 from infra.settings import Settings
 from tests.support.factories import ExamWorld, new_exam
 from tests.web.camera import FACES, FakeCamera
@@ -200,7 +200,10 @@ async def test_attempts_run_out_and_a_proctor_accepts_in_the_console(
         )
         events = [e for e in await journal(app, f"{world.exam_id}/r1") if e.get("cid") == cid]
         decided = [e for e in events if e["type"] == "face_review"]
-        audited = [(e["decision"], e["by"], e["note"]) for e in decided]
+        assert [room_text.FREE_TEXT["note"] in e for e in decided] == [True]  # sealed at rest
+        data_keys = runtime_of(app).exams.keys
+        opened = [await room_text.opened(data_keys, world.exam_id, e) for e in decided]
+        audited = [(e["decision"], e["by"], e["note"]) for e in opened]
         assert audited == [("accepted", username, "ID card checked on camera")]
         base = f"/v1/exams/{world.exam_id}/rooms/r1/face-reviews"
         (stored,) = (await client.get(base, headers=proctor)).json()["reviews"]
