@@ -6,9 +6,9 @@ room timelines and the consent records, and a `manifest.json` listing each
 file with its source key, version id, data class, size and SHA-256. Earlier
 exports are not included. Limits: `max_export_objects`, `max_export_bytes`.
 
-The timelines' help requests and messages are journaled with their text sealed
-(`core.room_text`): they are opened here, as the objects are, and so in a
-candidate's copy of their data (`records`).
+What people wrote into a room (help requests, messages, incident and face-review
+notes) is journaled sealed (`core.room_text`): it is opened here, as the objects
+are, and so in a candidate's copy of their data (`records`).
 """
 
 from __future__ import annotations
