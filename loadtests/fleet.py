@@ -37,7 +37,7 @@ from loadtests.behaviours import BEHAVIOURS, flag
 from loadtests.behaviours import deal as deal_behaviours
 from loadtests.config import FleetConfig
 from loadtests.journey import Proctor, Recorder
-from loadtests.parts import Plan, arrival, http_session, run_shares
+from loadtests.parts import Plan, http_session, run_shares
 from loadtests.presence import TRANSPORTS
 from loadtests.scenario import (
     Scenario,
@@ -96,18 +96,18 @@ async def _proctors(
 
 def progress_line(
     config: FleetConfig,
-    plan: Plan,
     proctors: Sequence[Proctor],
     recorder: Recorder,
     since: float,
     tallies: Tallies,
 ) -> str:
-    """What this process sees while the shares run: arrivals by the (seeded) schedule, the
-    shares' live counts (`loadtests.tally`: candidates in rooms, steps, errors, the worst
-    generator lag), and through the proctors' eyes the watched candidates in their rooms
-    and the cameras live."""
+    """What this process sees while the shares run: the shares' live counts
+    (`loadtests.tally`: candidates arrived and in rooms, steps, errors, the worst generator
+    lag), and through the proctors' eyes the watched candidates in their rooms and the
+    cameras live. Arrivals are the shares' own count, not the schedule's: local processes
+    and Ray workers begin it seconds after this process starts the clock."""
     elapsed = time.monotonic() - since
-    arrived = sum(1 for i, _, _, _, b in plan if arrival(config, i, b)[0] <= elapsed)
+    arrived = tallies.arrived()
     seen = sum(sum(e.is_set() for e in p.present.values()) for p in proctors)
     live = sum(len(p.sessions) for p in proctors)
     watched = sum(len(p.watch) for p in proctors)
@@ -148,9 +148,7 @@ async def run_fleet(
         following, tallies = None, Tallies()
         if progress is not None:
             since = time.monotonic()
-            progress.render = lambda: progress_line(
-                config, plan, proctors, recorder, since, tallies
-            )
+            progress.render = lambda: progress_line(config, proctors, recorder, since, tallies)
             following = asyncio.ensure_future(follow(progress, stop))
         parts = await run_shares(config, scenario, assets, plan, tallies)
         stop.set()

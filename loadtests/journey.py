@@ -99,6 +99,7 @@ class Recorder:
     shares: list[tuple[dict[str, Any], list[float]]] = field(default_factory=list)
     # The `reconnect` events (room/id) this share's cameras were told of.
     reconnects_told: set[str] = field(default_factory=set)
+    arrived: int = 0  # candidates whose arrival time has come (their journey has begun)
     _online_now: int = 0
 
     async def timed(self, actor: str, step: str, call: Awaitable[tuple[bool, str]]) -> bool:

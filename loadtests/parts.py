@@ -140,6 +140,7 @@ async def run_candidates(
         ) -> None:
             at, stay = arrival(config, order, behaviours)
             await asyncio.sleep(max(0.0, epoch + at - time.time()))
+            recorder.arrived += 1
             candidate = Candidate(
                 number, scenario, assets, recorder, media, behaviours=behaviours,
                 switch_hosts=config.switch_hosts,

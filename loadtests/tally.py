@@ -31,6 +31,7 @@ MAX_DRAINED = 10_000
 @dataclass(frozen=True)
 class Tally:
     share: int
+    arrived: int = 0
     in_rooms: int = 0
     steps: int = 0
     errors: int = 0
@@ -63,8 +64,8 @@ class Counting:
         lag = max(lags[self._lags_read :], default=0.0)
         self._lags_read = len(lags)
         return Tally(
-            self.share, self.recorder.in_rooms, self._steps_read, self._errors, lag,
-            self._last_error,
+            self.share, self.recorder.arrived, self.recorder.in_rooms, self._steps_read,
+            self._errors, lag, self._last_error,
         )  # fmt: skip
 
 
@@ -93,6 +94,11 @@ class Tallies:
                 self.take(source.get_nowait())
             except queue.Empty:
                 return
+
+    def arrived(self) -> int:
+        """Candidates whose journey has begun, over every share heard from (a share's first
+        tally goes out as it starts, before its first arrival)."""
+        return sum(t.arrived for t in self.latest.values())
 
     def text(self) -> str:
         """'in rooms N, steps N, errors N (last: ...), generator lag S': empty before the

@@ -80,6 +80,11 @@ async def test_small_fleet_walks_every_step(
     assert summary["generator"]["samples"] >= config.duration / LAG_TICK_S / 2
     # While it ran, the progress line had the generator processes' live counts.
     assert max(in_rooms(line) for line in lines) == config.candidates, lines[-3:]
+    # Arrivals too, as the processes counted them: the schedule (3 s of ramp) would have
+    # had everyone arrive before the processes, started 5 s ahead of their first, had
+    # anyone in a room.
+    everyone = next(line for line in lines if arrived(line) == config.candidates)
+    assert in_rooms(everyone) > 0, everyone
 
 
 async def run_watching_progress(
@@ -106,7 +111,16 @@ async def run_watching_progress(
 
 def in_rooms(line: str) -> int:
     """The fleet-wide count of candidates in rooms that a progress line gives (0 if none)."""
-    found = re.search(r"\bin rooms ([\d,]+)", line)
+    return _count(r"\bin rooms ([\d,]+)", line)
+
+
+def arrived(line: str) -> int:
+    """The count of candidates arrived that a progress line gives (0 if none)."""
+    return _count(r"\barrived ([\d,]+)/", line)
+
+
+def _count(pattern: str, line: str) -> int:
+    found = re.search(pattern, line)
     return int(found.group(1).replace(",", "")) if found else 0
 
 
