@@ -165,8 +165,8 @@ def _still(
 
 def _liveness(pipeline: FacePipeline, settings: FaceSettings, repeats: int) -> dict[str, Any]:
     """CPU ms of one liveness check at the join: a head turn in seven 640x480 frames,
-    detected by `liveness_detector` and embedded frame by frame (the join lane's cost per
-    candidate, beside a verification's one frame)."""
+    detected by `liveness_detector` and each frame's face embedded, all seven in one batch
+    (the join lane's cost per candidate, beside a verification's one frame)."""
     frame = webcam_frames(settings)[0]
     (face,) = pipeline.analyse(frame).faces
     frames = [turn_head(frame, face.face, angle) for angle in SWEEP]
