@@ -81,10 +81,15 @@ async def test_a_join_verification_goes_ahead_of_a_monitoring_flood_which_slows_
     assert at_start["sample_interval_s"] == 0.0
 
     sampler = VerifierClient(settings)
-    flood = Flood(sampler, jpeg(scaled(photo("person_b_1"), 0.6)), settings.verifier.max_queue + 16)
+    # Past what every replica the pool may have holds: an earlier test (test_autoscaling)
+    # may have left it scaled up, and a flood that one replica's queue bounds would never
+    # see the monitor's samples refused by two.
+    config = settings.verifier
+    workers = config.max_replicas * config.max_queue + 16
+    flood = Flood(sampler, jpeg(scaled(photo("person_b_1"), 0.6)), workers)
     try:
         # The replicas hold a full queue of samples, and refuse the rest.
-        await flood.full.wait()
+        await asyncio.wait_for(flood.full.wait(), 120)
 
         # A candidate verifies at the join: answered while samples sent before it wait.
         before = set(flood.waiting)

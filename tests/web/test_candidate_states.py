@@ -3,6 +3,8 @@ proctor, and the connection dropping and coming back."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from fastapi import FastAPI
 from playwright.async_api import Browser, expect
@@ -29,12 +31,32 @@ async def test_a_minor_waits_for_a_guardian(
         )
         assert unlabelled == []
         await page.locator("#accept").check()
+        await page.locator("#biometric-accept").check()
         await page.locator("#policy-form button").click()
-        await expect(page.locator("#policy-step")).to_be_visible()
+        # The candidate's own consent is recorded; the page waits for the guardian's.
+        await expect(page.locator("#guardian-wait")).to_be_visible()
+        await expect(page.locator("#policy-form")).to_be_hidden()
         await expect(page.locator("#check-step")).to_be_hidden()
         me = await page.evaluate("fetch('/v1/me').then((r) => r.json())")
-        assert me["needs_consent"] is False  # the candidate's own consent was recorded
+        assert me["needs_consent"] is False
         assert me["needs_guardian_consent"] is True
+
+        # The one-time link to pass on; the guardian consents with it on their own device,
+        # and the candidate's page moves on by itself.
+        await page.locator("#guardian-make").click()
+        link = page.locator("#guardian-url")
+        await expect(link).to_have_value(re.compile(r"/candidate/guardian\.html#token=\S+"))
+        token = (await link.input_value()).split("#token=", 1)[1]
+        consented = await client.post("/v1/guardian/consent", json={"token": token, "accept": True})
+        assert consented.status_code == 204, consented.text
+        await expect(page.locator("#check-step")).to_be_visible(timeout=15 * SECONDS)
+        await expect(page.locator("#guardian")).to_be_hidden()
+        # The biometric choice made before the wait counts now, with the guardian's consent.
+        me = await page.evaluate("fetch('/v1/me').then((r) => r.json())")
+        assert me["needs_guardian_consent"] is False
+        assert me["biometric_consent"], me
+        assert not me["biometric_refused"]
+        await expect(page.locator("#error")).to_be_hidden()
     finally:
         await page.context.close()
 

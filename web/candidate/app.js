@@ -23,7 +23,7 @@ import { Help } from '/candidate/help.js';
 import { connectionInfo, gatewayRtt, measureProbe, mediaQuality, onConnectionChange } from '/candidate/network.js';
 import { hidePairing, renderPairing, showPairing } from '/candidate/side.js';
 import { wireUpload } from '/candidate/uploads.js';
-import { acceptBiometric, consentLost, renderPolicy } from '/candidate/policy.js';
+import { acceptBiometric, awaitGuardian, biometricPending, consentLost, renderPolicy } from '/candidate/policy.js';
 
 const HEARTBEAT_MS = 5000;
 const MAX_RETRY_DELAY_MS = 30000;
@@ -90,7 +90,20 @@ async function loadMe() {
   if (state.me.needs_consent || state.me.needs_guardian_consent) {
     await renderPolicy(state.me);
     show('policy-step');
+    if (!state.me.needs_consent) await waitForGuardian(false); // consented before a reload
   } else show('check-step');
+}
+
+// A minor's biometric choice counts only once the guardian has consented: the one made on
+// this page before the wait is sent then; after a reload the form asks for it again.
+async function waitForGuardian(chosenHere) {
+  const me = await awaitGuardian();
+  if (!me) return;
+  state.me = me;
+  $('guardian').hidden = true;
+  if (chosenHere) await acceptBiometric(me);
+  else if (biometricPending(me)) return;
+  show('check-step');
 }
 
 async function consent(event) {
@@ -98,9 +111,13 @@ async function consent(event) {
   clearError();
   try {
     if (state.me.needs_consent) await post('/v1/me/consent', { policy_version: state.me.policy_version });
-    await acceptBiometric(state.me);
     state.me = await get('/v1/me');
-    if (!state.me.needs_guardian_consent) show('check-step');
+    if (state.me.needs_guardian_consent) {
+      await waitForGuardian(true);
+      return;
+    }
+    await acceptBiometric(state.me);
+    show('check-step');
   } catch (error) {
     fail(error);
   }

@@ -33,11 +33,47 @@ export async function renderPolicy(me) {
   paint();
 }
 
+export const biometricPending = (me) => Boolean(shown && !shown.biometric_consent && !me.biometric_refused);
+
 // Given once, with the policy: a later change of mind is a withdrawal on the rights page.
 export async function acceptBiometric(me) {
-  if (!shown || shown.biometric_consent || me.biometric_refused) return;
+  if (!biometricPending(me)) return;
   await post('/v1/me/consents/biometric', { allow: $('biometric-accept').checked });
 }
+
+const GUARDIAN_POLL_MS = 5000;
+const pause = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+// A minor whose own consent is recorded waits on this step for the guardian's: the page
+// offers the one-time link to pass on, and reads /v1/me every few seconds so that it moves
+// on by itself once the guardian has consented (on their own device, or through the exam
+// staff). Resolves with the candidate's new state; null once the step is left (logout).
+export async function awaitGuardian() {
+  $('policy-form').hidden = true;
+  $('guardian-wait').hidden = false;
+  try {
+    while (!$('policy-step').hidden) {
+      await pause(GUARDIAN_POLL_MS);
+      let me = null;
+      try {
+        me = await get('/v1/me');
+      } catch (error) {
+        if (error.status) throw error; // a network blip is waited out; a refusal is not
+      }
+      if (me && !me.needs_guardian_consent) return me;
+    }
+    return null;
+  } finally {
+    $('guardian-wait').hidden = true;
+    $('policy-form').hidden = false;
+  }
+}
+
+document.getElementById('guardian-make')?.addEventListener('click', () => {
+  post('/v1/me/guardian-link')
+    .then((link) => { $('guardian-url').value = new URL(link.url, location.origin).href; })
+    .catch((error) => { $('guardian-url').value = error.message; });
+});
 
 export const consentLost = (error) => Boolean(error) && error.status === 403
   && error.reason === 'consent_required';
