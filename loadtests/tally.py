@@ -39,6 +39,7 @@ class Tally:
     # while it happens, not only in the report.
     lag_s: float = 0.0
     last_error: str = ""  # "step reason" of the share's latest failed step
+    last_error_at: float = 0.0  # when it ended (wall clock), to find the fleet's latest
 
 
 Send = Callable[[Tally], None]
@@ -52,7 +53,7 @@ class Counting:
     def __init__(self, share: int, recorder: Recorder) -> None:
         self.share, self.recorder = share, recorder
         self._steps_read = self._lags_read = self._errors = 0
-        self._last_error = ""
+        self._last_error, self._last_error_at = "", 0.0
 
     def tally(self) -> Tally:
         steps, lags = self.recorder.steps, self.recorder.loop_lag
@@ -60,12 +61,13 @@ class Counting:
             if not step.ok:
                 self._errors += 1
                 self._last_error = f"{step.step} {step.reason}".strip()
+                self._last_error_at = self.recorder.epoch + step.start + step.seconds
         self._steps_read = len(steps)
         lag = max(lags[self._lags_read :], default=0.0)
         self._lags_read = len(lags)
         return Tally(
             self.share, self.recorder.arrived, self.recorder.in_rooms, self._steps_read,
-            self._errors, lag, self._last_error,
+            self._errors, lag, self._last_error, self._last_error_at,
         )  # fmt: skip
 
 
@@ -102,12 +104,14 @@ class Tallies:
 
     def text(self) -> str:
         """'in rooms N, steps N, errors N (last: ...), generator lag S': empty before the
-        first tally, so that a line does not claim zeros it has not heard."""
+        first tally, so that a line does not claim zeros it has not heard. The last error
+        is the fleet's latest, whichever share it failed in."""
         if not self.latest:
             return ""
         tallies = list(self.latest.values())
         errors = sum(t.errors for t in tallies)
-        last = next((t.last_error for t in reversed(tallies) if t.last_error), "")
+        failed = [t for t in tallies if t.last_error]
+        last = max(failed, key=lambda t: t.last_error_at).last_error if failed else ""
         words = [
             f"in rooms {sum(t.in_rooms for t in tallies):,}",
             f"steps {sum(t.steps for t in tallies):,}",
