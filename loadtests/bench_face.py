@@ -217,6 +217,11 @@ def summarise(report: dict[str, Any], concurrency: int) -> dict[str, Any]:
         detector: figures["liveness"]["ms_per_check"]
         for detector, figures in report["stages"].items()
     }
+    # The same check by the landmarks it follows (`liveness_detector`), side by side in
+    # the stage of the CPU's detector: a check's cost at the join, and whether it passed.
+    stages = report["stages"]
+    by_landmarks = stages.get("yunet", next(iter(stages.values()), {})).get("liveness", {})
+    summary["liveness_by_landmarks"] = by_landmarks.get("by_detector", {})
     summary["join_p99_ms"] = {
         size: r["by_kind"].get("join_640x480", {}).get("p99_ms") for size, r in service.items()
     }
@@ -280,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "analyse_ms_per_frame",
         "monitor_ms_per_still_sample",
         "liveness_ms_per_check",
+        "liveness_by_landmarks",
         "service_vs_model",
         "join_p99_ms",
         "ratio",

@@ -36,6 +36,7 @@ import torch
 
 from infra.settings.ml import FaceSettings
 from loadtests.synthetic import SWEEP, turn_head
+from ml.detection import liveness_detector_name
 from ml.embedding import Reuse
 from ml.images import RGBImage, decode_image
 from ml.liveness import Challenge, LivenessChecker, Movement
@@ -166,17 +167,31 @@ def _still(
 def _liveness(pipeline: FacePipeline, settings: FaceSettings, repeats: int) -> dict[str, Any]:
     """CPU ms of one liveness check at the join: a head turn in seven 640x480 frames,
     detected by `liveness_detector` and each frame's face embedded, all seven in one batch
-    (the join lane's cost per candidate, beside a verification's one frame)."""
+    (the join lane's cost per candidate, beside a verification's one frame); and, side by
+    side, the same check with each choice of `liveness_detector`, with whether it passed
+    and how far the estimated head turned (`yunet` alone sees too little of the turn)."""
     frame = webcam_frames(settings)[0]
     (face,) = pipeline.analyse(frame).faces
     frames = [turn_head(frame, face.face, angle) for angle in SWEEP]
     challenge = Challenge(movement=Movement.TURN_LEFT, nonce="bench-liveness")
+    by_detector = {}
+    for choice in ("mtcnn", "yunet+mtcnn", "yunet"):
+        chosen = FacePipeline(settings.model_copy(update={"liveness_detector": choice}))
+        checker = LivenessChecker(chosen)
+        result = checker.check(challenge, frames)
+        by_detector[choice] = {
+            "ms_per_check": _cpu_ms(partial(checker.check, challenge, frames), 1, repeats),
+            "passed": result.passed,
+            "turn_deg": round(result.excursion, 1),
+        }
     checker = LivenessChecker(pipeline)
     return {
         "frames": len(frames),
         "frame": "640x480",
+        "detector": liveness_detector_name(settings, pipeline.device),
         "passed": checker.check(challenge, frames).passed,
         "ms_per_check": _cpu_ms(partial(checker.check, challenge, frames), 1, repeats),
+        "by_detector": by_detector,
     }
 
 

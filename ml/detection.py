@@ -8,6 +8,12 @@ one by `FaceSettings.detector`):
     MTCNNDetector  facenet-pytorch's MTCNN (weights inside its wheel), batched in torch:
                    the one for a GPU
 
+and composed once for liveness (`load_liveness_detector`, `FaceSettings.liveness_detector`):
+
+    CroppedLandmarks  the faces YuNet finds in the whole frame, each one's landmarks
+                      placed by MTCNN on a small crop around it: MTCNN's head pose at a
+                      third of its cost on a whole 640x480 frame
+
 Both give the same five landmarks, so alignment (SFace's `alignCrop`), head pose
 (`ml.pose`), the quality gates and liveness do not depend on the detector. Their boxes
 differ a little (YuNet's is tighter above the eyebrows), which only facenet's crop reads.
@@ -51,6 +57,13 @@ _YUNET_TOP_K = 5000
 _MIN_FRAME_PX = 20
 
 DetectorName = Literal["yunet", "mtcnn"]
+LivenessDetectorName = Literal["yunet", "mtcnn", "yunet+mtcnn"]
+# CroppedLandmarks: each face's crop is this many times its box's longer side, square,
+# resized to this many pixels a side, so that the face is about 96 px there whatever its
+# size in the frame, and MTCNN's pyramid starts at a 48-px face: a few small levels.
+_CROP_CONTEXT = 2.0
+_CROP_PX = 192
+_CROP_MIN_FACE_PX = 48
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,6 +105,27 @@ def load_detector(settings: FaceSettings, device: torch.device) -> Detector:
     if detector_name(settings, device) == "mtcnn":
         return MTCNNDetector(settings, device)
     return YuNetDetector(settings)
+
+
+def liveness_detector_name(settings: FaceSettings, device: torch.device) -> LivenessDetectorName:
+    """What `settings.liveness_detector` means on `device` (`auto`: MTCNN where it is the
+    detector, a GPU; YuNet's faces with MTCNN's landmarks elsewhere)."""
+    if settings.liveness_detector == "auto":
+        return "mtcnn" if detector_name(settings, device) == "mtcnn" else "yunet+mtcnn"
+    return settings.liveness_detector
+
+
+def load_liveness_detector(
+    settings: FaceSettings, device: torch.device, main: Detector
+) -> Detector:
+    """The detector of liveness frames, sharing `main` (the pipeline's) where it can."""
+    name = liveness_detector_name(settings, device)
+    if name == main.name:
+        return main
+    if name == "yunet+mtcnn":
+        finder = main if main.name == "yunet" else YuNetDetector(settings)
+        return CroppedLandmarks(finder, settings, device)
+    return load_detector(settings.model_copy(update={"detector": name}), device)
 
 
 class YuNetDetector:
@@ -211,6 +245,82 @@ class MTCNNDetector:
                 )
             )
         return faces
+
+
+class CroppedLandmarks:
+    """The faces `finder` sees in the whole frame, with MTCNN's landmarks from a crop of each.
+
+    Liveness follows the head's pose from the five landmarks, and YuNet's move too little
+    for it (its nose follows a 40-degree turn to 12-14 degrees of estimated yaw, a nod
+    hardly at all; MTCNN's to 19-22 and 21). MTCNN over a whole 640x480 frame costs about
+    three times YuNet, most of it in the large levels of its image pyramid, which look for
+    faces of 20 px. Here MTCNN sees only a 192-px crop around each face YuNet found, the
+    face about 96 px in it, and its pyramid starts at 48 px: the same pose for about
+    twice YuNet's cost. (Raising MTCNN's floor over the whole frame was tried and
+    reverted: it found false second faces, docs/capacity.md.) So the faces, their count,
+    boxes and probabilities are the finder's; only the landmarks are MTCNN's, from the
+    face it finds nearest the crop's centre, or the finder's own where it finds none.
+    """
+
+    name = "yunet+mtcnn"
+
+    def __init__(self, finder: Detector, settings: FaceSettings, device: torch.device) -> None:
+        self._finder = finder
+        self._mtcnn = MTCNNDetector(
+            settings.model_copy(update={"mtcnn_min_face_px": _CROP_MIN_FACE_PX}), device
+        )
+
+    def detect(self, images: Sequence[RGBImage]) -> list[list[DetectedFace]]:
+        found = self._finder.detect(images)
+        crops: list[RGBImage] = []
+        placed: list[tuple[int, int, NDArray[np.float32], float]] = []
+        for frame_index, (image, faces) in enumerate(zip(images, found, strict=True)):
+            for face_index, face in enumerate(faces):
+                crop, origin, scale = _crop_around(image, face)
+                crops.append(crop)
+                placed.append((frame_index, face_index, origin, scale))
+        results = [list(faces) for faces in found]
+        refined = self._mtcnn.detect(crops) if crops else []
+        for (frame_index, face_index, origin, scale), candidates in zip(
+            placed, refined, strict=True
+        ):
+            centred = _nearest_centre(candidates)
+            if centred is None:
+                continue
+            face = found[frame_index][face_index]
+            landmarks = (centred.landmarks / scale + origin).astype(np.float32)
+            results[frame_index][face_index] = DetectedFace(face.box, face.prob, landmarks)
+        return results
+
+
+def _crop_around(
+    image: RGBImage, face: DetectedFace
+) -> tuple[RGBImage, NDArray[np.float32], float]:
+    """A square `_CROP_PX` crop centred on the face (black beyond the frame's edges), with
+    the frame coordinates of its corner and its scale: frame = crop / scale + origin."""
+    x1, y1, x2, y2 = face.box
+    side = _CROP_CONTEXT * max(x2 - x1, y2 - y1, 1.0)
+    origin = np.array([(x1 + x2 - side) / 2, (y1 + y2 - side) / 2], dtype=np.float32)
+    scale = _CROP_PX / side
+    warp = np.array(
+        [[scale, 0.0, -origin[0] * scale], [0.0, scale, -origin[1] * scale]], dtype=np.float32
+    )
+    crop = cv2.warpAffine(
+        image, warp, (_CROP_PX, _CROP_PX), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT
+    )
+    return np.asarray(crop, dtype=np.uint8), origin, scale
+
+
+def _nearest_centre(faces: Sequence[DetectedFace]) -> DetectedFace | None:
+    """The face whose box centre is nearest the crop's, if within a quarter of the crop."""
+    centre = _CROP_PX / 2
+
+    def distance(face: DetectedFace) -> float:
+        x1, y1, x2, y2 = face.box
+        return float(np.hypot((x1 + x2) / 2 - centre, (y1 + y2) / 2 - centre))
+
+    nearest = min(faces, key=distance, default=None)
+    return nearest if nearest is not None and distance(nearest) <= _CROP_PX / 4 else None
 
 
 def shrink(image: RGBImage, max_side: int) -> tuple[RGBImage, float]:

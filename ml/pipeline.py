@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from infra.errors import InvalidInput, MalformedInput
 from infra.settings.ml import FaceSettings
-from ml.detection import DetectedFace, Detector, load_detector
+from ml.detection import DetectedFace, Detector, load_detector, load_liveness_detector
 from ml.devices import resolve_device
 from ml.embedding import Embedder, ModelId, Reuse, Vectors
 from ml.images import RGBImage, decode_image
@@ -104,9 +104,7 @@ class FacePipeline:
         self.detector_name = self._detector.name
         self.threshold = threshold_for(self.model.backend).value
         self._lock = threading.Lock()
-        self._liveness: Detector | None = (
-            self._detector if self.settings.liveness_detector == self.detector_name else None
-        )
+        self._liveness: Detector | None = None  # loaded on the first liveness check
 
     @property
     def detector(self) -> Detector:
@@ -212,8 +210,7 @@ class FacePipeline:
 
     def _liveness_detector(self) -> Detector:
         if self._liveness is None:  # under the lock: loaded once, on the first check
-            chosen = self.settings.model_copy(update={"detector": self.settings.liveness_detector})
-            self._liveness = load_detector(chosen, self.device)
+            self._liveness = load_liveness_detector(self.settings, self.device, self._detector)
         return self._liveness
 
     def _as_frame(self, image: ImageInput) -> RGBImage:

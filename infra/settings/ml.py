@@ -58,11 +58,14 @@ class FaceSettings(BaseModel):
     max_pitch_deg: float = Field(default=25.0, gt=0.0)
     max_roll_deg: float = Field(default=25.0, gt=0.0)
 
-    # Active liveness. Its landmarks come from this detector, whatever `detector` is
-    # (loaded on the first check when they differ): on synthetic head turns YuNet's nose
-    # follows a 40-degree turn to 12-14 degrees of estimated yaw and a nod hardly at all,
-    # MTCNN's to 19-22 and 21; `yunet` only once recorded real challenges show otherwise.
-    liveness_detector: Literal["yunet", "mtcnn"] = "mtcnn"
+    # Active liveness: the detector whose landmarks its head pose follows (loaded on the
+    # first check when it is not `detector`). On synthetic head turns YuNet's nose follows
+    # a 40-degree turn to 12-14 degrees of estimated yaw and a nod hardly at all, MTCNN's
+    # to 19-22 and 21. `yunet+mtcnn`: YuNet's faces, MTCNN's landmarks from a crop around
+    # each (`ml.detection.CroppedLandmarks`), MTCNN's pose at a third of its cost on a
+    # whole frame; `auto`: `mtcnn` where it is the detector (a GPU), else `yunet+mtcnn`;
+    # `yunet` only once recorded real challenges show it follows them.
+    liveness_detector: Literal["auto", "yunet", "mtcnn", "yunet+mtcnn"] = "auto"
     liveness_min_frames: int = Field(default=5, ge=3)
     liveness_max_frames: int = Field(default=40, ge=3)
     liveness_min_turn_deg: float = Field(default=15.0, gt=0.0)

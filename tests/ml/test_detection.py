@@ -8,9 +8,19 @@ import torch
 
 from infra.settings.ml import FaceSettings
 from loadtests.synthetic import faceless, scaled
-from ml.detection import Detector, MTCNNDetector, YuNetDetector, detector_name, load_detector
+from ml.detection import (
+    CroppedLandmarks,
+    Detector,
+    MTCNNDetector,
+    YuNetDetector,
+    detector_name,
+    liveness_detector_name,
+    load_detector,
+    load_liveness_detector,
+)
 from ml.devices import resolve_device
 from ml.images import RGBImage, decode_image
+from ml.pipeline import box_iou
 from ml.pose import estimate_pose
 from tests.face.conftest import jpeg
 from tests.ml.conftest import identities
@@ -107,3 +117,42 @@ def test_yunet_landmarks_are_mtcnns_in_the_same_order(
         assert abs(pose_y.yaw - pose_m.yaw) < 8, stem
         assert abs(pose_y.roll - pose_m.roll) < 10, stem
         assert abs(pose_y.pitch - pose_m.pitch) < 12, stem
+
+
+def test_liveness_takes_yunets_faces_with_mtcnns_landmarks_on_cpu(settings: FaceSettings) -> None:
+    auto = settings.model_copy(update={"detector": "auto", "liveness_detector": "auto"})
+    assert liveness_detector_name(auto, torch.device("cpu")) == "yunet+mtcnn"
+    assert liveness_detector_name(auto, torch.device("cuda")) == "mtcnn"
+    yunet = YuNetDetector(auto)
+    composed = load_liveness_detector(auto, cpu(), yunet)
+    assert isinstance(composed, CroppedLandmarks)
+    assert composed._finder is yunet  # the pipeline's own YuNet, not a second copy
+    same = auto.model_copy(update={"liveness_detector": "yunet"})
+    assert load_liveness_detector(same, cpu(), yunet) is yunet
+
+
+def test_cropped_landmarks_are_mtcnns_on_yunets_faces(
+    settings: FaceSettings, photos: dict[str, RGBImage]
+) -> None:
+    """MTCNN on a crop around each YuNet face puts the landmarks where MTCNN over the whole
+    frame does; the faces themselves (count, boxes) stay YuNet's."""
+    yunet, mtcnn = YuNetDetector(settings), MTCNNDetector(settings, cpu())
+    composed = CroppedLandmarks(yunet, settings, cpu())
+    two = np.full((600, 900, 3), 128, np.uint8)
+    big, small = scaled(photos["impostor_1"], 0.7), scaled(photos["person_b_2"], 0.4)
+    two[: big.shape[0], : big.shape[1]] = big
+    two[: small.shape[0], 600 : 600 + small.shape[1]] = small
+    webcam = decode_image(jpeg(scaled(photos["person_b_2"], 0.6)), FaceSettings())
+    frames = [*(photos[stem] for stem in sorted(identities())), two, webcam, faceless()]
+    found, whole, theirs = composed.detect(frames), yunet.detect(frames), mtcnn.detect(frames)
+    assert [len(faces) for faces in found] == [len(faces) for faces in whole]
+    assert [len(faces) for faces in found[-3:]] == [2, 1, 0]
+    for ours, plain, reference in zip(found, whole, theirs, strict=True):
+        for face, yunet_face in zip(ours, plain, strict=True):
+            assert face.box == yunet_face.box
+            assert face.prob == yunet_face.prob
+            (m,) = [r for r in reference if box_iou(r.box, face.box) > 0.5]
+            eye_span = float(np.linalg.norm(m.landmarks[1] - m.landmarks[0]))
+            distances = np.linalg.norm(face.landmarks - m.landmarks, axis=1)
+            print((distances / eye_span).round(3))
+            assert np.all(distances < 0.15 * eye_span)

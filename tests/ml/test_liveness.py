@@ -1,7 +1,8 @@
 """Active liveness on head movements synthesised from a real photo.
 
-The session's pipeline detects with YuNet on a CPU; its liveness checks still follow
-MTCNN's landmarks (`FaceSettings.liveness_detector`), which these tests hold to.
+The session's pipeline detects with YuNet on a CPU; its liveness checks follow MTCNN's
+landmarks placed on a crop around each YuNet face (`FaceSettings.liveness_detector`,
+`auto`: `yunet+mtcnn` on a CPU), which these tests hold to.
 """
 
 from __future__ import annotations
