@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 import uuid
 from typing import Any
 
@@ -22,6 +23,7 @@ from infra.telemetry import actor_call
 from tests.cluster.pinning import pinned, plane
 
 ROOMS = 6
+BEAT_EVERY_S = 2.0
 
 
 async def _step(runtime: Runtime, settings: Settings, ops: OpsSettings) -> dict[str, Any]:
@@ -59,12 +61,18 @@ async def test_a_room_shard_added_under_load_and_removed_after_loses_no_event(
     stop = asyncio.Event()
 
     async def write() -> None:
-        n = 0
+        n, beaten = 0, time.monotonic()
         while not stop.is_set():
             for key in rooms:
                 await runtime.rooms.append(key, {"type": "note", "n": n})
                 acknowledged[key].append(n)
             n += 1
+            # The candidate stays, beating as a client does: on a slow day the moves take
+            # longer than the heartbeat timeout, which would mark a silent one disconnected.
+            if time.monotonic() - beaten >= BEAT_EVERY_S:
+                beaten = time.monotonic()
+                for key in rooms:
+                    await runtime.rooms.heartbeat(key, "c-load", "wifi", uuid.uuid4().hex)
 
     writer = asyncio.get_running_loop().create_task(write())
     try:
