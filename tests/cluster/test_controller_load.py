@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 import uuid
 from typing import Any
 
@@ -21,9 +20,9 @@ from infra.settings import Settings
 from infra.settings.ops import OpsSettings
 from infra.telemetry import actor_call
 from tests.cluster.pinning import pinned, plane
+from tests.support.beats import beating
 
 ROOMS = 6
-BEAT_EVERY_S = 2.0
 
 
 async def _step(runtime: Runtime, settings: Settings, ops: OpsSettings) -> dict[str, Any]:
@@ -61,45 +60,40 @@ async def test_a_room_shard_added_under_load_and_removed_after_loses_no_event(
     stop = asyncio.Event()
 
     async def write() -> None:
-        n, beaten = 0, time.monotonic()
+        n = 0
         while not stop.is_set():
             for key in rooms:
                 await runtime.rooms.append(key, {"type": "note", "n": n})
                 acknowledged[key].append(n)
             n += 1
-            # The candidate stays, beating as a client does: on a slow day the moves take
-            # longer than the heartbeat timeout, which would mark a silent one disconnected.
-            if time.monotonic() - beaten >= BEAT_EVERY_S:
-                beaten = time.monotonic()
-                for key in rooms:
-                    await runtime.rooms.heartbeat(key, "c-load", "wifi", uuid.uuid4().hex)
 
     writer = asyncio.get_running_loop().create_task(write())
     try:
-        loads = await _loads(runtime)
-        count, total = len(loads), sum(loads)
-        base = await pinned(runtime)
-        # Under load: more rooms per shard than the high mark.
-        grow = base.model_copy(
-            update={
-                "controller_min_shards": settings.room_shards,
-                "controller_max_shards": count + 1,
-                "controller_rooms_high": max(1, -(-total // count) - 1),
-                "controller_rooms_low": 0,
-            }
-        )
-        grown = await _step(runtime, settings, grow)
-        assert (grown["action"], grown["reason"]) == ("grow", "rooms_per_shard_high")
-        assert len(await _members(runtime)) == count + 1
-        # After: fewer rooms per shard than the low mark, and one shard fewer stays under
-        # the high one.
-        total = sum(await _loads(runtime))
-        shrink = grow.model_copy(
-            update={"controller_rooms_high": total + 1, "controller_rooms_low": total // 2 + 1}
-        )
-        shrunk = await _step(runtime, settings, shrink)
-        assert (shrunk["action"], shrunk["reason"]) == ("shrink", "rooms_per_shard_low")
-        assert len(await _members(runtime)) == count
+        async with beating(runtime.rooms, rooms, "c-load"):
+            loads = await _loads(runtime)
+            count, total = len(loads), sum(loads)
+            base = await pinned(runtime)
+            # Under load: more rooms per shard than the high mark.
+            grow = base.model_copy(
+                update={
+                    "controller_min_shards": settings.room_shards,
+                    "controller_max_shards": count + 1,
+                    "controller_rooms_high": max(1, -(-total // count) - 1),
+                    "controller_rooms_low": 0,
+                }
+            )
+            grown = await _step(runtime, settings, grow)
+            assert (grown["action"], grown["reason"]) == ("grow", "rooms_per_shard_high")
+            assert len(await _members(runtime)) == count + 1
+            # After: fewer rooms per shard than the low mark, and one shard fewer stays under
+            # the high one.
+            total = sum(await _loads(runtime))
+            shrink = grow.model_copy(
+                update={"controller_rooms_high": total + 1, "controller_rooms_low": total // 2 + 1}
+            )
+            shrunk = await _step(runtime, settings, shrink)
+            assert (shrunk["action"], shrunk["reason"]) == ("shrink", "rooms_per_shard_low")
+            assert len(await _members(runtime)) == count
     finally:
         stop.set()
         await writer

@@ -27,6 +27,7 @@ from infra.errors import NotFound
 from infra.processes import port_open
 from infra.settings import Settings
 from infra.stack import LocalStack
+from tests.support.beats import beating
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +95,13 @@ async def test_drain_hands_rooms_over_and_leaves_the_node_empty(
     assert sorted(await handle.owned_rooms.remote()) == sorted(drilled)
     await media.assign(drilled[0], media_shard)
 
-    report = await drain.drain_node(settings, settings.ray_worker_ip, timeout_s=60)
-
-    assert report.node_id == extra_node
-    # Ray itself reports the node draining: the private call still does what it did.
-    # Ray accepted the drain: once empty, the node leaves the cluster (its process,
-    # which this module keeps running, would otherwise stay a live node).
-    await asyncio.to_thread(_wait_gone, extra_node)
+    async with beating(rooms, drilled, "c-drill"):
+        report = await drain.drain_node(settings, settings.ray_worker_ip, timeout_s=60)
+        assert report.node_id == extra_node
+        # Ray itself reports the node draining: the private call still does what it did.
+        # Ray accepted the drain: once empty, the node leaves the cluster (its process,
+        # which this module keeps running, would otherwise stay a live node).
+        await asyncio.to_thread(_wait_gone, extra_node)
     assert report.remaining == [], drain.render(report)
     assert report.rooms_moved == {shard: 3}
     assert report.media_rooms == {media_shard: 1}
