@@ -10,12 +10,16 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, async_playwright, expect
 
 from tests.media.gateway.conftest import media  # noqa: F401  (the playback test's shard)
 from tests.web.camera import FakeCamera
 
 CHROMIUM = "/usr/bin/chromium"
+# What a page shows after a click or an answer may take a few seconds on a CI machine
+# running the whole stack on 2 cores (Playwright's default is 5 s); an assertion still
+# fails when the page never shows it.
+expect.set_options(timeout=15_000)
 # Fake devices (an animated test pattern and a tone), and nothing that phones home.
 # Loopback candidates are allowed and mDNS names are off, so ICE pairs on 127.0.0.1.
 ARGS = [
