@@ -11,8 +11,8 @@ one by `FaceSettings.detector`):
 and composed once for liveness (`load_liveness_detector`, `FaceSettings.liveness_detector`):
 
     CroppedLandmarks  the faces YuNet finds in the whole frame, each one's landmarks
-                      placed by MTCNN on a small crop around it: MTCNN's head pose at a
-                      third of its cost on a whole 640x480 frame
+                      placed by MTCNN on a small crop around it: nearly MTCNN's head
+                      pose at 40 % of its cost on a whole 640x480 frame
 
 Both give the same five landmarks, so alignment (SFace's `alignCrop`), head pose
 (`ml.pose`), the quality gates and liveness do not depend on the detector. Their boxes
@@ -255,11 +255,13 @@ class CroppedLandmarks:
     hardly at all; MTCNN's to 19-22 and 21). MTCNN over a whole 640x480 frame costs about
     three times YuNet, most of it in the large levels of its image pyramid, which look for
     faces of 20 px. Here MTCNN sees only a 192-px crop around each face YuNet found, the
-    face about 96 px in it, and its pyramid starts at 48 px: the same pose for about
-    twice YuNet's cost. (Raising MTCNN's floor over the whole frame was tried and
-    reverted: it found false second faces, docs/capacity.md.) So the faces, their count,
-    boxes and probabilities are the finder's; only the landmarks are MTCNN's, from the
-    face it finds nearest the crop's centre, or the finder's own where it finds none.
+    face about 96 px in it, and its pyramid starts at 48 px: 28-32 ms a frame against
+    72-79 (YuNet alone 19-21), and a synthetic 40-degree turn estimated at 18.5-22
+    degrees against 22.8-23.5 (docs/capacity.md, 2026-12-06 night). Raising MTCNN's
+    floor over the whole frame was tried and reverted: it found false second faces. So
+    the faces, their count, boxes and probabilities are the finder's; only the landmarks
+    are MTCNN's, from the face it finds nearest the crop's centre, or the finder's own
+    where it finds none.
     """
 
     name = "yunet+mtcnn"

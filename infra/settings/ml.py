@@ -62,8 +62,8 @@ class FaceSettings(BaseModel):
     # first check when it is not `detector`). On synthetic head turns YuNet's nose follows
     # a 40-degree turn to 12-14 degrees of estimated yaw and a nod hardly at all, MTCNN's
     # to 19-22 and 21. `yunet+mtcnn`: YuNet's faces, MTCNN's landmarks from a crop around
-    # each (`ml.detection.CroppedLandmarks`), MTCNN's pose at a third of its cost on a
-    # whole frame; `auto`: `mtcnn` where it is the detector (a GPU), else `yunet+mtcnn`;
+    # each (`ml.detection.CroppedLandmarks`), nearly MTCNN's pose at 40 % of its cost on
+    # a whole frame; `auto`: `mtcnn` where it is the detector (a GPU), else `yunet+mtcnn`;
     # `yunet` only once recorded real challenges show it follows them.
     liveness_detector: Literal["auto", "yunet", "mtcnn", "yunet+mtcnn"] = "auto"
     liveness_min_frames: int = Field(default=5, ge=3)
