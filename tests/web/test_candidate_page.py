@@ -15,6 +15,7 @@ Logging out ends the media and goes back to the login form.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from PIL import Image
-from playwright.async_api import Browser, FilePayload, Page, expect
+from playwright.async_api import Browser, FilePayload, Page, Route, expect
 
 from core import keys, room_text
 from infra.settings import Settings
@@ -232,7 +233,22 @@ async def test_candidate_page_journey(
             "readyState", 4, timeout=15 * SECONDS
         )
 
-        # Logging out: media ended (here and on the server), back to the login form.
+        # Logging out: media ended (here and on the server), back to the login form; a
+        # talk-back link still being set up (held back 3 s here) is closed too, not left
+        # to connect after the session ended.
+        async def held_back(route: Route) -> None:
+            if route.request.method == "POST":
+                await asyncio.sleep(3)
+            await route.continue_()
+
+        await page.route("**/v1/whep/me/talkback", held_back)
+        async with page.expect_request(
+            lambda request: (
+                request.url.endswith("/v1/whep/me/talkback") and request.method == "POST"
+            ),
+            timeout=15 * SECONDS,
+        ):
+            pass  # the next heartbeat's listen()
         await page.locator("#logout").click()
         await expect(page.locator("#login-step")).to_be_visible()
         await expect(page.locator("#logout")).to_be_hidden()

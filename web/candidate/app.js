@@ -33,7 +33,8 @@ const $ = (id) => document.getElementById(id);
 const state = { me: null, stream: null, camera: null, talkback: null, network: 'unknown',
   advice: null, failures: 0, timer: null, retryAt: 0, connecting: false, face: null, ended: false,
   screen: null, waiting: null, help: null, devicesOk: false, mobileOk: false, quality: null,
-  probing: false, probe: null, probeStopped: false, reconnectSeen: null };
+  probing: false, probe: null, probeStopped: false, reconnectSeen: null, epoch: 0,
+  pending: new Set() };
 
 function show(step) {
   const steps = ['login-step', 'policy-step', 'check-step', 'wait-step', 'face-step', 'live-step', 'over-step'];
@@ -382,8 +383,10 @@ async function connect() {
   state.camera = null;
   try {
     if (old) await old.close();
-    state.camera = await publish('/v1/whip/me/camera', state.stream);
-    state.camera.pc.addEventListener('connectionstatechange', onConnectionState);
+    const link = await linkFor(() => publish('/v1/whip/me/camera', state.stream));
+    if (!link) return;
+    state.camera = link;
+    link.pc.addEventListener('connectionstatechange', onConnectionState);
   } catch (error) {
     setConnection(navigator.onLine ? 'lost' : 'offline');
     throw error;
@@ -398,8 +401,25 @@ function over() {
   show('over-step');
 }
 
+// A media link of this session: one that is ready only after the session ended (logout,
+// the exam's end, the proctor's) is closed at once rather than kept, and `logout` waits
+// for those still being set up, so that nothing sends or listens after it.
+function linkFor(setUp) {
+  const epoch = state.epoch;
+  const ready = (async () => {
+    const link = await setUp();
+    if (epoch === state.epoch) return link;
+    await link.close();
+    return null;
+  })();
+  state.pending.add(ready);
+  ready.finally(() => state.pending.delete(ready)).catch(() => {});
+  return ready;
+}
+
 // The session is over: no more heartbeats, retries or media; say so and stay.
 function ended() {
+  state.epoch += 1;
   state.ended = true;
   clearInterval(state.timer);
   stopWaiting();
@@ -407,7 +427,8 @@ function ended() {
   if (state.camera) state.camera.close();
   state.camera = null;
   if (state.screen) stopScreen(state.screen);
-  if (state.talkback && state.talkback !== 'pending') state.talkback.close();
+  if (state.talkback === 'pending') state.talkback = null;
+  else if (state.talkback) state.talkback.close();
   if (state.stream) state.stream.getTracks().forEach((track) => track.stop());
 }
 
@@ -473,19 +494,22 @@ function onReconnect(told) {
 }
 
 async function listen() {
+  const epoch = state.epoch;
   state.talkback = 'pending';
   try {
-    const link = await watch('/v1/whep/me/talkback', ['audio'], (track) => {
+    const link = await linkFor(() => watch('/v1/whep/me/talkback', ['audio'], (track) => {
       $('talkback-audio').srcObject = new MediaStream([track]);
       setTalkback(true);
       track.addEventListener('ended', () => stopListening(link));
-    });
+    }));
+    if (!link) return;
     state.talkback = link;
     link.pc.addEventListener('connectionstatechange', () => {
       if (['failed', 'closed', 'disconnected'].includes(link.pc.connectionState)) stopListening(link);
     });
   } catch {
-    state.talkback = null; // nobody talks yet (404 not_publishing): try at the next tick
+    // Nobody talks yet (404 not_publishing): try at the next tick, if still this session.
+    if (epoch === state.epoch) state.talkback = null;
   }
 }
 
@@ -502,7 +526,11 @@ async function shareScreen() {
   if (state.screen) return;
   try {
     const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 5 }, audio: false });
-    const link = await publish('/v1/whip/me/screen', stream);
+    const link = await linkFor(() => publish('/v1/whip/me/screen', stream));
+    if (!link) {
+      stream.getTracks().forEach((track) => track.stop());
+      return;
+    }
     link.stream = stream;
     state.screen = link;
     setScreen(true);
@@ -522,7 +550,8 @@ function watchScreen(link) {
 
 // The same shared screen on a new session (it replaces the old one on the server).
 async function republishScreen(old) {
-  const link = await publish('/v1/whip/me/screen', old.stream);
+  const link = await linkFor(() => publish('/v1/whip/me/screen', old.stream));
+  if (!link) return;
   link.stream = old.stream;
   if (state.screen !== old) {
     link.close(); // stopped meanwhile
@@ -576,6 +605,7 @@ async function logout() {
   const links = [state.camera, state.screen, state.talkback !== 'pending' && state.talkback];
   await Promise.all(links.filter(Boolean).map((link) => link.close()));
   ended();
+  await Promise.allSettled([...state.pending]); // each closes itself: its session ended
   try {
     await logOut();
   } catch (error) {
