@@ -3,6 +3,7 @@
 // the liveness challenge: a random head movement, filmed as a short series of JPEG frames.
 import { get, post } from '/common/http.js';
 import { t } from '/common/i18n.js';
+import { sleep } from '/common/time.js';
 
 // Reasons of a refused join that this step resolves.
 export const FACE_REASONS = new Set([
@@ -15,7 +16,6 @@ const REVIEW_POLL_MS = 3000;
 const JPEG_QUALITY = 0.85;
 const BAD_STATES = ['rejected', 'not_enrolled', 'mismatch', 'failed'];
 const $ = (id) => document.getElementById(id);
-const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 const FIRST_FRAME_MS = 5000;
 

@@ -4,6 +4,7 @@
 // room's media shard (POST /v1/whip/me/probe, never recorded nor forwarded), once live on
 // the camera's session, both from getStats (round trip of the selected ICE pair, bytes
 // sent), over the very path the exam's video takes.
+import { sleep } from '/common/time.js';
 
 const RTT_SAMPLES = 3;
 const KNOWN_TYPES = { wifi: 'wifi', ethernet: 'ethernet', cellular: 'cellular', wimax: 'cellular' };
@@ -95,7 +96,7 @@ function connected(pc, within) {
 export async function measureProbe(pc) {
   if (!(await connected(pc, PROBE_CONNECT_MS))) return null;
   const first = await mediaQuality(pc, null);
-  await new Promise((resolve) => setTimeout(resolve, PROBE_MEASURE_MS));
+  await sleep(PROBE_MEASURE_MS);
   const last = await mediaQuality(pc, first.sample);
   if (last.rtt === null || last.kbps === null) return null;
   return { rtt: last.rtt, kbps: last.kbps, verdict: probeVerdict(last.rtt, last.kbps) };

@@ -5,6 +5,7 @@
 import '/candidate/rights-strings.js';
 import { get, post } from '/common/http.js';
 import { language, t } from '/common/i18n.js';
+import { sleep } from '/common/time.js';
 
 const $ = (id) => document.getElementById(id);
 let shown = null;
@@ -42,7 +43,6 @@ export async function acceptBiometric(me) {
 }
 
 const GUARDIAN_POLL_MS = 5000;
-const pause = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 // A minor whose own consent is recorded waits on this step for the guardian's: the page
 // offers the one-time link to pass on, and reads /v1/me every few seconds so that it moves
@@ -53,7 +53,7 @@ export async function awaitGuardian() {
   $('guardian-wait').hidden = false;
   try {
     while (!$('policy-step').hidden) {
-      await pause(GUARDIAN_POLL_MS);
+      await sleep(GUARDIAN_POLL_MS);
       let me = null;
       try {
         me = await get('/v1/me');
