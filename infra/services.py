@@ -208,12 +208,17 @@ def ray_temp_dir(settings: Settings) -> Path:
     return Path("/tmp") / f"examday-ray-{digest}"  # noqa: S108 - socket path length limit
 
 
+# uvicorn's `--loop` for each `gateway_loop`.
+_GATEWAY_LOOPS = {"uvloop": "api.event_loop:new_event_loop", "asyncio": "asyncio"}
+
+
 def gateway_process(settings: Settings, env: dict[str, str]) -> ManagedProcess:
     argv = [
         sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
         "--host", settings.gateway_host,
         "--port", str(settings.gateway_port),
         "--workers", str(settings.gateway_workers),
+        "--loop", _GATEWAY_LOOPS[settings.gateway_loop],
         "--no-access-log",
         # The client address is api/client_address.py's to decide (EXAMDAY_TRUSTED_PROXIES);
         # uvicorn's own X-Forwarded-For handling would believe any 127.0.0.1 peer.

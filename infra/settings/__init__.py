@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     # uvicorn worker processes of `examday up`'s gateway (it is stateless; each
     # worker is a Ray driver of its own).
     gateway_workers: int = Field(default=1, ge=1, le=64)
+    # The gateway's event loop: uvloop taking in every waiting connection at each
+    # wakeup (`api.event_loop`: libuv alone takes one, and a busy gateway's fresh
+    # connections waited 15-50 s in the listen queue), or asyncio's own loop.
+    gateway_loop: Literal["uvloop", "asyncio"] = "uvloop"
     max_request_bytes: int = 1024 * 1024
     max_upload_bytes: int = 8 * 1024 * 1024
     # Threads per process for blocking S3 calls (boto3), apart from the default executor.
