@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,6 +11,7 @@ from fastapi.telemetry import TelemetryConfig
 
 from api import problems, routes
 from api.limits import BodyLimitMiddleware
+from api.metrics import watch_loop_lag
 from api.request_telemetry import RequestTelemetry
 from api.runtime import Runtime
 from infra.settings import Settings
@@ -23,9 +25,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = await Runtime.open(settings)
+        lag = asyncio.create_task(watch_loop_lag())
         try:
             yield
         finally:
+            lag.cancel()
+            await asyncio.gather(lag, return_exceptions=True)
             await app.state.runtime.close()
 
     # FastAPI's own telemetry would trace and meter every request a second time,

@@ -4,8 +4,11 @@ Two expositions, so that no figure is counted once per gateway replica:
 
 - `GET /metrics` (`pod_exposition`): what this gateway process measures itself, the
   `http.server.request.duration` histogram (`http_server_request_duration_seconds`,
-  labelled by method, route template and status code, never the raw path) and the
-  standard `process_*` / `python_*` collectors. Scraped on every pod (ServiceMonitor).
+  labelled by method, route template and status code, never the raw path), how late
+  its event loop wakes (`examday_gateway_event_loop_lag_seconds`, `watch_loop_lag`: a
+  request's duration starts only once the loop reads it, so a saturated worker shows
+  here first) and the standard `process_*` / `python_*` collectors. Scraped on every
+  pod (ServiceMonitor).
 - `GET /metrics/cluster` (`ClusterSampler`, `render`): the whole cluster, one sample of
   the actors' own stats and Redis read on demand at scrape time. Any gateway can answer
   it and every gateway would answer the same, so it is scraped as ONE target, through
@@ -114,7 +117,11 @@ PARTS = ("rooms", "media", "retention", "controller", "redis", "stores", "verifi
 HTTP_DURATION = "http_server_request_duration_seconds"
 HTTP_LABELS = ("http_request_method", "http_route", "http_response_status_code")
 HTTP_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
-POD_FAMILIES: dict[str, str] = {HTTP_DURATION: "histogram"}
+# How late a worker's event loop woke a timer: about the length of its iterations.
+LOOP_LAG = "examday_gateway_event_loop_lag_seconds"
+LOOP_LAG_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+LOOP_LAG_EVERY_S = 0.5  # two wakeups a second: about 0.05 % of a core
+POD_FAMILIES: dict[str, str] = {HTTP_DURATION: "histogram", LOOP_LAG: "histogram"}
 
 
 class PodMetrics:
@@ -131,6 +138,12 @@ class PodMetrics:
             buckets=HTTP_BUCKETS_S,
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            LOOP_LAG,
+            "How much later than asked this gateway process's event loop woke a timer",
+            buckets=LOOP_LAG_BUCKETS_S,
+            registry=self.registry,
+        )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.request_duration.labels(method, route, str(status)).observe(seconds)
@@ -141,6 +154,18 @@ class PodMetrics:
 
 # One per process, as Prometheus' own default registry: a pod's gateway is one process.
 POD_METRICS = PodMetrics()
+
+
+async def watch_loop_lag(
+    metrics: PodMetrics = POD_METRICS, every_s: float = LOOP_LAG_EVERY_S
+) -> None:
+    """Sleep `every_s` again and again, recording how much later than asked the loop woke
+    (runs until cancelled: the gateway's lifespan holds it)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(every_s)
+        metrics.loop_lag.observe(max(0.0, loop.time() - asked - every_s))
 
 
 @dataclass
