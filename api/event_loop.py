@@ -2,8 +2,8 @@
 
 uvloop's libuv accepts one connection per wakeup of the listening socket (libuv
 PR 3696: "don't accept() connections in a loop"), so a worker whose loop
-iterations take 0.2-0.5 s, as a busy gateway's do, takes in 2-5 new connections a
-second and the rest wait in the kernel's listen queue. On exam day that is the
+iterations take 0.3-1.3 s, as a saturated gateway's did, takes in a few new
+connections a second and the rest wait in the kernel's listen queue. On exam day that is the
 departure wave: each candidate's client logs go out on a fresh connection (the
 presence socket carried everything for the stay) and waited 15-50 s in a queue
 of up to 950, while the same requests on kept-alive connections took 4-13 s.

@@ -140,8 +140,8 @@ class Scrubber:
                 by_value.setdefault(cleaned.lower(), label)
         self._labels = by_value
         # Compiled on first use: a batch's literals (its token, a name) make a pattern of
-        # their own, about 1.2 ms to compile, and most batches never contain one (a third
-        # of a busy ingest shard's time went to compiling patterns nobody used).
+        # their own, about 1 ms to compile, and most batches never contain one (a third of
+        # a busy ingest shard's sampled time went to compiling patterns nobody used).
         self._literal: re.Pattern[str] | None = None
 
     @classmethod
