@@ -5,7 +5,7 @@ Two expositions, so that no figure is counted once per gateway replica:
 - `GET /metrics` (`pod_exposition`): what this gateway process measures itself, the
   `http.server.request.duration` histogram (`http_server_request_duration_seconds`,
   labelled by method, route template and status code, never the raw path), how late
-  its event loop wakes (`examday_gateway_event_loop_lag_seconds`, `watch_loop_lag`: a
+  its event loop wakes (`gateway_event_loop_lag_seconds`, `watch_loop_lag`: a
   request's duration starts only once the loop reads it, so a saturated worker shows
   here first) and the standard `process_*` / `python_*` collectors. Scraped on every
   pod (ServiceMonitor).
@@ -118,7 +118,8 @@ HTTP_DURATION = "http_server_request_duration_seconds"
 HTTP_LABELS = ("http_request_method", "http_route", "http_response_status_code")
 HTTP_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 # How late a worker's event loop woke a timer: about the length of its iterations.
-LOOP_LAG = "examday_gateway_event_loop_lag_seconds"
+# A pod's own figure, so not `examday_` (those are the cluster's, scraped once).
+LOOP_LAG = "gateway_event_loop_lag_seconds"
 LOOP_LAG_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 LOOP_LAG_EVERY_S = 0.5  # two wakeups a second: about 0.05 % of a core
 POD_FAMILIES: dict[str, str] = {HTTP_DURATION: "histogram", LOOP_LAG: "histogram"}
