@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from api.runtime import Runtime
+from core.directory import ShardDirectory
 from infra.settings.ops import OpsSettings
+
+
+async def members_now(directory: ShardDirectory) -> list[str]:
+    """The directory as it is now. The gateway's copy may answer from a cache up to half
+    a second old (by design, `core.directory`), and controllers and drains change it
+    over their own connections: a test that reads it just after one of them acted
+    would otherwise see the shard set from before (seen in CI, `test_drain`)."""
+    directory.forget_cache()
+    return await directory.members()
 
 
 async def pinned(
@@ -18,9 +28,9 @@ async def pinned(
     """Bounds that hold each plane at `rooms` / `media` / `ingest` shards (default: as
     many as now)."""
     await runtime.ingest.ensure_shards()  # made on first use, else
-    rooms = rooms or len(await runtime.rooms.directory.members())
-    media = media or len(await runtime.media.router.directory.members())
-    ingest = ingest or len(await runtime.ingest.directory.members())
+    rooms = rooms or len(await members_now(runtime.rooms.directory))
+    media = media or len(await members_now(runtime.media.router.directory))
+    ingest = ingest or len(await members_now(runtime.ingest.directory))
     return OpsSettings(
         controller_min_shards=rooms,
         controller_max_shards=rooms,

@@ -24,7 +24,7 @@ from core import keys
 from infra.settings import Settings
 from infra.telemetry import actor_call, tracer
 from tests.cluster.logfiles import json_lines, worker_err_files
-from tests.cluster.pinning import pinned, plane
+from tests.cluster.pinning import members_now, pinned, plane
 
 
 async def _counts(runtime: Runtime) -> dict[str, int]:
@@ -37,7 +37,7 @@ async def test_controller_grows_and_shrinks_the_room_shards(
 ) -> None:
     runtime: Runtime = app.state.runtime
     before = await _counts(runtime)
-    count = len(await runtime.rooms.directory.members())
+    count = len(await members_now(runtime.rooms.directory))
     for target, action in ((count + 1, "grow"), (count, "shrink")):
         ops = await pinned(runtime, rooms=target, log_format="json")
         name = f"controller-test-{secrets.token_hex(3)}"
@@ -53,7 +53,7 @@ async def test_controller_grows_and_shrinks_the_room_shards(
         decision = plane(decisions, "rooms")
         assert decision["action"] == action
         assert plane(decisions, "media")["action"] == "hold"
-        assert len(await runtime.rooms.directory.members()) == target
+        assert len(await members_now(runtime.rooms.directory)) == target
         # The decision is a JSON line in the actor's own log, with its reason and trace.
         logged = [
             line
@@ -79,7 +79,7 @@ async def test_a_restarted_controller_resumes_its_loop(app: FastAPI, settings: S
     """Made with run=True (as `examday up` makes it), the loop comes back after Ray restarts
     the actor; bounds equal to the current shard count make every decision a hold."""
     runtime: Runtime = app.state.runtime
-    count = len(await runtime.rooms.directory.members())
+    count = len(await members_now(runtime.rooms.directory))
     ops = await pinned(runtime, controller_interval_s=0.2)
     name = f"controller-loop-{secrets.token_hex(3)}"
     handle = await asyncio.to_thread(
@@ -116,7 +116,7 @@ async def test_a_restarted_controller_resumes_its_loop(app: FastAPI, settings: S
         "media": "hold",
         "ingest": "hold",
     }
-    assert len(await runtime.rooms.directory.members()) == count
+    assert len(await members_now(runtime.rooms.directory)) == count
 
 
 async def test_controller_grows_and_retires_a_media_shard(app: FastAPI, settings: Settings) -> None:
@@ -124,7 +124,7 @@ async def test_controller_grows_and_retires_a_media_shard(app: FastAPI, settings
     telling its rooms to reconnect elsewhere, and stops it."""
     runtime: Runtime = app.state.runtime
     media = runtime.media.router
-    before = sorted(await media.directory.members())
+    before = sorted(await members_now(media.directory))
     decided = []
     for target in (len(before) + 1, len(before)):
         ops = await pinned(runtime, media=target)
@@ -135,7 +135,7 @@ async def test_controller_grows_and_retires_a_media_shard(app: FastAPI, settings
         try:
             if target > len(before):
                 decided.append(plane(await actor_call(handle.step), "media"))
-                [added] = sorted(set(await media.directory.members()) - set(before))
+                [added] = sorted(set(await members_now(media.directory)) - set(before))
                 # A live room whose media is on the new shard.
                 key = keys.room_key(f"scale{secrets.token_hex(3)}", "r1")
                 await runtime.rooms.heartbeat(key, "c-scale", "wifi", uuid.uuid4().hex, join=True)
@@ -148,7 +148,7 @@ async def test_controller_grows_and_retires_a_media_shard(app: FastAPI, settings
         ("grow", "media_below_min_shards"),
         ("shrink", "media_above_max_shards"),
     ]
-    assert sorted(await media.directory.members()) == before
+    assert sorted(await members_now(media.directory)) == before
     with pytest.raises(ValueError, match="look up actor"):  # stopped, not only unlisted
         ray.get_actor(added, namespace=settings.ray_namespace)
     journal: Any = await runtime.redis.xrange(keys.room_events_key(key))

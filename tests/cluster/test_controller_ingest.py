@@ -16,7 +16,7 @@ from cluster import controller
 from core import hashing
 from infra.settings import Settings
 from infra.telemetry import actor_call
-from tests.cluster.pinning import pinned, plane
+from tests.cluster.pinning import members_now, pinned, plane
 from tests.ingest.helpers import anonymous_prefix, ndjson, new_device, read_objects, record
 
 RECORDS = 3
@@ -40,11 +40,11 @@ async def test_controller_grows_and_retires_an_ingest_shard_losing_nothing(
     runtime: Runtime = app.state.runtime
     await runtime.ingest.ensure_shards()
     directory = runtime.ingest.directory
-    before = sorted(await directory.members())
+    before = sorted(await members_now(directory))
 
     grown = await _step(runtime, settings, len(before) + 1)
     assert (grown["action"], grown["reason"]) == ("grow", "ingest_below_min_shards")
-    members = await directory.members()
+    members = await members_now(directory)
     [added] = sorted(set(members) - set(before))
     # A device the hash ring gives to the new shard.
     device = next(
@@ -64,7 +64,7 @@ async def test_controller_grows_and_retires_an_ingest_shard_losing_nothing(
 
     retired = await _step(runtime, settings, len(before))
     assert (retired["action"], retired["reason"]) == ("shrink", "ingest_above_max_shards")
-    assert sorted(await directory.members()) == before
+    assert sorted(await members_now(directory)) == before
     with pytest.raises(ValueError, match="look up actor"):
         ray.get_actor(added, namespace=settings.ray_namespace)
     await runtime.ingest.drain()

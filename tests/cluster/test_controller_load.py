@@ -19,7 +19,7 @@ from core import keys
 from infra.settings import Settings
 from infra.settings.ops import OpsSettings
 from infra.telemetry import actor_call
-from tests.cluster.pinning import pinned, plane
+from tests.cluster.pinning import members_now, pinned, plane
 from tests.support.beats import beating
 
 ROOMS = 6
@@ -36,15 +36,9 @@ async def _step(runtime: Runtime, settings: Settings, ops: OpsSettings) -> dict[
         ray.kill(handle)
 
 
-async def _members(runtime: Runtime) -> list[str]:
-    """The directory as it is now: the gateway's copy may be a few seconds old."""
-    runtime.rooms.directory.forget_cache()
-    return await runtime.rooms.directory.members()
-
-
 async def _loads(runtime: Runtime) -> list[int]:
     shards = runtime.rooms
-    names = await shards.directory.members()
+    names = await members_now(shards.directory)
     return [int((await (await shards.handle(n)).stats.remote())["rooms"]) for n in names]
 
 
@@ -84,7 +78,7 @@ async def test_a_room_shard_added_under_load_and_removed_after_loses_no_event(
             )
             grown = await _step(runtime, settings, grow)
             assert (grown["action"], grown["reason"]) == ("grow", "rooms_per_shard_high")
-            assert len(await _members(runtime)) == count + 1
+            assert len(await members_now(runtime.rooms.directory)) == count + 1
             # After: fewer rooms per shard than the low mark, and one shard fewer stays under
             # the high one.
             total = sum(await _loads(runtime))
@@ -93,7 +87,7 @@ async def test_a_room_shard_added_under_load_and_removed_after_loses_no_event(
             )
             shrunk = await _step(runtime, settings, shrink)
             assert (shrunk["action"], shrunk["reason"]) == ("shrink", "rooms_per_shard_low")
-            assert len(await _members(runtime)) == count
+            assert len(await members_now(runtime.rooms.directory)) == count
     finally:
         stop.set()
         await writer
@@ -114,7 +108,7 @@ async def test_room_shards_follow_the_node_count(app: FastAPI, settings: Setting
     """With `controller_room_shards_per_node` the live nodes set the floor: one more shard
     per node than there are shards now makes it grow; with it off, it shrinks back."""
     runtime: Runtime = app.state.runtime
-    count = len(await runtime.rooms.directory.members())
+    count = len(await members_now(runtime.rooms.directory))
     base = await pinned(runtime)
     per_node = base.model_copy(
         update={"controller_room_shards_per_node": count + 1, "controller_max_shards": 256}
@@ -125,4 +119,4 @@ async def test_room_shards_follow_the_node_count(app: FastAPI, settings: Setting
     assert nodes["room_shard"] >= 1
     back = await _step(runtime, settings, base.model_copy(update={"controller_min_shards": count}))
     assert (back["action"], back["reason"]) == ("shrink", "above_max_shards")
-    assert len(await runtime.rooms.directory.members()) == count
+    assert len(await members_now(runtime.rooms.directory)) == count

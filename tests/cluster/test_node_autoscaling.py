@@ -54,12 +54,14 @@ async def main():
     decisions = []
     try:
         for _ in range(8):
+            media.directory.forget_cache()  # the controller changed it on its own connection
             if len(await media.directory.members()) == target:
                 break
             [d] = [d for d in await actor_call(handle.step) if d["plane"] == "media"]
             decisions.append(f"{d['action']}:{d['reason']}")
     finally:
         ray.kill(handle)
+    media.directory.forget_cache()
     names = sorted(await media.directory.members())
     began, placed = time.monotonic(), {}
     while len(placed) < len(names) and time.monotonic() - began < 180:
