@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from api import problems, routes
-from api.limits import BodyLimitMiddleware
+from api.limits import AdmissionMiddleware, BodyLimitMiddleware
 from api.metrics import watch_loop_lag
 from api.request_telemetry import RequestTelemetry
 from api.runtime import Runtime
@@ -43,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     for router in routes.all_routers():
         app.include_router(router)
+    # Inside the body limits: a refused request's body is read and dropped within them.
+    app.add_middleware(AdmissionMiddleware, limit=settings.gateway_max_waiting_requests)
     app.add_middleware(
         BodyLimitMiddleware,
         default=settings.max_request_bytes,

@@ -1,4 +1,15 @@
-"""Request-size limits enforced before a route reads the body."""
+"""Limits enforced before a route runs: the size of a request's body, and how many
+requests one gateway process works on at once.
+
+Why a bound on requests at work: a saturated process (its loop's iterations 0.3-1.3 s
+in the combined rehearsal) takes in every waiting connection at each wakeup
+(`api.event_loop`), so without a bound its queue only moves inside, where each
+request holds memory and, later, a Redis connection: past the pool's 512 they waited
+5 s and failed 503 `hot_state_down`, after the work that led there was done. Refused
+at the door, a request costs a few microseconds and its client knows at once to come
+back after Retry-After; nothing has run, so any request, POST included, may be sent
+again as it was (`web/common/http.js` and the load tester do).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +19,14 @@ from collections.abc import Mapping
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.metrics import POD_METRICS, PodMetrics
 from api.problems import problem_response
+
+BUSY = "gateway_busy"
+BUSY_RETRY_AFTER_S = 1
+# Probes and scrapes are answered whatever the load: a busy gateway is not a dead one,
+# and its metrics are what shows it is busy.
+ALWAYS_ADMITTED = frozenset({"/healthz", "/readyz", "/metrics", "/metrics/cluster"})
 
 # A declared body up to this many times the limit is read and discarded before
 # the 413, so that ordinary clients (which send the whole body before reading)
@@ -71,6 +89,60 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, guarded_send)
+
+
+class AdmissionMiddleware:
+    """Answers 503 `gateway_busy` with Retry-After, before anything runs, while `limit`
+    admitted requests of this process have no answer yet.
+
+    A request counts from its arrival to the start of its answer, so long streams
+    (server-sent events) count only until their headers go out. Its body, if any, is
+    read and dropped first, within the body limits (this middleware sits inside
+    `BodyLimitMiddleware`), so that the connection stays usable for the retry."""
+
+    def __init__(self, app: ASGIApp, limit: int, metrics: PodMetrics = POD_METRICS) -> None:
+        self.app = app
+        self.limit = limit
+        self.metrics = metrics
+        self.waiting = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in ALWAYS_ADMITTED:
+            await self.app(scope, receive, send)
+            return
+        if self.waiting >= self.limit:
+            self.metrics.refused.inc()
+            await _drain(receive)
+            await _busy(scope["path"])(scope, receive, send)
+            return
+        self._admit(+1)
+        answered = False
+
+        async def answering_send(message: Message) -> None:
+            nonlocal answered
+            if not answered and message["type"] == "http.response.start":
+                answered = True
+                self._admit(-1)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, answering_send)
+        finally:
+            if not answered:
+                self._admit(-1)
+
+    def _admit(self, change: int) -> None:
+        self.waiting += change
+        self.metrics.waiting.set(self.waiting)
+
+
+def _busy(path: str) -> JSONResponse:
+    return problem_response(
+        503, BUSY, "The gateway is busy",
+        "this gateway process has as many requests at work as it takes; nothing was done:"
+        " send the same request again after Retry-After",
+        path, retry_after=BUSY_RETRY_AFTER_S,
+    )  # fmt: skip
 
 
 async def _drain(receive: Receive) -> None:

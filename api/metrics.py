@@ -40,6 +40,8 @@ from prometheus_client import (
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
     CollectorRegistry,
+    Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -122,7 +124,16 @@ HTTP_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5,
 LOOP_LAG = "gateway_event_loop_lag_seconds"
 LOOP_LAG_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 LOOP_LAG_EVERY_S = 0.5  # two wakeups a second: about 0.05 % of a core
-POD_FAMILIES: dict[str, str] = {HTTP_DURATION: "histogram", LOOP_LAG: "histogram"}
+# Requests admitted and not yet answered, and those refused for being one too many
+# (`api.limits.AdmissionMiddleware`): how near the process is to shedding load.
+WAITING = "gateway_requests_waiting"
+REFUSED = "gateway_requests_refused"
+POD_FAMILIES: dict[str, str] = {
+    HTTP_DURATION: "histogram",
+    LOOP_LAG: "histogram",
+    WAITING: "gauge",
+    REFUSED: "counter",
+}
 
 
 class PodMetrics:
@@ -143,6 +154,17 @@ class PodMetrics:
             LOOP_LAG,
             "How much later than asked this gateway process's event loop woke a timer",
             buckets=LOOP_LAG_BUCKETS_S,
+            registry=self.registry,
+        )
+
+        self.waiting = Gauge(
+            WAITING,
+            "HTTP requests this gateway process admitted that have no answer yet",
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            REFUSED,
+            "HTTP requests this gateway process refused (503 gateway_busy) when full",
             registry=self.registry,
         )
 

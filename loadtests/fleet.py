@@ -142,7 +142,7 @@ async def run_fleet(
     sampler = ServerSampler(config.state_dir)
     began, cpu_before = time.monotonic(), _generator_cpu_s()
     sampling = asyncio.ensure_future(sampler.run(stop))
-    async with http_session(config.target, config.proctors + 4) as http:
+    async with http_session(config.target, config.proctors + 4, recorder) as http:
         proctors = await _proctors(config, scenario, plan, recorder, cids, assets.clips)
         watching = [asyncio.ensure_future(p.run(http, config.duration, stop)) for p in proctors]
         following, tallies = None, Tallies()

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -61,6 +62,11 @@ HAND = {"kind": "hand"}
 BIOMETRIC, ALLOW = "/v1/me/consents/biometric", {"allow": True}
 RECONNECT = "reconnect"  # the journal event of a media drain (cluster.drain)
 OfferedSession = TypeVar("OfferedSession", webrtc.WhipSession, webrtc.WhepSession)
+
+# The step a request is sent for (set by `Recorder.timed`): where `GatewayBusy` counts
+# the requests it sent again.
+CURRENT_STEP: ContextVar[str] = ContextVar("current_step", default="setup")
+GATEWAY_BUSY = "gateway_busy"  # api.limits.BUSY
 
 # A wait may end this much before its deadline (the loop's clock resolution): what is due
 # by then counts as due, so that an early wake does not spend a turn doing nothing.
@@ -104,12 +110,15 @@ class Recorder:
 
     async def timed(self, actor: str, step: str, call: Awaitable[tuple[bool, str]]) -> bool:
         began = time.time()
+        current = CURRENT_STEP.set(step)
         try:
             ok, reason = await call
         except webrtc.MediaRefused as exc:
             ok, reason = False, f"http_{exc.status} {exc.reason}".strip()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             ok, reason = False, type(exc).__name__
+        finally:
+            CURRENT_STEP.reset(current)
         self.steps.append(Step(actor, step, began - self.epoch, time.time() - began, ok, reason))
         return ok
 
@@ -177,6 +186,39 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
         return float(response.headers["Retry-After"])
     except (KeyError, ValueError):
         return None
+
+
+class GatewayBusy:
+    """An aiohttp client middleware: a request a full gateway refused at the door (503
+    `gateway_busy`: nothing ran) is sent again as it was after the Retry-After, as the
+    pages do (`web/common/http.js`), `BUSY_ATTEMPTS` times at most. `retries` counts
+    those per step (`CURRENT_STEP`); the step's time includes the waits."""
+
+    def __init__(self, retries: Counter[str]) -> None:
+        self.retries = retries
+
+    async def __call__(
+        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        response = await handler(request)
+        for attempt in range(1, BUSY_ATTEMPTS):
+            if not await _refused_at_the_door(response):
+                break
+            self.retries[CURRENT_STEP.get()] += 1
+            response.release()
+            await asyncio.sleep(_busy_pause(_retry_after(response), attempt))
+            response = await handler(request)
+        return response
+
+
+async def _refused_at_the_door(response: aiohttp.ClientResponse) -> bool:
+    if response.status != 503:
+        return False
+    try:
+        body = await response.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        return False
+    return isinstance(body, dict) and body.get("reason") == GATEWAY_BUSY
 
 
 async def _status(response: aiohttp.ClientResponse, expected: int) -> tuple[bool, str]:

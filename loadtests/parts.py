@@ -23,13 +23,14 @@ import multiprocessing
 import os
 import resource
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from loadtests.behaviours import LATE_AT
-from loadtests.journey import Candidate, Recorder
+from loadtests.journey import Candidate, GatewayBusy, Recorder
 from loadtests.presence import PresenceSocket, sockets_session
 from loadtests.tally import EVERY_S, Counting, Send, Tallies, Tally, TallyQueue, send_every
 
@@ -87,11 +88,17 @@ async def _stall(stop: asyncio.Event) -> None:
         time.sleep(STALL_S)  # noqa: ASYNC251 - blocking the loop is the point
 
 
-def http_session(target: str, candidates: int) -> aiohttp.ClientSession:
+def http_session(
+    target: str, candidates: int, recorder: Recorder | None = None
+) -> aiohttp.ClientSession:
+    """The HTTP steps' session; a request the gateway refused as busy is sent again
+    (`GatewayBusy`), counted in `recorder` when given."""
+    retries = recorder.busy_retries if recorder is not None else Counter[str]()
     return aiohttp.ClientSession(
         target,
         connector=aiohttp.TCPConnector(limit=min(1000, candidates + 50)),
         timeout=aiohttp.ClientTimeout(total=60),
+        middlewares=(GatewayBusy(retries),),
     )
 
 
@@ -131,7 +138,7 @@ async def run_candidates(
     sending = asyncio.ensure_future(send_every(counting, send, stop)) if send else None
     stalling = asyncio.ensure_future(_stall(stop)) if config.stall_worker == index else None
     async with (
-        http_session(config.target, len(plan)) as http,
+        http_session(config.target, len(plan), recorder) as http,
         sockets_session(config.target) as sockets,
     ):
 

@@ -19,6 +19,19 @@ async function problemOf(response) {
   return new Problem(response.status, body);
 }
 
+// A request a full gateway refused at the door (503 `gateway_busy`) did not run: it is
+// sent again as it was, POST included, after the Retry-After asked for plus up to half
+// as much again (so that a refused crowd does not come back in the same instant).
+const BUSY = 'gateway_busy';
+const BUSY_ATTEMPTS = 6;
+const BUSY_WAIT_MAX_S = 10;
+
+function busyWaitMs(response) {
+  const asked = Number(response.headers.get('Retry-After'));
+  const seconds = Math.min(Number.isFinite(asked) && asked > 0 ? asked : 1, BUSY_WAIT_MAX_S);
+  return seconds * 1000 * (1 + Math.random() / 2);
+}
+
 export async function call(method, path, body, headers = {}) {
   const init = { method, credentials: 'same-origin', headers: { ...headers } };
   if (body instanceof Blob) {
@@ -28,8 +41,13 @@ export async function call(method, path, body, headers = {}) {
     init.body = JSON.stringify(body);
     init.headers['Content-Type'] = 'application/json';
   }
-  const response = await fetch(path, init);
-  if (!response.ok) throw await problemOf(response);
+  let response = await fetch(path, init);
+  for (let attempt = 1; !response.ok; attempt += 1) {
+    const problem = await problemOf(response);
+    if (problem.reason !== BUSY || attempt >= BUSY_ATTEMPTS) throw problem;
+    await new Promise((resolve) => setTimeout(resolve, busyWaitMs(response)));
+    response = await fetch(path, init);
+  }
   if (response.status === 204) return null;
   const type = response.headers.get('content-type') || '';
   return type.includes('json') ? response.json() : response.text();

@@ -1,0 +1,88 @@
+"""Routes added to the test gateway that hold their requests until a test lets them go,
+so that a test can fill a gateway process to its admission limit
+(`api.limits.AdmissionMiddleware`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+
+from api.metrics import POD_METRICS
+from infra.settings import Settings
+
+# The texts `POST /test-work` was given, in order: what ran.
+RAN: list[str] = []
+
+
+class Gate:
+    """Held requests wait on it; made on the gateway's loop, at first use."""
+
+    event: asyncio.Event | None = None
+
+    @classmethod
+    def get(cls) -> asyncio.Event:
+        if cls.event is None:
+            cls.event = asyncio.Event()
+        return cls.event
+
+    @classmethod
+    def closed(cls) -> asyncio.Event:
+        """A new gate, closed: requests held from now on wait for its `set()`."""
+        cls.event = None
+        return cls.get()
+
+
+def add_held_routes(app: FastAPI) -> None:
+    """`GET /test-held` (answers once the gate opens), `POST /test-work` (records its
+    text in `RAN`), `GET /test-stream` (a first line at once, the end once the gate opens)."""
+    if any(getattr(r, "path", "") == "/test-held" for r in app.router.routes):
+        return
+
+    @app.get("/test-held")
+    async def held() -> dict[str, bool]:
+        await Gate.get().wait()
+        return {"held": True}
+
+    @app.post("/test-work")
+    async def work(body: dict[str, str]) -> dict[str, str]:
+        RAN.append(body["text"])
+        return body
+
+    @app.get("/test-stream")
+    async def stream() -> StreamingResponse:
+        async def lines() -> AsyncIterator[bytes]:
+            yield b"first\n"
+            await Gate.get().wait()
+
+        return StreamingResponse(lines(), media_type="text/plain")
+
+
+def many_connections(settings: Settings, connections: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=settings.gateway_url,
+        limits=httpx.Limits(max_connections=connections),
+        timeout=60,
+    )
+
+
+def waiting() -> float:
+    """This process's gateway requests admitted and not yet answered."""
+    return float(POD_METRICS.waiting._value.get())
+
+
+def refused() -> float:
+    return float(POD_METRICS.refused._value.get())
+
+
+async def fill(http: httpx.AsyncClient, count: int) -> list[asyncio.Task[httpx.Response]]:
+    """`count` held requests, once the gateway counts them all at work."""
+    held = [asyncio.create_task(http.get("/test-held")) for _ in range(count)]
+    for _ in range(1200):
+        if waiting() >= count:
+            return held
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never {count} requests at work")
