@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -74,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     staff_add.add_argument("--username", required=True)
     staff_add.add_argument("--role", choices=STAFF_ROLES, default="organiser")
 
+    gateway = commands.add_parser(
+        "gateway",
+        help="serve the gateway in the foreground (what the image and a gateway pod run)",
+        description="uvicorn with the gateway's flags and EXAMDAY_* settings, in place of"
+        " this process (its signals reach uvicorn directly).",
+    )
+    gateway.add_argument(
+        "--host", help="the address to listen on (default EXAMDAY_GATEWAY_HOST; 0.0.0.0 in a pod)"
+    )
     commands.add_parser("down", help="stop a running `examday up`")
     commands.add_parser("status", help="what runs, with health and memory")
     # `examday audit verify`, `examday purge`, `examday keys rotate`: cluster/privacy_cli.py.
@@ -105,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             autoscale=args.autoscale,
             idle_timeout_s=args.idle_timeout,
         )
+    if args.command == "gateway":
+        from infra import services
+
+        argv = services.gateway_argv(settings, args.host)
+        os.execv(argv[0], argv)  # noqa: S606 - this process becomes the gateway's uvicorn
     if args.command == "down":
         return bringup.down(settings)
     if args.command == "status":

@@ -212,10 +212,14 @@ def ray_temp_dir(settings: Settings) -> Path:
 _GATEWAY_LOOPS = {"uvloop": "api.event_loop:new_event_loop", "asyncio": "asyncio"}
 
 
-def gateway_process(settings: Settings, env: dict[str, str]) -> ManagedProcess:
-    argv = [
+def gateway_argv(settings: Settings, host: str | None = None) -> list[str]:
+    """The gateway's command line, the one way it is started: by `examday up`'s
+    supervisor here and, through `examday gateway`, by the image's CMD and the
+    Deployment. `host` is the address it listens on when it is not `gateway_host`
+    (a pod listens on every address; `gateway_host` also names the gateway's origin)."""
+    return [
         sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
-        "--host", settings.gateway_host,
+        "--host", host or settings.gateway_host,
         "--port", str(settings.gateway_port),
         "--workers", str(settings.gateway_workers),
         "--loop", _GATEWAY_LOOPS[settings.gateway_loop],
@@ -228,6 +232,10 @@ def gateway_process(settings: Settings, env: dict[str, str]) -> ManagedProcess:
         "--timeout-keep-alive", "75",
         "--timeout-graceful-shutdown", "10",
     ]  # fmt: skip
+
+
+def gateway_process(settings: Settings, env: dict[str, str]) -> ManagedProcess:
+    argv = gateway_argv(settings)
     return ManagedProcess("gateway", argv, settings.state_dir / "logs" / "gateway.log", env=env)
 
 

@@ -252,7 +252,7 @@ def test_the_gateway_is_a_driver_on_a_ray_node_of_its_own_never_a_ray_client(
     assert "--num-cpus=0 --num-gpus=0 --resources='{\"gateway\": 1}'" in node
     assert "--memory=" in node
     assert "--object-store-memory=" in node
-    assert driver.split()[:2] == ["exec", "uvicorn"]
+    assert driver.split() == ["exec", "examday", "gateway", "--host", "0.0.0.0"]
     env = {e["name"]: e for e in gateway["env"]}
     assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["RAY_AUTH_MODE"]["value"] == "token"

@@ -328,3 +328,11 @@ def test_each_image_installs_the_wheel_on_the_matching_ray_base(kind: str, extra
     makefile = (ROOT / "Makefile").read_text()
     assert f"-f deploy/docker/Dockerfile.{kind}" in makefile
     assert re.search(r"^image: image-cpu image-gpu$", makefile, re.MULTILINE)
+
+
+def test_the_cpu_image_runs_the_gateway_as_examday_up_does() -> None:
+    """One command line for the gateway (`infra.services.gateway_argv`): the image runs it
+    through `examday gateway` rather than flags of its own."""
+    _, _, text = _dockerfile("cpu")
+    assert re.search(r'^CMD \["examday", "gateway", "--host", "0\.0\.0\.0"\]$', text, re.M)
+    assert "uvicorn" not in text

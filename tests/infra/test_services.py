@@ -17,6 +17,7 @@ import psutil
 from infra import services
 from infra.processes import ManagedProcess, free_port, pid_alive, port_open
 from infra.settings import Settings, settings_to_env
+from infra.stack import LocalStack
 from infra.stack import isolated_settings as make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,3 +161,35 @@ def test_a_busy_gateway_takes_in_every_waiting_connection_at_once(tmp_path: Path
         app.stop()
     spreads = {worker: max(served) - min(served) for worker, served in ticks.items()}
     assert max(spreads.values()) <= 15, {worker: sorted(t) for worker, t in ticks.items()}
+
+
+def test_examday_gateway_is_the_gateway_examday_up_starts(stack: LocalStack) -> None:
+    """`examday gateway` (the image's CMD, the Deployment's driver) becomes the uvicorn of
+    `gateway_argv` in its own process, with the same flags as `examday up`'s gateway: the
+    Deployment once ran uvicorn with flags of its own, without the gateway's event loop."""
+    port = free_port()
+    env = {**os.environ, **settings_to_env(stack.settings), "EXAMDAY_GATEWAY_PORT": str(port)}
+    expected = services.gateway_argv(stack.settings.model_copy(update={"gateway_port": port}))
+    command = [str(Path(sys.executable).parent / "examday"), "gateway", "--host", "127.0.0.1"]
+    log = stack.settings.state_dir / "logs" / "examday-gateway-cli.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        ready = False
+        while not ready and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                    ready = answer.status == 200
+            except OSError:
+                time.sleep(0.5)
+        assert ready, log.read_text()
+        # The same process, now uvicorn with the flags `examday up` uses.
+        assert psutil.Process(process.pid).cmdline()[1:] == expected[1:]
+    finally:
+        process.send_signal(signal.SIGTERM)  # what Kubernetes sends a pod
+        process.wait(timeout=30)
+    # Shut down gracefully, then ended by the signal it was sent (uvicorn re-raises it).
+    assert process.returncode in (0, -signal.SIGTERM), log.read_text()
+    assert "Finished server process" in log.read_text()
