@@ -67,6 +67,8 @@ OfferedSession = TypeVar("OfferedSession", webrtc.WhipSession, webrtc.WhepSessio
 # the requests it sent again.
 CURRENT_STEP: ContextVar[str] = ContextVar("current_step", default="setup")
 GATEWAY_BUSY = "gateway_busy"  # api.limits.BUSY
+GATEWAY_BUSY_PATIENCE_S = 60.0  # as the pages (web/common/http.js)
+DOOR_PAUSE_MAX_S = 8.0
 
 # A wait may end this much before its deadline (the loop's clock resolution): what is due
 # by then counts as due, so that an early wake does not spend a turn doing nothing.
@@ -190,8 +192,9 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
 
 class GatewayBusy:
     """An aiohttp client middleware: a request a full gateway refused at the door (503
-    `gateway_busy`: nothing ran) is sent again as it was after the Retry-After, as the
-    pages do (`web/common/http.js`), `BUSY_ATTEMPTS` times at most. `retries` counts
+    `gateway_busy`: nothing ran) is sent again as it was, as the pages do
+    (`web/common/http.js`): for up to `GATEWAY_BUSY_PATIENCE_S`, first after the
+    Retry-After, then twice as long at each refusal (`door_pause`). `retries` counts
     those per step (`CURRENT_STEP`); the step's time includes the waits."""
 
     def __init__(self, retries: Counter[str]) -> None:
@@ -200,15 +203,27 @@ class GatewayBusy:
     async def __call__(
         self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
     ) -> aiohttp.ClientResponse:
+        began = time.monotonic()
         response = await handler(request)
-        for attempt in range(1, BUSY_ATTEMPTS):
-            if not await _refused_at_the_door(response):
+        attempt = 1
+        while await _refused_at_the_door(response):
+            pause = door_pause(_retry_after(response), attempt)
+            if time.monotonic() + pause - began > GATEWAY_BUSY_PATIENCE_S:
                 break
             self.retries[CURRENT_STEP.get()] += 1
             response.release()
-            await asyncio.sleep(_busy_pause(_retry_after(response), attempt))
+            await asyncio.sleep(pause)
             response = await handler(request)
+            attempt += 1
         return response
+
+
+def door_pause(retry_after: float | None, attempt: int) -> float:
+    """The wait before sending a request refused as `gateway_busy` again: the Retry-After
+    (else 1 s), doubled at each refusal up to `DOOR_PAUSE_MAX_S`, plus up to half as much
+    again, so that a refused crowd thins out instead of coming back together."""
+    first = retry_after if retry_after is not None and retry_after > 0 else 1.0
+    return min(first * 2 ** (attempt - 1), DOOR_PAUSE_MAX_S) * random.uniform(1.0, 1.5)
 
 
 async def _refused_at_the_door(response: aiohttp.ClientResponse) -> bool:

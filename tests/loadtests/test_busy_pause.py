@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from loadtests.journey import BUSY_PAUSE_S, _busy_pause
+from loadtests.journey import BUSY_PAUSE_S, DOOR_PAUSE_MAX_S, _busy_pause, door_pause
 from loadtests.webrtc import MediaRefused
 
 
@@ -25,3 +25,15 @@ def test_without_retry_after_the_pause_grows_by_attempt() -> None:
     third = [_busy_pause(silent.retry_after, attempt=3) for _ in range(50)]
     assert max(first) <= 1.5 * BUSY_PAUSE_S
     assert min(third) >= 0.75 * 3 * BUSY_PAUSE_S
+
+
+def test_a_refusal_at_the_gateway_door_backs_off_doubling_to_a_bound() -> None:
+    """`gateway_busy` (a full gateway, `api.limits`): the Retry-After first, then twice as
+    long at each refusal, so that a refused crowd thins out; jittered upwards only."""
+    pauses = {attempt: [door_pause(1.0, attempt) for _ in range(100)] for attempt in (1, 2, 3, 9)}
+    assert all(1.0 <= p <= 1.5 for p in pauses[1])
+    assert all(2.0 <= p <= 3.0 for p in pauses[2])
+    assert all(4.0 <= p <= 6.0 for p in pauses[3])
+    assert all(DOOR_PAUSE_MAX_S <= p <= 1.5 * DOOR_PAUSE_MAX_S for p in pauses[9])
+    assert len({round(p, 6) for p in pauses[1]}) > 1
+    assert 1.0 <= door_pause(None, 1) <= 1.5

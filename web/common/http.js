@@ -20,15 +20,17 @@ async function problemOf(response) {
 }
 
 // A request a full gateway refused at the door (503 `gateway_busy`) did not run: it is
-// sent again as it was, POST included, after the Retry-After asked for plus up to half
-// as much again (so that a refused crowd does not come back in the same instant).
+// sent again as it was, POST included, for up to a minute: first after the Retry-After
+// asked for, then twice as long at each refusal (up to 8 s), each wait plus up to half
+// as much again, so that a refused crowd thins out instead of coming back together.
 const BUSY = 'gateway_busy';
-const BUSY_ATTEMPTS = 6;
-const BUSY_WAIT_MAX_S = 10;
+const BUSY_PATIENCE_MS = 60000;
+const BUSY_WAIT_MAX_S = 8;
 
-function busyWaitMs(response) {
+function busyWaitMs(response, attempt) {
   const asked = Number(response.headers.get('Retry-After'));
-  const seconds = Math.min(Number.isFinite(asked) && asked > 0 ? asked : 1, BUSY_WAIT_MAX_S);
+  const first = Number.isFinite(asked) && asked > 0 ? asked : 1;
+  const seconds = Math.min(first * 2 ** (attempt - 1), BUSY_WAIT_MAX_S);
   return seconds * 1000 * (1 + Math.random() / 2);
 }
 
@@ -41,11 +43,13 @@ export async function call(method, path, body, headers = {}) {
     init.body = JSON.stringify(body);
     init.headers['Content-Type'] = 'application/json';
   }
+  const began = Date.now();
   let response = await fetch(path, init);
   for (let attempt = 1; !response.ok; attempt += 1) {
     const problem = await problemOf(response);
-    if (problem.reason !== BUSY || attempt >= BUSY_ATTEMPTS) throw problem;
-    await new Promise((resolve) => setTimeout(resolve, busyWaitMs(response)));
+    const wait = busyWaitMs(response, attempt);
+    if (problem.reason !== BUSY || Date.now() + wait - began > BUSY_PATIENCE_MS) throw problem;
+    await new Promise((resolve) => setTimeout(resolve, wait));
     response = await fetch(path, init);
   }
   if (response.status === 204) return null;
