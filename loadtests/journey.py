@@ -223,7 +223,8 @@ def door_pause(retry_after: float | None, attempt: int) -> float:
     (else 1 s), doubled at each refusal up to `DOOR_PAUSE_MAX_S`, plus up to half as much
     again, so that a refused crowd thins out instead of coming back together."""
     first = retry_after if retry_after is not None and retry_after > 0 else 1.0
-    return min(first * 2 ** (attempt - 1), DOOR_PAUSE_MAX_S) * random.uniform(1.0, 1.5)
+    doubled: float = first * 2.0 ** (attempt - 1)
+    return min(doubled, DOOR_PAUSE_MAX_S) * random.uniform(1.0, 1.5)
 
 
 async def _refused_at_the_door(response: aiohttp.ClientResponse) -> bool:
