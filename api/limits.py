@@ -1,14 +1,19 @@
 """Limits enforced before a route runs: the size of a request's body, and how many
 requests one gateway process works on at once.
 
-Why a bound on requests at work: a saturated process (its loop's iterations 0.3-1.3 s
-in the combined rehearsal) takes in every waiting connection at each wakeup
-(`api.event_loop`), so without a bound its queue only moves inside, where each
-request holds memory and, later, a Redis connection: past the pool's 512 they waited
-5 s and failed 503 `hot_state_down`, after the work that led there was done. Refused
-at the door, a request costs a few microseconds and its client knows at once to come
-back after Retry-After; nothing has run, so any request, POST included, may be sent
-again as it was (`web/common/http.js` and the load tester do).
+Why a bound on requests at work: a saturated process takes in every waiting
+connection at each wakeup (`api.event_loop`), so without a bound a surge lands inside
+it, where each request holds memory and, later, one of the Redis pool's 512
+connections (past those, requests waited 5 s and failed 503 `hot_state_down` after
+their work was done). Refused at the door, a request costs microseconds and nothing
+has run, so its client may send it again as it was, POST included, after Retry-After
+(`web/common/http.js` and the load tester do, backing off).
+
+Why the bound is high (`EXAMDAY_GATEWAY_MAX_WAITING_REQUESTS`, 1024): refusing does not
+make a saturated machine faster. In the combined rehearsal a worker held at most about
+520; bounded at 256 or 512, the departure wave's refused requests came back later than
+they would have been served in turn, and its p99 doubled (docs/capacity.md, History
+2026-12-07 morning). The bound stops a pile-up, not a queue.
 """
 
 from __future__ import annotations

@@ -108,9 +108,11 @@ class Settings(BaseSettings):
     # connections waited 15-50 s in the listen queue), or asyncio's own loop.
     gateway_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Requests one gateway process works on at once (admitted, not yet answered); more
-    # are refused at the door, 503 `gateway_busy` with Retry-After (`api.limits`).
-    # Under the Redis pool's 512 connections: past those, admitted requests waited.
-    gateway_max_waiting_requests: int = Field(default=256, ge=1, le=100_000)
+    # are refused at the door, 503 `gateway_busy` with Retry-After (`api.limits`). A
+    # valve against a pile-up, not a throttle: twice the most a saturated worker held in
+    # the combined rehearsal (about 520); at 256 and 512 it refused there, and the
+    # departure wave's tails doubled (docs/capacity.md, History 2026-12-07 morning).
+    gateway_max_waiting_requests: int = Field(default=1024, ge=1, le=100_000)
     max_request_bytes: int = 1024 * 1024
     max_upload_bytes: int = 8 * 1024 * 1024
     # Threads per process for blocking S3 calls (boto3), apart from the default executor.

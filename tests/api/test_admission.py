@@ -6,12 +6,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
+from api.limits import AdmissionMiddleware
 from infra.settings import Settings
-from tests.support.held import RAN, Gate, add_held_routes, fill, many_connections, refused
+from tests.support.held import (
+    RAN,
+    Gate,
+    add_held_routes,
+    admission_limit,
+    fill,
+    many_connections,
+    refused,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -27,50 +37,60 @@ def gate() -> Iterator[asyncio.Event]:
 
 
 async def test_a_full_gateway_refuses_at_the_door_and_takes_work_again(
-    settings: Settings, gate: asyncio.Event
+    app: FastAPI, settings: Settings, gate: asyncio.Event
 ) -> None:
-    limit = settings.gateway_max_waiting_requests
-    async with many_connections(settings, limit + 8) as http:
-        held = await fill(http, limit)
-        refused_before = refused()
+    with admission_limit(app) as limit:
+        async with many_connections(settings, limit + 8) as http:
+            held = await fill(http, limit)
+            refused_before = refused()
 
-        answer = await http.post("/test-work", json={"text": "refused"})
-        assert answer.status_code == 503, answer.text
-        assert answer.headers["content-type"].startswith("application/problem+json")
-        assert answer.headers["retry-after"] == "1"
-        assert answer.json()["reason"] == "gateway_busy"
-        assert "refused" not in RAN  # nothing ran: sending it again is safe
-        assert refused() == refused_before + 1
-        # Probes and scrapes are answered whatever the load.
-        assert (await http.get("/healthz")).status_code == 200
-        assert (await http.get("/metrics")).status_code == 200
+            answer = await http.post("/test-work", json={"text": "refused"})
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            assert answer.headers["retry-after"] == "1"
+            assert answer.json()["reason"] == "gateway_busy"
+            assert "refused" not in RAN  # nothing ran: sending it again is safe
+            assert refused() == refused_before + 1
+            # Probes and scrapes are answered whatever the load.
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/metrics")).status_code == 200
 
-        gate.set()
-        assert [r.status_code for r in await asyncio.gather(*held)] == [200] * limit
-        again = await http.post("/test-work", json={"text": "again"})
-        assert again.status_code == 200, again.text
-        assert RAN[-1] == "again"
+            gate.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [200] * limit
+            again = await http.post("/test-work", json={"text": "again"})
+            assert again.status_code == 200, again.text
+            assert RAN[-1] == "again"
 
 
 async def test_a_stream_counts_only_until_its_answer_starts(
-    settings: Settings, gate: asyncio.Event
+    app: FastAPI, settings: Settings, gate: asyncio.Event
 ) -> None:
-    limit = settings.gateway_max_waiting_requests
-    async with many_connections(settings, limit + 8) as http, asyncio.TaskGroup() as streams:
-        started = asyncio.Semaphore(0)
+    with admission_limit(app) as limit:
+        async with (
+            many_connections(settings, limit + 8) as http,
+            asyncio.TaskGroup() as streams,
+        ):
+            started = asyncio.Semaphore(0)
 
-        async def watch() -> None:
-            async with http.stream("GET", "/test-stream") as response:
-                assert response.status_code == 200
-                started.release()
-                async for _ in response.aiter_bytes():
-                    pass
+            async def watch() -> None:
+                async with http.stream("GET", "/test-stream") as response:
+                    assert response.status_code == 200
+                    started.release()
+                    async for _ in response.aiter_bytes():
+                        pass
 
-        for _ in range(limit):
-            streams.create_task(watch())
-        for _ in range(limit):
-            await asyncio.wait_for(started.acquire(), 60)
-        # `limit` streams are open, none of them waiting for its answer.
-        admitted = await http.post("/test-work", json={"text": "beside streams"})
-        assert admitted.status_code == 200, admitted.text
-        gate.set()
+            for _ in range(limit):
+                streams.create_task(watch())
+            for _ in range(limit):
+                await asyncio.wait_for(started.acquire(), 60)
+            # `limit` streams are open, none of them waiting for its answer.
+            admitted = await http.post("/test-work", json={"text": "beside streams"})
+            assert admitted.status_code == 200, admitted.text
+            gate.set()
+
+
+def test_the_gateway_is_bounded_as_configured(app: FastAPI, settings: Settings) -> None:
+    layer: Any = app.middleware_stack
+    while not isinstance(layer, AdmissionMiddleware):
+        layer = layer.app
+    assert layer.limit == settings.gateway_max_waiting_requests

@@ -5,12 +5,15 @@ so that a test can fill a gateway process to its admission limit
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
+from api.limits import AdmissionMiddleware
 from api.metrics import POD_METRICS
 from infra.settings import Settings
 
@@ -59,6 +62,25 @@ def add_held_routes(app: FastAPI) -> None:
             await Gate.get().wait()
 
         return StreamingResponse(lines(), media_type="text/plain")
+
+
+# The bound the tests fill: the default (1024) would take 1,024 connections a test.
+TEST_LIMIT = 32
+
+
+@contextmanager
+def admission_limit(app: FastAPI, limit: int = TEST_LIMIT) -> Iterator[int]:
+    """The running gateway's admission bound set to `limit` for the block (its
+    `AdmissionMiddleware`, found in the app's middleware stack), then set back."""
+    layer: Any = app.middleware_stack
+    while layer is not None and not isinstance(layer, AdmissionMiddleware):
+        layer = getattr(layer, "app", None)
+    assert layer is not None, "no AdmissionMiddleware in the gateway's middleware stack"
+    before, layer.limit = layer.limit, limit
+    try:
+        yield limit
+    finally:
+        layer.limit = before
 
 
 def many_connections(settings: Settings, connections: int) -> httpx.AsyncClient:

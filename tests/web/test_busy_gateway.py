@@ -9,7 +9,15 @@ from fastapi import FastAPI
 from playwright.async_api import Browser
 
 from infra.settings import Settings
-from tests.support.held import RAN, Gate, add_held_routes, fill, many_connections, refused
+from tests.support.held import (
+    RAN,
+    Gate,
+    add_held_routes,
+    admission_limit,
+    fill,
+    many_connections,
+    refused,
+)
 from tests.web.pages import new_page
 
 SEND_FROM_PAGE = """
@@ -29,20 +37,20 @@ async def test_a_page_sends_a_refused_request_again_after_retry_after(
     page = await new_page(browser, errors)
     try:
         await page.goto(f"{settings.gateway_url}/candidate/")
-        limit = settings.gateway_max_waiting_requests
-        async with many_connections(settings, limit + 8) as http:
-            held = await fill(http, limit)
-            before = refused()
-            sent = asyncio.ensure_future(page.evaluate(SEND_FROM_PAGE, "from the page"))
-            for _ in range(600):
-                if refused() > before or sent.done():
-                    break
-                await asyncio.sleep(0.02)
-            assert refused() > before, "the gateway never refused the page's request"
-            assert "from the page" not in RAN
-            gate.set()
-            assert [r.status_code for r in await asyncio.gather(*held)] == [200] * limit
-            assert await asyncio.wait_for(sent, 30) == {"text": "from the page"}
+        with admission_limit(app) as limit:
+            async with many_connections(settings, limit + 8) as http:
+                held = await fill(http, limit)
+                before = refused()
+                sent = asyncio.ensure_future(page.evaluate(SEND_FROM_PAGE, "from the page"))
+                for _ in range(600):
+                    if refused() > before or sent.done():
+                        break
+                    await asyncio.sleep(0.02)
+                assert refused() > before, "the gateway never refused the page's request"
+                assert "from the page" not in RAN
+                gate.set()
+                assert [r.status_code for r in await asyncio.gather(*held)] == [200] * limit
+                assert await asyncio.wait_for(sent, 30) == {"text": "from the page"}
         assert RAN.count("from the page") == 1
     finally:
         gate.set()
