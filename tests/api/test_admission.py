@@ -13,25 +13,17 @@ from fastapi import FastAPI
 
 from api.limits import AdmissionMiddleware
 from infra.settings import Settings
-from tests.support.held import (
-    RAN,
-    Gate,
-    add_held_routes,
-    admission_limit,
-    fill,
-    many_connections,
-    refused,
-)
+from tests.support import held
 
 
 @pytest.fixture(scope="module", autouse=True)
 def routes(app: FastAPI) -> None:
-    add_held_routes(app)
+    held.add_held_routes(app)
 
 
 @pytest.fixture
 def gate() -> Iterator[asyncio.Event]:
-    event = Gate.closed()
+    event = held.Gate.closed()
     yield event
     event.set()
 
@@ -39,35 +31,35 @@ def gate() -> Iterator[asyncio.Event]:
 async def test_a_full_gateway_refuses_at_the_door_and_takes_work_again(
     app: FastAPI, settings: Settings, gate: asyncio.Event
 ) -> None:
-    with admission_limit(app) as limit:
-        async with many_connections(settings, limit + 8) as http:
-            held = await fill(http, limit)
-            refused_before = refused()
+    with held.admission_limit(app) as limit:
+        async with held.many_connections(settings, limit + 8) as http:
+            holding = await held.fill(http, limit)
+            refused_before = held.refused()
 
             answer = await http.post("/test-work", json={"text": "refused"})
             assert answer.status_code == 503, answer.text
             assert answer.headers["content-type"].startswith("application/problem+json")
             assert answer.headers["retry-after"] == "1"
             assert answer.json()["reason"] == "gateway_busy"
-            assert "refused" not in RAN  # nothing ran: sending it again is safe
-            assert refused() == refused_before + 1
+            assert "refused" not in held.RAN  # nothing ran: sending it again is safe
+            assert held.refused() == refused_before + 1
             # Probes and scrapes are answered whatever the load.
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.get("/metrics")).status_code == 200
 
             gate.set()
-            assert [r.status_code for r in await asyncio.gather(*held)] == [200] * limit
+            assert [r.status_code for r in await asyncio.gather(*holding)] == [200] * limit
             again = await http.post("/test-work", json={"text": "again"})
             assert again.status_code == 200, again.text
-            assert RAN[-1] == "again"
+            assert held.RAN[-1] == "again"
 
 
 async def test_a_stream_counts_only_until_its_answer_starts(
     app: FastAPI, settings: Settings, gate: asyncio.Event
 ) -> None:
-    with admission_limit(app) as limit:
+    with held.admission_limit(app) as limit:
         async with (
-            many_connections(settings, limit + 8) as http,
+            held.many_connections(settings, limit + 8) as http,
             asyncio.TaskGroup() as streams,
         ):
             started = asyncio.Semaphore(0)

@@ -11,29 +11,21 @@ from fastapi import FastAPI
 from infra.settings import Settings
 from loadtests.journey import Recorder
 from loadtests.parts import http_session
-from tests.support.held import (
-    RAN,
-    Gate,
-    add_held_routes,
-    admission_limit,
-    fill,
-    many_connections,
-    refused,
-)
+from tests.support import held
 
 
 async def test_a_refused_step_is_sent_again_and_counted(app: FastAPI, settings: Settings) -> None:
-    add_held_routes(app)
-    gate = Gate.closed()
+    held.add_held_routes(app)
+    gate = held.Gate.closed()
     recorder = Recorder()
     try:
-        with admission_limit(app) as limit:
+        with held.admission_limit(app) as limit:
             async with (
-                many_connections(settings, limit + 8) as http,
+                held.many_connections(settings, limit + 8) as http,
                 http_session(settings.gateway_url, 1, recorder) as fleet,
             ):
-                held = await fill(http, limit)
-                before = refused()
+                holding = await held.fill(http, limit)
+                before = held.refused()
 
                 async def work() -> tuple[bool, str]:
                     body = {"text": "from the fleet"}
@@ -42,16 +34,16 @@ async def test_a_refused_step_is_sent_again_and_counted(app: FastAPI, settings: 
 
                 step = asyncio.ensure_future(recorder.timed("candidate-1", "client_logs", work()))
                 for _ in range(600):
-                    if refused() > before or step.done():
+                    if held.refused() > before or step.done():
                         break
                     await asyncio.sleep(0.02)
-                assert refused() > before, "the gateway never refused the fleet's request"
+                assert held.refused() > before, "the gateway never held.refused the fleet's request"
                 gate.set()
-                await asyncio.gather(*held)
+                await asyncio.gather(*holding)
                 assert await asyncio.wait_for(step, 30)
     finally:
         gate.set()
-    assert RAN.count("from the fleet") == 1
+    assert held.RAN.count("from the fleet") == 1
     assert recorder.busy_retries["client_logs"] >= 1
     [timed] = recorder.steps
     assert timed.ok

@@ -9,15 +9,7 @@ from fastapi import FastAPI
 from playwright.async_api import Browser
 
 from infra.settings import Settings
-from tests.support.held import (
-    RAN,
-    Gate,
-    add_held_routes,
-    admission_limit,
-    fill,
-    many_connections,
-    refused,
-)
+from tests.support import held
 from tests.web.pages import new_page
 
 SEND_FROM_PAGE = """
@@ -31,27 +23,27 @@ async (text) => {
 async def test_a_page_sends_a_refused_request_again_after_retry_after(
     browser: Browser, app: FastAPI, settings: Settings
 ) -> None:
-    add_held_routes(app)
-    gate = Gate.closed()
+    held.add_held_routes(app)
+    gate = held.Gate.closed()
     errors: list[str] = []
     page = await new_page(browser, errors)
     try:
         await page.goto(f"{settings.gateway_url}/candidate/")
-        with admission_limit(app) as limit:
-            async with many_connections(settings, limit + 8) as http:
-                held = await fill(http, limit)
-                before = refused()
+        with held.admission_limit(app) as limit:
+            async with held.many_connections(settings, limit + 8) as http:
+                holding = await held.fill(http, limit)
+                before = held.refused()
                 sent = asyncio.ensure_future(page.evaluate(SEND_FROM_PAGE, "from the page"))
                 for _ in range(600):
-                    if refused() > before or sent.done():
+                    if held.refused() > before or sent.done():
                         break
                     await asyncio.sleep(0.02)
-                assert refused() > before, "the gateway never refused the page's request"
-                assert "from the page" not in RAN
+                assert held.refused() > before, "the gateway never held.refused the page's request"
+                assert "from the page" not in held.RAN
                 gate.set()
-                assert [r.status_code for r in await asyncio.gather(*held)] == [200] * limit
+                assert [r.status_code for r in await asyncio.gather(*holding)] == [200] * limit
                 assert await asyncio.wait_for(sent, 30) == {"text": "from the page"}
-        assert RAN.count("from the page") == 1
+        assert held.RAN.count("from the page") == 1
     finally:
         gate.set()
         await page.context.close()
