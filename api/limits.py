@@ -110,6 +110,8 @@ class AdmissionMiddleware:
         self.limit = limit
         self.metrics = metrics
         self.waiting = 0
+        # Read at scrape time: nothing to update on each request (one gateway app a process).
+        metrics.waiting.set_function(lambda: self.waiting)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in ALWAYS_ADMITTED:
@@ -120,25 +122,21 @@ class AdmissionMiddleware:
             await _drain(receive)
             await _busy(scope["path"])(scope, receive, send)
             return
-        self._admit(+1)
+        self.waiting += 1
         answered = False
 
         async def answering_send(message: Message) -> None:
             nonlocal answered
             if not answered and message["type"] == "http.response.start":
                 answered = True
-                self._admit(-1)
+                self.waiting -= 1
             await send(message)
 
         try:
             await self.app(scope, receive, answering_send)
         finally:
             if not answered:
-                self._admit(-1)
-
-    def _admit(self, change: int) -> None:
-        self.waiting += change
-        self.metrics.waiting.set(self.waiting)
+                self.waiting -= 1
 
 
 def _busy(path: str) -> JSONResponse:

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from api.limits import AdmissionMiddleware
-from api.metrics import POD_METRICS
+from api.metrics import POD_METRICS, REFUSED, WAITING
 from infra.settings import Settings
 
 # The texts `POST /test-work` was given, in order: what ran.
@@ -100,11 +100,21 @@ def many_connections(settings: Settings, connections: int) -> httpx.AsyncClient:
 
 def waiting() -> float:
     """This process's gateway requests admitted and not yet answered."""
-    return float(POD_METRICS.waiting._value.get())
+    return POD_METRICS.registry.get_sample_value(WAITING) or 0.0
 
 
 def refused() -> float:
-    return float(POD_METRICS.refused._value.get())
+    return POD_METRICS.registry.get_sample_value(f"{REFUSED}_total") or 0.0
+
+
+async def until_refused(before: float, pending: asyncio.Future[Any]) -> None:
+    """Wait until the gateway has refused a request since `refused()` was `before`
+    (`pending` is the request's sender: should it end first, the refusal never came)."""
+    for _ in range(600):
+        if refused() > before or pending.done():
+            break
+        await asyncio.sleep(0.02)
+    assert refused() > before, "the gateway never refused the request"
 
 
 async def fill(http: httpx.AsyncClient, count: int) -> list[asyncio.Task[httpx.Response]]:
