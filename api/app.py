@@ -44,7 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routes.all_routers():
         app.include_router(router)
     # Inside the body limits: a refused request's body is read and dropped within them.
-    app.add_middleware(AdmissionMiddleware, limit=settings.gateway_max_waiting_requests)
+    app.add_middleware(
+        AdmissionMiddleware,
+        limit=settings.gateway_max_waiting_requests,
+        staff_reserve=settings.gateway_staff_reserved_requests,
+        token_key=settings.token_signing_key.get_secret_value().encode(),
+    )
     app.add_middleware(
         BodyLimitMiddleware,
         default=settings.max_request_bytes,

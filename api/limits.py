@@ -14,6 +14,13 @@ make a saturated machine faster. In the combined rehearsal a worker held at most
 520; bounded at 256 or 512, the departure wave's refused requests came back later than
 they would have been served in turn, and its p99 doubled (docs/capacity.md, History
 2026-12-07 morning). The bound stops a pile-up, not a queue.
+
+Why staff have places of their own (`EXAMDAY_GATEWAY_STAFF_RESERVED_REQUESTS`): when
+candidates' requests are refused, the proctors watching them and the organiser running
+the day must still be answered, or nobody can act on what the surge does. A request
+over the bound is let in if it carries a valid staff token (its signature and expiry,
+checked in microseconds, and only then: below the bound nothing is read); the route
+checks it fully, revocation included, as for any request.
 """
 
 from __future__ import annotations
@@ -21,11 +28,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import POD_METRICS, PodMetrics
 from api.problems import problem_response
+from api.security import presented_token
+from infra.errors import Unauthenticated
+from infra.tokens import STAFF_ROLES, verify
 
 BUSY = "gateway_busy"
 BUSY_RETRY_AFTER_S = 1
@@ -98,16 +109,26 @@ class BodyLimitMiddleware:
 
 class AdmissionMiddleware:
     """Answers 503 `gateway_busy` with Retry-After, before anything runs, while `limit`
-    admitted requests of this process have no answer yet.
+    admitted requests of this process have no answer yet; staff's requests, while
+    `limit + staff_reserve` have none.
 
     A request counts from its arrival to the start of its answer, so long streams
     (server-sent events) count only until their headers go out. Its body, if any, is
     read and dropped first, within the body limits (this middleware sits inside
     `BodyLimitMiddleware`), so that the connection stays usable for the retry."""
 
-    def __init__(self, app: ASGIApp, limit: int, metrics: PodMetrics = POD_METRICS) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        staff_reserve: int,
+        token_key: bytes,
+        metrics: PodMetrics = POD_METRICS,
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.staff_reserve = staff_reserve
+        self.token_key = token_key
         self.metrics = metrics
         self.waiting = 0
 
@@ -115,8 +136,8 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or scope["path"] in ALWAYS_ADMITTED:
             await self.app(scope, receive, send)
             return
-        if self.waiting >= self.limit:
-            self.metrics.refused.inc()
+        if self.waiting >= self.limit and not self._staff_place_for(scope):
+            self.metrics.refused.labels(self._caller(scope)).inc()
             await _drain(receive)
             await _busy(scope["path"])(scope, receive, send)
             return
@@ -135,6 +156,19 @@ class AdmissionMiddleware:
         finally:
             if not answered:
                 self._admit(-1)
+
+    def _staff_place_for(self, scope: Scope) -> bool:
+        return self.waiting < self.limit + self.staff_reserve and self._caller(scope) == "staff"
+
+    def _caller(self, scope: Scope) -> str:
+        token, _ = presented_token(HTTPConnection(scope))
+        if token is None:
+            return "others"
+        try:
+            role = verify(token, self.token_key).role
+        except Unauthenticated:
+            return "others"
+        return "staff" if role in STAFF_ROLES else "others"
 
     def _admit(self, change: int) -> None:
         # The gauge is set, not read from this count at scrape time: a process may hold

@@ -164,7 +164,9 @@ class PodMetrics:
         )
         self.refused = Counter(
             REFUSED,
-            "HTTP requests this gateway process refused (503 gateway_busy) when full",
+            "HTTP requests this gateway process refused (503 gateway_busy) when full,"
+            " by caller: staff (past their reserved places) or others",
+            ("caller",),
             registry=self.registry,
         )
 

@@ -46,13 +46,20 @@ def optional_token(connection: HTTPConnection) -> str | None:
     request is not forgeable across origins and needs no `Origin`. The cookie is
     checked against `Origin` wherever it is the credential (see `check_origin`).
     """
+    token, from_cookie = presented_token(connection)
+    if from_cookie:
+        check_origin(connection)
+    return token
+
+
+def presented_token(connection: HTTPConnection) -> tuple[str | None, bool]:
+    """The token the request carries, bearer first, and whether it came in the cookie;
+    not checked in any way (`optional_token` is the credential's one way in)."""
     header = connection.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        return header[7:].strip() or None
+        return header[7:].strip() or None, False
     cookie = connection.cookies.get(COOKIE_NAME) or None
-    if cookie is not None:
-        check_origin(connection)
-    return cookie
+    return cookie, cookie is not None
 
 
 def check_origin(connection: HTTPConnection) -> None:

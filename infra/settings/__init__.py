@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     # the combined rehearsal (about 520); at 256 and 512 it refused there, and the
     # departure wave's tails doubled (docs/capacity.md, History 2026-12-07 morning).
     gateway_max_waiting_requests: int = Field(default=1024, ge=1, le=100_000)
+    # Places past that bound for staff (a valid staff token): proctors and organisers
+    # are answered while candidates are refused. A console page sends a handful of
+    # requests at once, and a worker serves tens of staff.
+    gateway_staff_reserved_requests: int = Field(default=64, ge=0, le=10_000)
     max_request_bytes: int = 1024 * 1024
     max_upload_bytes: int = 8 * 1024 * 1024
     # Threads per process for blocking S3 calls (boto3), apart from the default executor.

@@ -1,19 +1,23 @@
 """A full gateway process refuses more work at the door (`api.limits.AdmissionMiddleware`):
-503 `gateway_busy` with Retry-After before the route runs, probes still answered, and a
-long stream counted only until its answer starts."""
+503 `gateway_busy` with Retry-After before the route runs, probes still answered, a
+long stream counted only until its answer starts, and staff answered in places of
+their own while others are refused."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.limits import AdmissionMiddleware
 from infra.settings import Settings
+from infra.tokens import Claims, sign
 from tests.support import held
+from tests.support.factories import auth, new_staff
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -81,8 +85,58 @@ async def test_a_stream_counts_only_until_its_answer_starts(
             gate.set()
 
 
+def _token(settings: Settings, role: Any, key: bytes | None = None, ttl: float = 600) -> str:
+    claims = Claims(
+        sid="admission-test", sub="someone", role=role, exam=None, exp=time.time() + ttl
+    )
+    return sign(claims, key or settings.token_signing_key.get_secret_value().encode())
+
+
+async def test_staff_are_answered_in_places_of_their_own_while_others_are_refused(
+    app: FastAPI, client: httpx.AsyncClient, settings: Settings, gate: asyncio.Event
+) -> None:
+    username, proctor = await new_staff(client, app.state.runtime, "proctor", "busy")
+    others = {
+        "no token": httpx.Headers(),
+        "a candidate": auth(_token(settings, "candidate")),
+        "a staff token of another key": auth(_token(settings, "proctor", b"not the key")),
+        "an expired staff token": auth(_token(settings, "proctor", ttl=-1)),
+    }
+    with held.admission_limit(app, staff_reserve=2) as limit:
+        async with held.many_connections(settings, limit + 8) as http:
+            holding = await held.fill(http, limit)
+            refused_before = held.refused("others")
+            for who, headers in others.items():
+                answer = await http.post("/test-work", json={"text": who}, headers=headers)
+                assert answer.status_code == 503, f"{who}: {answer.text}"
+                assert answer.json()["reason"] == "gateway_busy"
+            assert held.refused("others") == refused_before + len(others)
+
+            # The proctor's console goes on working: a real staff route, answered in full.
+            me = await http.get("/v1/staff/me", headers=proctor)
+            assert me.status_code == 200, me.text
+            assert me.json()["username"] == username
+            # The reserve is a bound too: two staff requests held fill it.
+            staff_held = [
+                asyncio.create_task(http.get("/test-held", headers=proctor)) for _ in range(2)
+            ]
+            staff_refused = held.refused("staff")
+            for _ in range(600):
+                if held.waiting() >= limit + 2:
+                    break
+                await asyncio.sleep(0.02)
+            answer = await http.post(
+                "/test-work", json={"text": "staff, one too many"}, headers=proctor
+            )
+            assert answer.status_code == 503, answer.text
+            assert held.refused("staff") == staff_refused + 1
+            assert not set(held.RAN) & {*others, "staff, one too many"}
+
+            gate.set()
+            await asyncio.gather(*holding, *staff_held)
+
+
 def test_the_gateway_is_bounded_as_configured(app: FastAPI, settings: Settings) -> None:
-    layer: Any = app.middleware_stack
-    while not isinstance(layer, AdmissionMiddleware):
-        layer = layer.app
+    layer = held.admission(app)
     assert layer.limit == settings.gateway_max_waiting_requests
+    assert layer.staff_reserve == settings.gateway_staff_reserved_requests > 0

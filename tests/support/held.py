@@ -75,19 +75,30 @@ def add_held_routes(app: FastAPI) -> None:
 TEST_LIMIT = 32
 
 
-@contextmanager
-def admission_limit(app: FastAPI, limit: int = TEST_LIMIT) -> Iterator[int]:
-    """The running gateway's admission bound set to `limit` for the block (its
-    `AdmissionMiddleware`, found in the app's middleware stack), then set back."""
+def admission(app: FastAPI) -> AdmissionMiddleware:
+    """The running gateway's `AdmissionMiddleware`, found in the app's middleware stack."""
     layer: Any = app.middleware_stack
     while layer is not None and not isinstance(layer, AdmissionMiddleware):
         layer = getattr(layer, "app", None)
     assert layer is not None, "no AdmissionMiddleware in the gateway's middleware stack"
-    before, layer.limit = layer.limit, limit
+    return layer
+
+
+@contextmanager
+def admission_limit(
+    app: FastAPI, limit: int = TEST_LIMIT, staff_reserve: int | None = None
+) -> Iterator[int]:
+    """The running gateway's admission bound set to `limit` (and the staff's reserve to
+    `staff_reserve`, if given) for the block, then set back."""
+    layer = admission(app)
+    before = (layer.limit, layer.staff_reserve)
+    layer.limit = limit
+    if staff_reserve is not None:
+        layer.staff_reserve = staff_reserve
     try:
         yield limit
     finally:
-        layer.limit = before
+        layer.limit, layer.staff_reserve = before
 
 
 def many_connections(settings: Settings, connections: int) -> httpx.AsyncClient:
@@ -103,8 +114,11 @@ def waiting() -> float:
     return POD_METRICS.registry.get_sample_value(WAITING) or 0.0
 
 
-def refused() -> float:
-    return POD_METRICS.registry.get_sample_value(f"{REFUSED}_total") or 0.0
+def refused(caller: str | None = None) -> float:
+    """Requests this process's gateway refused as busy: of `caller` (staff, others), or all."""
+    callers = ["staff", "others"] if caller is None else [caller]
+    registry = POD_METRICS.registry
+    return sum(registry.get_sample_value(f"{REFUSED}_total", {"caller": c}) or 0.0 for c in callers)
 
 
 async def until_refused(before: float, pending: asyncio.Future[Any]) -> None:

@@ -34,6 +34,22 @@ function busyWaitMs(response, attempt) {
   return seconds * 1000 * (1 + Math.random() / 2);
 }
 
+// `fetch`, with refusals at the door sent again as above; any other answer, and the
+// last refusal once patience runs out, is the caller's to read. WebRTC offers
+// (`webrtc.js`) come this way too: a camera must not stay dark for a busy second.
+export async function fetchAdmitted(path, init) {
+  const began = Date.now();
+  let response = await fetch(path, init);
+  for (let attempt = 1; response.status === 503; attempt += 1) {
+    const problem = await problemOf(response.clone());
+    const wait = busyWaitMs(response, attempt);
+    if (problem.reason !== BUSY || Date.now() + wait - began > BUSY_PATIENCE_MS) break;
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    response = await fetch(path, init);
+  }
+  return response;
+}
+
 export async function call(method, path, body, headers = {}) {
   const init = { method, credentials: 'same-origin', headers: { ...headers } };
   if (body instanceof Blob) {
@@ -43,15 +59,8 @@ export async function call(method, path, body, headers = {}) {
     init.body = JSON.stringify(body);
     init.headers['Content-Type'] = 'application/json';
   }
-  const began = Date.now();
-  let response = await fetch(path, init);
-  for (let attempt = 1; !response.ok; attempt += 1) {
-    const problem = await problemOf(response);
-    const wait = busyWaitMs(response, attempt);
-    if (problem.reason !== BUSY || Date.now() + wait - began > BUSY_PATIENCE_MS) throw problem;
-    await new Promise((resolve) => setTimeout(resolve, wait));
-    response = await fetch(path, init);
-  }
+  const response = await fetchAdmitted(path, init);
+  if (!response.ok) throw await problemOf(response);
   if (response.status === 204) return null;
   const type = response.headers.get('content-type') || '';
   return type.includes('json') ? response.json() : response.text();

@@ -1,6 +1,9 @@
 // WHIP (publish) and WHEP (watch) from a browser: the ICE servers the endpoint links
 // (TURN with short-lived credentials), one offer sent after gathering completes (no
-// trickle), the answer set, DELETE to stop.
+// trickle), the answer set, DELETE to stop. Offers and the ICE servers' OPTIONS that a
+// full gateway refused at the door are sent again (`http.js`).
+
+import { fetchAdmitted } from '/common/http.js';
 
 const GATHER_LIMIT_MS = 5000;
 
@@ -51,7 +54,7 @@ export function iceServersFrom(header) {
 // connects at the first try. No answer, no servers: host candidates still work nearby.
 async function linkedIceServers(url) {
   try {
-    const response = await fetch(url, { method: 'OPTIONS', credentials: 'same-origin' });
+    const response = await fetchAdmitted(url, { method: 'OPTIONS', credentials: 'same-origin' });
     return iceServersFrom(response.headers.get('Link'));
   } catch {
     return [];
@@ -76,7 +79,7 @@ function gathered(pc) {
 async function negotiate(pc, url) {
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc);
-  const response = await fetch(url, {
+  const response = await fetchAdmitted(url, {
     method: 'POST',
     credentials: 'same-origin',
     headers: { 'Content-Type': 'application/sdp' },

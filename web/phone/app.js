@@ -7,6 +7,7 @@
 // This page has no session cookie: every call carries the token itself, so it cannot use
 // common/webrtc.js's cookie-authenticated publish.
 import '/phone/strings.js';
+import { fetchAdmitted } from '/common/http.js';
 import { install, t } from '/common/i18n.js';
 import { iceServersFrom } from '/common/webrtc.js';
 
@@ -61,7 +62,7 @@ function gathered(pc) {
 
 async function iceServers() {
   try {
-    const response = await fetch(WHIP, { method: 'OPTIONS', credentials: 'omit', headers: headers() });
+    const response = await fetchAdmitted(WHIP, { method: 'OPTIONS', credentials: 'omit', headers: headers() });
     return iceServersFrom(response.headers.get('Link'));
   } catch {
     return [];
@@ -90,7 +91,7 @@ async function start() {
     });
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
-    const response = await fetch(WHIP, {
+    const response = await fetchAdmitted(WHIP, {
       method: 'POST',
       credentials: 'omit',
       headers: headers({ 'Content-Type': 'application/sdp' }),
