@@ -35,7 +35,11 @@ def connect(settings: Settings) -> Redis:
     # makes a burst wait for a free connection (briefly) instead of failing at once.
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
-        socket_connect_timeout=2,
+        # Measured on the event loop: a loopback connect takes two or three iterations,
+        # and a gateway saturated by a storm runs iterations of a second or more (2 s
+        # failed requests as `hot_state_down` while Redis idled). A Redis that is down
+        # refuses connections at once; this bounds only one that does not answer.
+        socket_connect_timeout=10,
         socket_timeout=10,
         health_check_interval=15,
         max_connections=512,
