@@ -1,26 +1,10 @@
-"""The Redis connection every process uses for hot state and journals.
-
-Why redis-py's connection module gets a `wait_for` of its own (`_one_task_writes`):
-it writes every command inside `asyncio.wait_for(..., socket_timeout)`, and on Python
-3.11 `wait_for` runs what it awaits as a task of its own, so a command's write alone
-takes three turns of the event loop before its reply can be read (a command on a
-pooled connection: four turns where one would do; a new connection's handshake 18).
-On a gateway saturated by a storm a turn lasts up to a second. Python 3.12's
-`wait_for` is a timeout scope inside the caller's task; this is that one, given to
-redis-py's module only (its other asyncio names are asyncio's own), and checked by
-`tests/infra/test_redis_connect.py` against the installed redis-py.
-"""
+"""The Redis connection every process uses for hot state and journals."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import Awaitable
 from importlib import metadata
-from types import SimpleNamespace
-from typing import Any, TypeVar
 
-import redis.asyncio.connection as redis_connection
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -46,36 +30,7 @@ def hot_state_down() -> DependencyDown:
     return DependencyDown("hot state is unavailable", reason="hot_state_down", retry_after=1)
 
 
-T = TypeVar("T")
-
-
-# It stands in for `asyncio.wait_for`, so it takes wait_for's arguments.
-async def _wait_for_in_task(awaitable: Awaitable[T], timeout: float | None) -> T:  # noqa: ASYNC109
-    """`asyncio.wait_for` as Python 3.12 has it: no task of its own."""
-    async with asyncio.timeout(timeout):
-        return await awaitable
-
-
-class _AsyncioWithOneTaskWaits(SimpleNamespace):
-    """asyncio, but for `wait_for`."""
-
-    wait_for = staticmethod(_wait_for_in_task)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-
-# The module global of redis-py's connection module that the patch replaces.
-REDIS_PY_ASYNCIO = "asyncio"
-
-
-def _one_task_writes() -> None:
-    if sys.version_info < (3, 12) and getattr(redis_connection, REDIS_PY_ASYNCIO) is asyncio:
-        setattr(redis_connection, REDIS_PY_ASYNCIO, _AsyncioWithOneTaskWaits())
-
-
 def connect(settings: Settings) -> Redis:
-    _one_task_writes()
     # bytes in, bytes out: journals carry JSON we decode ourselves. A blocking pool
     # makes a burst wait for a free connection (briefly) instead of failing at once.
     pool = BlockingConnectionPool.from_url(
