@@ -136,11 +136,13 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or scope["path"] in ALWAYS_ADMITTED:
             await self.app(scope, receive, send)
             return
-        if self.waiting >= self.limit and not self._staff_place_for(scope):
-            self.metrics.refused.labels(self._caller(scope)).inc()
-            await _drain(receive)
-            await _busy(scope["path"])(scope, receive, send)
-            return
+        if self.waiting >= self.limit:
+            caller = self._caller(scope)
+            if caller != "staff" or self.waiting >= self.limit + self.staff_reserve:
+                self.metrics.refused.labels(caller).inc()
+                await _drain(receive)
+                await _busy(scope["path"])(scope, receive, send)
+                return
         self._admit(+1)
         answered = False
 
@@ -157,10 +159,9 @@ class AdmissionMiddleware:
             if not answered:
                 self._admit(-1)
 
-    def _staff_place_for(self, scope: Scope) -> bool:
-        return self.waiting < self.limit + self.staff_reserve and self._caller(scope) == "staff"
-
     def _caller(self, scope: Scope) -> str:
+        """`staff` for a request with a valid staff token (not checked for revocation:
+        the route does that), `others` for anyone else."""
         token, _ = presented_token(HTTPConnection(scope))
         if token is None:
             return "others"

@@ -19,7 +19,7 @@ SLOW_ITERATION_S = 1.2
 SLOW_ITERATIONS = 4
 
 
-async def test_a_connection_made_while_the_loop_is_slow_is_not_refused(
+async def test_a_connection_made_while_the_loop_is_slow_does_not_time_out(
     stack: LocalStack, settings: Settings
 ) -> None:
     redis = connect(settings)
