@@ -142,7 +142,12 @@ def _stages_run(
     # runs (which gives OpenCV as many threads as torch).
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    return bench_face_model.stages(batch_sizes, FaceSettings(device="cpu", detector=detector))
+    # The liveness choices side by side once, in the stage of the CPU's own detector.
+    return bench_face_model.stages(
+        batch_sizes,
+        FaceSettings(device="cpu", detector=detector),
+        compare_liveness=detector == "yunet",
+    )
 
 
 def bare_in_processes(
