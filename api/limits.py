@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Literal
 
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
@@ -40,6 +41,9 @@ from infra.tokens import STAFF_ROLES, verify
 
 BUSY = "gateway_busy"
 BUSY_RETRY_AFTER_S = 1
+# Who a full worker refused (the `caller` label of `gateway_requests_refused_total`).
+Caller = Literal["staff", "others"]
+CALLERS: tuple[Caller, ...] = ("staff", "others")
 # Probes and scrapes are answered whatever the load: a busy gateway is not a dead one,
 # and its metrics are what shows it is busy.
 ALWAYS_ADMITTED = frozenset({"/healthz", "/readyz", "/metrics", "/metrics/cluster"})
@@ -159,7 +163,7 @@ class AdmissionMiddleware:
             if not answered:
                 self._admit(-1)
 
-    def _caller(self, scope: Scope) -> str:
+    def _caller(self, scope: Scope) -> Caller:
         """`staff` for a request with a valid staff token (not checked for revocation:
         the route does that), `others` for anyone else."""
         token, _ = presented_token(HTTPConnection(scope))

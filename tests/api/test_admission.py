@@ -117,14 +117,8 @@ async def test_staff_are_answered_in_places_of_their_own_while_others_are_refuse
             assert me.status_code == 200, me.text
             assert me.json()["username"] == username
             # The reserve is a bound too: two staff requests held fill it.
-            staff_held = [
-                asyncio.create_task(http.get("/test-held", headers=proctor)) for _ in range(2)
-            ]
             staff_refused = held.refused("staff")
-            for _ in range(600):
-                if held.waiting() >= limit + 2:
-                    break
-                await asyncio.sleep(0.02)
+            staff_held = await held.fill(http, 2, headers=proctor)
             answer = await http.post(
                 "/test-work", json={"text": "staff, one too many"}, headers=proctor
             )

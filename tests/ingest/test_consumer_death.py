@@ -171,9 +171,9 @@ async def test_killing_an_ingest_actor_mid_flush_loses_and_duplicates_nothing(
     claimed_before = await claimed_by_others()
     stop = asyncio.Event()
     sender = asyncio.create_task(traffic(stop))
+    killed = (await runtime.ingest.shard_stats(victim_name))["consumer"]
     try:
         for _ in range(40):
-            killed = (await runtime.ingest.shard_stats(victim_name))["consumer"]
             for _ in range(2000):
                 if await runtime.redis.xpending_range(stream, INGEST_GROUP, "-", "+", 1000):
                     break
@@ -190,6 +190,7 @@ async def test_killing_an_ingest_actor_mid_flush_loses_and_duplicates_nothing(
             if orphaned or claimed:
                 caught_mid_flush = True
                 break
+            killed = restarted["consumer"]  # the next kill's victim
     finally:
         stop.set()
         await sender

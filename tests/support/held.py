@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from api.limits import AdmissionMiddleware
+from api.limits import CALLERS, AdmissionMiddleware, Caller
 from api.metrics import POD_METRICS, REFUSED, WAITING
 from infra.settings import Settings
 
@@ -114,9 +114,9 @@ def waiting() -> float:
     return POD_METRICS.registry.get_sample_value(WAITING) or 0.0
 
 
-def refused(caller: str | None = None) -> float:
-    """Requests this process's gateway refused as busy: of `caller` (staff, others), or all."""
-    callers = ["staff", "others"] if caller is None else [caller]
+def refused(caller: Caller | None = None) -> float:
+    """Requests this process's gateway refused as busy: of `caller`, or all."""
+    callers = CALLERS if caller is None else (caller,)
     registry = POD_METRICS.registry
     return sum(registry.get_sample_value(f"{REFUSED}_total", {"caller": c}) or 0.0 for c in callers)
 
@@ -131,11 +131,15 @@ async def until_refused(before: float, pending: asyncio.Future[Any]) -> None:
     assert refused() > before, "the gateway never refused the request"
 
 
-async def fill(http: httpx.AsyncClient, count: int) -> list[asyncio.Task[httpx.Response]]:
-    """`count` held requests, once the gateway counts them all at work."""
-    held = [asyncio.create_task(http.get("/test-held")) for _ in range(count)]
+async def fill(
+    http: httpx.AsyncClient, count: int, headers: httpx.Headers | None = None
+) -> list[asyncio.Task[httpx.Response]]:
+    """`count` more held requests (sent with `headers`), once the gateway counts them all
+    at work beside those it held already."""
+    target = waiting() + count
+    held = [asyncio.create_task(http.get("/test-held", headers=headers)) for _ in range(count)]
     for _ in range(1200):
-        if waiting() >= count:
+        if waiting() >= target:
             return held
         await asyncio.sleep(0.05)
-    raise AssertionError(f"never {count} requests at work")
+    raise AssertionError(f"never {target} requests at work")
