@@ -21,6 +21,8 @@ from infra.settings import Settings, settings_to_env
 from infra.stack import LocalStack, read_manifest
 
 CONTROLLER_START_TIMEOUT_S = 120.0
+# psutil's start times are reckoned from boot in clock ticks: a little off the wall clock.
+CLOCK_SLACK_S = 1.0
 
 
 def stop_on_signals(stop: threading.Event) -> None:
@@ -123,8 +125,9 @@ def down(settings: Settings, timeout: float = 60.0) -> int:
         while pid_alive(supervisor) and time.monotonic() < deadline:
             time.sleep(0.2)
     # Whatever outlived the supervisor (it was SIGKILLed, say) is ended by pid.
+    written_at = float(manifest.get("started_at", time.time()))
     for name, pid in manifest["services"].items():
-        if pid and pid_alive(int(pid)) and _is_ours(int(pid)):
+        if pid and pid_alive(int(pid)) and _is_ours(int(pid), written_at):
             print(f"examday: {name} (pid {pid}) outlived the supervisor; killing it")
             os.killpg(int(pid), signal.SIGKILL)
     (settings.state_dir / "stack.json").unlink(missing_ok=True)
@@ -132,10 +135,18 @@ def down(settings: Settings, timeout: float = 60.0) -> int:
     return 0
 
 
-def _is_ours(pid: int) -> bool:
+def _is_ours(pid: int, written_at: float) -> bool:
+    """Whether the pid is still the service the manifest named. Pids are reused (a
+    container's pid_max is often 32768, a day of tests wraps it), and a process started
+    after the manifest was written is someone else's: another stack's Redis or SeaweedFS
+    matches the names as well as ours did."""
     try:
-        cmdline = " ".join(psutil.Process(pid).cmdline())
+        process = psutil.Process(pid)
+        cmdline = " ".join(process.cmdline())
+        created = process.create_time()
     except psutil.Error:
+        return False
+    if created > written_at + CLOCK_SLACK_S:
         return False
     return any(word in cmdline for word in ("redis-server", "weed", "ray", "uvicorn"))
 

@@ -3,6 +3,13 @@
 For a local stack (its state directory holds `stack.json`) every service's
 process tree is sampled with psutil; elsewhere the summary says it could not
 see the servers rather than report zeros.
+
+The manifest is read again at every sample: the stack's supervisor restarts a
+dead Redis, SeaweedFS or TURN relay under a new pid and rewrites the manifest,
+and a rehearsal that outlives a restart (a chaos run, a crash under load) is
+exactly when the servers' figures matter. A service whose process is gone at a
+sample is recorded as down (no CPU, no memory) rather than left out, so that a
+chart shows the gap and the summary counts it.
 """
 
 from __future__ import annotations
@@ -22,9 +29,10 @@ MAX_SAMPLES = 10_000
 
 
 class ServerSampler:
-    def __init__(self, state_dir: Path | None) -> None:
-        manifest = read_manifest(state_dir) if state_dir else None
-        self.services: dict[str, int] = dict(manifest["services"]) if manifest else {}
+    def __init__(self, state_dir: Path | None, every_s: float = SAMPLE_SECONDS) -> None:
+        self.state_dir = state_dir
+        self.every_s = every_s
+        self.services: dict[str, int] = self._read_services()
         self.samples: list[dict[str, Any]] = []
         # cpu_percent measures since the previous call on the same Process object: keep them.
         self._known: dict[int, psutil.Process] = {}
@@ -32,53 +40,66 @@ class ServerSampler:
     async def run(self, stop: asyncio.Event) -> None:
         if not self.services:
             return
-        roots = {
-            name: psutil.Process(pid)
-            for name, pid in self.services.items()
-            if psutil.pid_exists(pid)
-        }
-        for proc in self._family(roots).values():
-            for p in proc:
-                p.cpu_percent(None)  # the first call only starts the measurement
+        # psutil reads /proc: off the event loop, which drives the fleet's candidates.
+        await asyncio.to_thread(self._measure)  # the first call only starts the measurement
         while not stop.is_set() and len(self.samples) < MAX_SAMPLES:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS)
-            sample: dict[str, Any] = {"t": time.time()}
-            for name, procs in self._family(roots).items():
-                cpu = rss = 0.0
-                for p in procs:
-                    try:
-                        cpu += p.cpu_percent(None)
-                        rss += p.memory_info().rss
-                    except psutil.Error:
-                        continue
-                sample[name] = {"cpu_percent": round(cpu, 1), "rss_mib": round(rss / 2**20, 1)}
-            self.samples.append(sample)
+                await asyncio.wait_for(stop.wait(), self.every_s)
+            self.samples.append(await asyncio.to_thread(self._measure))
 
-    def _family(self, roots: dict[str, psutil.Process]) -> dict[str, list[psutil.Process]]:
-        family = {}
-        for name, root in roots.items():
-            try:
-                members = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                members = []
-            family[name] = [self._known.setdefault(p.pid, p) for p in members]
-        return family
+    def _read_services(self) -> dict[str, int]:
+        manifest = read_manifest(self.state_dir) if self.state_dir else None
+        return {name: int(pid) for name, pid in manifest["services"].items()} if manifest else {}
+
+    def _measure(self) -> dict[str, Any]:
+        # A stack that went away keeps its last known services, reported down.
+        self.services = {**self.services, **self._read_services()}
+        self._known = {pid: p for pid, p in self._known.items() if p.is_running()}
+        sample: dict[str, Any] = {"t": time.time()}
+        for name, pid in self.services.items():
+            procs = self._family(pid)
+            cpu = rss = 0.0
+            for p in procs:
+                try:
+                    cpu += p.cpu_percent(None)
+                    rss += p.memory_info().rss
+                except psutil.Error:
+                    continue
+            value: dict[str, Any] = {"cpu_percent": round(cpu, 1), "rss_mib": round(rss / 2**20, 1)}
+            if not procs:
+                value["down"] = True
+            sample[name] = value
+        return sample
+
+    def _family(self, pid: int) -> list[psutil.Process]:
+        """The service's process and its descendants; none when it is not running."""
+        try:
+            root = self._known.get(pid)
+            if root is None or not root.is_running():  # is_running: the same process, not its pid
+                root = self._known[pid] = psutil.Process(pid)
+            if root.status() == psutil.STATUS_ZOMBIE:
+                return []
+            members = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+        return [self._known.setdefault(p.pid, p) for p in members]
 
     def summary(self) -> dict[str, Any]:
         if not self.samples:
             return {
                 "note": "server processes not visible (not a local stack): no CPU/memory sampled"
             }
-        names = [k for k in self.samples[-1] if k != "t"]
+        names = list(dict.fromkeys(k for s in self.samples for k in s if k != "t"))
         out: dict[str, Any] = {"samples": len(self.samples)}
         for name in names:
-            cpu = [s[name]["cpu_percent"] for s in self.samples if name in s]
-            rss = [s[name]["rss_mib"] for s in self.samples if name in s]
+            values = [s[name] for s in self.samples if name in s]
+            up = [v for v in values if not v.get("down")] or values
             out[name] = {
-                "cpu_percent_mean": round(sum(cpu) / len(cpu), 1),
-                "cpu_percent_max": max(cpu),
-                "rss_mib_max": max(rss),
+                "cpu_percent_mean": round(sum(v["cpu_percent"] for v in up) / len(up), 1),
+                "cpu_percent_max": max(v["cpu_percent"] for v in up),
+                "rss_mib_max": max(v["rss_mib"] for v in up),
+                # Samples that found the service's process gone (a crash, a restart).
+                "down_samples": len(values) - len([v for v in values if not v.get("down")]),
             }
         out["cpu_percent_mean_total"] = round(
             sum(v["cpu_percent_mean"] for k, v in out.items() if isinstance(v, dict)), 1

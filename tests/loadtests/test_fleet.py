@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from infra.progress import Progress
 from infra.settings import Settings, settings_to_env
+from infra.stack import read_manifest
 from loadtests import charts, fleet
 from loadtests.config import FleetConfig
 from loadtests.journey import Recorder, Step
@@ -195,7 +196,16 @@ def _assert_report_covers_the_run(directory: Path, config: FleetConfig, *, media
         assert times[-1] - times[0] >= config.duration / 2
         server = run.series["server"]
         assert len(server) >= 3
-        assert {"redis", "seaweedfs"} <= set(server[-1])
+        # Every service of the stack in every sample (followed across restarts), up.
+        assert config.state_dir is not None
+        manifest = read_manifest(config.state_dir)
+        assert manifest is not None
+        assert {"redis", "seaweedfs"} <= set(manifest["services"])
+        for sample in server:
+            assert set(manifest["services"]) <= set(sample)
+        for name in ("redis", "seaweedfs"):
+            assert not server[-1][name].get("down"), name
+            assert server[-1][name]["rss_mib"] > 0, name
         assert server[-1]["t"] - server[0]["t"] >= config.duration / 2
     page = (directory / "report.html").read_text()
     assert "<script src" not in page
