@@ -18,11 +18,9 @@ import psutil
 from cluster import commands
 from infra.processes import pid_alive
 from infra.settings import Settings, settings_to_env
-from infra.stack import LocalStack, read_manifest
+from infra.stack import LocalStack, named_process, read_manifest
 
 CONTROLLER_START_TIMEOUT_S = 120.0
-# psutil's start times are reckoned from boot in clock ticks: a little off the wall clock.
-CLOCK_SLACK_S = 1.0
 
 
 def stop_on_signals(stop: threading.Event) -> None:
@@ -125,28 +123,20 @@ def down(settings: Settings, timeout: float = 60.0) -> int:
         while pid_alive(supervisor) and time.monotonic() < deadline:
             time.sleep(0.2)
     # Whatever outlived the supervisor (it was SIGKILLed, say) is ended by pid.
-    written_at = float(manifest.get("started_at", time.time()))
-    for name, pid in manifest["services"].items():
-        if pid and pid_alive(int(pid)) and _is_ours(int(pid), written_at):
-            print(f"examday: {name} (pid {pid}) outlived the supervisor; killing it")
-            os.killpg(int(pid), signal.SIGKILL)
+    for name in manifest["services"]:
+        process = named_process(manifest, name)
+        if process is not None and _is_ours(process):
+            print(f"examday: {name} (pid {process.pid}) outlived the supervisor; killing it")
+            os.killpg(process.pid, signal.SIGKILL)
     (settings.state_dir / "stack.json").unlink(missing_ok=True)
     print("examday: down")
     return 0
 
 
-def _is_ours(pid: int, written_at: float) -> bool:
-    """Whether the pid is still the service the manifest named. Pids are reused (a
-    container's pid_max is often 32768, a day of tests wraps it), and a process started
-    after the manifest was written is someone else's: another stack's Redis or SeaweedFS
-    matches the names as well as ours did."""
+def _is_ours(process: psutil.Process) -> bool:
     try:
-        process = psutil.Process(pid)
         cmdline = " ".join(process.cmdline())
-        created = process.create_time()
     except psutil.Error:
-        return False
-    if created > written_at + CLOCK_SLACK_S:
         return False
     return any(word in cmdline for word in ("redis-server", "weed", "ray", "uvicorn"))
 
@@ -158,9 +148,10 @@ def status(settings: Settings) -> int:
         return 1
     print(f"examday: supervisor pid {manifest['supervisor_pid']}, state {manifest['state_dir']}")
     for name, pid in manifest["services"].items():
-        alive = pid_alive(int(pid))
-        rss = _rss_mib(int(pid)) if alive else 0.0
-        print(f"  {name:<12} pid {pid:<8} {'up' if alive else 'DOWN':<5} rss {rss:7.1f} MiB")
+        process = named_process(manifest, name)
+        rss = _rss_mib(process) if process is not None else 0.0
+        state = "up" if process is not None else "DOWN"
+        print(f"  {name:<12} pid {pid:<8} {state:<5} rss {rss:7.1f} MiB")
     ready = _readyz(manifest.get("gateway_url"))
     print(json.dumps(ready, indent=2))
     kept = ready.get("checks", {}).get("redis_persistence", {})
@@ -170,10 +161,9 @@ def status(settings: Settings) -> int:
     return 0 if ready.get("status") in ("ready", "degraded") else 1
 
 
-def _rss_mib(pid: int) -> float:
+def _rss_mib(root: psutil.Process) -> float:
     """RSS of a service with all its descendants (Ray's raylet and workers)."""
     try:
-        root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
         return sum(p.memory_info().rss for p in procs) / 2**20
     except psutil.Error:

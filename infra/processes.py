@@ -74,6 +74,9 @@ class ManagedProcess:
         self.log_path = log_path
         self.env = env
         self.cwd = cwd
+        # Called after every start, whoever starts it (the stack's supervisor, a test
+        # restarting a service): `LocalStack` writes its manifest's new pid there.
+        self.on_started: Callable[[], None] | None = None
         self._popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -103,6 +106,8 @@ class ManagedProcess:
                 cwd=self.cwd,
                 preexec_fn=_child_setup,
             )
+        if self.on_started is not None:
+            self.on_started()
 
     def wait_healthy(self, check: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout

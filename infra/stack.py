@@ -3,7 +3,10 @@
 `LocalStack.start()` brings up Redis, SeaweedFS, the Ray head, the TURN relay
 (coturn, where installed), more Ray nodes, then the gateway, each checked healthy
 before the next depends on it; `stop()` ends them in reverse order. A manifest in
-the state directory lets `examday status` and `examday down` find a running stack.
+the state directory lets `examday status`, `examday down` and the load tester's
+sampler find a running stack; it is written again at every start of a service,
+whoever starts it, since a manifest naming a dead pid names, once pids wrap,
+somebody else's process.
 
 Once up, a `Supervisor` thread restarts the stateful services (Redis, SeaweedFS)
 and the TURN relay when they die, with bounded exponential back-off, on the same
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from pydantic import SecretStr
 
 from infra import services
@@ -36,6 +40,8 @@ from infra.processes import ManagedProcess, free_port, free_port_block, port_ope
 from infra.settings import RegionStore, Settings, settings_to_env
 
 MANIFEST_NAME = "stack.json"
+# psutil's start times are reckoned from boot in clock ticks: a little off the wall clock.
+CLOCK_SLACK_S = 1.0
 # The services a supervisor brings back: the ones whose state is on disk, and the TURN
 # relay (stateless, but nothing else brings it back and a candidate behind a strict NAT
 # has no other way in). Ray nodes keep their state in memory (a new head is a new
@@ -126,8 +132,7 @@ class Supervisor(threading.Thread):
             if self._halted.is_set():
                 return
             times.append(time.monotonic())
-            process.start()
-            self.stack.write_manifest()
+            process.start()  # the stack's manifest follows (ManagedProcess.on_started)
         self.log(f"examday: {process.name} restarted, pid {process.pid}")
 
 
@@ -149,6 +154,15 @@ class LocalStack:
     # `cluster.loopback_nodes`): the head offers its head type's resources, the worker
     # nodes come and go with demand; None: `nodes` fixed nodes.
     autoscaling: dict[str, Any] | None = None
+    # Once the manifest is written it follows every start of a service, by whomever.
+    _published: bool = field(default=False, init=False, repr=False)
+    _manifest_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        for process in self.processes:
+            process.on_started = self._started
 
     def start(self) -> None:
         started = time.monotonic()
@@ -204,7 +218,16 @@ class LocalStack:
             self.supervisor.start()
         return self.supervisor
 
+    def replace(self, old: ManagedProcess, new: ManagedProcess) -> None:
+        """Start `new` in place of the stopped `old` (the same service with other
+        arguments): the supervisor watches it, `stop()` ends it, the manifest names it."""
+        new.on_started = self._started
+        new.start()
+        self.processes[self.processes.index(old)] = new
+        self._started()
+
     def stop(self) -> None:
+        self._published = False
         supervisor, self.supervisor = self.supervisor, None
         if supervisor is not None:
             supervisor.halt()
@@ -215,6 +238,7 @@ class LocalStack:
         self.manifest_path.unlink(missing_ok=True)
 
     def _launch(self, process: ManagedProcess) -> ManagedProcess:
+        process.on_started = self._started
         process.start()
         self.processes.append(process)
         return process
@@ -252,7 +276,13 @@ class LocalStack:
     def manifest_path(self) -> Path:
         return self.settings.state_dir / MANIFEST_NAME
 
+    def _started(self) -> None:
+        if self._published:
+            self.write_manifest()
+
     def write_manifest(self) -> None:
+        """The stack as it runs now; `started_at` is when it was written, so that a pid
+        taken since by another process is not taken for a service (`named_process`)."""
         manifest = {
             "supervisor_pid": os.getpid(),
             "state_dir": str(self.settings.state_dir.resolve()),
@@ -263,10 +293,13 @@ class LocalStack:
             "services": {p.name: p.pid for p in self.processes},
             "started_at": time.time(),
         }
-        # Replaced whole: `examday status` and `down` may read it while a restart rewrites it.
-        partial = self.manifest_path.with_suffix(".json.tmp")
-        partial.write_text(json.dumps(manifest, indent=2))
-        partial.replace(self.manifest_path)
+        # Replaced whole: `examday status` and `down` may read it while a restart rewrites
+        # it; one writer at a time (the supervisor's thread restarts services too).
+        with self._manifest_lock:
+            partial = self.manifest_path.with_suffix(".json.tmp")
+            partial.write_text(json.dumps(manifest, indent=2))
+            partial.replace(self.manifest_path)
+            self._published = True
 
 
 def _print(line: str) -> None:
@@ -280,6 +313,25 @@ def read_manifest(state_dir: Path) -> dict[str, Any] | None:
         return None
     manifest: dict[str, Any] = json.loads(path.read_text())
     return manifest
+
+
+def named_process(manifest: dict[str, Any], name: str) -> psutil.Process | None:
+    """The running process the manifest names for a service; None when it is gone, or when
+    its pid now belongs to a process started after the manifest was written. Pids are
+    reused (a container's pid_max is often 32768, which a day of tests wraps), and another
+    stack's Redis or SeaweedFS on a reused pid looks just like ours."""
+    pid = manifest["services"].get(name)
+    if not pid:
+        return None
+    try:
+        process = psutil.Process(int(pid))
+        created = process.create_time()
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.Error:
+        return None
+    written_at = float(manifest.get("started_at", time.time()))
+    return None if created > written_at + CLOCK_SLACK_S else process
 
 
 def random_secrets() -> dict[str, Any]:

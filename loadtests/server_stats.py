@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from infra.stack import read_manifest
+from infra.stack import named_process, read_manifest
 
 SAMPLE_SECONDS = 2.0
 MAX_SAMPLES = 10_000
@@ -32,13 +32,13 @@ class ServerSampler:
     def __init__(self, state_dir: Path | None, every_s: float = SAMPLE_SECONDS) -> None:
         self.state_dir = state_dir
         self.every_s = every_s
-        self.services: dict[str, int] = self._read_services()
+        self.manifest = read_manifest(state_dir) if state_dir else None
         self.samples: list[dict[str, Any]] = []
         # cpu_percent measures since the previous call on the same Process object: keep them.
         self._known: dict[int, psutil.Process] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
-        if not self.services:
+        if self.manifest is None:
             return
         # psutil reads /proc: off the event loop, which drives the fleet's candidates.
         await asyncio.to_thread(self._measure)  # the first call only starts the measurement
@@ -47,17 +47,16 @@ class ServerSampler:
                 await asyncio.wait_for(stop.wait(), self.every_s)
             self.samples.append(await asyncio.to_thread(self._measure))
 
-    def _read_services(self) -> dict[str, int]:
-        manifest = read_manifest(self.state_dir) if self.state_dir else None
-        return {name: int(pid) for name, pid in manifest["services"].items()} if manifest else {}
-
     def _measure(self) -> dict[str, Any]:
-        # A stack that went away keeps its last known services, reported down.
-        self.services = {**self.services, **self._read_services()}
+        # A stack that went away keeps its last manifest: its services show as down.
+        fresh = read_manifest(self.state_dir) if self.state_dir else None
+        self.manifest = fresh or self.manifest
+        services = self.manifest["services"] if self.manifest else {}
         self._known = {pid: p for pid, p in self._known.items() if p.is_running()}
         sample: dict[str, Any] = {"t": time.time()}
-        for name, pid in self.services.items():
-            procs = self._family(pid)
+        for name in services:
+            root = named_process(self.manifest, name) if self.manifest else None
+            procs = self._family(root) if root is not None else []
             cpu = rss = 0.0
             for p in procs:
                 try:
@@ -71,14 +70,9 @@ class ServerSampler:
             sample[name] = value
         return sample
 
-    def _family(self, pid: int) -> list[psutil.Process]:
-        """The service's process and its descendants; none when it is not running."""
+    def _family(self, root: psutil.Process) -> list[psutil.Process]:
+        """The service's process and its descendants, each measured on the one object."""
         try:
-            root = self._known.get(pid)
-            if root is None or not root.is_running():  # is_running: the same process, not its pid
-                root = self._known[pid] = psutil.Process(pid)
-            if root.status() == psutil.STATUS_ZOMBIE:
-                return []
             members = [root, *root.children(recursive=True)]
         except psutil.Error:
             return []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cluster import bringup
 from infra.processes import ManagedProcess, pid_alive
-from infra.stack import MANIFEST_NAME, isolated_settings
+from infra.stack import CLOCK_SLACK_S, MANIFEST_NAME, isolated_settings
 
 # A process whose command line reads like a service's ("redis-server", "weed").
 SLEEP = "import time; time.sleep(120)"
@@ -30,7 +30,7 @@ def test_down_ends_the_named_services_and_spares_a_reused_pid(tmp_path: Path) ->
     written_at = time.time()
     # Another stack's SeaweedFS, started after the manifest was written, on a pid that
     # manifest names (pid reuse, as after a wrap of a container's 32768 pids).
-    time.sleep(2 * bringup.CLOCK_SLACK_S)
+    time.sleep(2 * CLOCK_SLACK_S)
     stranger = _service("seaweedfs", "weed", tmp_path)
     try:
         manifest = {

@@ -43,8 +43,7 @@ async def test_a_restarted_service_is_followed_and_its_gap_shown(tmp_path: Path)
         await _samples_until(sampler, seen + 2)
         assert sampler.samples[-1]["store"] == {"cpu_percent": 0.0, "rss_mib": 0.0, "down": True}
 
-        service.start()  # a new pid, written to the manifest as the supervisor does
-        stack.write_manifest()
+        service.start()  # a new pid, which the stack writes to its manifest
         assert service.pid != first_pid
         seen = len(sampler.samples)
         await _samples_until(sampler, seen + 2)

@@ -68,9 +68,7 @@ def _restart_redis(stack: LocalStack) -> None:
         return
     old = _redis_process(stack)
     argv = [*old.argv, "--appendonly", "yes", "--appendfsync", "always"]
-    fresh = ManagedProcess(old.name, argv, old.log_path)
-    fresh.start()
-    stack.processes[stack.processes.index(old)] = fresh
+    stack.replace(old, ManagedProcess(old.name, argv, old.log_path))
 
 
 async def _wait_ping(redis: Redis, deadline: float) -> None:
