@@ -281,8 +281,8 @@ class LocalStack:
             self.write_manifest()
 
     def write_manifest(self) -> None:
-        """The stack as it runs now; `started_at` is when it was written, so that a pid
-        taken since by another process is not taken for a service (`named_process`)."""
+        """The stack as it runs now, and when this was written: a pid taken since by
+        another process is then not taken for a service (`named_process`)."""
         manifest = {
             "supervisor_pid": os.getpid(),
             "state_dir": str(self.settings.state_dir.resolve()),
@@ -291,7 +291,7 @@ class LocalStack:
             "s3_endpoint": f"http://127.0.0.1:{self.settings.s3_port}",
             "ray_address": self.settings.ray_head_address,
             "services": {p.name: p.pid for p in self.processes},
-            "started_at": time.time(),
+            "written_at": time.time(),
         }
         # Replaced whole: `examday status` and `down` may read it while a restart rewrites
         # it; one writer at a time (the supervisor's thread restarts services too).
@@ -330,7 +330,8 @@ def named_process(manifest: dict[str, Any], name: str) -> psutil.Process | None:
             return None
     except psutil.Error:
         return None
-    written_at = float(manifest.get("started_at", time.time()))
+    # `started_at`: the same moment, as manifests written before 2026-12-07 call it.
+    written_at = float(manifest.get("written_at", manifest.get("started_at", 0.0)))
     return None if created > written_at + CLOCK_SLACK_S else process
 
 

@@ -37,7 +37,7 @@ def test_down_ends_the_named_services_and_spares_a_reused_pid(tmp_path: Path) ->
             "supervisor_pid": _dead_pid(),
             "state_dir": str(settings.state_dir),
             "services": {"redis": survivor.pid, "seaweedfs": stranger.pid},
-            "started_at": written_at,
+            "written_at": written_at,
         }
         (settings.state_dir / MANIFEST_NAME).write_text(json.dumps(manifest))
         assert bringup.down(settings) == 0
