@@ -40,8 +40,6 @@ from infra.processes import ManagedProcess, free_port, free_port_block, port_ope
 from infra.settings import RegionStore, Settings, settings_to_env
 
 MANIFEST_NAME = "stack.json"
-# psutil's start times are reckoned from boot in clock ticks: a little off the wall clock.
-CLOCK_SLACK_S = 1.0
 # The services a supervisor brings back: the ones whose state is on disk, and the TURN
 # relay (stateless, but nothing else brings it back and a candidate behind a strict NAT
 # has no other way in). Ray nodes keep their state in memory (a new head is a new
@@ -281,8 +279,7 @@ class LocalStack:
             self.write_manifest()
 
     def write_manifest(self) -> None:
-        """The stack as it runs now, and when this was written: a pid taken since by
-        another process is then not taken for a service (`named_process`)."""
+        """The stack as it runs now: each service's pid and when that process started."""
         manifest = {
             "supervisor_pid": os.getpid(),
             "state_dir": str(self.settings.state_dir.resolve()),
@@ -291,7 +288,10 @@ class LocalStack:
             "s3_endpoint": f"http://127.0.0.1:{self.settings.s3_port}",
             "ray_address": self.settings.ray_head_address,
             "services": {p.name: p.pid for p in self.processes},
-            "written_at": time.time(),
+            # With its pid, its start (kernel ticks since boot) names one process for
+            # good: a pid is reused, the pair never is. No wall clock is involved.
+            "starts": {p.name: start_ticks(p.pid) for p in self.processes if p.pid},
+            "started_at": time.time(),
         }
         # Replaced whole: `examday status` and `down` may read it while a restart rewrites
         # it; one writer at a time (the supervisor's thread restarts services too).
@@ -317,22 +317,30 @@ def read_manifest(state_dir: Path) -> dict[str, Any] | None:
 
 def named_process(manifest: dict[str, Any], name: str) -> psutil.Process | None:
     """The running process the manifest names for a service; None when it is gone, or when
-    its pid now belongs to a process started after the manifest was written. Pids are
-    reused (a container's pid_max is often 32768, which a day of tests wraps), and another
-    stack's Redis or SeaweedFS on a reused pid looks just like ours."""
+    its pid now belongs to another process. Pids are reused (a container's pid_max is often
+    32768, which a day of tests wraps), and another stack's Redis or SeaweedFS on a reused
+    pid looks just like ours: a pid counts only with the start the manifest recorded."""
     pid = manifest["services"].get(name)
-    if not pid:
+    if not pid or start_ticks(int(pid)) != manifest.get("starts", {}).get(name):
         return None
     try:
         process = psutil.Process(int(pid))
-        created = process.create_time()
         if process.status() == psutil.STATUS_ZOMBIE:
             return None
     except psutil.Error:
         return None
-    # `started_at`: the same moment, as manifests written before 2026-12-07 call it.
-    written_at = float(manifest.get("written_at", manifest.get("started_at", 0.0)))
-    return None if created > written_at + CLOCK_SLACK_S else process
+    return process
+
+
+def start_ticks(pid: int) -> int | None:
+    """When a process started, in clock ticks since boot (field 22 of /proc/PID/stat); None
+    when there is no such process. Unlike a start time on the wall clock it never moves."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces and parentheses.
+    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def random_secrets() -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cluster import bringup
 from infra.processes import ManagedProcess, pid_alive
-from infra.stack import CLOCK_SLACK_S, MANIFEST_NAME, isolated_settings
+from infra.stack import MANIFEST_NAME, isolated_settings, start_ticks
 
 # A process whose command line reads like a service's ("redis-server", "weed").
 SLEEP = "import time; time.sleep(120)"
@@ -27,17 +27,19 @@ def test_down_ends_the_named_services_and_spares_a_reused_pid(tmp_path: Path) ->
     settings = isolated_settings(tmp_path / "state")
     settings.state_dir.mkdir(parents=True)
     survivor = _service("redis", "redis-server", tmp_path)
-    written_at = time.time()
-    # Another stack's SeaweedFS, started after the manifest was written, on a pid that
-    # manifest names (pid reuse, as after a wrap of a container's 32768 pids).
-    time.sleep(2 * CLOCK_SLACK_S)
+    # Another stack's SeaweedFS on a pid that the manifest names for a SeaweedFS that
+    # started earlier and has ended (pid reuse, as after a wrap of a container's 32768).
     stranger = _service("seaweedfs", "weed", tmp_path)
     try:
+        assert survivor.pid is not None
+        assert stranger.pid is not None
+        stranger_start = start_ticks(stranger.pid)
+        assert stranger_start is not None
         manifest = {
             "supervisor_pid": _dead_pid(),
             "state_dir": str(settings.state_dir),
             "services": {"redis": survivor.pid, "seaweedfs": stranger.pid},
-            "written_at": written_at,
+            "starts": {"redis": start_ticks(survivor.pid), "seaweedfs": stranger_start - 500},
         }
         (settings.state_dir / MANIFEST_NAME).write_text(json.dumps(manifest))
         assert bringup.down(settings) == 0
@@ -46,7 +48,6 @@ def test_down_ends_the_named_services_and_spares_a_reused_pid(tmp_path: Path) ->
             time.sleep(0.1)
         assert not survivor.running
         assert stranger.running
-        assert stranger.pid is not None
         assert pid_alive(stranger.pid)
         assert not (settings.state_dir / MANIFEST_NAME).exists()
     finally:

@@ -8,9 +8,11 @@ import os
 import re
 import secrets
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from fastapi import FastAPI
 
@@ -204,12 +206,29 @@ def _assert_report_covers_the_run(directory: Path, config: FleetConfig, *, media
         for sample in server:
             assert set(manifest["services"]) <= set(sample)
         for name in ("redis", "seaweedfs"):
-            assert not server[-1][name].get("down"), name
+            assert not server[-1][name].get("down"), (name, _seen_by_the_sampler(manifest, name))
             assert server[-1][name]["rss_mib"] > 0, name
         assert server[-1]["t"] - server[0]["t"] >= config.duration / 2
     page = (directory / "report.html").read_text()
     assert "<script src" not in page
     assert "Plotly.newPlot" in page
+
+
+def _seen_by_the_sampler(manifest: dict[str, Any], name: str) -> dict[str, Any]:
+    """What a failed check needs: the pid the manifest names, what runs there, and every
+    process that looks like the service."""
+    pid = int(manifest["services"][name])
+    word = {"redis": "redis-server", "seaweedfs": "weed"}[name]
+    try:
+        named: Any = psutil.Process(pid).as_dict(["cmdline", "create_time", "status"])
+    except psutil.Error as exc:
+        named = repr(exc)
+    lookalikes = [
+        (p.pid, p.info["create_time"], p.info["status"])
+        for p in psutil.process_iter(["cmdline", "create_time", "status"])
+        if word in " ".join(p.info["cmdline"] or ())
+    ]
+    return {"manifest": manifest, "named": named, "lookalikes": lookalikes, "now": time.time()}
 
 
 async def test_compare_sets_two_runs_side_by_side(
