@@ -219,9 +219,9 @@ class LocalStack:
     def replace(self, old: ManagedProcess, new: ManagedProcess) -> None:
         """Start `new` in place of the stopped `old` (the same service with other
         arguments): the supervisor watches it, `stop()` ends it, the manifest names it."""
-        new.on_started = self._started
-        new.start()
+        new.start()  # before it is listed, so that the supervisor never starts it too
         self.processes[self.processes.index(old)] = new
+        new.on_started = self._started
         self._started()
 
     def stop(self) -> None:

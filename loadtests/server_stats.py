@@ -50,12 +50,13 @@ class ServerSampler:
     def _measure(self) -> dict[str, Any]:
         # A stack that went away keeps its last manifest: its services show as down.
         fresh = read_manifest(self.state_dir) if self.state_dir else None
-        self.manifest = fresh or self.manifest
-        services = self.manifest["services"] if self.manifest else {}
-        self._known = {pid: p for pid, p in self._known.items() if p.is_running()}
+        manifest = self.manifest = fresh or self.manifest
         sample: dict[str, Any] = {"t": time.time()}
-        for name in services:
-            root = named_process(self.manifest, name) if self.manifest else None
+        if manifest is None:
+            return sample
+        self._known = {pid: p for pid, p in self._known.items() if p.is_running()}
+        for name in manifest["services"]:
+            root = named_process(manifest, name)
             procs = self._family(root) if root is not None else []
             cpu = rss = 0.0
             for p in procs:
@@ -87,13 +88,16 @@ class ServerSampler:
         out: dict[str, Any] = {"samples": len(self.samples)}
         for name in names:
             values = [s[name] for s in self.samples if name in s]
-            up = [v for v in values if not v.get("down")] or values
+            up = [v for v in values if not v.get("down")]
+            measured = up or values  # never up: its zeros
             out[name] = {
-                "cpu_percent_mean": round(sum(v["cpu_percent"] for v in up) / len(up), 1),
-                "cpu_percent_max": max(v["cpu_percent"] for v in up),
-                "rss_mib_max": max(v["rss_mib"] for v in up),
+                "cpu_percent_mean": round(
+                    sum(v["cpu_percent"] for v in measured) / len(measured), 1
+                ),
+                "cpu_percent_max": max(v["cpu_percent"] for v in measured),
+                "rss_mib_max": max(v["rss_mib"] for v in measured),
                 # Samples that found the service's process gone (a crash, a restart).
-                "down_samples": len(values) - len([v for v in values if not v.get("down")]),
+                "down_samples": len(values) - len(up),
             }
         out["cpu_percent_mean_total"] = round(
             sum(v["cpu_percent_mean"] for k, v in out.items() if isinstance(v, dict)), 1
